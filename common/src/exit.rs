@@ -1,0 +1,18 @@
+//! Exit codes of every Brine command, in one place (documented in the README).
+
+/// Everything worked.
+pub const OK: i32 = 0;
+/// At least one minion's job failed (non-zero retcode or `success: false`).
+pub const JOB_FAILED: i32 = 1;
+/// The target matched no minion.
+pub const NO_MATCH: i32 = 2;
+/// At least one expected minion did not return.
+pub const DID_NOT_RETURN: i32 = 20;
+/// Bad command line (sysexits `EX_USAGE`).
+pub const USAGE: i32 = 64;
+/// The master could not be reached or refused the client (`EX_UNAVAILABLE`).
+pub const UNAVAILABLE: i32 = 69;
+/// Internal error (`EX_SOFTWARE`).
+pub const SOFTWARE: i32 = 70;
+/// Bad configuration (sysexits `EX_CONFIG`).
+pub const CONFIG: i32 = 78;

@@ -1,0 +1,336 @@
+//! Wire types: every message that crosses a socket, in one place.
+//!
+//! Three channels carry these types:
+//! - the **publish channel** (master PUB on `publish_port`, 4505): frames
+//!   `[topic, msgpack(SignedPub)]`; see [`PubBody`];
+//! - the **request channel** (master ROUTER on `ret_port`, 4506, minion
+//!   DEALER): one frame `msgpack(Envelope)` each way; see [`Wire`];
+//! - the **local client channel** (unix socket in `sock_dir`) used by the
+//!   CLIs; its types live in the master crate.
+//!
+//! Every envelope carries [`PROTO_VERSION`]; decoding (see [`crate::codec`])
+//! enforces a maximum frame size and never panics on hostile bytes. The
+//! request and event message sets are open enums so later request kinds
+//! (file server, pillar, events) are additions, not breaking changes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Version of the wire format; a peer with another version is refused with
+/// a clear error instead of a confusing decode failure.
+pub const PROTO_VERSION: u8 = 1;
+
+/// Topic every minion and syndic subscribes to.
+pub const TOPIC_BROADCAST: &[u8] = b"B\0";
+
+/// Topic that reaches one minion (or one syndic) only. The trailing NUL keeps
+/// `web1` from also subscribing to `web10` (zmq subscriptions are prefixes).
+pub fn topic_for(id: &str) -> Vec<u8> {
+    let mut t = Vec::with_capacity(id.len() + 3);
+    t.extend_from_slice(b"M:");
+    t.extend_from_slice(id.as_bytes());
+    t.push(0);
+    t
+}
+
+/// How a target expression is to be read (Salt's `tgt_type`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    #[default]
+    Glob,
+    Pcre,
+    List,
+    Grain,
+    GrainPcre,
+    Ipcidr,
+    Compound,
+    Nodegroup,
+}
+
+impl TargetType {
+    /// Salt's name for the type, as shown in job listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetType::Glob => "glob",
+            TargetType::Pcre => "pcre",
+            TargetType::List => "list",
+            TargetType::Grain => "grain",
+            TargetType::GrainPcre => "grain_pcre",
+            TargetType::Ipcidr => "ipcidr",
+            TargetType::Compound => "compound",
+            TargetType::Nodegroup => "nodegroup",
+        }
+    }
+}
+
+/// One point on a job's way through the topology, for latency accounting.
+/// Only filled when the job asks for it (`JobLoad::trace`), as `loadtest` does.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Stamp {
+    /// Who stamped: a master, syndic or minion id.
+    pub who: String,
+    /// What happened: `pub`, `relay`, `recv`, `done`, `ret`.
+    pub what: String,
+    /// Wall clock, microseconds since the Unix epoch.
+    pub us: u64,
+}
+
+/// Microseconds since the Unix epoch (for [`Stamp`]).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A job as published (Salt's publish load).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JobLoad {
+    pub jid: String,
+    pub tgt: String,
+    pub tgt_type: TargetType,
+    pub fun: String,
+    #[serde(default)]
+    pub arg: Vec<Value>,
+    #[serde(default)]
+    pub kwarg: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub user: String,
+    /// Seconds the client waits before asking `saltutil.find_job`.
+    #[serde(default)]
+    pub timeout: u64,
+    /// Grain delimiter for `-G`/`-P` targets (`:` by default).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Ids of the masters this job came through, top first; a master that
+    /// finds its own id here drops the job (loop guard).
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// Set by `loadtest`: every hop appends a [`Stamp`].
+    #[serde(default)]
+    pub trace: Option<Vec<Stamp>>,
+}
+
+fn default_delimiter() -> String {
+    ":".to_string()
+}
+
+/// A minion's answer to one job (Salt's `_return` load).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReturnLoad {
+    pub jid: String,
+    pub id: String,
+    pub fun: String,
+    #[serde(default)]
+    pub fun_args: Vec<Value>,
+    #[serde(rename = "return")]
+    pub ret: Value,
+    pub retcode: i32,
+    pub success: bool,
+    /// Outputter the function prefers (`nested` when absent).
+    #[serde(default)]
+    pub out: Option<String>,
+    /// Copied from the job and extended by each hop on the way back.
+    #[serde(default)]
+    pub trace: Option<Vec<Stamp>>,
+}
+
+/// The role a peer claims when it authenticates on the request channel.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Minion,
+    Syndic,
+}
+
+/// Clear-text sign-in request (Salt's `_auth`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AuthRequest {
+    pub id: String,
+    /// The peer's RSA public key, PEM (SPKI).
+    pub pub_pem: String,
+    /// 32 random bytes echoed in the signed answer, so an old answer cannot
+    /// be replayed to the peer.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    pub role: Role,
+}
+
+/// Outcome of a sign-in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStatus {
+    Accepted,
+    Pending,
+    Rejected,
+    Denied,
+}
+
+/// The body of an accepted sign-in; the master signs its msgpack bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AuthAccept {
+    /// The master's public key (the minion pins it on first contact).
+    pub master_pub_pem: String,
+    /// The master's id (`master_id`/`id` in its config).
+    pub master_id: String,
+    pub publish_port: u16,
+    /// Which publish key this is; publishes name the key they use.
+    pub key_id: u32,
+    /// RSA-OAEP-SHA256(peer key, 32-byte publish key).
+    #[serde(with = "serde_bytes")]
+    pub publish_key: Vec<u8>,
+    /// RSA-OAEP-SHA256(peer key, 32-byte per-peer session key).
+    #[serde(with = "serde_bytes")]
+    pub session_key: Vec<u8>,
+    /// The request's nonce, echoed.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    /// Heartbeat interval the master wants, seconds.
+    pub heartbeat_interval: u64,
+}
+
+/// Answer to an [`AuthRequest`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AuthReply {
+    pub status: AuthStatus,
+    /// msgpack([`AuthAccept`]) when accepted.
+    #[serde(with = "serde_bytes", default)]
+    pub accept: Vec<u8>,
+    /// Master's RSA-PSS-SHA256 signature over `accept`.
+    #[serde(with = "serde_bytes", default)]
+    pub sig: Vec<u8>,
+}
+
+/// A grains/presence record of one minion, as rosters carry it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RosterEntry {
+    pub id: String,
+    pub grains: Value,
+    pub connected: bool,
+    /// Syndic ids between the reporting master and the minion, nearest
+    /// first; empty for a minion attached directly to the reporter.
+    #[serde(default)]
+    pub via: Vec<String>,
+}
+
+/// A change to a syndic's subtree, reported upward.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct RosterDelta {
+    /// Full state instead of a delta: the receiver replaces what it had.
+    pub full: bool,
+    pub upsert: Vec<RosterEntry>,
+    pub remove: Vec<String>,
+}
+
+/// What an authenticated peer may ask of its master (sealed under its
+/// session key). New kinds are added at the end.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum RequestBody {
+    /// First message after sign-in: grains and version.
+    Hello { grains: Value, version: String },
+    /// Presence; answered with `Ok`.
+    Heartbeat,
+    /// One job return.
+    Return(ReturnLoad),
+    /// Grains changed (`saltutil.sync_grains`, `grains.refresh`).
+    Grains(Value),
+    /// A syndic's batch of returns from its subtree.
+    SyndicReturns(Vec<ReturnLoad>),
+    /// A syndic's subtree changed.
+    Roster(RosterDelta),
+}
+
+/// A sealed request with its replay-protection counter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Strictly increasing per session; the master refuses anything else.
+    pub seq: u64,
+    /// Echoed in the reply so the peer can match answers to questions.
+    pub req_id: u64,
+    pub body: RequestBody,
+}
+
+/// The master's answer to a [`Request`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ReplyBody {
+    Ok,
+    /// The request was understood but refused; the text says why.
+    Refused(String),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub req_id: u64,
+    pub body: ReplyBody,
+}
+
+/// One frame on the request channel (either direction).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Wire {
+    Auth(AuthRequest),
+    AuthReply(AuthReply),
+    /// AES-256-GCM(session key of `id`, msgpack([`Request`])).
+    Sealed {
+        id: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// AES-256-GCM(session key, msgpack([`Reply`])).
+    SealedReply {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The master has no session for this peer (restart, rotation): sign in again.
+    ReAuth,
+    /// A clear-text refusal of a frame that could not be handled.
+    Error(String),
+}
+
+/// The outer frame of the request channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub v: u8,
+    pub wire: Wire,
+}
+
+/// What a publish carries, inside [`SignedPub`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum PubKind {
+    /// AES-256-GCM(publish key `key_id`, msgpack([`JobLoad`])).
+    Job {
+        key_id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A new publish key for one peer, sealed under that peer's session key:
+    /// msgpack((key_id, key)). Sent on the peer's own topic at rotation.
+    KeyUpdate {
+        id: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Every peer should sign in again (after a master restart).
+    Reauth,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PubBody {
+    /// Strictly increasing per master; subscribers drop anything not newer
+    /// than what they have seen (replays and stale publishes).
+    pub seq: u64,
+    /// The publishing master's id.
+    pub master_id: String,
+    pub kind: PubKind,
+}
+
+/// A publish frame: the body's msgpack bytes and the master's RSA signature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SignedPub {
+    pub v: u8,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub sig: Vec<u8>,
+}
