@@ -1,0 +1,835 @@
+//! The master's minion key store: Salt's four key states kept on disk under
+//! `pki_dir`, one file per minion id holding its public key PEM, in
+//! `minions/` (accepted), `minions_pre/` (pending), `minions_rejected/` and
+//! `minions_denied/`, next to the master's own `master.pem`/`master.pub`.
+//!
+//! Invariants: a sign-in never scans a directory (it stats and reads at most
+//! a few files named by the id), never overwrites an accepted or pending key
+//! (a different key under a known id goes to `minions_denied/` and is
+//! refused), and an id that fails [`KeyStore::valid_id`] never becomes a
+//! path. Every file lands by an atomic rename from a private staging
+//! directory, so a reader (the master or `salt-key`) never sees half a key.
+
+use brine_common::crypto::{KeyPair, PublicKey};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::{debug, info, warn};
+
+/// Longest minion id accepted (a file name limit on common file systems).
+const MAX_ID_LEN: usize = 255;
+/// Longest autosign file read; a bigger one is a mistake, not a config.
+const MAX_AUTOSIGN_BYTES: u64 = 1 << 20;
+/// Upper bound on the work one glob match may do (keeps a hostile pattern
+/// such as `*a*a*a*a*b` from taking quadratic time over and over).
+const MAX_GLOB_STEPS: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid minion id {0:?}")]
+    InvalidId(String),
+    #[error("bad public key for {id}: {reason}")]
+    BadKey { id: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("master key: {0}")]
+    MasterKey(#[from] brine_common::crypto::CryptoError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The state of a minion's key on the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum KeyState {
+    Accepted,
+    Pending,
+    Rejected,
+    Denied,
+}
+
+impl KeyState {
+    /// Every state, in Salt's directory order.
+    pub const ALL: [KeyState; 4] = [
+        KeyState::Accepted,
+        KeyState::Pending,
+        KeyState::Rejected,
+        KeyState::Denied,
+    ];
+
+    /// The directory under `pki_dir` (also the key in json/yaml output).
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            KeyState::Accepted => "minions",
+            KeyState::Pending => "minions_pre",
+            KeyState::Rejected => "minions_rejected",
+            KeyState::Denied => "minions_denied",
+        }
+    }
+}
+
+/// The answer to one sign-in attempt.
+#[derive(Debug, Clone)]
+pub enum SignIn {
+    /// The key is accepted; carries the stored (equal) public key.
+    Accepted(PublicKey),
+    /// Waiting for an operator (or was just written to `minions_pre/`).
+    Pending,
+    /// An operator rejected this id.
+    Rejected,
+    /// A different key was presented for a known id; it was put in
+    /// `minions_denied/` for the operator to inspect.
+    Denied,
+}
+
+/// All managed keys by state, each list sorted (case-insensitively, as
+/// Salt sorts them).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct KeyListing {
+    pub minions: Vec<String>,
+    pub minions_pre: Vec<String>,
+    pub minions_rejected: Vec<String>,
+    pub minions_denied: Vec<String>,
+}
+
+impl KeyListing {
+    pub fn get(&self, state: KeyState) -> &[String] {
+        match state {
+            KeyState::Accepted => &self.minions,
+            KeyState::Pending => &self.minions_pre,
+            KeyState::Rejected => &self.minions_rejected,
+            KeyState::Denied => &self.minions_denied,
+        }
+    }
+}
+
+/// Salt's `sorted_ignorecase` order, made total by the exact bytes.
+pub fn sort_ignorecase(ids: &mut [String]) {
+    ids.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+}
+
+/// The key store of one master.
+#[derive(Debug)]
+pub struct KeyStore {
+    pki_dir: PathBuf,
+    /// Accept every new key at once (Salt's `auto_accept`).
+    auto_accept: bool,
+    /// Globs of ids accepted at once; re-read on each decision so an
+    /// operator can edit it without restarting the master.
+    autosign_file: Option<PathBuf>,
+    /// Makes staging file names unique within this process.
+    seq: AtomicU64,
+}
+
+const STAGING: &str = ".staging";
+
+impl KeyStore {
+    /// Opens (creating, mode 0700) `pki_dir` and its key directories.
+    pub fn open(
+        pki_dir: &Path,
+        auto_accept: bool,
+        autosign_file: Option<&Path>,
+    ) -> Result<Self, KeyError> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(pki_dir).map_err(io_err(pki_dir))?;
+        for state in KeyState::ALL {
+            let dir = pki_dir.join(state.dir_name());
+            builder.create(&dir).map_err(io_err(&dir))?;
+        }
+        let staging = pki_dir.join(STAGING);
+        builder.create(&staging).map_err(io_err(&staging))?;
+        Ok(Self {
+            pki_dir: pki_dir.to_path_buf(),
+            auto_accept,
+            autosign_file: autosign_file.map(Path::to_path_buf),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki_dir
+    }
+
+    /// Loads `master.pem`/`master.pub`, generating them on first use.
+    pub fn master_keypair(&self) -> Result<KeyPair, KeyError> {
+        Ok(KeyPair::load_or_generate(&self.pki_dir, "master")?.0)
+    }
+
+    /// Whether `id` may name a minion: non-empty, at most 255 bytes, no path
+    /// separator, NUL or control character, and not `.` or `..`.
+    pub fn valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= MAX_ID_LEN
+            && id != "."
+            && id != ".."
+            && !id.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+    }
+
+    fn path(&self, state: KeyState, id: &str) -> PathBuf {
+        self.pki_dir.join(state.dir_name()).join(id)
+    }
+
+    /// Reads one key file; `None` when it does not exist.
+    fn read(&self, state: KeyState, id: &str) -> Result<Option<String>, KeyError> {
+        let path = self.path(state, id);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes `text` as `state/id` through a staging file and a rename.
+    fn write(&self, state: KeyState, id: &str, text: &str) -> Result<(), KeyError> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .pki_dir
+            .join(STAGING)
+            .join(format!("{}.{}.{n}", std::process::id(), state.dir_name()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, self.path(state, id))
+        })();
+        if result.is_err() {
+            // Best effort: a leftover staging file is harmless but untidy.
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io_err(&self.path(state, id)))
+    }
+
+    /// Whether `state/id` exists.
+    fn exists(&self, state: KeyState, id: &str) -> Result<bool, KeyError> {
+        let path = self.path(state, id);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Salt's `_auth` decision for a minion presenting `pub_pem` as `id`.
+    pub fn sign_in(&self, id: &str, pub_pem: &str) -> Result<SignIn, KeyError> {
+        if !Self::valid_id(id) {
+            warn!(id = %id.escape_debug(), "sign-in with invalid id refused");
+            return Err(KeyError::InvalidId(id.to_string()));
+        }
+        let presented = PublicKey::from_pem(pub_pem).map_err(|e| KeyError::BadKey {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        if self.exists(KeyState::Rejected, id)? {
+            info!(id = %id, "public key rejected");
+            return Ok(SignIn::Rejected);
+        }
+        if let Some(stored) = self.read(KeyState::Accepted, id)? {
+            if same_key(&stored, &presented) {
+                return match PublicKey::from_pem(&stored) {
+                    Ok(k) => Ok(SignIn::Accepted(k)),
+                    Err(e) => Err(KeyError::BadKey {
+                        id: id.to_string(),
+                        reason: e.to_string(),
+                    }),
+                };
+            }
+            warn!(id = %id, "key denied: accepted key differs from the one presented");
+            self.write(KeyState::Denied, id, presented.pem())?;
+            return Ok(SignIn::Denied);
+        }
+        if let Some(stored) = self.read(KeyState::Pending, id)? {
+            if !same_key(&stored, &presented) {
+                warn!(id = %id, "key denied: pending key differs from the one presented");
+                self.write(KeyState::Denied, id, presented.pem())?;
+                return Ok(SignIn::Denied);
+            }
+            if self.autosign(id) {
+                info!(id = %id, "pending key auto-accepted");
+                self.rename(KeyState::Pending, KeyState::Accepted, id)?;
+                return Ok(SignIn::Accepted(presented));
+            }
+            debug!(id = %id, "key still pending");
+            return Ok(SignIn::Pending);
+        }
+        if self.autosign(id) {
+            info!(id = %id, "new key auto-accepted");
+            self.write(KeyState::Accepted, id, presented.pem())?;
+            return Ok(SignIn::Accepted(presented));
+        }
+        info!(id = %id, "new key pending");
+        self.write(KeyState::Pending, id, presented.pem())?;
+        Ok(SignIn::Pending)
+    }
+
+    /// `auto_accept`, or `id` matches a glob line of the autosign file.
+    fn autosign(&self, id: &str) -> bool {
+        if self.auto_accept {
+            return true;
+        }
+        let Some(path) = &self.autosign_file else {
+            return false;
+        };
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "autosign file unreadable");
+                return false;
+            }
+        };
+        if meta.permissions().mode() & 0o022 != 0 {
+            warn!(path = %path.display(), "autosign file is group or world writable; ignored");
+            return false;
+        }
+        if meta.len() > MAX_AUTOSIGN_BYTES {
+            warn!(path = %path.display(), "autosign file too large; ignored");
+            return false;
+        }
+        match fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .any(|glob| fnmatch(glob, id)),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "autosign file unreadable");
+                false
+            }
+        }
+    }
+
+    /// The first state holding `id` (accepted, pending, rejected, denied).
+    pub fn state(&self, id: &str) -> Option<KeyState> {
+        if !Self::valid_id(id) {
+            return None;
+        }
+        KeyState::ALL
+            .into_iter()
+            .find(|s| self.exists(*s, id).unwrap_or(false))
+    }
+
+    /// The accepted public key of `id`, if any and if it parses.
+    pub fn accepted_key(&self, id: &str) -> Option<PublicKey> {
+        if !Self::valid_id(id) {
+            return None;
+        }
+        let text = self.read(KeyState::Accepted, id).ok()??;
+        PublicKey::from_pem(&text).ok()
+    }
+
+    fn list_dir(&self, state: KeyState) -> Result<Vec<String>, KeyError> {
+        let dir = self.pki_dir.join(state.dir_name());
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // Salt ignores dotfiles; names that cannot be ids are not keys.
+            if name.starts_with('.') || !Self::valid_id(&name) {
+                continue;
+            }
+            ids.push(name);
+        }
+        sort_ignorecase(&mut ids);
+        Ok(ids)
+    }
+
+    /// Every managed key by state.
+    pub fn list(&self) -> Result<KeyListing, KeyError> {
+        Ok(KeyListing {
+            minions: self.list_dir(KeyState::Accepted)?,
+            minions_pre: self.list_dir(KeyState::Pending)?,
+            minions_rejected: self.list_dir(KeyState::Rejected)?,
+            minions_denied: self.list_dir(KeyState::Denied)?,
+        })
+    }
+
+    /// Ids in `states` matching `glob` (Salt's fnmatch; a comma separates
+    /// alternatives), in the order of `states`, each state's ids sorted.
+    pub fn matching(
+        &self,
+        glob: &str,
+        states: &[KeyState],
+    ) -> Result<Vec<(KeyState, String)>, KeyError> {
+        let mut out = Vec::new();
+        for &state in states {
+            for id in self.list_dir(state)? {
+                if glob_matches(glob, &id) {
+                    out.push((state, id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rename(&self, from: KeyState, to: KeyState, id: &str) -> Result<(), KeyError> {
+        let src = self.path(from, id);
+        fs::rename(&src, self.path(to, id)).map_err(io_err(&src))
+    }
+
+    /// Moves each planned `(state, id)` still in that state to `to`;
+    /// returns the ids moved (each once). Keys that do not parse are left
+    /// where they are when moving to accepted.
+    fn move_planned(
+        &self,
+        planned: &[(KeyState, String)],
+        to: KeyState,
+    ) -> Result<Vec<String>, KeyError> {
+        let mut moved: Vec<String> = Vec::new();
+        for (from, id) in planned {
+            if *from == to || !Self::valid_id(id) {
+                continue;
+            }
+            let Some(text) = self.read(*from, id)? else {
+                continue;
+            };
+            if to == KeyState::Accepted && PublicKey::from_pem(&text).is_err() {
+                warn!(id = %id, "invalid public key not accepted");
+                continue;
+            }
+            self.rename(*from, to, id)?;
+            info!(id = %id, from = from.dir_name(), to = to.dir_name(), "key moved");
+            if !moved.contains(id) {
+                moved.push(id.clone());
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Accepts exactly the listed keys (what an operator was shown).
+    pub fn accept_planned(&self, planned: &[(KeyState, String)]) -> Result<Vec<String>, KeyError> {
+        self.move_planned(planned, KeyState::Accepted)
+    }
+
+    /// Rejects exactly the listed keys (what an operator was shown).
+    pub fn reject_planned(&self, planned: &[(KeyState, String)]) -> Result<Vec<String>, KeyError> {
+        self.move_planned(planned, KeyState::Rejected)
+    }
+
+    /// Deletes exactly the listed keys; returns those removed.
+    pub fn delete_planned(
+        &self,
+        planned: &[(KeyState, String)],
+    ) -> Result<Vec<(String, KeyState)>, KeyError> {
+        let mut out = Vec::new();
+        for (state, id) in planned {
+            if !Self::valid_id(id) {
+                continue;
+            }
+            let path = self.path(*state, id);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    info!(id = %id, state = state.dir_name(), "key deleted");
+                    out.push((id.clone(), *state));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Glob (Salt fnmatch: * ? [..]) over ids in the given states; returns the ids changed.
+    pub fn accept(
+        &self,
+        glob: &str,
+        include_rejected: bool,
+        include_denied: bool,
+    ) -> Result<Vec<String>, KeyError> {
+        let mut states = vec![KeyState::Pending];
+        if include_rejected {
+            states.push(KeyState::Rejected);
+        }
+        if include_denied {
+            states.push(KeyState::Denied);
+        }
+        self.accept_planned(&self.matching(glob, &states)?)
+    }
+
+    /// Moves matching pending (and, if asked, accepted/denied) keys to rejected.
+    pub fn reject(
+        &self,
+        glob: &str,
+        include_accepted: bool,
+        include_denied: bool,
+    ) -> Result<Vec<String>, KeyError> {
+        let mut states = vec![KeyState::Pending];
+        if include_accepted {
+            states.push(KeyState::Accepted);
+        }
+        if include_denied {
+            states.push(KeyState::Denied);
+        }
+        self.reject_planned(&self.matching(glob, &states)?)
+    }
+
+    /// Deletes matching keys in every state.
+    pub fn delete(&self, glob: &str) -> Result<Vec<(String, KeyState)>, KeyError> {
+        self.delete_planned(&self.matching(glob, &KeyState::ALL)?)
+    }
+
+    /// `(state, id, fingerprint)` of matching keys in every state; a file
+    /// that does not hold a valid key shows `invalid key` as fingerprint.
+    pub fn fingerprints(&self, glob: &str) -> Result<Vec<(KeyState, String, String)>, KeyError> {
+        let mut out = Vec::new();
+        for (state, id) in self.matching(glob, &KeyState::ALL)? {
+            let Some(text) = self.read(state, &id)? else {
+                continue;
+            };
+            let finger = PublicKey::from_pem(&text)
+                .map(|k| k.fingerprint())
+                .unwrap_or_else(|_| "invalid key".to_string());
+            out.push((state, id, finger));
+        }
+        Ok(out)
+    }
+
+    /// `(file name, fingerprint)` of the master's own `*.pem`/`*.pub` files
+    /// in `pki_dir` (Salt's "Local Keys"); a private key shows the
+    /// fingerprint of its public half.
+    pub fn local_fingerprints(&self) -> Result<Vec<(String, String)>, KeyError> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.pki_dir).map_err(io_err(&self.pki_dir))? {
+            let entry = entry.map_err(io_err(&self.pki_dir))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                if name.ends_with(".pem") || name.ends_with(".pub") {
+                    names.push(name);
+                }
+            }
+        }
+        sort_ignorecase(&mut names);
+        let mut out = Vec::new();
+        for name in names {
+            let path = self.pki_dir.join(&name);
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let finger = if name.ends_with(".pem") {
+                KeyPair::from_pem(&text).map(|k| k.public().fingerprint())
+            } else {
+                PublicKey::from_pem(&text).map(|k| k.fingerprint())
+            }
+            .unwrap_or_else(|_| "invalid key".to_string());
+            out.push((name, finger));
+        }
+        Ok(out)
+    }
+}
+
+/// Two PEMs hold the same key when their normalised text is equal.
+fn same_key(stored_pem: &str, presented: &PublicKey) -> bool {
+    stored_pem.trim() == presented.pem().trim()
+}
+
+/// `glob` matches `name`, where `glob` may list alternatives split by `,`
+/// (as `salt-key -a 'a,b'` does).
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    glob.split(',').any(|g| fnmatch(g, name))
+}
+
+/// Salt's (Python's) `fnmatch` on POSIX: `*` any run, `?` one character,
+/// `[abc]`, `[a-z]`, `[!x]` one character of (not of) a set; case-sensitive.
+/// An unclosed `[` is a literal. Bounded by `MAX_GLOB_STEPS`.
+pub fn fnmatch(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0usize, 0usize);
+    // Where to resume after the last `*`: (pattern index after it, name index).
+    let mut star: Option<(usize, usize)> = None;
+    let mut steps = 0usize;
+    while ni < n.len() {
+        steps += 1;
+        if steps > MAX_GLOB_STEPS {
+            return false;
+        }
+        let mut advanced = false;
+        if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some((pi + 1, ni));
+                    pi += 1;
+                    continue;
+                }
+                '?' => {
+                    pi += 1;
+                    ni += 1;
+                    advanced = true;
+                }
+                '[' => match class_match(&p, pi, n[ni]) {
+                    Some((true, next)) => {
+                        pi = next;
+                        ni += 1;
+                        advanced = true;
+                    }
+                    Some((false, _)) => {}
+                    None => {
+                        if n[ni] == '[' {
+                            pi += 1;
+                            ni += 1;
+                            advanced = true;
+                        }
+                    }
+                },
+                c => {
+                    if c == n[ni] {
+                        pi += 1;
+                        ni += 1;
+                        advanced = true;
+                    }
+                }
+            }
+        }
+        if !advanced {
+            match star {
+                Some((sp, sn)) => {
+                    pi = sp;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            }
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches `c` against the class opening at `p[start] == '['`. Returns
+/// `(matched, index after the class)`, or `None` if the class is unclosed.
+fn class_match(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = matches!(p.get(i), Some('!'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let &ch = p.get(i)?;
+        if ch == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
+            let end = p[i + 2];
+            if ch <= c && c <= end {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if ch == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// Key generation costs tens of ms; share a few pairs across tests.
+    fn keys() -> &'static [KeyPair] {
+        static KEYS: OnceLock<Vec<KeyPair>> = OnceLock::new();
+        KEYS.get_or_init(|| (0..2).map(|_| KeyPair::generate().expect("gen")).collect())
+    }
+
+    fn pem(i: usize) -> &'static str {
+        keys()[i].public().pem()
+    }
+
+    fn store(auto: bool, autosign: Option<&Path>) -> (tempfile::TempDir, KeyStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = KeyStore::open(&dir.path().join("pki"), auto, autosign).expect("open");
+        (dir, s)
+    }
+
+    #[test]
+    fn open_creates_private_dirs() {
+        let (_d, s) = store(false, None);
+        for st in KeyState::ALL {
+            let m = fs::metadata(s.pki_dir().join(st.dir_name())).expect("dir");
+            assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        }
+        assert_eq!(
+            fs::metadata(s.pki_dir()).expect("pki").permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn valid_ids() {
+        for ok in ["web1", "a.b-c_d", ".hidden", "x".repeat(255).as_str()] {
+            assert!(KeyStore::valid_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "a\nb", "\x7f", &"x".repeat(256)] {
+            assert!(!KeyStore::valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sign_in_state_machine() {
+        let (_d, s) = store(false, None);
+        assert!(matches!(s.sign_in("../x", pem(0)), Err(KeyError::InvalidId(_))));
+        assert!(matches!(s.sign_in("web1", "garbage"), Err(KeyError::BadKey { .. })));
+        assert_eq!(s.state("web1"), None);
+
+        // Unknown → pending, and pending again.
+        assert!(matches!(s.sign_in("web1", pem(0)), Ok(SignIn::Pending)));
+        assert!(matches!(s.sign_in("web1", pem(0)), Ok(SignIn::Pending)));
+        assert_eq!(s.state("web1"), Some(KeyState::Pending));
+        assert!(s.accepted_key("web1").is_none());
+
+        // Pending with another key → denied; pending key untouched.
+        assert!(matches!(s.sign_in("web1", pem(1)), Ok(SignIn::Denied)));
+        let l = s.list().expect("list");
+        assert_eq!(l.minions_pre, vec!["web1"]);
+        assert_eq!(l.minions_denied, vec!["web1"]);
+        let denied = fs::read_to_string(s.pki_dir().join("minions_denied/web1")).expect("read");
+        assert_eq!(denied, pem(1));
+
+        // Accept → signs in with the same key, denied with another.
+        assert_eq!(s.accept("web1", false, false).expect("acc"), vec!["web1"]);
+        match s.sign_in("web1", pem(0)).expect("sign") {
+            SignIn::Accepted(k) => assert_eq!(k.pem(), pem(0)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.sign_in("web1", pem(1)), Ok(SignIn::Denied)));
+        assert_eq!(
+            s.accepted_key("web1").expect("key").fingerprint(),
+            keys()[0].public().fingerprint()
+        );
+
+        // Rejected wins over everything.
+        assert_eq!(s.reject("web1", true, false).expect("rej"), vec!["web1"]);
+        assert!(matches!(s.sign_in("web1", pem(0)), Ok(SignIn::Rejected)));
+        assert!(matches!(s.sign_in("web1", pem(1)), Ok(SignIn::Rejected)));
+        assert_eq!(s.state("web1"), Some(KeyState::Rejected));
+    }
+
+    #[test]
+    fn auto_accept_accepts_new_and_pending() {
+        let (_d, s) = store(true, None);
+        assert!(matches!(s.sign_in("m1", pem(0)), Ok(SignIn::Accepted(_))));
+        assert_eq!(s.state("m1"), Some(KeyState::Accepted));
+        // Even with auto_accept, a different key for a known id is denied.
+        assert!(matches!(s.sign_in("m1", pem(1)), Ok(SignIn::Denied)));
+    }
+
+    #[test]
+    fn autosign_file_globs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("autosign.conf");
+        fs::write(&file, "# comment\n\n  web*  \ndb[0-9]\n").expect("write");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let s = KeyStore::open(&dir.path().join("pki"), false, Some(&file)).expect("open");
+        assert!(matches!(s.sign_in("web7", pem(0)), Ok(SignIn::Accepted(_))));
+        assert!(matches!(s.sign_in("db3", pem(0)), Ok(SignIn::Accepted(_))));
+        assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Pending)));
+        assert!(matches!(s.sign_in("# comment", pem(0)), Ok(SignIn::Pending)));
+        // A pending id added to the file later is accepted on its next sign-in.
+        fs::write(&file, "dbx\n").expect("write");
+        assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Accepted(_))));
+        // A world-writable autosign file is ignored.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).expect("chmod");
+        fs::write(&file, "*\n").expect("write");
+        assert!(matches!(s.sign_in("other", pem(0)), Ok(SignIn::Pending)));
+    }
+
+    #[test]
+    fn accept_reject_delete_and_fingerprints() {
+        let (_d, s) = store(false, None);
+        for id in ["b", "a", "C", "d"] {
+            s.sign_in(id, pem(0)).expect("sign");
+        }
+        assert_eq!(s.list().expect("l").minions_pre, vec!["a", "b", "C", "d"]);
+        assert_eq!(s.reject("d", false, false).expect("r"), vec!["d"]);
+        // accept without include_rejected leaves d alone.
+        assert_eq!(s.accept("*", false, false).expect("a"), vec!["a", "b", "C"]);
+        assert_eq!(s.accept("d", true, false).expect("a"), vec!["d"]);
+        assert!(s.accept("zzz", true, true).expect("a").is_empty());
+        s.sign_in("a", pem(1)).expect("denied");
+        assert_eq!(
+            s.matching("a", &KeyState::ALL).expect("m"),
+            vec![
+                (KeyState::Accepted, "a".to_string()),
+                (KeyState::Denied, "a".to_string())
+            ]
+        );
+        let f = s.fingerprints("a").expect("f");
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].2, keys()[0].public().fingerprint());
+        assert_eq!(f[1].2, keys()[1].public().fingerprint());
+        assert_eq!(
+            s.delete("a,b").expect("d"),
+            vec![
+                ("a".to_string(), KeyState::Accepted),
+                ("b".to_string(), KeyState::Accepted),
+                ("a".to_string(), KeyState::Denied)
+            ]
+        );
+        let l = s.list().expect("l");
+        assert_eq!(l.minions, vec!["C", "d"]);
+        assert!(l.minions_denied.is_empty());
+    }
+
+    #[test]
+    fn invalid_stored_key_is_not_accepted() {
+        let (_d, s) = store(false, None);
+        fs::write(s.pki_dir().join("minions_pre/bad"), "junk").expect("write");
+        assert!(s.accept("bad", false, false).expect("acc").is_empty());
+        assert_eq!(s.state("bad"), Some(KeyState::Pending));
+        assert_eq!(s.fingerprints("bad").expect("f")[0].2, "invalid key");
+    }
+
+    #[test]
+    fn fnmatch_like_python() {
+        let yes = [
+            ("*", ""),
+            ("*", "abc"),
+            ("a*c", "abbbc"),
+            ("a?c", "abc"),
+            ("[ab]x", "bx"),
+            ("[a-c]x", "cx"),
+            ("[!a]x", "bx"),
+            ("[]]", "]"),
+            ("[!]]", "a"),
+            ("a[", "a["),
+            ("web*.example.*", "web1.example.com"),
+            ("*a*a*b", "aaaaaaab"),
+        ];
+        for (p, n) in yes {
+            assert!(fnmatch(p, n), "{p} ~ {n}");
+        }
+        let no = [
+            ("a", "A"),
+            ("a?c", "ac"),
+            ("[!a]x", "ax"),
+            ("[a-c]x", "dx"),
+            ("abc", "abcd"),
+            ("*a*a*b", "aaaaaaaa"),
+            ("", "a"),
+        ];
+        for (p, n) in no {
+            assert!(!fnmatch(p, n), "{p} !~ {n}");
+        }
+        assert!(glob_matches("x,web*", "web2"));
+        assert!(!glob_matches("x,y", "web2"));
+        let long = "a".repeat(3000);
+        assert!(!fnmatch(&format!("{}b", "*a".repeat(50)), &long));
+    }
+}
