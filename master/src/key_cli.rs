@@ -365,7 +365,13 @@ fn render_txt(sections: &Sections) -> String {
             let items: Vec<String> = sec
                 .entries
                 .iter()
-                .map(|(id, fp)| format!("{}: {}", py_repr(id), py_repr(fp.as_deref().unwrap_or_default())))
+                .map(|(id, fp)| {
+                    format!(
+                        "{}: {}",
+                        py_repr(id),
+                        py_repr(fp.as_deref().unwrap_or_default())
+                    )
+                })
                 .collect();
             format!("{{{}}}", items.join(", "))
         } else {
@@ -471,7 +477,9 @@ pub fn run(
     let result = match act {
         Action::List(which) => list(&store, which, args, out),
         Action::Finger(glob) => finger(&store, &glob, args, out),
-        Action::Change(change, glob) => change_keys(&store, change, &glob, args, stdin, out, notify),
+        Action::Change(change, glob) => {
+            change_keys(&store, change, &glob, args, stdin, out, notify)
+        }
         Action::GenKeys(_) => Ok(()),
     };
     match result {
@@ -708,7 +716,9 @@ mod tests {
         let mut stdin = std::io::Cursor::new(input.as_bytes().to_vec());
         let mut out = Vec::new();
         let mut changes = Vec::new();
-        let code = run(&args, pki, false, &mut stdin, &mut out, &mut |c| changes.push(c));
+        let code = run(&args, pki, false, &mut stdin, &mut out, &mut |c| {
+            changes.push(c)
+        });
         Ran {
             code,
             out: String::from_utf8(out).expect("utf8"),
@@ -717,7 +727,10 @@ mod tests {
     }
 
     fn listing(pki: &Path) -> crate::keys::KeyListing {
-        KeyStore::open(pki, false, None).expect("open").list().expect("list")
+        KeyStore::open(pki, false, None)
+            .expect("open")
+            .list()
+            .expect("list")
     }
 
     const ALL: &str = "Accepted Keys:\ndb1\nDenied Keys:\ndb1\nUnaccepted Keys:\nweb1\nweb2\nRejected Keys:\nbad1\n";
@@ -766,7 +779,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.out).expect("json");
         assert_eq!(v["minions_pre"], serde_json::json!(["web1", "web2"]));
         let r = cli(&pki, &["-l", "un", "--out=json"], "");
-        assert_eq!(r.out, "{\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ]\n}\n");
+        assert_eq!(
+            r.out,
+            "{\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ]\n}\n"
+        );
         let r = cli(&pki, &["-L", "--out", "yaml"], "");
         assert_eq!(
             r.out,
@@ -785,11 +801,21 @@ mod tests {
     fn colours_on_tty_unless_no_color() {
         let (_d, pki) = fixture();
         let r = cli(&pki, &["-l", "acc", "--force-color"], "");
-        assert_eq!(r.out, "\x1b[1;32mAccepted Keys:\x1b[0m\n\x1b[0;32mdb1\x1b[0m\n");
+        assert_eq!(
+            r.out,
+            "\x1b[1;32mAccepted Keys:\x1b[0m\n\x1b[0;32mdb1\x1b[0m\n"
+        );
         let mut args = KeyArgs::try_parse_from(["salt-key", "-l", "den"]).expect("parse");
         args.stdout_is_tty = true;
         let mut out = Vec::new();
-        let code = run(&args, &pki, false, &mut std::io::empty(), &mut out, &mut |_| {});
+        let code = run(
+            &args,
+            &pki,
+            false,
+            &mut std::io::empty(),
+            &mut out,
+            &mut |_| {},
+        );
         assert_eq!(code, 0);
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
@@ -797,7 +823,14 @@ mod tests {
         );
         args.no_color = true;
         let mut out = Vec::new();
-        run(&args, &pki, false, &mut std::io::empty(), &mut out, &mut |_| {});
+        run(
+            &args,
+            &pki,
+            false,
+            &mut std::io::empty(),
+            &mut out,
+            &mut |_| {},
+        );
         assert_eq!(String::from_utf8(out).expect("utf8"), "Denied Keys:\ndb1\n");
     }
 
@@ -845,11 +878,20 @@ mod tests {
         );
         // Nothing pending any more: Salt's no-match message, exit 0.
         let r = cli(&pki, &["-A", "-y"], "");
-        assert_eq!((r.code, r.out.as_str()), (0, "The key glob '*' does not match any unaccepted keys.\n"));
+        assert_eq!(
+            (r.code, r.out.as_str()),
+            (0, "The key glob '*' does not match any unaccepted keys.\n")
+        );
         let r = cli(&pki, &["-a", "nope", "--include-all"], "");
-        assert_eq!(r.out, "The key glob 'nope' does not match any unaccepted, rejected or denied keys.\n");
+        assert_eq!(
+            r.out,
+            "The key glob 'nope' does not match any unaccepted, rejected or denied keys.\n"
+        );
         let r = cli(&pki, &["-a", "nope", "--include-denied"], "");
-        assert_eq!(r.out, "The key glob 'nope' does not match any unaccepted or denied keys.\n");
+        assert_eq!(
+            r.out,
+            "The key glob 'nope' does not match any unaccepted or denied keys.\n"
+        );
         let r = cli(&pki, &["-a", "bad1", "--include-rejected", "-y"], "");
         assert_eq!(
             r.out,
@@ -868,14 +910,21 @@ mod tests {
         );
         assert_eq!(r.changes, vec![KeyChange::Rejected(vec!["web2".into()])]);
         let r = cli(&pki, &["-r", "db1"], "");
-        assert_eq!(r.out, "The key glob 'db1' does not match any unaccepted keys.\n");
+        assert_eq!(
+            r.out,
+            "The key glob 'db1' does not match any unaccepted keys.\n"
+        );
         let r = cli(&pki, &["-r", "db1", "--include-accepted"], "Y\n");
         assert_eq!(
             r.out,
             "The following keys are going to be rejected:\nAccepted Keys:\ndb1\nProceed? [n/Y] Key for minion db1 rejected.\n"
         );
         let r = cli(&pki, &["-R"], "y\n");
-        assert!(r.out.ends_with("Key for minion web1 rejected.\n"), "{}", r.out);
+        assert!(
+            r.out.ends_with("Key for minion web1 rejected.\n"),
+            "{}",
+            r.out
+        );
         let l = listing(&pki);
         assert_eq!(l.minions_rejected, vec!["bad1", "db1", "web1", "web2"]);
         assert!(l.minions.is_empty() && l.minions_pre.is_empty());
@@ -892,16 +941,27 @@ mod tests {
         );
         assert!(r.changes.is_empty());
         let r = cli(&pki, &["-d", "db1"], "y\n");
-        assert!(r.out.ends_with("Proceed? [N/y] Key for minion db1 deleted.\n"), "{}", r.out);
+        assert!(
+            r.out
+                .ends_with("Proceed? [N/y] Key for minion db1 deleted.\n"),
+            "{}",
+            r.out
+        );
         assert_eq!(r.changes, vec![KeyChange::Deleted(vec!["db1".into()])]);
         let r = cli(&pki, &["-d", "db1"], "y\n");
-        assert_eq!(r.out, "The key glob 'db1' does not match any unaccepted keys.\n");
+        assert_eq!(
+            r.out,
+            "The key glob 'db1' does not match any unaccepted keys.\n"
+        );
         let r = cli(&pki, &["-D", "--yes"], "");
         assert_eq!(
             r.out,
             "The following keys are going to be deleted:\nUnaccepted Keys:\nweb1\nweb2\nRejected Keys:\nbad1\nKey for minion web1 deleted.\nKey for minion web2 deleted.\nKey for minion bad1 deleted.\n"
         );
-        assert_eq!(cli(&pki, &[], "").out, "Accepted Keys:\nDenied Keys:\nUnaccepted Keys:\nRejected Keys:\n");
+        assert_eq!(
+            cli(&pki, &[], "").out,
+            "Accepted Keys:\nDenied Keys:\nUnaccepted Keys:\nRejected Keys:\n"
+        );
     }
 
     #[test]
@@ -919,7 +979,10 @@ mod tests {
         let r = cli(&pki, &["-f", "web1"], "");
         assert_eq!(r.out, format!("Unaccepted Keys:\nweb1:  {f0}\n"));
         let r = cli(&pki, &["--finger", "db1"], "");
-        assert_eq!(r.out, format!("Accepted Keys:\ndb1:  {f0}\nDenied Keys:\ndb1:  {f1}\n"));
+        assert_eq!(
+            r.out,
+            format!("Accepted Keys:\ndb1:  {f0}\nDenied Keys:\ndb1:  {f1}\n")
+        );
         let r = cli(&pki, &["-F"], "");
         assert_eq!(
             r.out,
@@ -930,9 +993,15 @@ mod tests {
         let r = cli(&pki, &["-f", "nothing"], "");
         assert_eq!((r.code, r.out.as_str()), (0, ""));
         let r = cli(&pki, &["-f", "web1", "--out", "json"], "");
-        assert_eq!(r.out, format!("{{\n    \"minions_pre\": {{\n        \"web1\": \"{f0}\"\n    }}\n}}\n"));
+        assert_eq!(
+            r.out,
+            format!("{{\n    \"minions_pre\": {{\n        \"web1\": \"{f0}\"\n    }}\n}}\n")
+        );
         let r = cli(&pki, &["-f", "bad1", "--out", "nested"], "");
-        assert_eq!(r.out, format!("minions_rejected:\n    ----------\n    bad1:\n        {f0}\n"));
+        assert_eq!(
+            r.out,
+            format!("minions_rejected:\n    ----------\n    bad1:\n        {f0}\n")
+        );
         let r = cli(&pki, &["-f", "bad1", "--out", "txt"], "");
         assert_eq!(r.out, format!("minions_rejected: {{'bad1': '{f0}'}}\n"));
     }
@@ -941,13 +1010,20 @@ mod tests {
     fn gen_keys_writes_a_pair() {
         let dir = tempfile::tempdir().expect("tmp");
         let d = dir.path().to_str().expect("utf8");
-        let r = cli(&dir.path().join("unused"), &["--gen-keys", "minibar", "--gen-keys-dir", d], "");
+        let r = cli(
+            &dir.path().join("unused"),
+            &["--gen-keys", "minibar", "--gen-keys-dir", d],
+            "",
+        );
         assert_eq!(r.code, 0);
         let pem = std::fs::read_to_string(dir.path().join("minibar.pem")).expect("pem");
         let kp = KeyPair::from_pem(&pem).expect("parse");
         let pubk = std::fs::read_to_string(dir.path().join("minibar.pub")).expect("pub");
         assert_eq!(pubk, kp.public().pem());
-        assert!(!dir.path().join("unused").exists(), "gen-keys needs no pki dir");
+        assert!(
+            !dir.path().join("unused").exists(),
+            "gen-keys needs no pki dir"
+        );
         let r = cli(dir.path(), &["--gen-keys", "../x"], "");
         assert_eq!(r.code, exit::USAGE);
     }
@@ -980,8 +1056,13 @@ mod tests {
         let store = KeyStore::open(&pki, false, None).expect("open");
         let planned = store.matching("web*", &[KeyState::Pending]).expect("m");
         // A key arriving after the listing was shown is not accepted.
-        store.sign_in("web3", keys()[0].public().pem()).expect("sign");
-        assert_eq!(store.accept_planned(&planned).expect("acc"), vec!["web1", "web2"]);
+        store
+            .sign_in("web3", keys()[0].public().pem())
+            .expect("sign");
+        assert_eq!(
+            store.accept_planned(&planned).expect("acc"),
+            vec!["web1", "web2"]
+        );
         assert_eq!(store.state("web3"), Some(KeyState::Pending));
     }
 }

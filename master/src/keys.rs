@@ -193,10 +193,11 @@ impl KeyStore {
     /// Writes `text` as `state/id` through a staging file and a rename.
     fn write(&self, state: KeyState, id: &str, text: &str) -> Result<(), KeyError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .pki_dir
-            .join(STAGING)
-            .join(format!("{}.{}.{n}", std::process::id(), state.dir_name()));
+        let tmp = self.pki_dir.join(STAGING).join(format!(
+            "{}.{}.{n}",
+            std::process::id(),
+            state.dir_name()
+        ));
         let result = (|| {
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -676,7 +677,17 @@ mod tests {
         for ok in ["web1", "a.b-c_d", ".hidden", "x".repeat(255).as_str()] {
             assert!(KeyStore::valid_id(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "a\nb", "\x7f", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "\x7f",
+            &"x".repeat(256),
+        ] {
             assert!(!KeyStore::valid_id(bad), "{bad:?}");
         }
     }
@@ -684,8 +695,14 @@ mod tests {
     #[test]
     fn sign_in_state_machine() {
         let (_d, s) = store(false, None);
-        assert!(matches!(s.sign_in("../x", pem(0)), Err(KeyError::InvalidId(_))));
-        assert!(matches!(s.sign_in("web1", "garbage"), Err(KeyError::BadKey { .. })));
+        assert!(matches!(
+            s.sign_in("../x", pem(0)),
+            Err(KeyError::InvalidId(_))
+        ));
+        assert!(matches!(
+            s.sign_in("web1", "garbage"),
+            Err(KeyError::BadKey { .. })
+        ));
         assert_eq!(s.state("web1"), None);
 
         // Unknown → pending, and pending again.
@@ -740,7 +757,10 @@ mod tests {
         assert!(matches!(s.sign_in("web7", pem(0)), Ok(SignIn::Accepted(_))));
         assert!(matches!(s.sign_in("db3", pem(0)), Ok(SignIn::Accepted(_))));
         assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Pending)));
-        assert!(matches!(s.sign_in("# comment", pem(0)), Ok(SignIn::Pending)));
+        assert!(matches!(
+            s.sign_in("# comment", pem(0)),
+            Ok(SignIn::Pending)
+        ));
         // A pending id added to the file later is accepted on its next sign-in.
         fs::write(&file, "dbx\n").expect("write");
         assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Accepted(_))));

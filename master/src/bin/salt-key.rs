@@ -11,7 +11,11 @@ fn main() {
     let mut args = match KeyArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             // Printing help or a usage error to a closed terminal is moot.
             let _ = e.print();
             std::process::exit(code);
@@ -27,7 +31,14 @@ fn main() {
     let mut stdin = stdin.lock();
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    let code = run(&args, &pki_dir, false, &mut stdin, &mut stdout, &mut |_change| {});
+    let code = run(
+        &args,
+        &pki_dir,
+        false,
+        &mut stdin,
+        &mut stdout,
+        &mut |_change| {},
+    );
     std::process::exit(code);
 }
 
