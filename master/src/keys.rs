@@ -190,8 +190,16 @@ impl KeyStore {
         }
     }
 
-    /// Writes `text` as `state/id` through a staging file and a rename.
-    fn write(&self, state: KeyState, id: &str, text: &str) -> Result<(), KeyError> {
+    /// Writes `text` as `state/id` through a staging file: replacing any
+    /// file there (rename), or only if none exists (hard link). Returns
+    /// whether it was written.
+    fn write(
+        &self,
+        state: KeyState,
+        id: &str,
+        text: &str,
+        replace: bool,
+    ) -> Result<bool, KeyError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.pki_dir.join(STAGING).join(format!(
             "{}.{}.{n}",
@@ -206,7 +214,15 @@ impl KeyStore {
                 .open(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            fs::rename(&tmp, self.path(state, id))
+            if replace {
+                return fs::rename(&tmp, self.path(state, id)).map(|()| true);
+            }
+            let linked = match fs::hard_link(&tmp, self.path(state, id)) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e),
+            };
+            fs::remove_file(&tmp).map(|()| linked)
         })();
         if result.is_err() {
             // Best effort: a leftover staging file is harmless but untidy.
@@ -235,14 +251,27 @@ impl KeyStore {
             id: id.to_string(),
             reason: e.to_string(),
         })?;
+        // A new id is created without replacing; if a concurrent sign-in
+        // created it first, decide again against what it wrote.
+        for _ in 0..3 {
+            if let Some(answer) = self.decide(id, &presented)? {
+                return Ok(answer);
+            }
+        }
+        Ok(SignIn::Pending)
+    }
+
+    /// One pass of the sign-in decision; `None` when a new key could not
+    /// be created because another sign-in created that id meanwhile.
+    fn decide(&self, id: &str, presented: &PublicKey) -> Result<Option<SignIn>, KeyError> {
         if self.exists(KeyState::Rejected, id)? {
             info!(id = %id, "public key rejected");
-            return Ok(SignIn::Rejected);
+            return Ok(Some(SignIn::Rejected));
         }
         if let Some(stored) = self.read(KeyState::Accepted, id)? {
-            if same_key(&stored, &presented) {
+            if same_key(&stored, presented) {
                 return match PublicKey::from_pem(&stored) {
-                    Ok(k) => Ok(SignIn::Accepted(k)),
+                    Ok(k) => Ok(Some(SignIn::Accepted(k))),
                     Err(e) => Err(KeyError::BadKey {
                         id: id.to_string(),
                         reason: e.to_string(),
@@ -250,31 +279,38 @@ impl KeyStore {
                 };
             }
             warn!(id = %id, "key denied: accepted key differs from the one presented");
-            self.write(KeyState::Denied, id, presented.pem())?;
-            return Ok(SignIn::Denied);
+            self.write(KeyState::Denied, id, presented.pem(), true)?;
+            return Ok(Some(SignIn::Denied));
         }
         if let Some(stored) = self.read(KeyState::Pending, id)? {
-            if !same_key(&stored, &presented) {
+            if !same_key(&stored, presented) {
                 warn!(id = %id, "key denied: pending key differs from the one presented");
-                self.write(KeyState::Denied, id, presented.pem())?;
-                return Ok(SignIn::Denied);
+                self.write(KeyState::Denied, id, presented.pem(), true)?;
+                return Ok(Some(SignIn::Denied));
             }
             if self.autosign(id) {
-                info!(id = %id, "pending key auto-accepted");
-                self.rename(KeyState::Pending, KeyState::Accepted, id)?;
-                return Ok(SignIn::Accepted(presented));
+                let src = self.path(KeyState::Pending, id);
+                return match fs::rename(&src, self.path(KeyState::Accepted, id)) {
+                    Ok(()) => {
+                        info!(id = %id, "pending key auto-accepted");
+                        Ok(Some(SignIn::Accepted(presented.clone())))
+                    }
+                    // Moved by someone else meanwhile (salt-key): decide again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_err(&src)(e)),
+                };
             }
             debug!(id = %id, "key still pending");
-            return Ok(SignIn::Pending);
+            return Ok(Some(SignIn::Pending));
         }
         if self.autosign(id) {
             info!(id = %id, "new key auto-accepted");
-            self.write(KeyState::Accepted, id, presented.pem())?;
-            return Ok(SignIn::Accepted(presented));
+            let written = self.write(KeyState::Accepted, id, presented.pem(), false)?;
+            return Ok(written.then(|| SignIn::Accepted(presented.clone())));
         }
         info!(id = %id, "new key pending");
-        self.write(KeyState::Pending, id, presented.pem())?;
-        Ok(SignIn::Pending)
+        let written = self.write(KeyState::Pending, id, presented.pem(), false)?;
+        Ok(written.then_some(SignIn::Pending))
     }
 
     /// `auto_accept`, or `id` matches a glob line of the autosign file.
@@ -736,6 +772,35 @@ mod tests {
         assert!(matches!(s.sign_in("web1", pem(0)), Ok(SignIn::Rejected)));
         assert!(matches!(s.sign_in("web1", pem(1)), Ok(SignIn::Rejected)));
         assert_eq!(s.state("web1"), Some(KeyState::Rejected));
+    }
+
+    #[test]
+    fn concurrent_first_sign_ins_store_one_key() {
+        let (_d, s) = store(false, None);
+        let results: Vec<(usize, SignIn)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = &s;
+                    scope.spawn(move || (i % 2, s.sign_in("race", pem(i % 2)).expect("sign")))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        let stored = fs::read_to_string(s.pki_dir().join("minions_pre/race")).expect("pending");
+        for (k, answer) in results {
+            if stored == pem(k) {
+                assert!(matches!(answer, SignIn::Pending), "{answer:?}");
+            } else {
+                assert!(matches!(answer, SignIn::Denied), "{answer:?}");
+            }
+        }
+        assert!(fs::read_dir(s.pki_dir().join(STAGING))
+            .expect("staging")
+            .next()
+            .is_none());
     }
 
     #[test]
