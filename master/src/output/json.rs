@@ -18,7 +18,8 @@ use super::raw::py_float_repr;
 pub(crate) fn render(data: &Value, indent: Option<usize>) -> io::Result<String> {
     let mut buf = Vec::new();
     let formatter = PyFormatter {
-        indent,
+        // Capped so an absurd --out-indent cannot exhaust memory.
+        indent: indent.map(|n| n.min(MAX_INDENT)),
         depth: 0,
         has_value: false,
     };
@@ -26,6 +27,9 @@ pub(crate) fn render(data: &Value, indent: Option<usize>) -> io::Result<String> 
     data.serialize(&mut ser).map_err(io::Error::other)?;
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
+
+/// The largest JSON indent per level honoured; larger ones are clamped.
+pub(crate) const MAX_INDENT: usize = 64;
 
 /// A serde_json formatter that writes what Python's `json` module writes.
 struct PyFormatter {
@@ -42,7 +46,7 @@ impl PyFormatter {
     fn newline<W: ?Sized + io::Write>(&self, w: &mut W) -> io::Result<()> {
         if let Some(n) = self.indent {
             w.write_all(b"\n")?;
-            w.write_all(" ".repeat(n * self.depth).as_bytes())?;
+            w.write_all(" ".repeat(n.saturating_mul(self.depth)).as_bytes())?;
         }
         Ok(())
     }
@@ -165,6 +169,8 @@ mod tests {
     fn indent_zero_still_breaks_lines() {
         let v = json!({"web1": [true]});
         assert_eq!(render(&v, Some(0)).unwrap(), "{\n\"web1\": [\ntrue\n]\n}");
+        let wide = render(&json!({"a": 1}), Some(usize::MAX)).unwrap();
+        assert_eq!(wide, format!("{{\n{}\"a\": 1\n}}", " ".repeat(MAX_INDENT)));
     }
 
     #[test]

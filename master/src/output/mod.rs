@@ -74,7 +74,8 @@ pub struct OutOpts {
     /// every item on its own line indented by `n` spaces per level (`Some(0)`
     /// still breaks lines), `None` prints one line per document. Salt's
     /// default is `Some(4)`; a negative `--out-indent` means `None` (see
-    /// [`OutOpts::indent_from_cli`]). YAML ignores it.
+    /// [`OutOpts::indent_from_cli`]); values above 64 are capped. YAML
+    /// ignores it.
     pub indent: Option<usize>,
     /// `--static`: buffer every return and print one document at `finish()`.
     pub static_mode: bool,

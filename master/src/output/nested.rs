@@ -34,11 +34,16 @@ pub fn nested(v: &Value, indent: usize, color: bool) -> String {
 /// and colour is on, keys, `----------` and `|_` are red instead of
 /// cyan/green, as Salt marks failed returns.
 pub fn nested_with_retcode(v: &Value, indent: usize, color: bool, retcode: i32) -> String {
+    // A caller's indent is capped so no input can overflow or exhaust memory.
+    let indent = indent.min(MAX_BASE_INDENT);
     let display = Display { color, retcode };
     let mut lines = Vec::new();
     display.value(v, indent, "", &mut lines);
     lines.join("\n")
 }
+
+/// The largest starting indent honoured; deeper requests are clamped.
+pub const MAX_BASE_INDENT: usize = 1024;
 
 struct Display {
     color: bool,
@@ -147,6 +152,9 @@ mod tests {
         assert_eq!(nested(&json!(1.0), 0, false), "1.0");
         assert_eq!(nested(&json!(2.5e-7), 0, false), "2.5e-07");
         assert_eq!(nested(&json!("héllo ✓"), 0, false), "héllo ✓");
+        let huge = nested(&json!({"a": 1}), usize::MAX, false);
+        assert_eq!(huge.lines().count(), 3);
+        assert!(huge.starts_with(&" ".repeat(MAX_BASE_INDENT)));
     }
 
     #[test]
