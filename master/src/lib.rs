@@ -1,11 +1,31 @@
-//! brine-master: the Brine master's library (key store, operator CLIs and,
-//! once merged, the publisher, request server, roster and job cache).
+//! brine-master: the master daemon's library and the operator CLIs
+//! (`salt`, `salt-key`, `salt-run`) built on it.
 //!
 //! # Layout
+//! - [`daemon`]: `Master::start` wires everything below and owns the shared
+//!   state (sessions, publish key, return watchers, dedup); the request loop
+//!   on 4506.
+//! - [`publisher`]: the PUB socket (4505): sealed, signed jobs; key updates.
+//! - [`roster`]: every reachable minion (direct or behind syndics), its
+//!   grains and presence; exact expected sets; deltas for syndics.
 //! - [`keys`]: minion key states on disk under `pki_dir` (accepted, pending,
 //!   rejected, denied) and Salt's sign-in decision.
-//! - [`key_cli`]: the `salt-key` command (arguments, prompts, output), run
-//!   by `bin/salt-key.rs`.
+//! - [`job_cache`]: SQLite job cache with a batching writer thread.
+//! - [`spool`]: durable FIFO of returns for a syndic's upward link.
+//! - [`client_api`]: the local unix-socket channel the CLIs use.
+//! - [`runner`]: `salt-run` functions (`jobs.*`, `manage.*`).
+//! - [`cli`]: the `salt` and `salt-run` commands; [`key_cli`]: `salt-key`.
+//! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
+pub mod cli;
+pub mod client_api;
+pub mod daemon;
+pub mod job_cache;
 pub mod key_cli;
 pub mod keys;
+pub mod publisher;
+pub mod roster;
+pub mod runner;
+pub mod spool;
+
+pub use brine_common::output;

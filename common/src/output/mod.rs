@@ -1,0 +1,346 @@
+//! Outputters for `--out`: turn minion returns and whole documents into the
+//! exact text Salt's CLIs print, so scripts written against `salt` keep
+//! working against Brine.
+//!
+//! A [`Printer`] owns the output stream. Without `--static` every minion's
+//! return is printed the moment it arrives as its own one-minion document
+//! `{id: ret}`; with `--static` returns are buffered and [`Printer::finish`]
+//! prints one document holding every minion, keyed and sorted by id.
+//! Invariant: every chunk written is the outputter's text with trailing
+//! whitespace removed and exactly one newline added (Salt's `rstrip()` then
+//! `print`), and a chunk that is empty after that is not written at all.
+//! Nothing here panics on any JSON value.
+
+mod json;
+mod no_return;
+mod raw;
+mod txt;
+mod yaml;
+
+pub mod nested;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde_json::{Map, Value};
+
+pub use nested::{nested, nested_with_retcode};
+pub use raw::{py_float_repr, py_repr, py_str};
+
+/// The outputter chosen with `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    /// Salt's default: indented keys, `----------` between dicts, `- ` items.
+    Nested,
+    /// `json.dumps` shapes: `{"web1": true}`, indent from `--out-indent`.
+    Json,
+    /// Block-style YAML documents.
+    Yaml,
+    /// `id: line` per line of the return; Salt also accepts `text`.
+    #[value(alias = "text")]
+    Txt,
+    /// The Python `repr` of the return dict: `{'web1': True}`.
+    Raw,
+    /// Prints nothing.
+    Quiet,
+}
+
+impl OutFormat {
+    /// The outputter Salt knows under `name` (`--out` values and the `out`
+    /// field a function may put in its return). `None` for names Brine has
+    /// no outputter for (Salt then falls back to nested).
+    pub fn from_salt_name(name: &str) -> Option<OutFormat> {
+        match name {
+            "nested" => Some(OutFormat::Nested),
+            "json" => Some(OutFormat::Json),
+            "yaml" => Some(OutFormat::Yaml),
+            "txt" | "text" => Some(OutFormat::Txt),
+            "raw" => Some(OutFormat::Raw),
+            "quiet" => Some(OutFormat::Quiet),
+            _ => None,
+        }
+    }
+}
+
+/// How to print: the CLI fills this from `--out`, `--out-indent`,
+/// `--no-color`/tty detection and `--static`.
+#[derive(Debug, Clone)]
+pub struct OutOpts {
+    pub format: OutFormat,
+    /// Colours for nested (and the no-return notice); the caller decides from
+    /// the tty, `--no-color`, `--force-color` and `NO_COLOR`.
+    pub color: bool,
+    /// JSON indentation, as Python's `json.dumps(indent=...)`: `Some(n)` puts
+    /// every item on its own line indented by `n` spaces per level (`Some(0)`
+    /// still breaks lines), `None` prints one line per document. Salt's
+    /// default is `Some(4)`; a negative `--out-indent` means `None` (see
+    /// [`OutOpts::indent_from_cli`]); values above 64 are capped. YAML
+    /// ignores it.
+    pub indent: Option<usize>,
+    /// `--static`: buffer every return and print one document at `finish()`.
+    pub static_mode: bool,
+}
+
+impl OutOpts {
+    /// Salt's defaults for `format`: no colour, JSON indent 4, streaming.
+    pub fn new(format: OutFormat) -> Self {
+        OutOpts {
+            format,
+            color: false,
+            indent: Some(4),
+            static_mode: false,
+        }
+    }
+
+    /// Map an `--out-indent N` value to [`OutOpts::indent`] as Salt's json
+    /// outputter does: negative means one line per document.
+    pub fn indent_from_cli(n: i64) -> Option<usize> {
+        usize::try_from(n).ok()
+    }
+}
+
+impl Default for OutOpts {
+    fn default() -> Self {
+        OutOpts::new(OutFormat::Nested)
+    }
+}
+
+/// Why a minion has no return (Salt prints "Minion did not return. [No response]").
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoReturn {
+    /// Connected, but no return before the job's timeout.
+    NoResponse,
+    /// Not connected to its master when the job was published.
+    NotConnected,
+    /// Lives behind `syndic`; `connected` says whether that syndic itself
+    /// was connected, so the operator knows which tier to look at.
+    BehindSyndic { syndic: String, connected: bool },
+}
+
+impl NoReturn {
+    /// The text printed in place of the return. The first two are Salt's
+    /// exact strings; the syndic ones keep Salt's prefix so scripts that test
+    /// `startswith("Minion did not return")` still work.
+    pub fn message(&self) -> String {
+        match self {
+            NoReturn::NoResponse => "Minion did not return. [No response]".to_string(),
+            NoReturn::NotConnected => "Minion did not return. [Not connected]".to_string(),
+            NoReturn::BehindSyndic {
+                syndic,
+                connected: true,
+            } => format!("Minion did not return. [No response via syndic {syndic}]"),
+            NoReturn::BehindSyndic {
+                syndic,
+                connected: false,
+            } => format!("Minion did not return. [Syndic {syndic} not connected]"),
+        }
+    }
+}
+
+/// Which renderer a chunk goes through: one of the `--out` formats, or
+/// Salt's `no_return` outputter (used when nested is in effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renderer {
+    Format(OutFormat),
+    NoReturn,
+}
+
+/// Prints returns and documents to `W` in the chosen format.
+pub struct Printer<W: Write> {
+    out: W,
+    opts: OutOpts,
+    /// Static mode: every return so far, by minion id (sorted, as Salt's
+    /// nested outputter sorts; json/yaml/raw of the buffer use this order).
+    buffered: BTreeMap<String, Value>,
+    /// Static mode: the `out` hint of the last return that carried one;
+    /// Salt's `_format_ret` likewise keeps the last `out` it sees.
+    static_hint: Option<String>,
+    /// Static mode: the retcode of the last return, which colours nested
+    /// keys red when non-zero (Salt's `_retcode`).
+    static_retcode: i32,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(out: W, opts: OutOpts) -> Self {
+        Printer {
+            out,
+            opts,
+            buffered: BTreeMap::new(),
+            static_hint: None,
+            static_retcode: 0,
+        }
+    }
+
+    /// The options this printer was built with.
+    pub fn opts(&self) -> &OutOpts {
+        &self.opts
+    }
+
+    /// One minion's return, printed at once (streaming) or buffered (static).
+    /// `out_hint` is the `out` field of the return (the function's preferred
+    /// outputter). As in Salt, an explicit `--out` wins; Brine cannot tell
+    /// an explicit `--out nested` from the default, so the hint is followed
+    /// only when the format is [`OutFormat::Nested`] and names an outputter
+    /// Brine has (`txt`/`text`, `raw`, `json`, `yaml`, `quiet`, `nested`,
+    /// `no_return`); any other hint (e.g. `highstate`) falls back to nested.
+    pub fn minion(&mut self, id: &str, ret: &Value, out_hint: Option<&str>) -> io::Result<()> {
+        self.minion_with_retcode(id, ret, out_hint, 0)
+    }
+
+    /// [`Printer::minion`] with the minion's retcode: a non-zero retcode
+    /// turns nested's keys, separators and list markers red, as in Salt.
+    pub fn minion_with_retcode(
+        &mut self,
+        id: &str,
+        ret: &Value,
+        out_hint: Option<&str>,
+        retcode: i32,
+    ) -> io::Result<()> {
+        if self.opts.static_mode {
+            self.buffered.insert(id.to_string(), ret.clone());
+            if let Some(hint) = out_hint {
+                self.static_hint = Some(hint.to_string());
+            }
+            self.static_retcode = retcode;
+            return Ok(());
+        }
+        let renderer = self.renderer(out_hint);
+        let doc = single(id, ret.clone());
+        let text = self.render(renderer, &doc, retcode)?;
+        self.emit(&text)
+    }
+
+    /// A minion that did not return. With nested in effect it is printed by
+    /// Salt's `no_return` outputter (`web3:` then the indented notice, id in
+    /// cyan and notice in red when colour is on); every other format prints
+    /// the notice as the string value under the minion id, as Salt does.
+    pub fn no_return(&mut self, id: &str, why: &NoReturn) -> io::Result<()> {
+        let value = Value::String(why.message());
+        if self.opts.static_mode {
+            self.buffered.insert(id.to_string(), value);
+            return Ok(());
+        }
+        let renderer = match self.opts.format {
+            OutFormat::Nested => Renderer::NoReturn,
+            other => Renderer::Format(other),
+        };
+        let text = self.render(renderer, &single(id, value), 0)?;
+        self.emit(&text)
+    }
+
+    /// Print a whole document at once (salt-run results, `salt-key --out
+    /// json`, ...), in static mode too.
+    pub fn document(&mut self, v: &Value) -> io::Result<()> {
+        let text = self.render(Renderer::Format(self.opts.format), v, 0)?;
+        self.emit(&text)
+    }
+
+    /// End of run: in static mode print the one document `{id: ret, ...}`
+    /// (sorted by id); always flush.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.opts.static_mode {
+            let buffered = std::mem::take(&mut self.buffered);
+            let doc = Value::Object(buffered.into_iter().collect::<Map<String, Value>>());
+            let hint = self.static_hint.take();
+            let renderer = self.renderer(hint.as_deref());
+            let text = self.render(renderer, &doc, self.static_retcode)?;
+            self.emit(&text)?;
+        }
+        self.out.flush()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn renderer(&self, out_hint: Option<&str>) -> Renderer {
+        if self.opts.format != OutFormat::Nested {
+            return Renderer::Format(self.opts.format);
+        }
+        match out_hint {
+            Some("no_return") => Renderer::NoReturn,
+            Some(name) => {
+                Renderer::Format(OutFormat::from_salt_name(name).unwrap_or(OutFormat::Nested))
+            }
+            None => Renderer::Format(OutFormat::Nested),
+        }
+    }
+
+    fn render(&self, renderer: Renderer, data: &Value, retcode: i32) -> io::Result<String> {
+        let color = self.opts.color;
+        Ok(match renderer {
+            Renderer::NoReturn => no_return::render(data, color),
+            Renderer::Format(OutFormat::Nested) => nested_with_retcode(data, 0, color, retcode),
+            Renderer::Format(OutFormat::Json) => json::render(data, self.opts.indent)?,
+            Renderer::Format(OutFormat::Yaml) => yaml::render(data)?,
+            Renderer::Format(OutFormat::Txt) => txt::render(data),
+            Renderer::Format(OutFormat::Raw) => raw::render(data),
+            Renderer::Format(OutFormat::Quiet) => String::new(),
+        })
+    }
+
+    /// Salt's `display_output`: `rstrip()` the outputter's text, print it
+    /// with one newline, print nothing if nothing is left.
+    fn emit(&mut self, text: &str) -> io::Result<()> {
+        let text = py_rstrip(text);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(text.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+}
+
+/// `{id: ret}`, the per-minion document every outputter is given.
+fn single(id: &str, ret: Value) -> Value {
+    let mut map = Map::new();
+    map.insert(id.to_string(), ret);
+    Value::Object(map)
+}
+
+/// Python's `str.rstrip()`: strips what `str.isspace()` calls whitespace,
+/// which also covers the information separators U+001C..U+001F.
+fn py_rstrip(s: &str) -> &str {
+    s.trim_end_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// Python's `str.splitlines()`: splits on every line boundary Python knows,
+/// drops the boundaries, and yields nothing for an empty string.
+pub(crate) fn py_splitlines(s: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let boundary = matches!(
+            c,
+            '\n' | '\r'
+                | '\u{0b}'
+                | '\u{0c}'
+                | '\u{1c}'
+                | '\u{1d}'
+                | '\u{1e}'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        );
+        if !boundary {
+            continue;
+        }
+        lines.push(&s[start..i]);
+        start = i + c.len_utf8();
+        if c == '\r' {
+            if let Some(&(j, '\n')) = chars.peek() {
+                start = j + 1;
+                chars.next();
+            }
+        }
+    }
+    if start < s.len() {
+        lines.push(&s[start..]);
+    }
+    lines
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
