@@ -250,7 +250,11 @@ pub fn fqdn_from_hosts(hostname: &str, hosts: &str) -> String {
     hosts
         .lines()
         .map(|l| l.split('#').next().unwrap_or_default())
-        .filter(|l| l.split_whitespace().skip(1).any(|n| n == hostname || n.starts_with(&prefix)))
+        .filter(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .any(|n| n == hostname || n.starts_with(&prefix))
+        })
         .flat_map(|l| l.split_whitespace().skip(1))
         .find(|n| n.starts_with(&prefix))
         .map(str::to_string)
@@ -336,7 +340,10 @@ mod tests {
         assert!(g["num_cpus"].as_u64().is_some_and(|n| n >= 1));
         assert!(g["mem_total"].as_u64().is_some_and(|n| n > 0));
         let v4 = g["ipv4"].as_array().expect("ipv4 list");
-        assert!(v4.iter().any(|a| a == "127.0.0.1"), "loopback listed: {v4:?}");
+        assert!(
+            v4.iter().any(|a| a == "127.0.0.1"),
+            "loopback listed: {v4:?}"
+        );
         assert!(g["ipv6"].is_array());
         assert_eq!(g["saltversion"], env!("CARGO_PKG_VERSION"));
     }
@@ -399,7 +406,8 @@ mod tests {
             Some(15931)
         );
         assert_eq!(mem_total_mib("garbage"), None);
-        let cpu = "processor\t: 0\nmodel name\t: Test CPU\n\nprocessor\t: 1\nmodel name\t: Test CPU\n";
+        let cpu =
+            "processor\t: 0\nmodel name\t: Test CPU\n\nprocessor\t: 1\nmodel name\t: Test CPU\n";
         assert_eq!(count_cpus(cpu), Some(2));
         assert_eq!(count_cpus(""), None);
         assert_eq!(cpu_model(cpu).as_deref(), Some("Test CPU"));

@@ -38,7 +38,9 @@ impl RunningJobs {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (RunningInfo, CancellationToken)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (RunningInfo, CancellationToken)>> {
         // A panic elsewhere cannot leave the map half-updated (single inserts
         // and removes), so a poisoned lock is still safe to use.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
@@ -125,7 +127,9 @@ mod tests {
     #[test]
     fn serializes_like_salt() {
         let v = serde_json::to_value(info("1")).expect("json");
-        for key in ["jid", "fun", "arg", "pid", "tgt", "tgt_type", "user", "start"] {
+        for key in [
+            "jid", "fun", "arg", "pid", "tgt", "tgt_type", "user", "start",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
     }

@@ -231,7 +231,11 @@ fn retcode<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 
 fn job_outcome(ret: Value, out: &RunOutput, ignore_retcode: bool) -> Outcome {
     if out.retcode != 0 && !ignore_retcode {
-        tracing::warn!(retcode = out.retcode, timed_out = out.timed_out, "command failed");
+        tracing::warn!(
+            retcode = out.retcode,
+            timed_out = out.timed_out,
+            "command failed"
+        );
     }
     Outcome::with_retcode(ret, if ignore_retcode { 0 } else { out.retcode })
 }
@@ -260,7 +264,10 @@ impl Drop for GroupGuard {
 }
 
 /// Run a command to completion, timeout or cancellation.
-pub async fn execute(spec: &RunSpec, cancel: &tokio_util::sync::CancellationToken) -> Result<RunOutput, ExecError> {
+pub async fn execute(
+    spec: &RunSpec,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<RunOutput, ExecError> {
     let mut command = tokio::process::Command::new(&spec.shell);
     command.arg("-c").arg(&spec.cmd).process_group(0);
     if spec.clean_env {
@@ -318,7 +325,9 @@ pub async fn execute(spec: &RunSpec, cancel: &tokio_util::sync::CancellationToke
     if spec.merge_stderr {
         let (reader, writer) = std::io::pipe().map_err(|e| spawn_error(spec, &e))?;
         let writer2 = writer.try_clone().map_err(|e| spawn_error(spec, &e))?;
-        command.stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
+        command
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::from(writer2));
         let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(|e| spawn_error(spec, &e))?;
         merged_reader = Some(receiver);
@@ -331,7 +340,12 @@ pub async fn execute(spec: &RunSpec, cancel: &tokio_util::sync::CancellationToke
     // now or the reader would never see end-of-file.
     drop(command);
     let pid = child.id().unwrap_or_default();
-    let mut guard = GroupGuard(i32::try_from(pid).ok().filter(|p| *p > 0).map(Pid::from_raw));
+    let mut guard = GroupGuard(
+        i32::try_from(pid)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Pid::from_raw),
+    );
     tracing::debug!(pid, cmd = %spec.cmd, "command started");
 
     if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
@@ -375,7 +389,10 @@ pub async fn execute(spec: &RunSpec, cancel: &tokio_util::sync::CancellationToke
         End::Exited(status, out, err) => {
             guard.disarm();
             let status = status.map_err(|e| spawn_error(spec, &e))?;
-            let retcode = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            let retcode = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
                 (Some(code), _) => code,
                 (None, Some(sig)) => -sig,
                 (None, None) => 1,
@@ -453,11 +470,21 @@ mod tests {
 
     #[tokio::test]
     async fn run_merges_output_and_strips() {
-        let o = run("cmd.run", vec![json!("echo out; echo err >&2; echo")], json!({})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("echo out; echo err >&2; echo")],
+            json!({}),
+        )
+        .await;
         assert_eq!(o.ret, json!("out\nerr"));
         assert_eq!(o.retcode, 0);
         assert!(o.success);
-        let o = run("cmd.run", vec![json!("printf 'a  \\n\\n'")], json!({"rstrip": false})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("printf 'a  \\n\\n'")],
+            json!({"rstrip": false}),
+        )
+        .await;
         assert_eq!(o.ret, json!("a  \n\n"));
     }
 
@@ -467,14 +494,24 @@ mod tests {
         assert_eq!(o.ret, json!("nope"));
         assert_eq!(o.retcode, 3);
         assert!(!o.success);
-        let o = run("cmd.run", vec![json!("exit 3")], json!({"ignore_retcode": true})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("exit 3")],
+            json!({"ignore_retcode": true}),
+        )
+        .await;
         assert_eq!(o.retcode, 0);
         assert!(o.success);
     }
 
     #[tokio::test]
     async fn run_all_separates_streams() {
-        let o = run("cmd.run_all", vec![json!("echo out; echo err >&2; exit 2")], json!({})).await;
+        let o = run(
+            "cmd.run_all",
+            vec![json!("echo out; echo err >&2; exit 2")],
+            json!({}),
+        )
+        .await;
         assert_eq!(o.ret["stdout"], "out");
         assert_eq!(o.ret["stderr"], "err");
         assert_eq!(o.ret["retcode"], 2);
@@ -497,33 +534,86 @@ mod tests {
         let path = dir.path().canonicalize().expect("canon");
         let o = run("cmd.run", vec![json!("pwd")], json!({"cwd": path.to_str()})).await;
         assert_eq!(o.ret, json!(path.to_str()));
-        let o = run("cmd.run", vec![json!("echo $FOO-$N")], json!({"env": {"FOO": "bar", "N": 5}})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("echo $FOO-$N")],
+            json!({"env": {"FOO": "bar", "N": 5}}),
+        )
+        .await;
         assert_eq!(o.ret, json!("bar-5"));
-        let o = run("cmd.run", vec![json!("echo $FOO")], json!({"env": "{\"FOO\": \"txt\"}"})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("echo $FOO")],
+            json!({"env": "{\"FOO\": \"txt\"}"}),
+        )
+        .await;
         assert_eq!(o.ret, json!("txt"));
-        let o = run("cmd.run", vec![json!("echo \"[$HOME]\"")], json!({"clean_env": true})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("echo \"[$HOME]\"")],
+            json!({"clean_env": true}),
+        )
+        .await;
         assert_eq!(o.ret, json!("[]"));
         let o = run("cmd.run", vec![json!("cat")], json!({"stdin": "fed in"})).await;
         assert_eq!(o.ret, json!("fed in"));
-        let o = run("cmd.run", vec![json!("echo $0")], json!({"shell": "/bin/bash"})).await;
+        let o = run(
+            "cmd.run",
+            vec![json!("echo $0")],
+            json!({"shell": "/bin/bash"}),
+        )
+        .await;
         assert_eq!(o.ret, json!("/bin/bash"));
     }
 
     #[tokio::test]
     async fn bad_arguments_and_failures() {
         let o = run("cmd.run", vec![], json!({})).await;
-        assert!(o.ret.as_str().expect("s").contains("run() missing 1 required positional argument: 'cmd'"));
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .contains("run() missing 1 required positional argument: 'cmd'"));
         let o = run("cmd.run", vec![json!("true")], json!({"env": [1]})).await;
-        assert!(o.ret.as_str().expect("s").starts_with("Passed invalid arguments to cmd.run: env must be a dict"));
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .starts_with("Passed invalid arguments to cmd.run: env must be a dict"));
         let o = run("cmd.run", vec![json!("true")], json!({"timeout": "x"})).await;
         assert_eq!(o.retcode, RETCODE_ERROR);
-        let o = run("cmd.run", vec![json!("true")], json!({"cwd": "/no/such/dir"})).await;
-        assert_eq!(o.ret, json!("ERROR: specified cwd '/no/such/dir' either not absolute or does not exist"));
-        let o = run("cmd.run", vec![json!("true")], json!({"shell": "/no/such/shell"})).await;
-        assert!(o.ret.as_str().expect("s").starts_with("ERROR: unable to run command 'true'"));
+        let o = run(
+            "cmd.run",
+            vec![json!("true")],
+            json!({"cwd": "/no/such/dir"}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!("ERROR: specified cwd '/no/such/dir' either not absolute or does not exist")
+        );
+        let o = run(
+            "cmd.run",
+            vec![json!("true")],
+            json!({"shell": "/no/such/shell"}),
+        )
+        .await;
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .starts_with("ERROR: unable to run command 'true'"));
         assert!(!o.success);
-        let o = run("cmd.run", vec![json!("true")], json!({"runas": "no-such-user-xyz"})).await;
-        assert_eq!(o.ret, json!("ERROR: user 'no-such-user-xyz' is not available"));
+        let o = run(
+            "cmd.run",
+            vec![json!("true")],
+            json!({"runas": "no-such-user-xyz"}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!("ERROR: user 'no-such-user-xyz' is not available")
+        );
     }
 
     #[tokio::test]
@@ -551,9 +641,20 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(o.retcode, 1);
         assert!(!o.success);
-        assert!(o.ret.as_str().expect("s").ends_with(" : Timed out after 0.5 seconds"));
-        let bg: i32 = std::fs::read_to_string(&marker).expect("pid").trim().parse().expect("int");
-        assert!(!process_alive(bg), "background child of the shell was killed too");
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .ends_with(" : Timed out after 0.5 seconds"));
+        let bg: i32 = std::fs::read_to_string(&marker)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("int");
+        assert!(
+            !process_alive(bg),
+            "background child of the shell was killed too"
+        );
     }
 
     #[tokio::test]
@@ -579,7 +680,10 @@ mod tests {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return false,
                 Ok(stat) => {
-                    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+                    let state = stat
+                        .rsplit(')')
+                        .next()
+                        .and_then(|s| s.split_whitespace().next());
                     if state == Some("Z") || state == Some("X") {
                         return false;
                     }

@@ -117,7 +117,12 @@ fn get<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn item<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let delim = delimiter(c.args.kwargs.get("delimiter"));
-        let default = c.args.kwargs.get("default").cloned().unwrap_or_else(|| json!(""));
+        let default = c
+            .args
+            .kwargs
+            .get("default")
+            .cloned()
+            .unwrap_or_else(|| json!(""));
         let grains = snapshot(c);
         let mut out = Map::new();
         for k in &c.args.varargs {
@@ -125,7 +130,9 @@ fn item<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let v = traverse(&grains, &key, &delim).cloned().unwrap_or_else(|| default.clone());
+            let v = traverse(&grains, &key, &delim)
+                .cloned()
+                .unwrap_or_else(|| default.clone());
             out.insert(key, v);
         }
         Ok(Outcome::ok(Value::Object(out)))
@@ -135,7 +142,10 @@ fn item<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn ls<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let grains = snapshot(c);
-        let mut keys: Vec<&String> = grains.as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        let mut keys: Vec<&String> = grains
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
         keys.sort();
         Ok(Outcome::ok(json!(keys)))
     })
@@ -174,13 +184,27 @@ mod tests {
     async fn get_nested_default_and_delimiter() {
         let get = |args: Vec<Value>, kw: Value| call("grains.get", args, kw);
         assert_eq!(get(vec![json!("os")], json!({})).await.ret, json!("Debian"));
-        assert_eq!(get(vec![json!("pkg:apache")], json!({})).await.ret, json!("httpd"));
-        assert_eq!(get(vec![json!("roles:0")], json!({})).await.ret, json!("web"));
-        assert_eq!(get(vec![json!("roles:name")], json!({})).await.ret, json!("db"));
-        assert_eq!(get(vec![json!("nope")], json!({})).await.ret, json!(""));
-        assert_eq!(get(vec![json!("nope"), json!("dflt")], json!({})).await.ret, json!("dflt"));
         assert_eq!(
-            get(vec![json!("pkg|a:b|c")], json!({"delimiter": "|"})).await.ret,
+            get(vec![json!("pkg:apache")], json!({})).await.ret,
+            json!("httpd")
+        );
+        assert_eq!(
+            get(vec![json!("roles:0")], json!({})).await.ret,
+            json!("web")
+        );
+        assert_eq!(
+            get(vec![json!("roles:name")], json!({})).await.ret,
+            json!("db")
+        );
+        assert_eq!(get(vec![json!("nope")], json!({})).await.ret, json!(""));
+        assert_eq!(
+            get(vec![json!("nope"), json!("dflt")], json!({})).await.ret,
+            json!("dflt")
+        );
+        assert_eq!(
+            get(vec![json!("pkg|a:b|c")], json!({"delimiter": "|"}))
+                .await
+                .ret,
             json!(1)
         );
         assert_eq!(get(vec![json!("os:x")], json!({})).await.ret, json!(""));
@@ -190,8 +214,16 @@ mod tests {
 
     #[tokio::test]
     async fn item_returns_dict() {
-        let o = call("grains.item", vec![json!("os"), json!("pkg:apache"), json!("zz")], json!({})).await;
-        assert_eq!(o.ret, json!({"os": "Debian", "pkg:apache": "httpd", "zz": ""}));
+        let o = call(
+            "grains.item",
+            vec![json!("os"), json!("pkg:apache"), json!("zz")],
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!({"os": "Debian", "pkg:apache": "httpd", "zz": ""})
+        );
         let o = call("grains.item", vec![json!("zz")], json!({"default": 0})).await;
         assert_eq!(o.ret, json!({"zz": 0}));
     }

@@ -3,7 +3,7 @@
 //! Reads `pki_dir/minion.pub` and prints the same fingerprint `salt-key -f`
 //! shows on the master, so an operator can compare the two before accepting.
 
-use super::{CallFuture, Call, ExecError, Function, Outcome};
+use super::{Call, CallFuture, ExecError, Function, Outcome};
 use brine_common::crypto::PublicKey;
 use serde_json::json;
 

@@ -239,11 +239,7 @@ impl Registry {
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
         ];
-        let funs = tables
-            .into_iter()
-            .flatten()
-            .map(|f| (f.name, f))
-            .collect();
+        let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
     }
 
@@ -371,7 +367,11 @@ pub fn bind(
                 f.params.len(),
                 if f.params.len() == 1 { "" } else { "s" },
                 f.params.len() + rest.len(),
-                if f.params.len() + rest.len() == 1 { "was" } else { "were" }
+                if f.params.len() + rest.len() == 1 {
+                    "was"
+                } else {
+                    "were"
+                }
             ));
         }
     }
@@ -524,15 +524,25 @@ mod tests {
 
         let o = run("test.echo", vec![], json!({})).await;
         let msg = o.ret.as_str().expect("string");
-        assert!(msg.contains("echo() missing 1 required positional argument: 'text'"), "{msg}");
+        assert!(
+            msg.contains("echo() missing 1 required positional argument: 'text'"),
+            "{msg}"
+        );
         assert!(msg.contains("CLI Example"), "docstring attached: {msg}");
 
         let o = run("test.echo", vec![json!("a")], json!({"bogus": 1})).await;
         let msg = o.ret.as_str().expect("string");
-        assert!(msg.contains("The following keyword arguments are not valid: bogus=1"), "{msg}");
+        assert!(
+            msg.contains("The following keyword arguments are not valid: bogus=1"),
+            "{msg}"
+        );
 
         let o = run("test.echo", vec![json!("a")], json!({"text": "b"})).await;
-        assert!(o.ret.as_str().expect("s").contains("multiple values for argument 'text'"));
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .contains("multiple values for argument 'text'"));
     }
 
     #[tokio::test]
@@ -556,17 +566,39 @@ mod tests {
         sorted.sort();
         assert_eq!(funs, sorted);
         for f in [
-            "test.ping", "test.echo", "test.sleep", "test.version", "test.arg", "cmd.run",
-            "cmd.run_all", "cmd.retcode", "grains.items", "grains.get", "grains.item",
-            "grains.ls", "sys.list_modules", "sys.list_functions", "sys.doc",
-            "saltutil.running", "saltutil.find_job", "saltutil.kill_job",
-            "saltutil.sync_grains", "saltutil.refresh_grains", "key.finger",
+            "test.ping",
+            "test.echo",
+            "test.sleep",
+            "test.version",
+            "test.arg",
+            "cmd.run",
+            "cmd.run_all",
+            "cmd.retcode",
+            "grains.items",
+            "grains.get",
+            "grains.item",
+            "grains.ls",
+            "sys.list_modules",
+            "sys.list_functions",
+            "sys.doc",
+            "saltutil.running",
+            "saltutil.find_job",
+            "saltutil.kill_job",
+            "saltutil.sync_grains",
+            "saltutil.refresh_grains",
+            "key.finger",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
-            assert!(r.doc(f).is_some_and(|d| d.contains("CLI Example")), "{f} documented");
+            assert!(
+                r.doc(f).is_some_and(|d| d.contains("CLI Example")),
+                "{f} documented"
+            );
         }
         assert!(r.doc("nope.nope").is_none());
-        assert_eq!(r.modules(), ["cmd", "grains", "key", "saltutil", "sys", "test"]);
+        assert_eq!(
+            r.modules(),
+            ["cmd", "grains", "key", "saltutil", "sys", "test"]
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub(super) const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "saltutil.sync_grains",
-        params: &[opt("saltenv"), opt("refresh"), opt("extmod_whitelist"), opt("extmod_blacklist")],
+        params: &[
+            opt("saltenv"),
+            opt("refresh"),
+            opt("extmod_whitelist"),
+            opt("extmod_blacklist"),
+        ],
         varargs: false,
         kwargs: false,
         doc: "Sync custom grain modules and refresh the grains (unless\n\
@@ -165,8 +170,10 @@ mod tests {
     #[tokio::test]
     async fn running_and_find_job_skip_the_asking_job() {
         let c = ctx("saltutil.running", vec![], json!({}));
-        c.running.insert(info("111", "test.sleep"), CancellationToken::new());
-        c.running.insert(info(&c.jid, "saltutil.running"), CancellationToken::new());
+        c.running
+            .insert(info("111", "test.sleep"), CancellationToken::new());
+        c.running
+            .insert(info(&c.jid, "saltutil.running"), CancellationToken::new());
         let running = c.running.clone();
         let reg = Registry::new();
         let o = reg.call(c).await;
@@ -194,7 +201,11 @@ mod tests {
         let running = sleeper.running.clone();
         running.insert(info(&sleeper_jid, "test.sleep"), sleeper.cancel.clone());
 
-        let mut killer = ctx("saltutil.kill_job", vec![json!(sleeper_jid.clone())], json!({}));
+        let mut killer = ctx(
+            "saltutil.kill_job",
+            vec![json!(sleeper_jid.clone())],
+            json!({}),
+        );
         killer.running = running.clone();
         let started = Instant::now();
         let (slept, killed) = tokio::join!(reg.call(sleeper), async {
@@ -202,7 +213,10 @@ mod tests {
             reg.call(killer).await
         });
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(killed.ret, json!(format!("Signal 9 sent to job {sleeper_jid} at pid 4242")));
+        assert_eq!(
+            killed.ret,
+            json!(format!("Signal 9 sent to job {sleeper_jid} at pid 4242"))
+        );
         assert!(!slept.success);
         assert_eq!(slept.ret, json!("ERROR: job was cancelled"));
 

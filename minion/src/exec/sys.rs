@@ -61,8 +61,7 @@ fn selected(all: &[String], sel: &[String]) -> Vec<String> {
     if sel.is_empty() {
         return all.to_vec();
     }
-    all
-        .iter()
+    all.iter()
         .filter(|fun| {
             sel.iter().any(|m| {
                 if m.contains('*') || m.contains('?') {
@@ -123,7 +122,10 @@ mod tests {
     #[tokio::test]
     async fn list_modules_with_and_without_globs() {
         let o = run("sys.list_modules", vec![], json!({})).await;
-        assert_eq!(o.ret, json!(["cmd", "grains", "key", "saltutil", "sys", "test"]));
+        assert_eq!(
+            o.ret,
+            json!(["cmd", "grains", "key", "saltutil", "sys", "test"])
+        );
         let o = run("sys.list_modules", vec![json!("s*")], json!({})).await;
         assert_eq!(o.ret, json!(["saltutil", "sys"]));
     }
@@ -133,11 +135,22 @@ mod tests {
         let all = run("sys.list_functions", vec![], json!({})).await;
         assert_eq!(all.ret, json!(Registry::new().functions()));
         let o = run("sys.list_functions", vec![json!("sys")], json!({})).await;
-        assert_eq!(o.ret, json!(["sys.doc", "sys.list_functions", "sys.list_modules"]));
+        assert_eq!(
+            o.ret,
+            json!(["sys.doc", "sys.list_functions", "sys.list_modules"])
+        );
         let o = run("sys.list_functions", vec![json!("sys.list_*")], json!({})).await;
         assert_eq!(o.ret, json!(["sys.list_functions", "sys.list_modules"]));
-        let o = run("sys.list_functions", vec![json!("cmd."), json!("key")], json!({})).await;
-        assert_eq!(o.ret, json!(["cmd.retcode", "cmd.run", "cmd.run_all", "key.finger"]));
+        let o = run(
+            "sys.list_functions",
+            vec![json!("cmd."), json!("key")],
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!(["cmd.retcode", "cmd.run", "cmd.run_all", "key.finger"])
+        );
         let o = run("sys.list_functions", vec![json!("sy")], json!({})).await;
         assert_eq!(o.ret, json!([]));
     }
@@ -147,10 +160,16 @@ mod tests {
         let o = run("sys.doc", vec![json!("test.ping")], json!({})).await;
         let m = o.ret.as_object().expect("dict");
         assert_eq!(m.len(), 1);
-        assert!(m["test.ping"].as_str().expect("s").contains("salt '*' test.ping"));
+        assert!(m["test.ping"]
+            .as_str()
+            .expect("s")
+            .contains("salt '*' test.ping"));
         let o = run("sys.doc", vec![json!("grains")], json!({})).await;
         assert_eq!(o.ret.as_object().expect("dict").len(), 4);
         let o = run("sys.doc", vec![], json!({})).await;
-        assert_eq!(o.ret.as_object().expect("dict").len(), Registry::new().functions().len());
+        assert_eq!(
+            o.ret.as_object().expect("dict").len(),
+            Registry::new().functions().len()
+        );
     }
 }

@@ -152,7 +152,10 @@ mod tests {
 
     #[tokio::test]
     async fn ping_echo_version() {
-        assert_eq!(run("test.ping", vec![], json!({})).await, Outcome::ok(json!(true)));
+        assert_eq!(
+            run("test.ping", vec![], json!({})).await,
+            Outcome::ok(json!(true))
+        );
         assert_eq!(
             run("test.echo", vec![json!("foo bar")], json!({})).await,
             Outcome::ok(json!("foo bar"))
@@ -188,9 +191,14 @@ mod tests {
         let o = run("test.retcode", vec![json!(3)], json!({})).await;
         assert_eq!(o.retcode, 3);
         assert!(!o.success);
-        assert_eq!(run("test.retcode", vec![json!(0)], json!({})).await.retcode, 0);
         assert_eq!(
-            run("test.retcode", vec![json!(1.5)], json!({})).await.retcode,
+            run("test.retcode", vec![json!(0)], json!({})).await.retcode,
+            0
+        );
+        assert_eq!(
+            run("test.retcode", vec![json!(1.5)], json!({}))
+                .await
+                .retcode,
             RETCODE_ERROR
         );
     }
@@ -202,7 +210,11 @@ mod tests {
         for bad in [json!(-1), json!("soon"), json!([1])] {
             let o = run("test.sleep", vec![bad], json!({})).await;
             assert!(!o.success);
-            assert!(o.ret.as_str().expect("s").starts_with("Passed invalid arguments to test.sleep"));
+            assert!(o
+                .ret
+                .as_str()
+                .expect("s")
+                .starts_with("Passed invalid arguments to test.sleep"));
         }
     }
 
