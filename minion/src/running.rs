@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// What Salt reports about a running job (`saltutil.running` entries).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningInfo {
     pub jid: String,
     pub fun: String,
