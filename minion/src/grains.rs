@@ -1,0 +1,415 @@
+//! Grains: facts about this host, collected the way Salt's core grains are.
+//!
+//! [`collect`] reads the real system (`/etc/os-release`, `uname`,
+//! `/proc/meminfo`, `/proc/cpuinfo`, interface addresses, hostname, machine
+//! id) and then deep-merges the minion config's static `grains:` on top, so a
+//! value an operator set always wins over a detected one. Collection never
+//! fails: a fact that cannot be read is left out (or empty), never invented.
+
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Collect real grains of this host, then overlay `static_grains`.
+pub fn collect(id: &str, static_grains: &Value) -> Value {
+    let mut g = Map::new();
+    g.insert("id".into(), json!(id));
+    g.insert("saltversion".into(), json!(env!("CARGO_PKG_VERSION")));
+
+    let os_release = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    let debian_version = std::fs::read_to_string("/etc/debian_version").ok();
+    for (k, v) in os_grains(&parse_os_release(&os_release), debian_version.as_deref()) {
+        g.insert(k.into(), v);
+    }
+
+    let uts = nix::sys::utsname::uname().ok();
+    let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uts.as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    g.insert("kernel".into(), json!(field(|u| u.sysname())));
+    g.insert("kernelrelease".into(), json!(field(|u| u.release())));
+    g.insert("kernelversion".into(), json!(field(|u| u.version())));
+    g.insert("cpuarch".into(), json!(field(|u| u.machine())));
+    let nodename = field(|u| u.nodename());
+    g.insert("nodename".into(), json!(nodename));
+
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(nodename);
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let fqdn = fqdn_from_hosts(&hostname, &hosts);
+    let host = fqdn.split('.').next().unwrap_or_default().to_string();
+    let domain = fqdn
+        .split_once('.')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    g.insert("localhost".into(), json!(hostname));
+    g.insert("host".into(), json!(host));
+    g.insert("fqdn".into(), json!(fqdn));
+    g.insert("domain".into(), json!(domain));
+
+    let (ipv4, ipv6) = interface_addresses();
+    g.insert("ipv4".into(), json!(ipv4));
+    g.insert("ipv6".into(), json!(ipv6));
+
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let num_cpus = count_cpus(&cpuinfo).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    g.insert("num_cpus".into(), json!(num_cpus));
+    if let Some(model) = cpu_model(&cpuinfo) {
+        g.insert("cpu_model".into(), json!(model));
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(mib) = mem_total_mib(&meminfo) {
+        g.insert("mem_total".into(), json!(mib));
+    }
+
+    let machine_id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty());
+    if let Some(mid) = machine_id {
+        g.insert("machine_id".into(), json!(mid));
+    }
+
+    let mut grains = Value::Object(g);
+    deep_merge(&mut grains, static_grains);
+    grains
+}
+
+/// Merge `overlay` into `base`: objects merge key by key (recursively),
+/// anything else in the overlay replaces what was there.
+pub fn deep_merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        deep_merge(existing, v)
+                    }
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) if !o.is_null() => *b = o.clone(),
+        _ => {}
+    }
+}
+
+/// `KEY=value` pairs of an os-release file, quotes removed.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), v.replace("\\\"", "\""))
+        })
+        .collect()
+}
+
+/// Salt's `os` name for an os-release `ID`.
+fn os_name(id: &str) -> String {
+    let known = [
+        ("debian", "Debian"),
+        ("ubuntu", "Ubuntu"),
+        ("linuxmint", "Mint"),
+        ("raspbian", "Raspbian"),
+        ("pop", "Pop"),
+        ("centos", "CentOS"),
+        ("rhel", "RedHat"),
+        ("fedora", "Fedora"),
+        ("rocky", "Rocky"),
+        ("almalinux", "AlmaLinux"),
+        ("amzn", "Amazon"),
+        ("ol", "OEL"),
+        ("opensuse-leap", "Leap"),
+        ("opensuse-tumbleweed", "openSUSE Tumbleweed"),
+        ("sles", "SUSE"),
+        ("arch", "Arch"),
+        ("manjaro", "Manjaro"),
+        ("alpine", "Alpine"),
+        ("gentoo", "Gentoo"),
+        ("void", "Void"),
+        ("nixos", "NixOS"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == id)
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| {
+            let mut c = id.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect(),
+                None => String::new(),
+            }
+        })
+}
+
+/// Salt's `os_family` for an `os` grain, if it is a known member of one.
+fn os_family_of(os: &str) -> Option<&'static str> {
+    Some(match os {
+        "Debian" | "Ubuntu" | "Mint" | "Raspbian" | "Pop" | "Devuan" | "Kali" => "Debian",
+        "CentOS" | "RedHat" | "Fedora" | "Rocky" | "AlmaLinux" | "Amazon" | "OEL" => "RedHat",
+        "Leap" | "openSUSE Tumbleweed" | "SUSE" | "Opensuse" => "Suse",
+        "Arch" | "Manjaro" => "Arch",
+        "Alpine" => "Alpine",
+        "Gentoo" => "Gentoo",
+        "Void" => "Void",
+        "NixOS" => "NixOS",
+        _ => return None,
+    })
+}
+
+/// `os`, `os_family`, `osrelease`, `osmajorrelease`, `osfullname`,
+/// `oscodename` from parsed os-release data.
+pub fn os_grains(
+    osr: &BTreeMap<String, String>,
+    debian_version: Option<&str>,
+) -> Vec<(&'static str, Value)> {
+    let get = |k: &str| osr.get(k).cloned().unwrap_or_default();
+    let id = get("ID");
+    let os = if id.is_empty() {
+        "Linux".to_string()
+    } else {
+        os_name(&id)
+    };
+    let family = os_family_of(&os)
+        .map(str::to_string)
+        .or_else(|| {
+            get("ID_LIKE")
+                .split_whitespace()
+                .find_map(|like| os_family_of(&os_name(like)))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| os.clone());
+    let mut release = get("VERSION_ID");
+    // Debian's os-release carries only the major version; Salt reports the
+    // point release from /etc/debian_version.
+    if id == "debian" {
+        if let Some(dv) = debian_version.map(str::trim) {
+            if dv.starts_with(|c: char| c.is_ascii_digit()) {
+                release = dv.to_string();
+            }
+        }
+    }
+    let codename = match get("VERSION_CODENAME") {
+        c if !c.is_empty() => c,
+        _ => get("VERSION")
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(c, _)| c.trim().to_string())
+            .unwrap_or_default(),
+    };
+    let fullname = match get("NAME") {
+        n if !n.is_empty() => n,
+        _ => os.clone(),
+    };
+    let mut out = vec![
+        ("os", json!(os)),
+        ("os_family", json!(family)),
+        ("osrelease", json!(release)),
+        ("osfullname", json!(fullname)),
+        ("oscodename", json!(codename)),
+    ];
+    if let Some(major) = release
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        out.push(("osmajorrelease", json!(major)));
+    }
+    out
+}
+
+/// The fully-qualified name: the hostname if it is dotted, else the first
+/// dotted alias `/etc/hosts` gives it, else the hostname itself.
+pub fn fqdn_from_hosts(hostname: &str, hosts: &str) -> String {
+    if hostname.contains('.') {
+        return hostname.to_string();
+    }
+    let prefix = format!("{hostname}.");
+    hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .filter(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .any(|n| n == hostname || n.starts_with(&prefix))
+        })
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .find(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .unwrap_or_else(|| hostname.to_string())
+}
+
+/// `MemTotal` of `/proc/meminfo` in MiB.
+pub fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+}
+
+/// Number of `processor` entries in `/proc/cpuinfo` (None if there are none).
+pub fn count_cpus(cpuinfo: &str) -> Option<usize> {
+    let n = cpuinfo
+        .lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, _)| k.trim() == "processor")
+        })
+        .count();
+    (n > 0).then_some(n)
+}
+
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        matches!(k.trim(), "model name" | "Model" | "cpu model")
+            .then(|| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// Every address on every interface, sorted, loopback included (Salt's
+/// `ipv4` / `ipv6` grains).
+fn interface_addresses() -> (Vec<String>, Vec<String>) {
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let Some(addr) = ifa.address else { continue };
+            if let Some(sin) = addr.as_sockaddr_in() {
+                v4.insert(IpAddr::V4(sin.ip()));
+            } else if let Some(sin6) = addr.as_sockaddr_in6() {
+                v6.insert(IpAddr::V6(sin6.ip()));
+            }
+        }
+    }
+    let strings = |s: BTreeSet<IpAddr>| s.into_iter().map(|a| a.to_string()).collect();
+    (strings(v4), strings(v6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_grains_have_salt_shape() {
+        let g = collect("web1", &json!({}));
+        assert_eq!(g["id"], "web1");
+        for key in [
+            "os",
+            "os_family",
+            "osrelease",
+            "osfullname",
+            "oscodename",
+            "kernel",
+            "kernelrelease",
+            "nodename",
+            "host",
+            "fqdn",
+            "domain",
+            "cpuarch",
+            "saltversion",
+        ] {
+            assert!(g[key].is_string(), "{key} should be a string: {g}");
+        }
+        assert_eq!(g["kernel"], "Linux");
+        assert!(g["num_cpus"].as_u64().is_some_and(|n| n >= 1));
+        assert!(g["mem_total"].as_u64().is_some_and(|n| n > 0));
+        let v4 = g["ipv4"].as_array().expect("ipv4 list");
+        assert!(
+            v4.iter().any(|a| a == "127.0.0.1"),
+            "loopback listed: {v4:?}"
+        );
+        assert!(g["ipv6"].is_array());
+        assert_eq!(g["saltversion"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn static_grains_win_and_merge_deeply() {
+        let g = collect(
+            "web1",
+            &json!({"os": "Custom", "roles": ["web"], "deep": {"a": 1}}),
+        );
+        assert_eq!(g["os"], "Custom");
+        assert_eq!(g["roles"], json!(["web"]));
+        let mut base = json!({"a": {"x": 1, "y": 2}, "l": [1], "s": "keep"});
+        deep_merge(&mut base, &json!({"a": {"y": 3, "z": 4}, "l": [2]}));
+        assert_eq!(
+            base,
+            json!({"a": {"x": 1, "y": 3, "z": 4}, "l": [2], "s": "keep"})
+        );
+    }
+
+    #[test]
+    fn os_release_debian_and_rocky() {
+        let deb = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+             VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n",
+        );
+        let g: BTreeMap<_, _> = os_grains(&deb, Some("12.5\n")).into_iter().collect();
+        assert_eq!(g["os"], "Debian");
+        assert_eq!(g["os_family"], "Debian");
+        assert_eq!(g["osrelease"], "12.5");
+        assert_eq!(g["osmajorrelease"], 12);
+        assert_eq!(g["oscodename"], "bookworm");
+        assert_eq!(g["osfullname"], "Debian GNU/Linux");
+
+        let rocky = parse_os_release(
+            "NAME=\"Rocky Linux\"\nVERSION=\"9.3 (Blue Onyx)\"\nID=\"rocky\"\n\
+             ID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.3\"\n",
+        );
+        let g: BTreeMap<_, _> = os_grains(&rocky, None).into_iter().collect();
+        assert_eq!(g["os"], "Rocky");
+        assert_eq!(g["os_family"], "RedHat");
+        assert_eq!(g["osrelease"], "9.3");
+        assert_eq!(g["oscodename"], "Blue Onyx");
+
+        let odd = parse_os_release("ID=myos\nID_LIKE=ubuntu\n");
+        let g: BTreeMap<_, _> = os_grains(&odd, None).into_iter().collect();
+        assert_eq!(g["os"], "Myos");
+        assert_eq!(g["os_family"], "Debian");
+        assert!(!g.contains_key("osmajorrelease"));
+    }
+
+    #[test]
+    fn fqdn_meminfo_cpuinfo_parsing() {
+        let hosts = "127.0.0.1 localhost\n10.0.0.5 web1.example.com web1 # main\n";
+        assert_eq!(fqdn_from_hosts("web1", hosts), "web1.example.com");
+        assert_eq!(fqdn_from_hosts("db1", hosts), "db1");
+        assert_eq!(fqdn_from_hosts("a.b.c", hosts), "a.b.c");
+        assert_eq!(
+            mem_total_mib("MemTotal:       16314020 kB\nMemFree: 1 kB\n"),
+            Some(15931)
+        );
+        assert_eq!(mem_total_mib("garbage"), None);
+        let cpu =
+            "processor\t: 0\nmodel name\t: Test CPU\n\nprocessor\t: 1\nmodel name\t: Test CPU\n";
+        assert_eq!(count_cpus(cpu), Some(2));
+        assert_eq!(count_cpus(""), None);
+        assert_eq!(cpu_model(cpu).as_deref(), Some("Test CPU"));
+    }
+}
