@@ -58,7 +58,7 @@ impl figment::providers::Format for Yaml {
     type Error = serde_norway::Error;
     const NAME: &'static str = "YAML";
 
-    fn from_str<'de, T: DeserializeOwned>(string: &'de str) -> Result<T, Self::Error> {
+    fn from_str<T: DeserializeOwned>(string: &str) -> Result<T, Self::Error> {
         serde_norway::from_str(string)
     }
 }
