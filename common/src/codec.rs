@@ -117,7 +117,10 @@ mod tests {
             tgt: "*".into(),
             tgt_type: TargetType::Glob,
             fun: "cmd.run".into(),
-            arg: vec![serde_json::json!("uptime"), serde_json::json!({"a": [1, 2.5, null]})],
+            arg: vec![
+                serde_json::json!("uptime"),
+                serde_json::json!({"a": [1, 2.5, null]}),
+            ],
             kwarg: [("cwd".to_string(), serde_json::json!("/tmp"))].into(),
             user: "root".into(),
             timeout: 5,

@@ -7,9 +7,14 @@
 //!   AES-256-GCM sealing with context-binding associated data.
 //! - [`jid`]: Salt-shaped job ids.
 //! - [`exit`]: the exit codes of every command.
+//! - [`config`]: master/minion config loading with Salt's option names
+//!   (defaults, file, `.d` includes, `SALT_*` env, CLI overrides).
+//! - [`telemetry`]: tracing setup with Salt log level names.
 
 pub mod codec;
+pub mod config;
 pub mod crypto;
 pub mod exit;
 pub mod jid;
 pub mod proto;
+pub mod telemetry;

@@ -1,0 +1,594 @@
+//! `MasterConfig`: the options of `salt-master`, and of `salt-syndic`, which
+//! reads the master config as in Salt.
+//!
+//! Field names are Salt's option names, so an operator's existing
+//! `/etc/salt/master` keys mean the same thing here. [`load_master`] keeps
+//! the module's invariant: the returned config is validated and its paths
+//! are already under `root_dir`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{self, Loaded};
+use super::{check_id, hostname, normalise_level, under_root, ConfigError};
+
+/// Options of a master (and of the syndic's lower master).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MasterConfig {
+    /// Names this master to syndics above it and in job paths.
+    pub id: String,
+    /// Address both ports bind to.
+    pub interface: IpAddr,
+    /// PUB socket port; 0 lets the OS choose (tests).
+    pub publish_port: u16,
+    /// ROUTER (request/return) port; 0 lets the OS choose (tests).
+    pub ret_port: u16,
+    /// Accept every new minion key without `salt-key` (unsafe, Salt's flag).
+    pub auto_accept: bool,
+    /// File of id globs whose keys are accepted on sight.
+    pub autosign_file: Option<PathBuf>,
+    /// Master key pair and the minion key state directories.
+    pub pki_dir: PathBuf,
+    /// Job cache and other state that can be rebuilt.
+    pub cachedir: PathBuf,
+    /// Local ipc sockets the CLIs use to reach this master.
+    pub sock_dir: PathBuf,
+    /// Prefix for every path above (Salt's `root_dir`), so a whole master
+    /// can live under one directory.
+    pub root_dir: PathBuf,
+    /// Where the daemon appends its log.
+    pub log_file: PathBuf,
+    /// Console level, a Salt level name.
+    pub log_level: String,
+    /// Log file level; `None` means the same as `log_level`.
+    pub log_level_logfile: Option<String>,
+    /// Hours a job's returns stay in the job cache; 0 keeps them forever.
+    pub keep_jobs: u64,
+    /// Default seconds `salt` waits for returns.
+    pub timeout: u64,
+    /// Seconds a `saltutil.find_job` probe may take.
+    pub gather_job_timeout: u64,
+    /// True on a master that has syndics below it (adds relay data to loads).
+    pub order_masters: bool,
+    /// Named compound targets for `salt -N`.
+    #[serde(deserialize_with = "load::nodegroups")]
+    pub nodegroups: BTreeMap<String, String>,
+    /// Seconds between minion presence pings.
+    pub heartbeat_interval: u64,
+    /// High-water mark of the PUB socket (messages queued per subscriber).
+    pub pub_hwm: i32,
+    /// Listen backlog of the ROUTER socket.
+    pub zmq_backlog: i32,
+    /// Largest frame accepted from the wire, to bound memory per message.
+    pub max_frame_bytes: usize,
+    /// Refuse new minion keys past this many accepted ones; 0 = unlimited.
+    pub max_minions: usize,
+    /// Upper masters of a syndic (string or list); empty = not a syndic.
+    #[serde(deserialize_with = "load::string_or_list")]
+    pub syndic_master: Vec<String>,
+    /// Request port of the upper master(s).
+    pub syndic_master_port: u16,
+    /// How often a syndic flushes batched returns upward.
+    pub syndic_forward_interval_ms: u64,
+    /// Most returns a syndic sends upward in one batch.
+    pub syndic_forward_batch: usize,
+    /// Most returns a syndic holds while its upper master is unreachable.
+    pub syndic_spool_max: usize,
+    /// The syndic's upstream identity; the loader sets `<pki_dir>/syndic`
+    /// when unset.
+    pub syndic_pki_dir: Option<PathBuf>,
+    /// Keys found in the files (or overrides) that this struct does not
+    /// know; filled by the loader, already warned about.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            id: format!("{}_master", hostname()),
+            interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            publish_port: 4505,
+            ret_port: 4506,
+            auto_accept: false,
+            autosign_file: None,
+            pki_dir: PathBuf::from("/etc/salt/pki/master"),
+            cachedir: PathBuf::from("/var/cache/salt/master"),
+            sock_dir: PathBuf::from("/var/run/salt/master"),
+            root_dir: PathBuf::from("/"),
+            log_file: PathBuf::from("/var/log/salt/master"),
+            log_level: "warning".to_string(),
+            log_level_logfile: None,
+            keep_jobs: 24,
+            timeout: 5,
+            gather_job_timeout: 10,
+            order_masters: false,
+            nodegroups: BTreeMap::new(),
+            heartbeat_interval: 2,
+            pub_hwm: 10_000,
+            zmq_backlog: 1000,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_minions: 0,
+            syndic_master: Vec::new(),
+            syndic_master_port: 4506,
+            syndic_forward_interval_ms: 100,
+            syndic_forward_batch: 500,
+            syndic_spool_max: 1_000_000,
+            syndic_pki_dir: None,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+impl MasterConfig {
+    /// The level for the log file (`log_level_logfile`, else `log_level`).
+    pub fn logfile_level(&self) -> &str {
+        self.log_level_logfile.as_deref().unwrap_or(&self.log_level)
+    }
+
+    /// True when this master relays for one or more upper masters.
+    pub fn is_syndic(&self) -> bool {
+        !self.syndic_master.is_empty()
+    }
+}
+
+/// Loads the master config from `config_dir` (`master`, `master.d/*.conf`),
+/// the process environment and `overrides` (CLI flags, highest precedence).
+pub fn load_master(
+    config_dir: &Path,
+    overrides: &[(&str, serde_json::Value)],
+) -> Result<MasterConfig, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load_master_with_env(config_dir, &env, overrides)
+}
+
+/// [`load_master`] with the environment given explicitly (tests, embedding).
+pub fn load_master_with_env(
+    config_dir: &Path,
+    env: &[(String, String)],
+    overrides: &[(&str, serde_json::Value)],
+) -> Result<MasterConfig, ConfigError> {
+    let loaded = load::load(
+        &MasterConfig::default(),
+        config_dir,
+        "master",
+        env,
+        overrides,
+    )?;
+    finish(loaded)
+}
+
+fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
+    let mut cfg = loaded.config.clone();
+    check_id(&cfg.id).map_err(|m| loaded.invalid("id", m))?;
+    if cfg.syndic_master_port == 0 {
+        return Err(loaded.invalid("syndic_master_port", "port 0 is not allowed"));
+    }
+    if cfg.publish_port != 0 && cfg.publish_port == cfg.ret_port {
+        return Err(loaded.invalid(
+            "ret_port",
+            format!("must differ from publish_port ({})", cfg.publish_port),
+        ));
+    }
+    cfg.log_level =
+        normalise_level(&cfg.log_level).map_err(|e| loaded.invalid("log_level", e.to_string()))?;
+    if let Some(level) = &cfg.log_level_logfile {
+        cfg.log_level_logfile = Some(
+            normalise_level(level)
+                .map_err(|e| loaded.invalid("log_level_logfile", e.to_string()))?,
+        );
+    }
+    let positive: [(&str, u64); 7] = [
+        ("timeout", cfg.timeout),
+        ("gather_job_timeout", cfg.gather_job_timeout),
+        ("heartbeat_interval", cfg.heartbeat_interval),
+        ("max_frame_bytes", cfg.max_frame_bytes as u64),
+        ("syndic_forward_interval_ms", cfg.syndic_forward_interval_ms),
+        ("syndic_forward_batch", cfg.syndic_forward_batch as u64),
+        ("syndic_spool_max", cfg.syndic_spool_max as u64),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(loaded.invalid(key, "must be greater than 0"));
+    }
+    if cfg.pub_hwm < 0 {
+        return Err(loaded.invalid("pub_hwm", "must not be negative (0 = unlimited)"));
+    }
+    if cfg.zmq_backlog <= 0 {
+        return Err(loaded.invalid("zmq_backlog", "must be greater than 0"));
+    }
+    if let Some((name, _)) = cfg.nodegroups.iter().find(|(_, t)| t.trim().is_empty()) {
+        return Err(loaded.invalid("nodegroups", format!("group '{name}' has an empty target")));
+    }
+    if cfg.root_dir.as_os_str().is_empty() {
+        return Err(loaded.invalid("root_dir", "must not be empty"));
+    }
+
+    let root = std::path::absolute(&cfg.root_dir)
+        .map_err(|e| loaded.invalid("root_dir", e.to_string()))?;
+    cfg.pki_dir = under_root(&root, &cfg.pki_dir);
+    cfg.cachedir = under_root(&root, &cfg.cachedir);
+    cfg.sock_dir = under_root(&root, &cfg.sock_dir);
+    cfg.log_file = under_root(&root, &cfg.log_file);
+    cfg.autosign_file = cfg.autosign_file.map(|p| under_root(&root, &p));
+    cfg.syndic_pki_dir = Some(match cfg.syndic_pki_dir {
+        Some(p) => under_root(&root, &p),
+        None => cfg.pki_dir.join("syndic"),
+    });
+    cfg.root_dir = root;
+    cfg.unknown_keys = loaded.unknown_keys;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::fs;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(
+        dir: &Path,
+        vars: &[(&str, &str)],
+        overrides: &[(&str, serde_json::Value)],
+    ) -> Result<MasterConfig, ConfigError> {
+        load_master_with_env(dir, &env(vars), overrides)
+    }
+
+    #[test]
+    fn defaults_without_any_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert!(cfg.id.ends_with("_master"));
+        assert_eq!(cfg.interface, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!((cfg.publish_port, cfg.ret_port), (4505, 4506));
+        assert!(!cfg.auto_accept);
+        assert_eq!(cfg.pki_dir, PathBuf::from("/etc/salt/pki/master"));
+        assert_eq!(cfg.cachedir, PathBuf::from("/var/cache/salt/master"));
+        assert_eq!(cfg.log_file, PathBuf::from("/var/log/salt/master"));
+        assert_eq!(cfg.log_level, "warning");
+        assert_eq!(cfg.logfile_level(), "warning");
+        assert_eq!(cfg.keep_jobs, 24);
+        assert_eq!(cfg.timeout, 5);
+        assert_eq!(cfg.max_frame_bytes, 16 * 1024 * 1024);
+        assert!(!cfg.is_syndic());
+        assert_eq!(
+            cfg.syndic_pki_dir,
+            Some(PathBuf::from("/etc/salt/pki/master/syndic"))
+        );
+        assert!(cfg.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn main_file_then_sorted_includes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("master"),
+            "ret_port: 5506\npublish_port: 5505\nlog_level: info\ninterface: 127.0.0.1\n",
+        )
+        .expect("write");
+        let d = dir.path().join("master.d");
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(d.join("20-b.conf"), "ret_port: 7000\n").expect("write");
+        fs::write(d.join("10-a.conf"), "ret_port: 6000\nkeep_jobs: 0\n").expect("write");
+        fs::write(d.join("99-z.conf.bak"), "ret_port: 9999\n").expect("write");
+        fs::write(d.join("notes.txt"), "this: is not yaml: at all: [\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.publish_port, 5505);
+        assert_eq!(cfg.ret_port, 7000, "20-b.conf is read after 10-a.conf");
+        assert_eq!(cfg.keep_jobs, 0);
+        assert_eq!(cfg.log_level, "info");
+        assert_eq!(cfg.interface, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(cfg.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("master"), "# nothing set yet\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.ret_port, 4506);
+    }
+
+    #[test]
+    fn environment_overrides_files_and_cli_overrides_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("master"),
+            "ret_port: 5506\nlog_level: info\n",
+        )
+        .expect("write");
+        let vars = [
+            ("SALT_RET_PORT", "6506"),
+            ("SALT_LOG_LEVEL", "debug"),
+            ("SALT_MASTER_CONFIG", "/elsewhere"),
+            ("SALT_NOT_AN_OPTION", "x"),
+            ("RET_PORT", "1"),
+            ("SALT_AUTO_ACCEPT", "true"),
+            ("SALT_ID", "12345"),
+            ("SALT_SYNDIC_MASTER", "[top1, top2]"),
+        ];
+        let cfg = load(dir.path(), &vars, &[]).expect("load");
+        assert_eq!(cfg.ret_port, 6506);
+        assert_eq!(cfg.log_level, "debug");
+        assert!(cfg.auto_accept);
+        assert_eq!(cfg.id, "12345", "string options stay strings");
+        assert_eq!(cfg.syndic_master, vec!["top1", "top2"]);
+        assert!(cfg.unknown_keys.is_empty(), "stray SALT_ vars are ignored");
+
+        let cfg = load(
+            dir.path(),
+            &vars,
+            &[("ret_port", json!(7506)), ("log_level", json!("error"))],
+        )
+        .expect("load");
+        assert_eq!(cfg.ret_port, 7506);
+        assert_eq!(cfg.log_level, "error");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("master"),
+            "file_roots: {base: [/srv/salt]}\nret_port: 4506\n",
+        )
+        .expect("write");
+        let d = dir.path().join("master.d");
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(d.join("a.conf"), "file_roots: {}\nworker_threads: 5\n").expect("write");
+        let cfg = load(dir.path(), &[], &[("bogus_flag", json!(1))]).expect("load");
+        assert_eq!(
+            cfg.unknown_keys,
+            vec!["file_roots", "worker_threads", "bogus_flag"]
+        );
+    }
+
+    /// Collects formatted log lines for one test thread.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_skipped_includes_are_logged_with_their_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("master.d");
+        fs::create_dir(&d).expect("mkdir");
+        let conf = d.join("extra.conf");
+        fs::write(&conf, "worker_threads: 5\n").expect("write");
+        fs::write(d.join("README"), "not read\n").expect("write");
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let cfg = tracing::subscriber::with_default(subscriber, || load(dir.path(), &[], &[]))
+            .expect("load");
+        assert_eq!(cfg.unknown_keys, vec!["worker_threads"]);
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+        let warn_line = text
+            .lines()
+            .find(|l| l.contains("unknown configuration key"))
+            .unwrap_or_default();
+        assert!(
+            warn_line.contains("WARN") && warn_line.contains("key=worker_threads"),
+            "{text}"
+        );
+        assert!(warn_line.contains(&conf.display().to_string()), "{text}");
+        assert!(
+            text.lines().any(|l| l.contains("DEBUG")
+                && l.contains("README")
+                && l.contains("skipping include")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_key_and_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        fs::write(&file, "ret_port: abc\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid value for 'ret_port' in {}: expected u16, found \"abc\"",
+                file.display()
+            )
+        );
+        fs::write(&file, "publish_port: 70000\n").expect("write");
+        let err = load(dir.path(), &[], &[])
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.contains("'publish_port'") && err.contains("70000"),
+            "{err}"
+        );
+        fs::write(&file, "interface: 300.1.1.1\n").expect("write");
+        let err = load(dir.path(), &[], &[])
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.starts_with("invalid value for 'interface' in "),
+            "{err}"
+        );
+        assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn range_errors_name_key_and_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("master.d");
+        fs::create_dir(&d).expect("mkdir");
+        let inc = d.join("log.conf");
+        fs::write(&inc, "log_level: loud\n").expect("write");
+        let err = load(dir.path(), &[], &[])
+            .expect_err("bad level")
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "invalid value for 'log_level' in {}: unknown log level 'loud'",
+                inc.display()
+            )),
+            "{err}"
+        );
+
+        fs::write(&inc, "id: ''\n").expect("write");
+        let err = load(dir.path(), &[], &[])
+            .expect_err("empty id")
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid value for 'id' in {}: must not be empty",
+                inc.display()
+            )
+        );
+
+        fs::write(&inc, "syndic_master_port: 0\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("port 0").to_string();
+        assert!(err.contains("'syndic_master_port'"), "{err}");
+
+        fs::remove_file(&inc).expect("rm");
+        let err = load(dir.path(), &[("SALT_RET_PORT", "4505")], &[])
+            .expect_err("same ports")
+            .to_string();
+        assert_eq!(err, "invalid value for 'ret_port' in environment variable SALT_RET_PORT: must differ from publish_port (4505)");
+        let err = load(dir.path(), &[("SALT_RET_PORT", "x")], &[])
+            .expect_err("not a port")
+            .to_string();
+        assert_eq!(err, "invalid value for 'ret_port' in environment variable SALT_RET_PORT: expected u16, found \"x\"");
+        let err = load(dir.path(), &[], &[("heartbeat_interval", json!(0))])
+            .expect_err("zero")
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for 'heartbeat_interval' in command line: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_invalid_files_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("master"), "ret_port: [unclosed\n").expect("write");
+        assert!(matches!(
+            load(dir.path(), &[], &[]),
+            Err(ConfigError::Parse { .. })
+        ));
+        fs::write(dir.path().join("master"), "- a list\n- not a mapping\n").expect("write");
+        assert!(matches!(
+            load(dir.path(), &[], &[]),
+            Err(ConfigError::Parse { .. })
+        ));
+        fs::remove_file(dir.path().join("master")).expect("rm");
+        fs::create_dir(dir.path().join("master")).expect("mkdir");
+        assert!(matches!(
+            load(dir.path(), &[], &[]),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn root_dir_prefixes_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        fs::write(
+            dir.path().join("master"),
+            format!(
+                "root_dir: {}\ncachedir: cache\nsock_dir: {}/run\nautosign_file: /etc/salt/autosign.conf\n",
+                root.display(),
+                root.display()
+            ),
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.root_dir, root);
+        assert_eq!(cfg.pki_dir, root.join("etc/salt/pki/master"));
+        assert_eq!(cfg.cachedir, root.join("cache"));
+        assert_eq!(cfg.sock_dir, root.join("run"), "already under root_dir");
+        assert_eq!(cfg.log_file, root.join("var/log/salt/master"));
+        assert_eq!(cfg.autosign_file, Some(root.join("etc/salt/autosign.conf")));
+        assert_eq!(
+            cfg.syndic_pki_dir,
+            Some(root.join("etc/salt/pki/master/syndic"))
+        );
+    }
+
+    #[test]
+    fn syndic_master_string_or_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        fs::write(&file, "syndic_master: top.example.com\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_master, vec!["top.example.com"]);
+        assert!(cfg.is_syndic());
+        fs::write(&file, "syndic_master:\n  - top1\n  - top2\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_master, vec!["top1", "top2"]);
+        fs::write(&file, "syndic_master: ''\n").expect("write");
+        assert!(!load(dir.path(), &[], &[]).expect("load").is_syndic());
+        fs::write(&file, "syndic_master: {a: b}\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("mapping").to_string();
+        assert!(
+            err.contains("'syndic_master'") && err.contains("expected a string or a list"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nodegroups_string_and_list_forms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        fs::write(
+            &file,
+            "nodegroups:\n  web: 'G@role:web and E@web\\d+'\n  db: [db1, db2, db3]\n  mixed:\n    - 'G@foo:bar'\n    - or\n    - 'G@foo:baz'\n",
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.nodegroups["web"], "G@role:web and E@web\\d+");
+        assert_eq!(cfg.nodegroups["db"], "L@db1,db2,db3");
+        assert_eq!(cfg.nodegroups["mixed"], "G@foo:bar or G@foo:baz");
+        fs::write(&file, "nodegroups:\n  - g1: 'L@a,b'\n  - g2: [c]\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.nodegroups["g1"], "L@a,b");
+        assert_eq!(cfg.nodegroups["g2"], "L@c");
+    }
+
+    #[test]
+    fn overridden_log_level_is_normalised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(
+            dir.path(),
+            &[],
+            &[
+                ("log_level", json!("DEBUG")),
+                ("log_level_logfile", json!("Info")),
+            ],
+        )
+        .expect("load");
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.logfile_level(), "info");
+    }
+}

@@ -1,0 +1,307 @@
+//! `MinionConfig`: the options of `salt-minion` and `salt-call`.
+//!
+//! Field names are Salt's option names. [`load_minion`] keeps the module's
+//! invariant: the returned config is validated (id usable as a file name,
+//! a reachable master port, grains an object) and its paths are already
+//! under `root_dir`. As in Salt, an id that no layer sets comes from the
+//! `minion_id` file in the config directory when present, else the host
+//! name, so renaming a host does not silently change its minion id.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{self, Loaded};
+use super::{check_id, hostname, normalise_level, under_root, ConfigError};
+
+/// Options of a minion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MinionConfig {
+    /// The minion's identity: its key's name on the master and its target.
+    pub id: String,
+    /// Host name or IP of the master.
+    pub master: String,
+    /// The master's request port (the publish port comes in the auth reply).
+    pub master_port: u16,
+    /// Pins the master's public key fingerprint before first contact.
+    pub master_finger: Option<String>,
+    /// Minion key pair and the cached master key.
+    pub pki_dir: PathBuf,
+    /// State that can be rebuilt (job data, grains cache).
+    pub cachedir: PathBuf,
+    /// Local ipc sockets.
+    pub sock_dir: PathBuf,
+    /// Prefix for every path above (Salt's `root_dir`).
+    pub root_dir: PathBuf,
+    /// Where the daemon appends its log.
+    pub log_file: PathBuf,
+    /// Console level, a Salt level name.
+    pub log_level: String,
+    /// Log file level; `None` means the same as `log_level`.
+    pub log_level_logfile: Option<String>,
+    /// Seconds between auth attempts while the key is pending.
+    pub acceptance_wait_time: u64,
+    /// Cap for the growing wait between auth attempts; 0 = no growth.
+    pub acceptance_wait_time_max: u64,
+    /// Milliseconds before the first reconnect attempt.
+    pub recon_default: u64,
+    /// Largest reconnect back-off in milliseconds.
+    pub recon_max: u64,
+    /// Jitter reconnects so a restarted master is not stampeded.
+    pub recon_randomize: bool,
+    /// Upper bound in seconds of the jitter before re-authenticating when
+    /// the master rotates its publish key.
+    pub random_reauth_delay: u64,
+    /// Static grains merged over the detected ones; must be an object.
+    pub grains: serde_json::Value,
+    /// Largest frame accepted from the wire, to bound memory per message.
+    pub max_frame_bytes: usize,
+    /// Keys found in the files (or overrides) that this struct does not
+    /// know; filled by the loader, already warned about.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for MinionConfig {
+    fn default() -> Self {
+        MinionConfig {
+            id: hostname(),
+            master: "salt".to_string(),
+            master_port: 4506,
+            master_finger: None,
+            pki_dir: PathBuf::from("/etc/salt/pki/minion"),
+            cachedir: PathBuf::from("/var/cache/salt/minion"),
+            sock_dir: PathBuf::from("/var/run/salt/minion"),
+            root_dir: PathBuf::from("/"),
+            log_file: PathBuf::from("/var/log/salt/minion"),
+            log_level: "warning".to_string(),
+            log_level_logfile: None,
+            acceptance_wait_time: 10,
+            acceptance_wait_time_max: 0,
+            recon_default: 1000,
+            recon_max: 10_000,
+            recon_randomize: true,
+            random_reauth_delay: 10,
+            grains: serde_json::Value::Object(serde_json::Map::new()),
+            max_frame_bytes: 16 * 1024 * 1024,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+impl MinionConfig {
+    /// The level for the log file (`log_level_logfile`, else `log_level`).
+    pub fn logfile_level(&self) -> &str {
+        self.log_level_logfile.as_deref().unwrap_or(&self.log_level)
+    }
+}
+
+/// Loads the minion config from `config_dir` (`minion`, `minion.d/*.conf`),
+/// the process environment and `overrides` (CLI flags, highest precedence).
+pub fn load_minion(
+    config_dir: &Path,
+    overrides: &[(&str, serde_json::Value)],
+) -> Result<MinionConfig, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load_minion_with_env(config_dir, &env, overrides)
+}
+
+/// [`load_minion`] with the environment given explicitly (tests, embedding).
+pub fn load_minion_with_env(
+    config_dir: &Path,
+    env: &[(String, String)],
+    overrides: &[(&str, serde_json::Value)],
+) -> Result<MinionConfig, ConfigError> {
+    let loaded = load::load(
+        &MinionConfig::default(),
+        config_dir,
+        "minion",
+        env,
+        overrides,
+    )?;
+    finish(loaded, config_dir)
+}
+
+fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfig, ConfigError> {
+    let mut cfg = loaded.config.clone();
+    if loaded.is_default("id") {
+        let path = config_dir.join("minion_id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim();
+                check_id(id).map_err(|message| ConfigError::Invalid {
+                    key: "id".to_string(),
+                    origin: path.display().to_string(),
+                    message,
+                })?;
+                cfg.id = id.to_string();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        }
+    }
+    check_id(&cfg.id).map_err(|m| loaded.invalid("id", m))?;
+    if cfg.master.trim().is_empty() {
+        return Err(loaded.invalid("master", "must not be empty"));
+    }
+    if cfg.master_port == 0 {
+        return Err(loaded.invalid("master_port", "port 0 is not allowed"));
+    }
+    cfg.log_level =
+        normalise_level(&cfg.log_level).map_err(|e| loaded.invalid("log_level", e.to_string()))?;
+    if let Some(level) = &cfg.log_level_logfile {
+        cfg.log_level_logfile = Some(
+            normalise_level(level)
+                .map_err(|e| loaded.invalid("log_level_logfile", e.to_string()))?,
+        );
+    }
+    if cfg.recon_max < cfg.recon_default {
+        return Err(loaded.invalid(
+            "recon_max",
+            format!("must be at least recon_default ({})", cfg.recon_default),
+        ));
+    }
+    if !cfg.grains.is_object() {
+        return Err(loaded.invalid("grains", "expected a mapping of grain name to value"));
+    }
+    if cfg.max_frame_bytes == 0 {
+        return Err(loaded.invalid("max_frame_bytes", "must be greater than 0"));
+    }
+    if cfg.root_dir.as_os_str().is_empty() {
+        return Err(loaded.invalid("root_dir", "must not be empty"));
+    }
+
+    let root = std::path::absolute(&cfg.root_dir)
+        .map_err(|e| loaded.invalid("root_dir", e.to_string()))?;
+    cfg.pki_dir = under_root(&root, &cfg.pki_dir);
+    cfg.cachedir = under_root(&root, &cfg.cachedir);
+    cfg.sock_dir = under_root(&root, &cfg.sock_dir);
+    cfg.log_file = under_root(&root, &cfg.log_file);
+    cfg.root_dir = root;
+    cfg.unknown_keys = loaded.unknown_keys;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::fs;
+
+    fn load(
+        dir: &Path,
+        vars: &[(&str, &str)],
+        overrides: &[(&str, serde_json::Value)],
+    ) -> Result<MinionConfig, ConfigError> {
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_minion_with_env(dir, &env, overrides)
+    }
+
+    #[test]
+    fn defaults_without_any_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.id, hostname());
+        assert_eq!(cfg.master, "salt");
+        assert_eq!(cfg.master_port, 4506);
+        assert_eq!(cfg.pki_dir, PathBuf::from("/etc/salt/pki/minion"));
+        assert_eq!(cfg.log_level, "warning");
+        assert_eq!((cfg.recon_default, cfg.recon_max), (1000, 10_000));
+        assert!(cfg.recon_randomize);
+        assert_eq!(cfg.acceptance_wait_time, 10);
+        assert_eq!(cfg.grains, json!({}));
+    }
+
+    #[test]
+    fn file_includes_env_and_overrides_stack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("minion"),
+            "id: web1\nmaster: 10.0.0.5\ngrains:\n  roles: [web]\n  dc: east\n",
+        )
+        .expect("write");
+        let d = dir.path().join("minion.d");
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(
+            d.join("grains.conf"),
+            "grains:\n  dc: west\nmaster_port: 5506\n",
+        )
+        .expect("write");
+        fs::write(d.join("ignored.yaml"), "master_port: 1\n").expect("write");
+        let cfg = load(
+            dir.path(),
+            &[("SALT_MASTER", "10.0.0.6")],
+            &[("id", json!("web2"))],
+        )
+        .expect("load");
+        assert_eq!(cfg.id, "web2");
+        assert_eq!(cfg.master, "10.0.0.6");
+        assert_eq!(cfg.master_port, 5506);
+        assert_eq!(cfg.grains, json!({"roles": ["web"], "dc": "west"}));
+    }
+
+    #[test]
+    fn minion_id_file_is_used_only_when_id_is_unset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("minion_id"), "cached-id\n").expect("write");
+        assert_eq!(load(dir.path(), &[], &[]).expect("load").id, "cached-id");
+        fs::write(dir.path().join("minion"), "id: configured\n").expect("write");
+        assert_eq!(load(dir.path(), &[], &[]).expect("load").id, "configured");
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("minion");
+        fs::write(&file, "master_port: 0\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("port 0").to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid value for 'master_port' in {}: port 0 is not allowed",
+                file.display()
+            )
+        );
+        fs::write(&file, "grains: [a, b]\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("grains").to_string();
+        assert!(err.starts_with("invalid value for 'grains' in "), "{err}");
+        fs::write(&file, "id: '../etc'\n").expect("write");
+        assert!(load(dir.path(), &[], &[]).is_err());
+        fs::write(&file, "recon_default: 5000\nrecon_max: 100\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("recon").to_string();
+        assert!(err.contains("'recon_max'"), "{err}");
+        fs::write(&file, "recon_randomize: maybe\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("bool").to_string();
+        assert!(
+            err.contains("'recon_randomize'") && err.contains("expected a boolean"),
+            "{err}"
+        );
+        fs::write(&file, "flibble: 1\n").expect("write");
+        assert_eq!(
+            load(dir.path(), &[], &[]).expect("load").unknown_keys,
+            vec!["flibble"]
+        );
+    }
+
+    #[test]
+    fn root_dir_prefixes_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("m1");
+        let cfg = load(
+            dir.path(),
+            &[],
+            &[("root_dir", json!(root)), ("pki_dir", json!("pki"))],
+        )
+        .expect("load");
+        assert_eq!(cfg.pki_dir, root.join("pki"));
+        assert_eq!(cfg.cachedir, root.join("var/cache/salt/minion"));
+        assert_eq!(cfg.sock_dir, root.join("var/run/salt/minion"));
+        assert_eq!(cfg.log_file, root.join("var/log/salt/minion"));
+    }
+}
