@@ -10,11 +10,16 @@
 //! - [`config`]: master/minion config loading with Salt's option names
 //!   (defaults, file, `.d` includes, `SALT_*` env, CLI overrides).
 //! - [`telemetry`]: tracing setup with Salt log level names.
+//! - [`target`]: Salt targeting (glob, pcre, list, grain, ipcidr, compound,
+//!   nodegroup): one parser and matcher for master and minion.
+//! - [`args`]: Salt's CLI argument convention (positional, `key=value`).
 
+pub mod args;
 pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod exit;
 pub mod jid;
 pub mod proto;
+pub mod target;
 pub mod telemetry;
