@@ -450,8 +450,11 @@ impl JobCache {
                     .counters
                     .backpressure_waits
                     .fetch_add(1, Ordering::Relaxed);
-                if waits % 1000 == 0 {
-                    warn!(waits = waits + 1, "job cache queue full, callers are waiting");
+                if waits.is_multiple_of(1000) {
+                    warn!(
+                        waits = waits + 1,
+                        "job cache queue full, callers are waiting"
+                    );
                 }
                 self.inner.tx.send(msg).is_ok()
             }
@@ -517,7 +520,8 @@ impl JobCache {
     }
 
     /// Wait until everything queued before this call is committed; reports
-    /// the first write failure since the previous flush.
+    /// the first write failure since the previous flush. Blocks the calling
+    /// thread (use `spawn_blocking` from async code).
     pub fn flush(&self) -> Result<(), JobCacheError> {
         let (tx, rx) = mpsc::channel();
         if !self.enqueue(Msg::Flush(tx)) {
@@ -877,18 +881,20 @@ impl Writer {
         if self.keep_jobs_hours == 0 {
             return Ok(0);
         }
-        let keep_us = i64::try_from(self.keep_jobs_hours.saturating_mul(3_600_000_000))
-            .unwrap_or(i64::MAX);
+        let keep_us =
+            i64::try_from(self.keep_jobs_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX);
         let cutoff = now_us().saturating_sub(keep_us);
         let n = expire_before(&mut self.conn, cutoff).map_err(|source| JobCacheError::Db {
             path: self.path.clone(),
             source,
         })?;
         if n > 0 {
-            self.counters
-                .expired
-                .fetch_add(n as u64, Ordering::Relaxed);
-            info!(jobs = n, keep_jobs = self.keep_jobs_hours, "expired old jobs");
+            self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
+            info!(
+                jobs = n,
+                keep_jobs = self.keep_jobs_hours,
+                "expired old jobs"
+            );
         }
         Ok(n)
     }
@@ -921,9 +927,9 @@ fn apply(conn: &mut Connection, ops: &[Op], now: i64) -> rusqlite::Result<BatchC
                     load,
                     minions,
                 } => {
-                    counts.jobs +=
-                        ins_job.execute(params![jid, fun, tgt, tgt_type, user, start_us, load])?
-                            as u64;
+                    counts.jobs += ins_job
+                        .execute(params![jid, fun, tgt, tgt_type, user, start_us, load])?
+                        as u64;
                     for m in minions {
                         ins_minion.execute(params![jid, m, now])?;
                     }
@@ -981,7 +987,10 @@ enum GlobTok {
     /// `*`
     Star,
     /// `[...]` / `[!...]`: inclusive ranges (a single char is `(c, c)`).
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// A shell-style pattern with Python `fnmatch` rules (case-sensitive):
@@ -1190,7 +1199,10 @@ mod tests {
         assert_eq!(rec.returns.len(), 1);
         assert_eq!(rec.returns["web1"].ret, json!("up 3 days"));
         assert_eq!(rec.start_time, "2026, Nov 26 15:58:39.123456");
-        assert!(cache.lookup_jid("20000101000000000000").expect("lookup").is_none());
+        assert!(cache
+            .lookup_jid("20000101000000000000")
+            .expect("lookup")
+            .is_none());
 
         let list = cache.list_jobs(&JobFilter::default()).expect("list");
         assert_eq!(list.len(), 1);
@@ -1384,7 +1396,11 @@ mod tests {
         let s = cache.stats();
         assert_eq!(s.returns_written, 10_000);
         assert!(s.batches >= 10, "at most {BATCH_MAX}+1 items per batch");
-        assert!(s.batches < 10_000, "returns were not batched: {}", s.batches);
+        assert!(
+            s.batches < 10_000,
+            "returns were not batched: {}",
+            s.batches
+        );
         let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
         assert_eq!(rec.returns.len(), 10_000);
         assert_eq!(rec.minions.len(), 10_000);
@@ -1434,7 +1450,10 @@ mod tests {
         std::fs::write(&file, vec![0x5a; 8192]).expect("write garbage");
         let err = JobCache::open(dir.path(), 0).expect_err("must refuse");
         assert!(matches!(err, JobCacheError::Corrupt { .. }), "{err:?}");
-        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub enum SpoolError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("spool {path} is corrupt or not a database ({source}); move it away to start a new spool")]
+    #[error(
+        "spool {path} is corrupt or not a database ({source}); move it away to start a new spool"
+    )]
     Corrupt {
         path: PathBuf,
         source: rusqlite::Error,
@@ -336,7 +338,10 @@ mod tests {
 
         let head = spool.peek(3).expect("peek");
         assert_eq!(head.len(), 3);
-        assert_eq!(head.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rets(0..3));
+        assert_eq!(
+            head.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            rets(0..3)
+        );
         assert!(head.windows(2).all(|w| w[0].0 < w[1].0), "seq increases");
         // Peeking does not remove.
         assert_eq!(spool.peek(3).expect("peek again"), head);
@@ -344,7 +349,10 @@ mod tests {
         spool.ack(head[2].0).expect("ack");
         assert_eq!(spool.len().expect("len"), 2);
         let rest = spool.peek(10).expect("peek");
-        assert_eq!(rest.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rets(3..5));
+        assert_eq!(
+            rest.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            rets(3..5)
+        );
         assert!(rest[0].0 > head[2].0);
         assert!(spool.peek(0).expect("peek 0").is_empty());
         assert_eq!(spool.dropped(), 0);
@@ -362,7 +370,10 @@ mod tests {
         assert_eq!(spool.dropped(), 4);
         // The oldest are kept, the overflow is what was dropped.
         let all = spool.peek(10).expect("peek");
-        assert_eq!(all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rets(0..5));
+        assert_eq!(
+            all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            rets(0..5)
+        );
         spool.ack(all[1].0).expect("ack");
         assert_eq!(spool.push(&rets(9..12)).expect("push"), 2);
         assert_eq!(spool.dropped(), 5);
@@ -385,7 +396,10 @@ mod tests {
             let spool = Spool::open(&path, 100).expect("reopen");
             assert_eq!(spool.len().expect("len"), 2);
             let all = spool.peek(10).expect("peek");
-            assert_eq!(all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rets(2..4));
+            assert_eq!(
+                all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+                rets(2..4)
+            );
             assert_eq!(all[1].0, last_seq);
             spool.ack(last_seq).expect("ack all");
             assert!(spool.is_empty().expect("empty"));
@@ -444,7 +458,10 @@ mod tests {
         spool.push(&rets(1..2)).expect("push");
         assert_eq!(spool.len().expect("len"), 3);
         let all = spool.peek(10).expect("peek");
-        assert_eq!(all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rets(0..2));
+        assert_eq!(
+            all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            rets(0..2)
+        );
         assert_eq!(spool.dropped(), 1);
         assert_eq!(spool.len().expect("len"), 2);
     }
@@ -456,6 +473,9 @@ mod tests {
         std::fs::write(&path, vec![0x33; 4096]).expect("write garbage");
         let err = Spool::open(&path, 10).expect_err("must refuse");
         assert!(matches!(err, SpoolError::Corrupt { .. }), "{err:?}");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 }
