@@ -1,0 +1,1472 @@
+//! The master's job cache: every job's publish load, the minions expected to
+//! answer it and each return, in one embedded SQLite file
+//! (`cachedir/jobs.sqlite`, WAL journal, `synchronous=NORMAL`).
+//!
+//! Writes never happen on the caller's thread: `record_*` only encode the
+//! value and enqueue it on a bounded channel; one dedicated writer thread
+//! takes the first queued item, drains up to [`BATCH_MAX`] more (or for at
+//! most [`BATCH_WINDOW`]) and commits them in one transaction. When the
+//! channel is full the caller blocks until there is room (backpressure, counted
+//! in [`JobCacheStats::backpressure_waits`]); nothing queued is ever dropped,
+//! and dropping or closing the cache commits whatever is still queued. Reads go
+//! through a second connection, which WAL lets run beside the writer; they do
+//! file I/O, so async callers should use `spawn_blocking`.
+//!
+//! Invariants: the first return stored for a (jid, minion) wins, later ones
+//! are counted as duplicates; a job's expected-minion set only grows; jobs
+//! older than `keep_jobs` hours (judged by the time in their jid) are deleted
+//! with everything stored for them, by the writer at start and every ten
+//! minutes (`keep_jobs = 0` keeps jobs forever).
+
+use brine_common::codec;
+use brine_common::jid::is_jid;
+use brine_common::proto::{JobLoad, ReturnLoad, TargetType};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// File name of the database inside `cachedir`.
+pub const DB_FILE: &str = "jobs.sqlite";
+
+/// Queue length between the callers and the writer: large enough to absorb a
+/// burst of returns from a big fleet while the writer commits.
+pub const CHANNEL_CAPACITY: usize = 65_536;
+
+/// Most items committed in one transaction (besides the first one).
+pub const BATCH_MAX: usize = 1000;
+
+/// Longest the writer waits for more items before it commits a batch.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// How often the writer deletes expired jobs.
+pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Schema version kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attempts at committing one batch before its failure is reported.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    jid      TEXT PRIMARY KEY NOT NULL,
+    fun      TEXT NOT NULL,
+    tgt      TEXT NOT NULL,
+    tgt_type TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    load     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (start_us);
+CREATE TABLE IF NOT EXISTS job_minions (
+    jid      TEXT NOT NULL,
+    minion   TEXT NOT NULL,
+    added_us INTEGER NOT NULL,
+    PRIMARY KEY (jid, minion)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS returns (
+    jid       TEXT NOT NULL,
+    minion    TEXT NOT NULL,
+    stored_us INTEGER NOT NULL,
+    ret       BLOB NOT NULL,
+    PRIMARY KEY (jid, minion)
+) WITHOUT ROWID;
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobCacheError {
+    #[error("cannot create job cache directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open job cache {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("job cache {path} is corrupt or not a database ({source}); move it away to start a new cache")]
+    Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("job cache {path} has schema version {found}, this build knows only {SCHEMA_VERSION}")]
+    Schema { path: PathBuf, found: i64 },
+    #[error("job cache {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("job cache {path}: stored {what} of job {jid} cannot be decoded: {reason}")]
+    Decode {
+        path: PathBuf,
+        jid: String,
+        what: String,
+        reason: String,
+    },
+    #[error("cannot start the job cache writer thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("job cache writer thread has stopped")]
+    WriterGone,
+    #[error("job cache writer thread panicked")]
+    WriterPanicked,
+    #[error("job cache write failed: {0}")]
+    Write(String),
+}
+
+/// Everything stored for one job (what `salt-run jobs.lookup_jid` shows).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub load: JobLoad,
+    /// The expected minions, sorted.
+    pub minions: Vec<String>,
+    pub returns: BTreeMap<String, ReturnLoad>,
+    /// Salt's `StartTime` shape: `2026, Nov 26 15:58:39.123456` (UTC).
+    pub start_time: String,
+}
+
+/// One line of `salt-run jobs.list_jobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub jid: String,
+    pub function: String,
+    /// Positional arguments; keyword arguments follow as one map marked
+    /// `"__kwarg__": true`, as Salt lists them.
+    pub arguments: Vec<serde_json::Value>,
+    pub target: String,
+    pub target_type: String,
+    pub user: String,
+    pub start_time: String,
+    /// How many minions were expected to answer.
+    pub minions: usize,
+    /// How many have answered.
+    pub returned: usize,
+}
+
+/// Which jobs `list_jobs` shows.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// fnmatch glob on the function name (`test.*`).
+    pub search_function: Option<String>,
+    /// fnmatch glob on the target expression.
+    pub search_target: Option<String>,
+    /// At most this many jobs (the newest).
+    pub limit: Option<usize>,
+}
+
+/// Counters since this cache was opened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobCacheStats {
+    pub jobs_written: u64,
+    pub returns_written: u64,
+    /// Returns ignored because one for the same (jid, minion) was stored.
+    pub duplicates: u64,
+    /// Times a caller found the queue full and had to wait.
+    pub backpressure_waits: u64,
+    /// Transactions committed by the writer.
+    pub batches: u64,
+    /// Jobs deleted because they were older than `keep_jobs`.
+    pub expired: u64,
+}
+
+/// Counters shared by the handles and the writer thread.
+#[derive(Debug, Default)]
+struct Counters {
+    jobs_written: AtomicU64,
+    returns_written: AtomicU64,
+    duplicates: AtomicU64,
+    backpressure_waits: AtomicU64,
+    batches: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// One write, already encoded by the caller so the writer only does I/O.
+#[derive(Debug)]
+enum Op {
+    Job {
+        jid: String,
+        fun: String,
+        tgt: String,
+        tgt_type: &'static str,
+        user: String,
+        start_us: i64,
+        load: Vec<u8>,
+        minions: Vec<String>,
+    },
+    Minions {
+        jid: String,
+        minions: Vec<String>,
+    },
+    Return {
+        jid: String,
+        minion: String,
+        blob: Vec<u8>,
+    },
+}
+
+/// What travels to the writer thread.
+#[derive(Debug)]
+enum Msg {
+    Op(Op),
+    /// Answered once everything queued before it is committed, with the
+    /// first write error seen since the previous flush.
+    Flush(mpsc::Sender<Result<(), String>>),
+    /// Delete expired jobs now; answered with how many.
+    Expire(mpsc::Sender<Result<usize, String>>),
+    /// Commit what is queued and end the thread.
+    Stop,
+}
+
+/// Handle on the job cache; clones share one writer thread and one reader.
+#[derive(Clone)]
+pub struct JobCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JobCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobCache")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: SyncSender<Msg>,
+    /// Taken by whoever stops the writer first (`close` or the last drop).
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Reads have their own connection so they never queue behind writes.
+    reader: Mutex<Connection>,
+    counters: Arc<Counters>,
+}
+
+impl Inner {
+    /// Ask the writer to commit what is queued and end, then wait for it.
+    fn stop_writer(&self) -> Result<(), JobCacheError> {
+        let handle = lock(&self.writer).take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        // A send error means the thread is already gone; join tells how.
+        let _ = self.tx.send(Msg::Stop);
+        handle.join().map_err(|_| JobCacheError::WriterPanicked)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_writer() {
+            error!(path = %self.path.display(), error = %e, "job cache writer did not stop cleanly");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// Microseconds since the epoch encoded in a jid, if it is a real jid.
+fn jid_time_us(jid: &str) -> Option<i64> {
+    if !is_jid(jid) {
+        return None;
+    }
+    let secs = NaiveDateTime::parse_from_str(jid.get(..14)?, "%Y%m%d%H%M%S").ok()?;
+    let micros: i64 = jid.get(14..)?.parse().ok()?;
+    Some(secs.and_utc().timestamp_micros() + micros)
+}
+
+/// Salt's `StartTime` text for a time in microseconds since the epoch.
+fn start_time_text(us: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_micros(us) {
+        Some(t) => t.format("%Y, %b %d %H:%M:%S%.6f").to_string(),
+        None => String::new(),
+    }
+}
+
+/// Keyword arguments listed the way Salt shows them in `Arguments`.
+fn listed_arguments(load: &JobLoad) -> Vec<serde_json::Value> {
+    let mut args = load.arg.clone();
+    if !load.kwarg.is_empty() {
+        let mut map: serde_json::Map<String, serde_json::Value> = load
+            .kwarg
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        map.insert("__kwarg__".to_string(), serde_json::Value::Bool(true));
+        args.push(serde_json::Value::Object(map));
+    }
+    args
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Open one connection on the cache file with the pragmas every connection
+/// needs; corruption is reported as such, naming the file.
+fn connect(path: &Path) -> Result<Connection, JobCacheError> {
+    let open_err = |source: rusqlite::Error| {
+        if is_corruption(&source) {
+            JobCacheError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            JobCacheError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // journal_mode answers with the mode now in force; it reads the header,
+    // so a file that is not a database fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        warn!(path = %path.display(), mode = %mode, "job cache could not switch to WAL journal");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Create or check the schema (on the writer's connection).
+fn init_schema(conn: &Connection, path: &Path) -> Result<(), JobCacheError> {
+    let db = |source: rusqlite::Error| {
+        if is_corruption(&source) {
+            JobCacheError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            JobCacheError::Db {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if found > SCHEMA_VERSION {
+        return Err(JobCacheError::Schema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    conn.execute_batch(SCHEMA).map_err(db)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db)?;
+    Ok(())
+}
+
+impl JobCache {
+    /// Open (or create) `cachedir/jobs.sqlite` and start the writer thread.
+    /// `keep_jobs_hours = 0` keeps jobs forever.
+    pub fn open(cachedir: &Path, keep_jobs_hours: u64) -> Result<Self, JobCacheError> {
+        Self::open_with_capacity(cachedir, keep_jobs_hours, CHANNEL_CAPACITY)
+    }
+
+    fn open_with_capacity(
+        cachedir: &Path,
+        keep_jobs_hours: u64,
+        capacity: usize,
+    ) -> Result<Self, JobCacheError> {
+        std::fs::create_dir_all(cachedir).map_err(|source| JobCacheError::CreateDir {
+            path: cachedir.to_path_buf(),
+            source,
+        })?;
+        let path = cachedir.join(DB_FILE);
+        let writer_conn = connect(&path)?;
+        init_schema(&writer_conn, &path)?;
+        let reader = connect(&path)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(|source| JobCacheError::Db {
+                path: path.clone(),
+                source,
+            })?;
+
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn: writer_conn,
+            path: path.clone(),
+            counters: counters.clone(),
+            keep_jobs_hours,
+            pending_error: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("job-cache-writer".to_string())
+            .spawn(move || writer.run(rx))
+            .map_err(JobCacheError::Spawn)?;
+        info!(path = %path.display(), keep_jobs = keep_jobs_hours, "job cache open");
+        Ok(JobCache {
+            inner: Arc::new(Inner {
+                path,
+                tx,
+                writer: Mutex::new(Some(handle)),
+                reader: Mutex::new(reader),
+                counters,
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Queue a message; blocks while the queue is full. False when the writer
+    /// has stopped (after `close`), which the caller logs.
+    fn enqueue(&self, msg: Msg) -> bool {
+        match self.inner.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(TrySendError::Full(msg)) => {
+                let waits = self
+                    .inner
+                    .counters
+                    .backpressure_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                if waits.is_multiple_of(1000) {
+                    warn!(
+                        waits = waits + 1,
+                        "job cache queue full, callers are waiting"
+                    );
+                }
+                self.inner.tx.send(msg).is_ok()
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Store a job's publish load and the minions expected to answer.
+    pub fn record_job(&self, load: &JobLoad, minions: &[String]) {
+        let blob = match codec::encode(load) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(jid = %load.jid, error = %e, "job load cannot be encoded, not cached");
+                return;
+            }
+        };
+        let op = Op::Job {
+            jid: load.jid.clone(),
+            fun: load.fun.clone(),
+            tgt: load.tgt.clone(),
+            tgt_type: load.tgt_type.as_str(),
+            user: load.user.clone(),
+            start_us: jid_time_us(&load.jid).unwrap_or_else(now_us),
+            load: blob,
+            minions: minions.to_vec(),
+        };
+        if !self.enqueue(Msg::Op(op)) {
+            error!(jid = %load.jid, "job cache is closed, job not cached");
+        }
+    }
+
+    /// Add minions to a job's expected set (a syndic reported more).
+    pub fn add_minions(&self, jid: &str, minions: &[String]) {
+        if minions.is_empty() {
+            return;
+        }
+        let op = Op::Minions {
+            jid: jid.to_string(),
+            minions: minions.to_vec(),
+        };
+        if !self.enqueue(Msg::Op(op)) {
+            error!(jid = %jid, "job cache is closed, expected minions not cached");
+        }
+    }
+
+    /// Store one return; a later one for the same (jid, minion) is ignored.
+    pub fn record_return(&self, ret: &ReturnLoad) {
+        let blob = match codec::encode(ret) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(jid = %ret.jid, minion = %ret.id, error = %e, "return cannot be encoded, not cached");
+                return;
+            }
+        };
+        let op = Op::Return {
+            jid: ret.jid.clone(),
+            minion: ret.id.clone(),
+            blob,
+        };
+        if !self.enqueue(Msg::Op(op)) {
+            error!(jid = %ret.jid, minion = %ret.id, "job cache is closed, return not cached");
+        }
+    }
+
+    /// Wait until everything queued before this call is committed; reports
+    /// the first write failure since the previous flush. Blocks the calling
+    /// thread (use `spawn_blocking` from async code).
+    pub fn flush(&self) -> Result<(), JobCacheError> {
+        let (tx, rx) = mpsc::channel();
+        if !self.enqueue(Msg::Flush(tx)) {
+            return Err(JobCacheError::WriterGone);
+        }
+        match rx.recv() {
+            Ok(r) => r.map_err(JobCacheError::Write),
+            Err(_) => Err(JobCacheError::WriterGone),
+        }
+    }
+
+    /// Delete jobs older than `keep_jobs` now (after what is queued);
+    /// returns how many jobs were deleted.
+    pub fn expire_now(&self) -> Result<usize, JobCacheError> {
+        let (tx, rx) = mpsc::channel();
+        if !self.enqueue(Msg::Expire(tx)) {
+            return Err(JobCacheError::WriterGone);
+        }
+        match rx.recv() {
+            Ok(r) => r.map_err(JobCacheError::Write),
+            Err(_) => Err(JobCacheError::WriterGone),
+        }
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> JobCacheError {
+        if is_corruption(&source) {
+            JobCacheError::Corrupt {
+                path: self.inner.path.clone(),
+                source,
+            }
+        } else {
+            JobCacheError::Db {
+                path: self.inner.path.clone(),
+                source,
+            }
+        }
+    }
+
+    fn decode_err(&self, jid: &str, what: String, e: impl std::fmt::Display) -> JobCacheError {
+        JobCacheError::Decode {
+            path: self.inner.path.clone(),
+            jid: jid.to_string(),
+            what,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Everything stored for one job, or `None` if nothing is known of it.
+    /// A jid known only from returns (a job published by another master)
+    /// gets a load rebuilt from the returns: its jid, function and arguments
+    /// with an empty target.
+    pub fn lookup_jid(&self, jid: &str) -> Result<Option<JobRecord>, JobCacheError> {
+        let conn = lock(&self.inner.reader);
+        let job: Option<(Vec<u8>, i64)> = conn
+            .query_row(
+                "SELECT load, start_us FROM jobs WHERE jid = ?1",
+                params![jid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+
+        let mut minions = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached("SELECT minion FROM job_minions WHERE jid = ?1 ORDER BY minion")
+                .map_err(|e| self.db_err(e))?;
+            let rows = stmt
+                .query_map(params![jid], |r| r.get::<_, String>(0))
+                .map_err(|e| self.db_err(e))?;
+            for row in rows {
+                minions.push(row.map_err(|e| self.db_err(e))?);
+            }
+        }
+
+        let mut returns = BTreeMap::new();
+        {
+            let mut stmt = conn
+                .prepare_cached("SELECT minion, ret FROM returns WHERE jid = ?1")
+                .map_err(|e| self.db_err(e))?;
+            let rows = stmt
+                .query_map(params![jid], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| self.db_err(e))?;
+            for row in rows {
+                let (minion, blob) = row.map_err(|e| self.db_err(e))?;
+                let ret: ReturnLoad = codec::decode(&blob, usize::MAX)
+                    .map_err(|e| self.decode_err(jid, format!("return of {minion}"), e))?;
+                returns.insert(minion, ret);
+            }
+        }
+        drop(conn);
+
+        let (load, start_us) = match job {
+            Some((blob, start_us)) => {
+                let load: JobLoad = codec::decode(&blob, usize::MAX)
+                    .map_err(|e| self.decode_err(jid, "load".to_string(), e))?;
+                (load, Some(start_us))
+            }
+            None if minions.is_empty() && returns.is_empty() => return Ok(None),
+            None => {
+                let first = returns.values().next();
+                let load = JobLoad {
+                    jid: jid.to_string(),
+                    tgt: String::new(),
+                    tgt_type: TargetType::Glob,
+                    fun: first.map(|r| r.fun.clone()).unwrap_or_default(),
+                    arg: first.map(|r| r.fun_args.clone()).unwrap_or_default(),
+                    kwarg: BTreeMap::new(),
+                    user: String::new(),
+                    timeout: 0,
+                    delimiter: ":".to_string(),
+                    path: Vec::new(),
+                    trace: None,
+                };
+                (load, jid_time_us(jid))
+            }
+        };
+        Ok(Some(JobRecord {
+            load,
+            minions,
+            returns,
+            start_time: start_us.map(start_time_text).unwrap_or_default(),
+        }))
+    }
+
+    /// Stored jobs, newest first, filtered like `salt-run jobs.list_jobs`.
+    pub fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobSummary>, JobCacheError> {
+        let fun_glob = f.search_function.as_deref().map(Glob::new);
+        let tgt_glob = f.search_target.as_deref().map(Glob::new);
+        let limit = f.limit.unwrap_or(usize::MAX);
+        let conn = lock(&self.inner.reader);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT jid, fun, tgt, start_us, load,
+                        (SELECT COUNT(*) FROM job_minions m WHERE m.jid = j.jid),
+                        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid)
+                 FROM jobs j ORDER BY start_us DESC, jid DESC",
+            )
+            .map_err(|e| self.db_err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.db_err(e))?;
+        // Bounded by the number of stored jobs; stops at `limit` matches.
+        while let Some(row) = rows.next().map_err(|e| self.db_err(e))? {
+            let fun: String = row.get(1).map_err(|e| self.db_err(e))?;
+            let tgt: String = row.get(2).map_err(|e| self.db_err(e))?;
+            if fun_glob.as_ref().is_some_and(|g| !g.matches(&fun))
+                || tgt_glob.as_ref().is_some_and(|g| !g.matches(&tgt))
+            {
+                continue;
+            }
+            let jid: String = row.get(0).map_err(|e| self.db_err(e))?;
+            let start_us: i64 = row.get(3).map_err(|e| self.db_err(e))?;
+            let blob: Vec<u8> = row.get(4).map_err(|e| self.db_err(e))?;
+            let minions: i64 = row.get(5).map_err(|e| self.db_err(e))?;
+            let returned: i64 = row.get(6).map_err(|e| self.db_err(e))?;
+            let load: JobLoad = codec::decode(&blob, usize::MAX)
+                .map_err(|e| self.decode_err(&jid, "load".to_string(), e))?;
+            out.push(JobSummary {
+                arguments: listed_arguments(&load),
+                target_type: load.tgt_type.as_str().to_string(),
+                user: load.user,
+                jid,
+                function: fun,
+                target: tgt,
+                start_time: start_time_text(start_us),
+                minions: usize::try_from(minions).unwrap_or(0),
+                returned: usize::try_from(returned).unwrap_or(0),
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> JobCacheStats {
+        let c = &self.inner.counters;
+        JobCacheStats {
+            jobs_written: c.jobs_written.load(Ordering::Relaxed),
+            returns_written: c.returns_written.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Commit everything queued and stop the writer thread. The writer is
+    /// shared: other clones can still read, but their writes are refused
+    /// (and logged) afterwards.
+    pub fn close(self) -> Result<(), JobCacheError> {
+        let flushed = self.flush();
+        let stopped = self.inner.stop_writer();
+        flushed.and(stopped)
+    }
+}
+
+/// How many rows one committed batch changed.
+#[derive(Debug, Default)]
+struct BatchCounts {
+    jobs: u64,
+    returns: u64,
+    duplicates: u64,
+}
+
+/// The writer thread's state: the only connection that writes.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    counters: Arc<Counters>,
+    keep_jobs_hours: u64,
+    /// First failure since the last flush, reported to that flush.
+    pending_error: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        if self.keep_jobs_hours > 0 {
+            if let Err(e) = self.expire() {
+                error!(path = %self.path.display(), error = %e, "job cache expiry failed");
+            }
+        }
+        let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
+        // Runs until Stop or until every sender is gone.
+        loop {
+            let first = if self.keep_jobs_hours == 0 {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(next_expire.saturating_duration_since(Instant::now())) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.expire() {
+                            error!(path = %self.path.display(), error = %e, "job cache expiry failed");
+                        }
+                        next_expire = Instant::now() + EXPIRE_INTERVAL;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            if !self.batch(first, &rx) {
+                break;
+            }
+        }
+        debug!(path = %self.path.display(), "job cache writer stopped");
+    }
+
+    /// Collect one batch starting with `first`, commit it and answer any
+    /// flush/expire requests in it. False once asked to stop.
+    fn batch(&mut self, first: Msg, rx: &Receiver<Msg>) -> bool {
+        let mut ops = Vec::new();
+        let mut flushes = Vec::new();
+        let mut expires = Vec::new();
+        let mut stop = false;
+        let deadline = Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        // At most BATCH_MAX + 1 rounds: every round takes one item.
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Op(op) => ops.push(op),
+                Msg::Flush(tx) => flushes.push(tx),
+                Msg::Expire(tx) => expires.push(tx),
+                Msg::Stop => stop = true,
+            }
+            if stop || !flushes.is_empty() || !expires.is_empty() || ops.len() > BATCH_MAX {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Ok(m) = rx.recv_timeout(deadline - now) {
+                next = Some(m);
+            }
+        }
+        if stop {
+            // Commit what other clones queued before the stop; the queue is
+            // bounded, so this ends.
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Op(op) => ops.push(op),
+                    Msg::Flush(tx) => flushes.push(tx),
+                    Msg::Expire(tx) => expires.push(tx),
+                    Msg::Stop => {}
+                }
+            }
+        }
+        if !ops.is_empty() {
+            self.commit(&ops);
+        }
+        for tx in expires {
+            let r = self.expire().map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                error!(path = %self.path.display(), error = %e, "job cache expiry failed");
+            }
+            let _ = tx.send(r);
+        }
+        for tx in flushes {
+            let r = match self.pending_error.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            // The flusher may have given up waiting; nothing to do then.
+            let _ = tx.send(r);
+        }
+        !stop
+    }
+
+    /// Commit a batch, retrying a few times (a lock held by another process,
+    /// a briefly full disk); a batch that still fails is logged and reported
+    /// to the next flush.
+    fn commit(&mut self, ops: &[Op]) {
+        let mut last = None;
+        for attempt in 0..COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            match apply(&mut self.conn, ops, now_us()) {
+                Ok(c) => {
+                    let k = &self.counters;
+                    k.jobs_written.fetch_add(c.jobs, Ordering::Relaxed);
+                    k.returns_written.fetch_add(c.returns, Ordering::Relaxed);
+                    k.duplicates.fetch_add(c.duplicates, Ordering::Relaxed);
+                    k.batches.fetch_add(1, Ordering::Relaxed);
+                    if c.duplicates > 0 {
+                        debug!(duplicates = c.duplicates, "duplicate returns ignored");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!(path = %self.path.display(), attempt = attempt + 1, error = %e, "job cache batch failed");
+                    last = Some(e);
+                }
+            }
+        }
+        let msg = match last {
+            Some(e) => format!("{}: {e}", self.path.display()),
+            None => format!("{}: batch not committed", self.path.display()),
+        };
+        error!(path = %self.path.display(), items = ops.len(), error = %msg, "job cache batch lost");
+        if self.pending_error.is_none() {
+            self.pending_error = Some(msg);
+        }
+    }
+
+    /// Delete jobs (and what belongs to them) older than `keep_jobs`.
+    fn expire(&mut self) -> Result<usize, JobCacheError> {
+        if self.keep_jobs_hours == 0 {
+            return Ok(0);
+        }
+        let keep_us =
+            i64::try_from(self.keep_jobs_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX);
+        let cutoff = now_us().saturating_sub(keep_us);
+        let n = expire_before(&mut self.conn, cutoff).map_err(|source| JobCacheError::Db {
+            path: self.path.clone(),
+            source,
+        })?;
+        if n > 0 {
+            self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
+            info!(
+                jobs = n,
+                keep_jobs = self.keep_jobs_hours,
+                "expired old jobs"
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// Write one batch in one transaction.
+fn apply(conn: &mut Connection, ops: &[Op], now: i64) -> rusqlite::Result<BatchCounts> {
+    let tx = conn.transaction()?;
+    let mut counts = BatchCounts::default();
+    {
+        let mut ins_job = tx.prepare_cached(
+            "INSERT OR IGNORE INTO jobs (jid, fun, tgt, tgt_type, user, start_us, load)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut ins_minion = tx.prepare_cached(
+            "INSERT OR IGNORE INTO job_minions (jid, minion, added_us) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut ins_ret = tx.prepare_cached(
+            "INSERT OR IGNORE INTO returns (jid, minion, stored_us, ret) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for op in ops {
+            match op {
+                Op::Job {
+                    jid,
+                    fun,
+                    tgt,
+                    tgt_type,
+                    user,
+                    start_us,
+                    load,
+                    minions,
+                } => {
+                    counts.jobs += ins_job
+                        .execute(params![jid, fun, tgt, tgt_type, user, start_us, load])?
+                        as u64;
+                    for m in minions {
+                        ins_minion.execute(params![jid, m, now])?;
+                    }
+                }
+                Op::Minions { jid, minions } => {
+                    for m in minions {
+                        ins_minion.execute(params![jid, m, now])?;
+                    }
+                }
+                Op::Return { jid, minion, blob } => {
+                    if ins_ret.execute(params![jid, minion, now, blob])? == 0 {
+                        counts.duplicates += 1;
+                    } else {
+                        counts.returns += 1;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(counts)
+}
+
+/// Delete jobs started before `cutoff` with their minions and returns, and
+/// returns/minions of unknown jobs stored before it; counts the jobs.
+fn expire_before(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM returns WHERE jid IN (SELECT jid FROM jobs WHERE start_us < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM job_minions WHERE jid IN (SELECT jid FROM jobs WHERE start_us < ?1)",
+        params![cutoff],
+    )?;
+    let n = tx.execute("DELETE FROM jobs WHERE start_us < ?1", params![cutoff])?;
+    tx.execute(
+        "DELETE FROM returns WHERE stored_us < ?1 AND jid NOT IN (SELECT jid FROM jobs)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM job_minions WHERE added_us < ?1 AND jid NOT IN (SELECT jid FROM jobs)",
+        params![cutoff],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// One element of an fnmatch pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum GlobTok {
+    Lit(char),
+    /// `?`
+    One,
+    /// `*`
+    Star,
+    /// `[...]` / `[!...]`: inclusive ranges (a single char is `(c, c)`).
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+/// A shell-style pattern with Python `fnmatch` rules (case-sensitive):
+/// `*`, `?`, `[abc]`, `[a-z]`, `[!abc]`; a `[` without its `]` is literal.
+#[derive(Debug, Clone)]
+struct Glob {
+    toks: Vec<GlobTok>,
+}
+
+impl Glob {
+    fn new(pattern: &str) -> Self {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        // Every round consumes at least one char.
+        while i < chars.len() {
+            match chars[i] {
+                '*' => {
+                    if toks.last() != Some(&GlobTok::Star) {
+                        toks.push(GlobTok::Star);
+                    }
+                    i += 1;
+                }
+                '?' => {
+                    toks.push(GlobTok::One);
+                    i += 1;
+                }
+                '[' => {
+                    let mut j = i + 1;
+                    if chars.get(j) == Some(&'!') {
+                        j += 1;
+                    }
+                    if chars.get(j) == Some(&']') {
+                        j += 1;
+                    }
+                    match chars[j.min(chars.len())..].iter().position(|&c| c == ']') {
+                        None => {
+                            toks.push(GlobTok::Lit('['));
+                            i += 1;
+                        }
+                        Some(off) => {
+                            let end = j + off;
+                            let mut body = &chars[i + 1..end];
+                            let negated = body.first() == Some(&'!');
+                            if negated {
+                                body = &body[1..];
+                            }
+                            toks.push(GlobTok::Class {
+                                negated,
+                                ranges: class_ranges(body),
+                            });
+                            i = end + 1;
+                        }
+                    }
+                }
+                c => {
+                    toks.push(GlobTok::Lit(c));
+                    i += 1;
+                }
+            }
+        }
+        Glob { toks }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let s: Vec<char> = text.chars().collect();
+        let one = |tok: &GlobTok, c: char| match tok {
+            GlobTok::Lit(l) => *l == c,
+            GlobTok::One => true,
+            GlobTok::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
+            GlobTok::Star => false,
+        };
+        // Greedy match with backtracking to the last star: O(len(p) * len(s)).
+        let (mut p, mut t) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while t < s.len() {
+            match self.toks.get(p) {
+                Some(GlobTok::Star) => {
+                    star = Some((p, t));
+                    p += 1;
+                }
+                Some(tok) if one(tok, s[t]) => {
+                    p += 1;
+                    t += 1;
+                }
+                _ => match star {
+                    Some((sp, st)) => {
+                        p = sp + 1;
+                        t = st + 1;
+                        star = Some((sp, st + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        self.toks[p.min(self.toks.len())..]
+            .iter()
+            .all(|t| *t == GlobTok::Star)
+    }
+}
+
+/// The members of a `[...]` body: `a-z` is a range, a `-` first or last is
+/// literal.
+fn class_ranges(body: &[char]) -> Vec<(char, char)> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < body.len() {
+        if k + 2 < body.len() && body[k + 1] == '-' {
+            out.push((body[k], body[k + 2]));
+            k += 3;
+        } else {
+            out.push((body[k], body[k]));
+            k += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brine_common::jid::JidGen;
+    use serde_json::json;
+
+    fn job(jid: &str, fun: &str, tgt: &str) -> JobLoad {
+        JobLoad {
+            jid: jid.to_string(),
+            tgt: tgt.to_string(),
+            tgt_type: TargetType::Glob,
+            fun: fun.to_string(),
+            arg: vec![json!("uptime")],
+            kwarg: BTreeMap::new(),
+            user: "root".to_string(),
+            timeout: 5,
+            delimiter: ":".to_string(),
+            path: vec![],
+            trace: None,
+        }
+    }
+
+    fn ret(jid: &str, id: &str, value: serde_json::Value) -> ReturnLoad {
+        ReturnLoad {
+            jid: jid.to_string(),
+            id: id.to_string(),
+            fun: "cmd.run".to_string(),
+            fun_args: vec![json!("uptime")],
+            ret: value,
+            retcode: 0,
+            success: true,
+            out: None,
+            trace: None,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn glob_follows_fnmatch() {
+        let cases = [
+            ("*", "", true),
+            ("test.*", "test.ping", true),
+            ("test.*", "cmd.run", false),
+            ("web?", "web1", true),
+            ("web?", "web10", false),
+            ("web[0-9]*", "web10", true),
+            ("web[!0-9]", "webx", true),
+            ("web[!0-9]", "web1", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("[]]", "]", true),
+            ("[", "[", true),
+            ("x[", "x[", true),
+            ("[a-]", "-", true),
+            ("Test.*", "test.ping", false),
+            ("*.*.*", "a.b.c", true),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(Glob::new(p).matches(s), want, "{p} ~ {s}");
+        }
+    }
+
+    #[test]
+    fn start_time_is_salt_shaped() {
+        let us = jid_time_us("20261126155839123456").expect("valid jid");
+        assert_eq!(start_time_text(us), "2026, Nov 26 15:58:39.123456");
+        assert_eq!(jid_time_us("not-a-jid"), None);
+    }
+
+    #[test]
+    fn round_trip_job_and_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let mut load = job("20261126155839123456", "cmd.run", "web*");
+        load.kwarg.insert("cwd".to_string(), json!("/tmp"));
+        cache.record_job(&load, &names(&["web2", "web1"]));
+        cache.record_return(&ret(&load.jid, "web1", json!("up 3 days")));
+        cache.flush().expect("flush");
+
+        let rec = cache.lookup_jid(&load.jid).expect("lookup").expect("found");
+        assert_eq!(rec.load, load);
+        assert_eq!(rec.minions, names(&["web1", "web2"]));
+        assert_eq!(rec.returns.len(), 1);
+        assert_eq!(rec.returns["web1"].ret, json!("up 3 days"));
+        assert_eq!(rec.start_time, "2026, Nov 26 15:58:39.123456");
+        assert!(cache
+            .lookup_jid("20000101000000000000")
+            .expect("lookup")
+            .is_none());
+
+        let list = cache.list_jobs(&JobFilter::default()).expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].minions, 2);
+        assert_eq!(list[0].returned, 1);
+        assert_eq!(list[0].target_type, "glob");
+        assert_eq!(
+            list[0].arguments,
+            vec![json!("uptime"), json!({"cwd": "/tmp", "__kwarg__": true})]
+        );
+        let s = cache.stats();
+        assert_eq!((s.jobs_written, s.returns_written, s.duplicates), (1, 1, 0));
+        cache.close().expect("close");
+    }
+
+    #[test]
+    fn first_return_wins_and_duplicates_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000001";
+        cache.record_job(&job(jid, "test.ping", "*"), &names(&["m1"]));
+        cache.record_return(&ret(jid, "m1", json!(true)));
+        cache.record_return(&ret(jid, "m1", json!(false)));
+        cache.flush().expect("flush");
+        cache.record_return(&ret(jid, "m1", json!("third")));
+        // Recording the same job again neither replaces nor counts it.
+        cache.record_job(&job(jid, "cmd.run", "other"), &names(&["m1"]));
+        cache.flush().expect("flush");
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.returns["m1"].ret, json!(true));
+        assert_eq!(rec.load.fun, "test.ping");
+        let s = cache.stats();
+        assert_eq!(s.returns_written, 1);
+        assert_eq!(s.duplicates, 2);
+        assert_eq!(s.jobs_written, 1);
+    }
+
+    #[test]
+    fn expected_minions_only_grow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000002";
+        cache.record_job(&job(jid, "test.ping", "*"), &names(&["a"]));
+        cache.add_minions(jid, &names(&["c", "b", "a"]));
+        cache.add_minions(jid, &[]);
+        cache.flush().expect("flush");
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.minions, names(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn returns_of_unknown_jobs_are_kept_and_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000003";
+        cache.record_return(&ret(jid, "m9", json!("x")));
+        cache.flush().expect("flush");
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.load.fun, "cmd.run");
+        assert_eq!(rec.load.tgt, "");
+        assert_eq!(rec.returns.len(), 1);
+        assert_eq!(rec.start_time, "2026, Nov 26 15:58:39.000003");
+    }
+
+    #[test]
+    fn restart_finds_everything_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jid = "20261126155839000004";
+        {
+            let cache = JobCache::open(dir.path(), 0).expect("open");
+            let other = cache.clone();
+            cache.record_job(&job(jid, "test.ping", "*"), &names(&["m0", "m1", "m2"]));
+            for i in 0..3 {
+                other.record_return(&ret(jid, &format!("m{i}"), json!(i)));
+            }
+            // No flush and no close: dropping the last handle must commit.
+            drop(cache);
+            drop(other);
+        }
+        let cache = JobCache::open(dir.path(), 0).expect("reopen");
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.returns.len(), 3);
+        assert_eq!(rec.minions.len(), 3);
+        assert_eq!(rec.returns["m2"].ret, json!(2));
+        // The first-wins rule holds across the restart too.
+        cache.record_return(&ret(jid, "m0", json!("late")));
+        cache.flush().expect("flush");
+        assert_eq!(cache.stats().duplicates, 1);
+        cache.close().expect("close");
+    }
+
+    #[test]
+    fn old_jobs_expire_now_and_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = "20000101000000000000";
+        let older = "19990101000000000000";
+        let fresh = JidGen::new().next();
+        {
+            let cache = JobCache::open(dir.path(), 0).expect("open");
+            cache.record_job(&job(old, "test.ping", "*"), &names(&["m1"]));
+            cache.record_return(&ret(old, "m1", json!(true)));
+            cache.record_job(&job(&fresh, "test.ping", "*"), &names(&["m1"]));
+            cache.record_return(&ret(&fresh, "m1", json!(true)));
+            // keep_jobs = 0 keeps everything.
+            assert_eq!(cache.expire_now().expect("expire"), 0);
+            cache.close().expect("close");
+        }
+        {
+            // The writer expires at start, before anything queued later.
+            let cache = JobCache::open(dir.path(), 1).expect("open");
+            cache.flush().expect("flush");
+            assert!(cache.lookup_jid(old).expect("lookup").is_none());
+            assert!(cache.lookup_jid(&fresh).expect("lookup").is_some());
+            assert_eq!(cache.stats().expired, 1);
+
+            cache.record_job(&job(older, "test.ping", "*"), &names(&["m1"]));
+            cache.record_return(&ret(older, "m1", json!(true)));
+            assert_eq!(cache.expire_now().expect("expire"), 1);
+            assert!(cache.lookup_jid(older).expect("lookup").is_none());
+            assert_eq!(cache.stats().expired, 2);
+            let list = cache.list_jobs(&JobFilter::default()).expect("list");
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].jid, fresh);
+            cache.close().expect("close");
+        }
+    }
+
+    #[test]
+    fn list_filters_and_orders_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        cache.record_job(&job("20260101000000000001", "test.ping", "web*"), &[]);
+        cache.record_job(&job("20260101000000000003", "cmd.run", "db1"), &[]);
+        cache.record_job(&job("20260101000000000002", "test.version", "web1"), &[]);
+        cache.flush().expect("flush");
+
+        let all = cache.list_jobs(&JobFilter::default()).expect("list");
+        let jids: Vec<&str> = all.iter().map(|j| j.jid.as_str()).collect();
+        assert_eq!(
+            jids,
+            [
+                "20260101000000000003",
+                "20260101000000000002",
+                "20260101000000000001"
+            ]
+        );
+
+        let f = JobFilter {
+            search_function: Some("test.*".to_string()),
+            ..Default::default()
+        };
+        let got = cache.list_jobs(&f).expect("list");
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|j| j.function.starts_with("test.")));
+
+        let f = JobFilter {
+            search_target: Some("web[0-9]".to_string()),
+            ..Default::default()
+        };
+        let got = cache.list_jobs(&f).expect("list");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].target, "web1");
+
+        let f = JobFilter {
+            limit: Some(1),
+            ..Default::default()
+        };
+        let got = cache.list_jobs(&f).expect("list");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].jid, "20260101000000000003");
+        assert_eq!(got[0].start_time, "2026, Jan 01 00:00:00.000003");
+
+        let f = JobFilter {
+            limit: Some(0),
+            ..Default::default()
+        };
+        assert!(cache.list_jobs(&f).expect("list").is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_returns_are_batched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000005";
+        let minions: Vec<String> = (0..10_000).map(|i| format!("minion-{i:05}")).collect();
+        cache.record_job(&job(jid, "test.ping", "*"), &minions);
+        for m in &minions {
+            cache.record_return(&ret(jid, m, json!(true)));
+        }
+        cache.flush().expect("flush");
+        let s = cache.stats();
+        assert_eq!(s.returns_written, 10_000);
+        assert!(s.batches >= 10, "at most {BATCH_MAX}+1 items per batch");
+        assert!(
+            s.batches < 10_000,
+            "returns were not batched: {}",
+            s.batches
+        );
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.returns.len(), 10_000);
+        assert_eq!(rec.minions.len(), 10_000);
+        let list = cache.list_jobs(&JobFilter::default()).expect("list");
+        assert_eq!((list[0].minions, list[0].returned), (10_000, 10_000));
+    }
+
+    #[test]
+    fn full_queue_blocks_callers_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open_with_capacity(dir.path(), 0, 4).expect("open");
+        let jid = "20261126155839000006";
+        cache.record_job(&job(jid, "test.ping", "*"), &[]);
+        cache.flush().expect("flush");
+
+        // Hold the write lock from another connection so the writer stalls.
+        let blocker = Connection::open(cache.path()).expect("blocker");
+        blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+
+        let producer = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..3000 {
+                    cache.record_return(&ret(jid, &format!("m{i}"), json!(i)));
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.stats().backpressure_waits == 0 {
+            assert!(Instant::now() < deadline, "producer never waited");
+            std::thread::yield_now();
+        }
+        blocker.execute_batch("COMMIT").expect("unlock");
+        producer.join().expect("producer");
+        cache.flush().expect("flush");
+        let s = cache.stats();
+        assert!(s.backpressure_waits > 0);
+        assert_eq!(s.returns_written, 3000);
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        assert_eq!(rec.returns.len(), 3000);
+    }
+
+    #[test]
+    fn corrupt_database_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(DB_FILE);
+        std::fs::write(&file, vec![0x5a; 8192]).expect("write garbage");
+        let err = JobCache::open(dir.path(), 0).expect_err("must refuse");
+        assert!(matches!(err, JobCacheError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn writes_after_close_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let other = cache.clone();
+        cache.close().expect("close");
+        other.record_return(&ret("20261126155839000007", "m1", json!(1)));
+        assert!(matches!(other.flush(), Err(JobCacheError::WriterGone)));
+        assert!(other
+            .lookup_jid("20261126155839000007")
+            .expect("lookup")
+            .is_none());
+    }
+}
