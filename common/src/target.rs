@@ -1089,7 +1089,7 @@ mod tests {
     }
 
     fn t(expr: &str, ty: TargetType) -> Target {
-        parse(expr, ty, &BTreeMap::new()).unwrap()
+        parse(expr, ty, &BTreeMap::new()).expect("must parse")
     }
 
     fn m(expr: &str, ty: TargetType, id: &str, grains: &Value) -> bool {
@@ -1101,7 +1101,7 @@ mod tests {
     }
 
     fn err(expr: &str, ty: TargetType) -> TargetError {
-        parse(expr, ty, &BTreeMap::new()).unwrap_err()
+        parse(expr, ty, &BTreeMap::new()).expect_err("must not parse")
     }
 
     fn grains() -> Value {
@@ -1189,9 +1189,9 @@ mod tests {
         assert_eq!(t("web*", TargetType::Glob).listed_ids(), None);
         assert_eq!(t("L@a or L@b", TargetType::Compound).listed_ids(), None);
         let groups = ng(&[("plain", "web1 web2,web3"), ("expr", "web* or L@db1")]);
-        let plain = parse("plain", TargetType::Nodegroup, &groups).unwrap();
+        let plain = parse("plain", TargetType::Nodegroup, &groups).expect("must parse");
         assert_eq!(plain.listed_ids().map(|v| v.len()), Some(3));
-        let expr = parse("expr", TargetType::Nodegroup, &groups).unwrap();
+        let expr = parse("expr", TargetType::Nodegroup, &groups).expect("must parse");
         assert_eq!(expr.listed_ids(), None);
     }
 
@@ -1257,7 +1257,7 @@ mod tests {
             &BTreeMap::new(),
             ".",
         )
-        .unwrap();
+        .expect("must parse");
         assert!(dot.matches("x", &g, "."));
         // A target parsed for ":" still matches when asked with another one.
         let colon = t("locale_info:timezone:UTC", TargetType::Grain);
@@ -1461,6 +1461,12 @@ mod tests {
             TargetError::InvalidRegex { .. }
         ));
         assert!(matches!(err("S@nope", ty), TargetError::InvalidCidr { .. }));
+        let regex_msg = err("E@web(", ty).to_string();
+        assert!(
+            regex_msg.starts_with("invalid regex 'web(': "),
+            "{regex_msg}"
+        );
+        assert!(!regex_msg.contains('\n'), "one line: {regex_msg}");
         assert!(matches!(err("N@web", ty), TargetError::UnknownNodegroup(_)));
         assert_eq!(err("", ty), TargetError::Empty);
         let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
@@ -1483,35 +1489,39 @@ mod tests {
         ]);
         let p = |e: &str, ty| parse(e, ty, &groups);
         let g = grains();
-        let web = p("web", TargetType::Nodegroup).unwrap();
+        let web = p("web", TargetType::Nodegroup).expect("must parse");
         assert!(web.matches("web3", &g, ":"));
         assert!(web.matches("special", &g, ":"));
         assert!(!web.matches("db1", &g, ":"));
-        let both = p("N@both and not special", TargetType::Compound).unwrap();
+        let both = p("N@both and not special", TargetType::Compound).expect("must parse");
         assert!(both.matches("db2", &g, ":"));
         assert!(both.matches("web1", &g, ":"));
         assert!(!both.matches("special", &g, ":"));
         assert!(!both.matches("db3", &g, ":"));
-        let rx = p("rx", TargetType::Nodegroup).unwrap();
+        let rx = p("rx", TargetType::Nodegroup).expect("must parse");
         assert!(
             rx.matches("db7", &g, ":"),
             "regex-looking plain nodegroup is a pcre"
         );
         assert!(matches!(
-            p("loop_a", TargetType::Nodegroup).unwrap_err(),
+            p("loop_a", TargetType::Nodegroup).expect_err("must not parse"),
             TargetError::RecursiveNodegroup { .. }
         ));
-        let selfish = p("self", TargetType::Nodegroup).unwrap_err();
+        let selfish = p("self", TargetType::Nodegroup).expect_err("must not parse");
         assert_eq!(
             selfish.to_string(),
             "nodegroup 'self' includes itself (self -> self)"
         );
         assert_eq!(
-            p("nope", TargetType::Nodegroup).unwrap_err().to_string(),
+            p("nope", TargetType::Nodegroup)
+                .expect_err("must not parse")
+                .to_string(),
             "nodegroup 'nope' is not defined"
         );
         assert_eq!(
-            p("bad", TargetType::Nodegroup).unwrap_err().to_string(),
+            p("bad", TargetType::Nodegroup)
+                .expect_err("must not parse")
+                .to_string(),
             "in nodegroup 'bad': unknown prefix 'Q@' at position 9"
         );
     }
@@ -1525,7 +1535,7 @@ mod tests {
         }
         groups.insert("g20".to_string(), "a*".to_string());
         assert_eq!(
-            parse("g0", TargetType::Nodegroup, &groups).unwrap_err(),
+            parse("g0", TargetType::Nodegroup, &groups).expect_err("must not parse"),
             TargetError::TooLarge(MAX_ATOMS)
         );
     }
