@@ -5,21 +5,30 @@
 //! - [`codec`]: msgpack encode/decode with a frame-size limit; never panics.
 //! - [`crypto`]: RSA-2048 key pairs, PSS signatures, OAEP key delivery,
 //!   AES-256-GCM sealing with context-binding associated data.
+//! - [`session`]: the client side of the protocol without I/O (sign-in,
+//!   sealing, opening publishes), shared by minions, syndics and `loadtest`.
+//! - [`transport`]: zmq sockets on their own threads, bridged to tokio.
 //! - [`jid`]: Salt-shaped job ids.
-//! - [`exit`]: the exit codes of every command.
+//! - [`exit`]: the exit codes of every command; [`cli`]: what every `main`
+//!   shares (argument parsing, open-files limit, shutdown signal).
 //! - [`config`]: master/minion config loading with Salt's option names
 //!   (defaults, file, `.d` includes, `SALT_*` env, CLI overrides).
 //! - [`telemetry`]: tracing setup with Salt log level names.
 //! - [`target`]: Salt targeting (glob, pcre, list, grain, ipcidr, compound,
 //!   nodegroup): one parser and matcher for master and minion.
 //! - [`args`]: Salt's CLI argument convention (positional, `key=value`).
+//! - [`output`]: the `--out` outputters shared by every CLI.
 
 pub mod args;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod exit;
 pub mod jid;
+pub mod output;
 pub mod proto;
+pub mod session;
 pub mod target;
 pub mod telemetry;
+pub mod transport;

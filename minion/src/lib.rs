@@ -2,6 +2,10 @@
 //! execution modules a job runs.
 //!
 //! # Layout
+//! - [`link`]: the authenticated link to a master (sign-in, heartbeats,
+//!   verified jobs in, acknowledged requests out); the syndic reuses it.
+//! - [`daemon`]: the minion daemon: matcher and one task per job.
+//! - [`call`]: `salt-call`.
 //! - [`exec`]: the execution-module registry (`test`, `cmd`, `grains`,
 //!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
 //!   Salt-shaped return ([`exec::Outcome`]).
@@ -10,6 +14,9 @@
 //! - [`running`]: the table of jobs in flight, behind `saltutil.running`,
 //!   `saltutil.find_job` and `saltutil.kill_job`.
 
+pub mod call;
+pub mod daemon;
 pub mod exec;
 pub mod grains;
+pub mod link;
 pub mod running;

@@ -1,59 +1,68 @@
-//! `salt-key`: parses arguments, starts console logging and runs
-//! [`brine_master::key_cli::run`] against `<config-dir>/pki/master` (or
-//! `--pki-dir`). The lead replaces the pki path with the real config loader.
+//! `salt-key`: load the master config, run [`brine_master::key_cli::run`]
+//! against its `pki_dir`, and tell a running master about keys that were
+//! rejected or deleted so it rotates its publish key at once.
 
-use brine_common::exit;
-use brine_master::key_cli::{run, KeyArgs};
-use clap::Parser;
+use brine_common::{cli, config, exit, telemetry};
+use brine_master::client_api::LocalClient;
+use brine_master::key_cli::{run, KeyArgs, KeyChange};
 use std::io::IsTerminal;
 
 fn main() {
-    let mut args = match KeyArgs::try_parse() {
-        Ok(a) => a,
+    let mut args: KeyArgs = cli::parse_args();
+    args.stdout_is_tty = std::io::stdout().is_terminal();
+    let cfg = match config::load_master(&args.config_dir, &[]) {
+        Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            // Printing help or a usage error to a closed terminal is moot.
-            let _ = e.print();
-            std::process::exit(code);
+            eprintln!("salt-key: {e}");
+            std::process::exit(exit::CONFIG);
         }
     };
-    args.stdout_is_tty = std::io::stdout().is_terminal();
-    init_logging(&args.log_level);
-    let pki_dir = args
-        .pki_dir
-        .clone()
-        .unwrap_or_else(|| args.config_dir.join("pki").join("master"));
-    let stdin = std::io::stdin();
-    let mut stdin = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
-    let code = run(
-        &args,
-        &pki_dir,
-        false,
-        &mut stdin,
-        &mut stdout,
-        &mut |_change| {},
-    );
+    telemetry::init(&args.log_level, None, "warning");
+    let pki_dir = args.pki_dir.clone().unwrap_or_else(|| cfg.pki_dir.clone());
+    let mut revoked: Vec<String> = Vec::new();
+    let code = {
+        let stdin = std::io::stdin();
+        let mut stdin = stdin.lock();
+        let stdout = std::io::stdout();
+        let mut stdout = stdout.lock();
+        run(
+            &args,
+            &pki_dir,
+            cfg.auto_accept,
+            &mut stdin,
+            &mut stdout,
+            &mut |change| match change {
+                KeyChange::Rejected(ids) | KeyChange::Deleted(ids) => revoked.extend(ids),
+                KeyChange::Accepted(_) => {}
+            },
+        )
+    };
+    if !revoked.is_empty() {
+        notify_master(&cfg, revoked);
+    }
     std::process::exit(code);
 }
 
-/// Maps Salt's log level names onto a tracing filter on stderr.
-fn init_logging(level: &str) {
-    let filter = match level {
-        "all" | "garbage" | "trace" => "trace",
-        "debug" | "profile" => "debug",
-        "info" => "info",
-        "warning" => "warn",
-        "error" | "critical" => "error",
-        _ => "off",
+/// Best effort: a master that is not running rotates its key at start.
+fn notify_master(cfg: &config::MasterConfig, revoked: Vec<String>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("salt-key: cannot tell the master to rotate its key: {e}");
+            return;
+        }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .try_init();
+    rt.block_on(async {
+        match LocalClient::connect(&cfg.sock_dir, &cfg.cachedir).await {
+            Ok(mut c) => {
+                if let Err(e) = c.keys_changed(revoked).await {
+                    eprintln!("salt-key: the master did not confirm the key rotation: {e}");
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "master not reachable; it will use a fresh publish key when it starts"),
+        }
+    });
 }

@@ -1,0 +1,305 @@
+//! ZeroMQ sockets on dedicated threads, bridged to tokio with channels.
+//!
+//! zmq sockets are not thread-safe, so each [`IoThread`] owns its sockets
+//! for their whole life. Incoming multipart messages are delivered to a
+//! tokio channel as `(socket index, frames)`; outgoing ones are handed over
+//! through an inproc PUSH/PULL pair (the PUSH end is behind a mutex, so any
+//! task may send) and written by the owning thread. A full outgoing pipe
+//! (high-water mark) or an unroutable peer is a counted, logged drop, never
+//! a silent one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Frames of one multipart message.
+pub type Frames = Vec<Vec<u8>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("zmq: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("io thread is gone")]
+    Closed,
+    #[error("could not start io thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Counters every io thread keeps (exported on the daemons' stats).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    /// Outgoing messages dropped because a pipe was full (HWM).
+    pub dropped_hwm: AtomicU64,
+    /// Outgoing messages dropped because the peer is unknown (ROUTER).
+    pub dropped_unroutable: AtomicU64,
+}
+
+/// Control index that asks the thread to stop.
+const STOP: u8 = 255;
+
+/// Handle to a thread owning zmq sockets. Dropping it stops the thread.
+pub struct IoThread {
+    push: Mutex<zmq::Socket>,
+    pub stats: Arc<IoStats>,
+    join: Option<std::thread::JoinHandle<()>>,
+    name: String,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+impl IoThread {
+    /// Start a thread owning `sockets`. Messages read from socket `i` arrive
+    /// on the returned receiver as `(i, frames)`. Sockets listed in
+    /// `write_only` (e.g. a PUB) are never polled for input.
+    pub fn spawn(
+        ctx: &zmq::Context,
+        name: &str,
+        sockets: Vec<zmq::Socket>,
+        write_only: &[usize],
+        queue: usize,
+    ) -> Result<(Self, mpsc::Receiver<(usize, Frames)>), TransportError> {
+        let endpoint = format!(
+            "inproc://brine-io-{}-{}",
+            name,
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let pull = ctx.socket(zmq::PULL)?;
+        pull.set_rcvhwm(0)?;
+        pull.bind(&endpoint)?;
+        let push = ctx.socket(zmq::PUSH)?;
+        push.set_sndhwm(0)?;
+        push.set_linger(0)?;
+        push.connect(&endpoint)?;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let stats = Arc::new(IoStats::default());
+        let st = stats.clone();
+        let write_only = write_only.to_vec();
+        let tname = name.to_string();
+        let join = std::thread::Builder::new()
+            .name(format!("zmq-{name}"))
+            .spawn(move || io_loop(&tname, sockets, &write_only, pull, tx, &st))
+            .map_err(TransportError::Spawn)?;
+        Ok((
+            Self {
+                push: Mutex::new(push),
+                stats,
+                join: Some(join),
+                name: name.to_string(),
+            },
+            rx,
+        ))
+    }
+
+    /// Queue `frames` for socket `index`.
+    pub fn send(&self, index: usize, frames: Frames) -> Result<(), TransportError> {
+        let mut msg: Vec<Vec<u8>> = Vec::with_capacity(frames.len() + 1);
+        msg.push(vec![index as u8]);
+        msg.extend(frames);
+        let push = self.push.lock().map_err(|_| TransportError::Closed)?;
+        push.send_multipart(msg, 0)?;
+        Ok(())
+    }
+
+    /// Stop the thread and wait for it (sockets close with their linger).
+    pub fn stop(&mut self) {
+        if let Some(j) = self.join.take() {
+            if let Ok(push) = self.push.lock() {
+                let _ = push.send(vec![STOP], 0);
+            }
+            if j.join().is_err() {
+                warn!(thread = %self.name, "zmq io thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn io_loop(
+    name: &str,
+    sockets: Vec<zmq::Socket>,
+    write_only: &[usize],
+    pull: zmq::Socket,
+    tx: mpsc::Sender<(usize, Frames)>,
+    stats: &IoStats,
+) {
+    let readable: Vec<usize> = (0..sockets.len())
+        .filter(|i| !write_only.contains(i))
+        .collect();
+    loop {
+        let mut items: Vec<zmq::PollItem> = Vec::with_capacity(readable.len() + 1);
+        items.push(pull.as_poll_item(zmq::POLLIN));
+        for &i in &readable {
+            items.push(sockets[i].as_poll_item(zmq::POLLIN));
+        }
+        if let Err(e) = zmq::poll(&mut items, 1000) {
+            if e == zmq::Error::EINTR {
+                continue;
+            }
+            warn!(thread = name, error = %e, "zmq poll failed; io thread stops");
+            return;
+        }
+        let pull_ready = items[0].is_readable();
+        let ready: Vec<usize> = readable
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| items[k + 1].is_readable())
+            .map(|(_, &i)| i)
+            .collect();
+        drop(items);
+        // Inbound: drain each ready socket (bounded per round so one noisy
+        // socket cannot starve the outgoing side).
+        for i in ready {
+            for _ in 0..10_000 {
+                match sockets[i].recv_multipart(zmq::DONTWAIT) {
+                    Ok(frames) => {
+                        stats.received.fetch_add(1, Ordering::Relaxed);
+                        if tx.blocking_send((i, frames)).is_err() {
+                            debug!(thread = name, "receiver gone; io thread stops");
+                            return;
+                        }
+                    }
+                    Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => {
+                        warn!(thread = name, error = %e, "zmq recv failed");
+                        break;
+                    }
+                }
+            }
+        }
+        if pull_ready {
+            for _ in 0..100_000 {
+                let mut msg = match pull.recv_multipart(zmq::DONTWAIT) {
+                    Ok(m) => m,
+                    Err(_) => break,
+                };
+                let Some(idx) = msg.first().and_then(|f| f.first().copied()) else {
+                    continue;
+                };
+                if idx == STOP {
+                    return;
+                }
+                let Some(sock) = sockets.get(idx as usize) else {
+                    continue;
+                };
+                msg.remove(0);
+                match sock.send_multipart(msg, zmq::DONTWAIT) {
+                    Ok(()) => {
+                        stats.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(zmq::Error::EAGAIN) => {
+                        let n = stats.dropped_hwm.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            warn!(
+                                thread = name,
+                                dropped = n,
+                                "outgoing message dropped: pipe full (high-water mark)"
+                            );
+                        }
+                    }
+                    Err(zmq::Error::EHOSTUNREACH) => {
+                        let n = stats.dropped_unroutable.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            warn!(
+                                thread = name,
+                                dropped = n,
+                                "outgoing message dropped: peer gone"
+                            );
+                        }
+                    }
+                    Err(e) => warn!(thread = name, error = %e, "zmq send failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Options every long-lived Brine socket gets.
+pub fn tune(sock: &zmq::Socket, backlog: i32, hwm: i32) -> Result<(), zmq::Error> {
+    sock.set_linger(0)?;
+    sock.set_backlog(backlog)?;
+    sock.set_sndhwm(hwm)?;
+    sock.set_rcvhwm(hwm)?;
+    // ZMTP heartbeats find dead peers (TCP keepalive is a no-op in the
+    // vendored libzmq build).
+    sock.set_heartbeat_ivl(5_000)?;
+    sock.set_heartbeat_timeout(15_000)?;
+    Ok(())
+}
+
+/// Client-side reconnect policy: start at `ivl_ms`, back off to `max_ms`
+/// (libzmq doubles the interval; randomised starts are the caller's job).
+pub fn tune_reconnect(sock: &zmq::Socket, ivl_ms: i32, max_ms: i32) -> Result<(), zmq::Error> {
+    sock.set_reconnect_ivl(ivl_ms)?;
+    sock.set_reconnect_ivl_max(max_ms)?;
+    Ok(())
+}
+
+/// A tcp endpoint string for zmq (`tcp://host:port`, IPv6 in brackets).
+pub fn tcp_endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("tcp://[{host}]:{port}")
+    } else {
+        format!("tcp://{host}:{port}")
+    }
+}
+
+/// The port a zmq socket actually bound (for `:0` binds in tests).
+pub fn bound_port(sock: &zmq::Socket) -> Option<u16> {
+    let ep = sock.get_last_endpoint().ok()?.ok()?;
+    ep.rsplit(':').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn router_dealer_round_trip_through_threads() {
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).expect("router");
+        router.set_router_mandatory(true).expect("mandatory");
+        tune(&router, 100, 1000).expect("tune");
+        router.bind("tcp://127.0.0.1:0").expect("bind");
+        let port = bound_port(&router).expect("port");
+        let dealer = ctx.socket(zmq::DEALER).expect("dealer");
+        tune(&dealer, 100, 1000).expect("tune");
+        dealer
+            .connect(&tcp_endpoint("127.0.0.1", port))
+            .expect("connect");
+        let (srv, mut srv_rx) = IoThread::spawn(&ctx, "srv", vec![router], &[], 16).expect("srv");
+        let (cli, mut cli_rx) = IoThread::spawn(&ctx, "cli", vec![dealer], &[], 16).expect("cli");
+        cli.send(0, vec![b"hello".to_vec()]).expect("send");
+        let (i, frames) = tokio::time::timeout(std::time::Duration::from_secs(5), srv_rx.recv())
+            .await
+            .expect("in time")
+            .expect("frames");
+        assert_eq!(i, 0);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], b"hello");
+        srv.send(0, vec![frames[0].clone(), b"world".to_vec()])
+            .expect("reply");
+        let (_, back) = tokio::time::timeout(std::time::Duration::from_secs(5), cli_rx.recv())
+            .await
+            .expect("in time")
+            .expect("frames");
+        assert_eq!(back, vec![b"world".to_vec()]);
+        // An unknown peer is a counted drop, not an error or a hang.
+        srv.send(0, vec![b"nobody".to_vec(), b"x".to_vec()])
+            .expect("queued");
+        for _ in 0..100 {
+            if srv.stats.dropped_unroutable.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(srv.stats.dropped_unroutable.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,450 @@
+//! A whole Brine topology on loopback: top master, syndics (any depth) and
+//! minions as real processes, each master on its own `127.x.y.z` address
+//! with the standard ports 4505/4506, everything under one root directory.
+//!
+//! Used by the end-to-end tests, the demo and the load test. Every process
+//! is started from the workspace's own binaries and stopped by PID when the
+//! [`Topology`] is dropped (SIGTERM, then SIGKILL after a grace period).
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the workspace binaries are: `BRINE_BIN_DIR`, or next to the
+/// running executable (also from `target/*/deps`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("BRINE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// One topology at a time per process: tests in one binary run in parallel
+/// threads, and a 2-core machine is better served by running them in turn.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A fresh `127.A.B.0` block for one topology: distinct per process and per
+/// topology, so tests running in parallel never share an address.
+fn fresh_net() -> (u8, u8) {
+    let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let a = 20 + (pid % 200) as u8;
+    let b = ((pid / 200) as u8).wrapping_add((n * 7) as u8);
+    (a, b)
+}
+
+/// A master (top or syndic) of the topology.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub addr: String,
+    pub config_dir: PathBuf,
+    /// The syndic's upstream master id (None for the top).
+    pub parent: Option<String>,
+}
+
+/// A minion of the topology.
+#[derive(Debug, Clone)]
+pub struct MinionNode {
+    pub id: String,
+    pub config_dir: PathBuf,
+    /// The master it attaches to.
+    pub master: String,
+    pub grains: serde_json::Value,
+}
+
+/// How to build a topology.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    syndics: usize,
+    tiers: usize,
+    direct_minions: usize,
+    minions_per_syndic: usize,
+    auto_accept: bool,
+    master_extra: Vec<String>,
+    minion_extra: Vec<String>,
+    grains: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            syndics: 0,
+            tiers: 1,
+            direct_minions: 0,
+            minions_per_syndic: 0,
+            auto_accept: true,
+            master_extra: vec![],
+            minion_extra: vec![],
+            grains: BTreeMap::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// Syndics directly under the top master.
+    pub fn syndics(mut self, n: usize) -> Self {
+        self.syndics = n;
+        self
+    }
+    /// Depth of each syndic chain (1 = top → syndic → minions).
+    pub fn tiers(mut self, n: usize) -> Self {
+        self.tiers = n.max(1);
+        self
+    }
+    pub fn direct_minions(mut self, n: usize) -> Self {
+        self.direct_minions = n;
+        self
+    }
+    pub fn minions_per_syndic(mut self, n: usize) -> Self {
+        self.minions_per_syndic = n;
+        self
+    }
+    /// Accept every key automatically (default true); false leaves keys
+    /// pending for `salt-key`.
+    pub fn auto_accept(mut self, yes: bool) -> Self {
+        self.auto_accept = yes;
+        self
+    }
+    /// Extra YAML lines for every master config.
+    pub fn master_config(mut self, line: &str) -> Self {
+        self.master_extra.push(line.to_string());
+        self
+    }
+    /// Extra YAML lines for every minion config.
+    pub fn minion_config(mut self, line: &str) -> Self {
+        self.minion_extra.push(line.to_string());
+        self
+    }
+    /// Static grains for one minion id.
+    pub fn grains(mut self, id: &str, grains: serde_json::Value) -> Self {
+        self.grains.insert(id.to_string(), grains);
+        self
+    }
+
+    /// Write every config and start every process; returns once the top
+    /// master sees every minion (or fails after `wait`).
+    pub fn start(self, wait: Duration) -> Result<Topology> {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("brine-topo-").tempdir()?;
+        let (a, b) = fresh_net();
+        let mut topo = Topology {
+            root: dir,
+            bin: bin_dir(),
+            procs: BTreeMap::new(),
+            top: Node {
+                id: "top".into(),
+                addr: format!("127.{a}.{b}.1"),
+                config_dir: PathBuf::new(),
+                parent: None,
+            },
+            syndics: vec![],
+            minions: vec![],
+            builder: self.clone(),
+            _turn: guard,
+        };
+        let top = topo.top.clone();
+        topo.top.config_dir = topo.write_master(&top)?;
+        let mut host = 2u8;
+        let mut leaves: Vec<String> = vec![];
+        for s in 0..self.syndics {
+            let mut parent = topo.top.id.clone();
+            for t in 0..self.tiers {
+                let id = if self.tiers == 1 {
+                    format!("syndic{}", s + 1)
+                } else {
+                    format!("syndic{}-t{}", s + 1, t + 1)
+                };
+                let mut node = Node {
+                    id: id.clone(),
+                    addr: format!("127.{a}.{b}.{host}"),
+                    config_dir: PathBuf::new(),
+                    parent: Some(parent.clone()),
+                };
+                host += 1;
+                node.config_dir = topo.write_master(&node)?;
+                topo.syndics.push(node);
+                parent = id;
+            }
+            leaves.push(parent);
+        }
+        for i in 0..self.direct_minions {
+            let id = format!("minion{}", i + 1);
+            topo.add_minion_config(&id, "top")?;
+        }
+        for (s, leaf) in leaves.iter().enumerate() {
+            for i in 0..self.minions_per_syndic {
+                let id = format!("s{}m{}", s + 1, i + 1);
+                topo.add_minion_config(&id, leaf)?;
+            }
+        }
+        topo.spawn_master("top", "salt-master")?;
+        for s in topo.syndics.clone() {
+            topo.spawn_master(&s.id, "salt-syndic")?;
+        }
+        for m in topo.minions.clone() {
+            topo.spawn_minion(&m.id)?;
+        }
+        if self.auto_accept {
+            let expect: Vec<String> = topo.minions.iter().map(|m| m.id.clone()).collect();
+            topo.wait_up(&expect, wait)?;
+        }
+        Ok(topo)
+    }
+}
+
+/// A running topology. Dropping it stops every process it started.
+pub struct Topology {
+    pub root: tempfile::TempDir,
+    pub bin: PathBuf,
+    procs: BTreeMap<String, Child>,
+    pub top: Node,
+    pub syndics: Vec<Node>,
+    pub minions: Vec<MinionNode>,
+    builder: Builder,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Topology {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn node(&self, id: &str) -> Option<&Node> {
+        if self.top.id == id {
+            Some(&self.top)
+        } else {
+            self.syndics.iter().find(|s| s.id == id)
+        }
+    }
+
+    fn write_master(&self, node: &Node) -> Result<PathBuf> {
+        let dir = self.root.path().join(&node.id);
+        std::fs::create_dir_all(&dir)?;
+        let mut cfg = format!(
+            "id: {}\ninterface: {}\nroot_dir: {}\nauto_accept: {}\norder_masters: true\nlog_level: info\nheartbeat_interval: 1\ntimeout: 5\nsyndic_forward_interval_ms: 20\n",
+            node.id,
+            node.addr,
+            dir.join("root").display(),
+            self.builder.auto_accept,
+        );
+        if let Some(p) = &node.parent {
+            let parent = self.node(p).context("parent node")?;
+            cfg.push_str(&format!(
+                "syndic_master: {}\nsyndic_master_port: 4506\n",
+                parent.addr
+            ));
+        }
+        for l in &self.builder.master_extra {
+            cfg.push_str(l);
+            cfg.push('\n');
+        }
+        std::fs::write(dir.join("master"), cfg)?;
+        Ok(dir)
+    }
+
+    fn add_minion_config(&mut self, id: &str, master: &str) -> Result<()> {
+        let addr = self.node(master).context("master node")?.addr.clone();
+        let dir = self.root.path().join(format!("m-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let grains = self
+            .builder
+            .grains
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let cfg = format!(
+            "id: {id}\nmaster: {addr}\nmaster_port: 4506\nroot_dir: {}\nlog_level: info\nacceptance_wait_time: 1\nrecon_default: 200\nrecon_max: 2000\nrandom_reauth_delay: 1\ngrains: {}\n{}",
+            dir.join("root").display(),
+            serde_json::to_string(&grains)?,
+            self.builder.minion_extra.join("\n"),
+        );
+        std::fs::write(dir.join("minion"), cfg)?;
+        self.minions.push(MinionNode {
+            id: id.to_string(),
+            config_dir: dir,
+            master: master.to_string(),
+            grains,
+        });
+        Ok(())
+    }
+
+    fn log_file(&self, id: &str) -> Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("{id}.log")))?)
+    }
+
+    /// Start (or restart) a master or syndic process by id.
+    pub fn spawn_master(&mut self, id: &str, bin: &str) -> Result<()> {
+        let node = self.node(id).context("no such master")?.clone();
+        let log = self.log_file(id)?;
+        let child = Command::new(self.bin.join(bin))
+            .arg("-c")
+            .arg(&node.config_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {bin} from {}", self.bin.display()))?;
+        self.procs.insert(id.to_string(), child);
+        Ok(())
+    }
+
+    /// Start (or restart) the syndic `id`.
+    pub fn start_syndic(&mut self, id: &str) -> Result<()> {
+        self.spawn_master(id, "salt-syndic")
+    }
+
+    /// Start (or restart) the minion `id`.
+    pub fn spawn_minion(&mut self, id: &str) -> Result<()> {
+        let m = self
+            .minions
+            .iter()
+            .find(|m| m.id == id)
+            .context("no such minion")?
+            .clone();
+        let log = self.log_file(id)?;
+        let child = Command::new(self.bin.join("salt-minion"))
+            .arg("-c")
+            .arg(&m.config_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting salt-minion from {}", self.bin.display()))?;
+        self.procs.insert(id.to_string(), child);
+        Ok(())
+    }
+
+    /// PID of a process started by this topology.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.procs.get(id).map(|c| c.id())
+    }
+
+    /// Stop one process: SIGTERM (or SIGKILL when `hard`), then reap it.
+    pub fn stop(&mut self, id: &str, hard: bool) -> Result<()> {
+        let Some(mut child) = self.procs.remove(id) else {
+            bail!("{id} is not running");
+        };
+        stop_child(&mut child, hard);
+        Ok(())
+    }
+
+    /// Run a CLI (`salt`, `salt-key`, `salt-run`) against master `on`.
+    pub fn cli(&self, on: &str, bin: &str, args: &[&str]) -> Result<Output> {
+        let node = self.node(on).context("no such master")?;
+        let out = Command::new(self.bin.join(bin))
+            .arg("-c")
+            .arg(&node.config_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {bin}"))?;
+        Ok(out)
+    }
+
+    /// `salt` on the top master.
+    pub fn salt(&self, args: &[&str]) -> Result<Output> {
+        self.cli("top", "salt", args)
+    }
+
+    /// Wait until `manage.up` on the top master lists every id in `ids`.
+    pub fn wait_up(&self, ids: &[String], wait: Duration) -> Result<()> {
+        self.wait_up_on("top", ids, wait)
+    }
+
+    pub fn wait_up_on(&self, master: &str, ids: &[String], wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(out) = self.cli(master, "salt-run", &["manage.up", "--out", "json"]) {
+                if out.status.success() {
+                    let up: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    if ids.iter().all(|i| up.contains(i)) {
+                        return Ok(());
+                    }
+                    last = format!("up: {up:?}");
+                } else {
+                    last = String::from_utf8_lossy(&out.stderr).to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "not every minion came up on {master} within {wait:?} (last: {last}); logs in {}",
+            self.root.path().display()
+        )
+    }
+
+    /// Wait until a condition holds (polling, bounded).
+    pub fn eventually<F: FnMut() -> bool>(
+        &self,
+        wait: Duration,
+        what: &str,
+        mut f: F,
+    ) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if f() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{what}: not true within {wait:?}")
+    }
+
+    /// The log file of a process (for failure messages).
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.root.path().join(format!("{id}.log"))).unwrap_or_default()
+    }
+}
+
+fn stop_child(child: &mut Child, hard: bool) {
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(
+        pid,
+        if hard {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Minions first, then syndics, then the top (fewer reconnect storms).
+        let ids: Vec<String> = self.procs.keys().cloned().collect();
+        let (masters, minions): (Vec<String>, Vec<String>) = ids
+            .into_iter()
+            .partition(|i| self.top.id == *i || self.syndics.iter().any(|s| s.id == *i));
+        for id in minions.iter().chain(masters.iter().rev()) {
+            if let Some(mut c) = self.procs.remove(id) {
+                stop_child(&mut c, false);
+            }
+        }
+    }
+}

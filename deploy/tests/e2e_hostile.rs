@@ -1,0 +1,195 @@
+//! Hostile input against a real master: garbage bytes on 4505/4506,
+//! malformed and oversized frames, a minion that forges another minion's
+//! return or claims its id, a replayed request. Nothing crashes, each is
+//! counted, the fleet keeps working.
+
+use brine_common::codec;
+use brine_common::crypto::KeyPair;
+use brine_common::proto::*;
+use brine_common::session::{ClientSession, ServerMsg, SignInOutcome};
+use brine_deploy::topology::Topology;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn stats(topo: &Topology) -> Value {
+    json(
+        &topo
+            .cli("top", "salt-run", &["manage.stats", "--out", "json"])
+            .expect("stats"),
+    )
+}
+
+/// A DEALER speaking the protocol by hand.
+struct Evil {
+    sock: zmq::Socket,
+    session: ClientSession,
+}
+
+impl Evil {
+    fn new(ctx: &zmq::Context, addr: &str, id: &str) -> Evil {
+        let sock = ctx.socket(zmq::DEALER).expect("dealer");
+        sock.set_linger(0).expect("linger");
+        sock.set_rcvtimeo(5000).expect("timeout");
+        sock.connect(&format!("tcp://{addr}:4506"))
+            .expect("connect");
+        let keys = Arc::new(KeyPair::generate().expect("key"));
+        let session =
+            ClientSession::new(id, Role::Minion, keys, None, None, codec::DEFAULT_MAX_FRAME);
+        Evil { sock, session }
+    }
+
+    fn recv(&self) -> ServerMsg {
+        let frame = self.sock.recv_bytes(0).expect("answer in time");
+        self.session.open_reply(&frame).expect("readable answer")
+    }
+
+    fn sign_in(&mut self) {
+        let f = self.session.auth_frame().expect("auth");
+        self.sock.send(f, 0).expect("send");
+        let ServerMsg::AuthReply(r) = self.recv() else {
+            panic!("no auth reply")
+        };
+        assert!(matches!(
+            self.session.handle_auth_reply(&r).expect("reply"),
+            SignInOutcome::Accepted { .. }
+        ));
+    }
+
+    fn request(&mut self, body: RequestBody) -> (Vec<u8>, ServerMsg) {
+        let (_, f) = self.session.seal(body).expect("seal");
+        self.sock.send(f.clone(), 0).expect("send");
+        (f, self.recv())
+    }
+}
+
+#[test]
+fn hostile_peers_are_refused_and_counted() {
+    let topo = Topology::builder()
+        .direct_minions(2)
+        .start(Duration::from_secs(30))
+        .expect("topology");
+    let addr = topo.top.addr.clone();
+
+    // Raw garbage on both ports.
+    for port in [4505, 4506] {
+        let mut s = std::net::TcpStream::connect((addr.as_str(), port)).expect("tcp");
+        let _ = s.write_all(&[0xffu8; 4096]);
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    }
+    // Well-formed zmq, malformed payloads.
+    let ctx = zmq::Context::new();
+    let raw = ctx.socket(zmq::DEALER).expect("dealer");
+    raw.set_linger(0).expect("linger");
+    raw.set_rcvtimeo(5000).expect("timeout");
+    raw.connect(&format!("tcp://{addr}:4506")).expect("connect");
+    raw.send(&b"\xc1\xc1 not msgpack"[..], 0).expect("send");
+    let answer = raw.recv_bytes(0).expect("an error answer, not silence");
+    assert!(matches!(
+        codec::decode_wire(&answer, 1 << 20),
+        Ok(Wire::Error(_))
+    ));
+    raw.send_multipart([&b"two"[..], &b"frames"[..]], 0)
+        .expect("send");
+    // Oversized: over max_frame_bytes is cut by libzmq (maxmsgsize), not buffered.
+    let _ = raw.send(vec![0u8; 17 * 1024 * 1024], 0);
+
+    // A minion that forges minion1's return.
+    let mut evil = Evil::new(&ctx, &addr, "evil");
+    evil.sign_in();
+    let (_, m) = evil.request(RequestBody::Hello {
+        grains: serde_json::json!({}),
+        version: "x".into(),
+    });
+    assert!(matches!(
+        m,
+        ServerMsg::Reply(Reply {
+            body: ReplyBody::Ok,
+            ..
+        })
+    ));
+    let forged = ReturnLoad {
+        jid: "20260101000000000000".into(),
+        id: "minion1".into(),
+        fun: "test.ping".into(),
+        fun_args: vec![],
+        ret: Value::Bool(false),
+        retcode: 0,
+        success: true,
+        out: None,
+        trace: None,
+    };
+    let (frame, m) = evil.request(RequestBody::Return(forged.clone()));
+    assert!(
+        matches!(
+            m,
+            ServerMsg::Reply(Reply {
+                body: ReplyBody::Refused(_),
+                ..
+            })
+        ),
+        "{m:?}"
+    );
+    // The same sealed frame again: a replay.
+    evil.sock.send(frame, 0).expect("replay");
+    let m = evil.recv();
+    assert!(
+        matches!(
+            m,
+            ServerMsg::Reply(Reply {
+                body: ReplyBody::Refused(_),
+                ..
+            })
+        ),
+        "{m:?}"
+    );
+    // Claiming minion1's id on the outside, sealed with our own key.
+    let sealed = codec::encode_wire(Wire::Sealed {
+        id: "minion1".into(),
+        data: vec![7u8; 64],
+    })
+    .expect("enc");
+    evil.sock.send(sealed, 0).expect("send");
+    assert_eq!(evil.recv(), ServerMsg::ReAuth);
+    // A syndic-only request from a minion.
+    let (_, m) = evil.request(RequestBody::SyndicReturns(vec![forged]));
+    assert!(
+        matches!(
+            m,
+            ServerMsg::Reply(Reply {
+                body: ReplyBody::Refused(_),
+                ..
+            })
+        ),
+        "{m:?}"
+    );
+
+    let s = stats(&topo);
+    assert!(s["malformed_frames"].as_u64().unwrap_or(0) >= 2, "{s}");
+    assert!(s["forged_returns"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(s["replays"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(s["bad_seal"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(s["syndic_refused"].as_u64().unwrap_or(0) >= 1, "{s}");
+    // The forged return never reached the job cache.
+    let looked = json(
+        &topo
+            .cli(
+                "top",
+                "salt-run",
+                &["jobs.lookup_jid", "20260101000000000000", "--out", "json"],
+            )
+            .expect("lookup"),
+    );
+    assert_eq!(looked, serde_json::json!({}));
+    // And the fleet still works.
+    let out = topo
+        .salt(&["minion*", "test.ping", "--out", "json", "--static"])
+        .expect("ping");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json(&out).as_object().map(|m| m.len()), Some(2));
+}

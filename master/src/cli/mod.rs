@@ -1,0 +1,6 @@
+//! The operator commands' logic (their `main`s only parse and call in).
+//! - [`salt`]: publish and wait for exactly the expected minions.
+//! - [`run`]: `salt-run` runner functions.
+
+pub mod run;
+pub mod salt;

@@ -1,0 +1,910 @@
+//! The master daemon: wires the publisher (4505), the request server
+//! (4506), the key store, the roster, the job cache and the local client
+//! socket together, and owns the state they share.
+//!
+//! [`Master::start`] binds everything and returns a handle; the syndic
+//! embeds a master this way, tests start one on `127.0.0.1:0`. One
+//! cancellation token stops it all.
+
+use crate::job_cache::JobCache;
+use crate::keys::{KeyStore, SignIn};
+use crate::publisher::{PublishError, Publisher};
+use crate::roster::{Expected, Roster};
+use brine_common::codec;
+use brine_common::config::MasterConfig;
+use brine_common::crypto::{self, AesKey, KeyPair};
+use brine_common::jid::JidGen;
+use brine_common::proto::*;
+use brine_common::target::{self, TargetType};
+use brine_common::transport::{self, IoThread};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    JobCache(#[from] crate::job_cache::JobCacheError),
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    #[error("zmq: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("could not bind the request server on {endpoint}: {source}")]
+    Bind {
+        endpoint: String,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters of everything that went wrong on the wire (never silent).
+#[derive(Debug, Default, Serialize)]
+pub struct Counters {
+    pub malformed_frames: AtomicU64,
+    pub auth_requests: AtomicU64,
+    pub auth_refused: AtomicU64,
+    pub unknown_session: AtomicU64,
+    pub bad_seal: AtomicU64,
+    pub replays: AtomicU64,
+    pub forged_returns: AtomicU64,
+    pub syndic_refused: AtomicU64,
+    pub returns: AtomicU64,
+    pub duplicate_returns: AtomicU64,
+    pub jobs_published: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// A signed-in peer.
+struct Session {
+    key: AesKey,
+    last_seq: u64,
+    role: Role,
+}
+
+/// Who wants to see returns.
+#[derive(Default)]
+struct Watchers {
+    by_jid: HashMap<String, Vec<mpsc::UnboundedSender<ReturnLoad>>>,
+    all: Vec<mpsc::UnboundedSender<ReturnLoad>>,
+}
+
+/// Dedup memory: jid → minions that returned, for the newest jobs.
+const DEDUP_JOBS: usize = 20_000;
+
+/// What to publish (from the CLI, the runner or a syndic).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PublishRequest {
+    pub tgt: String,
+    pub tgt_type: TargetType,
+    pub fun: String,
+    pub arg: Vec<serde_json::Value>,
+    pub kwarg: BTreeMap<String, serde_json::Value>,
+    pub timeout: u64,
+    pub user: String,
+    pub delimiter: String,
+    /// Stamp every hop (load test).
+    pub trace: bool,
+}
+
+/// A job as published: its jid and exactly whom it expects.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Published {
+    pub jid: String,
+    pub minions: Vec<Expected>,
+    /// Ids named by a list target that this master does not know.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Target(#[from] target::TargetError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Everything the master's tasks share.
+pub struct MasterState {
+    pub cfg: MasterConfig,
+    pub keys: KeyStore,
+    pub master_key: Arc<KeyPair>,
+    pub roster: Roster,
+    pub jobs: JobCache,
+    pub counters: Counters,
+    pub publisher: Publisher,
+    pub ret_port: u16,
+    router: IoThread,
+    sessions: Mutex<HashMap<String, Session>>,
+    publish_key: RwLock<(u32, AesKey)>,
+    watchers: Mutex<Watchers>,
+    seen: Mutex<BTreeMap<String, HashSet<String>>>,
+    jidgen: JidGen,
+}
+
+/// A running master.
+pub struct Master {
+    pub state: Arc<MasterState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> MasterError + '_ {
+    move |source| MasterError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Create a directory (and parents) with mode 0700.
+pub fn private_dir(path: &std::path::Path) -> Result<(), MasterError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))
+}
+
+impl Master {
+    /// Bind 4505/4506 and the client socket, load keys and the job cache,
+    /// and start serving until `shutdown` is cancelled.
+    pub async fn start(
+        cfg: MasterConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MasterError> {
+        private_dir(&cfg.pki_dir)?;
+        private_dir(&cfg.cachedir)?;
+        private_dir(&cfg.sock_dir)?;
+        let (master_key, created) = KeyPair::load_or_generate(&cfg.pki_dir, "master")?;
+        if created {
+            info!(pki_dir = %cfg.pki_dir.display(), "generated master key pair");
+        }
+        let master_key = Arc::new(master_key);
+        let keys = KeyStore::open(&cfg.pki_dir, cfg.auto_accept, cfg.autosign_file.as_deref())?;
+        let jobs = JobCache::open(&cfg.cachedir, cfg.keep_jobs)?;
+        let ctx = zmq::Context::new();
+        let iface = cfg.interface.to_string();
+        let publisher = Publisher::bind(
+            &ctx,
+            &iface,
+            cfg.publish_port,
+            cfg.pub_hwm,
+            cfg.zmq_backlog,
+            master_key.clone(),
+            &cfg.id,
+        )?;
+        let router = ctx.socket(zmq::ROUTER)?;
+        transport::tune(&router, cfg.zmq_backlog, cfg.pub_hwm)?;
+        router.set_router_mandatory(true)?;
+        router.set_maxmsgsize(cfg.max_frame_bytes as i64)?;
+        let endpoint = transport::tcp_endpoint(&iface, cfg.ret_port);
+        router.bind(&endpoint).map_err(|source| MasterError::Bind {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+        let ret_port = transport::bound_port(&router).unwrap_or(cfg.ret_port);
+        let (router, rx) = IoThread::spawn(&ctx, "request-server", vec![router], &[], 65_536)?;
+        let key_id = (now_us() / 1_000_000) as u32;
+        let roster = Roster::new(Duration::from_secs(cfg.heartbeat_interval.max(1)));
+        let snapshot = cfg.cachedir.join("roster.json");
+        if let Ok(text) = std::fs::read_to_string(&snapshot) {
+            match serde_json::from_str(&text) {
+                Ok(snap) => roster.restore(snap),
+                Err(e) => {
+                    warn!(file = %snapshot.display(), error = %e, "roster snapshot unreadable; starting empty")
+                }
+            }
+        }
+        let state = Arc::new(MasterState {
+            keys,
+            master_key,
+            roster,
+            jobs,
+            counters: Counters::default(),
+            publisher,
+            ret_port,
+            router,
+            sessions: Mutex::new(HashMap::new()),
+            publish_key: RwLock::new((key_id, AesKey::random())),
+            watchers: Mutex::new(Watchers::default()),
+            seen: Mutex::new(BTreeMap::new()),
+            jidgen: JidGen::new(),
+            cfg,
+        });
+        info!(
+            id = %state.cfg.id,
+            publish_port = state.publisher.port,
+            ret_port,
+            "master listening"
+        );
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(request_loop(
+            state.clone(),
+            rx,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::client_api::serve(
+            state.clone(),
+            shutdown.clone(),
+        )));
+        // A restarted master has new keys: tell whoever still listens to
+        // sign in again now rather than at its next heartbeat. Sent a few
+        // times because subscribers reconnect at their own pace.
+        let st = state.clone();
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            for delay in [200u64, 1000, 3000] {
+                tokio::select! {
+                    _ = sd.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                }
+                if let Err(e) = st.publisher.reauth_all() {
+                    warn!(error = %e, "could not publish re-auth request");
+                }
+            }
+        }));
+        Ok(Self { state, tasks })
+    }
+
+    /// Wait until every task has stopped (after the token is cancelled),
+    /// then flush the job cache.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.save_roster();
+        if let Err(e) = self.state.jobs.flush() {
+            warn!(error = %e, "job cache flush at shutdown failed");
+        }
+    }
+}
+
+impl MasterState {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connected peers' ids and roles.
+    pub fn session_ids(&self) -> Vec<(String, Role)> {
+        self.sessions()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.role))
+            .collect()
+    }
+
+    /// The exact expected set of a target, and the ids a list target names
+    /// that this master does not know.
+    pub fn expected(
+        &self,
+        tgt: &str,
+        tgt_type: TargetType,
+        delimiter: &str,
+    ) -> Result<(Vec<Expected>, Vec<String>), JobError> {
+        let t = target::parse(tgt, tgt_type, &self.cfg.nodegroups)?;
+        let minions = self.roster.expected(&t, delimiter);
+        let known: HashSet<&str> = minions.iter().map(|m| m.id.as_str()).collect();
+        let missing: Vec<String> = t
+            .listed_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| !known.contains(id.as_str()))
+            .collect();
+        Ok((minions, missing))
+    }
+
+    /// Compute the expected set of a target, assign a jid, store and
+    /// publish the job. `watch` registers a return watcher before the
+    /// publish goes out, so no early return is missed.
+    pub fn publish(
+        &self,
+        req: &PublishRequest,
+        watch: bool,
+    ) -> Result<(Published, Option<mpsc::UnboundedReceiver<ReturnLoad>>), JobError> {
+        let (minions, missing) = self.expected(&req.tgt, req.tgt_type, &req.delimiter)?;
+        let jid = self.jidgen.next();
+        // Minions do not know the nodegroups: send them the expansion.
+        let (tgt_pub, type_pub) = expand_nodegroups(&req.tgt, req.tgt_type, &self.cfg.nodegroups);
+        let job = JobLoad {
+            jid: jid.clone(),
+            tgt: tgt_pub,
+            tgt_type: type_pub,
+            fun: req.fun.clone(),
+            arg: req.arg.clone(),
+            kwarg: req.kwarg.clone(),
+            user: req.user.clone(),
+            timeout: req.timeout,
+            delimiter: req.delimiter.clone(),
+            path: vec![self.cfg.id.clone()],
+            trace: req.trace.then(|| {
+                vec![Stamp {
+                    who: self.cfg.id.clone(),
+                    what: "pub".into(),
+                    us: now_us(),
+                }]
+            }),
+        };
+        let rx = watch.then(|| self.watch_job(&jid));
+        let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.jobs.record_job(&job, &ids);
+        if !minions.is_empty() {
+            self.send_job(&job, &minions)?;
+        }
+        Ok((
+            Published {
+                jid,
+                minions,
+                missing,
+            },
+            rx,
+        ))
+    }
+
+    /// Re-publish a job that came from above (syndic), with the same jid.
+    /// Returns the expected set below this master.
+    pub fn relay(&self, mut job: JobLoad) -> Result<Vec<Expected>, JobError> {
+        let tgt = target::parse(&job.tgt, job.tgt_type, &self.cfg.nodegroups)?;
+        let minions = self.roster.expected(&tgt, &job.delimiter);
+        job.path.push(self.cfg.id.clone());
+        if let Some(t) = job.trace.as_mut() {
+            t.push(Stamp {
+                who: self.cfg.id.clone(),
+                what: "relay".into(),
+                us: now_us(),
+            });
+        }
+        let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.jobs.record_job(&job, &ids);
+        self.send_job(&job, &minions)?;
+        Ok(minions)
+    }
+
+    /// Publish to the broadcast topic if a direct minion may match, and to
+    /// each syndic whose subtree may match (or whose subtree is unknown).
+    fn send_job(&self, job: &JobLoad, minions: &[Expected]) -> Result<(), PublishError> {
+        let mut topics: Vec<Vec<u8>> = Vec::new();
+        let mut syndics: HashSet<String> = self.roster.unknown_syndics().into_iter().collect();
+        let mut direct = false;
+        for m in minions {
+            match m.via.first() {
+                None => direct = true,
+                Some(s) => {
+                    syndics.insert(s.clone());
+                }
+            }
+        }
+        if direct {
+            topics.push(TOPIC_BROADCAST.to_vec());
+        }
+        for s in syndics {
+            // Never send a job back to a master it came through.
+            if !job.path.contains(&s) {
+                topics.push(topic_for(&s));
+            }
+        }
+        let (key_id, key) = self
+            .publish_key
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        self.publisher.publish_job(job, key_id, &key, &topics)?;
+        bump(&self.counters.jobs_published);
+        debug!(jid = %job.jid, topics = topics.len(), minions = minions.len(), "job published");
+        Ok(())
+    }
+
+    /// Returns of one job, as they arrive (deduplicated).
+    pub fn watch_job(&self, jid: &str) -> mpsc::UnboundedReceiver<ReturnLoad> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_jid
+            .entry(jid.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Every return this master accepts (the syndic forwards them upward).
+    pub fn watch_all(&self) -> mpsc::UnboundedReceiver<ReturnLoad> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all
+            .push(tx);
+        rx
+    }
+
+    /// Accept a return (after authentication): dedup, store, tell watchers.
+    /// Returns false for a duplicate.
+    pub fn accept_return(&self, mut ret: ReturnLoad) -> bool {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let set = seen.entry(ret.jid.clone()).or_default();
+            if !set.insert(ret.id.clone()) {
+                bump(&self.counters.duplicate_returns);
+                return false;
+            }
+            while seen.len() > DEDUP_JOBS {
+                seen.pop_first();
+            }
+        }
+        bump(&self.counters.returns);
+        if let Some(t) = ret.trace.as_mut() {
+            t.push(Stamp {
+                who: self.cfg.id.clone(),
+                what: "ret".into(),
+                us: now_us(),
+            });
+        }
+        self.jobs.record_return(&ret);
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        w.all.retain(|tx| tx.send(ret.clone()).is_ok());
+        if let Some(list) = w.by_jid.get_mut(&ret.jid) {
+            list.retain(|tx| tx.send(ret.clone()).is_ok());
+            if list.is_empty() {
+                w.by_jid.remove(&ret.jid);
+            }
+        }
+        true
+    }
+
+    /// New publish key, handed at once to every signed-in peer but the ones
+    /// in `revoked` (whose sessions are dropped): a deleted or rejected
+    /// minion cannot read anything published from now on.
+    pub fn rotate_publish_key(&self, revoked: &[String]) {
+        let (key_id, key) = {
+            let mut g = self.publish_key.write().unwrap_or_else(|e| e.into_inner());
+            g.0 = g.0.wrapping_add(1);
+            g.1 = AesKey::random();
+            g.clone()
+        };
+        let peers: Vec<(String, AesKey)> = {
+            let mut s = self.sessions();
+            for id in revoked {
+                s.remove(id);
+            }
+            s.iter().map(|(k, v)| (k.clone(), v.key.clone())).collect()
+        };
+        for id in revoked {
+            self.roster.remove(id);
+        }
+        for (id, session) in &peers {
+            if let Err(e) = self.publisher.key_update(id, session, key_id, &key) {
+                warn!(id = %id, error = %e, "could not send key update");
+            }
+        }
+        info!(
+            key_id,
+            peers = peers.len(),
+            revoked = revoked.len(),
+            "publish key rotated"
+        );
+    }
+
+    pub fn save_roster(&self) {
+        let path = self.cfg.cachedir.join("roster.json");
+        let tmp = self.cfg.cachedir.join("roster.json.tmp");
+        match serde_json::to_vec(&self.roster.snapshot()) {
+            Ok(bytes) => {
+                if let Err(e) =
+                    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path))
+                {
+                    warn!(file = %path.display(), error = %e, "could not save roster");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode roster"),
+        }
+    }
+
+    fn reply(&self, routing: &[u8], wire: Wire) {
+        match codec::encode_wire(wire) {
+            Ok(frame) => {
+                if let Err(e) = self.router.send(0, vec![routing.to_vec(), frame]) {
+                    warn!(error = %e, "could not queue reply");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode reply"),
+        }
+    }
+
+    fn sealed_reply(&self, routing: &[u8], id: &str, key: &AesKey, reply: Reply) {
+        match codec::encode(&reply) {
+            Ok(plain) => {
+                let data = key.seal(&crypto::aad_reply(id), &plain);
+                self.reply(routing, Wire::SealedReply { data });
+            }
+            Err(e) => warn!(error = %e, "could not encode reply"),
+        }
+    }
+
+    /// Sign-in (runs on a blocking thread: RSA costs ~2 ms).
+    fn handle_auth(&self, routing: &[u8], req: AuthRequest) {
+        bump(&self.counters.auth_requests);
+        let refuse = |status: AuthStatus| AuthReply {
+            status,
+            accept: vec![],
+            sig: vec![],
+        };
+        if !KeyStore::valid_id(&req.id) || req.nonce.len() != 32 {
+            bump(&self.counters.auth_refused);
+            warn!(id = %req.id.escape_debug(), "sign-in with an invalid id or nonce refused");
+            return self.reply(routing, Wire::AuthReply(refuse(AuthStatus::Rejected)));
+        }
+        if req.role == Role::Syndic && !self.cfg.order_masters {
+            bump(&self.counters.auth_refused);
+            warn!(id = %req.id, "syndic sign-in refused: set 'order_masters: True' on this master to accept syndics");
+            return self.reply(routing, Wire::AuthReply(refuse(AuthStatus::Rejected)));
+        }
+        let peer = match self.keys.sign_in(&req.id, &req.pub_pem) {
+            Ok(SignIn::Accepted(k)) => k,
+            Ok(other) => {
+                let status = match other {
+                    SignIn::Pending => AuthStatus::Pending,
+                    SignIn::Rejected => AuthStatus::Rejected,
+                    _ => AuthStatus::Denied,
+                };
+                if status != AuthStatus::Pending {
+                    bump(&self.counters.auth_refused);
+                }
+                info!(id = %req.id, status = ?status, "sign-in not accepted");
+                return self.reply(routing, Wire::AuthReply(refuse(status)));
+            }
+            Err(e) => {
+                bump(&self.counters.auth_refused);
+                warn!(id = %req.id, error = %e, "sign-in failed");
+                return self.reply(routing, Wire::Error(format!("sign-in failed: {e}")));
+            }
+        };
+        if self.cfg.max_minions > 0 {
+            let n = self.sessions().len();
+            if n >= self.cfg.max_minions && !self.sessions().contains_key(&req.id) {
+                bump(&self.counters.auth_refused);
+                warn!(id = %req.id, max_minions = self.cfg.max_minions, "sign-in refused: master is full");
+                return self.reply(routing, Wire::Error("master is full (max_minions)".into()));
+            }
+        }
+        let session = AesKey::random();
+        let (key_id, pkey) = self
+            .publish_key
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let built = (|| -> Result<AuthReply, MasterError> {
+            let accept = AuthAccept {
+                master_pub_pem: self.master_key.public().pem().to_string(),
+                master_id: self.cfg.id.clone(),
+                publish_port: self.publisher.port,
+                key_id,
+                publish_key: peer.encrypt(pkey.as_bytes())?,
+                session_key: peer.encrypt(session.as_bytes())?,
+                nonce: req.nonce.clone(),
+                heartbeat_interval: self.cfg.heartbeat_interval,
+            };
+            let accept =
+                codec::encode(&accept).map_err(|e| crypto::CryptoError::Rsa(e.to_string()))?;
+            let sig = self.master_key.sign(&accept)?;
+            Ok(AuthReply {
+                status: AuthStatus::Accepted,
+                accept,
+                sig,
+            })
+        })();
+        match built {
+            Ok(reply) => {
+                self.sessions().insert(
+                    req.id.clone(),
+                    Session {
+                        key: session,
+                        last_seq: 0,
+                        role: req.role,
+                    },
+                );
+                if req.role == Role::Syndic {
+                    self.roster.syndic_seen(&req.id);
+                }
+                debug!(id = %req.id, role = ?req.role, "signed in");
+                self.reply(routing, Wire::AuthReply(reply));
+            }
+            Err(e) => warn!(id = %req.id, error = %e, "could not build sign-in answer"),
+        }
+    }
+
+    fn handle_sealed(&self, routing: &[u8], id: &str, data: &[u8]) {
+        let (key, role) = {
+            let s = self.sessions();
+            match s.get(id) {
+                Some(sess) => (sess.key.clone(), sess.role),
+                None => {
+                    drop(s);
+                    let n = bump(&self.counters.unknown_session);
+                    if n.is_power_of_two() {
+                        info!(id = %id.escape_debug(), count = n, "request without a session: asking to sign in again");
+                    }
+                    return self.reply(routing, Wire::ReAuth);
+                }
+            }
+        };
+        let plain = match key.open(&crypto::aad_request(id), data) {
+            Ok(p) => p,
+            Err(_) => {
+                let n = bump(&self.counters.bad_seal);
+                if n.is_power_of_two() {
+                    warn!(id = %id.escape_debug(), count = n, "request does not open under the session key of the id it claims (forged or stale); refused");
+                }
+                return self.reply(routing, Wire::ReAuth);
+            }
+        };
+        let req: Request = match codec::decode(&plain, self.cfg.max_frame_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                bump(&self.counters.malformed_frames);
+                warn!(id = %id, error = %e, "malformed sealed request");
+                return;
+            }
+        };
+        {
+            let mut s = self.sessions();
+            let Some(sess) = s.get_mut(id) else { return };
+            if req.seq <= sess.last_seq {
+                drop(s);
+                bump(&self.counters.replays);
+                warn!(id = %id, seq = req.seq, "replayed request refused");
+                return self.sealed_reply(
+                    routing,
+                    id,
+                    &key,
+                    Reply {
+                        req_id: req.req_id,
+                        body: ReplyBody::Refused("replayed request".into()),
+                    },
+                );
+            }
+            sess.last_seq = req.seq;
+        }
+        self.roster.touch(id);
+        let body = match req.body {
+            RequestBody::Hello { grains, .. } | RequestBody::Grains(grains) => {
+                if role == Role::Minion {
+                    self.roster.upsert_direct(id, grains);
+                }
+                ReplyBody::Ok
+            }
+            RequestBody::Heartbeat => ReplyBody::Ok,
+            RequestBody::Return(ret) => {
+                if ret.id != id || role != Role::Minion {
+                    let n = bump(&self.counters.forged_returns);
+                    warn!(sender = %id, claimed = %ret.id.escape_debug(), count = n, "return for another minion refused");
+                    ReplyBody::Refused(format!("{id} may not return for {}", ret.id))
+                } else {
+                    self.accept_return(ret);
+                    ReplyBody::Ok
+                }
+            }
+            RequestBody::SyndicReturns(rets) => {
+                if role != Role::Syndic {
+                    bump(&self.counters.syndic_refused);
+                    ReplyBody::Refused("not a syndic".into())
+                } else {
+                    let mut refused = 0usize;
+                    for ret in rets {
+                        if self.roster.behind(&ret.id, id) {
+                            self.accept_return(ret);
+                        } else {
+                            refused += 1;
+                            let n = bump(&self.counters.syndic_refused);
+                            if n.is_power_of_two() {
+                                warn!(syndic = %id, minion = %ret.id.escape_debug(), count = n, "syndic return for a minion outside its subtree refused");
+                            }
+                        }
+                    }
+                    if refused > 0 {
+                        ReplyBody::Refused(format!(
+                            "{refused} returns for minions outside {id}'s subtree"
+                        ))
+                    } else {
+                        ReplyBody::Ok
+                    }
+                }
+            }
+            RequestBody::Roster(delta) => {
+                if role == Role::Syndic {
+                    self.roster.apply_syndic_delta(id, &delta);
+                    ReplyBody::Ok
+                } else {
+                    bump(&self.counters.syndic_refused);
+                    ReplyBody::Refused("not a syndic".into())
+                }
+            }
+        };
+        self.sealed_reply(
+            routing,
+            id,
+            &key,
+            Reply {
+                req_id: req.req_id,
+                body,
+            },
+        );
+    }
+}
+
+async fn request_loop(
+    state: Arc<MasterState>,
+    mut rx: mpsc::Receiver<(usize, transport::Frames)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => m,
+        };
+        let Some((_, frames)) = msg else { return };
+        if frames.len() != 2 {
+            let n = bump(&state.counters.malformed_frames);
+            if n.is_power_of_two() {
+                warn!(
+                    frames = frames.len(),
+                    count = n,
+                    "malformed request (wrong frame count) dropped"
+                );
+            }
+            continue;
+        }
+        let routing = &frames[0];
+        let wire = match codec::decode_wire(&frames[1], state.cfg.max_frame_bytes) {
+            Ok(w) => w,
+            Err(e) => {
+                let n = bump(&state.counters.malformed_frames);
+                if n.is_power_of_two() {
+                    warn!(error = %e, count = n, "malformed request dropped");
+                }
+                state.reply(routing, Wire::Error(format!("malformed request: {e}")));
+                continue;
+            }
+        };
+        match wire {
+            Wire::Auth(req) => {
+                let st = state.clone();
+                let routing = routing.clone();
+                tokio::task::spawn_blocking(move || st.handle_auth(&routing, req));
+            }
+            Wire::Sealed { id, data } => state.handle_sealed(routing, &id, &data),
+            _ => {
+                bump(&state.counters.malformed_frames);
+                state.reply(routing, Wire::Error("unexpected message kind".into()));
+            }
+        }
+    }
+}
+
+/// Presence sweeps, roster snapshots, counters in the log.
+async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    let mut last_version = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        state.roster.sweep();
+        if n % 10 == 0 {
+            let v = state.roster.version();
+            if v != last_version {
+                state.save_roster();
+                last_version = v;
+            }
+        }
+        if n % 300 == 0 {
+            debug!(counters = ?serde_json::to_string(&state.counters).ok(), "master counters");
+        }
+    }
+}
+
+/// Rewrite a nodegroup target (or `N@` terms of a compound one) into the
+/// compound expression it stands for, as Salt's master does before
+/// publishing. The target was validated already, so unknown groups are
+/// left as they are.
+pub fn expand_nodegroups(
+    tgt: &str,
+    tgt_type: TargetType,
+    groups: &BTreeMap<String, String>,
+) -> (String, TargetType) {
+    fn expand(expr: &str, groups: &BTreeMap<String, String>, depth: usize) -> String {
+        if depth > 16 {
+            return expr.to_string();
+        }
+        let mut out = String::with_capacity(expr.len());
+        let mut rest = expr;
+        while let Some(pos) = rest.find("N@") {
+            let boundary = pos == 0
+                || rest[..pos]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_whitespace() || c == '(');
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 2..];
+            let end = after
+                .find(|c: char| c.is_whitespace() || c == '(' || c == ')')
+                .unwrap_or(after.len());
+            let name = &after[..end];
+            match groups.get(name) {
+                Some(e) if boundary => {
+                    out.push_str("( ");
+                    out.push_str(&expand(e, groups, depth + 1));
+                    out.push_str(" )");
+                }
+                _ => {
+                    out.push_str("N@");
+                    out.push_str(name);
+                }
+            }
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    match tgt_type {
+        TargetType::Nodegroup => match groups.get(tgt) {
+            Some(e) => (expand(e, groups, 1), TargetType::Compound),
+            None => (tgt.to_string(), tgt_type),
+        },
+        TargetType::Compound if tgt.contains("N@") => {
+            (expand(tgt, groups, 0), TargetType::Compound)
+        }
+        _ => (tgt.to_string(), tgt_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodegroups_expand_for_minions() {
+        let g: BTreeMap<String, String> = [
+            ("web".to_string(), "L@web1,web2".to_string()),
+            ("east".to_string(), "G@dc:east and N@web".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            expand_nodegroups("web", TargetType::Nodegroup, &g),
+            ("L@web1,web2".to_string(), TargetType::Compound)
+        );
+        assert_eq!(
+            expand_nodegroups("east", TargetType::Nodegroup, &g).0,
+            "G@dc:east and ( L@web1,web2 )"
+        );
+        assert_eq!(
+            expand_nodegroups("not N@web or (N@east)", TargetType::Compound, &g).0,
+            "not ( L@web1,web2 ) or (( G@dc:east and ( L@web1,web2 ) ))"
+        );
+        assert_eq!(
+            expand_nodegroups("db*", TargetType::Glob, &g),
+            ("db*".to_string(), TargetType::Glob)
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! The roster: every minion this master can reach, with its grains, its
+//! presence and the path to it (direct, or through which syndics).
+//!
+//! Direct minions are present while their heartbeats keep arriving (a
+//! minion is "connected" if it was heard from within `3 × heartbeat`);
+//! minions behind a syndic are present when that syndic says so and the
+//! syndic itself is connected. The roster answers two questions exactly:
+//! which minions a target expects (so `salt` can wait for precisely those
+//! and name the ones that did not return) and which syndics need a job at
+//! all (targeted fan-out). Every change bumps a version, so a syndic can
+//! report its subtree upward as deltas.
+
+use brine_common::proto::{RosterDelta, RosterEntry};
+use brine_common::target::Target;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    grains: Value,
+    /// Last time a direct minion was heard from.
+    last_seen: Option<Instant>,
+    /// Presence as reported by the syndic in front of it.
+    reported_connected: bool,
+    /// Syndics between us and the minion, nearest first; empty = direct.
+    via: Vec<String>,
+    /// Version at which this entry last changed (for deltas).
+    version: u64,
+    /// Presence as of the last sweep (to detect transitions).
+    was_connected: bool,
+}
+
+#[derive(Debug, Clone)]
+struct SyndicInfo {
+    last_seen: Option<Instant>,
+    /// Whether the syndic has reported its subtree at least once; until
+    /// then every job is sent to it (its subtree is unknown).
+    roster_known: bool,
+    minions: usize,
+}
+
+/// One expected minion of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Expected {
+    pub id: String,
+    pub connected: bool,
+    /// Nearest syndic first; empty for a direct minion.
+    pub via: Vec<String>,
+}
+
+/// A syndic as `manage.list_syndics` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyndicStatus {
+    pub id: String,
+    pub connected: bool,
+    pub roster_known: bool,
+    pub minions: usize,
+    pub connected_minions: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    minions: HashMap<String, Entry>,
+    syndics: BTreeMap<String, SyndicInfo>,
+    /// Removed ids and the version of their removal.
+    tombstones: Vec<(String, u64)>,
+    version: u64,
+}
+
+pub struct Roster {
+    inner: Mutex<Inner>,
+    /// A direct peer is connected while heard from within this window.
+    alive_window: Duration,
+}
+
+impl Roster {
+    pub fn new(heartbeat_interval: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            alive_window: (heartbeat_interval * 3).max(Duration::from_secs(3)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alive(&self, seen: Option<Instant>) -> bool {
+        seen.is_some_and(|t| t.elapsed() < self.alive_window)
+    }
+
+    fn entry_connected(&self, inner: &Inner, e: &Entry) -> bool {
+        match e.via.first() {
+            None => self.alive(e.last_seen),
+            Some(s) => {
+                e.reported_connected
+                    && inner
+                        .syndics
+                        .get(s)
+                        .is_some_and(|si| self.alive(si.last_seen))
+            }
+        }
+    }
+
+    /// A direct minion signed in or sent grains.
+    pub fn upsert_direct(&self, id: &str, grains: Value) {
+        let mut g = self.lock();
+        g.version += 1;
+        let v = g.version;
+        g.tombstones.retain(|(t, _)| t != id);
+        let e = g.minions.entry(id.to_string()).or_insert(Entry {
+            grains: Value::Null,
+            last_seen: None,
+            reported_connected: false,
+            via: vec![],
+            version: v,
+            was_connected: false,
+        });
+        e.grains = grains;
+        e.via.clear();
+        e.last_seen = Some(Instant::now());
+        e.version = v;
+        e.was_connected = true;
+    }
+
+    /// Any sign of life from a direct peer (heartbeat, return).
+    pub fn touch(&self, id: &str) -> bool {
+        let mut g = self.lock();
+        if let Some(s) = g.syndics.get_mut(id) {
+            s.last_seen = Some(Instant::now());
+            return true;
+        }
+        match g.minions.get_mut(id) {
+            Some(e) if e.via.is_empty() => {
+                e.last_seen = Some(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A syndic signed in.
+    pub fn syndic_seen(&self, id: &str) {
+        let mut g = self.lock();
+        let s = g.syndics.entry(id.to_string()).or_insert(SyndicInfo {
+            last_seen: None,
+            roster_known: false,
+            minions: 0,
+        });
+        s.last_seen = Some(Instant::now());
+    }
+
+    pub fn is_syndic(&self, id: &str) -> bool {
+        self.lock().syndics.contains_key(id)
+    }
+
+    /// Apply a syndic's report of its subtree.
+    pub fn apply_syndic_delta(&self, syndic: &str, delta: &RosterDelta) {
+        let mut g = self.lock();
+        g.version += 1;
+        let v = g.version;
+        if delta.full {
+            let stale: Vec<String> = g
+                .minions
+                .iter()
+                .filter(|(_, e)| e.via.first().map(String::as_str) == Some(syndic))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                if !delta.upsert.iter().any(|u| u.id == k) {
+                    g.minions.remove(&k);
+                    g.tombstones.push((k, v));
+                }
+            }
+        }
+        for id in &delta.remove {
+            let owned = g
+                .minions
+                .get(id)
+                .is_some_and(|e| e.via.first().map(String::as_str) == Some(syndic));
+            if owned {
+                g.minions.remove(id);
+                g.tombstones.push((id.clone(), v));
+            }
+        }
+        for u in &delta.upsert {
+            let mut via = vec![syndic.to_string()];
+            via.extend(u.via.iter().cloned());
+            g.tombstones.retain(|(t, _)| t != &u.id);
+            g.minions.insert(
+                u.id.clone(),
+                Entry {
+                    grains: u.grains.clone(),
+                    last_seen: None,
+                    reported_connected: u.connected,
+                    via,
+                    version: v,
+                    was_connected: u.connected,
+                },
+            );
+        }
+        let count = g
+            .minions
+            .values()
+            .filter(|e| e.via.first().map(String::as_str) == Some(syndic))
+            .count();
+        let s = g.syndics.entry(syndic.to_string()).or_insert(SyndicInfo {
+            last_seen: None,
+            roster_known: false,
+            minions: 0,
+        });
+        s.roster_known = true;
+        s.minions = count;
+        s.last_seen = Some(Instant::now());
+        // Keep the tombstone list bounded.
+        if g.tombstones.len() > 100_000 {
+            g.tombstones.drain(..50_000);
+        }
+    }
+
+    /// Forget a minion (its key was deleted).
+    pub fn remove(&self, id: &str) {
+        let mut g = self.lock();
+        g.version += 1;
+        let v = g.version;
+        if g.minions.remove(id).is_some() {
+            g.tombstones.push((id.to_string(), v));
+        }
+        g.syndics.remove(id);
+    }
+
+    /// Is `id` a minion behind `syndic` (so the syndic may return for it)?
+    pub fn behind(&self, id: &str, syndic: &str) -> bool {
+        self.lock()
+            .minions
+            .get(id)
+            .is_some_and(|e| e.via.first().map(String::as_str) == Some(syndic))
+    }
+
+    /// The exact expected set of a target, sorted by id.
+    pub fn expected(&self, target: &Target, delimiter: &str) -> Vec<Expected> {
+        let g = self.lock();
+        let mut out: Vec<Expected> = g
+            .minions
+            .iter()
+            .filter(|(id, e)| target.matches(id, &e.grains, delimiter))
+            .map(|(id, e)| Expected {
+                id: id.clone(),
+                connected: self.entry_connected(&g, e),
+                via: e.via.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Syndics whose roster is not known yet (they get every job).
+    pub fn unknown_syndics(&self) -> Vec<String> {
+        self.lock()
+            .syndics
+            .iter()
+            .filter(|(_, s)| !s.roster_known)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Presence of every minion: (id, connected, via).
+    pub fn presence(&self) -> Vec<Expected> {
+        let g = self.lock();
+        let mut out: Vec<Expected> = g
+            .minions
+            .iter()
+            .map(|(id, e)| Expected {
+                id: id.clone(),
+                connected: self.entry_connected(&g, e),
+                via: e.via.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    pub fn grains(&self, id: &str) -> Option<Value> {
+        self.lock().minions.get(id).map(|e| e.grains.clone())
+    }
+
+    pub fn syndics(&self) -> Vec<SyndicStatus> {
+        let g = self.lock();
+        g.syndics
+            .iter()
+            .map(|(id, s)| SyndicStatus {
+                id: id.clone(),
+                connected: self.alive(s.last_seen),
+                roster_known: s.roster_known,
+                minions: s.minions,
+                connected_minions: g
+                    .minions
+                    .values()
+                    .filter(|e| e.via.first() == Some(id) && self.entry_connected(&g, e))
+                    .count(),
+            })
+            .collect()
+    }
+
+    /// Record presence transitions (call every second or so) so that
+    /// deltas carry them.
+    pub fn sweep(&self) {
+        let mut g = self.lock();
+        let mut changed = Vec::new();
+        for (id, e) in g.minions.iter() {
+            let now = self.entry_connected(&g, e);
+            if now != e.was_connected {
+                changed.push((id.clone(), now));
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        g.version += 1;
+        let v = g.version;
+        for (id, now) in changed {
+            if let Some(e) = g.minions.get_mut(&id) {
+                e.was_connected = now;
+                e.version = v;
+            }
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// Everything that changed after `since` (all of it when `since` is 0),
+    /// as seen from above: each entry carries its own presence.
+    pub fn delta_since(&self, since: u64) -> (RosterDelta, u64) {
+        let g = self.lock();
+        let upsert = g
+            .minions
+            .iter()
+            .filter(|(_, e)| e.version > since)
+            .map(|(id, e)| RosterEntry {
+                id: id.clone(),
+                grains: e.grains.clone(),
+                connected: self.entry_connected(&g, e),
+                via: e.via.clone(),
+            })
+            .collect();
+        let remove = if since == 0 {
+            vec![]
+        } else {
+            g.tombstones
+                .iter()
+                .filter(|(_, v)| *v > since)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        (
+            RosterDelta {
+                full: since == 0,
+                upsert,
+                remove,
+            },
+            g.version,
+        )
+    }
+
+    /// Snapshot for persistence: id → (grains, via).
+    pub fn snapshot(&self) -> BTreeMap<String, (Value, Vec<String>)> {
+        self.lock()
+            .minions
+            .iter()
+            .map(|(k, e)| (k.clone(), (e.grains.clone(), e.via.clone())))
+            .collect()
+    }
+
+    /// Restore a snapshot at start: everyone is known but not connected.
+    pub fn restore(&self, snap: BTreeMap<String, (Value, Vec<String>)>) {
+        let mut g = self.lock();
+        g.version += 1;
+        let v = g.version;
+        for (id, (grains, via)) in snap {
+            if let Some(s) = via.first() {
+                g.syndics.entry(s.clone()).or_insert(SyndicInfo {
+                    last_seen: None,
+                    roster_known: false,
+                    minions: 0,
+                });
+            }
+            g.minions.insert(
+                id,
+                Entry {
+                    grains,
+                    last_seen: None,
+                    reported_connected: false,
+                    via,
+                    version: v,
+                    was_connected: false,
+                },
+            );
+        }
+    }
+}

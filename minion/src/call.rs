@@ -1,0 +1,110 @@
+//! `salt-call`: run one execution function here, with the same modules and
+//! outputters as a published job. `--local` (or not) runs it in this
+//! process; nothing is sent to the master.
+
+use crate::exec::{Ctx, Registry};
+use crate::running::RunningJobs;
+use brine_common::config::MinionConfig;
+use brine_common::exit;
+use brine_common::output::{OutFormat, OutOpts, Printer};
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "salt-call",
+    version,
+    about = "Run an execution function on this minion"
+)]
+pub struct CallArgs {
+    #[arg(
+        short = 'c',
+        long = "config-dir",
+        default_value = "/etc/salt",
+        env = "SALT_CONFIG_DIR"
+    )]
+    pub config_dir: PathBuf,
+    /// Run without a master (the function always runs here).
+    #[arg(long)]
+    pub local: bool,
+    /// Print this minion's grains (same as grains.items).
+    #[arg(short = 'g', long = "grains")]
+    pub grains: bool,
+    #[arg(
+        long = "out",
+        visible_alias = "output",
+        value_enum,
+        default_value = "nested"
+    )]
+    pub out: OutFormat,
+    #[arg(long = "out-indent", visible_alias = "output-indent")]
+    pub out_indent: Option<i64>,
+    #[arg(long = "no-color", visible_alias = "no-colour")]
+    pub no_color: bool,
+    /// Exit with the function's retcode.
+    #[arg(long = "retcode-passthrough")]
+    pub retcode_passthrough: bool,
+    #[arg(short = 'l', long = "log-level", default_value = "warning")]
+    pub log_level: String,
+    /// Function (module.function) and its arguments.
+    pub words: Vec<String>,
+}
+
+pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
+    let (fun, rest) = if args.grains {
+        ("grains.items".to_string(), vec![])
+    } else {
+        match args.words.split_first() {
+            Some((f, r)) => (f.clone(), r.to_vec()),
+            None => {
+                eprintln!("salt-call: a function is required (e.g. salt-call --local test.ping)");
+                return exit::USAGE;
+            }
+        }
+    };
+    let (pos, kw) = brine_common::args::parse_cli_args(&rest);
+    let grains = crate::grains::collect(&cfg.id, &cfg.grains);
+    let ctx = Ctx {
+        jid: brine_common::jid::JidGen::new().next(),
+        fun,
+        args: pos,
+        kwargs: kw,
+        grains: Arc::new(RwLock::new(grains)),
+        static_grains: cfg.grains.clone(),
+        id: cfg.id.clone(),
+        pki_dir: cfg.pki_dir.clone(),
+        running: Arc::new(RunningJobs::new()),
+        cancel: tokio_util::sync::CancellationToken::new(),
+        events: None,
+    };
+    let out = Registry::new().call(ctx).await;
+    let color = !args.no_color
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let indent = match args.out_indent {
+        Some(n) if n < 0 => None,
+        Some(n) => Some(n as usize),
+        None => Some(4),
+    };
+    let mut p = Printer::new(
+        std::io::stdout(),
+        OutOpts {
+            format: args.out,
+            color,
+            indent,
+            static_mode: false,
+        },
+    );
+    if let Err(e) = p.minion("local", &out.ret, None).and_then(|_| p.finish()) {
+        eprintln!("salt-call: output failed: {e}");
+        return exit::SOFTWARE;
+    }
+    if args.retcode_passthrough {
+        out.retcode
+    } else if out.success && out.retcode == 0 {
+        exit::OK
+    } else {
+        exit::JOB_FAILED
+    }
+}

@@ -1,0 +1,201 @@
+//! The minion daemon: one [`crate::link`] to the master, a matcher that
+//! decides (authoritatively) whether a job is for this minion, and a job
+//! runner that runs each job in its own task, so a slow job never holds up
+//! the next one.
+
+use crate::exec::{Ctx, MinionEvent, Registry};
+use crate::link::{self, LinkConfig, LinkHandle};
+use crate::running::{RunningInfo, RunningJobs};
+use brine_common::config::MinionConfig;
+use brine_common::crypto::KeyPair;
+use brine_common::proto::*;
+use brine_common::target;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinionError {
+    #[error(transparent)]
+    Crypto(#[from] brine_common::crypto::CryptoError),
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Run a minion until `shutdown` is cancelled.
+pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), MinionError> {
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        for d in [&cfg.pki_dir, &cfg.cachedir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|source| MinionError::Io {
+                    path: d.display().to_string(),
+                    source,
+                })?;
+        }
+    }
+    let (keys, created) = KeyPair::load_or_generate(&cfg.pki_dir, "minion")?;
+    if created {
+        info!(pki_dir = %cfg.pki_dir.display(), "generated minion key pair");
+    }
+    info!(id = %cfg.id, fingerprint = %keys.public().fingerprint(), "minion key");
+    let grains = Arc::new(RwLock::new(crate::grains::collect(&cfg.id, &cfg.grains)));
+    let g2 = grains.clone();
+    let hello: link::HelloFn = Box::new(move || RequestBody::Hello {
+        grains: g2.read().map(|g| g.clone()).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    let lcfg = LinkConfig {
+        id: cfg.id.clone(),
+        role: Role::Minion,
+        master: cfg.master.clone(),
+        master_port: cfg.master_port,
+        pki_dir: cfg.pki_dir.clone(),
+        pin_file: cfg.pki_dir.join("minion_master.pub"),
+        master_finger: cfg.master_finger.clone(),
+        acceptance_wait_time: cfg.acceptance_wait_time,
+        acceptance_wait_time_max: cfg.acceptance_wait_time_max,
+        recon_default: cfg.recon_default,
+        recon_max: cfg.recon_max,
+        recon_randomize: cfg.recon_randomize,
+        random_reauth_delay: cfg.random_reauth_delay,
+        max_frame: cfg.max_frame_bytes,
+    };
+    let (link, mut jobs, link_task) = link::start(lcfg, Arc::new(keys), hello, shutdown.clone())?;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<MinionEvent>();
+    let runner = Arc::new(Runner {
+        id: cfg.id.clone(),
+        registry: Registry::new(),
+        running: Arc::new(RunningJobs::new()),
+        grains,
+        static_grains: cfg.grains.clone(),
+        pki_dir: cfg.pki_dir.clone(),
+        link: link.clone(),
+        events: ev_tx,
+        shutdown: shutdown.clone(),
+    });
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = ev_rx.recv() => {
+                if let Some(MinionEvent::GrainsChanged(g)) = ev {
+                    link.send(RequestBody::Grains(g));
+                }
+            }
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                runner.clone().dispatch(job);
+            }
+        }
+    }
+    // Cancel what is running; the link stops with the same token.
+    for j in runner.running.list() {
+        runner.running.kill(&j.jid);
+    }
+    let _ = link_task.await;
+    Ok(())
+}
+
+struct Runner {
+    id: String,
+    registry: Registry,
+    running: Arc<RunningJobs>,
+    grains: Arc<RwLock<serde_json::Value>>,
+    static_grains: serde_json::Value,
+    pki_dir: std::path::PathBuf,
+    link: LinkHandle,
+    events: mpsc::UnboundedSender<MinionEvent>,
+    shutdown: CancellationToken,
+}
+
+impl Runner {
+    fn matches(&self, job: &JobLoad) -> bool {
+        let t = match target::parse(&job.tgt, job.tgt_type, &BTreeMap::new()) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(jid = %job.jid, error = %e, "job with an unreadable target ignored");
+                return false;
+            }
+        };
+        let grains = self.grains.read().map(|g| g.clone()).unwrap_or_default();
+        t.matches(&self.id, &grains, &job.delimiter)
+    }
+
+    fn dispatch(self: Arc<Self>, job: JobLoad) {
+        if !self.matches(&job) {
+            debug!(jid = %job.jid, "job not for this minion");
+            return;
+        }
+        tokio::spawn(async move { self.execute(job).await });
+    }
+
+    async fn execute(&self, job: JobLoad) {
+        let cancel = self.shutdown.child_token();
+        self.running.insert(
+            RunningInfo {
+                jid: job.jid.clone(),
+                fun: job.fun.clone(),
+                arg: job.arg.clone(),
+                pid: std::process::id(),
+                tgt: job.tgt.clone(),
+                tgt_type: job.tgt_type.as_str().to_string(),
+                user: job.user.clone(),
+                start: job.jid.clone(),
+            },
+            cancel.clone(),
+        );
+        info!(jid = %job.jid, fun = %job.fun, user = %job.user, "job started");
+        let ctx = Ctx {
+            jid: job.jid.clone(),
+            fun: job.fun.clone(),
+            args: job.arg.clone(),
+            kwargs: job.kwarg.clone(),
+            grains: self.grains.clone(),
+            static_grains: self.static_grains.clone(),
+            id: self.id.clone(),
+            pki_dir: self.pki_dir.clone(),
+            running: self.running.clone(),
+            cancel,
+            events: Some(self.events.clone()),
+        };
+        let out = self.registry.call(ctx).await;
+        self.running.remove(&job.jid);
+        let mut trace = job.trace;
+        if let Some(t) = trace.as_mut() {
+            t.push(Stamp {
+                who: self.id.clone(),
+                what: "done".into(),
+                us: now_us(),
+            });
+        }
+        let mut fun_args = job.arg;
+        if !job.kwarg.is_empty() {
+            let mut kw: serde_json::Map<String, serde_json::Value> =
+                job.kwarg.into_iter().collect();
+            kw.insert("__kwarg__".into(), serde_json::Value::Bool(true));
+            fun_args.push(serde_json::Value::Object(kw));
+        }
+        self.link.send(RequestBody::Return(ReturnLoad {
+            jid: job.jid,
+            id: self.id.clone(),
+            fun: job.fun,
+            fun_args,
+            ret: out.ret,
+            retcode: out.retcode,
+            success: out.success,
+            out: None,
+            trace,
+        }));
+    }
+}

@@ -1,0 +1,540 @@
+//! The authenticated link from a minion (or a syndic, upward) to its master.
+//!
+//! One task owns the [`ClientSession`] and two io threads: a DEALER to the
+//! master's request port and, once signed in, a SUB to the publish port the
+//! master announced. It signs in (retrying with back-off while the key is
+//! pending or the master is away), says hello with the grains, heartbeats,
+//! delivers verified jobs on a channel and sends requests. Requests that
+//! carry data (returns, rosters, grains) stay queued until the master
+//! acknowledges them and are sent again after a re-sign-in, so a master
+//! restart loses no return (the master drops duplicates).
+
+use brine_common::crypto::{KeyPair, PublicKey};
+use brine_common::proto::*;
+use brine_common::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome};
+use brine_common::transport::{self, IoThread};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A request and, optionally, who wants to know it was acknowledged.
+type Outgoing = (RequestBody, Option<oneshot::Sender<bool>>);
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// What the link needs to know.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub id: String,
+    pub role: Role,
+    pub master: String,
+    pub master_port: u16,
+    pub pki_dir: PathBuf,
+    /// File the master's key is pinned in (`minion_master.pub`).
+    pub pin_file: PathBuf,
+    pub master_finger: Option<String>,
+    pub acceptance_wait_time: u64,
+    pub acceptance_wait_time_max: u64,
+    pub recon_default: u64,
+    pub recon_max: u64,
+    pub recon_randomize: bool,
+    pub random_reauth_delay: u64,
+    pub max_frame: usize,
+}
+
+/// Counters of the link (bad publishes never pass silently).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub jobs: AtomicU64,
+    pub bad_publishes: AtomicU64,
+    pub replays: AtomicU64,
+    pub sign_ins: AtomicU64,
+    pub refused: AtomicU64,
+    pub resent: AtomicU64,
+}
+
+/// The other tasks' handle on the link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    pub stats: Arc<LinkStats>,
+    connected: Arc<AtomicBool>,
+}
+
+impl LinkHandle {
+    /// Queue a request; data-carrying ones are kept until acknowledged.
+    pub fn send(&self, body: RequestBody) {
+        if self.tx.send((body, None)).is_err() {
+            warn!("link is stopped; request dropped");
+        }
+    }
+
+    /// Queue a request and learn when the master acknowledged it (`true`)
+    /// or refused it (`false`). The request is resent across re-sign-ins
+    /// until one of the two happens.
+    pub fn send_acked(&self, body: RequestBody) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((body, Some(tx))).is_err() {
+            warn!("link is stopped; request dropped");
+        }
+        rx
+    }
+
+    /// How many times the link has signed in (a change means a new session
+    /// upstream, e.g. after a master restart).
+    pub fn sign_ins(&self) -> u64 {
+        self.stats.sign_ins.load(Ordering::Relaxed)
+    }
+
+    /// Signed in right now?
+    pub fn is_up(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    #[error("zmq: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error(transparent)]
+    Crypto(#[from] brine_common::crypto::CryptoError),
+}
+
+/// Provides the `Hello` body at each sign-in (grains change over time).
+pub type HelloFn = Box<dyn Fn() -> RequestBody + Send + Sync>;
+
+/// Start the link. Jobs arrive on the returned receiver.
+pub fn start(
+    cfg: LinkConfig,
+    keys: Arc<KeyPair>,
+    hello: HelloFn,
+    shutdown: CancellationToken,
+) -> Result<
+    (
+        LinkHandle,
+        mpsc::Receiver<JobLoad>,
+        tokio::task::JoinHandle<()>,
+    ),
+    LinkError,
+> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (job_tx, job_rx) = mpsc::channel(10_000);
+    let stats = Arc::new(LinkStats::default());
+    let connected = Arc::new(AtomicBool::new(false));
+    let pinned = std::fs::read_to_string(&cfg.pin_file)
+        .ok()
+        .and_then(|p| PublicKey::from_pem(&p).ok());
+    let session = ClientSession::new(
+        &cfg.id,
+        cfg.role,
+        keys,
+        pinned,
+        cfg.master_finger.clone(),
+        cfg.max_frame,
+    );
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER)?;
+    transport::tune(&dealer, 100, 10_000)?;
+    let ivl = jitter(cfg.recon_default, cfg.recon_randomize);
+    transport::tune_reconnect(&dealer, ivl as i32, cfg.recon_max.max(ivl) as i32)?;
+    dealer.set_maxmsgsize(cfg.max_frame as i64)?;
+    dealer.connect(&transport::tcp_endpoint(&cfg.master, cfg.master_port))?;
+    let (dealer, dealer_rx) = IoThread::spawn(&ctx, "link-req", vec![dealer], &[], 10_000)?;
+    let task = Task {
+        cfg,
+        ctx,
+        session,
+        dealer,
+        dealer_rx,
+        sub: None,
+        sub_port: 0,
+        hello,
+        requests: rx,
+        jobs: job_tx,
+        pending: BTreeMap::new(),
+        stats: stats.clone(),
+        connected: connected.clone(),
+        shutdown,
+    };
+    let join = tokio::spawn(task.run());
+    Ok((
+        LinkHandle {
+            tx,
+            stats,
+            connected,
+        },
+        job_rx,
+        join,
+    ))
+}
+
+fn jitter(base_ms: u64, randomize: bool) -> u64 {
+    if randomize && base_ms > 0 {
+        base_ms + rand::thread_rng().gen_range(0..base_ms)
+    } else {
+        base_ms
+    }
+}
+
+/// Kinds that must reach the master (kept until acknowledged).
+fn reliable(body: &RequestBody) -> bool {
+    !matches!(body, RequestBody::Heartbeat | RequestBody::Hello { .. })
+}
+
+/// Bound of unacknowledged requests kept for resending.
+const MAX_PENDING: usize = 100_000;
+
+struct Task {
+    cfg: LinkConfig,
+    ctx: zmq::Context,
+    session: ClientSession,
+    dealer: IoThread,
+    dealer_rx: mpsc::Receiver<(usize, transport::Frames)>,
+    sub: Option<(IoThread, mpsc::Receiver<(usize, transport::Frames)>)>,
+    sub_port: u16,
+    hello: HelloFn,
+    requests: mpsc::UnboundedReceiver<Outgoing>,
+    jobs: mpsc::Sender<JobLoad>,
+    /// Unacknowledged reliable requests: req_id → (body, sent at).
+    pending: BTreeMap<u64, (RequestBody, Instant, Option<oneshot::Sender<bool>>)>,
+    stats: Arc<LinkStats>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+}
+
+enum Next {
+    SignIn,
+    SignInAfter(Duration),
+    Stop,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut next = Next::SignIn;
+        loop {
+            next = match next {
+                Next::Stop => break,
+                Next::SignInAfter(d) => {
+                    self.connected.store(false, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => Next::Stop,
+                        _ = tokio::time::sleep(d) => Next::SignIn,
+                    }
+                }
+                Next::SignIn => {
+                    self.connected.store(false, Ordering::Relaxed);
+                    match self.sign_in().await {
+                        Some(true) => self.serve().await,
+                        Some(false) => Next::Stop,
+                        None => Next::Stop,
+                    }
+                }
+            };
+        }
+        self.connected.store(false, Ordering::Relaxed);
+        if let Some((mut s, _)) = self.sub.take() {
+            s.stop();
+        }
+        self.dealer.stop();
+    }
+
+    fn send_frame(&self, frame: Vec<u8>) {
+        if let Err(e) = self.dealer.send(0, vec![frame]) {
+            warn!(error = %e, "could not queue request");
+        }
+    }
+
+    /// Sign in until accepted. Some(true): signed in; None/Some(false): stop.
+    async fn sign_in(&mut self) -> Option<bool> {
+        let mut backoff = Duration::from_millis(self.cfg.recon_default.max(100));
+        let max_backoff = Duration::from_millis(self.cfg.recon_max.max(1000));
+        let mut wait = Duration::from_secs(self.cfg.acceptance_wait_time.max(1));
+        loop {
+            let frame = match self.session.auth_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    error!(error = %e, "cannot build a sign-in request");
+                    return Some(false);
+                }
+            };
+            self.send_frame(frame);
+            let deadline = tokio::time::sleep(Duration::from_secs(5));
+            tokio::pin!(deadline);
+            let outcome = loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    _ = &mut deadline => break None,
+                    m = self.dealer_rx.recv() => {
+                        let Some((_, frames)) = m else { return None };
+                        let Some(frame) = frames.last() else { continue };
+                        match self.session.open_reply(frame) {
+                            Ok(ServerMsg::AuthReply(r)) => break Some(self.session.handle_auth_reply(&r)),
+                            Ok(ServerMsg::Error(e)) => { warn!(error = %e, "master refused the sign-in"); }
+                            Ok(_) => {} // stale replies from an old session
+                            Err(e) => debug!(error = %e, "unreadable frame while signing in"),
+                        }
+                    }
+                }
+            };
+            let pause = match outcome {
+                None => {
+                    let d = backoff.mul_f64(1.0 + rand::thread_rng().gen_range(0.0..0.5));
+                    backoff = (backoff * 2).min(max_backoff);
+                    info!(master = %self.cfg.master, port = self.cfg.master_port, retry_in_ms = d.as_millis() as u64, "master did not answer the sign-in");
+                    d
+                }
+                Some(Ok(SignInOutcome::Accepted { pin })) => {
+                    if let Some(pem) = pin {
+                        if let Err(e) = std::fs::write(&self.cfg.pin_file, pem) {
+                            warn!(file = %self.cfg.pin_file.display(), error = %e, "could not store the master key");
+                        } else {
+                            info!(file = %self.cfg.pin_file.display(), "master key pinned");
+                        }
+                    }
+                    self.stats.sign_ins.fetch_add(1, Ordering::Relaxed);
+                    return Some(self.after_sign_in());
+                }
+                Some(Ok(SignInOutcome::Pending)) => {
+                    info!(id = %self.cfg.id, wait_s = wait.as_secs(), "key is pending acceptance on the master (salt-key -a)");
+                    let d = wait;
+                    if self.cfg.acceptance_wait_time_max > self.cfg.acceptance_wait_time {
+                        wait = (wait + Duration::from_secs(self.cfg.acceptance_wait_time.max(1)))
+                            .min(Duration::from_secs(self.cfg.acceptance_wait_time_max));
+                    }
+                    d
+                }
+                Some(Ok(SignInOutcome::Rejected)) => {
+                    error!(id = %self.cfg.id, "the master rejected this key; delete it on the master (salt-key -d) to sign in again");
+                    wait
+                }
+                Some(Ok(SignInOutcome::Denied)) => {
+                    error!(id = %self.cfg.id, "the master holds a different key for this id (denied); fix the key on the master");
+                    wait
+                }
+                Some(Err(e @ SessionError::MasterKeyMismatch { .. })) => {
+                    error!(error = %e, file = %self.cfg.pin_file.display(), "master key changed: refusing it (remove the pinned key if the change is expected)");
+                    wait
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "bad sign-in answer");
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn after_sign_in(&mut self) -> bool {
+        let Some(est) = self.session.established().cloned() else {
+            return false;
+        };
+        if self.sub.is_none() || self.sub_port != est.publish_port {
+            if let Some((mut old, _)) = self.sub.take() {
+                old.stop();
+            }
+            match self.open_sub(est.publish_port) {
+                Ok(s) => {
+                    self.sub = Some(s);
+                    self.sub_port = est.publish_port;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot subscribe to the master's publisher");
+                    return false;
+                }
+            }
+        }
+        info!(master = %est.master_id, id = %self.cfg.id, "signed in");
+        let hello = (self.hello)();
+        match self.session.seal(hello) {
+            Ok((_, f)) => self.send_frame(f),
+            Err(e) => warn!(error = %e, "cannot send hello"),
+        }
+        // Everything not acknowledged before goes again under the new key.
+        let old: Vec<Outgoing> = std::mem::take(&mut self.pending)
+            .into_values()
+            .map(|(b, _, ack)| (b, ack))
+            .collect();
+        for (body, ack) in old {
+            self.stats.resent.fetch_add(1, Ordering::Relaxed);
+            self.send_request(body, ack);
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        true
+    }
+
+    fn open_sub(
+        &self,
+        port: u16,
+    ) -> Result<(IoThread, mpsc::Receiver<(usize, transport::Frames)>), LinkError> {
+        let sub = self.ctx.socket(zmq::SUB)?;
+        transport::tune(&sub, 100, 100_000)?;
+        let ivl = jitter(self.cfg.recon_default, self.cfg.recon_randomize);
+        transport::tune_reconnect(&sub, ivl as i32, self.cfg.recon_max.max(ivl) as i32)?;
+        sub.set_maxmsgsize(self.cfg.max_frame as i64)?;
+        match self.cfg.role {
+            Role::Minion => sub.set_subscribe(TOPIC_BROADCAST)?,
+            Role::Syndic => sub.set_subscribe(b"S\0")?,
+        }
+        sub.set_subscribe(&topic_for(&self.cfg.id))?;
+        sub.connect(&transport::tcp_endpoint(&self.cfg.master, port))?;
+        Ok(IoThread::spawn(
+            &self.ctx,
+            "link-pub",
+            vec![sub],
+            &[],
+            10_000,
+        )?)
+    }
+
+    fn send_request(&mut self, body: RequestBody, ack: Option<oneshot::Sender<bool>>) {
+        let keep = reliable(&body) || ack.is_some();
+        let copy = keep.then(|| body.clone());
+        match self.session.seal(body) {
+            Ok((req_id, frame)) => {
+                self.send_frame(frame);
+                if let Some(b) = copy {
+                    if self.pending.len() >= MAX_PENDING {
+                        self.pending.pop_first();
+                        warn!(
+                            max = MAX_PENDING,
+                            "too many unacknowledged requests; the oldest was dropped"
+                        );
+                    }
+                    self.pending.insert(req_id, (b, Instant::now(), ack));
+                }
+            }
+            Err(e) => {
+                // Not signed in: keep it for after the next sign-in.
+                if let Some(b) = copy {
+                    self.pending.insert(
+                        u64::MAX - self.pending.len() as u64,
+                        (b, Instant::now(), ack),
+                    );
+                }
+                debug!(error = %e, "request kept until signed in");
+            }
+        }
+    }
+
+    /// Signed in: serve until the master asks for a new sign-in or goes away.
+    async fn serve(&mut self) -> Next {
+        let hb_secs = self
+            .session
+            .established()
+            .map(|e| e.heartbeat_interval)
+            .unwrap_or(2)
+            .max(1);
+        let mut hb = tokio::time::interval(Duration::from_secs(hb_secs));
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let silence = Duration::from_secs(hb_secs * 4);
+        loop {
+            let sub_rx = async {
+                match self.sub.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Next::Stop,
+                m = self.dealer_rx.recv() => {
+                    let Some((_, frames)) = m else { return Next::Stop };
+                    last_heard = Instant::now();
+                    let Some(frame) = frames.last() else { continue };
+                    match self.session.open_reply(frame) {
+                        Ok(ServerMsg::Reply(r)) => {
+                            let ok = match &r.body {
+                                ReplyBody::Refused(why) => {
+                                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                    warn!(reason = %why, "master refused a request");
+                                    false
+                                }
+                                ReplyBody::Ok => true,
+                            };
+                            if let Some((_, _, Some(ack))) = self.pending.remove(&r.req_id) {
+                                let _ = ack.send(ok);
+                            }
+                        }
+                        Ok(ServerMsg::ReAuth) => {
+                            info!("master asks for a new sign-in");
+                            return Next::SignIn;
+                        }
+                        Ok(ServerMsg::Error(e)) => warn!(error = %e, "master reported an error"),
+                        Ok(ServerMsg::AuthReply(_)) => {}
+                        Err(e) => debug!(error = %e, "unreadable reply"),
+                    }
+                }
+                m = sub_rx => {
+                    let Some((_, frames)) = m else { return Next::SignIn };
+                    let Some(payload) = frames.get(1) else {
+                        self.stats.bad_publishes.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    match self.session.open_publish(payload) {
+                        Ok(PubEvent::Job(mut job)) => {
+                            self.stats.jobs.fetch_add(1, Ordering::Relaxed);
+                            if let Some(t) = job.trace.as_mut() {
+                                t.push(Stamp { who: self.cfg.id.clone(), what: "recv".into(), us: now_us() });
+                            }
+                            if self.jobs.send(job).await.is_err() {
+                                return Next::Stop;
+                            }
+                        }
+                        Ok(PubEvent::KeyUpdated) => debug!("publish key updated"),
+                        Ok(PubEvent::NotForUs) => {}
+                        Ok(PubEvent::Reauth) => {
+                            let max = self.cfg.random_reauth_delay.max(1) * 1000;
+                            let d = Duration::from_millis(rand::thread_rng().gen_range(0..max));
+                            info!(delay_ms = d.as_millis() as u64, "master restarted; signing in again");
+                            return Next::SignInAfter(d);
+                        }
+                        Err(SessionError::UnknownPublishKey { .. }) => {
+                            info!("publish under a key we do not hold; signing in again");
+                            return Next::SignIn;
+                        }
+                        Err(e @ SessionError::Replay { .. }) => {
+                            self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                            warn!(error = %e, "publish refused");
+                        }
+                        Err(e) => {
+                            let n = self.stats.bad_publishes.fetch_add(1, Ordering::Relaxed) + 1;
+                            if n.is_power_of_two() {
+                                warn!(error = %e, count = n, "publish refused");
+                            }
+                        }
+                    }
+                }
+                r = self.requests.recv() => {
+                    let Some((body, ack)) = r else { return Next::Stop };
+                    self.send_request(body, ack);
+                }
+                _ = hb.tick() => {
+                    if last_heard.elapsed() > silence {
+                        info!(silent_s = last_heard.elapsed().as_secs(), "no answer from the master; signing in again");
+                        return Next::SignIn;
+                    }
+                    self.send_request(RequestBody::Heartbeat, None);
+                    // Resend what has waited too long for an answer.
+                    let stale: Vec<u64> = self.pending.iter()
+                        .filter(|(_, (_, t, _))| t.elapsed() > Duration::from_secs(10))
+                        .map(|(k, _)| *k).take(1000).collect();
+                    for k in stale {
+                        if let Some((b, _, ack)) = self.pending.remove(&k) {
+                            self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                            self.send_request(b, ack);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Upward traffic of a syndic: returns and roster.
+//!
+//! Returns of jobs that came from above are written to a durable spool
+//! (SQLite) as they arrive, then forwarded in batches (every
+//! `syndic_forward_interval_ms` or `syndic_forward_batch` returns) and
+//! deleted from the spool only once the master above acknowledged the
+//! batch. So a syndic killed mid-job, or cut off from the master above,
+//! loses nothing it had received; the spool is bounded and counts what it
+//! would drop. The subtree is reported upward as roster deltas (a full
+//! report after every new upstream session).
+
+use crate::upstream::Upstream;
+use brine_common::proto::{RequestBody, ReturnLoad};
+use brine_master::daemon::MasterState;
+use brine_master::spool::Spool;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Jids relayed from above (bounded memory; older ones are found in the
+/// job cache by their path).
+pub struct Relayed {
+    set: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+const RELAYED_MAX: usize = 100_000;
+
+impl Default for Relayed {
+    fn default() -> Self {
+        Self {
+            set: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+}
+
+impl Relayed {
+    pub fn insert(&self, jid: &str) {
+        let mut g = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.insert(jid.to_string()) {
+            g.1.push_back(jid.to_string());
+            while g.1.len() > RELAYED_MAX {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, jid: &str) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(jid)
+    }
+}
+
+/// Did this job come from above? (memory first, then the job cache)
+fn from_above(state: &MasterState, relayed: &Relayed, jid: &str) -> bool {
+    if relayed.contains(jid) {
+        return true;
+    }
+    let _ = state.jobs.flush();
+    match state.jobs.lookup_jid(jid) {
+        Ok(Some(rec)) => {
+            let above = rec.load.path.first().is_some_and(|p| p != &state.cfg.id);
+            if above {
+                relayed.insert(jid);
+            }
+            above
+        }
+        _ => false,
+    }
+}
+
+/// Collect returns into the spool (one transaction per burst).
+pub async fn spool_returns(
+    state: Arc<MasterState>,
+    relayed: Arc<Relayed>,
+    spool: Arc<Spool>,
+    mut rx: mpsc::UnboundedReceiver<ReturnLoad>,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.recv() => r,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < 5000 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let st = state.clone();
+        let rel = relayed.clone();
+        let sp = spool.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let keep: Vec<ReturnLoad> = batch
+                .into_iter()
+                .filter(|r| from_above(&st, &rel, &r.jid))
+                .collect();
+            if keep.is_empty() {
+                return Ok(0);
+            }
+            sp.push(&keep)
+        })
+        .await;
+        match res {
+            Ok(Ok(n)) if n > 0 => wake.notify_one(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not spool returns"),
+            Err(e) => warn!(error = %e, "spool task failed"),
+        }
+    }
+}
+
+/// Send spooled returns upward in batches; delete them once acknowledged.
+pub async fn forward_returns(
+    up: Upstream,
+    spool: Arc<Spool>,
+    interval: Duration,
+    batch: usize,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let batch = batch.max(1);
+    loop {
+        let sp = spool.clone();
+        let items = match tokio::task::spawn_blocking(move || sp.peek(batch)).await {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read the spool");
+                vec![]
+            }
+            Err(_) => vec![],
+        };
+        let link = up.link().filter(|l| l.is_up());
+        match (items.is_empty(), link) {
+            (false, Some(link)) => {
+                let last = items.last().map(|(s, _)| *s).unwrap_or(0);
+                let full = items.len() >= batch;
+                let rets: Vec<ReturnLoad> = items.into_iter().map(|(_, r)| r).collect();
+                let n = rets.len();
+                let ack = link.send_acked(RequestBody::SyndicReturns(rets));
+                let acked = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = tokio::time::timeout(Duration::from_secs(30), ack) => a,
+                };
+                match acked {
+                    Ok(Ok(_)) => {
+                        // Acknowledged or refused (refusals are logged and
+                        // counted by the link): either way it is settled.
+                        let sp = spool.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.ack(last)).await
+                        {
+                            warn!(error = %e, "cannot trim the spool");
+                        }
+                        debug!(returns = n, "forwarded returns upward");
+                        if full {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        info!(returns = n, "batch not acknowledged yet; will retry");
+                        continue;
+                    }
+                }
+            }
+            (false, None) => {
+                // Upstream down: keep spooling, check again shortly.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+            (true, _) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        // Coalesce: let more returns arrive before the next batch.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Report the subtree upward as deltas; a full report per new session.
+pub async fn report_roster(
+    state: Arc<MasterState>,
+    up: Upstream,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut sent_version = 0u64;
+    let mut session = u64::MAX;
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(link) = up.link().filter(|l| l.is_up()) else {
+            continue;
+        };
+        if link.sign_ins() != session {
+            session = link.sign_ins();
+            sent_version = 0;
+        }
+        if sent_version != 0 && state.roster.version() == sent_version {
+            continue;
+        }
+        let (delta, v) = state.roster.delta_since(sent_version);
+        if sent_version != 0 && delta.upsert.is_empty() && delta.remove.is_empty() {
+            sent_version = v;
+            continue;
+        }
+        let n = delta.upsert.len();
+        let ack = link.send_acked(RequestBody::Roster(delta));
+        let acked = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = tokio::time::timeout(Duration::from_secs(30), ack) => a,
+        };
+        if let Ok(Ok(true)) = acked {
+            debug!(entries = n, version = v, "roster reported upward");
+            sent_version = v;
+        }
+    }
+}

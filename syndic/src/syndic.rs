@@ -1,0 +1,105 @@
+//! `salt-syndic`: a downstream master plus an upstream link.
+//!
+//! Jobs from above are re-published below with the same jid (and dropped if
+//! this syndic is already on their path: loop guard); returns of those jobs
+//! go up through [`crate::forward`]. The downstream master is a complete
+//! master: its own keys, job cache, roster and `salt` CLI.
+
+use crate::{forward, upstream};
+use brine_common::config::MasterConfig;
+use brine_common::crypto::KeyPair;
+use brine_master::daemon::Master;
+use brine_master::spool::Spool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyndicError {
+    #[error("no syndic_master configured: set syndic_master in the master config")]
+    NoUpstream,
+    #[error(transparent)]
+    Master(#[from] brine_master::daemon::MasterError),
+    #[error(transparent)]
+    Crypto(#[from] brine_common::crypto::CryptoError),
+    #[error(transparent)]
+    Spool(#[from] brine_master::spool::SpoolError),
+}
+
+/// Run a syndic until `shutdown` is cancelled.
+pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), SyndicError> {
+    if cfg.syndic_master.is_empty() {
+        return Err(SyndicError::NoUpstream);
+    }
+    let pki = cfg
+        .syndic_pki_dir
+        .clone()
+        .unwrap_or_else(|| cfg.pki_dir.join("syndic"));
+    brine_master::daemon::private_dir(&pki)?;
+    let (keys, created) = KeyPair::load_or_generate(&pki, "minion")?;
+    if created {
+        info!(pki_dir = %pki.display(), "generated the syndic's upstream key pair");
+    }
+    info!(id = %cfg.id, fingerprint = %keys.public().fingerprint(), "syndic upstream key");
+    let master = Master::start(cfg.clone(), shutdown.clone()).await?;
+    let state = master.state.clone();
+    let spool = Arc::new(Spool::open(
+        &cfg.cachedir.join("syndic_spool.sqlite"),
+        cfg.syndic_spool_max,
+    )?);
+    let relayed = Arc::new(forward::Relayed::default());
+    let (up, mut jobs) = upstream::start(&cfg, Arc::new(keys), shutdown.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let interval = Duration::from_millis(cfg.syndic_forward_interval_ms.max(1));
+    let mut tasks = vec![
+        tokio::spawn(forward::spool_returns(
+            state.clone(),
+            relayed.clone(),
+            spool.clone(),
+            state.watch_all(),
+            wake.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(forward::forward_returns(
+            up.clone(),
+            spool.clone(),
+            interval,
+            cfg.syndic_forward_batch,
+            wake,
+            shutdown.clone(),
+        )),
+        tokio::spawn(forward::report_roster(
+            state.clone(),
+            up.clone(),
+            interval.max(Duration::from_millis(200)),
+            shutdown.clone(),
+        )),
+    ];
+    let st = state.clone();
+    let sd = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let job = tokio::select! {
+                _ = sd.cancelled() => return,
+                j = jobs.recv() => j,
+            };
+            let Some(job) = job else { return };
+            if job.path.iter().any(|p| p == &st.cfg.id) {
+                warn!(jid = %job.jid, path = ?job.path, "job already came through this syndic; dropped (loop)");
+                continue;
+            }
+            relayed.insert(&job.jid);
+            match st.relay(job.clone()) {
+                Ok(expected) => debug!(jid = %job.jid, minions = expected.len(), "job relayed"),
+                Err(e) => warn!(jid = %job.jid, error = %e, "could not relay job"),
+            }
+        }
+    }));
+    shutdown.cancelled().await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    master.join().await;
+    Ok(())
+}

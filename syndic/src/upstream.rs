@@ -1,0 +1,157 @@
+//! The syndic's link to the master above, reusing the minion's
+//! [`brine_minion::link`] with the syndic role. With several
+//! `syndic_master` entries it fails over: while the current master has not
+//! accepted a sign-in for `FAILOVER_AFTER`, the next one in the list is
+//! tried (Salt's `syndic_failover: ordered`).
+
+use brine_common::config::MasterConfig;
+use brine_common::crypto::KeyPair;
+use brine_common::proto::{JobLoad, RequestBody, Role};
+use brine_minion::link::{self, LinkConfig, LinkHandle};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long a master may stay unreachable before the next one is tried.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(15);
+
+/// The current upstream link (replaced on failover).
+#[derive(Clone)]
+pub struct Upstream {
+    current: Arc<RwLock<Option<LinkHandle>>>,
+}
+
+impl Upstream {
+    pub fn link(&self) -> Option<LinkHandle> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.link().is_some_and(|l| l.is_up())
+    }
+}
+
+/// Start the upstream side; jobs from above arrive on the returned channel.
+pub fn start(
+    cfg: &MasterConfig,
+    keys: Arc<KeyPair>,
+    shutdown: CancellationToken,
+) -> (Upstream, mpsc::Receiver<JobLoad>) {
+    let up = Upstream {
+        current: Arc::new(RwLock::new(None)),
+    };
+    let (job_tx, job_rx) = mpsc::channel(10_000);
+    let masters = cfg.syndic_master.clone();
+    let pki = cfg
+        .syndic_pki_dir
+        .clone()
+        .unwrap_or_else(|| cfg.pki_dir.join("syndic"));
+    let base = LinkConfig {
+        id: cfg.id.clone(),
+        role: Role::Syndic,
+        master: String::new(),
+        master_port: cfg.syndic_master_port,
+        pki_dir: pki.clone(),
+        pin_file: pki.join("syndic_master.pub"),
+        master_finger: None,
+        acceptance_wait_time: 5,
+        acceptance_wait_time_max: 30,
+        recon_default: 500,
+        recon_max: 5000,
+        recon_randomize: true,
+        random_reauth_delay: 2,
+        max_frame: cfg.max_frame_bytes,
+    };
+    let up2 = up.clone();
+    tokio::spawn(async move {
+        let mut idx = 0usize;
+        loop {
+            if shutdown.is_cancelled() || masters.is_empty() {
+                return;
+            }
+            let mut lc = base.clone();
+            let (host, port) = split_host_port(&masters[idx % masters.len()], lc.master_port);
+            lc.master = host;
+            lc.master_port = port;
+            // Each upstream master pins its own key.
+            if masters.len() > 1 {
+                lc.pin_file = pki.join(format!("syndic_master.{}.pub", idx % masters.len()));
+            }
+            let link_sd = shutdown.child_token();
+            let hello: link::HelloFn = Box::new(|| RequestBody::Hello {
+                grains: serde_json::json!({}),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            });
+            info!(master = %lc.master, port = lc.master_port, "connecting upstream");
+            let (handle, mut jobs, task) =
+                match link::start(lc, keys.clone(), hello, link_sd.clone()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the upstream link");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        idx += 1;
+                        continue;
+                    }
+                };
+            if let Ok(mut g) = up2.current.write() {
+                *g = Some(handle.clone());
+            }
+            let mut down_since = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let failover = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break false,
+                    j = jobs.recv() => {
+                        let Some(j) = j else { break true };
+                        if job_tx.send(j).await.is_err() { break false; }
+                    }
+                    _ = tick.tick() => {
+                        if handle.is_up() {
+                            down_since = tokio::time::Instant::now();
+                        } else if masters.len() > 1 && down_since.elapsed() > FAILOVER_AFTER {
+                            warn!(master = %masters[idx % masters.len()], "upstream master unreachable; failing over");
+                            break true;
+                        }
+                    }
+                }
+            };
+            link_sd.cancel();
+            let _ = task.await;
+            if !failover {
+                return;
+            }
+            idx += 1;
+        }
+    });
+    (up, job_rx)
+}
+
+/// `host:port` or `host` (default port); IPv6 in brackets.
+pub fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once(']') {
+            let port = p.trim_start_matches(':').parse().unwrap_or(default_port);
+            return (h.to_string(), port);
+        }
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().unwrap_or(default_port)),
+        _ => (s.to_string(), default_port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("10.0.0.1", 4506), ("10.0.0.1".into(), 4506));
+        assert_eq!(split_host_port("top:5506", 4506), ("top".into(), 5506));
+        assert_eq!(split_host_port("[::1]:7", 4506), ("::1".into(), 7));
+        assert_eq!(split_host_port("::1", 4506), ("::1".into(), 4506));
+    }
+}
