@@ -74,7 +74,7 @@ pub enum ServerMsg {
 /// A publish, opened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PubEvent {
-    Job(JobLoad),
+    Job(Box<JobLoad>),
     /// The publish key was rotated and we got the new one.
     KeyUpdated,
     /// A key update addressed to someone else (should not reach us).
@@ -298,7 +298,10 @@ impl ClientSession {
                     .publish_key
                     .open(&crypto::aad_publish(&body.master_id, key_id), &data)?;
                 self.check_seq(body.seq)?;
-                Ok(PubEvent::Job(codec::decode(&plain, self.max_frame)?))
+                Ok(PubEvent::Job(Box::new(codec::decode(
+                    &plain,
+                    self.max_frame,
+                )?)))
             }
         }
     }

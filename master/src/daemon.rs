@@ -811,14 +811,14 @@ async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
         }
         n += 1;
         state.roster.sweep();
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let v = state.roster.version();
             if v != last_version {
                 state.save_roster();
                 last_version = v;
             }
         }
-        if n % 300 == 0 {
+        if n.is_multiple_of(300) {
             debug!(counters = ?serde_json::to_string(&state.counters).ok(), "master counters");
         }
     }

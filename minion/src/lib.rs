@@ -5,7 +5,7 @@
 //! - [`link`]: the authenticated link to a master (sign-in, heartbeats,
 //!   verified jobs in, acknowledged requests out); the syndic reuses it.
 //! - [`daemon`]: the minion daemon: matcher and one task per job.
-//! - [`call`]: `salt-call`.
+//! - [`call`]: the `salt-call` command.
 //! - [`exec`]: the execution-module registry (`test`, `cmd`, `grains`,
 //!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
 //!   Salt-shaped return ([`exec::Outcome`]).

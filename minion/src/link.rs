@@ -271,7 +271,7 @@ impl Task {
                     _ = self.shutdown.cancelled() => return None,
                     _ = &mut deadline => break None,
                     m = self.dealer_rx.recv() => {
-                        let Some((_, frames)) = m else { return None };
+                        let (_, frames) = m?;
                         let Some(frame) = frames.last() else { continue };
                         match self.session.open_reply(frame) {
                             Ok(ServerMsg::AuthReply(r)) => break Some(self.session.handle_auth_reply(&r)),
@@ -485,7 +485,7 @@ impl Task {
                             if let Some(t) = job.trace.as_mut() {
                                 t.push(Stamp { who: self.cfg.id.clone(), what: "recv".into(), us: now_us() });
                             }
-                            if self.jobs.send(job).await.is_err() {
+                            if self.jobs.send(*job).await.is_err() {
                                 return Next::Stop;
                             }
                         }
