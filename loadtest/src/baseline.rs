@@ -108,7 +108,10 @@ impl RunConfig {
 }
 
 /// Runs the raw baseline end to end.
-pub fn run_baseline(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BaselineRun, HarnessError> {
+pub fn run_baseline(
+    cfg: &RunConfig,
+    interrupted: &AtomicBool,
+) -> Result<BaselineRun, HarnessError> {
     cfg.validate()?;
     let started = Instant::now();
     let names: Vec<String> = (1..=cfg.syndics).map(|i| format!("syndic-{i}")).collect();
@@ -117,7 +120,11 @@ pub fn run_baseline(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<Baselin
     let chain_of: Vec<usize> = ids.iter().map(|id| ring.assign_index(id)).collect();
     let balance = ring.balance(&ids);
     let moved = ring.moved_fraction(&ids, &format!("syndic-{}", cfg.syndics + 1))?;
-    let plan = workers::plan_workers(cfg.minions as usize, workers::fd_limit(), cfg.minions_per_worker)?;
+    let plan = workers::plan_workers(
+        cfg.minions as usize,
+        workers::fd_limit(),
+        cfg.minions_per_worker,
+    )?;
 
     let ready_timeout = Duration::from_secs(cfg.ready_timeout_secs);
     let total_jobs = cfg.jobs + cfg.warmup;

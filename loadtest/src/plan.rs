@@ -42,7 +42,9 @@ pub fn run_plan(
     interrupted: &AtomicBool,
 ) -> Result<PlanReport, HarnessError> {
     if minions.is_empty() || syndics.is_empty() {
-        return Err(HarnessError::Config("plan needs minion and syndic counts".into()));
+        return Err(HarnessError::Config(
+            "plan needs minion and syndic counts".into(),
+        ));
     }
     let mut cells = Vec::new();
     for &m in minions {

@@ -81,7 +81,9 @@ pub struct Report {
 fn tier_reports(stats: &TierStats) -> BTreeMap<String, TierReport> {
     let mut out = BTreeMap::new();
     for t in Tier::ALL {
-        let Some(h) = stats.histogram(t) else { continue };
+        let Some(h) = stats.histogram(t) else {
+            continue;
+        };
         let curve = if h.is_empty() {
             Vec::new()
         } else {
@@ -178,7 +180,11 @@ impl Report {
         let _ = writeln!(
             s,
             "workers {}, fds/minion {:.2}, rss/minion {:.1} KiB, moved on add {:.3}, balance {:?}",
-            m.worker_processes, m.fds_per_minion, m.minion_rss_kib, m.moved_fraction_on_add, m.balance
+            m.worker_processes,
+            m.fds_per_minion,
+            m.minion_rss_kib,
+            m.moved_fraction_on_add,
+            m.balance
         );
         s
     }
@@ -205,7 +211,7 @@ impl Report {
         let _ = write!(
             s,
             "<h1>Load test ({})</h1><p>{} minions, {} syndics &times; {} tiers, {} jobs, \
-             target <code>{}</code>, fun <code>{}</code>, payload {} B, {} worker processes</p>\n",
+             target <code>{}</code>, fun <code>{}</code>, payload {} B, {} worker processes</p>",
             esc(&m.mode),
             m.minions,
             m.syndics,
@@ -216,7 +222,7 @@ impl Report {
             m.payload,
             m.worker_processes
         );
-        s.push_str("<table><tr><th>tier (ms)</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>count</th></tr>\n");
+        s.push_str("\n<table><tr><th>tier (ms)</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>count</th></tr>\n");
         for t in Tier::ALL {
             if let Some(r) = self.histograms.get(t.name()) {
                 let _ = writeln!(
@@ -228,15 +234,46 @@ impl Report {
         }
         s.push_str("</table>\n<table>");
         let rows: [(&str, String); 9] = [
-            ("returns received / expected", format!("{} / {}", m.received_returns, m.expected_returns)),
-            ("lost / duplicate / unexpected", format!("{} / {} / {}", m.lost_returns, m.duplicate_returns, m.unexpected_returns)),
-            ("completion p50 / p99 (ms)", format!("{:.2} / {:.2}", self.completion_ms.p50, self.completion_ms.p99)),
-            ("baseline completion p50 / p99 (ms)", format!("{:.2} / {:.2}", self.baseline_completion_ms.p50, self.baseline_completion_ms.p99)),
+            (
+                "returns received / expected",
+                format!("{} / {}", m.received_returns, m.expected_returns),
+            ),
+            (
+                "lost / duplicate / unexpected",
+                format!(
+                    "{} / {} / {}",
+                    m.lost_returns, m.duplicate_returns, m.unexpected_returns
+                ),
+            ),
+            (
+                "completion p50 / p99 (ms)",
+                format!(
+                    "{:.2} / {:.2}",
+                    self.completion_ms.p50, self.completion_ms.p99
+                ),
+            ),
+            (
+                "baseline completion p50 / p99 (ms)",
+                format!(
+                    "{:.2} / {:.2}",
+                    self.baseline_completion_ms.p50, self.baseline_completion_ms.p99
+                ),
+            ),
             ("ratio p50", format!("{:.2}", self.ratio_p50)),
             ("fds per minion", format!("{:.2}", m.fds_per_minion)),
             ("RSS per minion (KiB)", format!("{:.1}", m.minion_rss_kib)),
-            ("moved fraction on add", format!("{:.3}", m.moved_fraction_on_add)),
-            ("balance", m.balance.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")),
+            (
+                "moved fraction on add",
+                format!("{:.3}", m.moved_fraction_on_add),
+            ),
+            (
+                "balance",
+                m.balance
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
@@ -268,7 +305,7 @@ fn svg_plot(name: &str, measured: Option<&TierReport>, base: Option<&TierReport>
     const W: f64 = 420.0;
     const H: f64 = 260.0;
     const L: f64 = 56.0;
-    const R: f64 = 12.0;
+    const R: f64 = 26.0;
     const T: f64 = 28.0;
     const B: f64 = 40.0;
     let curves: Vec<(&TierReport, &str, &str)> = [
@@ -304,7 +341,13 @@ fn svg_plot(name: &str, measured: Option<&TierReport>, base: Option<&TierReport>
         H - B,
         H - B
     );
-    for (q, label) in [(0.0, "0%"), (0.9, "90%"), (0.99, "99%"), (0.999, "99.9%"), (0.9999, "99.99%")] {
+    for (q, label) in [
+        (0.0, "0%"),
+        (0.9, "90%"),
+        (0.99, "99%"),
+        (0.999, "99.9%"),
+        (0.9999, "99.99%"),
+    ] {
         let x = px(q);
         let _ = write!(
             s,
@@ -404,7 +447,7 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 fn fmt_ms(v: f64) -> String {
-    if v >= 10.0 {
+    if v >= 10.0 && v.fract() == 0.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.1}")
@@ -459,14 +502,32 @@ mod tests {
         assert!((r.ratio_p50 - 2.0).abs() < 0.01, "{}", r.ratio_p50);
         let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
         for key in [
-            "minions", "syndics", "tiers", "jobs", "lost_returns", "duplicate_returns",
-            "completion_ms", "baseline_completion_ms", "ratio_p50", "histograms", "balance",
-            "moved_fraction_on_add", "fds_per_minion", "worker_processes", "minion_rss_kib",
+            "minions",
+            "syndics",
+            "tiers",
+            "jobs",
+            "lost_returns",
+            "duplicate_returns",
+            "completion_ms",
+            "baseline_completion_ms",
+            "ratio_p50",
+            "histograms",
+            "balance",
+            "moved_fraction_on_add",
+            "fds_per_minion",
+            "worker_processes",
+            "minion_rss_kib",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["histograms"]["completion"]["count"], 100);
-        assert_eq!(v["histograms"]["completion"]["curve"].as_array().unwrap().len(), 12);
+        assert_eq!(
+            v["histograms"]["completion"]["curve"]
+                .as_array()
+                .unwrap()
+                .len(),
+            12
+        );
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
     }

@@ -164,7 +164,9 @@ pub fn plan_workers(
     }
     let workers = minions.div_ceil(per);
     let (base, extra) = (minions / workers, minions % workers);
-    Ok((0..workers).map(|i| base + usize::from(i < extra)).collect())
+    Ok((0..workers)
+        .map(|i| base + usize::from(i < extra))
+        .collect())
 }
 
 /// Makes the kernel kill this process when its parent dies; children call
@@ -273,7 +275,10 @@ impl ChildProc {
             if left.is_zero() {
                 return Err(WorkerError::Timeout(self.name.clone()));
             }
-            match self.events.recv_timeout(left.min(Duration::from_millis(100))) {
+            match self
+                .events
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(ev) => match want(ev) {
                     Ok(v) => return Ok(v),
                     Err(other) => on_other(&other),

@@ -2,6 +2,8 @@
 //! minions behind 2 relays, 5 jobs; checks the JSON report and that no
 //! process it started is left running.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,9 +39,31 @@ fn baseline_end_to_end_counts_every_return() {
     let json = dir.path().join("report.json");
     let html = dir.path().join("report.html");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["baseline", "--minions", "200", "--syndics", "2", "--jobs", "5"])
-        .args(["--warmup", "1", "--payload", "100", "--minions-per-worker", "120"])
-        .args(["--minions-per-context", "50", "--publish-port", "0", "--ret-port", "0"])
+        .args([
+            "baseline",
+            "--minions",
+            "200",
+            "--syndics",
+            "2",
+            "--jobs",
+            "5",
+        ])
+        .args([
+            "--warmup",
+            "1",
+            "--payload",
+            "100",
+            "--minions-per-worker",
+            "120",
+        ])
+        .args([
+            "--minions-per-context",
+            "50",
+            "--publish-port",
+            "0",
+            "--ret-port",
+            "0",
+        ])
         .args(["--job-timeout", "20", "--ready-timeout", "60"])
         .arg("--json")
         .arg(&json)

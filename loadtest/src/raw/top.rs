@@ -245,7 +245,14 @@ pub fn run(args: &TopArgs) -> Result<(), RawError> {
     for _ in 0..3 {
         publisher.send(wire::encode(&Down::Stop)?, 0)?;
         for frames in recv_batch(&router, 100)? {
-            handle_reply(&frames, now_ns(), &target, &mut active, &mut stats, &mut counts);
+            handle_reply(
+                &frames,
+                now_ns(),
+                &target,
+                &mut active,
+                &mut stats,
+                &mut counts,
+            );
         }
     }
     emit(&ChildEvent::TopResult(TopResult {

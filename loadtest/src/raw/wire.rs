@@ -42,9 +42,7 @@ impl WireTarget {
             if k == 0 || k > u64::from(total) {
                 return Err(super::RawError::Target(spec.to_string()));
             }
-            let mut v: Vec<u32> = (0..k)
-                .map(|i| (i * u64::from(total) / k) as u32)
-                .collect();
+            let mut v: Vec<u32> = (0..k).map(|i| (i * u64::from(total) / k) as u32).collect();
             v.dedup();
             return Ok(WireTarget::List(v));
         }

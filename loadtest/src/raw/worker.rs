@@ -81,7 +81,7 @@ pub fn run(spec: &WorkerSpec) -> Result<(), RawError> {
     let mut minions: Vec<Minion> = Vec::new();
     for g in &spec.groups {
         for &idx in &g.minions {
-            if minions.len() % per_ctx == 0 {
+            if minions.len().is_multiple_of(per_ctx) {
                 contexts.push(zmq::Context::new());
             }
             let ctx = contexts.last().ok_or(RawError::Malformed("no context"))?;
@@ -94,8 +94,11 @@ pub fn run(spec: &WorkerSpec) -> Result<(), RawError> {
             dealer.connect(&g.ret_endpoint)?;
             dealer.send_multipart([wire::encode(&Up::Hello { idx })?, Vec::new()], 0)?;
             let fd = sub.get_fd()?;
-            poll.registry()
-                .register(&mut SourceFd(&fd), Token(minions.len()), Interest::READABLE)?;
+            poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(minions.len()),
+                Interest::READABLE,
+            )?;
             minions.push(Minion {
                 idx,
                 id: super::minion_id(idx),
