@@ -1,1 +1,26 @@
-//! brine-loadtest
+//! brine-loadtest: a load-test harness for Brine topologies.
+//!
+//! Layout:
+//! - `cli`: the `loadtest` command line (Salt-style flags, hidden child
+//!   subcommands).
+//! - `ring`: consistent hashing of minion ids onto syndics.
+//! - `stats`: per-tier latency histograms (hdrhistogram, µs).
+//! - `report`: console table, JSON report and self-contained HTML page.
+//! - `raw`: the raw ZeroMQ baseline processes (top, relay, minion worker)
+//!   and their wire messages.
+//! - `workers`: child processes (spawn, events on stdout, kill on drop,
+//!   Ctrl-C), fd and RSS accounting, splitting minions over workers.
+//! - `baseline`: the coordinator of a baseline run.
+//! - `plan`: capacity planning over a grid of minion and syndic counts.
+
+// Tests may unwrap (house rules); library code may not.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod baseline;
+pub mod cli;
+pub mod plan;
+pub mod raw;
+pub mod report;
+pub mod ring;
+pub mod stats;
+pub mod workers;

@@ -1,0 +1,19 @@
+//! `loadtest`: parses the command line and hands it to the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = match brine_loadtest::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                brine_common::exit::USAGE
+            } else {
+                brine_common::exit::OK
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    std::process::exit(brine_loadtest::cli::run(cli));
+}
