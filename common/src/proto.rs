@@ -311,8 +311,10 @@ pub enum PubKind {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// Every peer should sign in again (after a master restart).
-    Reauth,
+    /// Every peer that does not hold publish key `key_id` should sign in
+    /// again (sent after a master restart; peers already signed in to this
+    /// master ignore it).
+    Reauth { key_id: u32 },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

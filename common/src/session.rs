@@ -260,10 +260,14 @@ impl ClientSession {
             master.verify(&signed.body, &signed.sig)?;
         }
         match body.kind {
-            PubKind::Reauth => {
+            PubKind::Reauth { key_id } => {
                 // Not subject to the replay window: a restarted master
-                // starts a new sequence; re-signing in is harmless.
-                Ok(PubEvent::Reauth)
+                // starts a new sequence; re-signing in is harmless. Peers
+                // that already hold this master's key ignore it.
+                match &self.est {
+                    Some(est) if est.key_id == key_id => Ok(PubEvent::NotForUs),
+                    _ => Ok(PubEvent::Reauth),
+                }
             }
             PubKind::KeyUpdate { id, data } => {
                 if id != self.id {

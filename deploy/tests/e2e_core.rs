@@ -343,3 +343,99 @@ fn master_restart_keeps_keys_and_returns() {
     );
     assert_eq!(keys["minions"].as_array().map(|a| a.len()), Some(10));
 }
+
+#[test]
+fn salt_call_fingerprints_config_errors_and_socket_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topology::builder()
+        .direct_minions(1)
+        .start(Duration::from_secs(30))
+        .expect("topology");
+    let m = &topo.minions[0];
+    let call = |args: &[&str]| {
+        std::process::Command::new(topo.bin.join("salt-call"))
+            .arg("-c")
+            .arg(&m.config_dir)
+            .args(args)
+            .output()
+            .expect("salt-call")
+    };
+    // salt-call --local prints the same fingerprint salt-key shows.
+    let local = json(&call(&["--local", "key.finger", "--out", "json"]));
+    let fp = local["local"].as_str().expect("fingerprint").to_string();
+    let listed = topo
+        .cli("top", "salt-key", &["-f", "minion1"])
+        .expect("salt-key -f");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&fp), "salt-key -f:\n{text}\nsalt-call: {fp}");
+    let ping = call(&["--local", "test.ping"]);
+    assert_eq!(String::from_utf8_lossy(&ping.stdout), "local:\n    True\n");
+    let failed = call(&["--local", "cmd.run", "exit 4", "--retcode-passthrough"]);
+    assert_eq!(code(&failed), 4);
+    let failed = call(&["--local", "cmd.run", "exit 4"]);
+    assert_eq!(code(&failed), 1);
+
+    // The client socket and its token are for root (or the master's user) only.
+    let root = topo.top.config_dir.join("root");
+    let sock = walk_find(&root, "master.ipc").expect("socket");
+    let token = walk_find(&root, ".root_key").expect("token");
+    assert_eq!(
+        std::fs::metadata(&sock).expect("sock").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&token)
+            .expect("token")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o400
+    );
+
+    // A bad value stops the daemon with 78 and names the key and the file;
+    // an unknown key is warned about by name.
+    let bad = topo.root.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    std::fs::write(bad.join("master"), "ret_port: abc\n").expect("write");
+    let out = std::process::Command::new(topo.bin.join("salt-master"))
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .expect("salt-master");
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ret_port") && err.contains(&bad.join("master").display().to_string()),
+        "{err}"
+    );
+    std::fs::write(
+        bad.join("minion"),
+        format!(
+            "id: x\nmaster: 127.0.0.1\nroot_dir: {}\nno_such_option: 1\nlog_level: nonsense\n",
+            bad.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(topo.bin.join("salt-minion"))
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .expect("salt-minion");
+    assert_eq!(code(&out), 78, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log_level"));
+}
+
+fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir() {
+            if let Some(f) = walk_find(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}

@@ -258,7 +258,12 @@ impl Master {
                     _ = sd.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                 }
-                if let Err(e) = st.publisher.reauth_all() {
+                let key_id = st
+                    .publish_key
+                    .read()
+                    .map(|g| g.0)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                if let Err(e) = st.publisher.reauth_all(key_id) {
                     warn!(error = %e, "could not publish re-auth request");
                 }
             }

@@ -143,8 +143,8 @@ impl Publisher {
     }
 
     /// Ask every minion and syndic to sign in again (sent at start).
-    pub fn reauth_all(&self) -> Result<(), PublishError> {
-        let frame = self.frame(PubKind::Reauth, true)?;
+    pub fn reauth_all(&self, key_id: u32) -> Result<(), PublishError> {
+        let frame = self.frame(PubKind::Reauth { key_id }, true)?;
         self.io
             .send(0, vec![TOPIC_BROADCAST.to_vec(), frame.clone()])?;
         self.io.send(0, vec![TOPIC_SYNDICS.to_vec(), frame])?;

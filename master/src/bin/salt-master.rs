@@ -40,6 +40,9 @@ async fn main() {
         Some(&cfg.log_file),
         cfg.log_level_logfile.as_deref().unwrap_or(&cfg.log_level),
     );
+    for key in &cfg.unknown_keys {
+        tracing::warn!(key = %key, config_dir = %args.config_dir.display(), "unknown config option ignored");
+    }
     let nofile = cli::raise_nofile();
     tracing::info!(nofile, "open-files limit");
     let shutdown = CancellationToken::new();

@@ -51,6 +51,9 @@ async fn main() {
         Some(&cfg.log_file),
         cfg.log_level_logfile.as_deref().unwrap_or(&cfg.log_level),
     );
+    for key in &cfg.unknown_keys {
+        tracing::warn!(key = %key, config_dir = %args.config_dir.display(), "unknown config option ignored");
+    }
     cli::raise_nofile();
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
