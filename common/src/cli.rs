@@ -57,3 +57,82 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// Flags every daemon takes (`salt-master`, `salt-minion`, `salt-syndic`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Configuration directory (reads DIR/master or DIR/minion, and the
+    /// matching .d/*.conf files).
+    #[arg(
+        short = 'c',
+        long = "config-dir",
+        default_value = "/etc/salt",
+        env = "SALT_CONFIG_DIR"
+    )]
+    pub config_dir: std::path::PathBuf,
+    /// Console log level (overrides log_level).
+    #[arg(short = 'l', long = "log-level")]
+    pub log_level: Option<String>,
+}
+
+/// What a daemon needs from its config to start logging.
+pub trait DaemonConfig {
+    fn log_level(&self) -> &str;
+    fn log_file(&self) -> &std::path::Path;
+    fn logfile_level(&self) -> &str;
+    fn unknown_keys(&self) -> &[String];
+}
+
+impl DaemonConfig for crate::config::MasterConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_file(&self) -> &std::path::Path {
+        &self.log_file
+    }
+    fn logfile_level(&self) -> &str {
+        crate::config::MasterConfig::logfile_level(self)
+    }
+    fn unknown_keys(&self) -> &[String] {
+        &self.unknown_keys
+    }
+}
+
+impl DaemonConfig for crate::config::MinionConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_file(&self) -> &std::path::Path {
+        &self.log_file
+    }
+    fn logfile_level(&self) -> &str {
+        crate::config::MinionConfig::logfile_level(self)
+    }
+    fn unknown_keys(&self) -> &[String] {
+        &self.unknown_keys
+    }
+}
+
+type Loader<C> =
+    fn(&std::path::Path, &[(&str, serde_json::Value)]) -> Result<C, crate::config::ConfigError>;
+
+/// Load a daemon's config (exit 78 with the loader's message on error),
+/// start logging, warn about unknown keys by name.
+pub fn daemon_config<C: DaemonConfig>(name: &str, args: &DaemonArgs, load: Loader<C>) -> C {
+    let mut overrides = vec![];
+    if let Some(l) = &args.log_level {
+        overrides.push(("log_level", serde_json::Value::String(l.clone())));
+    }
+    let cfg = match load(&args.config_dir, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(exit::CONFIG);
+        }
+    };
+    crate::telemetry::init(cfg.log_level(), Some(cfg.log_file()), cfg.logfile_level());
+    for key in cfg.unknown_keys() {
+        tracing::warn!(key = %key, config_dir = %args.config_dir.display(), "unknown config option ignored");
+    }
+    cfg
+}
