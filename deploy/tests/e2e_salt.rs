@@ -162,9 +162,24 @@ fn targeting_outputters_and_grain_refresh() {
     check(t, &["-G"], "role:w*", set(&[1, 2, 3, 4]));
     check(t, &["-G"], "dc:name:e*", set(&[1, 2, 3, 4, 5, 6]));
     check(t, &["-G"], "roles:even", set(&[2, 4, 6, 8, 10, 12]));
-    check(t, &["-G", "--delimiter", "/"], "dc/rack/id/r3", set(&[3, 6, 9, 12]));
-    check(t, &["-P"], "role:^(web|db)$", set(&[1, 2, 3, 4, 5, 6, 7, 8]));
-    check(t, &["-P"], "dc:rack:id:r[13]", set(&[1, 3, 4, 6, 7, 9, 10, 12]));
+    check(
+        t,
+        &["-G", "--delimiter", "/"],
+        "dc/rack/id/r3",
+        set(&[3, 6, 9, 12]),
+    );
+    check(
+        t,
+        &["-P"],
+        "role:^(web|db)$",
+        set(&[1, 2, 3, 4, 5, 6, 7, 8]),
+    );
+    check(
+        t,
+        &["-P"],
+        "dc:rack:id:r[13]",
+        set(&[1, 3, 4, 6, 7, 9, 10, 12]),
+    );
     check(t, &["-S"], "10.0.0.0/30", set(&[1, 2, 3]));
     check(t, &["-S"], "10.0.0.7", set(&[7]));
     check(t, &["-S"], "fd00::8/125", set(&[8, 9, 10, 11, 12]));
@@ -182,9 +197,19 @@ fn targeting_outputters_and_grain_refresh() {
         "(G@role:db or E@minion1[01]$) and S@10.0.0.0/29",
         set(&[5, 6, 7]),
     );
-    check(t, &["-C"], "minion1* and not E@minion1$", set(&[10, 11, 12]));
+    check(
+        t,
+        &["-C"],
+        "minion1* and not E@minion1$",
+        set(&[10, 11, 12]),
+    );
     check(t, &["-C"], "N@webs or minion9", set(&[1, 2, 3, 4, 9]));
-    check(t, &["-C"], "S@fd00::1/127 or G@roles:odd and G@role:cache", set(&[1, 9, 11]));
+    check(
+        t,
+        &["-C"],
+        "S@fd00::/127 or G@roles:odd and G@role:cache",
+        set(&[1, 9, 11]),
+    );
     check(t, &["-N"], "webs", set(&[1, 2, 3, 4]));
     check(t, &["-N"], "mixed", set(&[1, 2, 3, 4, 12]));
 
@@ -223,14 +248,29 @@ fn targeting_outputters_and_grain_refresh() {
     let out = with(&["--out", "json", "--out-indent", "-1"]);
     let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     lines.sort();
-    assert_eq!(lines, ["{\"minion1\": \"hi\"}", "{\"minion2\": \"hi\"}"], "{}", show(&out));
+    assert_eq!(
+        lines,
+        ["{\"minion1\": \"hi\"}", "{\"minion2\": \"hi\"}"],
+        "{}",
+        show(&out)
+    );
     let out = with(&["--out", "json"]);
     let d = docs(&text(&out.stdout));
     assert_eq!(d.len(), 2, "one JSON document per minion: {}", show(&out));
     let out = with(&["--out", "yaml", "--static"]);
-    assert_eq!(text(&out.stdout), "minion1: hi\nminion2: hi\n", "{}", show(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "minion1: hi\nminion2: hi\n",
+        "{}",
+        show(&out)
+    );
     let out = with(&["--out", "txt", "--static"]);
-    assert_eq!(text(&out.stdout), "minion1: hi\nminion2: hi\n", "{}", show(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "minion1: hi\nminion2: hi\n",
+        "{}",
+        show(&out)
+    );
     let out = with(&["--out", "raw", "--static"]);
     assert_eq!(
         text(&out.stdout),
@@ -239,20 +279,79 @@ fn targeting_outputters_and_grain_refresh() {
         show(&out)
     );
     let out = with(&["--out", "quiet"]);
-    assert_eq!((code(&out), text(&out.stdout)), (0, String::new()), "{}", show(&out));
+    assert_eq!(
+        (code(&out), text(&out.stdout)),
+        (0, String::new()),
+        "{}",
+        show(&out)
+    );
     let file = topo.root.path().join("out.json");
     let file_s = file.to_string_lossy().into_owned();
     let out = with(&["--out", "json", "--static", "--out-file", &file_s]);
-    assert_eq!((code(&out), text(&out.stdout)), (0, String::new()), "{}", show(&out));
+    assert_eq!(
+        (code(&out), text(&out.stdout)),
+        (0, String::new()),
+        "{}",
+        show(&out)
+    );
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(&file).expect("out file")).expect("json");
     assert_eq!(written, json!({"minion1": "hi", "minion2": "hi"}));
+
+    // -p: a progress bar on a terminal (a pty from `script`), never in JSON.
+    let on_tty = |extra: &str| {
+        let line = format!(
+            "{} -c {} '*' test.sleep 1 -p {extra}",
+            t.bin.join("salt").display(),
+            t.top.config_dir.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script(1) runs salt on a pty");
+        assert_eq!(code(&out), 0, "{line}: {}", show(&out));
+        text(&out.stdout)
+    };
+    let screen = on_tty("");
+    assert!(
+        screen.contains("Returns: ["),
+        "progress bar on a tty: {screen}"
+    );
+    let screen = on_tty("--out json");
+    assert!(
+        !screen.contains("Returns:"),
+        "no progress bar in JSON: {screen}"
+    );
+    assert_eq!(docs(&screen).len(), N, "{screen}");
+
+    // Batch and --async keep the exit codes: no match 2, bad target 64.
+    for args in [
+        &["nosuch*", "-b", "2", "test.ping"][..],
+        &["nosuch*", "--async", "test.ping"],
+    ] {
+        let out = t.salt(args).expect("salt");
+        assert_eq!(code(&out), 2, "{args:?}: {}", show(&out));
+    }
+    for args in [
+        &["-E", "(", "-b", "2", "test.ping"][..],
+        &["-E", "(", "--async", "test.ping"],
+    ] {
+        let out = t.salt(args).expect("salt");
+        assert_eq!(code(&out), 64, "{args:?}: {}", show(&out));
+    }
 
     // The master refreshes grains: saltutil.sync_grains answers and keeps
     // the roster right; a restart with other static grains moves minion3
     // from the web role to db.
     let out = t
-        .salt(&["minion3", "saltutil.sync_grains", "--out", "json", "--static"])
+        .salt(&[
+            "minion3",
+            "saltutil.sync_grains",
+            "--out",
+            "json",
+            "--static",
+        ])
         .expect("sync");
     assert_eq!(one(&out), json!({"minion3": []}), "{}", show(&out));
     check(t, &["-G"], "role:web", set(&[1, 2, 3, 4]));
@@ -283,7 +382,9 @@ fn targeting_outputters_and_grain_refresh() {
         let out = t
             .salt(&["-G", "role:db", "test.ping", "--out", "json", "--static"])
             .expect("salt");
-        one(&out).as_object().is_some_and(|o| o.contains_key("minion3"))
+        one(&out)
+            .as_object()
+            .is_some_and(|o| o.contains_key("minion3"))
     })
     .expect("grains refreshed on reconnect");
     check(t, &["-G"], "role:web", set(&[1, 2, 4]));
@@ -377,11 +478,21 @@ fn waiting_async_jobs_batch_and_fleet_status() {
         .to_string();
     assert_eq!(jid.len(), 20, "{jid}");
     t.eventually(Duration::from_secs(20), "async returns cached", || {
-        run_json(t, "jobs.lookup_jid", &[&jid]).0.as_object().map(|o| o.len()) == Some(N)
+        run_json(t, "jobs.lookup_jid", &[&jid])
+            .0
+            .as_object()
+            .map(|o| o.len())
+            == Some(N)
     })
     .expect("lookup_jid");
     let (v, _) = run_json(t, "jobs.lookup_jid", &[&jid]);
-    assert!(v.as_object().expect("obj").values().all(|x| x == &json!(true)), "{v}");
+    assert!(
+        v.as_object()
+            .expect("obj")
+            .values()
+            .all(|x| x == &json!(true)),
+        "{v}"
+    );
     let (v, _) = run_json(t, "jobs.list_job", &[&jid]);
     assert_eq!(v["Function"], "test.ping", "{v}");
     assert_eq!(v["Minions"].as_array().map(Vec::len), Some(N), "{v}");
@@ -392,7 +503,11 @@ fn waiting_async_jobs_batch_and_fleet_status() {
         &["--search-function", "test.ping", "--search-target", "*"],
     );
     assert!(v.get(&jid).is_some(), "list_jobs finds {jid}: {v}");
-    assert!(v.as_object().expect("obj").values().all(|j| j["Function"] == "test.ping"));
+    assert!(v
+        .as_object()
+        .expect("obj")
+        .values()
+        .all(|j| j["Function"] == "test.ping"));
     let (v, _) = run_json(t, "jobs.list_jobs", &["--search-function", "cmd.run"]);
     assert!(v.get(&jid).is_none(), "{v}");
     let (v, c) = run_json(t, "jobs.exit_success", &[&jid]);
@@ -400,11 +515,21 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     assert_eq!(v.as_object().map(|o| o.len()), Some(N), "{v}");
     let out = t.salt(&["nosuch*", "test.ping", "--async"]).expect("async");
     assert_eq!(code(&out), 2, "{}", show(&out));
-    let out = t.salt(&["minion1", "test.false", "--async"]).expect("async");
+    let out = t
+        .salt(&["minion1", "test.false", "--async"])
+        .expect("async");
     assert_eq!(code(&out), 0, "{}", show(&out));
-    let fjid = text(&out.stdout).trim().rsplit(' ').next().unwrap_or_default().to_string();
+    let fjid = text(&out.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     t.eventually(Duration::from_secs(20), "test.false returned", || {
-        run_json(t, "jobs.lookup_jid", &[&fjid]).0.get("minion1").is_some()
+        run_json(t, "jobs.lookup_jid", &[&fjid])
+            .0
+            .get("minion1")
+            .is_some()
     })
     .expect("lookup false");
     let (v, c) = run_json(t, "jobs.exit_success", &[&fjid]);
@@ -415,15 +540,29 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     let started = Instant::now();
     let child = salt_cmd(
         t,
-        &["*", "test.sleep", "8", "-t", "2", "-v", "--summary", "--out", "json"],
+        &[
+            "*",
+            "test.sleep",
+            "8",
+            "-t",
+            "2",
+            "-v",
+            "--summary",
+            "--out",
+            "json",
+        ],
     )
     .spawn()
     .expect("spawn salt");
     let mut seen = None;
-    t.eventually(Duration::from_secs(7), "jobs.active lists the sleep", || {
-        seen = active_jid(t, "test.sleep", N);
-        seen.is_some()
-    })
+    t.eventually(
+        Duration::from_secs(7),
+        "jobs.active lists the sleep",
+        || {
+            seen = active_jid(t, "test.sleep", N);
+            seen.is_some()
+        },
+    )
     .expect("jobs.active");
     let out = wait_child(child, Duration::from_secs(40));
     let took = started.elapsed();
@@ -436,10 +575,16 @@ fn waiting_async_jobs_batch_and_fleet_status() {
         .and_then(|l| l.strip_prefix("Executing job with jid "))
         .unwrap_or_else(|| panic!("{}", show(&out)))
         .to_string();
-    assert_eq!(seen.as_deref(), Some(jid.as_str()), "jobs.active showed this job");
+    assert_eq!(
+        seen.as_deref(),
+        Some(jid.as_str()),
+        "jobs.active showed this job"
+    );
     let d = docs(&stdout);
     assert_eq!(d.len(), N, "{}", show(&out));
-    assert!(d.iter().all(|x| x.as_object().is_some_and(|o| o.values().all(|v| v == &json!(true)))));
+    assert!(d.iter().all(|x| x
+        .as_object()
+        .is_some_and(|o| o.values().all(|v| v == &json!(true)))));
     for want in [
         "# of minions targeted: 12",
         "# of minions returned: 12",
@@ -453,14 +598,19 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     let cmd = "date +%s.%N; sleep 1; date +%s.%N";
     for size in ["3", "25%"] {
         let out = t
-            .salt(&["*", "-b", size, "cmd.run", cmd, "--out", "json", "--static", "-v"])
+            .salt(&[
+                "*", "-b", size, "cmd.run", cmd, "--out", "json", "--static", "-v",
+            ])
             .expect("batch");
         assert_eq!(code(&out), 0, "-b {size}: {}", show(&out));
         let doc = one(&out);
         assert_eq!(doc.as_object().map(|o| o.len()), Some(N), "one run: {doc}");
         let sp = spans(&doc);
         let most = max_overlap(&sp);
-        assert!((2..=3).contains(&most), "-b {size}: {most} ran at once: {sp:?}");
+        assert!(
+            (2..=3).contains(&most),
+            "-b {size}: {most} ran at once: {sp:?}"
+        );
         let stderr = text(&out.stderr);
         let jid_list: Vec<&str> = stderr
             .lines()
@@ -469,11 +619,19 @@ fn waiting_async_jobs_batch_and_fleet_status() {
             .collect();
         let distinct: BTreeSet<&&str> = jid_list.iter().collect();
         assert!(jid_list.len() >= 4, "{}", show(&out));
-        assert_eq!(distinct.len(), jid_list.len(), "each sub-job has its own jid");
+        assert_eq!(
+            distinct.len(),
+            jid_list.len(),
+            "each sub-job has its own jid"
+        );
         let on: usize = stderr
             .lines()
             .filter_map(|l| l.strip_prefix("Executing job with jid "))
-            .map(|l| l.split_once(" on ").map(|(_, ids)| ids.split(", ").count()).unwrap_or(0))
+            .map(|l| {
+                l.split_once(" on ")
+                    .map(|(_, ids)| ids.split(", ").count())
+                    .unwrap_or(0)
+            })
             .sum();
         assert_eq!(on, N, "every minion in exactly one sub-job: {stderr}");
     }
@@ -500,19 +658,43 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     assert!(sp[2].0 - first_end >= 1.4, "batch-wait: {sp:?}");
     // --failhard: the first failure stops the batch (exit 1).
     let out = t
-        .salt(&["*", "-b", "2", "--failhard", "cmd.run", "exit 3", "--out", "json", "--static"])
+        .salt(&[
+            "*",
+            "-b",
+            "2",
+            "--failhard",
+            "cmd.run",
+            "exit 3",
+            "--out",
+            "json",
+            "--static",
+        ])
         .expect("failhard");
     assert_eq!(code(&out), 1, "{}", show(&out));
     let n = one(&out).as_object().map(|o| o.len()).unwrap_or(0);
-    assert!((1..=2).contains(&n), "failhard stopped after the first window: {}", show(&out));
+    assert!(
+        (1..=2).contains(&n),
+        "failhard stopped after the first window: {}",
+        show(&out)
+    );
     // Exit codes of failing jobs.
-    let out = t.salt(&["-L", "minion1,minion2", "cmd.retcode", "exit 7"]).expect("rc");
+    let out = t
+        .salt(&["-L", "minion1,minion2", "cmd.retcode", "exit 7"])
+        .expect("rc");
     assert_eq!(code(&out), 1, "{}", show(&out));
     let out = t
-        .salt(&["-L", "minion1,minion2", "cmd.retcode", "exit 7", "--retcode-passthrough"])
+        .salt(&[
+            "-L",
+            "minion1,minion2",
+            "cmd.retcode",
+            "exit 7",
+            "--retcode-passthrough",
+        ])
         .expect("rc");
     assert_eq!(code(&out), 7, "{}", show(&out));
-    let out = t.salt(&["*", "-b", "4", "test.retcode", "5", "--retcode-passthrough"]).expect("rc");
+    let out = t
+        .salt(&["*", "-b", "4", "test.retcode", "5", "--retcode-passthrough"])
+        .expect("rc");
     assert_eq!(code(&out), 5, "{}", show(&out));
 
     // Fleet status.
@@ -521,7 +703,10 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     assert_eq!(run_json(t, "manage.down", &[]).0, json!([]));
     assert_eq!(run_json(t, "manage.present", &[]).0, json!(all()));
     assert_eq!(run_json(t, "manage.not_present", &[]).0, json!([]));
-    assert_eq!(run_json(t, "manage.status", &[]).0, json!({"up": all(), "down": []}));
+    assert_eq!(
+        run_json(t, "manage.status", &[]).0,
+        json!({"up": all(), "down": []})
+    );
     let (v, _) = run_json(t, "manage.versions", &[]);
     let master_v = v["Master"].as_str().expect("master version").to_string();
     assert_eq!(v["Up to date"].as_object().map(|o| o.len()), Some(N), "{v}");
@@ -530,29 +715,81 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     topo.stop("minion12", true).expect("kill minion12");
     let killed = Instant::now();
     let t = &topo;
-    t.eventually(Duration::from_secs(15), "manage.down lists minion12", || {
-        run_json(t, "manage.down", &[]).0 == json!(["minion12"])
-    })
+    t.eventually(
+        Duration::from_secs(15),
+        "manage.down lists minion12",
+        || run_json(t, "manage.down", &[]).0 == json!(["minion12"]),
+    )
     .expect("manage.down");
     let noticed = killed.elapsed();
     assert!(noticed < Duration::from_secs(8), "down after {noticed:?}");
     let mut up = all();
     up.remove("minion12");
     assert_eq!(run_json(t, "manage.up", &[]).0, json!(up));
-    assert_eq!(run_json(t, "manage.status", &[]).0, json!({"up": up, "down": ["minion12"]}));
-    assert_eq!(run_json(t, "manage.not_present", &[]).0, json!(["minion12"]));
+    assert_eq!(
+        run_json(t, "manage.status", &[]).0,
+        json!({"up": up, "down": ["minion12"]})
+    );
+    assert_eq!(
+        run_json(t, "manage.not_present", &[]).0,
+        json!(["minion12"])
+    );
     let (v, _) = run_json(t, "manage.versions", &[]);
     assert_eq!(v["Minion offline"], json!({"minion12": false}), "{v}");
     assert_eq!(v["Master"], json!(master_v));
 
+    // lookup_jid --missing names who never returned.
+    let out = t.salt(&["*", "test.ping", "--async"]).expect("async");
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let ajid = text(&out.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    t.eventually(Duration::from_secs(20), "eleven returns cached", || {
+        run_json(t, "jobs.lookup_jid", &[&ajid])
+            .0
+            .as_object()
+            .map(|o| o.len())
+            == Some(N - 1)
+    })
+    .expect("lookup_jid");
+    let (v, _) = run_json(t, "jobs.lookup_jid", &[&ajid, "--missing"]);
+    assert_eq!(v.as_object().map(|o| o.len()), Some(N), "{v}");
+    assert_eq!(
+        v["minion12"],
+        json!("Minion did not return. [No response]"),
+        "{v}"
+    );
+    let (v, c) = run_json(t, "jobs.exit_success", &[&ajid]);
+    assert_eq!(
+        (v["minion12"].clone(), v["minion1"].clone(), c),
+        (json!(false), json!(true), 1)
+    );
+
     // Non-returners: named under -v, hidden with --hide-timeout, counted
     // by --summary; exit 20, also in batch.
-    let out = t.salt(&["*", "test.ping", "-v", "-t", "1", "--out", "json", "--summary"]).expect("v");
+    let out = t
+        .salt(&[
+            "*",
+            "test.ping",
+            "-v",
+            "-t",
+            "1",
+            "--out",
+            "json",
+            "--summary",
+        ])
+        .expect("v");
     assert_eq!(code(&out), 20, "{}", show(&out));
     let stdout = text(&out.stdout);
     let d = docs(&stdout);
     assert_eq!(d.len(), N, "{}", show(&out));
-    assert!(d.contains(&json!({"minion12": "Minion did not return. [Not connected]"})), "{stdout}");
+    assert!(
+        d.contains(&json!({"minion12": "Minion did not return. [Not connected]"})),
+        "{stdout}"
+    );
     assert!(
         text(&out.stderr).contains("Minions that did not return (1): minion12"),
         "{}",
@@ -566,26 +803,44 @@ fn waiting_async_jobs_batch_and_fleet_status() {
         assert!(stdout.contains(want), "{want}: {}", show(&out));
     }
     let out = t
-        .salt(&["*", "test.ping", "-t", "1", "--hide-timeout", "--out", "json", "-p"])
+        .salt(&[
+            "*",
+            "test.ping",
+            "-t",
+            "1",
+            "--hide-timeout",
+            "--out",
+            "json",
+            "-p",
+        ])
         .expect("hide");
     assert_eq!(code(&out), 20, "{}", show(&out));
     let d = docs(&text(&out.stdout));
     assert_eq!(d.len(), N - 1, "{}", show(&out));
     assert!(!text(&out.stdout).contains("minion12"));
-    assert!(!text(&out.stderr).contains("Returns:"), "no progress bar off a terminal");
-    let out = t.salt(&["*", "-b", "6", "test.ping", "-t", "1"]).expect("batch 20");
+    assert!(
+        !text(&out.stderr).contains("Returns:"),
+        "no progress bar off a terminal"
+    );
+    let out = t
+        .salt(&["*", "-b", "6", "test.ping", "-t", "1"])
+        .expect("batch 20");
     assert_eq!(code(&out), 20, "{}", show(&out));
 
     // manage.down --removekeys forgets the dead minion and its key.
     let (v, _) = run_json(t, "manage.down", &["--removekeys"]);
     assert_eq!(v, json!(["minion12"]));
     assert_eq!(run_json(t, "manage.down", &[]).0, json!([]));
-    let keys = t.cli("top", "salt-key", &["-L", "--out", "json"]).expect("keys");
+    let keys = t
+        .cli("top", "salt-key", &["-L", "--out", "json"])
+        .expect("keys");
     let keys: Value = serde_json::from_slice(&keys.stdout).expect("keys json");
     assert_eq!(keys["minions"], json!(up), "{keys}");
 
     // Ctrl-C: the jid and the lookup hint, exit 130.
-    let child = salt_cmd(t, &["*", "test.sleep", "30"]).spawn().expect("spawn");
+    let child = salt_cmd(t, &["*", "test.sleep", "30"])
+        .spawn()
+        .expect("spawn");
     let pid = child.id();
     let mut seen = None;
     t.eventually(Duration::from_secs(15), "sleep job running", || {
@@ -602,8 +857,14 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     assert_eq!(code(&out), 130, "{}", show(&out));
     let jid = seen.expect("jid");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains(&format!("This job's jid is: {jid}")), "{stderr}");
-    assert!(stderr.contains(&format!("salt-run jobs.lookup_jid {jid}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("This job's jid is: {jid}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("salt-run jobs.lookup_jid {jid}")),
+        "{stderr}"
+    );
     let out = t.salt(&["*", "saltutil.kill_job", &jid]).expect("kill_job");
     assert_eq!(code(&out), 0, "{}", show(&out));
 }

@@ -4,9 +4,9 @@
 //! `manage.up`/`down`).
 
 use crate::daemon::{MasterState, PublishRequest};
-use crate::roster::Expected;
 use crate::job_cache::JobFilter;
 use crate::keys::KeyState;
+use crate::roster::Expected;
 use brine_common::proto::TargetType;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -349,7 +349,12 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
     let (arg, kwarg) = brine_common::args::parse_cli_args(&args.args);
     let tgt_type = args.tgt_type();
     // Validate the expression here so a typo is a usage error (64).
-    if let Err(e) = brine_common::target::parse(&args.target, tgt_type, &master.nodegroups) {
+    if let Err(e) = brine_common::target::parse_with_delimiter(
+        &args.target,
+        tgt_type,
+        &master.nodegroups,
+        &args.delimiter,
+    ) {
         eprintln!("salt: invalid target '{}': {e}", args.target);
         return exit::USAGE;
     }
@@ -401,7 +406,8 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
 
     // Listen for Ctrl-C from the start: a SIGINT while publishing or
     // between two events is kept and handled, never the default death.
-    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("salt: cannot listen for Ctrl-C: {e}");
