@@ -75,7 +75,7 @@ fn all() -> BTreeSet<String> {
 fn grains_of(i: usize, role: &str) -> Value {
     json!({
         "role": role,
-        "roles": [role, if i % 2 == 0 { "even" } else { "odd" }],
+        "roles": [role, if i.is_multiple_of(2) { "even" } else { "odd" }],
         "dc": {"name": if i <= 6 { "east" } else { "west" }, "rack": {"id": format!("r{}", (i - 1) % 3 + 1)}},
         "ipv4": [format!("10.0.0.{i}")],
         "ipv6": [format!("fd00::{i:x}")],
@@ -568,6 +568,7 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     let took = started.elapsed();
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(took >= Duration::from_secs(8), "{took:?}");
+    eprintln!("test.sleep 8 -t 2 came back whole after {took:?}");
     let stdout = text(&out.stdout);
     let jid = stdout
         .lines()
@@ -611,6 +612,7 @@ fn waiting_async_jobs_batch_and_fleet_status() {
             (2..=3).contains(&most),
             "-b {size}: {most} ran at once: {sp:?}"
         );
+        eprintln!("-b {size}: at most {most} minions ran at once");
         let stderr = text(&out.stderr);
         let jid_list: Vec<&str> = stderr
             .lines()
@@ -656,6 +658,10 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     assert_eq!(sp.len(), 4);
     let first_end = sp[..2].iter().map(|s| s.1).fold(f64::MAX, f64::min);
     assert!(sp[2].0 - first_end >= 1.4, "batch-wait: {sp:?}");
+    eprintln!(
+        "--batch-wait 1.5: refilled {:.2}s after the first end",
+        sp[2].0 - first_end
+    );
     // --failhard: the first failure stops the batch (exit 1).
     let out = t
         .salt(&[
@@ -723,6 +729,7 @@ fn waiting_async_jobs_batch_and_fleet_status() {
     .expect("manage.down");
     let noticed = killed.elapsed();
     assert!(noticed < Duration::from_secs(8), "down after {noticed:?}");
+    eprintln!("manage.down named the killed minion after {noticed:?}");
     let mut up = all();
     up.remove("minion12");
     assert_eq!(run_json(t, "manage.up", &[]).0, json!(up));
