@@ -1,7 +1,8 @@
 //! Master-side runner functions for `salt-run`: the jobs runner (reads the
 //! job cache) and the manage runner (reads the roster; presence comes from
 //! heartbeats and syndic reports, so nothing is published to answer
-//! `manage.up`/`down`).
+//! `manage.up`/`down`). As in Salt, "down" is every accepted key that does
+//! not answer, including minions the roster has never seen.
 
 use crate::daemon::{MasterState, PublishRequest};
 use crate::job_cache::JobFilter;
@@ -367,4 +368,41 @@ async fn active(state: &Arc<MasterState>) -> Result<Value, String> {
         }
     }
     Ok(serde_json::to_value(jobs).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness_is_pythons() {
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!truthy(&v), "{v} is false");
+        }
+        for v in [
+            json!(true),
+            json!(1),
+            json!(-2.5),
+            json!("x"),
+            json!([0]),
+            json!({"a": null}),
+        ] {
+            assert!(truthy(&v), "{v} is true");
+        }
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_lt("0.1.9", "0.1.10"));
+        assert!(!version_lt("0.2.0", "0.1.10"));
+        assert!(!version_lt("0.1.0", "0.1.0"));
+    }
 }
