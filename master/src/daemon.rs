@@ -305,7 +305,7 @@ impl MasterState {
         tgt_type: TargetType,
         delimiter: &str,
     ) -> Result<(Vec<Expected>, Vec<String>), JobError> {
-        let t = target::parse(tgt, tgt_type, &self.cfg.nodegroups)?;
+        let t = target::parse_with_delimiter(tgt, tgt_type, &self.cfg.nodegroups, delimiter)?;
         let minions = self.roster.expected(&t, delimiter);
         let known: HashSet<&str> = minions.iter().map(|m| m.id.as_str()).collect();
         let missing: Vec<String> = t
@@ -367,7 +367,12 @@ impl MasterState {
     /// Re-publish a job that came from above (syndic), with the same jid.
     /// Returns the expected set below this master.
     pub fn relay(&self, mut job: JobLoad) -> Result<Vec<Expected>, JobError> {
-        let tgt = target::parse(&job.tgt, job.tgt_type, &self.cfg.nodegroups)?;
+        let tgt = target::parse_with_delimiter(
+            &job.tgt,
+            job.tgt_type,
+            &self.cfg.nodegroups,
+            &job.delimiter,
+        )?;
         let minions = self.roster.expected(&tgt, &job.delimiter);
         job.path.push(self.cfg.id.clone());
         if let Some(t) = job.trace.as_mut() {

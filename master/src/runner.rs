@@ -1,13 +1,16 @@
 //! Master-side runner functions for `salt-run`: the jobs runner (reads the
 //! job cache) and the manage runner (reads the roster; presence comes from
 //! heartbeats and syndic reports, so nothing is published to answer
-//! `manage.up`/`down`).
+//! `manage.up`/`down`). As in Salt, "down" is every accepted key that does
+//! not answer, including minions the roster has never seen.
 
 use crate::daemon::{MasterState, PublishRequest};
 use crate::job_cache::JobFilter;
+use crate::keys::KeyState;
+use crate::roster::Expected;
 use brine_common::proto::TargetType;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,10 +136,12 @@ pub async fn run(
             };
             let mut out = Map::new();
             for id in &rec.minions {
+                // Salt's rule (a truthy return), and the job must not
+                // have failed either.
                 let ok = rec
                     .returns
                     .get(id)
-                    .is_some_and(|r| r.success && r.retcode == 0);
+                    .is_some_and(|r| r.success && r.retcode == 0 && truthy(&r.ret));
                 out.insert(id.clone(), json!(ok));
             }
             Ok(Value::Object(out))
@@ -160,7 +165,7 @@ pub async fn run(
         }
         "manage.up" | "manage.present" => Ok(json!(ids(state, true))),
         "manage.down" | "manage.not_present" => {
-            let down = ids(state, false);
+            let down = down_ids(state)?;
             if fun == "manage.down" && flag(kwargs, "removekeys") {
                 for id in &down {
                     if let Err(e) = state.keys.delete(id) {
@@ -171,27 +176,38 @@ pub async fn run(
             }
             Ok(json!(down))
         }
-        "manage.status" => Ok(json!({"up": ids(state, true), "down": ids(state, false)})),
+        "manage.status" => Ok(json!({"up": ids(state, true), "down": down_ids(state)?})),
         "manage.versions" => {
             let mine = env!("CARGO_PKG_VERSION");
             let mut groups: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
-            for m in state.roster.presence() {
+            let presence = state.roster.presence();
+            for m in &presence {
                 let v = state.roster.grains(&m.id).and_then(|g| {
                     g.get("saltversion")
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 });
                 let group = match (&v, m.connected) {
-                    (_, false) => "Minion did not return",
+                    (_, false) => "Minion offline",
                     (None, true) => "Minion did not return",
                     (Some(v), true) if v.as_str() == mine => "Up to date",
                     (Some(v), true) if version_lt(v, mine) => "Minion requires update",
                     _ => "Minion newer than master",
                 };
+                // Salt shows `false` as the version of an offline minion.
+                let shown = match v {
+                    Some(v) if m.connected => json!(v),
+                    _ if !m.connected => json!(false),
+                    _ => json!(""),
+                };
+                groups.entry(group).or_default().insert(m.id.clone(), shown);
+            }
+            // Accepted minions that never signed in are offline too.
+            for id in never_seen(state, &presence)? {
                 groups
-                    .entry(group)
+                    .entry("Minion offline")
                     .or_default()
-                    .insert(m.id.clone(), json!(v.unwrap_or_default()));
+                    .insert(id, json!(false));
             }
             let mut out = Map::new();
             out.insert("Master".into(), json!(mine));
@@ -244,6 +260,48 @@ fn ids(state: &MasterState, up: bool) -> Vec<String> {
         .filter(|m| m.connected == up)
         .map(|m| m.id)
         .collect()
+}
+
+/// Down minions as Salt counts them: every accepted key that does not
+/// answer. The roster knows who is connected; an accepted key whose minion
+/// never signed in (since the roster was last saved) is down as well.
+fn down_ids(state: &MasterState) -> Result<Vec<String>, String> {
+    let presence = state.roster.presence();
+    let mut down: BTreeSet<String> = presence
+        .iter()
+        .filter(|m| !m.connected)
+        .map(|m| m.id.clone())
+        .collect();
+    down.extend(never_seen(state, &presence)?);
+    Ok(down.into_iter().collect())
+}
+
+/// Accepted keys (not syndics) of minions the roster has never seen.
+fn never_seen(state: &MasterState, presence: &[Expected]) -> Result<Vec<String>, String> {
+    let known: HashSet<&str> = presence.iter().map(|m| m.id.as_str()).collect();
+    let keys = state
+        .keys
+        .list()
+        .map_err(|e| format!("cannot list keys: {e}"))?;
+    Ok(keys
+        .get(KeyState::Accepted)
+        .iter()
+        .filter(|id| !known.contains(id.as_str()) && !state.roster.is_syndic(id))
+        .cloned()
+        .collect())
+}
+
+/// Python's truth value of a return (`False`, `None`, `0`, `""`, `[]`,
+/// `{}` are false).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 fn version_lt(a: &str, b: &str) -> bool {
@@ -310,4 +368,41 @@ async fn active(state: &Arc<MasterState>) -> Result<Value, String> {
         }
     }
     Ok(serde_json::to_value(jobs).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness_is_pythons() {
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!truthy(&v), "{v} is false");
+        }
+        for v in [
+            json!(true),
+            json!(1),
+            json!(-2.5),
+            json!("x"),
+            json!([0]),
+            json!({"a": null}),
+        ] {
+            assert!(truthy(&v), "{v} is true");
+        }
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_lt("0.1.9", "0.1.10"));
+        assert!(!version_lt("0.2.0", "0.1.10"));
+        assert!(!version_lt("0.1.0", "0.1.0"));
+    }
 }

@@ -121,7 +121,12 @@ struct Runner {
 
 impl Runner {
     fn matches(&self, job: &JobLoad) -> bool {
-        let t = match target::parse(&job.tgt, job.tgt_type, &BTreeMap::new()) {
+        let t = match target::parse_with_delimiter(
+            &job.tgt,
+            job.tgt_type,
+            &BTreeMap::new(),
+            &job.delimiter,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 warn!(jid = %job.jid, error = %e, "job with an unreadable target ignored");

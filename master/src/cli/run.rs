@@ -30,7 +30,11 @@ pub struct RunArgs {
         default_value = "nested"
     )]
     pub out: OutFormat,
-    #[arg(long = "out-indent", visible_alias = "output-indent")]
+    #[arg(
+        long = "out-indent",
+        visible_alias = "output-indent",
+        allow_negative_numbers = true
+    )]
     pub out_indent: Option<i64>,
     #[arg(long = "no-color", visible_alias = "no-colour")]
     pub no_color: bool,

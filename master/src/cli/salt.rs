@@ -79,7 +79,11 @@ pub struct SaltArgs {
     )]
     pub out: OutFormat,
     /// Indentation of the json outputter.
-    #[arg(long = "out-indent", visible_alias = "output-indent")]
+    #[arg(
+        long = "out-indent",
+        visible_alias = "output-indent",
+        allow_negative_numbers = true
+    )]
     pub out_indent: Option<i64>,
     /// Write the output to this file instead of stdout.
     #[arg(long = "out-file", visible_alias = "output-file")]
@@ -335,6 +339,8 @@ enum Event {
     Return(ReturnLoad),
     Checked(Vec<String>, BTreeSet<String>),
     Deadline,
+    /// A batch slot held by `--batch-wait` is free again.
+    Refill,
     Interrupt,
 }
 
@@ -343,7 +349,12 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
     let (arg, kwarg) = brine_common::args::parse_cli_args(&args.args);
     let tgt_type = args.tgt_type();
     // Validate the expression here so a typo is a usage error (64).
-    if let Err(e) = brine_common::target::parse(&args.target, tgt_type, &master.nodegroups) {
+    if let Err(e) = brine_common::target::parse_with_delimiter(
+        &args.target,
+        tgt_type,
+        &master.nodegroups,
+        &args.delimiter,
+    ) {
         eprintln!("salt: invalid target '{}': {e}", args.target);
         return exit::USAGE;
     }
@@ -393,6 +404,16 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
         },
     );
 
+    // Listen for Ctrl-C from the start: a SIGINT while publishing or
+    // between two events is kept and handled, never the default death.
+    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("salt: cannot listen for Ctrl-C: {e}");
+            return exit::SOFTWARE;
+        }
+    };
     let (ret_tx, ret_rx) = mpsc::unbounded_channel();
     let (fj_tx, fj_rx) = mpsc::unbounded_channel();
     let mut run = Run {
@@ -476,9 +497,11 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
         for id in &published.missing {
             tally.no_return.push((id.clone(), NoReturn::NotConnected));
         }
-        if args.verbose || args.show_jid {
+        if args.verbose {
             println!("Executing job with jid {}", published.jid);
             println!("-------------------------------------------");
+        } else if args.show_jid {
+            println!("jid: {}", published.jid);
         }
         if args.verbose {
             let ids: Vec<&str> = published.minions.iter().map(|m| m.id.as_str()).collect();
@@ -507,13 +530,11 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
         // Fill the batch window.
         if !stop_batches {
             let now = Instant::now();
-            let mut free = window.saturating_sub(in_flight);
-            if args.batch_wait > 0.0 {
-                let ready = refill_at.iter().filter(|t| **t <= now).count();
-                let waiting = refill_at.len() - ready;
-                free = free.saturating_sub(waiting);
-                refill_at.retain(|t| *t > now);
-            }
+            // Slots freed less than --batch-wait ago stay closed.
+            refill_at.retain(|t| *t > now);
+            let free = window
+                .saturating_sub(in_flight)
+                .saturating_sub(refill_at.len());
             if free > 0 && !queue.is_empty() && window != usize::MAX {
                 let take: Vec<Expected> = (0..free).filter_map(|_| queue.pop_front()).collect();
                 let mut req = base.clone();
@@ -544,21 +565,22 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
                 }
             }
         }
-        if run.pending.is_empty() && (queue.is_empty() || stop_batches) && refill_at.is_empty() {
+        if run.pending.is_empty() && (queue.is_empty() || stop_batches) {
             break;
         }
-        if run.pending.is_empty() && !refill_at.is_empty() {
-            if let Some(t) = refill_at.front().copied() {
-                tokio::time::sleep_until(t).await;
-            }
-            continue;
-        }
+        // Wake when a held slot opens while minions still wait to start.
+        let refill_wake = if queue.is_empty() || stop_batches {
+            None
+        } else {
+            refill_at.iter().min().copied()
+        };
         let next = run.next_deadline();
         let ev = tokio::select! {
             r = run.ret_rx.recv() => match r { Some(r) => Event::Return(r), None => Event::Deadline },
             c = run.fj_rx.recv() => match c { Some((ids, busy)) => Event::Checked(ids, busy), None => Event::Deadline },
             _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Event::Deadline,
-            _ = tokio::signal::ctrl_c() => Event::Interrupt,
+            _ = sigint.recv() => Event::Interrupt,
+            _ = async { match refill_wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Event::Refill,
         };
         match ev {
             Event::Return(r) => {
@@ -610,6 +632,7 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
                 }
             }
             Event::Deadline => run.check_overdue(),
+            Event::Refill => {}
             Event::Interrupt => {
                 interrupted = true;
                 break;
