@@ -6,7 +6,7 @@ use crate::exec::{Ctx, Registry};
 use crate::running::RunningJobs;
 use brine_common::config::MinionConfig;
 use brine_common::exit;
-use brine_common::output::{OutFormat, OutOpts, Printer};
+use brine_common::output::{OutputArgs, Printer};
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -31,17 +31,8 @@ pub struct CallArgs {
     /// Print this minion's grains (same as grains.items).
     #[arg(short = 'g', long = "grains")]
     pub grains: bool,
-    #[arg(
-        long = "out",
-        visible_alias = "output",
-        value_enum,
-        default_value = "nested"
-    )]
-    pub out: OutFormat,
-    #[arg(long = "out-indent", visible_alias = "output-indent")]
-    pub out_indent: Option<i64>,
-    #[arg(long = "no-color", visible_alias = "no-colour")]
-    pub no_color: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Exit with the function's retcode.
     #[arg(long = "retcode-passthrough")]
     pub retcode_passthrough: bool,
@@ -79,22 +70,10 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         events: None,
     };
     let out = Registry::new().call(ctx).await;
-    let color = !args.no_color
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let indent = match args.out_indent {
-        Some(n) if n < 0 => None,
-        Some(n) => Some(n as usize),
-        None => Some(4),
-    };
     let mut p = Printer::new(
         std::io::stdout(),
-        OutOpts {
-            format: args.out,
-            color,
-            indent,
-            static_mode: false,
-        },
+        args.output
+            .opts(false, std::io::IsTerminal::is_terminal(&std::io::stdout())),
     );
     if let Err(e) = p.minion("local", &out.ret, None).and_then(|_| p.finish()) {
         eprintln!("salt-call: output failed: {e}");

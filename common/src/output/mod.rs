@@ -99,6 +99,49 @@ impl OutOpts {
     }
 }
 
+/// The output flags every CLI shares (`--out`, `--out-indent`,
+/// `--no-color`, `--force-color`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Outputter.
+    #[arg(
+        long = "out",
+        visible_alias = "output",
+        value_enum,
+        default_value = "nested"
+    )]
+    pub out: OutFormat,
+    /// Indentation of the json outputter (negative: one line).
+    #[arg(
+        long = "out-indent",
+        visible_alias = "output-indent",
+        allow_negative_numbers = true
+    )]
+    pub out_indent: Option<i64>,
+    #[arg(long = "no-color", visible_alias = "no-colour")]
+    pub no_color: bool,
+    #[arg(long = "force-color", visible_alias = "force-colour")]
+    pub force_color: bool,
+}
+
+impl OutputArgs {
+    /// Options for a printer writing to a terminal or not; colour also
+    /// honours `NO_COLOR`.
+    pub fn opts(&self, static_mode: bool, to_terminal: bool) -> OutOpts {
+        OutOpts {
+            format: self.out,
+            color: !self.no_color
+                && std::env::var_os("NO_COLOR").is_none()
+                && (self.force_color || to_terminal),
+            indent: match self.out_indent {
+                Some(n) => OutOpts::indent_from_cli(n),
+                None => Some(4),
+            },
+            static_mode,
+        }
+    }
+}
+
 impl Default for OutOpts {
     fn default() -> Self {
         OutOpts::new(OutFormat::Nested)

@@ -2,7 +2,7 @@
 //! (see [`crate::runner`]); this side parses, sends and prints.
 
 use crate::client_api::LocalClient;
-use crate::output::{OutFormat, OutOpts, Printer};
+use crate::output::{OutFormat, OutputArgs, Printer};
 use brine_common::config::MasterConfig;
 use brine_common::exit;
 use clap::Parser;
@@ -23,21 +23,8 @@ pub struct RunArgs {
         env = "SALT_CONFIG_DIR"
     )]
     pub config_dir: PathBuf,
-    #[arg(
-        long = "out",
-        visible_alias = "output",
-        value_enum,
-        default_value = "nested"
-    )]
-    pub out: OutFormat,
-    #[arg(
-        long = "out-indent",
-        visible_alias = "output-indent",
-        allow_negative_numbers = true
-    )]
-    pub out_indent: Option<i64>,
-    #[arg(long = "no-color", visible_alias = "no-colour")]
-    pub no_color: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[arg(short = 'l', long = "log-level", default_value = "warning")]
     pub log_level: String,
     /// Runner function, e.g. jobs.lookup_jid.
@@ -94,13 +81,14 @@ fn take_output_flags(args: &mut RunArgs) -> Result<(), String> {
                     None => return Err(format!("{flag} needs a value")),
                 };
                 if flag.ends_with("indent") {
-                    args.out_indent = Some(v.parse().map_err(|_| format!("invalid {flag} '{v}'"))?);
+                    args.output.out_indent =
+                        Some(v.parse().map_err(|_| format!("invalid {flag} '{v}'"))?);
                 } else {
-                    args.out = <OutFormat as clap::ValueEnum>::from_str(&v, true)
+                    args.output.out = <OutFormat as clap::ValueEnum>::from_str(&v, true)
                         .map_err(|_| format!("unknown outputter '{v}'"))?;
                 }
             }
-            "--no-color" | "--no-colour" => args.no_color = true,
+            "--no-color" | "--no-colour" => args.output.no_color = true,
             _ => rest.push(w),
         }
     }
@@ -129,22 +117,10 @@ pub async fn run(mut args: RunArgs, cfg: &MasterConfig) -> i32 {
             return exit::JOB_FAILED;
         }
     };
-    let color = !args.no_color
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let indent = match args.out_indent {
-        Some(n) if n < 0 => None,
-        Some(n) => Some(n as usize),
-        None => Some(4),
-    };
     let mut p = Printer::new(
         std::io::stdout(),
-        OutOpts {
-            format: args.out,
-            color,
-            indent,
-            static_mode: false,
-        },
+        args.output
+            .opts(false, std::io::IsTerminal::is_terminal(&std::io::stdout())),
     );
     if let Err(e) = p.document(&v).and_then(|_| p.finish()) {
         eprintln!("salt-run: output failed: {e}");

@@ -12,7 +12,7 @@
 
 use crate::client_api::{ClientError, LocalClient};
 use crate::daemon::{PublishRequest, Published};
-use crate::output::{NoReturn, OutFormat, OutOpts, Printer};
+use crate::output::{NoReturn, OutFormat, OutputArgs, Printer};
 use crate::roster::Expected;
 use brine_common::exit;
 use brine_common::proto::{ReturnLoad, TargetType};
@@ -70,31 +70,14 @@ pub struct SaltArgs {
     /// Seconds to wait for answers to saltutil.find_job.
     #[arg(long = "gather-job-timeout")]
     pub gather_job_timeout: Option<u64>,
-    /// Outputter.
-    #[arg(
-        long = "out",
-        visible_alias = "output",
-        value_enum,
-        default_value = "nested"
-    )]
-    pub out: OutFormat,
-    /// Indentation of the json outputter.
-    #[arg(
-        long = "out-indent",
-        visible_alias = "output-indent",
-        allow_negative_numbers = true
-    )]
-    pub out_indent: Option<i64>,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Write the output to this file instead of stdout.
     #[arg(long = "out-file", visible_alias = "output-file")]
     pub out_file: Option<PathBuf>,
     /// Wait for every return and print one document.
     #[arg(short = 's', long = "static")]
     pub static_mode: bool,
-    #[arg(long = "no-color", visible_alias = "no-colour")]
-    pub no_color: bool,
-    #[arg(long = "force-color", visible_alias = "force-colour")]
-    pub force_color: bool,
     /// Print the jid and the minions that did not return.
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -387,22 +370,7 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
         None => Box::new(std::io::stdout()),
     };
     let is_tty = args.out_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let color =
-        !args.no_color && std::env::var_os("NO_COLOR").is_none() && (args.force_color || is_tty);
-    let indent = match args.out_indent {
-        Some(n) if n < 0 => None,
-        Some(n) => Some(n as usize),
-        None => Some(4),
-    };
-    let mut printer = Printer::new(
-        out,
-        OutOpts {
-            format: args.out,
-            color,
-            indent,
-            static_mode: args.static_mode,
-        },
-    );
+    let mut printer = Printer::new(out, args.output.opts(args.static_mode, is_tty));
 
     // Listen for Ctrl-C from the start: a SIGINT while publishing or
     // between two events is kept and handled, never the default death.
@@ -453,7 +421,7 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
     let mut window = usize::MAX;
     let progress_on = args.progress
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && args.out != OutFormat::Json;
+        && args.output.out != OutFormat::Json;
 
     if let Some(spec) = &args.batch {
         // Batch: find the expected set first, then feed a sliding window.
