@@ -181,9 +181,7 @@ fn two_syndics_targeting_fanout_and_faults() {
         b = b.grains(id, json!({"dc": dc, "role": role, "ipv4": [ip]}));
     }
     let mut topo = b.start(WAIT).expect("topology");
-    let all = [
-        "minion1", "s1m1", "s1m2", "s1m3", "s2m1", "s2m2", "s2m3",
-    ];
+    let all = ["minion1", "s1m1", "s1m2", "s1m3", "s2m1", "s2m2", "s2m3"];
     assert_ne!(topo.top.addr, topo.syndics[0].addr);
     assert_ne!(topo.syndics[0].addr, topo.syndics[1].addr);
 
@@ -235,16 +233,16 @@ fn two_syndics_targeting_fanout_and_faults() {
         (vec!["-L", "minion1,s2m3"], vec!["minion1", "s2m3"]),
         (vec!["-G", "dc:west"], vec!["s2m1", "s2m2", "s2m3"]),
         (vec!["-G", "role:web"], vec!["s1m1", "s1m3", "s2m1", "s2m3"]),
-        (vec!["-P", "dc:(top|east)"], vec!["minion1", "s1m1", "s1m2", "s1m3"]),
+        (
+            vec!["-P", "dc:(top|east)"],
+            vec!["minion1", "s1m1", "s1m2", "s1m3"],
+        ),
         (vec!["-S", "127.201.1.0/24"], vec!["s1m1", "s1m2", "s1m3"]),
         (
             vec!["-C", "G@role:db or s2m3"],
             vec!["minion1", "s1m2", "s2m2", "s2m3"],
         ),
-        (
-            vec!["-C", "G@dc:east and not E@.*3$"],
-            vec!["s1m1", "s1m2"],
-        ),
+        (vec!["-C", "G@dc:east and not E@.*3$"], vec!["s1m1", "s1m2"]),
         (vec!["-N", "west"], vec!["s2m1", "s2m3"]),
     ];
     for (tgt, want) in &cases {
@@ -293,7 +291,11 @@ fn two_syndics_targeting_fanout_and_faults() {
     assert!(on2.get(&jid).is_none(), "syndic2 got the s1* job: {on2}");
     // And a job started on a syndic stays below it (never goes up).
     let out = topo
-        .cli("syndic1", "salt", &["s1m1", "test.echo", "local", "--async"])
+        .cli(
+            "syndic1",
+            "salt",
+            &["s1m1", "test.echo", "local", "--async"],
+        )
         .expect("salt on syndic1");
     let local = async_jid(&out);
     t.eventually(WAIT, "local job returned on syndic1", || {
@@ -355,10 +357,14 @@ fn two_syndics_targeting_fanout_and_faults() {
     assert_eq!(code(&out), 20, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("s2m3:\n    Minion did not return. [")
-            && stdout.contains("syndic2")
+        stdout.contains("s2m3:\n    Minion did not return. [No response via syndic syndic2]")
             && stdout.matches("did not return").count() == 1,
         "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Minions that did not return (1): s2m3"),
+        "-v lists the non-returners: {}",
         text(&out)
     );
     for id in ["minion1", "s1m1", "s2m1", "s2m2"] {
@@ -375,10 +381,8 @@ fn two_syndics_targeting_fanout_and_faults() {
         .expect("salt");
     assert_eq!(code(&out), 20, "{}", text(&out));
     let doc = json_of(&out);
-    assert!(
-        doc["s2m3"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("Minion did not return") && s.contains("syndic2")),
+    assert_eq!(
+        doc["s2m3"], "Minion did not return. [No response via syndic syndic2]",
         "{doc}"
     );
     assert_eq!(doc.as_object().map(|m| m.len()), Some(7), "{doc}");
@@ -426,10 +430,8 @@ fn two_syndics_targeting_fanout_and_faults() {
     let doc = json_of(&out);
     assert_eq!(doc["s1m1"], "done", "{doc}");
     assert_eq!(doc["s1m2"], "done", "{doc}");
-    assert!(
-        doc["s1m3"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("Minion did not return") && s.contains("syndic1")),
+    assert_eq!(
+        doc["s1m3"], "Minion did not return. [No response via syndic syndic1]",
         "{doc}"
     );
     assert_eq!(keys_of(&doc), set(&["s1m1", "s1m2", "s1m3"]));
@@ -469,25 +471,44 @@ fn two_syndics_targeting_fanout_and_faults() {
     topo.wait_up_on("syndic1", &strings(&["s1m1", "s1m2", "s1m3"]), WAIT)
         .expect("syndic1 minions back");
     assert_eq!(lookup(&topo, "top", &late), Value::Null, "top is down");
-    topo.spawn_master("top", "salt-master").expect("restart top");
+    topo.spawn_master("top", "salt-master")
+        .expect("restart top");
     let t = &topo;
     t.eventually(WAIT, "spooled returns reach the top", || {
         let got = lookup(t, "top", &late);
         keys_of(&got) == set(&["s1m1", "s1m2", "s1m3"])
-            && got.as_object().is_some_and(|m| m.values().all(|v| v == "late"))
+            && got
+                .as_object()
+                .is_some_and(|m| m.values().all(|v| v == "late"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", topo.log("syndic1")));
-    topo.wait_up(&strings(&all), WAIT).expect("all up after top restart");
+    topo.wait_up(&strings(&all), WAIT)
+        .expect("all up after top restart");
+
+    // A syndic that is down itself is named as such.
+    topo.stop("syndic2", false).expect("stop syndic2");
+    let t = &topo;
+    t.eventually(WAIT, "syndic2 link down at the top", || {
+        run(t, "top", &["manage.list_syndics"])["syndic2"]["link"] == "down"
+    })
+    .expect("link down");
+    let out = topo
+        .salt(&["s2*", "test.ping", "-t", "2", "--out", "json", "--static"])
+        .expect("salt");
+    assert_eq!(code(&out), 20, "{}", text(&out));
+    let doc = json_of(&out);
+    for id in ["s2m1", "s2m2", "s2m3"] {
+        assert_eq!(
+            doc[id], "Minion did not return. [Syndic syndic2 not connected]",
+            "{doc}"
+        );
+    }
 
     // Failover: syndic2's first upper master does not exist; it moves on
     // to the next in its list and serves the top again.
     let dead = format!("{}.250", topo.top.addr.rsplit_once('.').expect("addr").0);
-    let list = format!(
-        "syndic_master:\n  - {dead}\n  - {}\n",
-        topo.top.addr
-    );
+    let list = format!("syndic_master:\n  - {dead}\n  - {}\n", topo.top.addr);
     override_master(&topo, "syndic2", &list);
-    topo.stop("syndic2", false).expect("stop syndic2");
     topo.start_syndic("syndic2").expect("restart syndic2");
     let t = &topo;
     t.eventually(WAIT, "syndic2 failed over to the top", || {
@@ -535,7 +556,15 @@ fn three_tier_chain() {
     eprintln!("salt '*' test.ping -t 30 through 2 tiers of syndics: {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     let out = topo
-        .salt(&["-G", "role:db", "test.echo", "deep", "--out", "json", "--static"])
+        .salt(&[
+            "-G",
+            "role:db",
+            "test.echo",
+            "deep",
+            "--out",
+            "json",
+            "--static",
+        ])
         .expect("salt");
     assert_eq!(json_of(&out), json!({"s1m2": "deep"}), "{}", text(&out));
     // The same jid at every tier.
@@ -557,7 +586,7 @@ fn three_tier_chain() {
     assert_eq!(code(&out), 20, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("s1m3:\n    Minion did not return. [") && stdout.contains("syndic1-t"),
+        stdout.contains("s1m3:\n    Minion did not return. [No response via syndic syndic1-t1]"),
         "{stdout}"
     );
     assert!(stdout.contains("s1m1:\n    True"), "{stdout}");
@@ -566,4 +595,46 @@ fn three_tier_chain() {
         run(t, "top", &["manage.down"]) == json!(["s1m3"])
     })
     .expect("manage.down");
+
+    // Batches leave when full, not only on the interval: with a 10-minute
+    // interval and batches of 2, two returns go up at once.
+    override_master(
+        &topo,
+        "syndic1-t2",
+        "syndic_forward_interval_ms: 600000\nsyndic_forward_batch: 2\n",
+    );
+    topo.stop("syndic1-t2", false).expect("stop leaf syndic");
+    topo.start_syndic("syndic1-t2")
+        .expect("restart leaf syndic");
+    let leaf = strings(&["s1m1", "s1m2"]);
+    topo.wait_up_on("syndic1-t2", &leaf, WAIT)
+        .expect("leaf minions back on the leaf");
+    let t = &topo;
+    t.eventually(WAIT, "the leaf reported up the chain again", || {
+        run(t, "syndic1-t1", &["manage.list_syndics"])["syndic1-t2"]["link"] == "up"
+    })
+    .expect("leaf link");
+    topo.wait_up(&leaf, WAIT)
+        .expect("leaf minions up at the top");
+    let t0 = Instant::now();
+    let out = topo
+        .salt(&[
+            "-L",
+            "s1m1,s1m2",
+            "test.ping",
+            "-t",
+            "30",
+            "--out",
+            "json",
+            "--static",
+        ])
+        .expect("salt");
+    let took = t0.elapsed();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(keys_of(&json_of(&out)), set(&["s1m1", "s1m2"]));
+    eprintln!("a full batch behind a 10-minute interval: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "a full batch waited: {took:?}"
+    );
 }

@@ -49,6 +49,11 @@ pub struct Expected {
     pub connected: bool,
     /// Nearest syndic first; empty for a direct minion.
     pub via: Vec<String>,
+    /// Whether the nearest syndic on the path is connected itself (false
+    /// for a direct minion): tells "the syndic is gone" apart from "the
+    /// minion behind it is gone" when the minion does not return.
+    #[serde(default)]
+    pub syndic_connected: bool,
 }
 
 /// A syndic as `manage.list_syndics` shows it.
@@ -102,6 +107,19 @@ impl Roster {
                         .get(s)
                         .is_some_and(|si| self.alive(si.last_seen))
             }
+        }
+    }
+
+    fn expected_entry(&self, inner: &Inner, id: &str, e: &Entry) -> Expected {
+        Expected {
+            id: id.to_string(),
+            connected: self.entry_connected(inner, e),
+            via: e.via.clone(),
+            syndic_connected: e
+                .via
+                .first()
+                .and_then(|s| inner.syndics.get(s))
+                .is_some_and(|si| self.alive(si.last_seen)),
         }
     }
 
@@ -260,11 +278,7 @@ impl Roster {
             .minions
             .iter()
             .filter(|(id, e)| target.matches(id, &e.grains, delimiter))
-            .map(|(id, e)| Expected {
-                id: id.clone(),
-                connected: self.entry_connected(&g, e),
-                via: e.via.clone(),
-            })
+            .map(|(id, e)| self.expected_entry(&g, id, e))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -286,11 +300,7 @@ impl Roster {
         let mut out: Vec<Expected> = g
             .minions
             .iter()
-            .map(|(id, e)| Expected {
-                id: id.clone(),
-                connected: self.entry_connected(&g, e),
-                via: e.via.clone(),
-            })
+            .map(|(id, e)| self.expected_entry(&g, id, e))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -475,6 +485,7 @@ mod tests {
         assert_eq!(c.via, ["s1", "s1b"], "nearest syndic first");
         assert!(c.connected);
         assert!(!all[1].connected, "b is reported down by s1");
+        assert!(all[1].syndic_connected, "while s1 itself is up");
         assert!(all[3].connected && all[3].via.is_empty());
         let web = expect(&r, "role:web", TargetType::Grain);
         assert_eq!(ids(&web), ["a", "c"]);
@@ -578,7 +589,7 @@ mod tests {
         fresh.restore(snap);
         let all = expect(&fresh, "*", TargetType::Glob);
         assert_eq!(ids(&all), ["a", "b", "c", "d1"]);
-        assert!(all.iter().all(|e| !e.connected));
+        assert!(all.iter().all(|e| !e.connected && !e.syndic_connected));
         assert!(fresh.behind("a", "s1"));
         assert_eq!(fresh.unknown_syndics(), ["s1"]);
     }

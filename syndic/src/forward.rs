@@ -222,22 +222,23 @@ pub async fn forward_returns(
         }
         // Coalesce: let more returns arrive, up to the interval or a full
         // batch.
+        // The count is checked first: the wake-up that ended the idle wait
+        // above may already have brought a full batch.
         let until = tokio::time::Instant::now() + interval;
         loop {
+            let sp = spool.clone();
+            let waiting = tokio::task::spawn_blocking(move || sp.len())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if waiting >= batch {
+                break;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(until) => break,
-                _ = wake.notified() => {
-                    let sp = spool.clone();
-                    let waiting = tokio::task::spawn_blocking(move || sp.len())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(0);
-                    if waiting >= batch {
-                        break;
-                    }
-                }
+                _ = wake.notified() => {}
             }
         }
     }

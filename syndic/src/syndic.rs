@@ -75,7 +75,9 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
             state.clone(),
             up.clone(),
             gate,
-            interval.max(Duration::from_millis(200)),
+            // Deltas go up at least every second, whatever the return
+            // interval: returns wait for the first report of a session.
+            interval.clamp(Duration::from_millis(200), Duration::from_secs(1)),
             shutdown.clone(),
         )),
     ];
