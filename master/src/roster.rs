@@ -49,6 +49,11 @@ pub struct Expected {
     pub connected: bool,
     /// Nearest syndic first; empty for a direct minion.
     pub via: Vec<String>,
+    /// Whether the nearest syndic on the path is connected itself (false
+    /// for a direct minion): tells "the syndic is gone" apart from "the
+    /// minion behind it is gone" when the minion does not return.
+    #[serde(default)]
+    pub syndic_connected: bool,
 }
 
 /// A syndic as `manage.list_syndics` shows it.
@@ -102,6 +107,19 @@ impl Roster {
                         .get(s)
                         .is_some_and(|si| self.alive(si.last_seen))
             }
+        }
+    }
+
+    fn expected_entry(&self, inner: &Inner, id: &str, e: &Entry) -> Expected {
+        Expected {
+            id: id.to_string(),
+            connected: self.entry_connected(inner, e),
+            via: e.via.clone(),
+            syndic_connected: e
+                .via
+                .first()
+                .and_then(|s| inner.syndics.get(s))
+                .is_some_and(|si| self.alive(si.last_seen)),
         }
     }
 
@@ -221,7 +239,9 @@ impl Roster {
         }
     }
 
-    /// Forget a minion (its key was deleted).
+    /// Forget a minion or a syndic (its key was deleted). A syndic's whole
+    /// subtree goes with it: nothing can reach those minions any more, so
+    /// no job may expect them.
     pub fn remove(&self, id: &str) {
         let mut g = self.lock();
         g.version += 1;
@@ -229,7 +249,18 @@ impl Roster {
         if g.minions.remove(id).is_some() {
             g.tombstones.push((id.to_string(), v));
         }
-        g.syndics.remove(id);
+        if g.syndics.remove(id).is_some() {
+            let subtree: Vec<String> = g
+                .minions
+                .iter()
+                .filter(|(_, e)| e.via.first().map(String::as_str) == Some(id))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in subtree {
+                g.minions.remove(&k);
+                g.tombstones.push((k, v));
+            }
+        }
     }
 
     /// Is `id` a minion behind `syndic` (so the syndic may return for it)?
@@ -247,11 +278,7 @@ impl Roster {
             .minions
             .iter()
             .filter(|(id, e)| target.matches(id, &e.grains, delimiter))
-            .map(|(id, e)| Expected {
-                id: id.clone(),
-                connected: self.entry_connected(&g, e),
-                via: e.via.clone(),
-            })
+            .map(|(id, e)| self.expected_entry(&g, id, e))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -273,11 +300,7 @@ impl Roster {
         let mut out: Vec<Expected> = g
             .minions
             .iter()
-            .map(|(id, e)| Expected {
-                id: id.clone(),
-                connected: self.entry_connected(&g, e),
-                via: e.via.clone(),
-            })
+            .map(|(id, e)| self.expected_entry(&g, id, e))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -401,5 +424,173 @@ impl Roster {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brine_common::proto::TargetType;
+    use brine_common::target;
+    use serde_json::json;
+
+    fn entry(id: &str, grains: Value, connected: bool, via: &[&str]) -> RosterEntry {
+        RosterEntry {
+            id: id.into(),
+            grains,
+            connected,
+            via: via.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn full(upsert: Vec<RosterEntry>) -> RosterDelta {
+        RosterDelta {
+            full: true,
+            upsert,
+            remove: vec![],
+        }
+    }
+
+    fn ids(v: &[Expected]) -> Vec<&str> {
+        v.iter().map(|e| e.id.as_str()).collect()
+    }
+
+    fn expect(r: &Roster, tgt: &str, tt: TargetType) -> Vec<Expected> {
+        let t = target::parse(tgt, tt, &BTreeMap::new()).expect("target");
+        r.expected(&t, ":")
+    }
+
+    /// top ← s1 (a, b behind s1; c behind s1 → s1b) and one direct minion.
+    fn sample() -> Roster {
+        let r = Roster::new(Duration::from_secs(60));
+        r.upsert_direct("d1", json!({"role": "db"}));
+        r.syndic_seen("s1");
+        r.apply_syndic_delta(
+            "s1",
+            &full(vec![
+                entry("a", json!({"role": "web"}), true, &[]),
+                entry("b", json!({"role": "db"}), false, &[]),
+                entry("c", json!({"role": "web"}), true, &["s1b"]),
+            ]),
+        );
+        r
+    }
+
+    #[test]
+    fn expected_sets_carry_presence_and_path() {
+        let r = sample();
+        let all = expect(&r, "*", TargetType::Glob);
+        assert_eq!(ids(&all), ["a", "b", "c", "d1"]);
+        let c = &all[2];
+        assert_eq!(c.via, ["s1", "s1b"], "nearest syndic first");
+        assert!(c.connected);
+        assert!(!all[1].connected, "b is reported down by s1");
+        assert!(all[1].syndic_connected, "while s1 itself is up");
+        assert!(all[3].connected && all[3].via.is_empty());
+        let web = expect(&r, "role:web", TargetType::Grain);
+        assert_eq!(ids(&web), ["a", "c"]);
+        assert!(r.behind("c", "s1") && r.behind("a", "s1"));
+        assert!(!r.behind("d1", "s1") && !r.behind("c", "s1b"));
+        let st = r.syndics();
+        assert_eq!(st.len(), 1);
+        assert_eq!(
+            (st[0].minions, st[0].connected_minions, st[0].roster_known),
+            (3, 2, true)
+        );
+    }
+
+    #[test]
+    fn deltas_replace_remove_and_stay_scoped_to_their_syndic() {
+        let r = sample();
+        r.syndic_seen("s2");
+        assert_eq!(r.unknown_syndics(), ["s2"], "s2 has not reported yet");
+        // s2 may not remove s1's minion; s1 may.
+        r.apply_syndic_delta(
+            "s2",
+            &RosterDelta {
+                full: false,
+                upsert: vec![entry("z", json!({}), true, &[])],
+                remove: vec!["a".into()],
+            },
+        );
+        assert!(r.behind("a", "s1") && r.behind("z", "s2"));
+        assert!(r.unknown_syndics().is_empty());
+        r.apply_syndic_delta(
+            "s1",
+            &RosterDelta {
+                full: false,
+                upsert: vec![],
+                remove: vec!["a".into()],
+            },
+        );
+        assert!(!r.behind("a", "s1"));
+        // A full report replaces everything s1 had, and only that.
+        r.apply_syndic_delta("s1", &full(vec![entry("n", json!({}), true, &[])]));
+        assert_eq!(ids(&expect(&r, "*", TargetType::Glob)), ["d1", "n", "z"]);
+    }
+
+    #[test]
+    fn delta_since_reports_changes_and_removals_only() {
+        let r = Roster::new(Duration::from_secs(60));
+        r.upsert_direct("m1", json!({}));
+        r.upsert_direct("m2", json!({}));
+        let (d, v1) = r.delta_since(0);
+        assert!(d.full && d.remove.is_empty());
+        assert_eq!(d.upsert.len(), 2);
+        assert!(d.upsert.iter().all(|e| e.connected && e.via.is_empty()));
+        r.upsert_direct("m2", json!({"changed": true}));
+        r.remove("m1");
+        let (d, v2) = r.delta_since(v1);
+        assert!(!d.full && v2 > v1);
+        assert_eq!(d.upsert.len(), 1);
+        assert_eq!(d.upsert[0].id, "m2");
+        assert_eq!(d.remove, ["m1"]);
+        let (d, v3) = r.delta_since(v2);
+        assert!(d.upsert.is_empty() && d.remove.is_empty() && v3 == v2);
+    }
+
+    #[test]
+    fn nested_subtrees_are_reported_with_their_path() {
+        // A mid-tier syndic reports what its own syndic reported to it.
+        let mid = Roster::new(Duration::from_secs(60));
+        mid.syndic_seen("leaf");
+        mid.apply_syndic_delta("leaf", &full(vec![entry("x", json!({}), true, &[])]));
+        let (d, _) = mid.delta_since(0);
+        assert_eq!(d.upsert.len(), 1);
+        assert_eq!(d.upsert[0].via, ["leaf"]);
+        assert!(d.upsert[0].connected);
+        let top = Roster::new(Duration::from_secs(60));
+        top.syndic_seen("mid");
+        top.apply_syndic_delta("mid", &d);
+        let all = expect(&top, "x", TargetType::Glob);
+        assert_eq!(all[0].via, ["mid", "leaf"]);
+        assert!(top.behind("x", "mid"));
+    }
+
+    #[test]
+    fn removing_a_syndic_forgets_its_subtree() {
+        let r = sample();
+        let (_, v) = r.delta_since(0);
+        r.remove("s1");
+        assert_eq!(ids(&expect(&r, "*", TargetType::Glob)), ["d1"]);
+        assert!(!r.behind("a", "s1"));
+        assert!(r.syndics().is_empty());
+        let (d, _) = r.delta_since(v);
+        let mut gone = d.remove.clone();
+        gone.sort();
+        assert_eq!(gone, ["a", "b", "c"], "the removal goes up as a delta");
+    }
+
+    #[test]
+    fn restored_snapshot_is_known_but_down() {
+        let r = sample();
+        let snap = r.snapshot();
+        let fresh = Roster::new(Duration::from_secs(60));
+        fresh.restore(snap);
+        let all = expect(&fresh, "*", TargetType::Glob);
+        assert_eq!(ids(&all), ["a", "b", "c", "d1"]);
+        assert!(all.iter().all(|e| !e.connected && !e.syndic_connected));
+        assert!(fresh.behind("a", "s1"));
+        assert_eq!(fresh.unknown_syndics(), ["s1"]);
     }
 }

@@ -263,6 +263,16 @@ impl Task {
                     return Some(false);
                 }
             };
+            // Answers to earlier attempts (queued while the master was
+            // away and delivered all at once) must not be taken for the
+            // answer to this one: drop what is already waiting...
+            let mut stale = 0usize;
+            while self.dealer_rx.try_recv().is_ok() {
+                stale += 1;
+            }
+            if stale > 0 {
+                debug!(stale, "dropped answers to earlier sign-in attempts");
+            }
             self.send_frame(frame);
             let deadline = tokio::time::sleep(Duration::from_secs(5));
             tokio::pin!(deadline);
@@ -274,7 +284,11 @@ impl Task {
                         let (_, frames) = m?;
                         let Some(frame) = frames.last() else { continue };
                         match self.session.open_reply(frame) {
-                            Ok(ServerMsg::AuthReply(r)) => break Some(self.session.handle_auth_reply(&r)),
+                            // ...and skip accepts that echo an earlier nonce.
+                            Ok(ServerMsg::AuthReply(r)) => match self.session.handle_auth_reply(&r) {
+                                Err(SessionError::NonceMismatch) => debug!("answer to an earlier sign-in attempt skipped"),
+                                other => break Some(other),
+                            },
                             Ok(ServerMsg::Error(e)) => { warn!(error = %e, "master refused the sign-in"); }
                             Ok(_) => {} // stale replies from an old session
                             Err(e) => debug!(error = %e, "unreadable frame while signing in"),

@@ -14,6 +14,7 @@ use brine_common::proto::{RequestBody, ReturnLoad};
 use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -121,9 +122,34 @@ pub async fn spool_returns(
     }
 }
 
+/// Which upstream session has an acknowledged full roster report. Returns
+/// are forwarded only within that session: a master that does not know a
+/// syndic's subtree yet refuses its returns, and a refused return is gone.
+#[derive(Default)]
+pub struct RosterGate {
+    /// Session id (see [`Upstream::session`]); 0 = none yet.
+    session: AtomicU64,
+}
+
+impl RosterGate {
+    fn open(&self, session: u64) {
+        self.session.store(session, Ordering::Relaxed);
+    }
+
+    /// May returns go up in this session?
+    pub fn is_open(&self, session: u64) -> bool {
+        session != 0 && self.session.load(Ordering::Relaxed) == session
+    }
+}
+
 /// Send spooled returns upward in batches; delete them once acknowledged.
+///
+/// A batch leaves once `interval` has passed since the last one, or as soon
+/// as `batch` returns are waiting, whichever comes first; while a full batch
+/// keeps being acknowledged the next one follows at once.
 pub async fn forward_returns(
     up: Upstream,
+    gate: Arc<RosterGate>,
     spool: Arc<Spool>,
     interval: Duration,
     batch: usize,
@@ -141,7 +167,10 @@ pub async fn forward_returns(
             }
             Err(_) => vec![],
         };
-        let link = up.link().filter(|l| l.is_up());
+        let link = up
+            .session()
+            .filter(|(s, _)| gate.is_open(*s))
+            .map(|(_, l)| l);
         match (items.is_empty(), link) {
             (false, Some(link)) => {
                 let last = items.last().map(|(s, _)| *s).unwrap_or(0);
@@ -154,15 +183,16 @@ pub async fn forward_returns(
                     a = tokio::time::timeout(Duration::from_secs(30), ack) => a,
                 };
                 match acked {
-                    Ok(Ok(_)) => {
-                        // Acknowledged or refused (refusals are logged and
+                    Ok(Ok(ok)) => {
+                        // Acknowledged, or refused for minions outside the
+                        // subtree the master above acknowledged (logged and
                         // counted by the link): either way it is settled.
                         let sp = spool.clone();
                         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.ack(last)).await
                         {
                             warn!(error = %e, "cannot trim the spool");
                         }
-                        debug!(returns = n, "forwarded returns upward");
+                        debug!(returns = n, accepted = ok, "forwarded returns upward");
                         if full {
                             continue;
                         }
@@ -174,10 +204,11 @@ pub async fn forward_returns(
                 }
             }
             (false, None) => {
-                // Upstream down: keep spooling, check again shortly.
+                // Upstream down, or its roster report not acknowledged
+                // yet: keep spooling, check again shortly.
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
                 continue;
             }
@@ -189,34 +220,53 @@ pub async fn forward_returns(
                 }
             }
         }
-        // Coalesce: let more returns arrive before the next batch.
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        // Coalesce: let more returns arrive, up to the interval or a full
+        // batch.
+        // The count is checked first: the wake-up that ended the idle wait
+        // above may already have brought a full batch.
+        let until = tokio::time::Instant::now() + interval;
+        loop {
+            let sp = spool.clone();
+            let waiting = tokio::task::spawn_blocking(move || sp.len())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if waiting >= batch {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                _ = wake.notified() => {}
+            }
         }
     }
 }
 
-/// Report the subtree upward as deltas; a full report per new session.
+/// Report the subtree upward as deltas; a full report per new session
+/// (a new sign-in above, or another master after failover). Opens `gate`
+/// for the session once a report in it is acknowledged.
 pub async fn report_roster(
     state: Arc<MasterState>,
     up: Upstream,
+    gate: Arc<RosterGate>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut sent_version = 0u64;
-    let mut session = u64::MAX;
+    let mut session = 0u64;
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(link) = up.link().filter(|l| l.is_up()) else {
+        let Some((sess, link)) = up.session() else {
             continue;
         };
-        if link.sign_ins() != session {
-            session = link.sign_ins();
+        if sess != session {
+            session = sess;
             sent_version = 0;
         }
         if sent_version != 0 && state.roster.version() == sent_version {
@@ -236,6 +286,7 @@ pub async fn report_roster(
         if let Ok(Ok(true)) = acked {
             debug!(entries = n, version = v, "roster reported upward");
             sent_version = v;
+            gate.open(sess);
         }
     }
 }

@@ -51,6 +51,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
     let relayed = Arc::new(forward::Relayed::default());
     let (up, mut jobs) = upstream::start(&cfg, Arc::new(keys), shutdown.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(forward::RosterGate::default());
     let interval = Duration::from_millis(cfg.syndic_forward_interval_ms.max(1));
     let mut tasks = vec![
         tokio::spawn(forward::spool_returns(
@@ -63,6 +64,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         )),
         tokio::spawn(forward::forward_returns(
             up.clone(),
+            gate.clone(),
             spool.clone(),
             interval,
             cfg.syndic_forward_batch,
@@ -72,7 +74,10 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         tokio::spawn(forward::report_roster(
             state.clone(),
             up.clone(),
-            interval.max(Duration::from_millis(200)),
+            gate,
+            // Deltas go up at least every second, whatever the return
+            // interval: returns wait for the first report of a session.
+            interval.clamp(Duration::from_millis(200), Duration::from_secs(1)),
             shutdown.clone(),
         )),
     ];

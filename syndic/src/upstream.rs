@@ -20,17 +20,38 @@ pub const FAILOVER_AFTER: Duration = Duration::from_secs(15);
 /// The current upstream link (replaced on failover).
 #[derive(Clone)]
 pub struct Upstream {
-    current: Arc<RwLock<Option<LinkHandle>>>,
+    /// The link and its generation (bumped on every failover), so a
+    /// session is told apart from one on the next master.
+    current: Arc<RwLock<Option<(u64, LinkHandle)>>>,
 }
 
 impl Upstream {
     pub fn link(&self) -> Option<LinkHandle> {
-        self.current.read().ok().and_then(|g| g.clone())
+        self.current
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(_, l)| l.clone()))
     }
 
     pub fn is_up(&self) -> bool {
         self.link().is_some_and(|l| l.is_up())
     }
+
+    /// The signed-in link and an id of its session upstream: it changes
+    /// with every sign-in (a restarted master above) and every failover
+    /// (another master above), never otherwise. None while not signed in.
+    pub fn session(&self) -> Option<(u64, LinkHandle)> {
+        let g = self.current.read().ok()?;
+        let (generation, link) = g.as_ref()?;
+        link.is_up()
+            .then(|| (session_id(*generation, link.sign_ins()), link.clone()))
+    }
+}
+
+/// Generation in the high half, sign-ins in the low half; never 0 for a
+/// signed-in link (sign-ins start at 1).
+fn session_id(generation: u64, sign_ins: u64) -> u64 {
+    (generation << 32) | (sign_ins & 0xffff_ffff)
 }
 
 /// Start the upstream side; jobs from above arrive on the returned channel.
@@ -67,6 +88,7 @@ pub fn start(
     let up2 = up.clone();
     tokio::spawn(async move {
         let mut idx = 0usize;
+        let mut generation = 0u64;
         loop {
             if shutdown.is_cancelled() || masters.is_empty() {
                 return;
@@ -95,8 +117,9 @@ pub fn start(
                         continue;
                     }
                 };
+            generation += 1;
             if let Ok(mut g) = up2.current.write() {
-                *g = Some(handle.clone());
+                *g = Some((generation, handle.clone()));
             }
             let mut down_since = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -145,7 +168,15 @@ pub fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_host_port;
+    use super::{session_id, split_host_port};
+
+    #[test]
+    fn sessions_differ_across_sign_ins_and_failovers() {
+        assert_ne!(session_id(1, 1), 0);
+        assert_ne!(session_id(1, 1), session_id(1, 2));
+        assert_ne!(session_id(1, 1), session_id(2, 1));
+        assert_eq!(session_id(3, 7), session_id(3, 7));
+    }
 
     #[test]
     fn host_port_forms() {

@@ -245,7 +245,13 @@ impl Run {
                     jid: published.jid.clone(),
                     deadline,
                     checking: false,
-                    connected: m.connected,
+                    // Behind a syndic, what the operator needs to know is
+                    // whether that syndic is connected.
+                    connected: if m.via.is_empty() {
+                        m.connected
+                    } else {
+                        m.syndic_connected
+                    },
                     via: m.via.clone(),
                 },
             );
