@@ -1,58 +1,31 @@
 //! `salt-syndic`: parse flags, load the master config, run the syndic.
 
-use brine_common::{cli, config, exit, telemetry};
+use brine_common::cli::{self, DaemonArgs};
+use brine_common::{config, exit};
 use clap::Parser;
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "salt-syndic",
     version,
-    about = "The Brine syndic: a relay between masters"
+    about = "The Brine syndic: a relay between masters (reads DIR/master, as Salt's syndic does)"
 )]
 struct Args {
-    /// Configuration directory (reads DIR/master, as Salt's syndic does).
-    #[arg(
-        short = 'c',
-        long = "config-dir",
-        default_value = "/etc/salt",
-        env = "SALT_CONFIG_DIR"
-    )]
-    config_dir: PathBuf,
-    /// Console log level (overrides log_level).
-    #[arg(short = 'l', long = "log-level")]
-    log_level: Option<String>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 #[tokio::main]
 async fn main() {
     let args: Args = cli::parse_args();
-    let mut overrides = vec![];
-    if let Some(l) = &args.log_level {
-        overrides.push(("log_level", serde_json::Value::String(l.clone())));
-    }
-    let cfg = match config::load_master(&args.config_dir, &overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("salt-syndic: {e}");
-            std::process::exit(exit::CONFIG);
-        }
-    };
+    let cfg = cli::daemon_config("salt-syndic", &args.daemon, config::load_master);
     if cfg.syndic_master.is_empty() {
         eprintln!(
             "salt-syndic: no syndic_master in {}/master: set the address of the master above",
-            args.config_dir.display()
+            args.daemon.config_dir.display()
         );
         std::process::exit(exit::CONFIG);
-    }
-    telemetry::init(
-        &cfg.log_level,
-        Some(&cfg.log_file),
-        cfg.log_level_logfile.as_deref().unwrap_or(&cfg.log_level),
-    );
-    for key in &cfg.unknown_keys {
-        tracing::warn!(key = %key, config_dir = %args.config_dir.display(), "unknown config option ignored");
     }
     cli::raise_nofile();
     let shutdown = CancellationToken::new();
