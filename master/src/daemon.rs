@@ -641,7 +641,7 @@ impl MasterState {
         }
     }
 
-    fn handle_sealed(&self, routing: &[u8], id: &str, data: &[u8]) {
+    fn handle_sealed(self: &Arc<Self>, routing: &[u8], id: &str, data: &[u8]) {
         let (key, role) = {
             let s = self.sessions();
             match s.get(id) {
@@ -694,6 +694,10 @@ impl MasterState {
             sess.last_seq = req.seq;
         }
         self.roster.touch(id);
+        let carries_returns = matches!(
+            req.body,
+            RequestBody::Return(_) | RequestBody::SyndicReturns(_)
+        );
         let body = match req.body {
             RequestBody::Hello { grains, .. } | RequestBody::Grains(grains) => {
                 if role == Role::Minion {
@@ -748,15 +752,27 @@ impl MasterState {
                 }
             }
         };
-        self.sealed_reply(
-            routing,
-            id,
-            &key,
-            Reply {
-                req_id: req.req_id,
-                body,
-            },
-        );
+        let reply = Reply {
+            req_id: req.req_id,
+            body,
+        };
+        if carries_returns {
+            // Acknowledge only once the returns are on disk: a minion (or
+            // syndic) keeps and resends anything not acknowledged, so a
+            // master killed now loses nothing it said it had.
+            let st = self.clone();
+            let routing = routing.to_vec();
+            let id = id.to_string();
+            self.jobs.after_commit(move |ok| {
+                if ok {
+                    st.sealed_reply(&routing, &id, &key, reply);
+                } else {
+                    warn!(id = %id, "returns not committed; not acknowledged (the sender will resend)");
+                }
+            });
+        } else {
+            self.sealed_reply(routing, id, &key, reply);
+        }
     }
 }
 

@@ -216,7 +216,6 @@ enum Op {
 }
 
 /// What travels to the writer thread.
-#[derive(Debug)]
 enum Msg {
     Op(Op),
     /// Answered once everything queued before it is committed, with the
@@ -224,8 +223,23 @@ enum Msg {
     Flush(mpsc::Sender<Result<(), String>>),
     /// Delete expired jobs now; answered with how many.
     Expire(mpsc::Sender<Result<usize, String>>),
+    /// Called (on the writer thread) once everything queued before it is
+    /// committed: `true` on success, `false` if that batch failed.
+    Notify(Box<dyn FnOnce(bool) + Send>),
     /// Commit what is queued and end the thread.
     Stop,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Op(op) => write!(f, "Op({op:?})"),
+            Msg::Flush(_) => f.write_str("Flush"),
+            Msg::Expire(_) => f.write_str("Expire"),
+            Msg::Notify(_) => f.write_str("Notify"),
+            Msg::Stop => f.write_str("Stop"),
+        }
+    }
 }
 
 /// Handle on the job cache; clones share one writer thread and one reader.
@@ -519,6 +533,16 @@ impl JobCache {
         }
     }
 
+    /// Run `done` on the writer thread once everything queued before this
+    /// call is committed (`true`), or its batch failed for good (`false`).
+    /// Never blocks on I/O: the master acknowledges a return to its minion
+    /// only from here, so an acknowledged return is on disk.
+    pub fn after_commit(&self, done: impl FnOnce(bool) + Send + 'static) {
+        if !self.enqueue(Msg::Notify(Box::new(done))) {
+            error!("job cache is closed; commit notification dropped");
+        }
+    }
+
     /// Wait until everything queued before this call is committed; reports
     /// the first write failure since the previous flush. Blocks the calling
     /// thread (use `spawn_blocking` from async code).
@@ -784,6 +808,7 @@ impl Writer {
         let mut ops = Vec::new();
         let mut flushes = Vec::new();
         let mut expires = Vec::new();
+        let mut notifies: Vec<Box<dyn FnOnce(bool) + Send>> = Vec::new();
         let mut stop = false;
         let deadline = Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
@@ -793,6 +818,7 @@ impl Writer {
                 Msg::Op(op) => ops.push(op),
                 Msg::Flush(tx) => flushes.push(tx),
                 Msg::Expire(tx) => expires.push(tx),
+                Msg::Notify(f) => notifies.push(f),
                 Msg::Stop => stop = true,
             }
             if stop || !flushes.is_empty() || !expires.is_empty() || ops.len() > BATCH_MAX {
@@ -814,12 +840,14 @@ impl Writer {
                     Msg::Op(op) => ops.push(op),
                     Msg::Flush(tx) => flushes.push(tx),
                     Msg::Expire(tx) => expires.push(tx),
+                    Msg::Notify(f) => notifies.push(f),
                     Msg::Stop => {}
                 }
             }
         }
-        if !ops.is_empty() {
-            self.commit(&ops);
+        let committed = ops.is_empty() || self.commit(&ops);
+        for f in notifies {
+            f(committed);
         }
         for tx in expires {
             let r = self.expire().map_err(|e| e.to_string());
@@ -842,7 +870,7 @@ impl Writer {
     /// Commit a batch, retrying a few times (a lock held by another process,
     /// a briefly full disk); a batch that still fails is logged and reported
     /// to the next flush.
-    fn commit(&mut self, ops: &[Op]) {
+    fn commit(&mut self, ops: &[Op]) -> bool {
         let mut last = None;
         for attempt in 0..COMMIT_ATTEMPTS {
             if attempt > 0 {
@@ -858,7 +886,7 @@ impl Writer {
                     if c.duplicates > 0 {
                         debug!(duplicates = c.duplicates, "duplicate returns ignored");
                     }
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     warn!(path = %self.path.display(), attempt = attempt + 1, error = %e, "job cache batch failed");
@@ -874,6 +902,7 @@ impl Writer {
         if self.pending_error.is_none() {
             self.pending_error = Some(msg);
         }
+        false
     }
 
     /// Delete jobs (and what belongs to them) older than `keep_jobs`.
@@ -1174,6 +1203,33 @@ mod tests {
         for (p, s, want) in cases {
             assert_eq!(Glob::new(p).matches(s), want, "{p} ~ {s}");
         }
+    }
+
+    #[test]
+    fn after_commit_runs_once_the_return_is_readable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = JobCache::open(dir.path(), 24).expect("open");
+        cache.record_job(
+            &job("20261126120000000001", "test.ping", "*"),
+            &names(&["a"]),
+        );
+        cache.record_return(&ret("20261126120000000001", "a", serde_json::json!(true)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = cache.clone();
+        cache.after_commit(move |ok| {
+            // Runs on the writer thread after the commit: a reader sees it.
+            let seen = reader
+                .lookup_jid("20261126120000000001")
+                .ok()
+                .flatten()
+                .map(|r| r.returns.contains_key("a"));
+            let _ = tx.send((ok, seen));
+        });
+        let (ok, seen) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("notified");
+        assert!(ok);
+        assert_eq!(seen, Some(true));
     }
 
     #[test]
