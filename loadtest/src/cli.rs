@@ -384,7 +384,14 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
     } else {
         crate::plan::Mode::Brine
     };
-    match run_plan(&base, &p.minions, &p.syndics, p.p99_target_ms, mode, &interrupted) {
+    match run_plan(
+        &base,
+        &p.minions,
+        &p.syndics,
+        p.p99_target_ms,
+        mode,
+        &interrupted,
+    ) {
         Ok(r) => {
             print!("{}", r.table());
             if let Some(path) = &p.run.json {

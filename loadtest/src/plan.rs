@@ -84,8 +84,9 @@ pub fn run_plan(
             cells.push(match run_cell(&cfg, mode, interrupted) {
                 Ok((stats, meta)) => {
                     let c = stats.percentiles(Tier::Completion);
-                    let ok =
-                        meta.lost_returns == 0 && meta.timed_out_jobs == 0 && c.p99 <= p99_target_ms;
+                    let ok = meta.lost_returns == 0
+                        && meta.timed_out_jobs == 0
+                        && c.p99 <= p99_target_ms;
                     PlanCell {
                         minions: m,
                         syndics: s,

@@ -62,6 +62,14 @@ pub struct RunMeta {
     /// Returns sent again because no acknowledgement came in time.
     #[serde(default)]
     pub returns_resent: u64,
+    /// Returns whose tier legs add up to more than their arrival time
+    /// (must be 0; anything else means inconsistent trace stamps).
+    #[serde(default)]
+    pub trace_over_completion: u64,
+    /// Re-sign-ins the master asked for (re-auth answer or publish,
+    /// unknown publish key) or that a silent master caused.
+    #[serde(default)]
+    pub minion_reauths: u64,
 }
 
 /// Start, maximum and end of a series of memory samples.
@@ -209,8 +217,12 @@ impl Report {
         if m.mode == "brine" {
             let _ = writeln!(
                 s,
-                "failed returns {}, sign-ins {}, resent returns {}",
-                m.failed_returns, m.sign_ins, m.returns_resent
+                "failed returns {}, sign-ins {} (re-auths {}), resent returns {}, legs over completion {}",
+                m.failed_returns,
+                m.sign_ins,
+                m.minion_reauths,
+                m.returns_resent,
+                m.trace_over_completion
             );
         }
         let rss_rows = std::iter::once(("top", &m.top_rss_kib))

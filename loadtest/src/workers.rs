@@ -107,7 +107,7 @@ pub enum ChildEvent {
         minions: u32,
         fds_per_minion: f64,
     },
-    SimResult(crate::brine::sim::SimResult),
+    SimResult(Box<crate::brine::sim::SimResult>),
 }
 
 /// Prints one event as a JSON line on stdout and flushes it.

@@ -78,6 +78,9 @@ struct JobOutcome {
     duplicate: u64,
     unexpected: u64,
     failed: u64,
+    /// Returns whose legs add up to more than their own arrival time
+    /// (publish to receipt): impossible unless stamps are wrong.
+    over_completion: u64,
     timed_out: bool,
     legs: Vec<(Tier, u64)>,
     first_us: Option<u64>,
@@ -136,11 +139,14 @@ async fn one_job(
         let legs = ret
             .trace
             .as_deref()
-            .map(|t| trace::split(t, top_id))
+            .map(|t| trace::split(t, top_id, &ret.id))
             .unwrap_or_default();
         let origin = *pub_us.get_or_insert(legs.pub_us.unwrap_or(t_start));
-        out.legs.extend(legs.legs);
         let since = now.saturating_sub(origin);
+        if legs.legs.iter().map(|(_, us)| us).sum::<u64>() > since {
+            out.over_completion += 1;
+        }
+        out.legs.extend(legs.legs);
         out.first_us.get_or_insert(since);
         if seen.len() == expected.len() {
             out.completion_us = Some(since);
@@ -222,6 +228,18 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         ready_secs: 30,
     })?;
     topo.start_sampling();
+    // A fresh master publishes a re-auth 0.2, 1.2 and 4.2 s after it
+    // starts (for minions of an earlier run); minions that sign in before
+    // the last one would sign in twice, so a new topology gets that long.
+    if cfg.master_config.is_none() {
+        let settle = Instant::now() + Duration::from_millis(4500);
+        while Instant::now() < settle {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(workers::WorkerError::Interrupted.into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let leaves: Vec<(String, String)> = topo
         .leaves()
         .iter()
@@ -376,8 +394,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                 top_id.clone(),
             );
             let warm = j < cfg.warmup;
-            let fut =
-                async move { (warm, one_job(&sd, &cd, req, &ae, &tid, job_timeout).await) };
+            let fut = async move { (warm, one_job(&sd, &cd, req, &ae, &tid, job_timeout).await) };
             if cfg.rate > 0.0 {
                 tokio::time::sleep_until(t0 + Duration::from_secs_f64(f64::from(j) / cfg.rate))
                     .await;
@@ -389,20 +406,38 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                     if let Some(r) = set.join_next().await {
                         done += 1;
                         bar.set_position(u64::from(done));
-                        tally(r, &mut stats, &mut meta_counts, &mut completed, &mut timed_out)?;
+                        tally(
+                            r,
+                            &mut stats,
+                            &mut meta_counts,
+                            &mut completed,
+                            &mut timed_out,
+                        )?;
                     }
                 }
             }
             while let Some(r) = set.try_join_next() {
                 done += 1;
                 bar.set_position(u64::from(done));
-                tally(r, &mut stats, &mut meta_counts, &mut completed, &mut timed_out)?;
+                tally(
+                    r,
+                    &mut stats,
+                    &mut meta_counts,
+                    &mut completed,
+                    &mut timed_out,
+                )?;
             }
         }
         while let Some(r) = set.join_next().await {
             done += 1;
             bar.set_position(u64::from(done));
-            tally(r, &mut stats, &mut meta_counts, &mut completed, &mut timed_out)?;
+            tally(
+                r,
+                &mut stats,
+                &mut meta_counts,
+                &mut completed,
+                &mut timed_out,
+            )?;
         }
         Ok::<(), HarnessError>(())
     })?;
@@ -417,7 +452,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             collect_by,
             interrupted,
             |ev| match ev {
-                ChildEvent::SimResult(r) => Ok(r),
+                ChildEvent::SimResult(r) => Ok(*r),
                 other => Err(other),
             },
             |_| {},
@@ -479,6 +514,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         syndic_rss_kib: syndic_rss,
         sign_ins: results.iter().map(|r| r.sign_ins).sum(),
         returns_resent: results.iter().map(|r| r.returns_resent).sum(),
+        trace_over_completion: meta_counts.over_completion,
+        minion_reauths: results.iter().map(|r| r.reauths).sum(),
     };
     Ok(BrineRun {
         stats,
@@ -507,6 +544,7 @@ fn tally(
     totals.duplicate += o.duplicate;
     totals.unexpected += o.unexpected;
     totals.failed += o.failed;
+    totals.over_completion += o.over_completion;
     if o.lost == 0 && !o.timed_out {
         *completed += 1;
     } else {

@@ -85,7 +85,13 @@ pub struct SimResult {
     pub refused: u64,
     pub bad_publishes: u64,
     pub replays: u64,
+    /// Re-sign-ins by cause: the master answered `ReAuth`, published a
+    /// re-auth, used a publish key we lack, or went silent.
     pub reauths: u64,
+    pub reauth_replies: u64,
+    pub reauth_publishes: u64,
+    pub unknown_key: u64,
+    pub silent_master: u64,
     pub send_errors: u64,
     pub recv_errors: u64,
     pub timed_out: bool,
@@ -249,15 +255,32 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
         while !w.ready.is_empty() && rounds < 64 {
             rounds += 1;
             let batch = std::mem::take(&mut w.ready);
-            for (i, is_sub) in batch {
+            // Publishes are read off every ready SUB first, stamped with
+            // their arrival time, and only then verified and run: one
+            // thread serves many minions, and a minion's `recv` must not
+            // include the time spent opening its neighbours' publishes.
+            let mut arrived: Vec<(usize, u64, Vec<Vec<u8>>)> = Vec::new();
+            for &(i, is_sub) in &batch {
+                if !is_sub {
+                    continue;
+                }
                 let Some(s) = sims.get_mut(i) else { continue };
-                let more = if is_sub {
-                    drain_sub(s, i, &mut w)
-                } else {
-                    drain_dealer(s, i, &mut w)
-                };
-                if more {
-                    w.ready.push((i, is_sub));
+                if read_sub(s, &mut arrived, i, &mut w) {
+                    w.ready.push((i, true));
+                }
+            }
+            for (i, at_us, frames) in arrived {
+                if let Some(s) = sims.get_mut(i) {
+                    on_publish(s, i, at_us, &frames, &mut w);
+                }
+            }
+            for &(i, is_sub) in &batch {
+                if is_sub {
+                    continue;
+                }
+                let Some(s) = sims.get_mut(i) else { continue };
+                if drain_dealer(s, i, &mut w) {
+                    w.ready.push((i, false));
                 }
             }
         }
@@ -320,12 +343,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
         let wait = if !w.ready.is_empty() {
             Duration::ZERO
         } else {
-            let until_timer = w
-                .timers
-                .next_at()
-                .map_or(Duration::from_millis(200), |at| {
-                    at.saturating_duration_since(Instant::now())
-                });
+            let until_timer = w.timers.next_at().map_or(Duration::from_millis(200), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
             until_timer.min(Duration::from_millis(200))
         };
         match w.poll.poll(&mut events, Some(wait)) {
@@ -344,7 +364,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     c.fds_per_minion = fds_per_minion.unwrap_or(0.0);
     c.rss_kib = vm_rss_kib(std::process::id()).unwrap_or(0);
     c.signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count() as u32;
-    emit(&ChildEvent::SimResult(c.clone()))?;
+    emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
     Ok(())
 }
 
@@ -386,7 +406,8 @@ fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u6
 fn send_return(s: &mut Sim, i: usize, ret: ReturnLoad, w: &mut World) {
     if s.signing_in.is_some() {
         // Kept until the next sign-in sends it.
-        s.pending.insert(u64::MAX - s.pending.len() as u64, (ret, Instant::now()));
+        s.pending
+            .insert(u64::MAX - s.pending.len() as u64, (ret, Instant::now()));
         return;
     }
     if let Some(req_id) = request(s, i, RequestBody::Return(ret.clone()), w) {
@@ -482,6 +503,7 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
             }
             Ok(ServerMsg::ReAuth) => {
                 w.counts.reauths += 1;
+                w.counts.reauth_replies += 1;
                 sign_in(s, i, w);
             }
             Ok(ServerMsg::Error(_)) | Err(_) => w.counts.recv_errors += 1,
@@ -490,42 +512,54 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
     true
 }
 
-/// Reads the SUB until `EAGAIN`; `true` if it should be read again.
-fn drain_sub(s: &mut Sim, i: usize, w: &mut World) -> bool {
+/// Reads the SUB until `EAGAIN` into `arrived` (with the arrival time);
+/// `true` if it should be read again.
+fn read_sub(
+    s: &mut Sim,
+    arrived: &mut Vec<(usize, u64, Vec<Vec<u8>>)>,
+    i: usize,
+    w: &mut World,
+) -> bool {
+    let Some(sub) = s.sub.as_ref() else {
+        return false;
+    };
     for _ in 0..1000 {
-        let Some(sub) = s.sub.as_ref() else {
-            return false;
-        };
-        let frames = match sub.recv_multipart(zmq::DONTWAIT) {
-            Ok(f) => f,
+        match sub.recv_multipart(zmq::DONTWAIT) {
+            Ok(f) => arrived.push((i, now_us(), f)),
             Err(zmq::Error::EAGAIN) => return false,
             Err(_) => {
                 w.counts.recv_errors += 1;
                 return false;
             }
-        };
-        let Some(payload) = frames.get(1) else {
-            w.counts.bad_publishes += 1;
-            continue;
-        };
-        match s.session.open_publish(payload) {
-            Ok(PubEvent::Job(job)) => on_job(s, i, *job, w),
-            Ok(PubEvent::KeyUpdated) | Ok(PubEvent::NotForUs) => {}
-            Ok(PubEvent::Reauth) => {
-                w.counts.reauths += 1;
-                let d = Duration::from_millis(rand::thread_rng().gen_range(0..1000));
-                s.signing_in = Some(Instant::now());
-                retry_sign_in(i, d, w);
-            }
-            Err(SessionError::UnknownPublishKey { .. }) => {
-                w.counts.reauths += 1;
-                sign_in(s, i, w);
-            }
-            Err(SessionError::Replay { .. }) => w.counts.replays += 1,
-            Err(_) => w.counts.bad_publishes += 1,
         }
     }
     true
+}
+
+/// Verifies and handles one publish that arrived at `at_us`.
+fn on_publish(s: &mut Sim, i: usize, at_us: u64, frames: &[Vec<u8>], w: &mut World) {
+    let Some(payload) = frames.get(1) else {
+        w.counts.bad_publishes += 1;
+        return;
+    };
+    match s.session.open_publish(payload) {
+        Ok(PubEvent::Job(job)) => on_job(s, i, *job, at_us, w),
+        Ok(PubEvent::KeyUpdated) | Ok(PubEvent::NotForUs) => {}
+        Ok(PubEvent::Reauth) => {
+            w.counts.reauths += 1;
+            w.counts.reauth_publishes += 1;
+            let d = Duration::from_millis(rand::thread_rng().gen_range(0..1000));
+            s.signing_in = Some(Instant::now());
+            retry_sign_in(i, d, w);
+        }
+        Err(SessionError::UnknownPublishKey { .. }) => {
+            w.counts.reauths += 1;
+            w.counts.unknown_key += 1;
+            sign_in(s, i, w);
+        }
+        Err(SessionError::Replay { .. }) => w.counts.replays += 1,
+        Err(_) => w.counts.bad_publishes += 1,
+    }
 }
 
 fn matches(s: &Sim, job: &JobLoad, w: &mut World) -> bool {
@@ -549,7 +583,7 @@ fn seconds(v: Option<&Value>) -> Option<f64> {
     .filter(|x| x.is_finite() && *x >= 0.0)
 }
 
-fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, w: &mut World) {
+fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
     w.counts.jobs_seen += 1;
     if !matches(s, &job, w) {
         return;
@@ -558,7 +592,7 @@ fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, w: &mut World) {
         t.push(Stamp {
             who: s.id.clone(),
             what: "recv".into(),
-            us: now_us(),
+            us: at_us,
         });
     }
     let delay = match job.fun.as_str() {
@@ -640,6 +674,7 @@ fn tick(s: &mut Sim, i: usize, w: &mut World) {
             if s.last_heard.elapsed() > s.hb * 4 {
                 // The master stopped answering: sign in again.
                 w.counts.reauths += 1;
+                w.counts.silent_master += 1;
                 sign_in(s, i, w);
                 return;
             }

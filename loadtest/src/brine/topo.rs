@@ -430,7 +430,10 @@ mod tests {
             ready_secs: 1,
         };
         let e = Topo::start(&o).err().unwrap().to_string();
-        assert!(e.contains("salt-master not found") && e.contains("cargo build"), "{e}");
+        assert!(
+            e.contains("salt-master not found") && e.contains("cargo build"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,22 +18,24 @@ pub struct Legs {
     pub pub_us: Option<u64>,
 }
 
-fn find<'a>(stamps: &'a [Stamp], what: &str) -> Vec<(usize, &'a Stamp)> {
+fn find<'a>(stamps: &'a [Stamp], what: &str, who: Option<&str>) -> Vec<(usize, &'a Stamp)> {
     stamps
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.what == what)
+        .filter(|(_, s)| s.what == what && who.is_none_or(|w| s.who == w))
         .collect()
 }
 
-/// Splits `stamps` of a return that went through `top` into legs.
-pub fn split(stamps: &[Stamp], top: &str) -> Legs {
+/// Splits the stamps of `minion`'s return to `top` into legs. Only the
+/// minion's own `recv`/`done` count: a syndic's upstream link stamps
+/// `recv` too when a job reaches it.
+pub fn split(stamps: &[Stamp], top: &str, minion: &str) -> Legs {
     let mut out = Legs::default();
-    let pubs = find(stamps, "pub");
-    let relays = find(stamps, "relay");
-    let recv = find(stamps, "recv");
-    let done = find(stamps, "done");
-    let rets = find(stamps, "ret");
+    let pubs = find(stamps, "pub", None);
+    let relays = find(stamps, "relay", None);
+    let recv = find(stamps, "recv", Some(minion));
+    let done = find(stamps, "done", Some(minion));
+    let rets = find(stamps, "ret", None);
     let Some(&(ip, p)) = pubs.first() else {
         return out;
     };
@@ -52,7 +54,11 @@ pub fn split(stamps: &[Stamp], top: &str) -> Legs {
     // Returns: the last-tier syndic stamps first, the top last.
     let top_ret = rets.iter().rev().find(|(_, s)| s.who == top);
     let syndic_rets: Vec<&(usize, &Stamp)> = rets.iter().filter(|(_, s)| s.who != top).collect();
-    leg(Tier::MinionToSyndic, done.first(), syndic_rets.first().copied());
+    leg(
+        Tier::MinionToSyndic,
+        done.first(),
+        syndic_rets.first().copied(),
+    );
     leg(Tier::SyndicToTop, syndic_rets.last().copied(), top_ret);
     out
 }
@@ -69,17 +75,20 @@ mod tests {
         }
     }
 
+    const T_MINION: &str = "m";
+
     #[test]
     fn one_tier() {
         let t = vec![
             st("top", "pub", 100),
+            st("syndic1", "recv", 140),
             st("syndic1", "relay", 150),
-            st("m1", "recv", 170),
-            st("m1", "done", 171),
+            st("m", "recv", 170),
+            st("m", "done", 171),
             st("syndic1", "ret", 200),
             st("top", "ret", 260),
         ];
-        let l = split(&t, "top");
+        let l = split(&t, "top", T_MINION);
         assert_eq!(l.pub_us, Some(100));
         assert_eq!(
             l.legs,
@@ -97,7 +106,9 @@ mod tests {
     fn two_tiers_use_outer_syndics() {
         let t = vec![
             st("top", "pub", 0),
+            st("s1-t1", "recv", 8),
             st("s1-t1", "relay", 10),
+            st("s1-t2", "recv", 25),
             st("s1-t2", "relay", 30),
             st("m", "recv", 35),
             st("m", "done", 36),
@@ -105,7 +116,7 @@ mod tests {
             st("s1-t1", "ret", 60),
             st("top", "ret", 90),
         ];
-        let l = split(&t, "top");
+        let l = split(&t, "top", T_MINION);
         assert_eq!(
             l.legs,
             vec![
@@ -120,9 +131,9 @@ mod tests {
 
     #[test]
     fn partial_or_disordered_traces_give_fewer_legs() {
-        assert_eq!(split(&[], "top"), Legs::default());
+        assert_eq!(split(&[], "top", "m"), Legs::default());
         let t = vec![st("m", "done", 5), st("top", "pub", 1), st("m", "recv", 3)];
-        let l = split(&t, "top");
+        let l = split(&t, "top", T_MINION);
         assert_eq!(l.legs, vec![]);
         let direct = vec![
             st("top", "pub", 0),
@@ -130,6 +141,6 @@ mod tests {
             st("m", "done", 4),
             st("top", "ret", 9),
         ];
-        assert_eq!(split(&direct, "top").legs, vec![(Tier::MinionExec, 1)]);
+        assert_eq!(split(&direct, "top", "m").legs, vec![(Tier::MinionExec, 1)]);
     }
 }
