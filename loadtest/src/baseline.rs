@@ -41,6 +41,8 @@ pub enum HarnessError {
     KeyPool(#[from] crate::brine::keypool::KeyPoolError),
     #[error("client channel: {0}")]
     Client(String),
+    #[error("worker {worker}: only {done} of {total} simulated minions signed in before --ready-timeout")]
+    NotSignedIn { worker: u32, done: u32, total: u32 },
     #[error("only {up} of {want} minions came up on the top master")]
     NotUp { up: usize, want: usize },
 }

@@ -217,7 +217,7 @@ fn error_code(e: &HarnessError) -> i32 {
         HarnessError::Topo(crate::brine::topo::TopoError::Config(_)) => exit::CONFIG,
         HarnessError::Topo(crate::brine::topo::TopoError::MissingBinary { .. })
         | HarnessError::Client(_) => exit::UNAVAILABLE,
-        HarnessError::NotUp { .. } => exit::DID_NOT_RETURN,
+        HarnessError::NotUp { .. } | HarnessError::NotSignedIn { .. } => exit::DID_NOT_RETURN,
         _ => exit::SOFTWARE,
     }
 }

@@ -304,7 +304,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     bar.set_message("minions signing in");
     let ready_by = Instant::now() + Duration::from_secs(cfg.ready_timeout_secs);
     let mut fds_per_minion = 0.0;
-    for p in &mut procs {
+    for (w, p) in procs.iter_mut().enumerate() {
+        let mut signed = (0u32, 0u32);
         let got = p.wait_for(
             ready_by,
             interrupted,
@@ -316,10 +317,23 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                 } => Ok((minions, fds_per_minion)),
                 other => Err(other),
             },
-            |_| {},
+            |ev| {
+                if let ChildEvent::Progress { done, total, .. } = ev {
+                    signed = (*done, *total);
+                    bar.set_message(format!("worker {w}: {done}/{total} minions signed in"));
+                }
+            },
         );
         match got {
             Ok((m, f)) => fds_per_minion += f * f64::from(m),
+            Err(workers::WorkerError::Timeout(_)) => {
+                topo.check_alive()?;
+                return Err(HarnessError::NotSignedIn {
+                    worker: w as u32,
+                    done: signed.0,
+                    total: signed.1,
+                });
+            }
             Err(e) => {
                 topo.check_alive()?;
                 return Err(e.into());

@@ -149,6 +149,9 @@ struct Sim {
     grains: Value,
     /// When the last sign-in request went out (None: signed in).
     signing_in: Option<Instant>,
+    /// How long an unanswered sign-in waits before it is sent again;
+    /// doubles up to a minute so a loaded master is not flooded.
+    retry_after: Duration,
     last_heard: Instant,
     hb: Duration,
     pending: BTreeMap<u64, (ReturnLoad, Instant)>,
@@ -227,6 +230,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 sub: None,
                 sub_port: 0,
                 signing_in: None,
+                retry_after: SIGN_IN_RETRY,
                 last_heard: Instant::now(),
                 hb: Duration::from_secs(5),
                 pending: BTreeMap::new(),
@@ -423,6 +427,7 @@ fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
         return Ok(());
     };
     s.signing_in = None;
+    s.retry_after = SIGN_IN_RETRY;
     s.hb = Duration::from_secs(est.heartbeat_interval.max(1));
     w.counts.sign_ins += 1;
     if s.sub.is_none() || s.sub_port != est.publish_port {
@@ -666,7 +671,10 @@ fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
 fn tick(s: &mut Sim, i: usize, w: &mut World) {
     match s.signing_in {
         Some(since) => {
-            if since.elapsed() >= SIGN_IN_RETRY {
+            if since.elapsed() >= s.retry_after {
+                let jitter = rand::thread_rng().gen_range(0..5000);
+                s.retry_after = (s.retry_after * 2 + Duration::from_millis(jitter))
+                    .min(Duration::from_secs(60));
                 sign_in(s, i, w);
             }
         }
