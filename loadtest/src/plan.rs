@@ -31,6 +31,10 @@ pub struct PlanReport {
     pub cells: Vec<PlanCell>,
     /// Per minion count, the fewest syndics meeting the target (if any).
     pub recommended: Vec<(u32, Option<u32>)>,
+    /// The most minions per syndic of any cell that met the target: the
+    /// sizing rule the grid supports (`None` if no cell met it).
+    #[serde(default)]
+    pub minions_per_syndic: Option<u32>,
 }
 
 /// Which topology a plan sweeps.
@@ -129,10 +133,16 @@ pub fn summarise(p99_target_ms: f64, cells: Vec<PlanCell>) -> PlanReport {
             (m, best)
         })
         .collect();
+    let minions_per_syndic = cells
+        .iter()
+        .filter(|c| c.meets_target && c.syndics > 0)
+        .map(|c| c.minions / c.syndics)
+        .max();
     PlanReport {
         p99_target_ms,
         cells,
         recommended,
+        minions_per_syndic,
     }
 }
 
@@ -184,6 +194,14 @@ impl PlanReport {
                 ),
             };
         }
+        let _ = match self.minions_per_syndic {
+            Some(n) => writeln!(
+                s,
+                "recommended: at most {n} minions per syndic (p99 within {} ms)",
+                self.p99_target_ms
+            ),
+            None => writeln!(s, "recommended: no tested size met the target"),
+        };
         s
     }
 }
@@ -224,5 +242,8 @@ mod tests {
         let t = r.table();
         assert!(t.contains("5000 minions: 2 syndic(s)"));
         assert!(t.contains("9000 minions: no tested"));
+        // 1000/1 and 5000/2 met the target: 2500 per syndic is supported.
+        assert_eq!(r.minions_per_syndic, Some(2500));
+        assert!(t.contains("at most 2500 minions per syndic"));
     }
 }
