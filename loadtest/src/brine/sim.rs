@@ -305,7 +305,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                     }
                 }
                 Timer::SignIn(i) => {
-                    if let Some(s) = sims.get_mut(i) {
+                    // Only if still signing in: a matching answer may
+                    // have arrived since the retry was scheduled.
+                    if let Some(s) = sims.get_mut(i).filter(|s| s.signing_in.is_some()) {
                         sign_in(s, i, &mut w);
                     }
                 }
@@ -494,6 +496,9 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                     }
                     Ok(SignInOutcome::Pending) => retry_sign_in(i, Duration::from_secs(1), w),
                     Ok(_) => retry_sign_in(i, Duration::from_secs(5), w),
+                    // The answer to an earlier attempt (we resent with a
+                    // new nonce): wait for the answer to the latest one.
+                    Err(SessionError::NonceMismatch) => {}
                     Err(_) => {
                         w.counts.recv_errors += 1;
                         retry_sign_in(i, Duration::from_secs(2), w);
