@@ -35,6 +35,16 @@ pub enum HarnessError {
     Stats(#[from] StatsError),
     #[error("cannot encode worker spec: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Topo(#[from] crate::brine::topo::TopoError),
+    #[error(transparent)]
+    KeyPool(#[from] crate::brine::keypool::KeyPoolError),
+    #[error("client channel: {0}")]
+    Client(String),
+    #[error("worker {worker}: only {done} of {total} simulated minions signed in before --ready-timeout")]
+    NotSignedIn { worker: u32, done: u32, total: u32 },
+    #[error("only {up} of {want} minions came up on the top master")]
+    NotUp { up: usize, want: usize },
 }
 
 /// Everything a baseline run needs (validated by `validate`).
@@ -63,6 +73,20 @@ pub struct RunConfig {
     pub progress: bool,
     /// This binary, run again for each child.
     pub exe: PathBuf,
+    /// Brine run: masters' `heartbeat_interval` (seconds).
+    pub heartbeat_secs: u64,
+    /// Brine run: syndics' `syndic_forward_interval_ms`.
+    pub forward_ms: u64,
+    /// Brine run: attach to the running top master with this config dir.
+    pub master_config: Option<PathBuf>,
+    /// Brine run: the job's arguments, Salt style (`max=0.2`).
+    pub fun_args: Vec<String>,
+    /// Brine run: RSA keys shared by the simulated minions.
+    pub key_pool: usize,
+    /// Brine run: where the key pool is cached (default under ~/.cache).
+    pub key_dir: Option<PathBuf>,
+    /// Brine run: also run the raw baseline for `ratio_p50`.
+    pub with_baseline: bool,
 }
 
 /// The outcome of a baseline run: histograms and the facts for a report.
@@ -92,6 +116,9 @@ impl RunConfig {
         }
         if !self.rate.is_finite() || self.rate < 0.0 {
             return bad("--rate must be a non-negative number");
+        }
+        if self.heartbeat_secs == 0 || self.key_pool == 0 {
+            return bad("--heartbeat-interval and --key-pool must be at least 1");
         }
         if self.minions_per_context == 0 || self.minions_per_context > 500 {
             return bad("minions per context must be 1..=500 (two sockets each, limit 1023)");
@@ -294,6 +321,7 @@ pub fn run_baseline(
         worker_processes: results.len() as u32,
         minion_rss_kib: rss as f64 / f64::from(cfg.minions),
         wall_secs: started.elapsed().as_secs_f64(),
+        ..RunMeta::default()
     };
     Ok(BaselineRun {
         stats,
@@ -328,6 +356,13 @@ mod tests {
             ready_timeout_secs: 1,
             progress: false,
             exe: PathBuf::from("/nonexistent"),
+            heartbeat_secs: 5,
+            forward_ms: 20,
+            master_config: None,
+            fun_args: Vec::new(),
+            key_pool: 1,
+            key_dir: None,
+            with_baseline: false,
         }
     }
 

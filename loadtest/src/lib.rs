@@ -11,12 +11,14 @@
 //! - `workers`: child processes (spawn, events on stdout, kill on drop,
 //!   Ctrl-C), fd and RSS accounting, splitting minions over workers.
 //! - `baseline`: the coordinator of a baseline run.
+//! - `brine`: the Brine run: topology, simulated minions, traced jobs.
 //! - `plan`: capacity planning over a grid of minion and syndic counts.
 
 // Tests may unwrap (house rules); library code may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod baseline;
+pub mod brine;
 pub mod cli;
 pub mod plan;
 pub mod raw;

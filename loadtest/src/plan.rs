@@ -1,5 +1,5 @@
 //! Capacity planning (`loadtest plan`): runs a grid of minion and syndic
-//! counts and says, per minion count, the fewest syndics whose p99 job
+//! counts (Brine by default, the raw baseline with `--baseline`) and says, per minion count, the fewest syndics whose p99 job
 //! completion stays within a target.
 //!
 //! Invariant: runs happen one after another (never two topologies at once
@@ -31,14 +31,44 @@ pub struct PlanReport {
     pub cells: Vec<PlanCell>,
     /// Per minion count, the fewest syndics meeting the target (if any).
     pub recommended: Vec<(u32, Option<u32>)>,
+    /// The most minions per syndic of any cell that met the target: the
+    /// sizing rule the grid supports (`None` if no cell met it).
+    #[serde(default)]
+    pub minions_per_syndic: Option<u32>,
 }
 
-/// Runs the baseline for every (minions, syndics) pair of the grid.
+/// Which topology a plan sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Real Brine masters and syndics, simulated minions.
+    Brine,
+    /// The raw ZeroMQ baseline.
+    Baseline,
+}
+
+/// Runs one cell: its completion histogram and facts.
+fn run_cell(
+    cfg: &RunConfig,
+    mode: Mode,
+    interrupted: &AtomicBool,
+) -> Result<(crate::stats::TierStats, crate::report::RunMeta), HarnessError> {
+    match mode {
+        Mode::Brine => {
+            let mut c = cfg.clone();
+            c.with_baseline = false;
+            crate::brine::run_brine(&c, interrupted).map(|r| (r.stats, r.meta))
+        }
+        Mode::Baseline => run_baseline(cfg, interrupted).map(|r| (r.stats, r.meta)),
+    }
+}
+
+/// Runs every (minions, syndics) pair of the grid.
 pub fn run_plan(
     base: &RunConfig,
     minions: &[u32],
     syndics: &[u32],
     p99_target_ms: f64,
+    mode: Mode,
     interrupted: &AtomicBool,
 ) -> Result<PlanReport, HarnessError> {
     if minions.is_empty() || syndics.is_empty() {
@@ -55,17 +85,17 @@ pub fn run_plan(
             let mut cfg = base.clone();
             cfg.minions = m;
             cfg.syndics = s;
-            cells.push(match run_baseline(&cfg, interrupted) {
-                Ok(run) => {
-                    let c = run.stats.percentiles(Tier::Completion);
-                    let ok = run.meta.lost_returns == 0
-                        && run.meta.timed_out_jobs == 0
+            cells.push(match run_cell(&cfg, mode, interrupted) {
+                Ok((stats, meta)) => {
+                    let c = stats.percentiles(Tier::Completion);
+                    let ok = meta.lost_returns == 0
+                        && meta.timed_out_jobs == 0
                         && c.p99 <= p99_target_ms;
                     PlanCell {
                         minions: m,
                         syndics: s,
                         completion_ms: Some(c),
-                        lost_returns: run.meta.lost_returns,
+                        lost_returns: meta.lost_returns,
                         error: None,
                         meets_target: ok,
                     }
@@ -103,10 +133,16 @@ pub fn summarise(p99_target_ms: f64, cells: Vec<PlanCell>) -> PlanReport {
             (m, best)
         })
         .collect();
+    let minions_per_syndic = cells
+        .iter()
+        .filter(|c| c.meets_target && c.syndics > 0)
+        .map(|c| c.minions / c.syndics)
+        .max();
     PlanReport {
         p99_target_ms,
         cells,
         recommended,
+        minions_per_syndic,
     }
 }
 
@@ -158,6 +194,14 @@ impl PlanReport {
                 ),
             };
         }
+        let _ = match self.minions_per_syndic {
+            Some(n) => writeln!(
+                s,
+                "recommended: at most {n} minions per syndic (p99 within {} ms)",
+                self.p99_target_ms
+            ),
+            None => writeln!(s, "recommended: no tested size met the target"),
+        };
         s
     }
 }
@@ -198,5 +242,8 @@ mod tests {
         let t = r.table();
         assert!(t.contains("5000 minions: 2 syndic(s)"));
         assert!(t.contains("9000 minions: no tested"));
+        // 1000/1 and 5000/2 met the target: 2500 per syndic is supported.
+        assert_eq!(r.minions_per_syndic, Some(2500));
+        assert!(t.contains("at most 2500 minions per syndic"));
     }
 }

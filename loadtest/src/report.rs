@@ -47,6 +47,34 @@ pub struct RunMeta {
     /// Resident memory per simulated minion: sum of workers' VmRSS / minions.
     pub minion_rss_kib: f64,
     pub wall_secs: f64,
+    /// Returns with `success: false` (Brine run).
+    #[serde(default)]
+    pub failed_returns: u64,
+    /// VmRSS of the top master, KiB, sampled every second (Brine run).
+    #[serde(default)]
+    pub top_rss_kib: Vec<u64>,
+    /// VmRSS of each syndic, KiB, sampled every second (Brine run).
+    #[serde(default)]
+    pub syndic_rss_kib: BTreeMap<String, Vec<u64>>,
+    /// Accepted sign-ins of the simulated minions, re-sign-ins included.
+    #[serde(default)]
+    pub sign_ins: u64,
+    /// Returns sent again because no acknowledgement came in time.
+    #[serde(default)]
+    pub returns_resent: u64,
+    /// Returns whose tier legs add up to more than their arrival time
+    /// (must be 0; anything else means inconsistent trace stamps).
+    #[serde(default)]
+    pub trace_over_completion: u64,
+    /// Re-sign-ins the master asked for (re-auth answer or publish,
+    /// unknown publish key) or that a silent master caused.
+    #[serde(default)]
+    pub minion_reauths: u64,
+}
+
+/// Start, maximum and end of a series of memory samples.
+pub fn start_max_end(v: &[u64]) -> Option<(u64, u64, u64)> {
+    Some((*v.first()?, *v.iter().max()?, *v.last()?))
 }
 
 /// One point of a latency-distribution curve.
@@ -186,6 +214,28 @@ impl Report {
             m.moved_fraction_on_add,
             m.balance
         );
+        if m.mode == "brine" {
+            let _ = writeln!(
+                s,
+                "failed returns {}, sign-ins {} (re-auths {}), resent returns {}, legs over completion {}",
+                m.failed_returns,
+                m.sign_ins,
+                m.minion_reauths,
+                m.returns_resent,
+                m.trace_over_completion
+            );
+        }
+        let rss_rows = std::iter::once(("top", &m.top_rss_kib))
+            .chain(m.syndic_rss_kib.iter().map(|(k, v)| (k.as_str(), v)));
+        for (who, v) in rss_rows {
+            if let Some((a, b, c)) = start_max_end(v) {
+                let _ = writeln!(
+                    s,
+                    "rss {who:<14} start {a} KiB  max {b} KiB  end {c} KiB  ({} samples)",
+                    v.len()
+                );
+            }
+        }
         s
     }
 

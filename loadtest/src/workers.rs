@@ -101,6 +101,13 @@ pub enum ChildEvent {
         forwarded_up: u64,
     },
     WorkerResult(WorkerResult),
+    /// Every simulated Brine minion of a worker signed in.
+    SimReady {
+        worker: u32,
+        minions: u32,
+        fds_per_minion: f64,
+    },
+    SimResult(Box<crate::brine::sim::SimResult>),
 }
 
 /// Prints one event as a JSON line on stdout and flushes it.

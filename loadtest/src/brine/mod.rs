@@ -1,0 +1,603 @@
+//! The Brine run (`loadtest` with no subcommand): simulated minions
+//! against a real Brine topology, jobs through the top master's client
+//! channel, per-tier latency from the jobs' trace stamps.
+//!
+//! Order of a run: key pool, topology (`topo`), minion workers (`sim`,
+//! placed on the last-tier syndics with the ring), wait until every worker
+//! signed in and the top's `manage.up` counts every minion, probe pings
+//! until one job completes (slow joiners), warmup and measured jobs, stop
+//! file, worker reports, memory samples, then the raw baseline with the
+//! same layout. Invariant: every expected return is accounted for exactly
+//! once, as received, lost (never arrived before the job timeout) or
+//! duplicate; a return for another job or an id that was not expected is
+//! counted as unexpected, never as received.
+
+pub mod keypool;
+pub mod sim;
+pub mod topo;
+pub mod trace;
+
+use crate::baseline::{run_baseline, HarnessError, RunConfig};
+use crate::report::RunMeta;
+use crate::ring::SyndicRing;
+use crate::stats::{Tier, TierStats};
+use crate::workers::{self, ChildEvent, ChildProc};
+use brine_common::proto::{now_us, TargetType};
+use brine_master::client_api::LocalClient;
+use brine_master::daemon::PublishRequest;
+use serde_json::{json, Value};
+use sim::{SimGroup, SimResult, SimSpec};
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use topo::{Topo, TopoOptions};
+
+/// The outcome of a Brine run.
+#[derive(Debug)]
+pub struct BrineRun {
+    pub stats: TierStats,
+    /// The raw baseline's histograms (`None` with `--no-baseline`).
+    pub baseline: Option<TierStats>,
+    pub meta: RunMeta,
+    pub workers: Vec<SimResult>,
+}
+
+/// The job target for `--target`: `all` is `*`, `list:K` the first K
+/// minion ids, anything else a glob.
+pub fn job_target(target: &str, minions: u32) -> Result<(String, TargetType), HarnessError> {
+    if target == "all" {
+        return Ok(("*".into(), TargetType::Glob));
+    }
+    if let Some(k) = target.strip_prefix("list:") {
+        let k: u32 = k
+            .parse()
+            .map_err(|_| HarnessError::Config(format!("bad target {target:?}")))?;
+        if k == 0 || k > minions {
+            return Err(HarnessError::Config(format!(
+                "target {target:?} needs 1..={minions} minions"
+            )));
+        }
+        let ids: Vec<String> = (0..k).map(crate::raw::minion_id).collect();
+        return Ok((ids.join(","), TargetType::List));
+    }
+    if target.trim().is_empty() {
+        return Err(HarnessError::Config("empty target".into()));
+    }
+    Ok((target.to_string(), TargetType::Glob))
+}
+
+/// What one job's returns amounted to.
+#[derive(Debug, Default)]
+struct JobOutcome {
+    expected: u64,
+    received: u64,
+    lost: u64,
+    duplicate: u64,
+    unexpected: u64,
+    failed: u64,
+    /// Returns whose legs add up to more than their own arrival time
+    /// (publish to receipt): impossible unless stamps are wrong.
+    over_completion: u64,
+    timed_out: bool,
+    legs: Vec<(Tier, u64)>,
+    first_us: Option<u64>,
+    completion_us: Option<u64>,
+}
+
+/// Publishes one traced job and collects its returns until every expected
+/// minion answered or `timeout` passed. `also_expect` are ids the harness
+/// knows must answer even if the master's expected set lacks them.
+async fn one_job(
+    sock_dir: &Path,
+    cachedir: &Path,
+    req: PublishRequest,
+    also_expect: &HashSet<String>,
+    top_id: &str,
+    timeout: Duration,
+) -> Result<JobOutcome, HarnessError> {
+    let client_err = |e: brine_master::client_api::ClientError| HarnessError::Client(e.to_string());
+    let mut client = LocalClient::connect(sock_dir, cachedir)
+        .await
+        .map_err(client_err)?;
+    let t_start = now_us();
+    let published = client.publish(req).await.map_err(client_err)?;
+    let mut expected: HashSet<String> = published.minions.into_iter().map(|m| m.id).collect();
+    expected.extend(also_expect.iter().cloned());
+    let mut out = JobOutcome {
+        expected: expected.len() as u64,
+        ..JobOutcome::default()
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut pub_us: Option<u64> = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while seen.len() < expected.len() {
+        let ret = match tokio::time::timeout_at(deadline, client.next_return()).await {
+            Err(_) => {
+                out.timed_out = true;
+                break;
+            }
+            Ok(Err(e)) => return Err(client_err(e)),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(r))) => r,
+        };
+        let now = now_us();
+        if ret.jid != published.jid || !expected.contains(&ret.id) {
+            out.unexpected += 1;
+            continue;
+        }
+        if !seen.insert(ret.id.clone()) {
+            out.duplicate += 1;
+            continue;
+        }
+        out.received += 1;
+        if !ret.success {
+            out.failed += 1;
+        }
+        let legs = ret
+            .trace
+            .as_deref()
+            .map(|t| trace::split(t, top_id, &ret.id))
+            .unwrap_or_default();
+        let origin = *pub_us.get_or_insert(legs.pub_us.unwrap_or(t_start));
+        let since = now.saturating_sub(origin);
+        if legs.legs.iter().map(|(_, us)| us).sum::<u64>() > since {
+            out.over_completion += 1;
+        }
+        out.legs.extend(legs.legs);
+        out.first_us.get_or_insert(since);
+        if seen.len() == expected.len() {
+            out.completion_us = Some(since);
+        }
+    }
+    out.lost = (expected.len() - seen.len()) as u64;
+    Ok(out)
+}
+
+/// Waits until the top's `manage.up` lists `want` minions.
+async fn wait_up(
+    sock_dir: &Path,
+    cachedir: &Path,
+    want: usize,
+    deadline: Instant,
+    interrupted: &AtomicBool,
+) -> Result<(), HarnessError> {
+    let mut last = 0usize;
+    let mut client: Option<LocalClient> = None;
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(workers::WorkerError::Interrupted.into());
+        }
+        if client.is_none() {
+            client = LocalClient::connect(sock_dir, cachedir).await.ok();
+        }
+        if let Some(c) = client.as_mut() {
+            match c.runner("manage.up", Vec::new(), BTreeMap::new()).await {
+                Ok(Value::Array(ids)) => {
+                    last = ids.len();
+                    if last >= want {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => client = None,
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::NotUp { up: last, want });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the Brine load test end to end.
+pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, HarnessError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let (tgt, tgt_type) = job_target(&cfg.target, cfg.minions)?;
+    let ids: Vec<String> = (0..cfg.minions).map(crate::raw::minion_id).collect();
+    let parsed = brine_common::target::parse(&tgt, tgt_type, &BTreeMap::new())
+        .map_err(|e| HarnessError::Config(format!("target: {e}")))?;
+    let also_expect: HashSet<String> = ids
+        .iter()
+        .filter(|id| parsed.matches(id, &json!({ "id": id }), ":"))
+        .cloned()
+        .collect();
+    if also_expect.is_empty() {
+        return Err(HarnessError::Config(format!(
+            "target {:?} matches no simulated minion",
+            cfg.target
+        )));
+    }
+    let key_dir = cfg.key_dir.clone().unwrap_or_else(keypool::default_dir);
+    let key_files = keypool::ensure(&key_dir, cfg.key_pool)?;
+    let plan = workers::plan_workers(ids.len(), workers::fd_limit(), cfg.minions_per_worker)?;
+
+    let mut topo = Topo::start(&TopoOptions {
+        syndics: cfg.syndics,
+        tiers: cfg.tiers,
+        heartbeat_secs: cfg.heartbeat_secs,
+        forward_ms: cfg.forward_ms,
+        pub_port: cfg.pub_port,
+        ret_port: cfg.ret_port,
+        attach: cfg.master_config.clone(),
+        attach_addr: cfg.master.clone(),
+        bin_dir: topo::bin_dir(),
+        ready_secs: 30,
+    })?;
+    topo.start_sampling();
+    // A fresh master publishes a re-auth 0.2, 1.2 and 4.2 s after it
+    // starts (for minions of an earlier run); minions that sign in before
+    // the last one would sign in twice, so a new topology gets that long.
+    if cfg.master_config.is_none() {
+        let settle = Instant::now() + Duration::from_millis(4500);
+        while Instant::now() < settle {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(workers::WorkerError::Interrupted.into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let leaves: Vec<(String, String)> = topo
+        .leaves()
+        .iter()
+        .map(|m| (m.id.clone(), m.addr.clone()))
+        .collect();
+    let names: Vec<&str> = leaves.iter().map(|(n, _)| n.as_str()).collect();
+    let ring = SyndicRing::new(&names, cfg.vnodes)?;
+    let chain_of: Vec<usize> = ids.iter().map(|id| ring.assign_index(id)).collect();
+    let balance = ring.balance(&ids);
+    let moved = ring.moved_fraction(&ids, &format!("syndic{}", cfg.syndics + 1))?;
+
+    let total_jobs = cfg.jobs + cfg.warmup;
+    let run_budget = Duration::from_secs(cfg.ready_timeout_secs)
+        + Duration::from_secs(cfg.job_timeout_secs).saturating_mul(total_jobs + 2)
+        + if cfg.rate > 0.0 {
+            Duration::from_secs_f64(f64::from(total_jobs) / cfg.rate)
+        } else {
+            Duration::ZERO
+        }
+        + Duration::from_secs(60);
+    let stop_file = topo.root.path().join("stop-workers");
+    let mut procs: Vec<ChildProc> = Vec::new();
+    let mut first = 0usize;
+    for (w, &count) in plan.iter().enumerate() {
+        let mut groups: Vec<SimGroup> = leaves
+            .iter()
+            .map(|(_, addr)| SimGroup {
+                master: addr.clone(),
+                ret_port: topo.ret_port,
+                minions: Vec::new(),
+            })
+            .collect();
+        for idx in first..first + count {
+            groups[chain_of[idx]].minions.push(idx as u32);
+        }
+        first += count;
+        groups.retain(|g| !g.minions.is_empty());
+        let spec = SimSpec {
+            worker: w as u32,
+            payload: cfg.payload,
+            minions_per_context: cfg.minions_per_context,
+            max_secs: run_budget.as_secs(),
+            key_files: key_files.clone(),
+            stop_file: stop_file.clone(),
+            groups,
+        };
+        let mut cmd = Command::new(&cfg.exe);
+        cmd.arg("brine-worker");
+        let data = serde_json::to_vec(&spec)?;
+        procs.push(ChildProc::spawn(
+            &format!("brine worker {w}"),
+            cmd,
+            Some(&data),
+        )?);
+    }
+
+    let bar = if cfg.progress && std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(u64::from(total_jobs))
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_message("minions signing in");
+    let ready_by = Instant::now() + Duration::from_secs(cfg.ready_timeout_secs);
+    let mut fds_per_minion = 0.0;
+    for (w, p) in procs.iter_mut().enumerate() {
+        let mut signed = (0u32, 0u32);
+        let got = p.wait_for(
+            ready_by,
+            interrupted,
+            |ev| match ev {
+                ChildEvent::SimReady {
+                    minions,
+                    fds_per_minion,
+                    ..
+                } => Ok((minions, fds_per_minion)),
+                other => Err(other),
+            },
+            |ev| {
+                if let ChildEvent::Progress { done, total, .. } = ev {
+                    signed = (*done, *total);
+                    bar.set_message(format!("worker {w}: {done}/{total} minions signed in"));
+                }
+            },
+        );
+        match got {
+            Ok((m, f)) => fds_per_minion += f * f64::from(m),
+            Err(workers::WorkerError::Timeout(_)) => {
+                topo.check_alive()?;
+                return Err(HarnessError::NotSignedIn {
+                    worker: w as u32,
+                    done: signed.0,
+                    total: signed.1,
+                });
+            }
+            Err(e) => {
+                topo.check_alive()?;
+                return Err(e.into());
+            }
+        }
+    }
+    fds_per_minion /= ids.len().max(1) as f64;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HarnessError::Client(format!("cannot start a runtime: {e}")))?;
+    let (args, kwargs) = brine_common::args::parse_cli_args(&cfg.fun_args);
+    let request = |fun: &str, arg: Vec<Value>, kwarg: BTreeMap<String, Value>| PublishRequest {
+        tgt: tgt.clone(),
+        tgt_type,
+        fun: fun.to_string(),
+        arg,
+        kwarg,
+        timeout: cfg.job_timeout_secs,
+        user: "loadtest".into(),
+        delimiter: ":".into(),
+        trace: true,
+    };
+    let (sock_dir, cachedir) = (topo.sock_dir.clone(), topo.cachedir.clone());
+    let top_id = topo.top.id.clone();
+    let job_timeout = Duration::from_secs(cfg.job_timeout_secs);
+    let mut stats = TierStats::new()?;
+    let mut meta_counts = JobOutcome::default();
+    let (mut completed, mut timed_out) = (0u32, 0u32);
+    rt.block_on(async {
+        bar.set_message("waiting for manage.up");
+        wait_up(&sock_dir, &cachedir, ids.len(), ready_by, interrupted).await?;
+        // Probe pings until one completes: every subscription is in place.
+        bar.set_message("probing");
+        loop {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(workers::WorkerError::Interrupted.into());
+            }
+            let o = one_job(
+                &sock_dir,
+                &cachedir,
+                request("test.ping", Vec::new(), BTreeMap::new()),
+                &also_expect,
+                &top_id,
+                Duration::from_secs(5),
+            )
+            .await?;
+            if o.lost == 0 {
+                break;
+            }
+            if Instant::now() >= ready_by {
+                return Err(HarnessError::NotUp {
+                    up: (o.expected - o.lost) as usize,
+                    want: o.expected as usize,
+                });
+            }
+        }
+        bar.set_message("jobs");
+        let mut set = tokio::task::JoinSet::new();
+        let t0 = tokio::time::Instant::now();
+        let mut done = 0u32;
+        for j in 0..total_jobs {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(workers::WorkerError::Interrupted.into());
+            }
+            let req = request(&cfg.fun, args.clone(), kwargs.clone());
+            let (sd, cd, ae, tid) = (
+                sock_dir.clone(),
+                cachedir.clone(),
+                also_expect.clone(),
+                top_id.clone(),
+            );
+            let warm = j < cfg.warmup;
+            let fut = async move { (warm, one_job(&sd, &cd, req, &ae, &tid, job_timeout).await) };
+            if cfg.rate > 0.0 {
+                tokio::time::sleep_until(t0 + Duration::from_secs_f64(f64::from(j) / cfg.rate))
+                    .await;
+                set.spawn(fut);
+            } else {
+                set.spawn(fut);
+                // One job at a time: wait for it before the next.
+                while !set.is_empty() {
+                    if let Some(r) = set.join_next().await {
+                        done += 1;
+                        bar.set_position(u64::from(done));
+                        tally(
+                            r,
+                            &mut stats,
+                            &mut meta_counts,
+                            &mut completed,
+                            &mut timed_out,
+                        )?;
+                    }
+                }
+            }
+            while let Some(r) = set.try_join_next() {
+                done += 1;
+                bar.set_position(u64::from(done));
+                tally(
+                    r,
+                    &mut stats,
+                    &mut meta_counts,
+                    &mut completed,
+                    &mut timed_out,
+                )?;
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            done += 1;
+            bar.set_position(u64::from(done));
+            tally(
+                r,
+                &mut stats,
+                &mut meta_counts,
+                &mut completed,
+                &mut timed_out,
+            )?;
+        }
+        Ok::<(), HarnessError>(())
+    })?;
+    bar.finish_and_clear();
+
+    // Stop the workers and collect their reports.
+    std::fs::write(&stop_file, b"stop").map_err(|e| HarnessError::Client(e.to_string()))?;
+    let collect_by = Instant::now() + Duration::from_secs(30);
+    let mut results = Vec::with_capacity(procs.len());
+    for p in &mut procs {
+        results.push(p.wait_for(
+            collect_by,
+            interrupted,
+            |ev| match ev {
+                ChildEvent::SimResult(r) => Ok(*r),
+                other => Err(other),
+            },
+            |_| {},
+        )?);
+    }
+    for p in &mut procs {
+        p.finish(Duration::from_secs(3));
+    }
+    let samples = topo.stop_sampling();
+    topo.stop();
+    drop(topo);
+
+    let baseline = if cfg.with_baseline {
+        let mut b = cfg.clone();
+        b.progress = false;
+        Some(run_baseline(&b, interrupted)?.stats)
+    } else {
+        None
+    };
+
+    let rss: u64 = results.iter().map(|r| r.rss_kib).sum();
+    let (top_rss, syndic_rss): (Vec<_>, BTreeMap<_, _>) = {
+        let mut top = Vec::new();
+        let mut syn = BTreeMap::new();
+        for (id, v) in samples {
+            if id == top_id {
+                top = v;
+            } else {
+                syn.insert(id, v);
+            }
+        }
+        (top, syn)
+    };
+    let meta = RunMeta {
+        mode: "brine".into(),
+        minions: cfg.minions,
+        syndics: cfg.syndics,
+        tiers: cfg.tiers,
+        jobs: cfg.jobs,
+        warmup: cfg.warmup,
+        target: cfg.target.clone(),
+        fun: cfg.fun.clone(),
+        payload: cfg.payload,
+        expected_returns: meta_counts.expected,
+        received_returns: meta_counts.received,
+        lost_returns: meta_counts.lost,
+        duplicate_returns: meta_counts.duplicate,
+        unexpected_returns: meta_counts.unexpected,
+        failed_returns: meta_counts.failed,
+        completed_jobs: completed,
+        timed_out_jobs: timed_out,
+        balance,
+        moved_fraction_on_add: moved,
+        fds_per_minion,
+        worker_processes: results.len() as u32,
+        minion_rss_kib: rss as f64 / f64::from(cfg.minions),
+        wall_secs: started.elapsed().as_secs_f64(),
+        top_rss_kib: top_rss,
+        syndic_rss_kib: syndic_rss,
+        sign_ins: results.iter().map(|r| r.sign_ins).sum(),
+        returns_resent: results.iter().map(|r| r.returns_resent).sum(),
+        trace_over_completion: meta_counts.over_completion,
+        minion_reauths: results.iter().map(|r| r.reauths).sum(),
+    };
+    Ok(BrineRun {
+        stats,
+        baseline,
+        meta,
+        workers: results,
+    })
+}
+
+/// Adds one finished job to the totals (warmup jobs are not counted).
+fn tally(
+    r: Result<(bool, Result<JobOutcome, HarnessError>), tokio::task::JoinError>,
+    stats: &mut TierStats,
+    totals: &mut JobOutcome,
+    completed: &mut u32,
+    timed_out: &mut u32,
+) -> Result<(), HarnessError> {
+    let (warm, o) = r.map_err(|e| HarnessError::Client(format!("job task: {e}")))?;
+    let o = o?;
+    if warm {
+        return Ok(());
+    }
+    totals.expected += o.expected;
+    totals.received += o.received;
+    totals.lost += o.lost;
+    totals.duplicate += o.duplicate;
+    totals.unexpected += o.unexpected;
+    totals.failed += o.failed;
+    totals.over_completion += o.over_completion;
+    if o.lost == 0 && !o.timed_out {
+        *completed += 1;
+    } else {
+        *timed_out += 1;
+    }
+    for (t, us) in o.legs {
+        stats.record(t, us);
+    }
+    if let Some(us) = o.first_us {
+        stats.record(Tier::FirstReturn, us);
+    }
+    if let Some(us) = o.completion_us {
+        stats.record(Tier::Completion, us);
+    }
+    Ok(())
+}
+
+/// Default directory of the key pool, for the CLI's help.
+pub fn default_key_dir() -> PathBuf {
+    keypool::default_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            job_target("all", 5).unwrap(),
+            ("*".to_string(), TargetType::Glob)
+        );
+        assert_eq!(
+            job_target("list:2", 5).unwrap(),
+            ("lt-00000,lt-00001".to_string(), TargetType::List)
+        );
+        assert!(job_target("list:6", 5).is_err());
+        assert!(job_target("list:x", 5).is_err());
+        assert!(job_target(" ", 5).is_err());
+        assert_eq!(job_target("lt-0*", 5).unwrap().1, TargetType::Glob);
+    }
+}

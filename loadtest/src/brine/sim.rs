@@ -1,0 +1,741 @@
+//! `loadtest brine-worker`: many simulated Brine minions in one process.
+//!
+//! Each simulated minion speaks the real protocol through a
+//! [`ClientSession`] (role minion): a DEALER to its syndic's request port
+//! for sign-in, hello, heartbeats and returns, and, once signed in, a SUB
+//! to the publish port the sign-in answer names. It verifies and opens
+//! every publish, matches the job's target like a real minion, answers
+//! `test.ping` (`true`), `test.sleep` (fixed seconds, first argument) and
+//! `test.rand_sleep` (random up to `max`), stamps the trace (`recv` on
+//! receipt, `done` after execution) and keeps every return until the
+//! master acknowledges it, resending after a re-sign-in or 10 s of silence,
+//! as the real link does. Sockets are spread over several zmq contexts and
+//! read through one edge-triggered epoll (see `raw::worker`).
+//! Invariant: a socket waits for its next edge only after a `recv` said
+//! `EAGAIN`, and a DEALER is re-read after every send on it (a send can
+//! consume the edge of a pending message), so no message is missed.
+
+use crate::raw::{minion_id, RawError};
+use crate::workers::{count_fds, emit, vm_rss_kib, ChildEvent};
+use brine_common::crypto::KeyPair;
+use brine_common::proto::*;
+use brine_common::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome};
+use brine_common::target::{self, Target};
+use brine_common::transport::tcp_endpoint;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest frame a simulated minion accepts (the master's default).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// A return not acknowledged after this long is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(10);
+/// A sign-in not answered after this long is sent again.
+const SIGN_IN_RETRY: Duration = Duration::from_secs(10);
+/// Most unacknowledged returns one minion keeps.
+const MAX_PENDING: usize = 10_000;
+
+/// What one Brine worker runs, sent as JSON on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimSpec {
+    pub worker: u32,
+    /// Bytes of padding in each return.
+    pub payload: usize,
+    pub minions_per_context: usize,
+    /// Give up after this long even without the stop file.
+    pub max_secs: u64,
+    /// The shared key pool (minion `idx` uses key `idx % len`).
+    pub key_files: Vec<PathBuf>,
+    /// The coordinator creates this file to end the run.
+    pub stop_file: PathBuf,
+    pub groups: Vec<SimGroup>,
+}
+
+/// Minions attached to one (last-tier) syndic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimGroup {
+    /// The syndic's address; the publish port comes from the sign-in answer.
+    pub master: String,
+    pub ret_port: u16,
+    pub minions: Vec<u32>,
+}
+
+/// Final report of one Brine worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimResult {
+    pub worker: u32,
+    pub minions: u32,
+    pub contexts: u32,
+    pub fds_per_minion: f64,
+    pub rss_kib: u64,
+    /// Minions signed in at the end.
+    pub signed_in: u32,
+    /// Accepted sign-ins, re-sign-ins included.
+    pub sign_ins: u64,
+    pub jobs_seen: u64,
+    pub returns_sent: u64,
+    pub returns_resent: u64,
+    pub refused: u64,
+    pub bad_publishes: u64,
+    pub replays: u64,
+    /// Re-sign-ins by cause: the master answered `ReAuth`, published a
+    /// re-auth, used a publish key we lack, or went silent.
+    pub reauths: u64,
+    pub reauth_replies: u64,
+    pub reauth_publishes: u64,
+    pub unknown_key: u64,
+    pub silent_master: u64,
+    pub send_errors: u64,
+    pub recv_errors: u64,
+    pub timed_out: bool,
+}
+
+/// Reads the spec from stdin and runs the worker.
+pub fn run_from_stdin() -> Result<(), RawError> {
+    let spec: SimSpec = serde_json::from_reader(std::io::stdin().lock())?;
+    run(&spec)
+}
+
+enum Timer {
+    /// Heartbeat tick: heartbeat, resend stale returns, retry a sign-in.
+    Tick(usize),
+    /// Sign in (again) now.
+    SignIn(usize),
+    /// A sleeping job is done.
+    Finish(usize, Box<JobLoad>),
+}
+
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    items: HashMap<u64, Timer>,
+    seq: u64,
+}
+
+impl Timers {
+    fn add(&mut self, at: Instant, t: Timer) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.items.insert(self.seq, t);
+    }
+    fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                let Reverse((_, k)) = self.heap.pop()?;
+                self.items.remove(&k)
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Sim {
+    id: String,
+    group: usize,
+    ctx: usize,
+    session: ClientSession,
+    dealer: zmq::Socket,
+    sub: Option<zmq::Socket>,
+    sub_port: u16,
+    grains: Value,
+    /// When the last sign-in request went out (None: signed in).
+    signing_in: Option<Instant>,
+    /// How long an unanswered sign-in waits before it is sent again;
+    /// doubles up to a minute so a loaded master is not flooded.
+    retry_after: Duration,
+    last_heard: Instant,
+    hb: Duration,
+    pending: BTreeMap<u64, (ReturnLoad, Instant)>,
+}
+
+/// Worker-wide state besides the minions.
+struct World {
+    spec_groups: Vec<SimGroup>,
+    contexts: Vec<zmq::Context>,
+    poll: Poll,
+    timers: Timers,
+    /// Sockets that may have more to read: (minion, is_sub).
+    ready: Vec<(usize, bool)>,
+    counts: SimResult,
+    pad: String,
+    targets: HashMap<String, Option<Target>>,
+}
+
+fn token(i: usize, sub: bool) -> Token {
+    Token(i * 2 + usize::from(sub))
+}
+
+/// Runs every minion of `spec` until the stop file appears or time runs out.
+pub fn run(spec: &SimSpec) -> Result<(), RawError> {
+    let fds_before = count_fds().unwrap_or(0);
+    let keys: Vec<Arc<KeyPair>> = super::keypool::load(&spec.key_files)
+        .map_err(|e| RawError::Io(std::io::Error::other(e.to_string())))?;
+    let per_ctx = spec.minions_per_context.clamp(1, 500);
+    let mut w = World {
+        spec_groups: spec.groups.clone(),
+        contexts: Vec::new(),
+        poll: Poll::new()?,
+        timers: Timers {
+            heap: BinaryHeap::new(),
+            items: HashMap::new(),
+            seq: 0,
+        },
+        ready: Vec::new(),
+        counts: SimResult {
+            worker: spec.worker,
+            ..SimResult::default()
+        },
+        pad: "x".repeat(spec.payload),
+        targets: HashMap::new(),
+    };
+    let mut sims: Vec<Sim> = Vec::new();
+    let mut rng = rand::thread_rng();
+    for (g, group) in spec.groups.iter().enumerate() {
+        for &idx in &group.minions {
+            if sims.len().is_multiple_of(per_ctx) {
+                w.contexts.push(zmq::Context::new());
+            }
+            let ctx = w.contexts.len() - 1;
+            let dealer = w.contexts[ctx].socket(zmq::DEALER)?;
+            dealer.set_linger(0)?;
+            dealer.set_sndhwm(10_000)?;
+            dealer.set_rcvhwm(10_000)?;
+            dealer.set_reconnect_ivl(200 + rng.gen_range(0..200))?;
+            dealer.set_reconnect_ivl_max(2000)?;
+            dealer.set_maxmsgsize(MAX_FRAME as i64)?;
+            dealer.connect(&tcp_endpoint(&group.master, group.ret_port))?;
+            let fd = dealer.get_fd()?;
+            let i = sims.len();
+            w.poll
+                .registry()
+                .register(&mut SourceFd(&fd), token(i, false), Interest::READABLE)?;
+            let id = minion_id(idx);
+            let key = keys[idx as usize % keys.len()].clone();
+            sims.push(Sim {
+                session: ClientSession::new(&id, Role::Minion, key, None, None, MAX_FRAME),
+                grains: json!({"id": id, "loadtest": true, "worker": spec.worker}),
+                id,
+                group: g,
+                ctx,
+                dealer,
+                sub: None,
+                sub_port: 0,
+                signing_in: None,
+                retry_after: SIGN_IN_RETRY,
+                last_heard: Instant::now(),
+                hb: Duration::from_secs(5),
+                pending: BTreeMap::new(),
+            });
+            sign_in(&mut sims[i], i, &mut w);
+        }
+    }
+    let total = sims.len();
+    // Ticks are spread over the first second so heartbeats do not come in
+    // one burst per interval.
+    let now = Instant::now();
+    for i in 0..total {
+        let at = now + Duration::from_millis(1000 * i as u64 / total.max(1) as u64);
+        w.timers.add(at + Duration::from_secs(1), Timer::Tick(i));
+    }
+    let deadline = Instant::now() + Duration::from_secs(spec.max_secs);
+    let mut events = Events::with_capacity(4096);
+    let mut fds_per_minion = None;
+    let mut next_stop_check = Instant::now();
+    let mut next_progress = Instant::now();
+    let mut signed_in;
+    w.counts.timed_out = true;
+    while Instant::now() < deadline {
+        // Read every socket that may hold messages.
+        let mut rounds = 0;
+        while !w.ready.is_empty() && rounds < 64 {
+            rounds += 1;
+            let batch = std::mem::take(&mut w.ready);
+            // Publishes are read off every ready SUB first, stamped with
+            // their arrival time, and only then verified and run: one
+            // thread serves many minions, and a minion's `recv` must not
+            // include the time spent opening its neighbours' publishes.
+            let mut arrived: Vec<(usize, u64, Vec<Vec<u8>>)> = Vec::new();
+            for &(i, is_sub) in &batch {
+                if !is_sub {
+                    continue;
+                }
+                let Some(s) = sims.get_mut(i) else { continue };
+                if read_sub(s, &mut arrived, i, &mut w) {
+                    w.ready.push((i, true));
+                }
+            }
+            for (i, at_us, frames) in arrived {
+                if let Some(s) = sims.get_mut(i) {
+                    on_publish(s, i, at_us, &frames, &mut w);
+                }
+            }
+            for &(i, is_sub) in &batch {
+                if is_sub {
+                    continue;
+                }
+                let Some(s) = sims.get_mut(i) else { continue };
+                if drain_dealer(s, i, &mut w) {
+                    w.ready.push((i, false));
+                }
+            }
+        }
+        // Timers due now.
+        let now = Instant::now();
+        let mut fired = 0;
+        while fired < 100_000 {
+            let Some(t) = w.timers.pop_due(now) else {
+                break;
+            };
+            fired += 1;
+            match t {
+                Timer::Tick(i) => {
+                    if let Some(s) = sims.get_mut(i) {
+                        tick(s, i, &mut w);
+                        let hb = s.hb;
+                        w.timers.add(now + hb, Timer::Tick(i));
+                    }
+                }
+                Timer::SignIn(i) => {
+                    // Only if still signing in: a matching answer may
+                    // have arrived since the retry was scheduled.
+                    if let Some(s) = sims.get_mut(i).filter(|s| s.signing_in.is_some()) {
+                        sign_in(s, i, &mut w);
+                    }
+                }
+                Timer::Finish(i, job) => {
+                    if let Some(s) = sims.get_mut(i) {
+                        finish(s, i, *job, true, &mut w);
+                    }
+                }
+            }
+        }
+        signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count();
+        if now >= next_progress {
+            next_progress = now + Duration::from_secs(1);
+            if fds_per_minion.is_none() {
+                emit(&ChildEvent::Progress {
+                    phase: "sign-in".into(),
+                    done: signed_in as u32,
+                    total: total as u32,
+                })?;
+            }
+        }
+        if fds_per_minion.is_none() && signed_in >= total {
+            let after = count_fds().unwrap_or(0);
+            let per = after.saturating_sub(fds_before) as f64 / total.max(1) as f64;
+            fds_per_minion = Some(per);
+            emit(&ChildEvent::SimReady {
+                worker: spec.worker,
+                minions: total as u32,
+                fds_per_minion: per,
+            })?;
+        }
+        if now >= next_stop_check {
+            next_stop_check = now + Duration::from_millis(200);
+            if spec.stop_file.exists() {
+                w.counts.timed_out = false;
+                break;
+            }
+        }
+        let wait = if !w.ready.is_empty() {
+            Duration::ZERO
+        } else {
+            let until_timer = w.timers.next_at().map_or(Duration::from_millis(200), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            until_timer.min(Duration::from_millis(200))
+        };
+        match w.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for e in events.iter() {
+            let t = e.token().0;
+            w.ready.push((t / 2, t % 2 == 1));
+        }
+    }
+    let c = &mut w.counts;
+    c.minions = total as u32;
+    c.contexts = w.contexts.len() as u32;
+    c.fds_per_minion = fds_per_minion.unwrap_or(0.0);
+    c.rss_kib = vm_rss_kib(std::process::id()).unwrap_or(0);
+    c.signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count() as u32;
+    emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
+    Ok(())
+}
+
+/// Sends one frame on the minion's DEALER; the DEALER is re-read after.
+fn send(s: &Sim, i: usize, frame: Vec<u8>, w: &mut World) -> bool {
+    let ok = s.dealer.send(frame, zmq::DONTWAIT).is_ok();
+    if !ok {
+        w.counts.send_errors += 1;
+    }
+    w.ready.push((i, false));
+    ok
+}
+
+fn sign_in(s: &mut Sim, i: usize, w: &mut World) {
+    s.signing_in = Some(Instant::now());
+    match s.session.auth_frame() {
+        Ok(f) => {
+            send(s, i, f, w);
+        }
+        Err(_) => w.counts.send_errors += 1,
+    }
+}
+
+fn retry_sign_in(i: usize, after: Duration, w: &mut World) {
+    w.timers.add(Instant::now() + after, Timer::SignIn(i));
+}
+
+/// Seals and sends a request; returns its `req_id`.
+fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u64> {
+    match s.session.seal(body) {
+        Ok((req_id, frame)) => send(s, i, frame, w).then_some(req_id),
+        Err(_) => {
+            w.counts.send_errors += 1;
+            None
+        }
+    }
+}
+
+fn send_return(s: &mut Sim, i: usize, ret: ReturnLoad, w: &mut World) {
+    if s.signing_in.is_some() {
+        // Kept until the next sign-in sends it.
+        s.pending
+            .insert(u64::MAX - s.pending.len() as u64, (ret, Instant::now()));
+        return;
+    }
+    if let Some(req_id) = request(s, i, RequestBody::Return(ret.clone()), w) {
+        if s.pending.len() >= MAX_PENDING {
+            s.pending.pop_first();
+        }
+        s.pending.insert(req_id, (ret, Instant::now()));
+    }
+}
+
+fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
+    let Some(est) = s.session.established().cloned() else {
+        return Ok(());
+    };
+    s.signing_in = None;
+    s.retry_after = SIGN_IN_RETRY;
+    s.hb = Duration::from_secs(est.heartbeat_interval.max(1));
+    w.counts.sign_ins += 1;
+    if s.sub.is_none() || s.sub_port != est.publish_port {
+        if let Some(old) = s.sub.take() {
+            let fd = old.get_fd()?;
+            let _ = w.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        let group = &w.spec_groups[s.group];
+        let sub = w.contexts[s.ctx].socket(zmq::SUB)?;
+        sub.set_linger(0)?;
+        sub.set_rcvhwm(100_000)?;
+        sub.set_maxmsgsize(MAX_FRAME as i64)?;
+        sub.set_subscribe(TOPIC_BROADCAST)?;
+        sub.set_subscribe(&topic_for(&s.id))?;
+        sub.connect(&tcp_endpoint(&group.master, est.publish_port))?;
+        let fd = sub.get_fd()?;
+        w.poll
+            .registry()
+            .register(&mut SourceFd(&fd), token(i, true), Interest::READABLE)?;
+        s.sub = Some(sub);
+        s.sub_port = est.publish_port;
+        w.ready.push((i, true));
+    }
+    let hello = RequestBody::Hello {
+        grains: s.grains.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    request(s, i, hello, w);
+    let old: Vec<ReturnLoad> = std::mem::take(&mut s.pending)
+        .into_values()
+        .map(|(r, _)| r)
+        .collect();
+    for r in old {
+        w.counts.returns_resent += 1;
+        send_return(s, i, r, w);
+    }
+    Ok(())
+}
+
+/// Reads the DEALER until `EAGAIN`; `true` if it should be read again.
+fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
+    for _ in 0..1000 {
+        let frames = match s.dealer.recv_multipart(zmq::DONTWAIT) {
+            Ok(f) => f,
+            Err(zmq::Error::EAGAIN) => return false,
+            Err(_) => {
+                w.counts.recv_errors += 1;
+                return false;
+            }
+        };
+        s.last_heard = Instant::now();
+        let Some(frame) = frames.last() else { continue };
+        match s.session.open_reply(frame) {
+            Ok(ServerMsg::AuthReply(r)) => {
+                if s.signing_in.is_none() {
+                    continue; // a late answer to an earlier attempt
+                }
+                match s.session.handle_auth_reply(&r) {
+                    Ok(SignInOutcome::Accepted { .. }) => {
+                        if after_sign_in(s, i, w).is_err() {
+                            w.counts.recv_errors += 1;
+                            retry_sign_in(i, Duration::from_secs(1), w);
+                        }
+                    }
+                    Ok(SignInOutcome::Pending) => retry_sign_in(i, Duration::from_secs(1), w),
+                    Ok(_) => retry_sign_in(i, Duration::from_secs(5), w),
+                    // The answer to an earlier attempt (we resent with a
+                    // new nonce): wait for the answer to the latest one.
+                    Err(SessionError::NonceMismatch) => {}
+                    Err(_) => {
+                        w.counts.recv_errors += 1;
+                        retry_sign_in(i, Duration::from_secs(2), w);
+                    }
+                }
+            }
+            Ok(ServerMsg::Reply(r)) => {
+                if matches!(r.body, ReplyBody::Refused(_)) {
+                    w.counts.refused += 1;
+                }
+                s.pending.remove(&r.req_id);
+            }
+            Ok(ServerMsg::ReAuth) => {
+                w.counts.reauths += 1;
+                w.counts.reauth_replies += 1;
+                sign_in(s, i, w);
+            }
+            Ok(ServerMsg::Error(_)) | Err(_) => w.counts.recv_errors += 1,
+        }
+    }
+    true
+}
+
+/// Reads the SUB until `EAGAIN` into `arrived` (with the arrival time);
+/// `true` if it should be read again.
+fn read_sub(
+    s: &mut Sim,
+    arrived: &mut Vec<(usize, u64, Vec<Vec<u8>>)>,
+    i: usize,
+    w: &mut World,
+) -> bool {
+    let Some(sub) = s.sub.as_ref() else {
+        return false;
+    };
+    for _ in 0..1000 {
+        match sub.recv_multipart(zmq::DONTWAIT) {
+            Ok(f) => arrived.push((i, now_us(), f)),
+            Err(zmq::Error::EAGAIN) => return false,
+            Err(_) => {
+                w.counts.recv_errors += 1;
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Verifies and handles one publish that arrived at `at_us`.
+fn on_publish(s: &mut Sim, i: usize, at_us: u64, frames: &[Vec<u8>], w: &mut World) {
+    let Some(payload) = frames.get(1) else {
+        w.counts.bad_publishes += 1;
+        return;
+    };
+    match s.session.open_publish(payload) {
+        Ok(PubEvent::Job(job)) => on_job(s, i, *job, at_us, w),
+        Ok(PubEvent::KeyUpdated) | Ok(PubEvent::NotForUs) => {}
+        Ok(PubEvent::Reauth) => {
+            w.counts.reauths += 1;
+            w.counts.reauth_publishes += 1;
+            let d = Duration::from_millis(rand::thread_rng().gen_range(0..1000));
+            s.signing_in = Some(Instant::now());
+            retry_sign_in(i, d, w);
+        }
+        Err(SessionError::UnknownPublishKey { .. }) => {
+            w.counts.reauths += 1;
+            w.counts.unknown_key += 1;
+            sign_in(s, i, w);
+        }
+        Err(SessionError::Replay { .. }) => w.counts.replays += 1,
+        Err(_) => w.counts.bad_publishes += 1,
+    }
+}
+
+fn matches(s: &Sim, job: &JobLoad, w: &mut World) -> bool {
+    if w.targets.len() > 256 {
+        w.targets.clear();
+    }
+    let t = w
+        .targets
+        .entry(job.jid.clone())
+        .or_insert_with(|| target::parse(&job.tgt, job.tgt_type, &BTreeMap::new()).ok());
+    t.as_ref()
+        .is_some_and(|t| t.matches(&s.id, &s.grains, &job.delimiter))
+}
+
+fn seconds(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x| x.is_finite() && *x >= 0.0)
+}
+
+fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
+    w.counts.jobs_seen += 1;
+    if !matches(s, &job, w) {
+        return;
+    }
+    if let Some(t) = job.trace.as_mut() {
+        t.push(Stamp {
+            who: s.id.clone(),
+            what: "recv".into(),
+            us: at_us,
+        });
+    }
+    let delay = match job.fun.as_str() {
+        "test.sleep" => seconds(job.arg.first()).or_else(|| seconds(job.kwarg.get("length"))),
+        "test.rand_sleep" => {
+            let max = seconds(job.kwarg.get("max"))
+                .or_else(|| seconds(job.arg.first()))
+                .unwrap_or(1.0);
+            Some(rand::thread_rng().gen_range(0.0..=max))
+        }
+        _ => None,
+    };
+    match delay {
+        Some(d) if d > 0.0 => {
+            let at = Instant::now() + Duration::from_secs_f64(d.min(3600.0));
+            w.timers.add(at, Timer::Finish(i, Box::new(job)));
+        }
+        _ => {
+            let ok = matches!(
+                job.fun.as_str(),
+                "test.ping" | "test.sleep" | "test.rand_sleep"
+            ) && (job.fun != "test.sleep" || delay.is_some());
+            finish(s, i, job, ok, w);
+        }
+    }
+}
+
+/// Sends the return of `job` (`ok`: the function exists and ran).
+fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
+    if let Some(t) = job.trace.as_mut() {
+        t.push(Stamp {
+            who: s.id.clone(),
+            what: "done".into(),
+            us: now_us(),
+        });
+    }
+    let (ret, retcode) = if ok {
+        (Value::Bool(true), 0)
+    } else if job.fun == "test.sleep" {
+        (json!("test.sleep needs a length in seconds"), 1)
+    } else {
+        (json!(format!("'{}' is not available.", job.fun)), 1)
+    };
+    let mut fun_args = job.arg;
+    if !job.kwarg.is_empty() {
+        let mut kw: serde_json::Map<String, Value> = job.kwarg.into_iter().collect();
+        kw.insert("__kwarg__".into(), Value::Bool(true));
+        fun_args.push(Value::Object(kw));
+    }
+    if !w.pad.is_empty() {
+        // The load test's return size; kept out of `return` so a ping
+        // still answers `true`.
+        fun_args.push(json!({ "__pad__": w.pad }));
+    }
+    let ret = ReturnLoad {
+        jid: job.jid,
+        id: s.id.clone(),
+        fun: job.fun,
+        fun_args,
+        ret,
+        retcode,
+        success: ok,
+        out: None,
+        trace: job.trace,
+    };
+    w.counts.returns_sent += 1;
+    send_return(s, i, ret, w);
+}
+
+/// Heartbeat tick: heartbeat, resend stale returns, retry a stuck sign-in.
+fn tick(s: &mut Sim, i: usize, w: &mut World) {
+    match s.signing_in {
+        Some(since) => {
+            if since.elapsed() >= s.retry_after {
+                let jitter = rand::thread_rng().gen_range(0..5000);
+                s.retry_after = (s.retry_after * 2 + Duration::from_millis(jitter))
+                    .min(Duration::from_secs(60));
+                sign_in(s, i, w);
+            }
+        }
+        None => {
+            if s.last_heard.elapsed() > s.hb * 4 {
+                // The master stopped answering: sign in again.
+                w.counts.reauths += 1;
+                w.counts.silent_master += 1;
+                sign_in(s, i, w);
+                return;
+            }
+            request(s, i, RequestBody::Heartbeat, w);
+            let stale: Vec<u64> = s
+                .pending
+                .iter()
+                .filter(|(_, (_, t))| t.elapsed() > RESEND_AFTER)
+                .map(|(k, _)| *k)
+                .take(1000)
+                .collect();
+            for k in stale {
+                if let Some((r, _)) = s.pending.remove(&k) {
+                    w.counts.returns_resent += 1;
+                    send_return(s, i, r, w);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_from_args() {
+        assert_eq!(seconds(Some(&json!(0.5))), Some(0.5));
+        assert_eq!(seconds(Some(&json!("2"))), Some(2.0));
+        assert_eq!(seconds(Some(&json!(-1))), None);
+        assert_eq!(seconds(Some(&json!("x"))), None);
+        assert_eq!(seconds(None), None);
+    }
+
+    #[test]
+    fn timers_fire_in_order() {
+        let mut t = Timers {
+            heap: BinaryHeap::new(),
+            items: HashMap::new(),
+            seq: 0,
+        };
+        let now = Instant::now();
+        t.add(now + Duration::from_secs(5), Timer::Tick(2));
+        t.add(now, Timer::Tick(1));
+        t.add(now, Timer::SignIn(3));
+        assert!(matches!(t.pop_due(now), Some(Timer::Tick(1))));
+        assert!(matches!(t.pop_due(now), Some(Timer::SignIn(3))));
+        assert!(t.pop_due(now).is_none());
+        assert_eq!(t.next_at(), Some(now + Duration::from_secs(5)));
+    }
+}

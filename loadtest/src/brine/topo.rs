@@ -1,0 +1,444 @@
+//! A Brine topology for the load test: a top `salt-master` (or an attached
+//! running one) and `syndics x tiers` `salt-syndic` processes started from
+//! the workspace's own binaries.
+//!
+//! Each master gets its own loopback address `127.A.B.x` (A, B from our
+//! PID, so parallel runs do not collide) with the publish and return ports,
+//! and its config and `root_dir` under one temporary directory. Memory of
+//! every started master is sampled once a second by a background thread.
+//! Invariant: every process is owned by a `Master` that stops it by PID
+//! (SIGTERM, then SIGKILL) when dropped, so whatever way a run ends, no
+//! daemon outlives it.
+
+use brine_common::config;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Errors starting a topology.
+#[derive(Debug, thiserror::Error)]
+pub enum TopoError {
+    #[error("{bin} not found in {dir}: run `cargo build --workspace` (or set BRINE_BIN_DIR)")]
+    MissingBinary { bin: String, dir: String },
+    #[error("i/o in {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what} exited early ({status}); log: {log}")]
+    Exited {
+        what: String,
+        status: String,
+        log: String,
+    },
+    #[error("{what} not ready within {secs} s; log: {log}")]
+    NotReady {
+        what: String,
+        secs: u64,
+        log: String,
+    },
+    #[error("config: {0}")]
+    Config(#[from] brine_common::config::ConfigError),
+    #[error("too many masters for one /24 ({0})")]
+    TooMany(u32),
+}
+
+/// Where the workspace binaries are: `BRINE_BIN_DIR`, else the directory
+/// of the running executable (`target/*/deps` counts as its parent), the
+/// same rule as `brine_deploy::topology::bin_dir`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BRINE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// How to build the topology.
+#[derive(Debug, Clone)]
+pub struct TopoOptions {
+    pub syndics: u32,
+    pub tiers: u32,
+    pub heartbeat_secs: u64,
+    pub forward_ms: u64,
+    pub pub_port: u16,
+    pub ret_port: u16,
+    /// Config dir of a running top master to attach to instead of starting one.
+    pub attach: Option<PathBuf>,
+    /// Address of the attached top (when its config binds 0.0.0.0).
+    pub attach_addr: String,
+    pub bin_dir: PathBuf,
+    pub ready_secs: u64,
+}
+
+/// One master process of the topology.
+pub struct Master {
+    pub id: String,
+    pub addr: String,
+    pub config_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Master {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        format!("{} ...{}", self.log.display(), &text[start..])
+    }
+
+    /// Fails if the process already exited.
+    fn check_alive(&mut self) -> Result<(), TopoError> {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(TopoError::Exited {
+                    what: self.id.clone(),
+                    status: status.to_string(),
+                    log: self.log_tail(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, up to 3 s grace, then SIGKILL; always reaps.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// RSS samples (KiB, one per second) per master id.
+pub type RssSamples = BTreeMap<String, Vec<u64>>;
+
+/// A running topology; dropping it stops every process it started.
+pub struct Topo {
+    /// Syndics, tier-major within each chain: chain c tier t is
+    /// `syndics[c * tiers + t]`.
+    pub syndics: Vec<Master>,
+    /// The top master (its process is `None` when attached).
+    pub top: Master,
+    pub tiers: u32,
+    pub ret_port: u16,
+    /// The top's client channel.
+    pub sock_dir: PathBuf,
+    pub cachedir: PathBuf,
+    sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<RssSamples>)>,
+    /// Kept last so the directory outlives the processes using it.
+    pub root: tempfile::TempDir,
+}
+
+/// A fresh `127.A.B.0/24` for this process.
+fn net() -> (u8, u8) {
+    let pid = std::process::id();
+    (200 + (pid % 50) as u8, ((pid / 50) % 256) as u8)
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> TopoError + '_ {
+    move |source| TopoError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+impl Topo {
+    /// Writes the configs, starts the masters and waits until each has
+    /// opened its client channel.
+    pub fn start(o: &TopoOptions) -> Result<Self, TopoError> {
+        for bin in ["salt-master", "salt-syndic"] {
+            if o.attach.is_some() && bin == "salt-master" {
+                continue;
+            }
+            if !o.bin_dir.join(bin).is_file() {
+                return Err(TopoError::MissingBinary {
+                    bin: bin.into(),
+                    dir: o.bin_dir.display().to_string(),
+                });
+            }
+        }
+        let count = o.syndics * o.tiers + 1;
+        if count > 250 {
+            return Err(TopoError::TooMany(count));
+        }
+        let root = tempfile::Builder::new()
+            .prefix("brine-loadtest-")
+            .tempdir()
+            .map_err(io("temp dir"))?;
+        let (a, b) = net();
+        let pub_port = if o.pub_port == 0 { 4505 } else { o.pub_port };
+        let ret_port = if o.ret_port == 0 { 4506 } else { o.ret_port };
+        let common = format!(
+            "publish_port: {pub_port}\nret_port: {ret_port}\nauto_accept: true\norder_masters: true\n\
+             heartbeat_interval: {}\nsyndic_forward_interval_ms: {}\nlog_level: warning\n\
+             zmq_backlog: 4096\ntimeout: 5\n",
+            o.heartbeat_secs, o.forward_ms
+        );
+        let write = |id: &str, addr: &str, extra: &str| -> Result<PathBuf, TopoError> {
+            let dir = root.path().join(id);
+            std::fs::create_dir_all(&dir).map_err(io("config dir"))?;
+            let cfg = format!(
+                "id: {id}\ninterface: {addr}\nroot_dir: {}\n{common}{extra}",
+                dir.join("root").display()
+            );
+            std::fs::write(dir.join("master"), cfg).map_err(io("config"))?;
+            Ok(dir)
+        };
+        let spawn = |bin: &str, id: &str, dir: &Path| -> Result<(Child, PathBuf), TopoError> {
+            let log = root.path().join(format!("{id}.log"));
+            let f = std::fs::File::create(&log).map_err(io("log file"))?;
+            let f2 = f.try_clone().map_err(io("log file"))?;
+            let child = Command::new(o.bin_dir.join(bin))
+                .arg("-c")
+                .arg(dir)
+                .stdin(Stdio::null())
+                .stdout(f)
+                .stderr(f2)
+                .spawn()
+                .map_err(|source| TopoError::Spawn {
+                    what: format!("{bin} {id}"),
+                    source,
+                })?;
+            Ok((child, log))
+        };
+
+        let mut top = match &o.attach {
+            Some(dir) => {
+                let cfg = config::load_master(dir, &[])?;
+                let addr = if cfg.interface.is_unspecified() {
+                    o.attach_addr.clone()
+                } else {
+                    cfg.interface.to_string()
+                };
+                Master {
+                    id: cfg.id.clone(),
+                    addr,
+                    config_dir: dir.clone(),
+                    log: cfg.log_file.clone(),
+                    child: None,
+                }
+            }
+            None => {
+                let addr = format!("127.{a}.{b}.1");
+                let dir = write("top", &addr, "")?;
+                let (child, log) = spawn("salt-master", "top", &dir)?;
+                Master {
+                    id: "top".into(),
+                    addr,
+                    config_dir: dir,
+                    log,
+                    child: Some(child),
+                }
+            }
+        };
+        let top_cfg = config::load_master(&top.config_dir, &[])?;
+        let up_port = if o.attach.is_some() {
+            top_cfg.ret_port
+        } else {
+            ret_port
+        };
+        let mut syndics = Vec::new();
+        let mut host = 2u32;
+        for c in 0..o.syndics {
+            let (mut parent_addr, mut parent_port) = (top.addr.clone(), up_port);
+            for t in 0..o.tiers {
+                let id = if o.tiers == 1 {
+                    format!("syndic{}", c + 1)
+                } else {
+                    format!("syndic{}-t{}", c + 1, t + 1)
+                };
+                let addr = format!("127.{a}.{b}.{host}");
+                host += 1;
+                let extra =
+                    format!("syndic_master: {parent_addr}\nsyndic_master_port: {parent_port}\n");
+                let dir = write(&id, &addr, &extra)?;
+                let (child, log) = spawn("salt-syndic", &id, &dir)?;
+                syndics.push(Master {
+                    id,
+                    addr: addr.clone(),
+                    config_dir: dir,
+                    log,
+                    child: Some(child),
+                });
+                parent_addr = addr;
+                parent_port = ret_port;
+            }
+        }
+        // Ready: the client token and socket exist (written after binding).
+        let deadline = Instant::now() + Duration::from_secs(o.ready_secs);
+        for m in std::iter::once(&mut top).chain(syndics.iter_mut()) {
+            let cfg = config::load_master(&m.config_dir, &[])?;
+            let token = cfg.cachedir.join(brine_master::client_api::TOKEN_FILE);
+            let sock = cfg.sock_dir.join(brine_master::client_api::SOCKET_NAME);
+            loop {
+                m.check_alive()?;
+                if token.exists() && sock.exists() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(TopoError::NotReady {
+                        what: m.id.clone(),
+                        secs: o.ready_secs,
+                        log: m.log_tail(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(Topo {
+            syndics,
+            tiers: o.tiers,
+            ret_port,
+            sock_dir: top_cfg.sock_dir.clone(),
+            cachedir: top_cfg.cachedir.clone(),
+            top,
+            sampler: None,
+            root,
+        })
+    }
+
+    /// The last-tier syndic of every chain (where minions attach).
+    pub fn leaves(&self) -> Vec<&Master> {
+        let t = self.tiers.max(1) as usize;
+        self.syndics.iter().skip(t - 1).step_by(t).collect()
+    }
+
+    /// Fails if a started master has exited.
+    pub fn check_alive(&mut self) -> Result<(), TopoError> {
+        self.top.check_alive()?;
+        for s in &mut self.syndics {
+            s.check_alive()?;
+        }
+        Ok(())
+    }
+
+    /// Starts sampling VmRSS of every started master once a second.
+    pub fn start_sampling(&mut self) {
+        let pids: Vec<(String, u32)> = std::iter::once(&self.top)
+            .chain(self.syndics.iter())
+            .filter_map(|m| m.pid().map(|p| (m.id.clone(), p)))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = RssSamples::new();
+            // One day of samples at most.
+            for _ in 0..86_400 {
+                for (id, pid) in &pids {
+                    if let Ok(kib) = crate::workers::vm_rss_kib(*pid) {
+                        out.entry(id.clone()).or_default().push(kib);
+                    }
+                }
+                // Wake often so stopping is quick; sample once a second.
+                for _ in 0..20 {
+                    if flag.load(Ordering::SeqCst) {
+                        return out;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            out
+        });
+        self.sampler = Some((stop, handle));
+    }
+
+    /// Stops sampling and returns the samples (empty if never started).
+    pub fn stop_sampling(&mut self) -> RssSamples {
+        match self.sampler.take() {
+            Some((stop, h)) => {
+                stop.store(true, Ordering::SeqCst);
+                h.join().unwrap_or_default()
+            }
+            None => RssSamples::new(),
+        }
+    }
+
+    /// Stops syndics (deepest first), then the top.
+    pub fn stop(&mut self) {
+        let _ = self.stop_sampling();
+        for s in self.syndics.iter_mut().rev() {
+            s.stop();
+        }
+        self.top.stop();
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = TopoOptions {
+            syndics: 1,
+            tiers: 1,
+            heartbeat_secs: 5,
+            forward_ms: 20,
+            pub_port: 0,
+            ret_port: 0,
+            attach: None,
+            attach_addr: "127.0.0.1".into(),
+            bin_dir: dir.path().to_path_buf(),
+            ready_secs: 1,
+        };
+        let e = Topo::start(&o).err().unwrap().to_string();
+        assert!(
+            e.contains("salt-master not found") && e.contains("cargo build"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn net_is_in_loopback() {
+        let (a, _) = net();
+        assert!((200..250).contains(&a));
+    }
+}
