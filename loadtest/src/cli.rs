@@ -79,8 +79,9 @@ pub struct RunArgs {
     /// Write a self-contained HTML report here.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Add one syndic during the run and measure the rebalancing (Brine
-    /// run only; every report states the fraction that would move).
+    /// Before the run, show how the ring would rebalance with one more
+    /// syndic: the balance per syndic before and after, and the fraction of
+    /// minions that would move (every report also states that fraction).
     #[arg(long)]
     pub add_syndic: bool,
     /// Loopback address the top master binds.
@@ -273,8 +274,7 @@ fn child_code(r: Result<(), crate::raw::RawError>) -> i32 {
 
 fn baseline(a: &RunArgs, exe: PathBuf) -> i32 {
     if a.add_syndic {
-        eprintln!("loadtest: --add-syndic needs the Brine run; the baseline report already states moved_fraction_on_add");
-        return exit::USAGE;
+        print_add_syndic(a);
     }
     let interrupted = crate::workers::interrupt_flag();
     let cfg = a.to_config(exe);
@@ -319,8 +319,7 @@ fn emit_report(report: &Report, a: &RunArgs) -> i32 {
 
 fn brine(a: &RunArgs, exe: PathBuf) -> i32 {
     if a.add_syndic {
-        eprintln!("loadtest: --add-syndic is not implemented for the Brine run yet; the report states moved_fraction_on_add");
-        return exit::USAGE;
+        print_add_syndic(a);
     }
     let interrupted = crate::workers::interrupt_flag();
     let cfg = a.to_config(exe);
@@ -414,4 +413,33 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
             error_code(&e)
         }
     }
+}
+
+/// `--add-syndic`: the ring's balance with S and S+1 syndics and the
+/// fraction of minions that would move to the new one.
+fn print_add_syndic(a: &RunArgs) {
+    let ids: Vec<String> = (0..a.minions).map(|i| format!("lt-{i:05}")).collect();
+    let now: Vec<String> = (1..=a.syndics.max(1))
+        .map(|i| format!("syndic{i}"))
+        .collect();
+    let mut more = now.clone();
+    more.push(format!("syndic{}", now.len() + 1));
+    let (Ok(r1), Ok(r2)) = (
+        crate::ring::SyndicRing::new(&now, a.vnodes),
+        crate::ring::SyndicRing::new(&more, a.vnodes),
+    ) else {
+        eprintln!("loadtest: cannot build the hash ring");
+        return;
+    };
+    let moved = r1
+        .moved_fraction(&ids, &more[more.len() - 1])
+        .unwrap_or(f64::NAN);
+    println!("ring with {} syndics: {:?}", now.len(), r1.balance(&ids));
+    println!("ring with {} syndics: {:?}", more.len(), r2.balance(&ids));
+    println!(
+        "adding {} moves {:.1}% of the minions (ideal {:.1}%)",
+        more[more.len() - 1],
+        moved * 100.0,
+        100.0 / more.len() as f64
+    );
 }

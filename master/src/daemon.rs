@@ -88,8 +88,18 @@ struct Watchers {
     all: Vec<mpsc::UnboundedSender<ReturnLoad>>,
 }
 
-/// Dedup memory: jid → minions that returned, for the newest jobs.
-const DEDUP_JOBS: usize = 20_000;
+/// Dedup memory: (jid, minion) pairs kept for the newest jobs. Bounded by
+/// pairs, not jobs (a job of 5000 minions costs 5000): about 100 bytes a
+/// pair, so at most ~20 MB. Older duplicates still never reach the job
+/// cache twice (it keeps the first return) and `salt` ignores them.
+const DEDUP_PAIRS: usize = 200_000;
+
+/// Which minions returned, for the newest jobs (jids sort by time).
+#[derive(Default)]
+struct Dedup {
+    jobs: BTreeMap<String, HashSet<String>>,
+    pairs: usize,
+}
 
 /// What to publish (from the CLI, the runner or a syndic).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -137,7 +147,7 @@ pub struct MasterState {
     sessions: Mutex<HashMap<String, Session>>,
     publish_key: RwLock<(u32, AesKey)>,
     watchers: Mutex<Watchers>,
-    seen: Mutex<BTreeMap<String, HashSet<String>>>,
+    seen: Mutex<Dedup>,
     jidgen: JidGen,
 }
 
@@ -226,7 +236,7 @@ impl Master {
             sessions: Mutex::new(HashMap::new()),
             publish_key: RwLock::new((key_id, AesKey::random())),
             watchers: Mutex::new(Watchers::default()),
-            seen: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(Dedup::default()),
             jidgen: JidGen::new(),
             cfg,
         });
@@ -451,13 +461,16 @@ impl MasterState {
     pub fn accept_return(&self, mut ret: ReturnLoad) -> bool {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let set = seen.entry(ret.jid.clone()).or_default();
+            let set = seen.jobs.entry(ret.jid.clone()).or_default();
             if !set.insert(ret.id.clone()) {
                 bump(&self.counters.duplicate_returns);
                 return false;
             }
-            while seen.len() > DEDUP_JOBS {
-                seen.pop_first();
+            seen.pairs += 1;
+            while seen.pairs > DEDUP_PAIRS && seen.jobs.len() > 1 {
+                if let Some((_, old)) = seen.jobs.pop_first() {
+                    seen.pairs -= old.len();
+                }
             }
         }
         bump(&self.counters.returns);

@@ -228,18 +228,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         ready_secs: 30,
     })?;
     topo.start_sampling();
-    // A fresh master publishes a re-auth 0.2, 1.2 and 4.2 s after it
-    // starts (for minions of an earlier run); minions that sign in before
-    // the last one would sign in twice, so a new topology gets that long.
-    if cfg.master_config.is_none() {
-        let settle = Instant::now() + Duration::from_millis(4500);
-        while Instant::now() < settle {
-            if interrupted.load(Ordering::SeqCst) {
-                return Err(workers::WorkerError::Interrupted.into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    // A fresh master's re-auth publishes name its key: minions that
+    // signed in to it ignore them, so no settling time is needed.
     let leaves: Vec<(String, String)> = topo
         .leaves()
         .iter()
