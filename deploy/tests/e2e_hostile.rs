@@ -4,13 +4,12 @@
 //! counted, the fleet keeps working.
 
 use brine_common::codec;
-use brine_common::crypto::KeyPair;
 use brine_common::proto::*;
-use brine_common::session::{ClientSession, ServerMsg, SignInOutcome};
+use brine_common::session::ServerMsg;
+use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
 use serde_json::Value;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn json(out: &std::process::Output) -> Value {
@@ -23,49 +22,6 @@ fn stats(topo: &Topology) -> Value {
             .cli("top", "salt-run", &["manage.stats", "--out", "json"])
             .expect("stats"),
     )
-}
-
-/// A DEALER speaking the protocol by hand.
-struct Evil {
-    sock: zmq::Socket,
-    session: ClientSession,
-}
-
-impl Evil {
-    fn new(ctx: &zmq::Context, addr: &str, id: &str) -> Evil {
-        let sock = ctx.socket(zmq::DEALER).expect("dealer");
-        sock.set_linger(0).expect("linger");
-        sock.set_rcvtimeo(5000).expect("timeout");
-        sock.connect(&format!("tcp://{addr}:4506"))
-            .expect("connect");
-        let keys = Arc::new(KeyPair::generate().expect("key"));
-        let session =
-            ClientSession::new(id, Role::Minion, keys, None, None, codec::DEFAULT_MAX_FRAME);
-        Evil { sock, session }
-    }
-
-    fn recv(&self) -> ServerMsg {
-        let frame = self.sock.recv_bytes(0).expect("answer in time");
-        self.session.open_reply(&frame).expect("readable answer")
-    }
-
-    fn sign_in(&mut self) {
-        let f = self.session.auth_frame().expect("auth");
-        self.sock.send(f, 0).expect("send");
-        let ServerMsg::AuthReply(r) = self.recv() else {
-            panic!("no auth reply")
-        };
-        assert!(matches!(
-            self.session.handle_auth_reply(&r).expect("reply"),
-            SignInOutcome::Accepted { .. }
-        ));
-    }
-
-    fn request(&mut self, body: RequestBody) -> (Vec<u8>, ServerMsg) {
-        let (_, f) = self.session.seal(body).expect("seal");
-        self.sock.send(f.clone(), 0).expect("send");
-        (f, self.recv())
-    }
 }
 
 #[test]
@@ -100,12 +56,14 @@ fn hostile_peers_are_refused_and_counted() {
     let _ = raw.send(vec![0u8; 17 * 1024 * 1024], 0);
 
     // A minion that forges minion1's return.
-    let mut evil = Evil::new(&ctx, &addr, "evil");
-    evil.sign_in();
-    let (_, m) = evil.request(RequestBody::Hello {
-        grains: serde_json::json!({}),
-        version: "x".into(),
-    });
+    let mut evil = HandPeer::new(&ctx, &addr, "evil", Role::Minion).expect("peer");
+    evil.sign_in().expect("sign in");
+    let (_, m) = evil
+        .request_raw(RequestBody::Hello {
+            grains: serde_json::json!({}),
+            version: "x".into(),
+        })
+        .expect("answer");
     assert!(matches!(
         m,
         ServerMsg::Reply(Reply {
@@ -124,7 +82,9 @@ fn hostile_peers_are_refused_and_counted() {
         out: None,
         trace: None,
     };
-    let (frame, m) = evil.request(RequestBody::Return(forged.clone()));
+    let (frame, m) = evil
+        .request_raw(RequestBody::Return(forged.clone()))
+        .expect("answer");
     assert!(
         matches!(
             m,
@@ -137,7 +97,7 @@ fn hostile_peers_are_refused_and_counted() {
     );
     // The same sealed frame again: a replay.
     evil.sock.send(frame, 0).expect("replay");
-    let m = evil.recv();
+    let m = evil.recv().expect("answer");
     assert!(
         matches!(
             m,
@@ -155,9 +115,11 @@ fn hostile_peers_are_refused_and_counted() {
     })
     .expect("enc");
     evil.sock.send(sealed, 0).expect("send");
-    assert_eq!(evil.recv(), ServerMsg::ReAuth);
+    assert_eq!(evil.recv().expect("answer"), ServerMsg::ReAuth);
     // A syndic-only request from a minion.
-    let (_, m) = evil.request(RequestBody::SyndicReturns(vec![forged]));
+    let (_, m) = evil
+        .request_raw(RequestBody::SyndicReturns(vec![forged]))
+        .expect("answer");
     assert!(
         matches!(
             m,

@@ -6,15 +6,12 @@
 //! syndic, a syndic killed mid-job, the master above down (spool), failover
 //! over a `syndic_master` list, and a 3-tier chain.
 
-use brine_common::codec;
-use brine_common::crypto::KeyPair;
 use brine_common::proto::*;
-use brine_common::session::{ClientSession, ServerMsg, SignInOutcome};
+use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Generous: other test binaries share the two cores.
@@ -98,53 +95,6 @@ fn override_master(topo: &Topology, id: &str, yaml: &str) {
     let dir = node.config_dir.join("master.d");
     std::fs::create_dir_all(&dir).expect("master.d");
     std::fs::write(dir.join("99-test.conf"), yaml).expect("write override");
-}
-
-/// A syndic speaking the protocol by hand: signs in with the syndic role,
-/// reports a roster of its own and sends returns.
-struct FakeSyndic {
-    sock: zmq::Socket,
-    session: ClientSession,
-}
-
-impl FakeSyndic {
-    fn new(ctx: &zmq::Context, addr: &str, id: &str) -> FakeSyndic {
-        let sock = ctx.socket(zmq::DEALER).expect("dealer");
-        sock.set_linger(0).expect("linger");
-        sock.set_rcvtimeo(10_000).expect("timeout");
-        sock.connect(&format!("tcp://{addr}:4506"))
-            .expect("connect");
-        let keys = Arc::new(KeyPair::generate().expect("key"));
-        let session =
-            ClientSession::new(id, Role::Syndic, keys, None, None, codec::DEFAULT_MAX_FRAME);
-        FakeSyndic { sock, session }
-    }
-
-    fn recv(&self) -> ServerMsg {
-        let frame = self.sock.recv_bytes(0).expect("answer in time");
-        self.session.open_reply(&frame).expect("readable answer")
-    }
-
-    fn sign_in(&mut self) {
-        let f = self.session.auth_frame().expect("auth");
-        self.sock.send(f, 0).expect("send");
-        let ServerMsg::AuthReply(r) = self.recv() else {
-            panic!("no auth reply")
-        };
-        assert!(matches!(
-            self.session.handle_auth_reply(&r).expect("reply"),
-            SignInOutcome::Accepted { .. }
-        ));
-    }
-
-    fn request(&mut self, body: RequestBody) -> ReplyBody {
-        let (_, f) = self.session.seal(body).expect("seal");
-        self.sock.send(f, 0).expect("send");
-        match self.recv() {
-            ServerMsg::Reply(r) => r.body,
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
 }
 
 fn ret(jid: &str, id: &str, value: &str) -> ReturnLoad {
@@ -309,31 +259,37 @@ fn two_syndics_targeting_fanout_and_faults() {
     // A fake syndic may return only for minions in its own reported
     // subtree; the same return twice is stored once.
     let ctx = zmq::Context::new();
-    let mut fake = FakeSyndic::new(&ctx, &topo.top.addr, "fakesyndic");
-    fake.sign_in();
-    let body = fake.request(RequestBody::Roster(RosterDelta {
-        full: true,
-        upsert: vec![RosterEntry {
-            id: "fake1".into(),
-            grains: json!({"id": "fake1"}),
-            connected: true,
-            via: vec![],
-        }],
-        remove: vec![],
-    }));
+    let mut fake = HandPeer::new(&ctx, &topo.top.addr, "fakesyndic", Role::Syndic).expect("peer");
+    fake.sign_in().expect("sign in");
+    let body = fake
+        .request(RequestBody::Roster(RosterDelta {
+            full: true,
+            upsert: vec![RosterEntry {
+                id: "fake1".into(),
+                grains: json!({"id": "fake1"}),
+                connected: true,
+                via: vec![],
+            }],
+            remove: vec![],
+        }))
+        .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
     let forged_jid = "20260101000000000042";
-    let body = fake.request(RequestBody::SyndicReturns(vec![
-        ret(forged_jid, "s1m1", "forged"),
-        ret(forged_jid, "fake1", "mine"),
-    ]));
+    let body = fake
+        .request(RequestBody::SyndicReturns(vec![
+            ret(forged_jid, "s1m1", "forged"),
+            ret(forged_jid, "fake1", "mine"),
+        ]))
+        .expect("answer");
     assert!(
         matches!(&body, ReplyBody::Refused(why) if why.contains("1 returns")),
         "{body:?}"
     );
-    let body = fake.request(RequestBody::SyndicReturns(vec![ret(
-        forged_jid, "fake1", "again",
-    )]));
+    let body = fake
+        .request(RequestBody::SyndicReturns(vec![ret(
+            forged_jid, "fake1", "again",
+        )]))
+        .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
     assert_eq!(lookup(&topo, "top", forged_jid), json!({"fake1": "mine"}));
     let stats = run(&topo, "top", &["manage.stats"]);
