@@ -85,8 +85,14 @@ struct Session {
 #[derive(Default)]
 struct Watchers {
     by_jid: HashMap<String, Vec<mpsc::UnboundedSender<ReturnLoad>>>,
-    all: Vec<mpsc::UnboundedSender<ReturnLoad>>,
+    all: Vec<mpsc::Sender<ReturnLoad>>,
 }
+
+/// Returns queued for each `watch_all` consumer (the syndic's spool).
+const WATCH_ALL_QUEUE: usize = 20_000;
+
+/// Messages queued per peer on the request port (each way).
+const ROUTER_PEER_HWM: i32 = 64;
 
 /// Dedup memory: (jid, minion) pairs kept for the newest jobs. Bounded by
 /// pairs, not jobs (a job of 5000 minions costs 5000): about 100 bytes a
@@ -148,6 +154,8 @@ pub struct MasterState {
     publish_key: RwLock<(u32, AesKey)>,
     watchers: Mutex<Watchers>,
     seen: Mutex<Dedup>,
+    /// Returns waiting for room in a full `watch_all` queue.
+    overflow: Mutex<Vec<(mpsc::Sender<ReturnLoad>, ReturnLoad)>>,
     jidgen: JidGen,
 }
 
@@ -204,6 +212,12 @@ impl Master {
         )?;
         let router = ctx.socket(zmq::ROUTER)?;
         transport::tune(&router, cfg.zmq_backlog, cfg.pub_hwm)?;
+        // Per-peer queues on the request port are short: a peer keeps
+        // whatever is not acknowledged and sends it again, so under overload
+        // memory stays bounded (peers × ROUTER_PEER_HWM) instead of
+        // peers × pub_hwm, and the back-pressure reaches the peers.
+        router.set_rcvhwm(ROUTER_PEER_HWM)?;
+        router.set_sndhwm(ROUTER_PEER_HWM)?;
         router.set_router_mandatory(true)?;
         router.set_maxmsgsize(cfg.max_frame_bytes as i64)?;
         let endpoint = transport::tcp_endpoint(&iface, cfg.ret_port);
@@ -237,6 +251,7 @@ impl Master {
             publish_key: RwLock::new((key_id, AesKey::random())),
             watchers: Mutex::new(Watchers::default()),
             seen: Mutex::new(Dedup::default()),
+            overflow: Mutex::new(Vec::new()),
             jidgen: JidGen::new(),
             cfg,
         });
@@ -446,8 +461,12 @@ impl MasterState {
     }
 
     /// Every return this master accepts (the syndic forwards them upward).
-    pub fn watch_all(&self) -> mpsc::UnboundedReceiver<ReturnLoad> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ///
+    /// The queue is bounded: when the consumer falls behind, the request
+    /// loop waits for it (see [`MasterState::drain_overflow`]), so the
+    /// back-pressure reaches the peers instead of memory growing.
+    pub fn watch_all(&self) -> mpsc::Receiver<ReturnLoad> {
+        let (tx, rx) = mpsc::channel(WATCH_ALL_QUEUE);
         self.watchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -483,7 +502,17 @@ impl MasterState {
         }
         self.jobs.record_return(&ret);
         let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.all.retain(|tx| tx.send(ret.clone()).is_ok());
+        w.all.retain(|tx| match tx.try_send(ret.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                self.overflow
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((tx.clone(), r));
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
         if let Some(list) = w.by_jid.get_mut(&ret.jid) {
             list.retain(|tx| tx.send(ret.clone()).is_ok());
             if list.is_empty() {
@@ -491,6 +520,23 @@ impl MasterState {
             }
         }
         true
+    }
+
+    /// Hand returns that did not fit a full `watch_all` queue to it,
+    /// waiting for room. Called by the request loop after each request, so
+    /// a slow consumer slows the loop down rather than buffering without
+    /// bound.
+    pub async fn drain_overflow(&self) {
+        let items = {
+            let mut g = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *g)
+        };
+        for (tx, r) in items {
+            let _ = tx.send(r).await;
+        }
     }
 
     /// New publish key, handed at once to every signed-in peer but the ones
@@ -829,7 +875,10 @@ async fn request_loop(
                 let routing = routing.clone();
                 tokio::task::spawn_blocking(move || st.handle_auth(&routing, req));
             }
-            Wire::Sealed { id, data } => state.handle_sealed(routing, &id, &data),
+            Wire::Sealed { id, data } => {
+                state.handle_sealed(routing, &id, &data);
+                state.drain_overflow().await;
+            }
             _ => {
                 bump(&state.counters.malformed_frames);
                 state.reply(routing, Wire::Error("unexpected message kind".into()));

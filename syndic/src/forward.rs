@@ -82,7 +82,7 @@ pub async fn spool_returns(
     state: Arc<MasterState>,
     relayed: Arc<Relayed>,
     spool: Arc<Spool>,
-    mut rx: mpsc::UnboundedReceiver<ReturnLoad>,
+    mut rx: mpsc::Receiver<ReturnLoad>,
     wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
@@ -289,36 +289,4 @@ pub async fn report_roster(
             gate.open(sess);
         }
     }
-}
-
-/// Push every stored return of jobs from above started within `window`
-/// into the spool again (at start, see `syndic::run`). Returns how many.
-pub fn respool_recent(
-    state: &MasterState,
-    spool: &Spool,
-    window: Duration,
-) -> Result<usize, String> {
-    let oldest = brine_common::jid::format_jid(
-        (brine_common::proto::now_us() as i64) - window.as_micros() as i64,
-    );
-    let jobs = state
-        .jobs
-        .list_jobs(&brine_master::job_cache::JobFilter {
-            limit: Some(10_000),
-            ..Default::default()
-        })
-        .map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for j in jobs.iter().filter(|j| j.jid >= oldest) {
-        let Some(rec) = state.jobs.lookup_jid(&j.jid).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        let from_above = rec.load.path.first().is_some_and(|p| p != &state.cfg.id);
-        if !from_above || rec.returns.is_empty() {
-            continue;
-        }
-        let rets: Vec<ReturnLoad> = rec.returns.into_values().collect();
-        n += spool.push(&rets).map_err(|e| e.to_string())?;
-    }
-    Ok(n)
 }

@@ -27,9 +27,6 @@ pub enum SyndicError {
     Spool(#[from] brine_master::spool::SpoolError),
 }
 
-/// How far back a starting syndic re-spools returns of jobs from above.
-const RESPOOL_WINDOW: Duration = Duration::from_secs(120);
-
 /// Run a syndic until `shutdown` is cancelled.
 pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), SyndicError> {
     if cfg.syndic_master.is_empty() {
@@ -52,24 +49,6 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         cfg.syndic_spool_max,
     )?);
     let relayed = Arc::new(forward::Relayed::default());
-    {
-        // A syndic killed after acknowledging a return (committed to its
-        // job cache) but before spooling it would lose it upward: spool
-        // again every return of recent jobs from above. The master above
-        // drops the duplicates.
-        let st = state.clone();
-        let sp = spool.clone();
-        match tokio::task::spawn_blocking(move || forward::respool_recent(&st, &sp, RESPOOL_WINDOW))
-            .await
-        {
-            Ok(Ok(n)) if n > 0 => {
-                info!(returns = n, "re-spooled returns of recent jobs from above")
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not re-spool recent returns"),
-            Err(e) => warn!(error = %e, "re-spool task failed"),
-        }
-    }
     let (up, mut jobs) = upstream::start(&cfg, Arc::new(keys), shutdown.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
     let gate = Arc::new(forward::RosterGate::default());
