@@ -328,7 +328,7 @@ fn listed_arguments(load: &JobLoad) -> Vec<serde_json::Value> {
     args
 }
 
-fn is_corruption(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
@@ -351,18 +351,21 @@ fn connect(path: &Path) -> Result<Connection, JobCacheError> {
             }
         }
     };
-    let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    open_wal(path, "job cache").map_err(open_err)
+}
+
+/// Open a SQLite file with what every Brine store uses: a busy timeout,
+/// the WAL journal and `synchronous=NORMAL` (shared with the spool).
+pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // journal_mode answers with the mode now in force; it reads the header,
     // so a file that is not a database fails here.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(open_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        warn!(path = %path.display(), mode = %mode, "job cache could not switch to WAL journal");
+        warn!(path = %path.display(), mode = %mode, "{what} could not switch to WAL journal");
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 

@@ -19,15 +19,11 @@
 
 use brine_common::codec;
 use brine_common::proto::ReturnLoad;
-use rusqlite::{params, Connection, ErrorCode};
+use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 use tracing::{info, warn};
-
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
@@ -96,12 +92,7 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-fn is_corruption(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
-    )
-}
+use crate::job_cache::is_corruption;
 
 impl Spool {
     /// Open (or create) the spool file at `path`, holding at most
@@ -126,16 +117,7 @@ impl Spool {
                 }
             }
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            warn!(path = %path.display(), mode = %mode, "spool could not switch to WAL journal");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_err)?;
+        let conn = crate::job_cache::open_wal(path, "spool").map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         let len: i64 = conn
             .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))
