@@ -29,6 +29,45 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Make sure the workspace's binaries in [`bin_dir`] exist and are up to
+/// date. Under `cargo test` (which builds only the binaries of the package
+/// under test) or `cargo run`, runs `cargo build --workspace --bins` once
+/// per process, with the same profile; cargo does not hold its build lock
+/// while tests run, and the build is a no-op when nothing changed. Outside
+/// cargo (a release binary run by hand) the binaries are taken as they are.
+pub fn ensure_built() -> Result<()> {
+    static BUILT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let r = BUILT.get_or_init(|| {
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            return Ok(());
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--workspace",
+            "--bins",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(&manifest);
+        if bin_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        match cmd.stdin(Stdio::null()).status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build --workspace --bins failed ({s})")),
+            Err(e) => Err(format!("cannot run cargo to build the binaries: {e}")),
+        }
+    });
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => bail!("{e}"),
+    }
+}
+
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
 /// One topology at a time per process: tests in one binary run in parallel
@@ -137,6 +176,7 @@ impl Builder {
     /// Write every config and start every process; returns once the top
     /// master sees every minion (or fails after `wait`).
     pub fn start(self, wait: Duration) -> Result<Topology> {
+        ensure_built()?;
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("brine-topo-").tempdir()?;
         let (a, b) = fresh_net();

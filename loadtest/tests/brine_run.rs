@@ -49,8 +49,10 @@ fn comm(pid: u32) -> String {
         .to_string()
 }
 
-/// The daemons must have been built next to the loadtest binary.
+/// The daemons must be built next to the loadtest binary (cargo test builds
+/// only this package's binaries, so build the workspace's once).
 fn require_daemons() {
+    brine_deploy::topology::ensure_built().expect("building the workspace binaries");
     let dir = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
         .parent()
         .unwrap()
