@@ -42,6 +42,18 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// A token cancelled when SIGINT or SIGTERM arrives (call inside a tokio
+/// runtime): the one shutdown signal every daemon passes to its `run`.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        t.cancel();
+    });
+    token
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

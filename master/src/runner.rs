@@ -60,8 +60,7 @@ pub async fn run(
     match fun {
         "jobs.lookup_jid" => {
             let jid = need_jid()?;
-            state.jobs.flush().map_err(|e| e.to_string())?;
-            let rec = state.jobs.lookup_jid(&jid).map_err(|e| e.to_string())?;
+            let rec = stored_job(state, jid).await?;
             let Some(rec) = rec else { return Ok(json!({})) };
             let mut out = Map::new();
             for (id, r) in &rec.returns {
@@ -77,7 +76,6 @@ pub async fn run(
             Ok(Value::Object(out))
         }
         "jobs.list_jobs" => {
-            state.jobs.flush().map_err(|e| e.to_string())?;
             let filter = JobFilter {
                 search_function: arg_str(args, kwargs, usize::MAX, "search_function"),
                 search_target: arg_str(args, kwargs, usize::MAX, "search_target"),
@@ -86,7 +84,14 @@ pub async fn run(
                     .and_then(Value::as_u64)
                     .map(|n| n as usize),
             };
-            let jobs = state.jobs.list_jobs(&filter).map_err(|e| e.to_string())?;
+            let cache = state.jobs.clone();
+            let jobs = tokio::task::spawn_blocking(move || {
+                cache.flush()?;
+                cache.list_jobs(&filter)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
             let mut out = Map::new();
             for j in jobs {
                 out.insert(
@@ -105,8 +110,7 @@ pub async fn run(
         }
         "jobs.list_job" => {
             let jid = need_jid()?;
-            state.jobs.flush().map_err(|e| e.to_string())?;
-            let Some(rec) = state.jobs.lookup_jid(&jid).map_err(|e| e.to_string())? else {
+            let Some(rec) = stored_job(state, jid.clone()).await? else {
                 return Ok(json!({}));
             };
             let mut result = Map::new();
@@ -130,8 +134,7 @@ pub async fn run(
         }
         "jobs.exit_success" => {
             let jid = need_jid()?;
-            state.jobs.flush().map_err(|e| e.to_string())?;
-            let Some(rec) = state.jobs.lookup_jid(&jid).map_err(|e| e.to_string())? else {
+            let Some(rec) = stored_job(state, jid.clone()).await? else {
                 return Ok(json!({}));
             };
             let mut out = Map::new();
@@ -250,6 +253,22 @@ pub async fn run(
             FUNCTIONS.join(", ")
         )),
     }
+}
+
+/// Commit pending writes and read one job, on a blocking thread (SQLite
+/// must not stall the async workers).
+async fn stored_job(
+    state: &Arc<MasterState>,
+    jid: String,
+) -> Result<Option<crate::job_cache::JobRecord>, String> {
+    let cache = state.jobs.clone();
+    tokio::task::spawn_blocking(move || {
+        cache.flush()?;
+        cache.lookup_jid(&jid)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 fn ids(state: &MasterState, up: bool) -> Vec<String> {

@@ -80,6 +80,13 @@ impl<T> Loaded<T> {
 
 /// Loads `<config_dir>/<name>`, `<config_dir>/<name>.d/*.conf`, the
 /// `SALT_*` entries of `env` and `overrides` over `defaults`.
+/// The process environment as UTF-8 pairs (others are skipped).
+pub(crate) fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 pub(crate) fn load<T>(
     defaults: &T,
     config_dir: &Path,

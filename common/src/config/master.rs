@@ -142,9 +142,7 @@ pub fn load_master(
     config_dir: &Path,
     overrides: &[(&str, serde_json::Value)],
 ) -> Result<MasterConfig, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let env = load::process_env();
     load_master_with_env(config_dir, &env, overrides)
 }
 

@@ -3,7 +3,6 @@
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(name = "salt-master", version, about = "The Brine master daemon")]
@@ -18,7 +17,7 @@ async fn main() {
     let cfg = cli::daemon_config("salt-master", &args.daemon, config::load_master);
     let nofile = cli::raise_nofile();
     tracing::info!(nofile, "open-files limit");
-    let shutdown = CancellationToken::new();
+    let shutdown = cli::shutdown_token();
     let master = match brine_master::daemon::Master::start(cfg, shutdown.clone()).await {
         Ok(m) => m,
         Err(e) => {
@@ -26,8 +25,7 @@ async fn main() {
             std::process::exit(exit::SOFTWARE);
         }
     };
-    cli::shutdown_signal().await;
-    shutdown.cancel();
+    shutdown.cancelled().await;
     if tokio::time::timeout(std::time::Duration::from_secs(10), master.join())
         .await
         .is_err()

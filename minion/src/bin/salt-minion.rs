@@ -3,7 +3,6 @@
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(name = "salt-minion", version, about = "The Brine minion daemon")]
@@ -16,12 +15,7 @@ struct Args {
 async fn main() {
     let args: Args = cli::parse_args();
     let cfg = cli::daemon_config("salt-minion", &args.daemon, config::load_minion);
-    let shutdown = CancellationToken::new();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        cli::shutdown_signal().await;
-        sd.cancel();
-    });
+    let shutdown = cli::shutdown_token();
     if let Err(e) = brine_minion::daemon::run(cfg, shutdown).await {
         eprintln!("salt-minion: {e}");
         std::process::exit(exit::SOFTWARE);

@@ -3,7 +3,6 @@
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,12 +27,7 @@ async fn main() {
         std::process::exit(exit::CONFIG);
     }
     cli::raise_nofile();
-    let shutdown = CancellationToken::new();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        cli::shutdown_signal().await;
-        sd.cancel();
-    });
+    let shutdown = cli::shutdown_token();
     if let Err(e) = brine_syndic::syndic::run(cfg, shutdown).await {
         eprintln!("salt-syndic: {e}");
         std::process::exit(exit::SOFTWARE);
