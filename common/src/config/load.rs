@@ -53,6 +53,11 @@ pub(crate) struct Loaded<T> {
     pub(crate) config: T,
     pub(crate) figment: Figment,
     pub(crate) unknown_keys: Vec<String>,
+    /// Every unknown key with the file or layer that set it, in load order
+    /// (a key set in two files appears twice); each was logged as a warning.
+    pub(crate) unknown_origins: Vec<(String, String)>,
+    /// Entries of the include directory that were not read, each logged.
+    pub(crate) skipped_includes: Vec<PathBuf>,
 }
 
 impl<T> Loaded<T> {
@@ -78,8 +83,6 @@ impl<T> Loaded<T> {
     }
 }
 
-/// Loads `<config_dir>/<name>`, `<config_dir>/<name>.d/*.conf`, the
-/// `SALT_*` entries of `env` and `overrides` over `defaults`.
 /// The process environment as UTF-8 pairs (others are skipped).
 pub(crate) fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
@@ -87,6 +90,8 @@ pub(crate) fn process_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Loads `<config_dir>/<name>`, `<config_dir>/<name>.d/*.conf`, the
+/// `SALT_*` entries of `env` and `overrides` over `defaults`.
 pub(crate) fn load<T>(
     defaults: &T,
     config_dir: &Path,
@@ -107,13 +112,15 @@ where
         })?;
     let known: BTreeSet<String> = default_dict.keys().cloned().collect();
     let mut unknown_keys = Vec::new();
+    let mut unknown_origins = Vec::new();
     let mut figment = Figment::from(Layer {
         metadata: Metadata::named(DEFAULTS),
         dict: default_dict.clone(),
     });
 
     let mut files = vec![config_dir.join(name)];
-    files.extend(includes(&config_dir.join(format!("{name}.d")))?);
+    let (included, skipped_includes) = includes(&config_dir.join(format!("{name}.d")))?;
+    files.extend(included);
     for path in files {
         let Some(dict) = read_file(&path)? else {
             continue;
@@ -121,6 +128,7 @@ where
         for key in dict.keys().filter(|k| !known.contains(*k)) {
             warn!(key = %key, file = %path.display(), "unknown configuration key");
             push_unique(&mut unknown_keys, key);
+            unknown_origins.push((key.clone(), path.display().to_string()));
         }
         figment = figment.merge(Layer {
             metadata: Metadata::from("config file", Source::File(path)),
@@ -141,6 +149,7 @@ where
         if !known.contains(*key) {
             warn!(key = %key, "unknown configuration key on the command line");
             push_unique(&mut unknown_keys, key);
+            unknown_origins.push(((*key).to_string(), COMMAND_LINE.to_string()));
             continue;
         }
         let value = Value::serialize(value).map_err(|e| ConfigError::Invalid {
@@ -160,6 +169,8 @@ where
         config,
         figment,
         unknown_keys,
+        unknown_origins,
+        skipped_includes,
     })
 }
 
@@ -170,11 +181,14 @@ fn push_unique(list: &mut Vec<String>, key: &str) {
 }
 
 /// The `*.conf` files of an include directory in sorted order (Salt's
-/// `default_include`). A missing directory means no includes.
-fn includes(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// `default_include`), and the entries skipped (logged at debug). A missing
+/// directory means no includes.
+type Includes = (Vec<PathBuf>, Vec<PathBuf>);
+
+fn includes(dir: &Path) -> Result<Includes, ConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(source) => {
             return Err(ConfigError::Read {
                 path: dir.to_path_buf(),
@@ -183,6 +197,7 @@ fn includes(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         }
     };
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     for entry in entries.take(MAX_INCLUDES) {
         let entry = entry.map_err(|source| ConfigError::Read {
             path: dir.to_path_buf(),
@@ -191,16 +206,19 @@ fn includes(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("conf") {
             debug!(file = %path.display(), "skipping include without .conf suffix");
+            skipped.push(path);
             continue;
         }
         if path.is_dir() {
             debug!(file = %path.display(), "skipping directory in include dir");
+            skipped.push(path);
             continue;
         }
         files.push(path);
     }
     files.sort();
-    Ok(files)
+    skipped.sort();
+    Ok((files, skipped))
 }
 
 /// Reads one YAML file as a mapping. A missing file is `None`; an empty
