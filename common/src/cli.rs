@@ -92,7 +92,7 @@ pub trait DaemonConfig {
     fn log_level(&self) -> &str;
     fn log_file(&self) -> &std::path::Path;
     fn logfile_level(&self) -> &str;
-    fn unknown_keys(&self) -> &[String];
+    fn load_notes(&self) -> &crate::config::LoadNotes;
 }
 
 impl DaemonConfig for crate::config::MasterConfig {
@@ -105,8 +105,8 @@ impl DaemonConfig for crate::config::MasterConfig {
     fn logfile_level(&self) -> &str {
         crate::config::MasterConfig::logfile_level(self)
     }
-    fn unknown_keys(&self) -> &[String] {
-        &self.unknown_keys
+    fn load_notes(&self) -> &crate::config::LoadNotes {
+        &self.load_notes
     }
 }
 
@@ -120,8 +120,8 @@ impl DaemonConfig for crate::config::MinionConfig {
     fn logfile_level(&self) -> &str {
         crate::config::MinionConfig::logfile_level(self)
     }
-    fn unknown_keys(&self) -> &[String] {
-        &self.unknown_keys
+    fn load_notes(&self) -> &crate::config::LoadNotes {
+        &self.load_notes
     }
 }
 
@@ -143,8 +143,12 @@ pub fn daemon_config<C: DaemonConfig>(name: &str, args: &DaemonArgs, load: Loade
         }
     };
     crate::telemetry::init(cfg.log_level(), Some(cfg.log_file()), cfg.logfile_level());
-    for key in cfg.unknown_keys() {
-        tracing::warn!(key = %key, config_dir = %args.config_dir.display(), "unknown config option ignored");
+    let notes = cfg.load_notes();
+    for (key, file) in &notes.unknown {
+        tracing::warn!(key = %key, file = %file, "unknown configuration key ignored");
+    }
+    for path in &notes.skipped_includes {
+        tracing::debug!(file = %path.display(), "include skipped: not a *.conf file");
     }
     cfg
 }

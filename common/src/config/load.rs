@@ -4,8 +4,8 @@
 //! `SALT_*` environment and the caller's overrides into one figment whose
 //! every value remembers the layer it came from, so any error (type errors
 //! from extraction, range errors from validation) can name the key and its
-//! file, variable or flag. Unknown keys are warned about and collected, never
-//! silently dropped; environment variables that are not config keys are
+//! file, variable or flag. Unknown keys are collected with their file for the
+//! daemon to warn about once logging is up, never silently dropped; environment variables that are not config keys are
 //! ignored, as Salt ignores them.
 
 use std::collections::BTreeSet;
@@ -17,9 +17,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, warn};
 
-use super::{ConfigError, Yaml};
+use super::{ConfigError, LoadNotes, Yaml};
 
 /// Name of the defaults layer, so a caller can tell "not configured".
 pub(crate) const DEFAULTS: &str = "built-in defaults";
@@ -53,11 +52,7 @@ pub(crate) struct Loaded<T> {
     pub(crate) config: T,
     pub(crate) figment: Figment,
     pub(crate) unknown_keys: Vec<String>,
-    /// Every unknown key with the file or layer that set it, in load order
-    /// (a key set in two files appears twice); each was logged as a warning.
-    pub(crate) unknown_origins: Vec<(String, String)>,
-    /// Entries of the include directory that were not read, each logged.
-    pub(crate) skipped_includes: Vec<PathBuf>,
+    pub(crate) notes: LoadNotes,
 }
 
 impl<T> Loaded<T> {
@@ -126,7 +121,6 @@ where
             continue;
         };
         for key in dict.keys().filter(|k| !known.contains(*k)) {
-            warn!(key = %key, file = %path.display(), "unknown configuration key");
             push_unique(&mut unknown_keys, key);
             unknown_origins.push((key.clone(), path.display().to_string()));
         }
@@ -147,7 +141,6 @@ where
     let mut cli = Dict::new();
     for (key, value) in overrides {
         if !known.contains(*key) {
-            warn!(key = %key, "unknown configuration key on the command line");
             push_unique(&mut unknown_keys, key);
             unknown_origins.push(((*key).to_string(), COMMAND_LINE.to_string()));
             continue;
@@ -169,8 +162,10 @@ where
         config,
         figment,
         unknown_keys,
-        unknown_origins,
-        skipped_includes,
+        notes: LoadNotes {
+            unknown: unknown_origins,
+            skipped_includes,
+        },
     })
 }
 
@@ -181,7 +176,7 @@ fn push_unique(list: &mut Vec<String>, key: &str) {
 }
 
 /// The `*.conf` files of an include directory in sorted order (Salt's
-/// `default_include`), and the entries skipped (logged at debug). A missing
+/// `default_include`), and the entries skipped. A missing
 /// directory means no includes.
 type Includes = (Vec<PathBuf>, Vec<PathBuf>);
 
@@ -205,12 +200,10 @@ fn includes(dir: &Path) -> Result<Includes, ConfigError> {
         })?;
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("conf") {
-            debug!(file = %path.display(), "skipping include without .conf suffix");
             skipped.push(path);
             continue;
         }
         if path.is_dir() {
-            debug!(file = %path.display(), "skipping directory in include dir");
             skipped.push(path);
             continue;
         }

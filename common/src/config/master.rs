@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::load::{self, Loaded};
-use super::{check_id, hostname, normalise_level, under_root, ConfigError};
+use super::{check_id, hostname, normalise_level, under_root, ConfigError, LoadNotes};
 
 /// Options of a master (and of the syndic's lower master).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +85,10 @@ pub struct MasterConfig {
     /// know; filled by the loader, already warned about.
     #[serde(skip)]
     pub unknown_keys: Vec<String>,
+    /// Unknown keys with their files and skipped includes, for the daemon
+    /// to log; filled by the loader.
+    #[serde(skip)]
+    pub load_notes: LoadNotes,
 }
 
 impl Default for MasterConfig {
@@ -120,6 +124,7 @@ impl Default for MasterConfig {
             syndic_spool_max: 1_000_000,
             syndic_pki_dir: None,
             unknown_keys: Vec::new(),
+            load_notes: LoadNotes::default(),
         }
     }
 }
@@ -220,6 +225,7 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     });
     cfg.root_dir = root;
     cfg.unknown_keys = loaded.unknown_keys;
+    cfg.load_notes = loaded.notes;
     Ok(cfg)
 }
 
@@ -353,8 +359,8 @@ mod tests {
         );
     }
 
-    /// What is logged is recorded in the load result, so the test checks
-    /// the record (a scoped tracing subscriber races with other test threads
+    /// The daemon logs these notes once logging is up; the test checks the
+    /// record (a scoped tracing subscriber races with other test threads
     /// over tracing's per-callsite interest cache and loses lines).
     #[test]
     fn unknown_keys_and_skipped_includes_are_recorded_with_their_file() {
@@ -374,13 +380,13 @@ mod tests {
         .expect("load");
         assert_eq!(loaded.unknown_keys, vec!["worker_threads", "bogus_flag"]);
         assert_eq!(
-            loaded.unknown_origins,
+            loaded.notes.unknown,
             vec![
                 ("worker_threads".to_string(), conf.display().to_string()),
                 ("bogus_flag".to_string(), "command line".to_string()),
             ]
         );
-        assert_eq!(loaded.skipped_includes, vec![d.join("README")]);
+        assert_eq!(loaded.notes.skipped_includes, vec![d.join("README")]);
     }
 
     #[test]

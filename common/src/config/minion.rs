@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::load::{self, Loaded};
-use super::{check_id, hostname, normalise_level, under_root, ConfigError};
+use super::{check_id, hostname, normalise_level, under_root, ConfigError, LoadNotes};
 
 /// Options of a minion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct MinionConfig {
     /// know; filled by the loader, already warned about.
     #[serde(skip)]
     pub unknown_keys: Vec<String>,
+    /// Unknown keys with their files and skipped includes, for the daemon
+    /// to log; filled by the loader.
+    #[serde(skip)]
+    pub load_notes: LoadNotes,
 }
 
 impl Default for MinionConfig {
@@ -86,6 +90,7 @@ impl Default for MinionConfig {
             grains: serde_json::Value::Object(serde_json::Map::new()),
             max_frame_bytes: 16 * 1024 * 1024,
             unknown_keys: Vec::new(),
+            load_notes: LoadNotes::default(),
         }
     }
 }
@@ -180,6 +185,7 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
     cfg.log_file = under_root(&root, &cfg.log_file);
     cfg.root_dir = root;
     cfg.unknown_keys = loaded.unknown_keys;
+    cfg.load_notes = loaded.notes;
     Ok(cfg)
 }
 

@@ -20,6 +20,18 @@ use serde::de::DeserializeOwned;
 pub use master::{load_master, load_master_with_env, MasterConfig};
 pub use minion::{load_minion, load_minion_with_env, MinionConfig};
 
+/// What loading noticed but did not refuse, for the daemon to log once its
+/// logging is up (the config is read before the log file is known).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadNotes {
+    /// Each unknown key with the file (or "command line") that set it, in
+    /// load order; a key set in two files appears twice.
+    pub unknown: Vec<(String, String)>,
+    /// Include-directory entries that were not read (no `.conf` suffix, or
+    /// a directory).
+    pub skipped_includes: Vec<PathBuf>,
+}
+
 /// Everything that can go wrong while loading a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
