@@ -17,6 +17,54 @@ use crate::crypto::{self, AesKey, CryptoError, KeyPair, PublicKey};
 use crate::proto::*;
 use rand::RngCore;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Publish signatures already found valid, for clients in one process that
+/// receive the very same publish bytes (the simulated minions of a loadtest
+/// worker, where thousands of "hosts" share two cores). A check is a pure
+/// function of (master key, body, signature): only valid triples are kept,
+/// compared byte for byte, and only the last few. A real minion checks
+/// every publish itself ([`ClientSession::open_publish`]).
+#[derive(Debug, Default)]
+pub struct SignatureMemo {
+    recent: std::collections::VecDeque<(Vec<u8>, Vec<u8>, String)>,
+    /// Checks answered from the memo.
+    pub hits: u64,
+    /// Checks done with RSA.
+    pub checks: u64,
+}
+
+/// Valid signatures a [`SignatureMemo`] keeps.
+const SIGNATURE_MEMO: usize = 32;
+
+impl SignatureMemo {
+    fn verify(&mut self, key: &PublicKey, body: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
+        let known = self
+            .recent
+            .iter()
+            .any(|(s, b, k)| s == sig && b == body && k == key.pem());
+        if known {
+            self.hits += 1;
+            return Ok(());
+        }
+        self.checks += 1;
+        key.verify(body, sig)?;
+        if self.recent.len() >= SIGNATURE_MEMO {
+            self.recent.pop_back();
+        }
+        self.recent
+            .push_front((sig.to_vec(), body.to_vec(), key.pem().to_string()));
+        Ok(())
+    }
+}
+
+/// How long a client waits for the acknowledgement of a reliable request
+/// before sending it again, after `attempt` earlier sends (1 = the first).
+/// Doubling from 10 s to at most 160 s: an overloaded master that answers
+/// late is not flooded with copies of everything it has not answered yet.
+pub fn resend_after(attempt: u32) -> Duration {
+    Duration::from_secs(10 << attempt.saturating_sub(1).min(4))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -246,6 +294,16 @@ impl ClientSession {
 
     /// Verify and open a publish payload (the second frame after the topic).
     pub fn open_publish(&mut self, payload: &[u8]) -> Result<PubEvent, SessionError> {
+        self.open_publish_memo(payload, None)
+    }
+
+    /// [`Self::open_publish`], taking signature checks already done by
+    /// another session of this process from `memo`.
+    pub fn open_publish_memo(
+        &mut self,
+        payload: &[u8],
+        memo: Option<&mut SignatureMemo>,
+    ) -> Result<PubEvent, SessionError> {
         let signed: SignedPub = codec::decode(payload, self.max_frame)?;
         if signed.v != PROTO_VERSION {
             return Err(ProtoError::Version(signed.v).into());
@@ -257,7 +315,10 @@ impl ClientSession {
         // signature per minion at every rotation.
         if !matches!(body.kind, PubKind::KeyUpdate { .. }) {
             let master = self.master_pub.as_ref().ok_or(SessionError::NotSignedIn)?;
-            master.verify(&signed.body, &signed.sig)?;
+            match memo {
+                Some(m) => m.verify(master, &signed.body, &signed.sig)?,
+                None => master.verify(&signed.body, &signed.sig)?,
+            }
         }
         match body.kind {
             PubKind::Reauth { key_id } => {
@@ -319,5 +380,39 @@ impl ClientSession {
         }
         self.last_pub_seq = seq;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_back_off_to_a_cap() {
+        let secs: Vec<u64> = (1..=7).map(|a| resend_after(a).as_secs()).collect();
+        assert_eq!(secs, vec![10, 20, 40, 80, 160, 160, 160]);
+        assert_eq!(resend_after(0).as_secs(), 10);
+    }
+
+    #[test]
+    fn signature_memo_remembers_only_valid_exact_triples() {
+        let a = KeyPair::generate().expect("key");
+        let b = KeyPair::generate().expect("key");
+        let body = b"job body".to_vec();
+        let sig = a.sign(&body).expect("sign");
+        let mut memo = SignatureMemo::default();
+        memo.verify(a.public(), &body, &sig).expect("valid");
+        memo.verify(a.public(), &body, &sig).expect("valid again");
+        assert_eq!((memo.checks, memo.hits), (1, 1));
+        // Same signature, other body or other key: checked, and refused.
+        assert!(memo.verify(a.public(), b"job bodx", &sig).is_err());
+        assert!(memo.verify(b.public(), &body, &sig).is_err());
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert!(memo.verify(a.public(), &body, &bad).is_err());
+        assert_eq!((memo.checks, memo.hits), (4, 1));
+        // Refusals are never remembered.
+        assert!(memo.verify(b.public(), &body, &sig).is_err());
+        assert_eq!(memo.checks, 5);
     }
 }

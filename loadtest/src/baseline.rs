@@ -83,6 +83,9 @@ pub struct RunConfig {
     pub fun_args: Vec<String>,
     /// Brine run: RSA keys shared by the simulated minions.
     pub key_pool: usize,
+    /// Brine run: each simulated minion checks every publish signature
+    /// (instead of once per distinct publish and worker).
+    pub verify_each: bool,
     /// Brine run: where the key pool is cached (default under ~/.cache).
     pub key_dir: Option<PathBuf>,
     /// Brine run: also run the raw baseline for `ratio_p50`.
@@ -361,6 +364,7 @@ mod tests {
             master_config: None,
             fun_args: Vec::new(),
             key_pool: 1,
+            verify_each: false,
             key_dir: None,
             with_baseline: false,
         }

@@ -126,6 +126,12 @@ pub struct RunArgs {
     /// RSA keys shared by the simulated minions (generated once, cached).
     #[arg(long, default_value_t = 16)]
     pub key_pool: usize,
+    /// Every simulated minion checks every publish signature itself. By
+    /// default the minions of one worker process check each distinct
+    /// publish once and share the answer (a real fleet does these checks in
+    /// parallel on its own hosts; here they would share two cores).
+    #[arg(long)]
+    pub verify_each: bool,
     /// Where the key pool is cached [default: ~/.cache/brine-loadtest/keys].
     #[arg(long, value_name = "DIR")]
     pub key_dir: Option<PathBuf>,
@@ -203,6 +209,7 @@ impl RunArgs {
             master_config: self.master_config.clone(),
             fun_args: self.fun_args.clone(),
             key_pool: self.key_pool,
+            verify_each: self.verify_each,
             key_dir: self.key_dir.clone(),
             with_baseline: !self.no_baseline,
         }
@@ -374,6 +381,7 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
         syndic_forward_interval_ms: 20,
         master_config: None,
         key_pool: 16,
+        verify_each: false,
         key_dir: None,
         no_baseline: true,
     }

@@ -70,6 +70,12 @@ pub struct RunMeta {
     /// unknown publish key) or that a silent master caused.
     #[serde(default)]
     pub minion_reauths: u64,
+    /// Publish signatures the simulated minions checked with RSA, and
+    /// checks they shared within a worker (0 with `--verify-each`).
+    #[serde(default)]
+    pub signature_checks: u64,
+    #[serde(default)]
+    pub signature_shared: u64,
 }
 
 /// Start, maximum and end of a series of memory samples.
@@ -223,6 +229,17 @@ impl Report {
                 m.minion_reauths,
                 m.returns_resent,
                 m.trace_over_completion
+            );
+            let _ = writeln!(
+                s,
+                "publish signatures checked {}, shared within a worker {}{}",
+                m.signature_checks,
+                m.signature_shared,
+                if m.signature_shared > 0 {
+                    " (--verify-each: one check per minion)"
+                } else {
+                    ""
+                }
             );
         }
         let rss_rows = std::iter::once(("top", &m.top_rss_kib))

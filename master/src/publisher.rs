@@ -56,7 +56,7 @@ impl Publisher {
         master_id: &str,
     ) -> Result<Self, PublishError> {
         let sock = ctx.socket(zmq::PUB)?;
-        transport::tune(&sock, backlog, hwm)?;
+        transport::tune(&sock, backlog, hwm, transport::Side::Server)?;
         let endpoint = transport::tcp_endpoint(interface, port);
         sock.bind(&endpoint).map_err(|source| PublishError::Bind {
             endpoint: endpoint.clone(),

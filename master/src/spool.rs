@@ -210,6 +210,12 @@ impl Spool {
     /// cannot be decoded any more is deleted, counted as dropped and logged,
     /// so one bad row cannot block the spool.
     pub fn peek(&self, max: usize) -> Result<Vec<(i64, ReturnLoad)>, SpoolError> {
+        self.peek_after(i64::MIN, max)
+    }
+
+    /// [`Spool::peek`] of the entries after sequence number `after` (those
+    /// up to it are already on their way).
+    pub fn peek_after(&self, after: i64, max: usize) -> Result<Vec<(i64, ReturnLoad)>, SpoolError> {
         let mut out = Vec::new();
         if max == 0 {
             return Ok(out);
@@ -220,10 +226,10 @@ impl Spool {
         {
             let mut stmt = st
                 .conn
-                .prepare_cached("SELECT seq, ret FROM spool ORDER BY seq LIMIT ?1")
+                .prepare_cached("SELECT seq, ret FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2")
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
-                .query_map(params![limit], |r| {
+                .query_map(params![after, limit], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
                 })
                 .map_err(|e| self.db_err(e))?;
@@ -251,6 +257,21 @@ impl Spool {
             self.count_dropped(bad.len() as u64, "undecodable entry");
         }
         Ok(out)
+    }
+
+    /// Delete the entries with sequence numbers in `first..=last` (one
+    /// acknowledged batch; batches before it may still be unanswered).
+    pub fn ack_range(&self, first: i64, last: i64) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        let removed = st
+            .conn
+            .execute(
+                "DELETE FROM spool WHERE seq BETWEEN ?1 AND ?2",
+                params![first, last],
+            )
+            .map_err(|e| self.db_err(e))?;
+        st.len = st.len.saturating_sub(removed);
+        Ok(())
     }
 
     /// Delete every entry with a sequence number up to and including
@@ -308,6 +329,33 @@ mod tests {
 
     fn rets(range: std::ops::Range<usize>) -> Vec<ReturnLoad> {
         range.map(ret).collect()
+    }
+
+    #[test]
+    fn batches_in_flight_are_acknowledged_out_of_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite"), 100).expect("open");
+        spool.push(&rets(0..6)).expect("push");
+        let a = spool.peek_after(i64::MIN, 2).expect("first batch");
+        let b = spool.peek_after(a[1].0, 2).expect("second batch");
+        let c = spool.peek_after(b[1].0, 10).expect("third batch");
+        let ids = |v: &[(i64, ReturnLoad)]| v.iter().map(|(_, r)| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ["m0", "m1"]);
+        assert_eq!(ids(&b), ["m2", "m3"]);
+        assert_eq!(ids(&c), ["m4", "m5"]);
+        // The second batch is acknowledged first: only its entries go.
+        spool.ack_range(b[0].0, b[1].0).expect("ack b");
+        assert_eq!(spool.len().expect("len"), 4);
+        assert_eq!(
+            ids(&spool.peek(10).expect("peek")),
+            ["m0", "m1", "m4", "m5"]
+        );
+        spool.ack_range(a[0].0, a[1].0).expect("ack a");
+        assert_eq!(ids(&spool.peek(10).expect("peek")), ["m4", "m5"]);
+        assert!(spool
+            .peek_after(c[1].0, 10)
+            .expect("nothing after")
+            .is_empty());
     }
 
     #[test]

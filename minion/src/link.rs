@@ -11,7 +11,9 @@
 
 use brine_common::crypto::{KeyPair, PublicKey};
 use brine_common::proto::*;
-use brine_common::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome};
+use brine_common::session::{
+    self, ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome,
+};
 use brine_common::transport::{self, IoThread};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -140,7 +142,7 @@ pub fn start(
     );
     let ctx = zmq::Context::new();
     let dealer = ctx.socket(zmq::DEALER)?;
-    transport::tune(&dealer, 100, 10_000)?;
+    transport::tune(&dealer, 100, 10_000, transport::Side::Client)?;
     let ivl = jitter(cfg.recon_default, cfg.recon_randomize);
     transport::tune_reconnect(&dealer, ivl as i32, cfg.recon_max.max(ivl) as i32)?;
     dealer.set_maxmsgsize(cfg.max_frame as i64)?;
@@ -190,6 +192,16 @@ fn reliable(body: &RequestBody) -> bool {
 /// Bound of unacknowledged requests kept for resending.
 const MAX_PENDING: usize = 100_000;
 
+/// A reliable request waiting for its acknowledgement.
+struct Pending {
+    body: RequestBody,
+    /// When to send it again if still unacknowledged.
+    due: Instant,
+    /// Sends so far (the resend delay doubles with each).
+    attempts: u32,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
 struct Task {
     cfg: LinkConfig,
     ctx: zmq::Context,
@@ -201,8 +213,8 @@ struct Task {
     hello: HelloFn,
     requests: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::Sender<JobLoad>,
-    /// Unacknowledged reliable requests: req_id → (body, sent at).
-    pending: BTreeMap<u64, (RequestBody, Instant, Option<oneshot::Sender<bool>>)>,
+    /// Unacknowledged reliable requests.
+    pending: BTreeMap<u64, Pending>,
     stats: Arc<LinkStats>,
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -373,13 +385,10 @@ impl Task {
             Err(e) => warn!(error = %e, "cannot send hello"),
         }
         // Everything not acknowledged before goes again under the new key.
-        let old: Vec<Outgoing> = std::mem::take(&mut self.pending)
-            .into_values()
-            .map(|(b, _, ack)| (b, ack))
-            .collect();
-        for (body, ack) in old {
+        let old: Vec<Pending> = std::mem::take(&mut self.pending).into_values().collect();
+        for p in old {
             self.stats.resent.fetch_add(1, Ordering::Relaxed);
-            self.send_request(body, ack);
+            self.send_request_again(p.body, p.ack, p.attempts);
         }
         self.connected.store(true, Ordering::Relaxed);
         true
@@ -390,7 +399,7 @@ impl Task {
         port: u16,
     ) -> Result<(IoThread, mpsc::Receiver<(usize, transport::Frames)>), LinkError> {
         let sub = self.ctx.socket(zmq::SUB)?;
-        transport::tune(&sub, 100, 100_000)?;
+        transport::tune(&sub, 100, 100_000, transport::Side::Client)?;
         let ivl = jitter(self.cfg.recon_default, self.cfg.recon_randomize);
         transport::tune_reconnect(&sub, ivl as i32, self.cfg.recon_max.max(ivl) as i32)?;
         sub.set_maxmsgsize(self.cfg.max_frame as i64)?;
@@ -410,6 +419,16 @@ impl Task {
     }
 
     fn send_request(&mut self, body: RequestBody, ack: Option<oneshot::Sender<bool>>) {
+        self.send_request_again(body, ack, 0);
+    }
+
+    /// Send `body`, which was sent `attempts` times before.
+    fn send_request_again(
+        &mut self,
+        body: RequestBody,
+        ack: Option<oneshot::Sender<bool>>,
+        attempts: u32,
+    ) {
         let keep = reliable(&body) || ack.is_some();
         let copy = keep.then(|| body.clone());
         match self.session.seal(body) {
@@ -423,7 +442,16 @@ impl Task {
                             "too many unacknowledged requests; the oldest was dropped"
                         );
                     }
-                    self.pending.insert(req_id, (b, Instant::now(), ack));
+                    let attempts = attempts + 1;
+                    self.pending.insert(
+                        req_id,
+                        Pending {
+                            body: b,
+                            due: Instant::now() + session::resend_after(attempts),
+                            attempts,
+                            ack,
+                        },
+                    );
                 }
             }
             Err(e) => {
@@ -431,7 +459,12 @@ impl Task {
                 if let Some(b) = copy {
                     self.pending.insert(
                         u64::MAX - self.pending.len() as u64,
-                        (b, Instant::now(), ack),
+                        Pending {
+                            body: b,
+                            due: Instant::now(),
+                            attempts,
+                            ack,
+                        },
                     );
                 }
                 debug!(error = %e, "request kept until signed in");
@@ -474,7 +507,7 @@ impl Task {
                                 }
                                 ReplyBody::Ok => true,
                             };
-                            if let Some((_, _, Some(ack))) = self.pending.remove(&r.req_id) {
+                            if let Some(Pending { ack: Some(ack), .. }) = self.pending.remove(&r.req_id) {
                                 let _ = ack.send(ok);
                             }
                         }
@@ -537,14 +570,16 @@ impl Task {
                         return Next::SignIn;
                     }
                     self.send_request(RequestBody::Heartbeat, None);
-                    // Resend what has waited too long for an answer.
+                    // Resend what has waited too long for an answer
+                    // (the wait doubles with each attempt).
+                    let now = Instant::now();
                     let stale: Vec<u64> = self.pending.iter()
-                        .filter(|(_, (_, t, _))| t.elapsed() > Duration::from_secs(10))
+                        .filter(|(_, p)| p.due <= now)
                         .map(|(k, _)| *k).take(1000).collect();
                     for k in stale {
-                        if let Some((b, _, ack)) = self.pending.remove(&k) {
+                        if let Some(p) = self.pending.remove(&k) {
                             self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                            self.send_request(b, ack);
+                            self.send_request_again(p.body, p.ack, p.attempts);
                         }
                     }
                 }

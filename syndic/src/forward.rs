@@ -142,11 +142,32 @@ impl RosterGate {
     }
 }
 
-/// Send spooled returns upward in batches; delete them once acknowledged.
+/// Batches sent upward and not yet answered, at most. Each waits for the
+/// master above to commit it to its job cache (a 20 ms batching window
+/// there), so one at a time would cap a syndic at `batch` returns per
+/// round trip.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// How long the master above has to answer a batch before it is sent
+/// again (the link also resends it after a new sign-in).
+const BATCH_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One batch on its way up: spool sequence numbers and the answer.
+struct InFlight {
+    first: i64,
+    last: i64,
+    n: usize,
+    ack: std::pin::Pin<Box<tokio::time::Timeout<tokio::sync::oneshot::Receiver<bool>>>>,
+}
+
+/// Send spooled returns upward in batches; delete each batch from the
+/// spool once the master above acknowledged it.
 ///
-/// A batch leaves once `interval` has passed since the last one, or as soon
-/// as `batch` returns are waiting, whichever comes first; while a full batch
-/// keeps being acknowledged the next one follows at once.
+/// A batch leaves as soon as `batch` returns are waiting, or `interval`
+/// after the previous one left, whichever comes first. Up to
+/// [`MAX_IN_FLIGHT`] batches are on their way at once; a batch that is not
+/// answered in time, or a new upstream session, sends everything still in
+/// the spool again (the master above keeps the first copy of a return).
 pub async fn forward_returns(
     up: Upstream,
     gate: Arc<RosterGate>,
@@ -157,89 +178,102 @@ pub async fn forward_returns(
     shutdown: CancellationToken,
 ) {
     let batch = batch.max(1);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Highest spool sequence number handed to the current session.
+    let mut sent_upto = i64::MIN;
+    let mut session = 0u64;
+    let mut last_sent = tokio::time::Instant::now();
     loop {
-        let sp = spool.clone();
-        let items = match tokio::task::spawn_blocking(move || sp.peek(batch)).await {
-            Ok(Ok(i)) => i,
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot read the spool");
-                vec![]
+        let link = up.session().filter(|(s, _)| gate.is_open(*s));
+        if let Some((sess, _)) = &link {
+            if *sess != session {
+                // New session above: whatever was on its way may be lost.
+                session = *sess;
+                in_flight.clear();
+                sent_upto = i64::MIN;
             }
-            Err(_) => vec![],
-        };
-        let link = up
-            .session()
-            .filter(|(s, _)| gate.is_open(*s))
-            .map(|(_, l)| l);
-        match (items.is_empty(), link) {
-            (false, Some(link)) => {
-                let last = items.last().map(|(s, _)| *s).unwrap_or(0);
-                let full = items.len() >= batch;
+        }
+        let on_way: usize = in_flight.iter().map(|f| f.n).sum();
+        let sp = spool.clone();
+        let waiting = tokio::task::spawn_blocking(move || sp.len())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+            .saturating_sub(on_way);
+        let due = waiting >= batch || (waiting > 0 && last_sent.elapsed() >= interval);
+        if let (Some((_, link)), true, true) = (&link, due, in_flight.len() < MAX_IN_FLIGHT) {
+            let sp = spool.clone();
+            let after = sent_upto;
+            let items = match tokio::task::spawn_blocking(move || sp.peek_after(after, batch)).await
+            {
+                Ok(Ok(i)) => i,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot read the spool");
+                    vec![]
+                }
+                Err(_) => vec![],
+            };
+            if let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) {
+                let (first, last) = (*first, *last);
                 let rets: Vec<ReturnLoad> = items.into_iter().map(|(_, r)| r).collect();
                 let n = rets.len();
                 let ack = link.send_acked(RequestBody::SyndicReturns(rets));
-                let acked = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    a = tokio::time::timeout(Duration::from_secs(30), ack) => a,
-                };
+                in_flight.push_back(InFlight {
+                    first,
+                    last,
+                    n,
+                    ack: Box::pin(tokio::time::timeout(BATCH_ACK_TIMEOUT, ack)),
+                });
+                sent_upto = last;
+                last_sent = tokio::time::Instant::now();
+                // Fill the pipeline before waiting.
+                continue;
+            }
+            // Counted but not readable (an undecodable entry was just
+            // removed): wait an interval rather than spin.
+            last_sent = tokio::time::Instant::now();
+        }
+        // Wait for an answer, new returns, the interval or the link.
+        let pause = match (&link, waiting) {
+            (None, _) => Duration::from_millis(200),
+            (Some(_), 0) => Duration::from_secs(1),
+            (Some(_), _) if in_flight.len() >= MAX_IN_FLIGHT => Duration::from_secs(1),
+            (Some(_), _) => interval.saturating_sub(last_sent.elapsed()),
+        };
+        let answer = async {
+            match in_flight.front_mut() {
+                Some(f) => f.ack.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            acked = answer => {
+                let Some(f) = in_flight.pop_front() else { continue };
                 match acked {
                     Ok(Ok(ok)) => {
                         // Acknowledged, or refused for minions outside the
                         // subtree the master above acknowledged (logged and
                         // counted by the link): either way it is settled.
                         let sp = spool.clone();
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.ack(last)).await
+                        let (first, last) = (f.first, f.last);
+                        if let Ok(Err(e)) =
+                            tokio::task::spawn_blocking(move || sp.ack_range(first, last)).await
                         {
                             warn!(error = %e, "cannot trim the spool");
                         }
-                        debug!(returns = n, accepted = ok, "forwarded returns upward");
-                        if full {
-                            continue;
-                        }
+                        debug!(returns = f.n, accepted = ok, "forwarded returns upward");
                     }
                     _ => {
-                        info!(returns = n, "batch not acknowledged yet; will retry");
-                        continue;
+                        info!(returns = f.n, "batch not acknowledged in time; sending the spool again");
+                        in_flight.clear();
+                        sent_upto = i64::MIN;
                     }
                 }
             }
-            (false, None) => {
-                // Upstream down, or its roster report not acknowledged
-                // yet: keep spooling, check again shortly.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                continue;
-            }
-            (true, _) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-        // Coalesce: let more returns arrive, up to the interval or a full
-        // batch.
-        // The count is checked first: the wake-up that ended the idle wait
-        // above may already have brought a full batch.
-        let until = tokio::time::Instant::now() + interval;
-        loop {
-            let sp = spool.clone();
-            let waiting = tokio::task::spawn_blocking(move || sp.len())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
-            if waiting >= batch {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(until) => break,
-                _ = wake.notified() => {}
-            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

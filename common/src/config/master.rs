@@ -113,7 +113,7 @@ impl Default for MasterConfig {
             order_masters: false,
             nodegroups: BTreeMap::new(),
             heartbeat_interval: 2,
-            pub_hwm: 10_000,
+            pub_hwm: 1_000,
             zmq_backlog: 1000,
             max_frame_bytes: 16 * 1024 * 1024,
             max_minions: 0,

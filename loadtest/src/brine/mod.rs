@@ -275,6 +275,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             key_files: key_files.clone(),
             stop_file: stop_file.clone(),
             groups,
+            verify_each: cfg.verify_each,
         };
         let mut cmd = Command::new(&cfg.exe);
         cmd.arg("brine-worker");
@@ -520,6 +521,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         returns_resent: results.iter().map(|r| r.returns_resent).sum(),
         trace_over_completion: meta_counts.over_completion,
         minion_reauths: results.iter().map(|r| r.reauths).sum(),
+        signature_checks: results.iter().map(|r| r.signature_checks).sum(),
+        signature_shared: results.iter().map(|r| r.signature_shared).sum(),
     };
     Ok(BrineRun {
         stats,

@@ -8,9 +8,10 @@
 //! `test.ping` (`true`), `test.sleep` (fixed seconds, first argument) and
 //! `test.rand_sleep` (random up to `max`), stamps the trace (`recv` on
 //! receipt, `done` after execution) and keeps every return until the
-//! master acknowledges it, resending after a re-sign-in or 10 s of silence,
-//! as the real link does. Sockets are spread over several zmq contexts and
-//! read through one edge-triggered epoll (see `raw::worker`).
+//! master acknowledges it, resending after a re-sign-in or after the real
+//! link's back-off (10 s, doubling to 160 s). Sockets are spread over
+//! several zmq contexts and read through one edge-triggered epoll (see
+//! `raw::worker`).
 //! Invariant: a socket waits for its next edge only after a `recv` said
 //! `EAGAIN`, and a DEALER is re-read after every send on it (a send can
 //! consume the edge of a pending message), so no message is missed.
@@ -19,7 +20,9 @@ use crate::raw::{minion_id, RawError};
 use crate::workers::{count_fds, emit, vm_rss_kib, ChildEvent};
 use brine_common::crypto::KeyPair;
 use brine_common::proto::*;
-use brine_common::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome};
+use brine_common::session::{
+    self, ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, SignatureMemo,
+};
 use brine_common::target::{self, Target};
 use brine_common::transport::tcp_endpoint;
 use mio::unix::SourceFd;
@@ -35,8 +38,6 @@ use std::time::{Duration, Instant};
 
 /// Largest frame a simulated minion accepts (the master's default).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
-/// A return not acknowledged after this long is sent again.
-const RESEND_AFTER: Duration = Duration::from_secs(10);
 /// A sign-in not answered after this long is sent again.
 const SIGN_IN_RETRY: Duration = Duration::from_secs(10);
 /// Most unacknowledged returns one minion keeps.
@@ -56,6 +57,10 @@ pub struct SimSpec {
     /// The coordinator creates this file to end the run.
     pub stop_file: PathBuf,
     pub groups: Vec<SimGroup>,
+    /// Every minion checks every publish signature itself (else the
+    /// worker's minions share one check per distinct publish).
+    #[serde(default)]
+    pub verify_each: bool,
 }
 
 /// Minions attached to one (last-tier) syndic.
@@ -95,6 +100,12 @@ pub struct SimResult {
     pub send_errors: u64,
     pub recv_errors: u64,
     pub timed_out: bool,
+    /// Publish signatures checked with RSA, and checks answered by the
+    /// worker's memo of valid signatures (see `SimSpec::verify_each`).
+    #[serde(default)]
+    pub signature_checks: u64,
+    #[serde(default)]
+    pub signature_shared: u64,
 }
 
 /// Reads the spec from stdin and runs the worker.
@@ -154,7 +165,8 @@ struct Sim {
     retry_after: Duration,
     last_heard: Instant,
     hb: Duration,
-    pending: BTreeMap<u64, (ReturnLoad, Instant)>,
+    /// Unacknowledged returns: req_id → (return, resend at, sends so far).
+    pending: BTreeMap<u64, (ReturnLoad, Instant, u32)>,
 }
 
 /// Worker-wide state besides the minions.
@@ -168,6 +180,8 @@ struct World {
     counts: SimResult,
     pad: String,
     targets: HashMap<String, Option<Target>>,
+    /// Shared signature checks (None: `verify_each`).
+    memo: Option<SignatureMemo>,
 }
 
 fn token(i: usize, sub: bool) -> Token {
@@ -196,6 +210,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
         },
         pad: "x".repeat(spec.payload),
         targets: HashMap::new(),
+        memo: (!spec.verify_each).then(SignatureMemo::default),
     };
     let mut sims: Vec<Sim> = Vec::new();
     let mut rng = rand::thread_rng();
@@ -364,6 +379,10 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
             w.ready.push((t / 2, t % 2 == 1));
         }
     }
+    if let Some(m) = &w.memo {
+        w.counts.signature_checks = m.checks;
+        w.counts.signature_shared = m.hits;
+    }
     let c = &mut w.counts;
     c.minions = total as u32;
     c.contexts = w.contexts.len() as u32;
@@ -409,18 +428,24 @@ fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u6
     }
 }
 
-fn send_return(s: &mut Sim, i: usize, ret: ReturnLoad, w: &mut World) {
+/// Sends `ret`, which was sent `attempts` times before; keeps it until
+/// acknowledged, to send again after the minion's back-off.
+fn send_return(s: &mut Sim, i: usize, ret: ReturnLoad, attempts: u32, w: &mut World) {
     if s.signing_in.is_some() {
         // Kept until the next sign-in sends it.
-        s.pending
-            .insert(u64::MAX - s.pending.len() as u64, (ret, Instant::now()));
+        s.pending.insert(
+            u64::MAX - s.pending.len() as u64,
+            (ret, Instant::now(), attempts),
+        );
         return;
     }
     if let Some(req_id) = request(s, i, RequestBody::Return(ret.clone()), w) {
         if s.pending.len() >= MAX_PENDING {
             s.pending.pop_first();
         }
-        s.pending.insert(req_id, (ret, Instant::now()));
+        let attempts = attempts + 1;
+        let due = Instant::now() + session::resend_after(attempts);
+        s.pending.insert(req_id, (ret, due, attempts));
     }
 }
 
@@ -458,13 +483,11 @@ fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     request(s, i, hello, w);
-    let old: Vec<ReturnLoad> = std::mem::take(&mut s.pending)
-        .into_values()
-        .map(|(r, _)| r)
-        .collect();
-    for r in old {
+    let old: Vec<(ReturnLoad, Instant, u32)> =
+        std::mem::take(&mut s.pending).into_values().collect();
+    for (r, _, attempts) in old {
         w.counts.returns_resent += 1;
-        send_return(s, i, r, w);
+        send_return(s, i, r, attempts, w);
     }
     Ok(())
 }
@@ -552,7 +575,14 @@ fn on_publish(s: &mut Sim, i: usize, at_us: u64, frames: &[Vec<u8>], w: &mut Wor
         w.counts.bad_publishes += 1;
         return;
     };
-    match s.session.open_publish(payload) {
+    let opened = match w.memo.as_mut() {
+        Some(memo) => s.session.open_publish_memo(payload, Some(memo)),
+        None => {
+            w.counts.signature_checks += 1;
+            s.session.open_publish(payload)
+        }
+    };
+    match opened {
         Ok(PubEvent::Job(job)) => on_job(s, i, *job, at_us, w),
         Ok(PubEvent::KeyUpdated) | Ok(PubEvent::NotForUs) => {}
         Ok(PubEvent::Reauth) => {
@@ -669,7 +699,7 @@ fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
         trace: job.trace,
     };
     w.counts.returns_sent += 1;
-    send_return(s, i, ret, w);
+    send_return(s, i, ret, 0, w);
 }
 
 /// Heartbeat tick: heartbeat, resend stale returns, retry a stuck sign-in.
@@ -692,17 +722,18 @@ fn tick(s: &mut Sim, i: usize, w: &mut World) {
                 return;
             }
             request(s, i, RequestBody::Heartbeat, w);
+            let now = Instant::now();
             let stale: Vec<u64> = s
                 .pending
                 .iter()
-                .filter(|(_, (_, t))| t.elapsed() > RESEND_AFTER)
+                .filter(|(_, (_, due, _))| *due <= now)
                 .map(|(k, _)| *k)
                 .take(1000)
                 .collect();
             for k in stale {
-                if let Some((r, _)) = s.pending.remove(&k) {
+                if let Some((r, _, attempts)) = s.pending.remove(&k) {
                     w.counts.returns_resent += 1;
-                    send_return(s, i, r, w);
+                    send_return(s, i, r, attempts, w);
                 }
             }
         }
