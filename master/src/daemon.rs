@@ -91,6 +91,10 @@ struct Watchers {
 /// Returns queued for each `watch_all` consumer (the syndic's spool).
 const WATCH_ALL_QUEUE: usize = 20_000;
 
+/// Requests read off 4506 and waiting for the request loop (beyond this
+/// the io thread waits and libzmq's per-peer queues fill).
+const REQUEST_QUEUE: usize = 4096;
+
 /// Messages queued per peer on the request port (each way). libzmq
 /// receives without copying: a queued message keeps its whole 8 KiB read
 /// buffer alive, so under overload this costs up to peers x 8 x 8 KiB
@@ -235,7 +239,8 @@ impl Master {
             source,
         })?;
         let ret_port = transport::bound_port(&router).unwrap_or(cfg.ret_port);
-        let (router, rx) = IoThread::spawn(&ctx, "request-server", vec![router], &[], 65_536)?;
+        let (router, rx) =
+            IoThread::spawn(&ctx, "request-server", vec![router], &[], REQUEST_QUEUE)?;
         let key_id = (now_us() / 1_000_000) as u32;
         let roster = Roster::new(Duration::from_secs(cfg.heartbeat_interval.max(1)));
         let snapshot = cfg.cachedir.join("roster.json");

@@ -4,8 +4,10 @@
 //!
 //! Writes never happen on the caller's thread: `record_*` only encode the
 //! value and enqueue it on a bounded channel; one dedicated writer thread
-//! takes the first queued item, drains up to [`BATCH_MAX`] more (or for at
-//! most [`BATCH_WINDOW`]) and commits them in one transaction. When the
+//! takes the first queued item, adds up to [`BATCH_MAX`] more of those
+//! already queued (it does not wait for more: an idle cache commits at once,
+//! a busy one batches whatever queued during the last commit) and commits
+//! them in one transaction. When the
 //! channel is full the caller blocks until there is room (backpressure, counted
 //! in [`JobCacheStats::backpressure_waits`]); nothing queued is ever dropped,
 //! and dropping or closing the cache commits whatever is still queued. Reads go
@@ -42,9 +44,6 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 
 /// Most items committed in one transaction (besides the first one).
 pub const BATCH_MAX: usize = 1000;
-
-/// Longest the writer waits for more items before it commits a batch.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// How often the writer deletes expired jobs.
 pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(600);
@@ -813,7 +812,6 @@ impl Writer {
         let mut expires = Vec::new();
         let mut notifies: Vec<Box<dyn FnOnce(bool) + Send>> = Vec::new();
         let mut stop = false;
-        let deadline = Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         // At most BATCH_MAX + 1 rounds: every round takes one item.
         while let Some(msg) = next.take() {
@@ -827,11 +825,7 @@ impl Writer {
             if stop || !flushes.is_empty() || !expires.is_empty() || ops.len() > BATCH_MAX {
                 break;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            if let Ok(m) = rx.recv_timeout(deadline - now) {
+            if let Ok(m) = rx.try_recv() {
                 next = Some(m);
             }
         }

@@ -143,9 +143,8 @@ impl RosterGate {
 }
 
 /// Batches sent upward and not yet answered, at most. Each waits for the
-/// master above to commit it to its job cache (a 20 ms batching window
-/// there), so one at a time would cap a syndic at `batch` returns per
-/// round trip.
+/// master above to commit it to its job cache, so one at a time would cap
+/// a syndic at `batch` returns per round trip.
 const MAX_IN_FLIGHT: usize = 4;
 
 /// How long the master above has to answer a batch before it is sent
