@@ -232,11 +232,11 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "publish signatures checked {}, shared within a worker {}{}",
+                "publish signatures checked with RSA {}, answered from the worker's memo {}{}",
                 m.signature_checks,
                 m.signature_shared,
                 if m.signature_shared > 0 {
-                    " (--verify-each: one check per minion)"
+                    " (--verify-each: every minion checks)"
                 } else {
                     ""
                 }
