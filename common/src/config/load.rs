@@ -51,7 +51,6 @@ impl Provider for Layer {
 pub(crate) struct Loaded<T> {
     pub(crate) config: T,
     pub(crate) figment: Figment,
-    pub(crate) unknown_keys: Vec<String>,
     pub(crate) notes: LoadNotes,
 }
 
@@ -106,7 +105,6 @@ where
             message: "defaults do not serialize to a mapping".to_string(),
         })?;
     let known: BTreeSet<String> = default_dict.keys().cloned().collect();
-    let mut unknown_keys = Vec::new();
     let mut unknown_origins = Vec::new();
     let mut figment = Figment::from(Layer {
         metadata: Metadata::named(DEFAULTS),
@@ -121,7 +119,6 @@ where
             continue;
         };
         for key in dict.keys().filter(|k| !known.contains(*k)) {
-            push_unique(&mut unknown_keys, key);
             unknown_origins.push((key.clone(), path.display().to_string()));
         }
         figment = figment.merge(Layer {
@@ -141,7 +138,6 @@ where
     let mut cli = Dict::new();
     for (key, value) in overrides {
         if !known.contains(*key) {
-            push_unique(&mut unknown_keys, key);
             unknown_origins.push(((*key).to_string(), COMMAND_LINE.to_string()));
             continue;
         }
@@ -161,7 +157,6 @@ where
     Ok(Loaded {
         config,
         figment,
-        unknown_keys,
         notes: LoadNotes {
             unknown: unknown_origins,
             skipped_includes,
@@ -169,11 +164,6 @@ where
     })
 }
 
-fn push_unique(list: &mut Vec<String>, key: &str) {
-    if !list.iter().any(|k| k == key) {
-        list.push(key.to_string());
-    }
-}
 
 /// The `*.conf` files of an include directory in sorted order (Salt's
 /// `default_include`), and the entries skipped. A missing

@@ -82,11 +82,8 @@ pub struct MasterConfig {
     /// when unset.
     pub syndic_pki_dir: Option<PathBuf>,
     /// Keys found in the files (or overrides) that this struct does not
-    /// know; filled by the loader, already warned about.
-    #[serde(skip)]
-    pub unknown_keys: Vec<String>,
-    /// Unknown keys with their files and skipped includes, for the daemon
-    /// to log; filled by the loader.
+    /// know, with their files, and skipped includes; filled by the loader
+    /// for the daemon to log.
     #[serde(skip)]
     pub load_notes: LoadNotes,
 }
@@ -123,7 +120,6 @@ impl Default for MasterConfig {
             syndic_forward_batch: 500,
             syndic_spool_max: 1_000_000,
             syndic_pki_dir: None,
-            unknown_keys: Vec::new(),
             load_notes: LoadNotes::default(),
         }
     }
@@ -224,7 +220,6 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
         None => cfg.pki_dir.join("syndic"),
     });
     cfg.root_dir = root;
-    cfg.unknown_keys = loaded.unknown_keys;
     cfg.load_notes = loaded.notes;
     Ok(cfg)
 }
@@ -271,7 +266,7 @@ mod tests {
             cfg.syndic_pki_dir,
             Some(PathBuf::from("/etc/salt/pki/master/syndic"))
         );
-        assert!(cfg.unknown_keys.is_empty());
+        assert!(cfg.load_notes.unknown.is_empty());
     }
 
     #[test]
@@ -294,7 +289,7 @@ mod tests {
         assert_eq!(cfg.keep_jobs, 0);
         assert_eq!(cfg.log_level, "info");
         assert_eq!(cfg.interface, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert!(cfg.unknown_keys.is_empty());
+        assert!(cfg.load_notes.unknown.is_empty());
     }
 
     #[test]
@@ -329,7 +324,7 @@ mod tests {
         assert!(cfg.auto_accept);
         assert_eq!(cfg.id, "12345", "string options stay strings");
         assert_eq!(cfg.syndic_master, vec!["top1", "top2"]);
-        assert!(cfg.unknown_keys.is_empty(), "stray SALT_ vars are ignored");
+        assert!(cfg.load_notes.unknown.is_empty(), "stray SALT_ vars are ignored");
 
         let cfg = load(
             dir.path(),
@@ -354,7 +349,7 @@ mod tests {
         fs::write(d.join("a.conf"), "file_roots: {}\nworker_threads: 5\n").expect("write");
         let cfg = load(dir.path(), &[], &[("bogus_flag", json!(1))]).expect("load");
         assert_eq!(
-            cfg.unknown_keys,
+            cfg.load_notes.unknown_keys(),
             vec!["file_roots", "worker_threads", "bogus_flag"]
         );
     }
@@ -378,7 +373,7 @@ mod tests {
             &[("bogus_flag", json!(1))],
         )
         .expect("load");
-        assert_eq!(loaded.unknown_keys, vec!["worker_threads", "bogus_flag"]);
+        assert_eq!(loaded.notes.unknown_keys(), ["worker_threads", "bogus_flag"]);
         assert_eq!(
             loaded.notes.unknown,
             vec![

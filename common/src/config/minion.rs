@@ -58,11 +58,8 @@ pub struct MinionConfig {
     /// Largest frame accepted from the wire, to bound memory per message.
     pub max_frame_bytes: usize,
     /// Keys found in the files (or overrides) that this struct does not
-    /// know; filled by the loader, already warned about.
-    #[serde(skip)]
-    pub unknown_keys: Vec<String>,
-    /// Unknown keys with their files and skipped includes, for the daemon
-    /// to log; filled by the loader.
+    /// know, with their files, and skipped includes; filled by the loader
+    /// for the daemon to log.
     #[serde(skip)]
     pub load_notes: LoadNotes,
 }
@@ -89,7 +86,6 @@ impl Default for MinionConfig {
             random_reauth_delay: 10,
             grains: serde_json::Value::Object(serde_json::Map::new()),
             max_frame_bytes: 16 * 1024 * 1024,
-            unknown_keys: Vec::new(),
             load_notes: LoadNotes::default(),
         }
     }
@@ -184,7 +180,6 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
     cfg.sock_dir = under_root(&root, &cfg.sock_dir);
     cfg.log_file = under_root(&root, &cfg.log_file);
     cfg.root_dir = root;
-    cfg.unknown_keys = loaded.unknown_keys;
     cfg.load_notes = loaded.notes;
     Ok(cfg)
 }
@@ -288,7 +283,10 @@ mod tests {
         );
         fs::write(&file, "flibble: 1\n").expect("write");
         assert_eq!(
-            load(dir.path(), &[], &[]).expect("load").unknown_keys,
+            load(dir.path(), &[], &[])
+                .expect("load")
+                .load_notes
+                .unknown_keys(),
             vec!["flibble"]
         );
     }

@@ -32,6 +32,19 @@ pub struct LoadNotes {
     pub skipped_includes: Vec<PathBuf>,
 }
 
+impl LoadNotes {
+    /// The unknown keys, each once, in the order first met.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for (k, _) in &self.unknown {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+}
+
 /// Everything that can go wrong while loading a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
