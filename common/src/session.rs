@@ -17,7 +17,7 @@ use crate::crypto::{self, AesKey, CryptoError, KeyPair, PublicKey};
 use crate::proto::*;
 use rand::RngCore;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Publish signatures already found valid, for clients in one process that
 /// receive the very same publish bytes (the simulated minions of a loadtest
@@ -64,6 +64,93 @@ impl SignatureMemo {
 /// late is not flooded with copies of everything it has not answered yet.
 pub fn resend_after(attempt: u32) -> Duration {
     Duration::from_secs(10 << attempt.saturating_sub(1).min(4))
+}
+
+/// Reliable requests a client has not had acknowledged yet, with their
+/// resend schedule ([`resend_after`]): the minion link's and the load
+/// test's simulated minions'. Bounded: past `max`, the oldest is dropped.
+#[derive(Debug)]
+pub struct Unacked<T> {
+    /// Sent under the current session, by request id.
+    sent: std::collections::BTreeMap<u64, (T, Instant, u32)>,
+    /// Kept while signed out (with their earlier sends), oldest first.
+    held: std::collections::VecDeque<(T, u32)>,
+    max: usize,
+}
+
+impl<T> Unacked<T> {
+    pub fn new(max: usize) -> Self {
+        Self {
+            sent: Default::default(),
+            held: Default::default(),
+            max: max.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len() + self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes room for one more; true when the oldest had to go.
+    fn room(&mut self) -> bool {
+        if self.len() < self.max {
+            return false;
+        }
+        self.sent.pop_first().is_some() || self.held.pop_front().is_some()
+    }
+
+    /// `item` went out as request `req_id` after `attempts` earlier sends.
+    /// True when the oldest entry was dropped to stay within the bound.
+    pub fn sent(&mut self, req_id: u64, item: T, attempts: u32) -> bool {
+        let dropped = self.room();
+        let attempts = attempts.saturating_add(1);
+        let due = Instant::now() + resend_after(attempts);
+        self.sent.insert(req_id, (item, due, attempts));
+        dropped
+    }
+
+    /// Keep `item` (sent `attempts` times so far) for the next session.
+    /// True when the oldest entry was dropped to stay within the bound.
+    pub fn hold(&mut self, item: T, attempts: u32) -> bool {
+        let dropped = self.room();
+        self.held.push_back((item, attempts));
+        dropped
+    }
+
+    /// The master answered request `req_id`.
+    pub fn ack(&mut self, req_id: u64) -> Option<T> {
+        self.sent.remove(&req_id).map(|(item, _, _)| item)
+    }
+
+    /// Takes up to `max` entries whose resend time has come, with their
+    /// sends so far.
+    pub fn due(&mut self, now: Instant, max: usize) -> Vec<(T, u32)> {
+        let ids: Vec<u64> = self
+            .sent
+            .iter()
+            .filter(|(_, (_, due, _))| *due <= now)
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.sent.remove(&id))
+            .map(|(item, _, attempts)| (item, attempts))
+            .collect()
+    }
+
+    /// Takes everything (a new session sends it all again), oldest first.
+    pub fn take_all(&mut self) -> Vec<(T, u32)> {
+        let mut all: Vec<(T, u32)> = std::mem::take(&mut self.sent)
+            .into_values()
+            .map(|(item, _, attempts)| (item, attempts))
+            .collect();
+        all.extend(std::mem::take(&mut self.held));
+        all
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +479,32 @@ mod tests {
         let secs: Vec<u64> = (1..=7).map(|a| resend_after(a).as_secs()).collect();
         assert_eq!(secs, vec![10, 20, 40, 80, 160, 160, 160]);
         assert_eq!(resend_after(0).as_secs(), 10);
+    }
+
+    #[test]
+    fn unacked_schedules_resends_and_stays_bounded() {
+        let mut u: Unacked<&str> = Unacked::new(3);
+        assert!(!u.sent(1, "a", 0));
+        assert!(!u.hold("b", 2));
+        assert!(!u.hold("c", 0));
+        // Full: the oldest sent entry goes first.
+        assert!(u.sent(2, "d", 1));
+        assert_eq!(u.len(), 3);
+        assert_eq!(u.ack(1), None);
+        let now = Instant::now();
+        assert!(u.due(now, 10).is_empty(), "nothing is due at once");
+        // "d" was sent twice: due 20 s later, not 10.
+        assert!(u.due(now + Duration::from_secs(15), 10).is_empty());
+        assert_eq!(u.due(now + Duration::from_secs(21), 10), vec![("d", 2)]);
+        assert_eq!(u.take_all(), vec![("b", 2), ("c", 0)]);
+        assert!(u.is_empty());
+        // Held entries never collide, however many come and go.
+        for i in 0..3 {
+            u.hold("x", i);
+        }
+        assert_eq!(u.take_all().len(), 3);
+        u.sent(7, "y", 0);
+        assert_eq!(u.ack(7), Some("y"));
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn handle_conn(
         match req {
             ClientReq::Hello { .. } => {}
             ClientReq::Publish(p) => {
-                let (published, rx) = match state.publish(&p, true) {
+                let (published, rx) = match state.publish_async(p, true).await {
                     Ok(x) => x,
                     Err(e) => {
                         write_frame(&mut s, &ClientMsg::Error(e.to_string())).await?;

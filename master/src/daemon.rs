@@ -145,7 +145,12 @@ pub enum JobError {
     Target(#[from] target::TargetError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("publish task failed: {0}")]
+    Task(String),
 }
+
+/// Receiver of one job's returns.
+pub type JobReturns = mpsc::UnboundedReceiver<ReturnLoad>;
 
 /// Everything the master's tasks share.
 pub struct MasterState {
@@ -363,7 +368,7 @@ impl MasterState {
         &self,
         req: &PublishRequest,
         watch: bool,
-    ) -> Result<(Published, Option<mpsc::UnboundedReceiver<ReturnLoad>>), JobError> {
+    ) -> Result<(Published, Option<JobReturns>), JobError> {
         let (minions, missing) = self.expected(&req.tgt, req.tgt_type, &req.delimiter)?;
         let jid = self.jidgen.next();
         // Minions do not know the nodegroups: send them the expansion.
@@ -401,6 +406,27 @@ impl MasterState {
             },
             rx,
         ))
+    }
+
+    /// [`MasterState::publish`] on a blocking thread, for async callers: it
+    /// signs the job (RSA, ~2 ms) and may wait for room in the job cache.
+    pub async fn publish_async(
+        self: &Arc<Self>,
+        req: PublishRequest,
+        watch: bool,
+    ) -> Result<(Published, Option<JobReturns>), JobError> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || st.publish(&req, watch))
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))?
+    }
+
+    /// [`MasterState::relay`] on a blocking thread, for async callers.
+    pub async fn relay_async(self: &Arc<Self>, job: JobLoad) -> Result<Vec<Expected>, JobError> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || st.relay(job))
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))?
     }
 
     /// Re-publish a job that came from above (syndic), with the same jid.

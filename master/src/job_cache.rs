@@ -472,7 +472,16 @@ impl JobCache {
                         "job cache queue full, callers are waiting"
                     );
                 }
-                self.inner.tx.send(msg).is_ok()
+                // The caller may be an async task (the request loop): let
+                // the runtime move its other tasks to another worker while
+                // this one waits.
+                let wait = || self.inner.tx.send(msg).is_ok();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(wait)
+                    }
+                    _ => wait(),
+                }
             }
             Err(TrySendError::Disconnected(_)) => false,
         }
@@ -1494,6 +1503,66 @@ mod tests {
         assert_eq!(s.returns_written, 3000);
         let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
         assert_eq!(rec.returns.len(), 3000);
+    }
+
+    #[test]
+    fn async_caller_waiting_for_room_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open_with_capacity(dir.path(), 0, 4).expect("open");
+        let jid = "20261126155839000007";
+        cache.record_job(&job(jid, "test.ping", "*"), &[]);
+        cache.flush().expect("flush");
+        let blocker = Connection::open(cache.path()).expect("blocker");
+        blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        // One worker: without block_in_place the waiting producer would
+        // hold it and the other task could never run.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        // The lock goes after 2 s whatever happens, so a stall ends too.
+        let unlocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let unlocker = {
+            let unlocked = unlocked.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                unlocked.store(true, std::sync::atomic::Ordering::SeqCst);
+                blocker.execute_batch("COMMIT").expect("unlock");
+            })
+        };
+        let other_ran = rt.block_on(async {
+            let c = cache.clone();
+            let producer = tokio::spawn(async move {
+                for i in 0..100 {
+                    c.record_return(&ret(jid, &format!("m{i}"), json!(i)));
+                }
+            });
+            // A caller on a blocking thread (publish_async) waits too.
+            let c = cache.clone();
+            let blocking = tokio::task::spawn_blocking(move || {
+                for i in 100..150 {
+                    c.record_return(&ret(jid, &format!("m{i}"), json!(i)));
+                }
+            });
+            let u = unlocked.clone();
+            let other = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                !u.load(std::sync::atomic::Ordering::SeqCst)
+            });
+            let ran = other.await.expect("other task");
+            producer.await.expect("producer");
+            blocking.await.expect("blocking producer");
+            ran
+        });
+        unlocker.join().expect("unlocker");
+        assert!(
+            other_ran,
+            "the other task only ran once the queue drained: the runtime stalled"
+        );
+        assert!(cache.stats().backpressure_waits > 0);
+        cache.flush().expect("flush");
+        assert_eq!(cache.stats().returns_written, 150);
     }
 
     #[test]

@@ -341,7 +341,10 @@ async fn active(state: &Arc<MasterState>) -> Result<Value, String> {
         delimiter: ":".into(),
         trace: false,
     };
-    let (published, rx) = state.publish(&req, true).map_err(|e| e.to_string())?;
+    let (published, rx) = state
+        .publish_async(req, true)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(mut rx) = rx else {
         return Ok(json!({}));
     };

@@ -12,11 +12,10 @@
 use brine_common::crypto::{KeyPair, PublicKey};
 use brine_common::proto::*;
 use brine_common::session::{
-    self, ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome,
+    ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked,
 };
 use brine_common::transport::{self, IoThread};
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -159,7 +158,7 @@ pub fn start(
         hello,
         requests: rx,
         jobs: job_tx,
-        pending: BTreeMap::new(),
+        pending: Unacked::new(MAX_PENDING),
         stats: stats.clone(),
         connected: connected.clone(),
         shutdown,
@@ -192,16 +191,6 @@ fn reliable(body: &RequestBody) -> bool {
 /// Bound of unacknowledged requests kept for resending.
 const MAX_PENDING: usize = 100_000;
 
-/// A reliable request waiting for its acknowledgement.
-struct Pending {
-    body: RequestBody,
-    /// When to send it again if still unacknowledged.
-    due: Instant,
-    /// Sends so far (the resend delay doubles with each).
-    attempts: u32,
-    ack: Option<oneshot::Sender<bool>>,
-}
-
 struct Task {
     cfg: LinkConfig,
     ctx: zmq::Context,
@@ -214,7 +203,7 @@ struct Task {
     requests: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::Sender<JobLoad>,
     /// Unacknowledged reliable requests.
-    pending: BTreeMap<u64, Pending>,
+    pending: Unacked<Outgoing>,
     stats: Arc<LinkStats>,
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -385,10 +374,9 @@ impl Task {
             Err(e) => warn!(error = %e, "cannot send hello"),
         }
         // Everything not acknowledged before goes again under the new key.
-        let old: Vec<Pending> = std::mem::take(&mut self.pending).into_values().collect();
-        for p in old {
+        for ((body, ack), attempts) in self.pending.take_all() {
             self.stats.resent.fetch_add(1, Ordering::Relaxed);
-            self.send_request_again(p.body, p.ack, p.attempts);
+            self.send_request_again(body, ack, attempts);
         }
         self.connected.store(true, Ordering::Relaxed);
         true
@@ -431,44 +419,22 @@ impl Task {
     ) {
         let keep = reliable(&body) || ack.is_some();
         let copy = keep.then(|| body.clone());
-        match self.session.seal(body) {
+        let dropped = match self.session.seal(body) {
             Ok((req_id, frame)) => {
                 self.send_frame(frame);
-                if let Some(b) = copy {
-                    if self.pending.len() >= MAX_PENDING {
-                        self.pending.pop_first();
-                        warn!(
-                            max = MAX_PENDING,
-                            "too many unacknowledged requests; the oldest was dropped"
-                        );
-                    }
-                    let attempts = attempts + 1;
-                    self.pending.insert(
-                        req_id,
-                        Pending {
-                            body: b,
-                            due: Instant::now() + session::resend_after(attempts),
-                            attempts,
-                            ack,
-                        },
-                    );
-                }
+                copy.is_some_and(|b| self.pending.sent(req_id, (b, ack), attempts))
             }
             Err(e) => {
                 // Not signed in: keep it for after the next sign-in.
-                if let Some(b) = copy {
-                    self.pending.insert(
-                        u64::MAX - self.pending.len() as u64,
-                        Pending {
-                            body: b,
-                            due: Instant::now(),
-                            attempts,
-                            ack,
-                        },
-                    );
-                }
                 debug!(error = %e, "request kept until signed in");
+                copy.is_some_and(|b| self.pending.hold((b, ack), attempts))
             }
+        };
+        if dropped {
+            warn!(
+                max = MAX_PENDING,
+                "too many unacknowledged requests; the oldest was dropped"
+            );
         }
     }
 
@@ -507,7 +473,7 @@ impl Task {
                                 }
                                 ReplyBody::Ok => true,
                             };
-                            if let Some(Pending { ack: Some(ack), .. }) = self.pending.remove(&r.req_id) {
+                            if let Some((_, Some(ack))) = self.pending.ack(r.req_id) {
                                 let _ = ack.send(ok);
                             }
                         }
@@ -572,15 +538,9 @@ impl Task {
                     self.send_request(RequestBody::Heartbeat, None);
                     // Resend what has waited too long for an answer
                     // (the wait doubles with each attempt).
-                    let now = Instant::now();
-                    let stale: Vec<u64> = self.pending.iter()
-                        .filter(|(_, p)| p.due <= now)
-                        .map(|(k, _)| *k).take(1000).collect();
-                    for k in stale {
-                        if let Some(p) = self.pending.remove(&k) {
-                            self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                            self.send_request_again(p.body, p.ack, p.attempts);
-                        }
+                    for ((body, ack), attempts) in self.pending.due(Instant::now(), 1000) {
+                        self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                        self.send_request_again(body, ack, attempts);
                     }
                 }
             }

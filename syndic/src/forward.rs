@@ -13,7 +13,7 @@ use crate::upstream::Upstream;
 use brine_common::proto::{RequestBody, ReturnLoad};
 use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,26 +21,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Jids relayed from above (bounded memory; older ones are found in the
-/// job cache by their path).
+/// Where recent jobs came from: jid → relayed from above (true) or
+/// published here (false). Bounded; a jid not in memory (older, or from
+/// before a restart) is looked up in the job cache once and remembered.
+#[derive(Default)]
 pub struct Relayed {
-    set: Mutex<(HashSet<String>, VecDeque<String>)>,
+    seen: Mutex<(HashMap<String, bool>, VecDeque<String>)>,
 }
 
 const RELAYED_MAX: usize = 100_000;
 
-impl Default for Relayed {
-    fn default() -> Self {
-        Self {
-            set: Mutex::new((HashSet::new(), VecDeque::new())),
-        }
-    }
-}
-
 impl Relayed {
+    /// This job came from above.
     pub fn insert(&self, jid: &str) {
-        let mut g = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0.insert(jid.to_string()) {
+        self.remember(jid, true);
+    }
+
+    fn remember(&self, jid: &str, above: bool) {
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.insert(jid.to_string(), above).is_none() {
             g.1.push_back(jid.to_string());
             while g.1.len() > RELAYED_MAX {
                 if let Some(old) = g.1.pop_front() {
@@ -50,29 +49,32 @@ impl Relayed {
         }
     }
 
-    fn contains(&self, jid: &str) -> bool {
-        self.set
+    fn get(&self, jid: &str) -> Option<bool> {
+        self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .0
-            .contains(jid)
+            .get(jid)
+            .copied()
     }
 }
 
-/// Did this job come from above? (memory first, then the job cache)
+/// Did this job come from above? Memory first; otherwise the job cache is
+/// flushed and read once for the jid (blocking: call from a blocking
+/// thread), so the returns of jobs published here cost one lookup per job,
+/// not one per return.
 fn from_above(state: &MasterState, relayed: &Relayed, jid: &str) -> bool {
-    if relayed.contains(jid) {
-        return true;
+    if let Some(above) = relayed.get(jid) {
+        return above;
     }
     let _ = state.jobs.flush();
     match state.jobs.lookup_jid(jid) {
         Ok(Some(rec)) => {
             let above = rec.load.path.first().is_some_and(|p| p != &state.cfg.id);
-            if above {
-                relayed.insert(jid);
-            }
+            relayed.remember(jid, above);
             above
         }
+        // Unknown or unreadable: not remembered, asked again next time.
         _ => false,
     }
 }

@@ -95,9 +95,10 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
                 continue;
             }
             relayed.insert(&job.jid);
-            match st.relay(job.clone()) {
-                Ok(expected) => debug!(jid = %job.jid, minions = expected.len(), "job relayed"),
-                Err(e) => warn!(jid = %job.jid, error = %e, "could not relay job"),
+            let jid = job.jid.clone();
+            match st.relay_async(job).await {
+                Ok(expected) => debug!(jid = %jid, minions = expected.len(), "job relayed"),
+                Err(e) => warn!(jid = %jid, error = %e, "could not relay job"),
             }
         }
     }));

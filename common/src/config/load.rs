@@ -164,7 +164,6 @@ where
     })
 }
 
-
 /// The `*.conf` files of an include directory in sorted order (Salt's
 /// `default_include`), and the entries skipped. A missing
 /// directory means no includes.

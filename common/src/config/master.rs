@@ -324,7 +324,10 @@ mod tests {
         assert!(cfg.auto_accept);
         assert_eq!(cfg.id, "12345", "string options stay strings");
         assert_eq!(cfg.syndic_master, vec!["top1", "top2"]);
-        assert!(cfg.load_notes.unknown.is_empty(), "stray SALT_ vars are ignored");
+        assert!(
+            cfg.load_notes.unknown.is_empty(),
+            "stray SALT_ vars are ignored"
+        );
 
         let cfg = load(
             dir.path(),
@@ -373,7 +376,10 @@ mod tests {
             &[("bogus_flag", json!(1))],
         )
         .expect("load");
-        assert_eq!(loaded.notes.unknown_keys(), ["worker_threads", "bogus_flag"]);
+        assert_eq!(
+            loaded.notes.unknown_keys(),
+            ["worker_threads", "bogus_flag"]
+        );
         assert_eq!(
             loaded.notes.unknown,
             vec![

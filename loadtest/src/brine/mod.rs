@@ -352,9 +352,13 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     let (sock_dir, cachedir) = (topo.sock_dir.clone(), topo.cachedir.clone());
     let top_id = topo.top.id.clone();
     let job_timeout = Duration::from_secs(cfg.job_timeout_secs);
-    let mut stats = TierStats::new()?;
-    let mut meta_counts = JobOutcome::default();
-    let (mut completed, mut timed_out) = (0u32, 0u32);
+    let mut tally = Tally {
+        stats: TierStats::new()?,
+        totals: JobOutcome::default(),
+        completed: 0,
+        timed_out: 0,
+        done: 0,
+    };
     rt.block_on(async {
         bar.set_message("waiting for manage.up");
         wait_up(&sock_dir, &cachedir, ids.len(), ready_by, interrupted).await?;
@@ -386,7 +390,6 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         bar.set_message("jobs");
         let mut set = tokio::task::JoinSet::new();
         let t0 = tokio::time::Instant::now();
-        let mut done = 0u32;
         for j in 0..total_jobs {
             if interrupted.load(Ordering::SeqCst) {
                 return Err(workers::WorkerError::Interrupted.into());
@@ -409,40 +412,16 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                 // One job at a time: wait for it before the next.
                 while !set.is_empty() {
                     if let Some(r) = set.join_next().await {
-                        done += 1;
-                        bar.set_position(u64::from(done));
-                        tally(
-                            r,
-                            &mut stats,
-                            &mut meta_counts,
-                            &mut completed,
-                            &mut timed_out,
-                        )?;
+                        tally.add(r, &bar)?;
                     }
                 }
             }
             while let Some(r) = set.try_join_next() {
-                done += 1;
-                bar.set_position(u64::from(done));
-                tally(
-                    r,
-                    &mut stats,
-                    &mut meta_counts,
-                    &mut completed,
-                    &mut timed_out,
-                )?;
+                tally.add(r, &bar)?;
             }
         }
         while let Some(r) = set.join_next().await {
-            done += 1;
-            bar.set_position(u64::from(done));
-            tally(
-                r,
-                &mut stats,
-                &mut meta_counts,
-                &mut completed,
-                &mut timed_out,
-            )?;
+            tally.add(r, &bar)?;
         }
         Ok::<(), HarnessError>(())
     })?;
@@ -501,14 +480,14 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         target: cfg.target.clone(),
         fun: cfg.fun.clone(),
         payload: cfg.payload,
-        expected_returns: meta_counts.expected,
-        received_returns: meta_counts.received,
-        lost_returns: meta_counts.lost,
-        duplicate_returns: meta_counts.duplicate,
-        unexpected_returns: meta_counts.unexpected,
-        failed_returns: meta_counts.failed,
-        completed_jobs: completed,
-        timed_out_jobs: timed_out,
+        expected_returns: tally.totals.expected,
+        received_returns: tally.totals.received,
+        lost_returns: tally.totals.lost,
+        duplicate_returns: tally.totals.duplicate,
+        unexpected_returns: tally.totals.unexpected,
+        failed_returns: tally.totals.failed,
+        completed_jobs: tally.completed,
+        timed_out_jobs: tally.timed_out,
         balance,
         moved_fraction_on_add: moved,
         fds_per_minion,
@@ -519,13 +498,13 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         syndic_rss_kib: syndic_rss,
         sign_ins: results.iter().map(|r| r.sign_ins).sum(),
         returns_resent: results.iter().map(|r| r.returns_resent).sum(),
-        trace_over_completion: meta_counts.over_completion,
+        trace_over_completion: tally.totals.over_completion,
         minion_reauths: results.iter().map(|r| r.reauths).sum(),
         signature_checks: results.iter().map(|r| r.signature_checks).sum(),
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
     };
     Ok(BrineRun {
-        stats,
+        stats: tally.stats,
         baseline,
         meta,
         workers: results,
@@ -533,40 +512,53 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
 }
 
 /// Adds one finished job to the totals (warmup jobs are not counted).
-fn tally(
-    r: Result<(bool, Result<JobOutcome, HarnessError>), tokio::task::JoinError>,
-    stats: &mut TierStats,
-    totals: &mut JobOutcome,
-    completed: &mut u32,
-    timed_out: &mut u32,
-) -> Result<(), HarnessError> {
-    let (warm, o) = r.map_err(|e| HarnessError::Client(format!("job task: {e}")))?;
-    let o = o?;
-    if warm {
-        return Ok(());
+/// Figures of the measured jobs, added up as each job ends.
+struct Tally {
+    stats: TierStats,
+    totals: JobOutcome,
+    completed: u32,
+    timed_out: u32,
+    /// Jobs ended, warm-up included (the progress bar).
+    done: u32,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        r: Result<(bool, Result<JobOutcome, HarnessError>), tokio::task::JoinError>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<(), HarnessError> {
+        self.done += 1;
+        bar.set_position(u64::from(self.done));
+        let (warm, o) = r.map_err(|e| HarnessError::Client(format!("job task: {e}")))?;
+        let o = o?;
+        if warm {
+            return Ok(());
+        }
+        let totals = &mut self.totals;
+        totals.expected += o.expected;
+        totals.received += o.received;
+        totals.lost += o.lost;
+        totals.duplicate += o.duplicate;
+        totals.unexpected += o.unexpected;
+        totals.failed += o.failed;
+        totals.over_completion += o.over_completion;
+        if o.lost == 0 && !o.timed_out {
+            self.completed += 1;
+        } else {
+            self.timed_out += 1;
+        }
+        for (t, us) in o.legs {
+            self.stats.record(t, us);
+        }
+        if let Some(us) = o.first_us {
+            self.stats.record(Tier::FirstReturn, us);
+        }
+        if let Some(us) = o.completion_us {
+            self.stats.record(Tier::Completion, us);
+        }
+        Ok(())
     }
-    totals.expected += o.expected;
-    totals.received += o.received;
-    totals.lost += o.lost;
-    totals.duplicate += o.duplicate;
-    totals.unexpected += o.unexpected;
-    totals.failed += o.failed;
-    totals.over_completion += o.over_completion;
-    if o.lost == 0 && !o.timed_out {
-        *completed += 1;
-    } else {
-        *timed_out += 1;
-    }
-    for (t, us) in o.legs {
-        stats.record(t, us);
-    }
-    if let Some(us) = o.first_us {
-        stats.record(Tier::FirstReturn, us);
-    }
-    if let Some(us) = o.completion_us {
-        stats.record(Tier::Completion, us);
-    }
-    Ok(())
 }
 
 /// Default directory of the key pool, for the CLI's help.

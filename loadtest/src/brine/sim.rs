@@ -21,7 +21,7 @@ use crate::workers::{count_fds, emit, vm_rss_kib, ChildEvent};
 use brine_common::crypto::KeyPair;
 use brine_common::proto::*;
 use brine_common::session::{
-    self, ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, SignatureMemo,
+    ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, SignatureMemo, Unacked,
 };
 use brine_common::target::{self, Target};
 use brine_common::transport::tcp_endpoint;
@@ -165,8 +165,8 @@ struct Sim {
     retry_after: Duration,
     last_heard: Instant,
     hb: Duration,
-    /// Unacknowledged returns: req_id → (return, resend at, sends so far).
-    pending: BTreeMap<u64, (ReturnLoad, Instant, u32)>,
+    /// Unacknowledged returns.
+    pending: Unacked<ReturnLoad>,
 }
 
 /// Worker-wide state besides the minions.
@@ -248,7 +248,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 retry_after: SIGN_IN_RETRY,
                 last_heard: Instant::now(),
                 hb: Duration::from_secs(5),
-                pending: BTreeMap::new(),
+                pending: Unacked::new(MAX_PENDING),
             });
             sign_in(&mut sims[i], i, &mut w);
         }
@@ -417,10 +417,14 @@ fn retry_sign_in(i: usize, after: Duration, w: &mut World) {
     w.timers.add(Instant::now() + after, Timer::SignIn(i));
 }
 
-/// Seals and sends a request; returns its `req_id`.
+/// Seals and sends a request; returns its `req_id` once sealed (a failed
+/// send is counted; a kept request goes again after its back-off).
 fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u64> {
     match s.session.seal(body) {
-        Ok((req_id, frame)) => send(s, i, frame, w).then_some(req_id),
+        Ok((req_id, frame)) => {
+            send(s, i, frame, w);
+            Some(req_id)
+        }
         Err(_) => {
             w.counts.send_errors += 1;
             None
@@ -433,20 +437,14 @@ fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u6
 fn send_return(s: &mut Sim, i: usize, ret: ReturnLoad, attempts: u32, w: &mut World) {
     if s.signing_in.is_some() {
         // Kept until the next sign-in sends it.
-        s.pending.insert(
-            u64::MAX - s.pending.len() as u64,
-            (ret, Instant::now(), attempts),
-        );
+        s.pending.hold(ret, attempts);
         return;
     }
-    if let Some(req_id) = request(s, i, RequestBody::Return(ret.clone()), w) {
-        if s.pending.len() >= MAX_PENDING {
-            s.pending.pop_first();
-        }
-        let attempts = attempts + 1;
-        let due = Instant::now() + session::resend_after(attempts);
-        s.pending.insert(req_id, (ret, due, attempts));
-    }
+    match request(s, i, RequestBody::Return(ret.clone()), w) {
+        Some(req_id) => s.pending.sent(req_id, ret, attempts),
+        // Not sealed (no session): kept for the next sign-in.
+        None => s.pending.hold(ret, attempts),
+    };
 }
 
 fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
@@ -483,9 +481,7 @@ fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     request(s, i, hello, w);
-    let old: Vec<(ReturnLoad, Instant, u32)> =
-        std::mem::take(&mut s.pending).into_values().collect();
-    for (r, _, attempts) in old {
+    for (r, attempts) in s.pending.take_all() {
         w.counts.returns_resent += 1;
         send_return(s, i, r, attempts, w);
     }
@@ -532,7 +528,7 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                 if matches!(r.body, ReplyBody::Refused(_)) {
                     w.counts.refused += 1;
                 }
-                s.pending.remove(&r.req_id);
+                s.pending.ack(r.req_id);
             }
             Ok(ServerMsg::ReAuth) => {
                 w.counts.reauths += 1;
@@ -722,19 +718,9 @@ fn tick(s: &mut Sim, i: usize, w: &mut World) {
                 return;
             }
             request(s, i, RequestBody::Heartbeat, w);
-            let now = Instant::now();
-            let stale: Vec<u64> = s
-                .pending
-                .iter()
-                .filter(|(_, (_, due, _))| *due <= now)
-                .map(|(k, _)| *k)
-                .take(1000)
-                .collect();
-            for k in stale {
-                if let Some((r, _, attempts)) = s.pending.remove(&k) {
-                    w.counts.returns_resent += 1;
-                    send_return(s, i, r, attempts, w);
-                }
+            for (r, attempts) in s.pending.due(Instant::now(), 1000) {
+                w.counts.returns_resent += 1;
+                send_return(s, i, r, attempts, w);
             }
         }
     }
