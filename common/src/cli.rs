@@ -42,6 +42,24 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// Where the workspace binaries are, for tools that start them (the
+/// topology launcher, loadtest): `BRINE_BIN_DIR`, else the directory of
+/// the running executable (`target/*/deps` counts as its parent).
+pub fn bin_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("BRINE_BIN_DIR") {
+        return std::path::PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
 /// A token cancelled when SIGINT or SIGTERM arrives (call inside a tokio
 /// runtime): the one shutdown signal every daemon passes to its `run`.
 pub fn shutdown_token() -> tokio_util::sync::CancellationToken {

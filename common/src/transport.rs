@@ -194,26 +194,16 @@ fn io_loop(
                     Ok(()) => {
                         stats.sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(zmq::Error::EAGAIN) => {
-                        let n = stats.dropped_hwm.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n.is_power_of_two() {
-                            warn!(
-                                thread = name,
-                                dropped = n,
-                                "outgoing message dropped: pipe full (high-water mark)"
-                            );
-                        }
-                    }
-                    Err(zmq::Error::EHOSTUNREACH) => {
-                        let n = stats.dropped_unroutable.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n.is_power_of_two() {
-                            warn!(
-                                thread = name,
-                                dropped = n,
-                                "outgoing message dropped: peer gone"
-                            );
-                        }
-                    }
+                    Err(zmq::Error::EAGAIN) => count_drop(
+                        &stats.dropped_hwm,
+                        name,
+                        "outgoing message dropped: pipe full (high-water mark)",
+                    ),
+                    Err(zmq::Error::EHOSTUNREACH) => count_drop(
+                        &stats.dropped_unroutable,
+                        name,
+                        "outgoing message dropped: peer gone",
+                    ),
                     Err(e) => warn!(thread = name, error = %e, "zmq send failed"),
                 }
             }
@@ -235,6 +225,14 @@ pub enum Side {
     /// connections ~8% of its CPU. Dead minions are found by the
     /// application heartbeats (presence), not by these.
     Server,
+}
+
+/// Counts one dropped message; logs at the 1st, 2nd, 4th, 8th, ... drop.
+fn count_drop(counter: &AtomicU64, thread: &str, what: &'static str) {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        warn!(thread, dropped = n, "{what}");
+    }
 }
 
 /// Options every long-lived Brine socket gets.

@@ -15,19 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Where the workspace binaries are: `BRINE_BIN_DIR`, or next to the
-/// running executable (also from `target/*/deps`).
-pub fn bin_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("BRINE_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
+pub use brine_common::cli::bin_dir;
 
 /// Make sure the workspace's binaries in [`bin_dir`] exist and are up to
 /// date. Under `cargo test` (which builds only the binaries of the package

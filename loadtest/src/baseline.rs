@@ -102,6 +102,38 @@ pub struct BaselineRun {
 }
 
 impl RunConfig {
+    /// Longest a run may take: sign-in, every job (plus `slack_jobs`) at
+    /// its timeout, the rate's schedule, and `margin`. Children give up
+    /// after it even if never told to stop.
+    pub fn run_budget(&self, slack_jobs: u32, margin: Duration) -> Duration {
+        let total_jobs = self.jobs + self.warmup;
+        let schedule = if self.rate > 0.0 {
+            Duration::from_secs_f64(f64::from(total_jobs) / self.rate)
+        } else {
+            Duration::ZERO
+        };
+        Duration::from_secs(self.ready_timeout_secs)
+            + Duration::from_secs(self.job_timeout_secs).saturating_mul(total_jobs + slack_jobs)
+            + schedule
+            + margin
+    }
+
+    /// The report's facts that come from the flags of a `mode` run.
+    pub fn meta(&self, mode: &str) -> RunMeta {
+        RunMeta {
+            mode: mode.into(),
+            minions: self.minions,
+            syndics: self.syndics,
+            tiers: self.tiers,
+            jobs: self.jobs,
+            warmup: self.warmup,
+            target: self.target.clone(),
+            fun: self.fun.clone(),
+            payload: self.payload,
+            ..RunMeta::default()
+        }
+    }
+
     /// Checks sizes and addresses before anything starts.
     pub fn validate(&self) -> Result<(), HarnessError> {
         let bad = |m: &str| Err(HarnessError::Config(m.to_string()));
@@ -156,16 +188,7 @@ pub fn run_baseline(
         cfg.minions_per_worker,
     )?;
 
-    let ready_timeout = Duration::from_secs(cfg.ready_timeout_secs);
-    let total_jobs = cfg.jobs + cfg.warmup;
-    let run_budget = ready_timeout
-        + Duration::from_secs(cfg.job_timeout_secs).saturating_mul(total_jobs + 1)
-        + if cfg.rate > 0.0 {
-            Duration::from_secs_f64(f64::from(total_jobs) / cfg.rate)
-        } else {
-            Duration::ZERO
-        }
-        + Duration::from_secs(30);
+    let run_budget = cfg.run_budget(1, Duration::from_secs(30));
 
     let is_ready = |ev: ChildEvent| match ev {
         ChildEvent::Ready {
@@ -246,7 +269,7 @@ pub fn run_baseline(
 
     // The top's result, with a progress bar on a terminal.
     let bar = if cfg.progress && std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(u64::from(total_jobs));
+        let b = indicatif::ProgressBar::new(u64::from(cfg.jobs + cfg.warmup));
         b.set_message("waiting for minions");
         b
     } else {
@@ -302,15 +325,6 @@ pub fn run_baseline(
     };
     let rss: u64 = results.iter().map(|r| r.rss_kib).sum();
     let meta = RunMeta {
-        mode: "baseline".into(),
-        minions: cfg.minions,
-        syndics: cfg.syndics,
-        tiers: cfg.tiers,
-        jobs: cfg.jobs,
-        warmup: cfg.warmup,
-        target: cfg.target.clone(),
-        fun: cfg.fun.clone(),
-        payload: cfg.payload,
         expected_returns: u64::from(top_result.expected_per_job) * u64::from(cfg.jobs),
         received_returns: top_result.received,
         lost_returns: top_result.lost_returns,
@@ -324,7 +338,7 @@ pub fn run_baseline(
         worker_processes: results.len() as u32,
         minion_rss_kib: rss as f64 / f64::from(cfg.minions),
         wall_secs: started.elapsed().as_secs_f64(),
-        ..RunMeta::default()
+        ..cfg.meta("baseline")
     };
     Ok(BaselineRun {
         stats,

@@ -242,14 +242,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     let moved = ring.moved_fraction(&ids, &format!("syndic{}", cfg.syndics + 1))?;
 
     let total_jobs = cfg.jobs + cfg.warmup;
-    let run_budget = Duration::from_secs(cfg.ready_timeout_secs)
-        + Duration::from_secs(cfg.job_timeout_secs).saturating_mul(total_jobs + 2)
-        + if cfg.rate > 0.0 {
-            Duration::from_secs_f64(f64::from(total_jobs) / cfg.rate)
-        } else {
-            Duration::ZERO
-        }
-        + Duration::from_secs(60);
+    let run_budget = cfg.run_budget(2, Duration::from_secs(60));
     let stop_file = topo.root.path().join("stop-workers");
     let mut procs: Vec<ChildProc> = Vec::new();
     let mut first = 0usize;
@@ -471,15 +464,6 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         (top, syn)
     };
     let meta = RunMeta {
-        mode: "brine".into(),
-        minions: cfg.minions,
-        syndics: cfg.syndics,
-        tiers: cfg.tiers,
-        jobs: cfg.jobs,
-        warmup: cfg.warmup,
-        target: cfg.target.clone(),
-        fun: cfg.fun.clone(),
-        payload: cfg.payload,
         expected_returns: tally.totals.expected,
         received_returns: tally.totals.received,
         lost_returns: tally.totals.lost,
@@ -502,6 +486,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         minion_reauths: results.iter().map(|r| r.reauths).sum(),
         signature_checks: results.iter().map(|r| r.signature_checks).sum(),
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
+        ..cfg.meta("brine")
     };
     Ok(BrineRun {
         stats: tally.stats,
@@ -511,8 +496,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     })
 }
 
-/// Adds one finished job to the totals (warmup jobs are not counted).
-/// Figures of the measured jobs, added up as each job ends.
+/// Figures of the measured jobs (warm-up jobs are not counted), added up
+/// as each job ends.
 struct Tally {
     stats: TierStats,
     totals: JobOutcome,

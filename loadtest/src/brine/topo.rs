@@ -53,20 +53,7 @@ pub enum TopoError {
     TooMany(u32),
 }
 
-/// Where the workspace binaries are: `BRINE_BIN_DIR`, else the directory
-/// of the running executable (`target/*/deps` counts as its parent), the
-/// same rule as `brine_deploy::topology::bin_dir`.
-pub fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BRINE_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
+pub use brine_common::cli::bin_dir;
 
 /// How to build the topology.
 #[derive(Debug, Clone)]
