@@ -60,6 +60,7 @@ pub struct Counters {
     pub malformed_frames: AtomicU64,
     pub auth_requests: AtomicU64,
     pub auth_refused: AtomicU64,
+    pub auth_dropped: AtomicU64,
     pub unknown_session: AtomicU64,
     pub bad_seal: AtomicU64,
     pub replays: AtomicU64,
@@ -91,16 +92,29 @@ struct Watchers {
 /// Returns queued for each `watch_all` consumer (the syndic's spool).
 const WATCH_ALL_QUEUE: usize = 20_000;
 
+/// Sign-ins waiting for an RSA worker. Beyond this a sign-in is dropped
+/// and counted (`auth_dropped`); the peer signs in again after its auth
+/// timeout, as a Salt minion does when its master is busy.
+const AUTH_QUEUE: usize = 4096;
+
 /// Requests read off 4506 and waiting for the request loop (beyond this
 /// the io thread waits and libzmq's per-peer queues fill).
 const REQUEST_QUEUE: usize = 4096;
 
-/// Messages queued per peer on the request port (each way). libzmq
-/// receives without copying: a queued message keeps its whole 8 KiB read
-/// buffer alive, so under overload this costs up to peers x 8 x 8 KiB
-/// (measured: 64 pinned ~160 MB at 2000 minions). A peer keeps what is not
-/// acknowledged and the rest waits in its own socket and the kernel.
+/// Requests queued per peer on the request port. libzmq receives without
+/// copying: a queued message keeps its whole 8 KiB read buffer alive, so
+/// under overload this costs up to peers x 8 x 8 KiB (measured: 64 pinned
+/// ~160 MB at 2000 minions). A peer keeps what is not acknowledged and the
+/// rest waits in its own socket and the kernel.
 const ROUTER_PEER_HWM: i32 = 8;
+
+/// Replies queued per peer on the request port. A reply that does not fit
+/// is dropped (counted) and the peer sends its request again, which costs
+/// the whole request's work twice: with 8 here a busy syndic dropped over
+/// 65000 acknowledgements a minute and its minions resent 820000 returns.
+/// Replies are small (~150 bytes with the pipe slot): 2000 peers x 256
+/// is at most ~80 MB, reached only by peers that stop reading.
+const ROUTER_REPLY_HWM: i32 = 256;
 
 /// Dedup memory: (jid, minion) pairs kept for the newest jobs. Bounded by
 /// pairs, not jobs (a job of 5000 minions costs 5000): about 100 bytes a
@@ -230,12 +244,13 @@ impl Master {
             cfg.pub_hwm,
             transport::Side::Server,
         )?;
-        // Per-peer queues on the request port are short: a peer keeps
-        // whatever is not acknowledged and sends it again, so under overload
-        // memory stays bounded (peers × ROUTER_PEER_HWM) instead of
-        // peers × pub_hwm, and the back-pressure reaches the peers.
+        // Per-peer request queues on the request port are short: a peer
+        // keeps whatever is not acknowledged and sends it again, so under
+        // overload memory stays bounded (peers × ROUTER_PEER_HWM) instead of
+        // peers × pub_hwm, and the back-pressure reaches the peers. Replies
+        // get room so that they are not dropped under load.
         router.set_rcvhwm(ROUTER_PEER_HWM)?;
-        router.set_sndhwm(ROUTER_PEER_HWM)?;
+        router.set_sndhwm(ROUTER_REPLY_HWM)?;
         router.set_router_mandatory(true)?;
         router.set_maxmsgsize(cfg.max_frame_bytes as i64)?;
         let endpoint = transport::tcp_endpoint(&iface, cfg.ret_port);
@@ -281,9 +296,12 @@ impl Master {
             "master listening"
         );
         let mut tasks = Vec::new();
+        let (auth_tx, auth_rx) = mpsc::channel(AUTH_QUEUE);
+        tasks.push(tokio::spawn(auth_workers(state.clone(), auth_rx)));
         tasks.push(tokio::spawn(request_loop(
             state.clone(),
             rx,
+            auth_tx,
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown.clone())));
@@ -875,9 +893,29 @@ impl MasterState {
     }
 }
 
+/// Sign-ins: RSA work on at most one blocking thread per CPU. A burst of
+/// thousands of sign-ins (every minion after a master restart) used to
+/// start one blocking thread each, ~300 threads in a syndic, each with
+/// its own allocator arena, for no gain on two cores.
+async fn auth_workers(state: Arc<MasterState>, mut rx: mpsc::Receiver<(Vec<u8>, AuthRequest)>) {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let permits = Arc::new(tokio::sync::Semaphore::new(cpus));
+    while let Some((routing, req)) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            st.handle_auth(&routing, req);
+            drop(permit);
+        });
+    }
+}
+
 async fn request_loop(
     state: Arc<MasterState>,
     mut rx: mpsc::Receiver<(usize, transport::Frames)>,
+    auth: mpsc::Sender<(Vec<u8>, AuthRequest)>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -911,9 +949,16 @@ async fn request_loop(
         };
         match wire {
             Wire::Auth(req) => {
-                let st = state.clone();
-                let routing = routing.clone();
-                tokio::task::spawn_blocking(move || st.handle_auth(&routing, req));
+                if auth.try_send((routing.clone(), req)).is_err() {
+                    let n = bump(&state.counters.auth_dropped);
+                    if n.is_power_of_two() {
+                        warn!(
+                            count = n,
+                            queued = AUTH_QUEUE,
+                            "sign-in dropped: too many waiting; the peer will sign in again"
+                        );
+                    }
+                }
             }
             Wire::Sealed { id, data } => {
                 state.handle_sealed(routing, &id, &data);
