@@ -32,3 +32,12 @@ pub mod session;
 pub mod target;
 pub mod telemetry;
 pub mod transport;
+
+/// Every Brine process allocates through mimalloc: a master or syndic
+/// under load spent ~20% of its CPU in glibc's malloc and free (most of it
+/// in consolidating freed chunks), measured with perf on a syndic serving
+/// 2000 minions. See docs/DEPENDENCIES.md (`--cfg brine_glibc` builds
+/// without it, for comparison).
+#[cfg(not(brine_glibc))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
