@@ -56,6 +56,11 @@ pub struct RunMeta {
     /// VmRSS of each syndic, KiB, sampled every second (Brine run).
     #[serde(default)]
     pub syndic_rss_kib: BTreeMap<String, Vec<u64>>,
+    /// Seconds after RSS sampling began when the first measured job went
+    /// out and when the last one had ended: the samples in between are
+    /// the memory under the measured load (Brine run).
+    #[serde(default)]
+    pub measured_secs: Option<(f64, f64)>,
     /// Accepted sign-ins of the simulated minions, re-sign-ins included.
     #[serde(default)]
     pub sign_ins: u64,
@@ -81,6 +86,37 @@ pub struct RunMeta {
 /// Start, maximum and end of a series of memory samples.
 pub fn start_max_end(v: &[u64]) -> Option<(u64, u64, u64)> {
     Some((*v.first()?, *v.iter().max()?, *v.last()?))
+}
+
+/// Memory under the measured load: the once-a-second samples taken
+/// between `secs.0` and `secs.1` (seconds after sampling began).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RssWindow {
+    pub first: u64,
+    pub min: u64,
+    pub max: u64,
+    pub last: u64,
+    pub samples: usize,
+}
+
+impl RssWindow {
+    pub fn of(v: &[u64], secs: (f64, f64)) -> Option<Self> {
+        let from = secs.0.max(0.0).ceil() as usize;
+        let to = (secs.1.max(0.0).floor() as usize).min(v.len().checked_sub(1)?);
+        let w = v.get(from..=to)?;
+        Some(Self {
+            first: *w.first()?,
+            min: *w.iter().min()?,
+            max: *w.iter().max()?,
+            last: *w.last()?,
+            samples: w.len(),
+        })
+    }
+
+    /// Change from the first to the last sample, in percent of the first.
+    pub fn growth_pct(&self) -> f64 {
+        (self.last as f64 - self.first as f64) * 100.0 / (self.first.max(1) as f64)
+    }
 }
 
 /// One point of a latency-distribution curve.
@@ -250,6 +286,19 @@ impl Report {
                     s,
                     "rss {who:<14} start {a} KiB  max {b} KiB  end {c} KiB  ({} samples)",
                     v.len()
+                );
+            }
+            if let Some(w) = m.measured_secs.and_then(|t| RssWindow::of(v, t)) {
+                let _ = writeln!(
+                    s,
+                    "rss {who:<14} measured jobs: first {} KiB  min {}  max {}  last {} KiB  \
+                     (last vs first {:+.1}%, {} samples)",
+                    w.first,
+                    w.min,
+                    w.max,
+                    w.last,
+                    w.growth_pct(),
+                    w.samples
                 );
             }
         }
@@ -561,6 +610,30 @@ mod tests {
             ..RunMeta::default()
         };
         Report::build(meta, &a, &b)
+    }
+
+    #[test]
+    fn rss_window_takes_the_samples_of_the_measured_jobs() {
+        let v = [100, 200, 300, 310, 290, 330, 900];
+        let w = RssWindow::of(&v, (2.4, 5.7)).unwrap();
+        assert_eq!(
+            (w.first, w.min, w.max, w.last, w.samples),
+            (310, 290, 330, 330, 3)
+        );
+        assert!((w.growth_pct() - 6.45).abs() < 0.01, "{}", w.growth_pct());
+        // A window past the samples is clipped; one with none is no window.
+        assert_eq!(RssWindow::of(&v, (5.0, 60.0)).unwrap().samples, 2);
+        assert_eq!(RssWindow::of(&v, (8.0, 9.0)), None);
+        assert_eq!(RssWindow::of(&[], (0.0, 1.0)), None);
+        let mut r = sample();
+        r.meta.syndic_rss_kib.insert("syndic1".into(), v.to_vec());
+        r.meta.measured_secs = Some((2.4, 5.7));
+        assert!(
+            r.table()
+                .contains("syndic1        measured jobs: first 310 KiB"),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]

@@ -352,6 +352,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         timed_out: 0,
         done: 0,
     };
+    let mut measured_from = None;
     rt.block_on(async {
         bar.set_message("waiting for manage.up");
         wait_up(&sock_dir, &cachedir, ids.len(), ready_by, interrupted).await?;
@@ -395,6 +396,9 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                 top_id.clone(),
             );
             let warm = j < cfg.warmup;
+            if !warm && measured_from.is_none() {
+                measured_from = Some(Instant::now());
+            }
             let fut = async move { (warm, one_job(&sd, &cd, req, &ae, &tid, job_timeout).await) };
             if cfg.rate > 0.0 {
                 tokio::time::sleep_until(t0 + Duration::from_secs_f64(f64::from(j) / cfg.rate))
@@ -419,6 +423,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         Ok::<(), HarnessError>(())
     })?;
     bar.finish_and_clear();
+    let measured_secs =
+        measured_from.map(|t| (topo.sampling_secs(t), topo.sampling_secs(Instant::now())));
 
     // Stop the workers and collect their reports.
     std::fs::write(&stop_file, b"stop").map_err(|e| HarnessError::Client(e.to_string()))?;
@@ -480,6 +486,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         wall_secs: started.elapsed().as_secs_f64(),
         top_rss_kib: top_rss,
         syndic_rss_kib: syndic_rss,
+        measured_secs,
         sign_ins: results.iter().map(|r| r.sign_ins).sum(),
         returns_resent: results.iter().map(|r| r.returns_resent).sum(),
         trace_over_completion: tally.totals.over_completion,

@@ -153,6 +153,8 @@ pub struct Topo {
     pub sock_dir: PathBuf,
     pub cachedir: PathBuf,
     sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<RssSamples>)>,
+    /// When RSS sampling began (sample `i` is taken about `i` s later).
+    sampling_since: Option<Instant>,
     /// Kept last so the directory outlives the processes using it.
     pub root: tempfile::TempDir,
 }
@@ -321,6 +323,7 @@ impl Topo {
             cachedir: top_cfg.cachedir.clone(),
             top,
             sampler: None,
+            sampling_since: None,
             root,
         })
     }
@@ -340,8 +343,15 @@ impl Topo {
         Ok(())
     }
 
+    /// Seconds from the start of RSS sampling to `at` (0 before it).
+    pub fn sampling_secs(&self, at: Instant) -> f64 {
+        self.sampling_since
+            .map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64())
+    }
+
     /// Starts sampling VmRSS of every started master once a second.
     pub fn start_sampling(&mut self) {
+        self.sampling_since = Some(Instant::now());
         let pids: Vec<(String, u32)> = std::iter::once(&self.top)
             .chain(self.syndics.iter())
             .filter_map(|m| m.pid().map(|p| (m.id.clone(), p)))
