@@ -89,6 +89,23 @@ struct Watchers {
     all: Vec<mpsc::Sender<ReturnLoad>>,
 }
 
+impl Watchers {
+    /// Forgets the watchers of jobs whose `salt` has gone (it got every
+    /// return, or timed out, or was interrupted); returns how many. A
+    /// watcher is otherwise only noticed gone when a later return of its
+    /// job comes, which for a finished job never happens: each finished
+    /// job left ~28 KiB behind (its channel), +0.3 MB/s on a top master
+    /// running 10 jobs/s.
+    fn forget_closed(&mut self) -> usize {
+        let before = self.by_jid.len();
+        self.by_jid.retain(|_, list| {
+            list.retain(|tx| !tx.is_closed());
+            !list.is_empty()
+        });
+        before - self.by_jid.len()
+    }
+}
+
 /// Returns queued for each `watch_all` consumer (the syndic's spool).
 const WATCH_ALL_QUEUE: usize = 20_000;
 
@@ -984,6 +1001,11 @@ async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
         }
         n += 1;
         state.roster.sweep();
+        state
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_closed();
         if n.is_multiple_of(10) {
             let v = state.roster.version();
             if v != last_version {
@@ -1055,6 +1077,22 @@ pub fn expand_nodegroups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchers_of_finished_jobs_are_forgotten() {
+        let mut w = Watchers::default();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (live_tx, _live_rx) = mpsc::unbounded_channel();
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        w.by_jid.insert("j1".into(), vec![done_tx]);
+        w.by_jid.insert("j2".into(), vec![live_tx, gone_tx]);
+        assert_eq!(w.forget_closed(), 0, "every watcher still listens");
+        drop(done_rx);
+        drop(gone_rx);
+        assert_eq!(w.forget_closed(), 1);
+        assert!(!w.by_jid.contains_key("j1"));
+        assert_eq!(w.by_jid["j2"].len(), 1, "the live watcher of j2 stays");
+    }
 
     #[test]
     fn nodegroups_expand_for_minions() {

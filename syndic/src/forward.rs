@@ -145,9 +145,12 @@ impl RosterGate {
 }
 
 /// Batches sent upward and not yet answered, at most. Each waits for the
-/// master above to commit it to its job cache, so one at a time would cap
-/// a syndic at `batch` returns per round trip.
-const MAX_IN_FLIGHT: usize = 4;
+/// master above to commit it to its job cache, so this caps a syndic at
+/// `MAX_IN_FLIGHT x batch` returns per round trip: with 4 (2000 returns)
+/// and a ~100 ms round trip to a busy top, 2000 minions returning 10 jobs
+/// a second were right at the cap, and a hiccup left a backlog (10 s of
+/// returns) that never drained. 16 x 500 returns is ~8 MB held at most.
+const MAX_IN_FLIGHT: usize = 16;
 
 /// How long the master above has to answer a batch before it is sent
 /// again (the link also resends it after a new sign-in).
