@@ -320,7 +320,7 @@ impl Topology {
     pub fn spawn_master(&mut self, id: &str, bin: &str) -> Result<()> {
         let node = self.node(id).context("no such master")?.clone();
         let log = self.log_file(id)?;
-        let child = Command::new(self.bin.join(bin))
+        let child = brine_common::cli::daemon_env(&mut Command::new(self.bin.join(bin)))
             .arg("-c")
             .arg(&node.config_dir)
             .stdin(Stdio::null())

@@ -288,7 +288,8 @@ impl Report {
                     v.len()
                 );
             }
-            if let Some(w) = m.measured_secs.and_then(|t| RssWindow::of(v, t)) {
+            let window = m.measured_secs.and_then(|t| RssWindow::of(v, t));
+            if let Some(w) = window.filter(|w| w.samples >= 3) {
                 let _ = writeln!(
                     s,
                     "rss {who:<14} measured jobs: first {} KiB  min {}  max {}  last {} KiB  \

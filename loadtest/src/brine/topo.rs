@@ -218,7 +218,7 @@ impl Topo {
             let log = root.path().join(format!("{id}.log"));
             let f = std::fs::File::create(&log).map_err(io("log file"))?;
             let f2 = f.try_clone().map_err(io("log file"))?;
-            let child = Command::new(o.bin_dir.join(bin))
+            let child = brine_common::cli::daemon_env(&mut Command::new(o.bin_dir.join(bin)))
                 .arg("-c")
                 .arg(dir)
                 .stdin(Stdio::null())
