@@ -29,6 +29,9 @@ struct Entry {
     via: Vec<String>,
     /// Version at which this entry last changed (for deltas).
     version: u64,
+    /// Version at which this id entered the roster: a report upward that
+    /// covers this version has named it.
+    added: u64,
     /// Presence as of the last sweep (to detect transitions).
     was_connected: bool,
 }
@@ -135,6 +138,7 @@ impl Roster {
             reported_connected: false,
             via: vec![],
             version: v,
+            added: v,
             was_connected: false,
         });
         e.grains = grains;
@@ -208,6 +212,7 @@ impl Roster {
             let mut via = vec![syndic.to_string()];
             via.extend(u.via.iter().cloned());
             g.tombstones.retain(|(t, _)| t != &u.id);
+            let added = g.minions.get(&u.id).map_or(v, |e| e.added);
             g.minions.insert(
                 u.id.clone(),
                 Entry {
@@ -216,6 +221,7 @@ impl Roster {
                     reported_connected: u.connected,
                     via,
                     version: v,
+                    added,
                     was_connected: u.connected,
                 },
             );
@@ -420,10 +426,21 @@ impl Roster {
                     reported_connected: false,
                     via,
                     version: v,
+                    added: v,
                     was_connected: false,
                 },
             );
         }
+    }
+
+    /// Has a roster report covering `version` named `id`? True for an id
+    /// not in the roster at all (no report will name it; waiting for one
+    /// would not help).
+    pub fn reported_by(&self, id: &str, version: u64) -> bool {
+        self.lock()
+            .minions
+            .get(id)
+            .is_none_or(|e| e.added <= version)
     }
 }
 
@@ -474,6 +491,43 @@ mod tests {
             ]),
         );
         r
+    }
+
+    #[test]
+    fn reported_by_tells_which_minions_a_report_has_named() {
+        let r = Roster::new(Duration::from_secs(5));
+        r.upsert_direct("old", json!({}));
+        let (_, v1) = r.delta_since(0);
+        r.upsert_direct("new", json!({}));
+        assert!(r.reported_by("old", v1));
+        assert!(!r.reported_by("new", v1), "joined after the report");
+        // Grains or presence changes later do not make it new again.
+        r.upsert_direct("old", json!({"role": "web"}));
+        assert!(r.reported_by("old", v1));
+        let (_, v2) = r.delta_since(v1);
+        assert!(r.reported_by("new", v2));
+        // Same for minions reported by a syndic below.
+        r.apply_syndic_delta(
+            "s1",
+            &RosterDelta {
+                full: false,
+                upsert: vec![entry("deep", json!({}), true, &[])],
+                remove: vec![],
+            },
+        );
+        let v3 = r.version();
+        r.apply_syndic_delta(
+            "s1",
+            &RosterDelta {
+                full: false,
+                upsert: vec![entry("deep", json!({"x": 1}), true, &[])],
+                remove: vec![],
+            },
+        );
+        assert!(r.reported_by("deep", v3));
+        assert!(!r.reported_by("deep", v2));
+        // An id nobody reported: waiting would not help.
+        assert!(r.reported_by("stranger", 0));
     }
 
     #[test]

@@ -14,7 +14,6 @@ use brine_common::proto::{RequestBody, ReturnLoad};
 use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -127,21 +126,58 @@ pub async fn spool_returns(
 /// Which upstream session has an acknowledged full roster report. Returns
 /// are forwarded only within that session: a master that does not know a
 /// syndic's subtree yet refuses its returns, and a refused return is gone.
+///
+/// It also knows which roster version the master above has acknowledged
+/// in that session, and wakes the reporter when a return waits for a
+/// minion that joined after the last report.
 #[derive(Default)]
 pub struct RosterGate {
-    /// Session id (see [`Upstream::session`]); 0 = none yet.
-    session: AtomicU64,
+    /// Session id (see [`Upstream::session`]; 0 = none yet) and the roster
+    /// version acknowledged in it.
+    reported: Mutex<(u64, u64)>,
+    /// Ask for a report now instead of at the next tick.
+    report_now: tokio::sync::Notify,
 }
 
 impl RosterGate {
-    fn open(&self, session: u64) {
-        self.session.store(session, Ordering::Relaxed);
+    fn open(&self, session: u64, version: u64) {
+        *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = (session, version);
     }
 
     /// May returns go up in this session?
     pub fn is_open(&self, session: u64) -> bool {
-        session != 0 && self.session.load(Ordering::Relaxed) == session
+        session != 0 && self.reported(session).is_some()
     }
+
+    /// The roster version acknowledged above in `session`.
+    fn reported(&self, session: u64) -> Option<u64> {
+        let (s, v) = *self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        (s == session).then_some(v)
+    }
+}
+
+/// When batches of returns go up: `syndic_forward_interval_ms` and
+/// `syndic_forward_batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub interval: Duration,
+    pub batch: usize,
+}
+
+/// How long a batch waits for a roster report naming a minion that joined
+/// after the last one. Reports go every second at most and are asked for
+/// at once, so this is only reached when reporting is failing; the batch
+/// then goes anyway (the master above may refuse those returns).
+const ROSTER_WAIT: Duration = Duration::from_secs(5);
+
+/// Returns in `items` whose minion no acknowledged roster report has named
+/// yet: the master above would refuse them (not in the syndic's subtree),
+/// and a refused return is gone.
+fn unreported(state: &MasterState, version: u64, items: &[(i64, ReturnLoad)]) -> usize {
+    items
+        .iter()
+        .filter(|(_, r)| !state.roster.reported_by(&r.id, version))
+        .count()
 }
 
 /// Batches sent upward and not yet answered, at most. Each waits for the
@@ -167,28 +203,31 @@ struct InFlight {
 /// Send spooled returns upward in batches; delete each batch from the
 /// spool once the master above acknowledged it.
 ///
-/// A batch leaves as soon as `batch` returns are waiting, or `interval`
-/// after the previous one left, whichever comes first. Up to
-/// [`MAX_IN_FLIGHT`] batches are on their way at once; a batch that is not
-/// answered in time, or a new upstream session, sends everything still in
-/// the spool again (the master above keeps the first copy of a return).
+/// A batch leaves as soon as `pace.batch` returns are waiting, or
+/// `pace.interval` after the previous one left, whichever comes first. Up
+/// to [`MAX_IN_FLIGHT`] batches are on their way at once; a batch that is
+/// not answered in time, or a new upstream session, sends everything still
+/// in the spool again (the master above keeps the first copy of a return).
 pub async fn forward_returns(
+    state: Arc<MasterState>,
     up: Upstream,
     gate: Arc<RosterGate>,
     spool: Arc<Spool>,
-    interval: Duration,
-    batch: usize,
+    pace: Pace,
     wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
-    let batch = batch.max(1);
+    let (interval, batch) = (pace.interval, pace.batch.max(1));
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // Highest spool sequence number handed to the current session.
     let mut sent_upto = i64::MIN;
     let mut session = 0u64;
     let mut last_sent = tokio::time::Instant::now();
+    // Since when the next batch waits for a roster report.
+    let mut held_since: Option<tokio::time::Instant> = None;
     loop {
         let link = up.session().filter(|(s, _)| gate.is_open(*s));
+        let mut holding = false;
         if let Some((sess, _)) = &link {
             if *sess != session {
                 // New session above: whatever was on its way may be lost.
@@ -218,7 +257,29 @@ pub async fn forward_returns(
                 }
                 Err(_) => vec![],
             };
-            if let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) {
+            let waiting_for = gate
+                .reported(session)
+                .map_or(0, |v| unreported(&state, v, &items));
+            if waiting_for > 0 {
+                let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() < ROSTER_WAIT {
+                    holding = true;
+                    gate.report_now.notify_one();
+                } else {
+                    warn!(
+                        returns = waiting_for,
+                        "minions not yet in a roster report above after {} s; sending their returns anyway",
+                        ROSTER_WAIT.as_secs()
+                    );
+                }
+            }
+            if holding {
+                debug!(
+                    returns = waiting_for,
+                    "batch waits for a roster report naming its minions"
+                );
+            } else if let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) {
+                held_since = None;
                 let (first, last) = (*first, *last);
                 let rets: Vec<ReturnLoad> = items.into_iter().map(|(_, r)| r).collect();
                 let n = rets.len();
@@ -234,12 +295,15 @@ pub async fn forward_returns(
                 // Fill the pipeline before waiting.
                 continue;
             }
-            // Counted but not readable (an undecodable entry was just
-            // removed): wait an interval rather than spin.
-            last_sent = tokio::time::Instant::now();
+            if !holding {
+                // Counted but not readable (an undecodable entry was just
+                // removed): wait an interval rather than spin.
+                last_sent = tokio::time::Instant::now();
+            }
         }
         // Wait for an answer, new returns, the interval or the link.
         let pause = match (&link, waiting) {
+            _ if holding => Duration::from_millis(20),
             (None, _) => Duration::from_millis(200),
             (Some(_), 0) => Duration::from_secs(1),
             (Some(_), _) if in_flight.len() >= MAX_IN_FLIGHT => Duration::from_secs(1),
@@ -299,6 +363,7 @@ pub async fn report_roster(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = gate.report_now.notified() => {}
         }
         let Some((sess, link)) = up.session() else {
             continue;
@@ -313,6 +378,7 @@ pub async fn report_roster(
         let (delta, v) = state.roster.delta_since(sent_version);
         if sent_version != 0 && delta.upsert.is_empty() && delta.remove.is_empty() {
             sent_version = v;
+            gate.open(sess, v);
             continue;
         }
         let n = delta.upsert.len();
@@ -324,7 +390,7 @@ pub async fn report_roster(
         if let Ok(Ok(true)) = acked {
             debug!(entries = n, version = v, "roster reported upward");
             sent_version = v;
-            gate.open(sess);
+            gate.open(sess, v);
         }
     }
 }

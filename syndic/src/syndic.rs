@@ -63,11 +63,14 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
             shutdown.clone(),
         )),
         tokio::spawn(forward::forward_returns(
+            state.clone(),
             up.clone(),
             gate.clone(),
             spool.clone(),
-            interval,
-            cfg.syndic_forward_batch,
+            forward::Pace {
+                interval,
+                batch: cfg.syndic_forward_batch,
+            },
             wake,
             shutdown.clone(),
         )),
