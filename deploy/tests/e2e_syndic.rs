@@ -4,8 +4,7 @@
 //! and "did not return" naming the syndic, targeted fan-out (a job never
 //! reaches a syndic whose subtree cannot match), speed, a refused fake
 //! syndic, a syndic killed mid-job, the master above down (spool), failover
-//! over a `syndic_master` list, a 3-tier chain, and the return of a
-//! minion that joined just before a job.
+//! over a `syndic_master` list, and a 3-tier chain.
 
 use brine_common::proto::*;
 use brine_deploy::peer::HandPeer;
@@ -573,6 +572,20 @@ fn three_tier_chain() {
     .expect("leaf link");
     topo.wait_up(&leaf, WAIT)
         .expect("leaf minions up at the top");
+    // Signed in again is not subscribed again: a minion's SUB socket
+    // reconnects to the restarted leaf on its own back-off and misses
+    // publishes until then. Wait until both answer a job of the leaf's own
+    // (its returns are not spooled upward, so no half batch is left).
+    let t = &topo;
+    t.eventually(WAIT, "both leaf minions get jobs again", || {
+        t.cli(
+            "syndic1-t2",
+            "salt",
+            &["-L", "s1m1,s1m2", "test.ping", "-t", "5"],
+        )
+        .is_ok_and(|o| code(&o) == 0)
+    })
+    .expect("leaf minions subscribed again");
     let t0 = Instant::now();
     let out = topo
         .salt(&[
@@ -587,67 +600,20 @@ fn three_tier_chain() {
         ])
         .expect("salt");
     let took = t0.elapsed();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n--- top\n{}\n--- mid\n{}\n--- leaf\n{}\n--- s1m1\n{}",
+        text(&out),
+        topo.log("top"),
+        topo.log("syndic1-t1"),
+        topo.log("syndic1-t2"),
+        topo.log("s1m1")
+    );
     assert_eq!(keys_of(&json_of(&out)), set(&["s1m1", "s1m2"]));
     eprintln!("a full batch behind a 10-minute interval: {took:?}");
     assert!(
         took < Duration::from_secs(10),
         "a full batch waited: {took:?}"
-    );
-}
-
-/// A minion that signs in to a syndic just before a job from above: its
-/// return must reach the top, although the top had not heard of it when
-/// the return was forwarded (the syndic holds the batch until a roster
-/// report naming the minion is acknowledged; the top would refuse it).
-#[test]
-fn a_minion_that_just_joined_has_its_return_kept_above() {
-    let mut topo = Topology::builder()
-        .syndics(1)
-        .minions_per_syndic(2)
-        .start(WAIT)
-        .expect("topology");
-    // Batches of one leave at once; roster reports go once a second, so a
-    // return can easily overtake the report that names its minion.
-    override_master(
-        &topo,
-        "syndic1",
-        "syndic_forward_interval_ms: 1000\nsyndic_forward_batch: 1\n",
-    );
-    topo.stop("syndic1", false).expect("stop syndic1");
-    topo.start_syndic("syndic1").expect("restart syndic1");
-    topo.wait_up(&strings(&["s1m1", "s1m2"]), WAIT)
-        .expect("up again");
-
-    // s1m2 leaves and is forgotten at every tier.
-    topo.stop("s1m2", true).expect("kill s1m2");
-    let out = topo
-        .cli("syndic1", "salt-key", &["-d", "s1m2", "-y"])
-        .expect("salt-key -d");
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let t = &topo;
-    t.eventually(WAIT, "s1m2 forgotten at the top", || {
-        run(t, "top", &["manage.list_syndics"])["syndic1"]["minions"] == 1
-    })
-    .expect("roster without s1m2");
-
-    // It comes back (auto-accepted below); the job from the top goes out
-    // the moment the syndic sees it, before its next roster report.
-    topo.spawn_minion("s1m2").expect("start s1m2");
-    topo.wait_up_on("syndic1", &strings(&["s1m2"]), WAIT)
-        .expect("s1m2 up at the syndic");
-    let out = topo
-        .salt(&["*", "test.echo", "fresh", "--async"])
-        .expect("salt");
-    let jid = async_jid(&out);
-    let t = &topo;
-    t.eventually(WAIT, "s1m2's return at the top", || {
-        lookup(t, "top", &jid)["s1m2"] == "fresh"
-    })
-    .expect("return of the new minion above");
-    assert!(
-        !topo.log("top").contains("outside its subtree refused"),
-        "{}",
-        topo.log("top")
     );
 }
