@@ -437,10 +437,16 @@ impl Roster {
     /// not in the roster at all (no report will name it; waiting for one
     /// would not help).
     pub fn reported_by(&self, id: &str, version: u64) -> bool {
-        self.lock()
-            .minions
-            .get(id)
-            .is_none_or(|e| e.added <= version)
+        self.unreported([id], version) == 0
+    }
+
+    /// How many of `ids` no roster report covering `version` has named
+    /// (see [`Roster::reported_by`]); one lock for the lot.
+    pub fn unreported<'a>(&self, ids: impl IntoIterator<Item = &'a str>, version: u64) -> usize {
+        let g = self.lock();
+        ids.into_iter()
+            .filter(|id| g.minions.get(*id).is_some_and(|e| e.added > version))
+            .count()
     }
 }
 
@@ -528,6 +534,7 @@ mod tests {
         assert!(!r.reported_by("deep", v2));
         // An id nobody reported: waiting would not help.
         assert!(r.reported_by("stranger", 0));
+        assert_eq!(r.unreported(["old", "new", "deep", "stranger"], v2), 1);
     }
 
     #[test]

@@ -174,10 +174,9 @@ const ROSTER_WAIT: Duration = Duration::from_secs(5);
 /// yet: the master above would refuse them (not in the syndic's subtree),
 /// and a refused return is gone.
 fn unreported(state: &MasterState, version: u64, items: &[(i64, ReturnLoad)]) -> usize {
-    items
-        .iter()
-        .filter(|(_, r)| !state.roster.reported_by(&r.id, version))
-        .count()
+    state
+        .roster
+        .unreported(items.iter().map(|(_, r)| r.id.as_str()), version)
 }
 
 /// Batches sent upward and not yet answered, at most. Each waits for the
