@@ -83,13 +83,8 @@ pub struct RunMeta {
     pub signature_shared: u64,
 }
 
-/// Start, maximum and end of a series of memory samples.
-pub fn start_max_end(v: &[u64]) -> Option<(u64, u64, u64)> {
-    Some((*v.first()?, *v.iter().max()?, *v.last()?))
-}
-
-/// Memory under the measured load: the once-a-second samples taken
-/// between `secs.0` and `secs.1` (seconds after sampling began).
+/// A stretch of once-a-second memory samples: all of them
+/// ([`RssWindow::all`]) or those of the measured load ([`RssWindow::of`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RssWindow {
     pub first: u64,
@@ -100,10 +95,16 @@ pub struct RssWindow {
 }
 
 impl RssWindow {
+    /// The samples taken between `secs.0` and `secs.1` (seconds after
+    /// sampling began).
     pub fn of(v: &[u64], secs: (f64, f64)) -> Option<Self> {
         let from = secs.0.max(0.0).ceil() as usize;
         let to = (secs.1.max(0.0).floor() as usize).min(v.len().checked_sub(1)?);
-        let w = v.get(from..=to)?;
+        Self::all(v.get(from..=to)?)
+    }
+
+    /// Every sample of `w`.
+    pub fn all(w: &[u64]) -> Option<Self> {
         Some(Self {
             first: *w.first()?,
             min: *w.iter().min()?,
@@ -281,11 +282,11 @@ impl Report {
         let rss_rows = std::iter::once(("top", &m.top_rss_kib))
             .chain(m.syndic_rss_kib.iter().map(|(k, v)| (k.as_str(), v)));
         for (who, v) in rss_rows {
-            if let Some((a, b, c)) = start_max_end(v) {
+            if let Some(w) = RssWindow::all(v) {
                 let _ = writeln!(
                     s,
-                    "rss {who:<14} start {a} KiB  max {b} KiB  end {c} KiB  ({} samples)",
-                    v.len()
+                    "rss {who:<14} start {} KiB  max {} KiB  end {} KiB  ({} samples)",
+                    w.first, w.max, w.last, w.samples
                 );
             }
             let window = m.measured_secs.and_then(|t| RssWindow::of(v, t));

@@ -433,15 +433,9 @@ impl Roster {
         }
     }
 
-    /// Has a roster report covering `version` named `id`? True for an id
-    /// not in the roster at all (no report will name it; waiting for one
-    /// would not help).
-    pub fn reported_by(&self, id: &str, version: u64) -> bool {
-        self.unreported([id], version) == 0
-    }
-
     /// How many of `ids` no roster report covering `version` has named
-    /// (see [`Roster::reported_by`]); one lock for the lot.
+    /// (they entered the roster after it). An id not in the roster at all
+    /// counts as named: no report will name it, so waiting would not help.
     pub fn unreported<'a>(&self, ids: impl IntoIterator<Item = &'a str>, version: u64) -> usize {
         let g = self.lock();
         ids.into_iter()
@@ -500,18 +494,18 @@ mod tests {
     }
 
     #[test]
-    fn reported_by_tells_which_minions_a_report_has_named() {
+    fn unreported_tells_which_minions_no_report_has_named() {
         let r = Roster::new(Duration::from_secs(5));
         r.upsert_direct("old", json!({}));
         let (_, v1) = r.delta_since(0);
         r.upsert_direct("new", json!({}));
-        assert!(r.reported_by("old", v1));
-        assert!(!r.reported_by("new", v1), "joined after the report");
+        assert_eq!(r.unreported(["old"], v1), 0);
+        assert_eq!(r.unreported(["new"], v1), 1, "joined after the report");
         // Grains or presence changes later do not make it new again.
         r.upsert_direct("old", json!({"role": "web"}));
-        assert!(r.reported_by("old", v1));
+        assert_eq!(r.unreported(["old"], v1), 0);
         let (_, v2) = r.delta_since(v1);
-        assert!(r.reported_by("new", v2));
+        assert_eq!(r.unreported(["new"], v2), 0);
         // Same for minions reported by a syndic below.
         r.apply_syndic_delta(
             "s1",
@@ -530,10 +524,10 @@ mod tests {
                 remove: vec![],
             },
         );
-        assert!(r.reported_by("deep", v3));
-        assert!(!r.reported_by("deep", v2));
+        assert_eq!(r.unreported(["deep"], v3), 0);
+        assert_eq!(r.unreported(["deep"], v2), 1);
         // An id nobody reported: waiting would not help.
-        assert!(r.reported_by("stranger", 0));
+        assert_eq!(r.unreported(["stranger"], 0), 0);
         assert_eq!(r.unreported(["old", "new", "deep", "stranger"], v2), 1);
     }
 

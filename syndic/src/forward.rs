@@ -137,11 +137,14 @@ pub struct RosterGate {
     reported: Mutex<(u64, u64)>,
     /// Ask for a report now instead of at the next tick.
     report_now: tokio::sync::Notify,
+    /// A report was acknowledged (a held batch looks again).
+    opened: tokio::sync::Notify,
 }
 
 impl RosterGate {
     fn open(&self, session: u64, version: u64) {
         *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = (session, version);
+        self.opened.notify_one();
     }
 
     /// May returns go up in this session?
@@ -169,15 +172,6 @@ pub struct Pace {
 /// at once, so this is only reached when reporting is failing; the batch
 /// then goes anyway (the master above may refuse those returns).
 const ROSTER_WAIT: Duration = Duration::from_secs(5);
-
-/// Returns in `items` whose minion no acknowledged roster report has named
-/// yet: the master above would refuse them (not in the syndic's subtree),
-/// and a refused return is gone.
-fn unreported(state: &MasterState, version: u64, items: &[(i64, ReturnLoad)]) -> usize {
-    state
-        .roster
-        .unreported(items.iter().map(|(_, r)| r.id.as_str()), version)
-}
 
 /// Batches sent upward and not yet answered, at most. Each waits for the
 /// master above to commit it to its job cache, so this caps a syndic at
@@ -256,9 +250,14 @@ pub async fn forward_returns(
                 }
                 Err(_) => vec![],
             };
-            let waiting_for = gate
-                .reported(session)
-                .map_or(0, |v| unreported(&state, v, &items));
+            // Returns of minions no acknowledged roster report has named
+            // yet: the master above would refuse them (not in this
+            // syndic's subtree), and a refused return is gone.
+            let waiting_for = gate.reported(session).map_or(0, |v| {
+                state
+                    .roster
+                    .unreported(items.iter().map(|(_, r)| r.id.as_str()), v)
+            });
             if waiting_for > 0 {
                 let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() < ROSTER_WAIT {
@@ -302,7 +301,11 @@ pub async fn forward_returns(
         }
         // Wait for an answer, new returns, the interval or the link.
         let pause = match (&link, waiting) {
-            _ if holding => Duration::from_millis(20),
+            // Held: look again when a report is acknowledged, or give up
+            // waiting after ROSTER_WAIT.
+            _ if holding => {
+                held_since.map_or(Duration::ZERO, |t| ROSTER_WAIT.saturating_sub(t.elapsed()))
+            }
             (None, _) => Duration::from_millis(200),
             (Some(_), 0) => Duration::from_secs(1),
             (Some(_), _) if in_flight.len() >= MAX_IN_FLIGHT => Duration::from_secs(1),
@@ -340,6 +343,7 @@ pub async fn forward_returns(
                 }
             }
             _ = wake.notified() => {}
+            _ = gate.opened.notified(), if holding => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }
