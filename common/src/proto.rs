@@ -146,6 +146,14 @@ pub enum Role {
 }
 
 /// Clear-text sign-in request (Salt's `_auth`).
+///
+/// A sign-in takes two rounds. The first carries no `challenge`: the
+/// master answers [`Wire::AuthChallenge`] without any RSA work. The second
+/// repeats the request with that challenge and `sig`, the peer's signature
+/// over [`AuthRequest::proof_bytes`]: it proves the peer holds the private
+/// key of `pub_pem` (which travels in clear, so knowing it gives nothing),
+/// and since the master takes each challenge once, a captured sign-in
+/// cannot be replayed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct AuthRequest {
     pub id: String,
@@ -156,6 +164,42 @@ pub struct AuthRequest {
     #[serde(with = "serde_bytes")]
     pub nonce: Vec<u8>,
     pub role: Role,
+    /// The master's challenge, echoed (empty in the first round).
+    #[serde(with = "serde_bytes", default)]
+    pub challenge: Vec<u8>,
+    /// RSA-PSS-SHA256 by the peer's key over [`AuthRequest::proof_bytes`]
+    /// (empty in the first round).
+    #[serde(with = "serde_bytes", default)]
+    pub sig: Vec<u8>,
+}
+
+/// What a sign-in signature covers: every field the master acts on.
+#[derive(Serialize)]
+struct AuthProof<'a> {
+    domain: &'static str,
+    id: &'a str,
+    pub_pem: &'a str,
+    #[serde(with = "serde_bytes")]
+    nonce: &'a [u8],
+    role: Role,
+    #[serde(with = "serde_bytes")]
+    challenge: &'a [u8],
+}
+
+impl AuthRequest {
+    /// The bytes the peer signs and the master verifies (msgpack of the
+    /// request without its signature, under a domain tag so the signature
+    /// means nothing in any other context).
+    pub fn proof_bytes(&self) -> Result<Vec<u8>, crate::codec::ProtoError> {
+        crate::codec::encode(&AuthProof {
+            domain: "brine-auth-v1",
+            id: &self.id,
+            pub_pem: &self.pub_pem,
+            nonce: &self.nonce,
+            role: self.role,
+            challenge: &self.challenge,
+        })
+    }
 }
 
 /// Outcome of a sign-in.
@@ -189,6 +233,11 @@ pub struct AuthAccept {
     pub nonce: Vec<u8>,
     /// Heartbeat interval the master wants, seconds.
     pub heartbeat_interval: u64,
+    /// Sequence number of the master's newest publish at sign-in: the peer
+    /// refuses any publish not newer (a publish captured before a minion
+    /// restarted cannot be replayed to it).
+    #[serde(default)]
+    pub pub_seq: u64,
 }
 
 /// Answer to an [`AuthRequest`].
@@ -286,6 +335,15 @@ pub enum Wire {
     ReAuth,
     /// A clear-text refusal of a frame that could not be handled.
     Error(String),
+    /// The master's answer to the first round of a sign-in: sign this
+    /// challenge (see [`AuthRequest`]). It echoes the request's nonce so a
+    /// peer answers only the challenge of its current attempt.
+    AuthChallenge {
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+    },
 }
 
 /// The outer frame of the request channel.

@@ -7,6 +7,11 @@
 //! - the master's key is pinned: the first accepted answer pins it (unless
 //!   `master_finger` fixed it in advance) and a different key later is
 //!   refused;
+//! - a sign-in proves possession of the peer's key: it signs the master's
+//!   one-time challenge ([`ClientSession::answer_challenge`]);
+//! - clear-text answers nobody signed (`ReAuth`, refusals) cost at most a
+//!   bounded retry: a `ReAuth` is acted on at most once per
+//!   [`REAUTH_HINT_GAP`] ([`ClientSession::reauth_hint`]);
 //! - requests carry a strictly increasing `seq` (the master refuses replays);
 //! - publishes must be signed by the pinned key, newer than every publish
 //!   seen before (replays and stale publishes are refused) and sealed under
@@ -197,7 +202,17 @@ pub enum SessionError {
     UnknownPublishKey { got: u32, want: u32 },
     #[error("unexpected message: {0}")]
     Unexpected(&'static str),
+    #[error("sign-in challenge for an earlier attempt (stale)")]
+    StaleChallenge,
 }
+
+/// A clear-text `ReAuth` is not authenticated (the master has no session
+/// to seal it with), so anyone on the path could send one. A peer acts on
+/// one at most this often, counting from its last sign-in: a forged one
+/// costs one extra sign-in, a flood of them no more. A real master restart
+/// is also announced by a signed publish, and a silent master is noticed
+/// by the heartbeat.
+pub const REAUTH_HINT_GAP: Duration = Duration::from_secs(10);
 
 /// What an accepted sign-in established.
 #[derive(Debug, Clone)]
@@ -228,6 +243,12 @@ pub enum SignInOutcome {
 pub enum ServerMsg {
     Reply(Reply),
     AuthReply(AuthReply),
+    /// First-round answer of a sign-in: answer it with
+    /// [`ClientSession::answer_challenge`].
+    Challenge {
+        nonce: Vec<u8>,
+        challenge: Vec<u8>,
+    },
     ReAuth,
     Error(String),
 }
@@ -256,6 +277,8 @@ pub struct ClientSession {
     req_id: u64,
     last_pub_seq: u64,
     max_frame: usize,
+    /// When a sign-in was last accepted or a `ReAuth` last acted on.
+    last_reauth: Option<Instant>,
 }
 
 impl ClientSession {
@@ -281,6 +304,7 @@ impl ClientSession {
             req_id: 0,
             last_pub_seq: 0,
             max_frame,
+            last_reauth: None,
         }
     }
 
@@ -301,17 +325,60 @@ impl ClientSession {
         self.master_pub.as_ref()
     }
 
-    /// A fresh sign-in frame (new nonce each time).
+    /// A fresh sign-in (first round, new nonce each time): the master
+    /// answers with a challenge ([`ServerMsg::Challenge`]).
     pub fn auth_frame(&mut self) -> Result<Vec<u8>, SessionError> {
         let mut nonce = vec![0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        self.nonce = nonce.clone();
-        Ok(codec::encode_wire(Wire::Auth(AuthRequest {
+        self.nonce = nonce;
+        Ok(codec::encode_wire(Wire::Auth(
+            self.auth_request(Vec::new()),
+        ))?)
+    }
+
+    fn auth_request(&self, challenge: Vec<u8>) -> AuthRequest {
+        AuthRequest {
             id: self.id.clone(),
             pub_pem: self.keys.public().pem().to_string(),
-            nonce,
+            nonce: self.nonce.clone(),
             role: self.role,
-        }))?)
+            challenge,
+            sig: Vec::new(),
+        }
+    }
+
+    /// The second round of a sign-in: the request again, with the master's
+    /// challenge signed by our key (one RSA signature per sign-in). A
+    /// challenge that does not echo the current attempt's nonce is refused
+    /// ([`SessionError::StaleChallenge`]).
+    pub fn answer_challenge(
+        &self,
+        nonce: &[u8],
+        challenge: Vec<u8>,
+    ) -> Result<Vec<u8>, SessionError> {
+        if self.nonce.is_empty() || nonce != self.nonce.as_slice() {
+            return Err(SessionError::StaleChallenge);
+        }
+        let mut req = self.auth_request(challenge);
+        req.sig = self.keys.sign(&req.proof_bytes()?)?;
+        Ok(codec::encode_wire(Wire::Auth(req))?)
+    }
+
+    /// A clear-text `ReAuth` arrived: whether to act on it now (see
+    /// [`REAUTH_HINT_GAP`]). Acting on it counts as a sign-in attempt.
+    pub fn reauth_hint(&mut self) -> bool {
+        self.reauth_hint_at(Instant::now())
+    }
+
+    fn reauth_hint_at(&mut self, now: Instant) -> bool {
+        let recent = self
+            .last_reauth
+            .is_some_and(|t| now.saturating_duration_since(t) < REAUTH_HINT_GAP);
+        if recent {
+            return false;
+        }
+        self.last_reauth = Some(now);
+        true
     }
 
     /// Check and apply the master's answer to our sign-in.
@@ -356,6 +423,11 @@ impl ClientSession {
             // window starts again with it.
             self.last_pub_seq = 0;
         }
+        // Nothing published before this sign-in is ours to run: a publish
+        // captured earlier (before this process restarted, say) and sent
+        // again is refused.
+        self.last_pub_seq = self.last_pub_seq.max(accept.pub_seq);
+        self.last_reauth = Some(Instant::now());
         self.est = Some(Established {
             master_id: accept.master_id,
             publish_port: accept.publish_port,
@@ -399,6 +471,9 @@ impl ClientSession {
             Wire::AuthReply(r) => Ok(ServerMsg::AuthReply(r)),
             Wire::ReAuth => Ok(ServerMsg::ReAuth),
             Wire::Error(e) => Ok(ServerMsg::Error(e)),
+            Wire::AuthChallenge { nonce, challenge } => {
+                Ok(ServerMsg::Challenge { nonce, challenge })
+            }
             Wire::Auth(_) | Wire::Sealed { .. } => {
                 Err(SessionError::Unexpected("request from master"))
             }
@@ -557,6 +632,56 @@ mod tests {
         let quiet = late + Duration::from_secs(6 + 10);
         assert!(u.due(quiet - Duration::from_secs(1), 10).is_empty());
         assert_eq!(u.due(quiet, 10), vec![("d", 1)]);
+    }
+
+    #[test]
+    fn a_challenge_answer_proves_the_key_and_echoes_the_attempt() {
+        let keys = Arc::new(KeyPair::generate().expect("key"));
+        let mut s = ClientSession::new("m1", Role::Minion, keys.clone(), None, None, 1 << 20);
+        let first = s.auth_frame().expect("frame");
+        let Wire::Auth(req) = codec::decode_wire(&first, 1 << 20).expect("decode") else {
+            panic!("not an auth frame")
+        };
+        assert!(req.challenge.is_empty() && req.sig.is_empty());
+        assert!(matches!(
+            s.answer_challenge(&[7u8; 32], b"c".to_vec()),
+            Err(SessionError::StaleChallenge)
+        ));
+        let second = s
+            .answer_challenge(&req.nonce, b"challenge".to_vec())
+            .expect("answer");
+        let Wire::Auth(signed) = codec::decode_wire(&second, 1 << 20).expect("decode") else {
+            panic!("not an auth frame")
+        };
+        assert_eq!(signed.challenge, b"challenge");
+        let proof = signed.proof_bytes().expect("proof");
+        keys.public()
+            .verify(&proof, &signed.sig)
+            .expect("signature verifies");
+        // The signature covers every field the master acts on.
+        let mut other = signed.clone();
+        other.role = Role::Syndic;
+        assert!(keys
+            .public()
+            .verify(&other.proof_bytes().expect("proof"), &signed.sig)
+            .is_err());
+        other = signed.clone();
+        other.id = "m2".into();
+        assert!(keys
+            .public()
+            .verify(&other.proof_bytes().expect("proof"), &signed.sig)
+            .is_err());
+    }
+
+    #[test]
+    fn reauth_hints_are_acted_on_at_most_once_per_gap() {
+        let keys = Arc::new(KeyPair::generate().expect("key"));
+        let mut s = ClientSession::new("m1", Role::Minion, keys, None, None, 1 << 20);
+        let t0 = Instant::now();
+        assert!(s.reauth_hint_at(t0), "the first one is acted on");
+        assert!(!s.reauth_hint_at(t0 + Duration::from_secs(1)));
+        assert!(!s.reauth_hint_at(t0 + REAUTH_HINT_GAP - Duration::from_millis(1)));
+        assert!(s.reauth_hint_at(t0 + REAUTH_HINT_GAP));
     }
 
     #[test]

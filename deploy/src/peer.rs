@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct HandPeer {
     pub sock: zmq::Socket,
     pub session: ClientSession,
+    /// The signed frame of the last sign-in's second round.
+    pub last_auth: Vec<u8>,
 }
 
 impl HandPeer {
@@ -24,7 +26,11 @@ impl HandPeer {
         sock.connect(&format!("tcp://{addr}:4506"))?;
         let keys = Arc::new(KeyPair::generate()?);
         let session = ClientSession::new(id, role, keys, None, None, codec::DEFAULT_MAX_FRAME);
-        Ok(HandPeer { sock, session })
+        Ok(HandPeer {
+            sock,
+            session,
+            last_auth: Vec::new(),
+        })
     }
 
     /// The next message from the master (10 s at most).
@@ -33,9 +39,16 @@ impl HandPeer {
         Ok(self.session.open_reply(&frame)?)
     }
 
-    /// Sign in; fails unless the master accepts.
+    /// Sign in (both rounds); fails unless the master accepts. The signed
+    /// second-round frame is kept in `last_auth` (to replay it in tests).
     pub fn sign_in(&mut self) -> Result<()> {
         let f = self.session.auth_frame()?;
+        self.sock.send(f, 0)?;
+        let ServerMsg::Challenge { nonce, challenge } = self.recv()? else {
+            bail!("no sign-in challenge")
+        };
+        let f = self.session.answer_challenge(&nonce, challenge)?;
+        self.last_auth = f.clone();
         self.sock.send(f, 0)?;
         let ServerMsg::AuthReply(r) = self.recv()? else {
             bail!("no sign-in answer")

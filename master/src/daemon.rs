@@ -6,13 +6,14 @@
 //! embeds a master this way, tests start one on `127.0.0.1:0`. One
 //! cancellation token stops it all.
 
+use crate::challenge::{Challenges, Check};
 use crate::job_cache::JobCache;
 use crate::keys::{KeyStore, SignIn};
 use crate::publisher::{PublishError, Publisher};
 use crate::roster::{Expected, Roster};
 use brine_common::codec;
 use brine_common::config::MasterConfig;
-use brine_common::crypto::{self, AesKey, KeyPair};
+use brine_common::crypto::{self, AesKey, KeyPair, PublicKey};
 use brine_common::jid::JidGen;
 use brine_common::proto::*;
 use brine_common::target::{self, TargetType};
@@ -61,6 +62,13 @@ pub struct Counters {
     pub auth_requests: AtomicU64,
     pub auth_refused: AtomicU64,
     pub auth_dropped: AtomicU64,
+    /// First rounds of sign-ins answered with a challenge.
+    pub auth_challenges: AtomicU64,
+    /// Sign-ins whose signature does not verify against the key they
+    /// present (someone using another's public key).
+    pub auth_bad_proof: AtomicU64,
+    /// Sign-ins bringing back a challenge already used (replays).
+    pub auth_replayed: AtomicU64,
     pub unknown_session: AtomicU64,
     pub bad_seal: AtomicU64,
     pub replays: AtomicU64,
@@ -201,6 +209,7 @@ pub struct MasterState {
     /// Returns waiting for room in a full `watch_all` queue.
     overflow: Mutex<Vec<(mpsc::Sender<ReturnLoad>, ReturnLoad)>>,
     jidgen: JidGen,
+    challenges: Challenges,
 }
 
 /// A running master.
@@ -304,6 +313,7 @@ impl Master {
             seen: Mutex::new(Dedup::default()),
             overflow: Mutex::new(Vec::new()),
             jidgen: JidGen::new(),
+            challenges: Challenges::new(),
             cfg,
         });
         info!(
@@ -683,7 +693,62 @@ impl MasterState {
         }
     }
 
-    /// Sign-in (runs on a blocking thread: RSA costs ~2 ms).
+    /// First look at a sign-in, on the request loop (no RSA): the first
+    /// round gets a challenge; the second is queued for an RSA worker only
+    /// with a fresh, first-use challenge of ours. Returns the request to
+    /// queue, if any.
+    fn screen_auth(&self, routing: &[u8], req: AuthRequest) -> Option<AuthRequest> {
+        if !KeyStore::valid_id(&req.id) || req.nonce.len() != 32 {
+            bump(&self.counters.auth_refused);
+            warn!(id = %req.id.escape_debug(), "sign-in with an invalid id or nonce refused");
+            self.reply(
+                routing,
+                Wire::AuthReply(AuthReply {
+                    status: AuthStatus::Rejected,
+                    accept: vec![],
+                    sig: vec![],
+                }),
+            );
+            return None;
+        }
+        let check = if req.challenge.is_empty() {
+            Check::Invalid
+        } else {
+            self.challenges.check(&req.id, &req.nonce, &req.challenge)
+        };
+        match check {
+            Check::Fresh => return Some(req),
+            Check::Invalid => {
+                bump(&self.counters.auth_challenges);
+                let challenge = self.challenges.issue(&req.id, &req.nonce);
+                self.reply(
+                    routing,
+                    Wire::AuthChallenge {
+                        nonce: req.nonce,
+                        challenge,
+                    },
+                );
+            }
+            Check::Replayed => {
+                let n = bump(&self.counters.auth_replayed);
+                if n.is_power_of_two() {
+                    warn!(id = %req.id, count = n, "replayed sign-in refused (its challenge was used already)");
+                }
+                self.reply(routing, Wire::Error("replayed sign-in refused".into()));
+            }
+            Check::Busy => {
+                let n = bump(&self.counters.auth_dropped);
+                if n.is_power_of_two() {
+                    warn!(count = n, "sign-in dropped: too many sign-ins in the last minute to remember; the peer will sign in again");
+                }
+            }
+        }
+        None
+    }
+
+    /// Sign-in, second round (on a blocking thread: RSA). Nothing is
+    /// touched (sessions, roster, key store) before the peer has proven
+    /// that it holds the private key of the public key it presents.
     fn handle_auth(&self, routing: &[u8], req: AuthRequest) {
         bump(&self.counters.auth_requests);
         let refuse = |status: AuthStatus| AuthReply {
@@ -691,10 +756,23 @@ impl MasterState {
             accept: vec![],
             sig: vec![],
         };
-        if !KeyStore::valid_id(&req.id) || req.nonce.len() != 32 {
-            bump(&self.counters.auth_refused);
-            warn!(id = %req.id.escape_debug(), "sign-in with an invalid id or nonce refused");
-            return self.reply(routing, Wire::AuthReply(refuse(AuthStatus::Rejected)));
+        let proven = PublicKey::from_pem(&req.pub_pem)
+            .and_then(|k| {
+                let proof = req
+                    .proof_bytes()
+                    .map_err(|e| crypto::CryptoError::Rsa(e.to_string()))?;
+                k.verify(&proof, &req.sig)
+            })
+            .is_ok();
+        if !proven {
+            let n = bump(&self.counters.auth_bad_proof);
+            if n.is_power_of_two() {
+                warn!(id = %req.id, count = n, "sign-in refused: its signature does not verify against the key it presents (someone else's public key?)");
+            }
+            return self.reply(
+                routing,
+                Wire::Error("sign-in refused: the signature does not prove the key".into()),
+            );
         }
         if req.role == Role::Syndic && !self.cfg.order_masters {
             bump(&self.counters.auth_refused);
@@ -745,6 +823,7 @@ impl MasterState {
                 session_key: peer.encrypt(session.as_bytes())?,
                 nonce: req.nonce.clone(),
                 heartbeat_interval: self.cfg.heartbeat_interval,
+                pub_seq: self.publisher.last_seq(),
             };
             let accept =
                 codec::encode(&accept).map_err(|e| crypto::CryptoError::Rsa(e.to_string()))?;
@@ -966,6 +1045,9 @@ async fn request_loop(
         };
         match wire {
             Wire::Auth(req) => {
+                let Some(req) = state.screen_auth(routing, req) else {
+                    continue;
+                };
                 if auth.try_send((routing.clone(), req)).is_err() {
                     let n = bump(&state.counters.auth_dropped);
                     if n.is_power_of_two() {

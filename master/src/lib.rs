@@ -8,6 +8,8 @@
 //! - [`publisher`]: the PUB socket (4505): sealed, signed jobs; key updates.
 //! - [`roster`]: every reachable minion (direct or behind syndics), its
 //!   grains and presence; exact expected sets; deltas for syndics.
+//! - [`challenge`]: one-time sign-in challenges (a sign-in proves the
+//!   peer holds its key; a captured one cannot be replayed).
 //! - [`keys`]: minion key states on disk under `pki_dir` (accepted, pending,
 //!   rejected, denied) and Salt's sign-in decision.
 //! - [`job_cache`]: SQLite job cache with a batching writer thread.
@@ -17,6 +19,7 @@
 //! - [`cli`]: the `salt` and `salt-run` commands; [`key_cli`]: `salt-key`.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
+pub mod challenge;
 pub mod cli;
 pub mod client_api;
 pub mod daemon;

@@ -74,6 +74,11 @@ impl Publisher {
         })
     }
 
+    /// The sequence number of the newest publish (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
     fn next_seq(&self) -> u64 {
         let now = now_us();
         let prev = self.seq.fetch_max(now, Ordering::SeqCst);

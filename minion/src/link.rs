@@ -56,6 +56,8 @@ pub struct LinkStats {
     pub sign_ins: AtomicU64,
     pub refused: AtomicU64,
     pub resent: AtomicU64,
+    /// Clear-text sign-in requests not acted on (one came moments ago).
+    pub reauth_ignored: AtomicU64,
 }
 
 /// The other tasks' handle on the link.
@@ -290,6 +292,11 @@ impl Task {
                                 Err(SessionError::NonceMismatch) => debug!("answer to an earlier sign-in attempt skipped"),
                                 other => break Some(other),
                             },
+                            // First round answered: prove the key (once per attempt).
+                            Ok(ServerMsg::Challenge { nonce, challenge }) => match self.session.answer_challenge(&nonce, challenge) {
+                                Ok(f) => self.send_frame(f),
+                                Err(e) => debug!(error = %e, "challenge skipped"),
+                            },
                             Ok(ServerMsg::Error(e)) => { warn!(error = %e, "master refused the sign-in"); }
                             Ok(_) => {} // stale replies from an old session
                             Err(e) => debug!(error = %e, "unreadable frame while signing in"),
@@ -477,12 +484,20 @@ impl Task {
                                 let _ = ack.send(ok);
                             }
                         }
+                        // Clear text, so anyone could have sent it: acted
+                        // on at most once per REAUTH_HINT_GAP.
                         Ok(ServerMsg::ReAuth) => {
-                            info!("master asks for a new sign-in");
-                            return Next::SignIn;
+                            if self.session.reauth_hint() {
+                                info!("master asks for a new sign-in");
+                                return Next::SignIn;
+                            }
+                            let n = self.stats.reauth_ignored.fetch_add(1, Ordering::Relaxed) + 1;
+                            if n.is_power_of_two() {
+                                info!(count = n, "sign-in request ignored: signed in moments ago");
+                            }
                         }
                         Ok(ServerMsg::Error(e)) => warn!(error = %e, "master reported an error"),
-                        Ok(ServerMsg::AuthReply(_)) => {}
+                        Ok(ServerMsg::AuthReply(_)) | Ok(ServerMsg::Challenge { .. }) => {}
                         Err(e) => debug!(error = %e, "unreadable reply"),
                     }
                 }

@@ -95,6 +95,10 @@ pub struct SimResult {
     pub reauths: u64,
     pub reauth_replies: u64,
     pub reauth_publishes: u64,
+    /// `ReAuth` answers not acted on: the session was signed in moments
+    /// ago (requests under the replaced session still in flight).
+    #[serde(default)]
+    pub reauth_ignored: u64,
     pub unknown_key: u64,
     pub silent_master: u64,
     pub send_errors: u64,
@@ -530,10 +534,30 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                 }
                 s.pending.ack(r.req_id);
             }
+            Ok(ServerMsg::Challenge { nonce, challenge }) => {
+                if s.signing_in.is_none() {
+                    continue;
+                }
+                match s.session.answer_challenge(&nonce, challenge) {
+                    Ok(f) => {
+                        send(s, i, f, w);
+                    }
+                    // For an earlier attempt: wait for the latest one's.
+                    Err(SessionError::StaleChallenge) => {}
+                    Err(_) => {
+                        w.counts.recv_errors += 1;
+                        retry_sign_in(i, Duration::from_secs(2), w);
+                    }
+                }
+            }
             Ok(ServerMsg::ReAuth) => {
-                w.counts.reauths += 1;
-                w.counts.reauth_replies += 1;
-                sign_in(s, i, w);
+                if s.session.reauth_hint() {
+                    w.counts.reauths += 1;
+                    w.counts.reauth_replies += 1;
+                    sign_in(s, i, w);
+                } else {
+                    w.counts.reauth_ignored += 1;
+                }
             }
             Ok(ServerMsg::Error(_)) | Err(_) => w.counts.recv_errors += 1,
         }
