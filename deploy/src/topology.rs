@@ -5,6 +5,11 @@
 //! Used by the end-to-end tests, the demo and the load test. Every process
 //! is started from the workspace's own binaries and stopped by PID when the
 //! [`Topology`] is dropped (SIGTERM, then SIGKILL after a grace period).
+//!
+//! Each syndic is made a trusted syndic of its parent before it starts, the
+//! way an operator would with `salt-key` ([`seed_syndic`]): its key pair is
+//! generated ahead, its public key pre-accepted on the parent, and the
+//! parent grants it the syndic role (`salt-key --grant-syndic`).
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -217,6 +222,14 @@ impl Builder {
                 let id = format!("s{}m{}", s + 1, i + 1);
                 topo.add_minion_config(&id, leaf)?;
             }
+        }
+        for s in topo.syndics.clone() {
+            let parent = s
+                .parent
+                .as_deref()
+                .and_then(|p| topo.node(p))
+                .context("parent node")?;
+            seed_syndic(&topo.bin, &s.id, &s.config_dir, &parent.config_dir)?;
         }
         topo.spawn_master("top", "salt-master")?;
         for s in topo.syndics.clone() {
@@ -439,6 +452,59 @@ impl Topology {
     pub fn log(&self, id: &str) -> String {
         std::fs::read_to_string(self.root.path().join(format!("{id}.log"))).unwrap_or_default()
     }
+}
+
+/// Makes `id` (config in `syndic_dir`) a trusted syndic of the master
+/// configured in `parent_dir` before either runs, with the operator's
+/// tools: `salt-key --gen-keys` writes the syndic's upstream key pair into
+/// its `syndic_pki_dir`, the public key is pre-accepted by copying it into
+/// the parent's `minions/` (Salt's pre-seeding), and `salt-key
+/// --grant-syndic ID -y` on the parent grants the role. Idempotent.
+pub fn seed_syndic(bin: &Path, id: &str, syndic_dir: &Path, parent_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let syndic = brine_common::config::load_master(syndic_dir, &[])
+        .with_context(|| format!("config of {id}"))?;
+    let parent = brine_common::config::load_master(parent_dir, &[])
+        .with_context(|| format!("config of the parent of {id}"))?;
+    let pki = syndic
+        .syndic_pki_dir
+        .clone()
+        .unwrap_or_else(|| syndic.pki_dir.join("syndic"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&pki)
+        .with_context(|| format!("creating {}", pki.display()))?;
+    let salt_key = |dir: &Path, args: &[&str]| -> Result<()> {
+        let out = Command::new(bin.join("salt-key"))
+            .arg("-c")
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running salt-key")?;
+        if !out.status.success() {
+            bail!(
+                "salt-key {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let pki_arg = pki.to_str().context("syndic pki dir is not UTF-8")?;
+    salt_key(
+        syndic_dir,
+        &["--gen-keys", "minion", "--gen-keys-dir", pki_arg],
+    )?;
+    // Creates the parent's key directories if it never ran.
+    salt_key(parent_dir, &["-l", "acc"])?;
+    let accepted = parent.pki_dir.join("minions").join(id);
+    if !accepted.exists() {
+        std::fs::copy(pki.join("minion.pub"), &accepted)
+            .with_context(|| format!("pre-accepting {id} on its parent"))?;
+    }
+    salt_key(parent_dir, &["--grant-syndic", id, "-y"])
 }
 
 fn stop_child(child: &mut Child, hard: bool) {

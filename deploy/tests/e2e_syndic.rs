@@ -260,6 +260,15 @@ fn two_syndics_targeting_fanout_and_faults() {
     // subtree; the same return twice is stored once.
     let ctx = zmq::Context::new();
     let mut fake = HandPeer::new(&ctx, &topo.top.addr, "fakesyndic", Role::Syndic).expect("peer");
+    // Its key is auto-accepted, but the role needs the operator's grant.
+    assert!(
+        fake.sign_in().is_err(),
+        "a syndic without a grant signed in"
+    );
+    let out = topo
+        .cli("top", "salt-key", &["--grant-syndic", "fakesyndic", "-y"])
+        .expect("salt-key --grant-syndic");
+    assert_eq!(code(&out), 0, "{}", text(&out));
     fake.sign_in().expect("sign in");
     let body = fake
         .request(RequestBody::Roster(RosterDelta {

@@ -799,6 +799,11 @@ impl MasterState {
                 return self.reply(routing, Wire::Error(format!("sign-in failed: {e}")));
             }
         };
+        if req.role == Role::Syndic && !self.keys.syndic_granted(&req.id, &peer) {
+            bump(&self.counters.auth_refused);
+            warn!(id = %req.id, "syndic sign-in refused: the key is accepted but not granted the syndic role (grant it on this master with 'salt-key --grant-syndic <id>')");
+            return self.reply(routing, Wire::AuthReply(refuse(AuthStatus::Rejected)));
+        }
         if self.cfg.max_minions > 0 {
             let n = self.sessions().len();
             if n >= self.cfg.max_minions && !self.sessions().contains_key(&req.id) {

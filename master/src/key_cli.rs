@@ -1,7 +1,8 @@
 //! The `salt-key` command: parses Salt's flags, lists, accepts, rejects,
-//! deletes and fingerprints minion keys through [`KeyStore`], prompting
-//! before a change as Salt does, and prints Salt's text (or json, yaml,
-//! nested, txt).
+//! deletes and fingerprints minion keys through [`KeyStore`], grants and
+//! revokes the syndic role (Brine's `--grant-syndic`/`--revoke-syndic`),
+//! prompting before a change as Salt does, and prints Salt's text (or json,
+//! yaml, nested, txt).
 //!
 //! Invariant: a change applies to exactly the keys the operator was shown
 //! (the glob is resolved once, before the prompt), so a key that arrives
@@ -92,6 +93,14 @@ pub struct KeyArgs {
     /// Print all fingerprints, the master's own keys included.
     #[arg(short = 'F', long = "finger-all", group = "action")]
     pub finger_all: bool,
+    /// Let the accepted keys matching a glob sign in as syndics (needs
+    /// `order_masters: True`); a minion key cannot claim the role itself.
+    #[arg(long = "grant-syndic", value_name = "GLOB", group = "action")]
+    pub grant_syndic: Option<String>,
+    /// Take the syndic role back from the ids matching a glob; a connected
+    /// syndic loses its session at once.
+    #[arg(long = "revoke-syndic", value_name = "GLOB", group = "action")]
+    pub revoke_syndic: Option<String>,
     /// Answer yes to every question.
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
@@ -132,12 +141,14 @@ pub struct KeyArgs {
 }
 
 /// A change `salt-key` made, for the master to act on (rotate the publish
-/// key on reject/delete).
+/// key and end the sessions on reject/delete/revoke-syndic).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
     Accepted(Vec<String>),
     Rejected(Vec<String>),
     Deleted(Vec<String>),
+    SyndicGranted(Vec<String>),
+    SyndicRevoked(Vec<String>),
 }
 
 /// Which of the three changing commands runs.
@@ -164,11 +175,19 @@ enum Action {
     Change(Change, String),
     Finger(String),
     GenKeys(String),
+    /// Grant (true) or revoke (false) the syndic role of a glob.
+    Syndic(bool, String),
 }
 
 fn action(args: &KeyArgs) -> Action {
     if let Some(name) = &args.gen_keys {
         return Action::GenKeys(name.clone());
+    }
+    if let Some(g) = &args.grant_syndic {
+        return Action::Syndic(true, g.clone());
+    }
+    if let Some(g) = &args.revoke_syndic {
+        return Action::Syndic(false, g.clone());
     }
     if let Some(g) = &args.accept {
         return Action::Change(Change::Accept, g.clone());
@@ -242,6 +261,8 @@ impl Serialize for Sections {
 }
 
 const LOCAL: &str = "local";
+/// The `-L` section of the ids holding the syndic role.
+const SYNDICS: &str = crate::keys::SYNDICS;
 
 mod color {
     pub const RED: &str = "\x1b[0;31m";
@@ -252,6 +273,8 @@ mod color {
     pub const LIGHT_BLUE: &str = "\x1b[1;34m";
     pub const MAGENTA: &str = "\x1b[0;35m";
     pub const LIGHT_MAGENTA: &str = "\x1b[1;35m";
+    pub const CYAN: &str = "\x1b[0;36m";
+    pub const LIGHT_CYAN: &str = "\x1b[1;36m";
     pub const ENDC: &str = "\x1b[0m";
 }
 
@@ -262,6 +285,7 @@ fn style(status: &str) -> (&'static str, &'static str, &'static str) {
         "minions_pre" => ("Unaccepted Keys:", color::LIGHT_RED, color::RED),
         "minions_rejected" => ("Rejected Keys:", color::LIGHT_BLUE, color::BLUE),
         "minions_denied" => ("Denied Keys:", color::LIGHT_MAGENTA, color::MAGENTA),
+        SYNDICS => ("Syndics:", color::LIGHT_CYAN, color::CYAN),
         _ => ("Local Keys:", color::LIGHT_MAGENTA, color::MAGENTA),
     }
 }
@@ -306,12 +330,18 @@ fn render_key(sections: &Sections, colored: bool) -> String {
     let paint = |c: &'static str| if colored { c } else { "" };
     let endc = paint(color::ENDC);
     let mut sorted: Vec<&Section> = sections.0.iter().collect();
-    sorted.sort_by_key(|s| s.status);
+    // Salt's order (by status name), with the syndics right after the
+    // accepted keys they are a subset of.
+    sorted.sort_by_key(|s| match s.status {
+        SYNDICS => ("minions", 1),
+        other => (other, 0),
+    });
     let mut out = String::new();
     for sec in sorted {
         let (header, hc, ec) = style(sec.status);
         out.push_str(&format!("{}{header}{endc}\n", paint(hc)));
         for (id, fp) in &sec.entries {
+            let id = shown(id);
             match fp {
                 Some(fp) => out.push_str(&format!("{}{id}:  {fp}{endc}\n", paint(ec))),
                 None => out.push_str(&format!("{}{id}{endc}\n", paint(ec))),
@@ -447,6 +477,18 @@ fn confirm(
     }
 }
 
+/// An id as the text output shows it: as is when it is a valid id, quoted
+/// with escapes otherwise (a key stored under a name refused today, e.g.
+/// `".hidden"` or `"web\u{200b}1"`), so it can be neither missed nor
+/// mistaken for another id.
+fn shown(id: &str) -> String {
+    if KeyStore::valid_id(id) {
+        id.to_string()
+    } else {
+        format!("{id:?}")
+    }
+}
+
 fn report(err: &dyn std::fmt::Display) {
     // stderr is the operator's terminal; if it is gone there is no one to tell.
     let _ = writeln!(std::io::stderr(), "salt-key: error: {err}");
@@ -480,6 +522,7 @@ pub fn run(
         Action::Change(change, glob) => {
             change_keys(&store, change, &glob, args, stdin, out, notify)
         }
+        Action::Syndic(grant, glob) => syndic_role(&store, grant, &glob, args, stdin, out, notify),
         Action::GenKeys(_) => Ok(()),
     };
     match result {
@@ -534,7 +577,7 @@ fn list(
         Some(s) => vec![s],
         None => KeyState::ALL.to_vec(),
     };
-    let sections = Sections(
+    let mut sections = Sections(
         states
             .into_iter()
             .map(|s| Section {
@@ -544,6 +587,21 @@ fn list(
             })
             .collect(),
     );
+    let syndics = store.syndics()?;
+    // Structured outputs always carry the list (a stable shape for
+    // scripts); the text output shows it when there is one, so it stays
+    // Salt's on a master without syndics. After the accepted keys; Salt's
+    // own sections keep their shape.
+    if which.is_none() && (!syndics.is_empty() || format_of(args) != OutFormat::Key) {
+        sections.0.insert(
+            1,
+            Section {
+                status: SYNDICS,
+                entries: syndics.into_iter().map(|id| (id, None)).collect(),
+                fingers: false,
+            },
+        );
+    }
     out.write_all(render(&sections, format_of(args), colored(args)).as_bytes())?;
     Ok(())
 }
@@ -657,7 +715,7 @@ fn change_keys(
         }
     };
     for id in &changed {
-        writeln!(out, "Key for minion {id} {}.", change.verb())?;
+        writeln!(out, "Key for minion {} {}.", shown(id), change.verb())?;
     }
     if change == Change::Accept {
         for (_, id) in &planned {
@@ -671,6 +729,76 @@ fn change_keys(
             Change::Accept => KeyChange::Accepted(changed),
             Change::Reject => KeyChange::Rejected(changed),
             Change::Delete => KeyChange::Deleted(changed),
+        });
+    }
+    Ok(())
+}
+
+/// `--grant-syndic` / `--revoke-syndic`: shows the ids the glob resolves
+/// to (accepted keys without the role, or ids holding a grant), asks (yes
+/// by default for a grant, no for a revoke, as for accept and delete) and
+/// changes exactly those.
+fn syndic_role(
+    store: &KeyStore,
+    grant: bool,
+    glob: &str,
+    args: &KeyArgs,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    notify: &mut dyn FnMut(KeyChange),
+) -> Result<(), CliError> {
+    let planned: Vec<String> = if grant {
+        let held = store.syndics()?;
+        store
+            .matching(glob, &[KeyState::Accepted])?
+            .into_iter()
+            .map(|(_, id)| id)
+            .filter(|id| KeyStore::valid_id(id) && !held.contains(id))
+            .collect()
+    } else {
+        store.grants_matching(glob)?
+    };
+    if planned.is_empty() {
+        let what = if grant {
+            "accepted keys without the syndic role"
+        } else {
+            "syndics"
+        };
+        writeln!(out, "The key glob '{glob}' does not match any {what}.")?;
+        return Ok(());
+    }
+    let (verb, status) = if grant {
+        ("granted the syndic role", KeyState::Accepted.dir_name())
+    } else {
+        ("revoked as syndics", SYNDICS)
+    };
+    writeln!(out, "The following keys are going to be {verb}:")?;
+    let shown_ids = Sections(vec![Section {
+        status,
+        entries: planned.iter().map(|id| (id.clone(), None)).collect(),
+        fingers: false,
+    }]);
+    out.write_all(render(&shown_ids, format_of(args), colored(args)).as_bytes())?;
+    if !args.yes && !confirm(stdin, out, grant)? {
+        return Ok(());
+    }
+    let changed = if grant {
+        store.grant_syndic_planned(&planned)?
+    } else {
+        store.revoke_syndic_planned(&planned)?
+    };
+    for id in &changed {
+        if grant {
+            writeln!(out, "Syndic role granted to minion {}.", shown(id))?;
+        } else {
+            writeln!(out, "Syndic role revoked for minion {}.", shown(id))?;
+        }
+    }
+    if !changed.is_empty() {
+        notify(if grant {
+            KeyChange::SyndicGranted(changed)
+        } else {
+            KeyChange::SyndicRevoked(changed)
         });
     }
     Ok(())
@@ -774,7 +902,7 @@ mod tests {
         let r = cli(&pki, &["-L", "--out", "json"], "");
         assert_eq!(
             r.out,
-            "{\n    \"minions\": [\n        \"db1\"\n    ],\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ],\n    \"minions_rejected\": [\n        \"bad1\"\n    ],\n    \"minions_denied\": [\n        \"db1\"\n    ]\n}\n"
+            "{\n    \"minions\": [\n        \"db1\"\n    ],\n    \"syndics\": [],\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ],\n    \"minions_rejected\": [\n        \"bad1\"\n    ],\n    \"minions_denied\": [\n        \"db1\"\n    ]\n}\n"
         );
         let v: serde_json::Value = serde_json::from_str(&r.out).expect("json");
         assert_eq!(v["minions_pre"], serde_json::json!(["web1", "web2"]));
@@ -786,14 +914,14 @@ mod tests {
         let r = cli(&pki, &["-L", "--out", "yaml"], "");
         assert_eq!(
             r.out,
-            "minions:\n- db1\nminions_denied:\n- db1\nminions_pre:\n- web1\n- web2\nminions_rejected:\n- bad1\n"
+            "minions:\n- db1\nminions_denied:\n- db1\nminions_pre:\n- web1\n- web2\nminions_rejected:\n- bad1\nsyndics: []\n"
         );
         let r = cli(&pki, &["-l", "rej", "--out", "nested"], "");
         assert_eq!(r.out, "minions_rejected:\n    - bad1\n");
         let r = cli(&pki, &["-L", "--out", "txt"], "");
         assert_eq!(
             r.out,
-            "minions: ['db1']\nminions_pre: ['web1', 'web2']\nminions_rejected: ['bad1']\nminions_denied: ['db1']\n"
+            "minions: ['db1']\nsyndics: []\nminions_pre: ['web1', 'web2']\nminions_rejected: ['bad1']\nminions_denied: ['db1']\n"
         );
     }
 
@@ -1048,6 +1176,87 @@ mod tests {
         std::fs::write(&file, "x").expect("write");
         let r = cli(&file.join("pki"), &["-L"], "");
         assert_eq!(r.code, exit::CONFIG);
+    }
+
+    #[test]
+    fn grant_and_revoke_the_syndic_role() {
+        let (_d, pki) = fixture();
+        // Only accepted keys can be granted.
+        let r = cli(&pki, &["--grant-syndic", "web*", "-y"], "");
+        assert_eq!(
+            r.out,
+            "The key glob 'web*' does not match any accepted keys without the syndic role.\n"
+        );
+        let r = cli(&pki, &["--grant-syndic", "db1"], "\n");
+        assert_eq!(
+            r.out,
+            "The following keys are going to be granted the syndic role:\nAccepted Keys:\ndb1\nProceed? [n/Y] Syndic role granted to minion db1.\n"
+        );
+        assert_eq!(
+            r.changes,
+            vec![KeyChange::SyndicGranted(vec!["db1".into()])]
+        );
+        let r = cli(&pki, &["-L"], "");
+        assert_eq!(
+            r.out,
+            "Accepted Keys:\ndb1\nSyndics:\ndb1\nDenied Keys:\ndb1\nUnaccepted Keys:\nweb1\nweb2\nRejected Keys:\nbad1\n"
+        );
+        let r = cli(&pki, &["-L", "--out", "json"], "");
+        let v: serde_json::Value = serde_json::from_str(&r.out).expect("json");
+        assert_eq!(v["syndics"], serde_json::json!(["db1"]));
+        assert_eq!(v["minions"], serde_json::json!(["db1"]));
+        // Revoking defaults to no.
+        let r = cli(&pki, &["--revoke-syndic", "db1"], "\n");
+        assert!(r.out.ends_with("Proceed? [N/y] "), "{}", r.out);
+        assert!(r.changes.is_empty());
+        let r = cli(&pki, &["--revoke-syndic", "*", "-y"], "");
+        assert_eq!(
+            r.out,
+            "The following keys are going to be revoked as syndics:\nSyndics:\ndb1\nSyndic role revoked for minion db1.\n"
+        );
+        assert_eq!(
+            r.changes,
+            vec![KeyChange::SyndicRevoked(vec!["db1".into()])]
+        );
+        assert_eq!(cli(&pki, &["-L"], "").out, ALL);
+        let r = cli(&pki, &["--revoke-syndic", "*", "-y"], "");
+        assert_eq!(r.out, "The key glob '*' does not match any syndics.\n");
+        // Deleting the key drops the grant with it.
+        cli(&pki, &["--grant-syndic", "db1", "-y"], "");
+        cli(&pki, &["-d", "db1", "-y"], "");
+        let store = KeyStore::open(&pki, false, None).expect("open");
+        assert!(store.grants_matching("*").expect("grants").is_empty());
+        assert!(KeyArgs::try_parse_from(["salt-key", "--grant-syndic", "a", "-d", "b"]).is_err());
+    }
+
+    #[test]
+    fn keys_under_refused_names_are_shown_quoted_and_deletable() {
+        let (_d, pki) = fixture();
+        let k0 = keys()[0].public().pem();
+        std::fs::write(pki.join("minions").join(".hidden"), k0).expect("write");
+        std::fs::write(pki.join("minions_pre").join("web\u{200b}3"), k0).expect("write");
+        let r = cli(&pki, &["-L"], "");
+        assert_eq!(
+            r.out,
+            "Accepted Keys:\n\".hidden\"\ndb1\nDenied Keys:\ndb1\nUnaccepted Keys:\nweb1\nweb2\n\"web\\u{200b}3\"\nRejected Keys:\nbad1\n"
+        );
+        let r = cli(&pki, &["-d", ".hidden", "-y"], "");
+        assert!(
+            r.out.ends_with("Key for minion \".hidden\" deleted.\n"),
+            "{}",
+            r.out
+        );
+        let r = cli(&pki, &["-D", "-y"], "");
+        assert!(
+            r.out
+                .contains("Key for minion \"web\\u{200b}3\" deleted.\n"),
+            "{}",
+            r.out
+        );
+        assert_eq!(
+            cli(&pki, &[], "").out,
+            "Accepted Keys:\nDenied Keys:\nUnaccepted Keys:\nRejected Keys:\n"
+        );
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The master's minion key store: Salt's four key states kept on disk under
 //! `pki_dir`, one file per minion id holding its public key PEM, in
 //! `minions/` (accepted), `minions_pre/` (pending), `minions_rejected/` and
-//! `minions_denied/`, next to the master's own `master.pem`/`master.pub`.
+//! `minions_denied/`, next to the master's own `master.pem`/`master.pub`;
+//! and the operator's syndic grants in `syndics/`, one file per id holding
+//! the fingerprint of the accepted key the role was granted to (so a key
+//! that later replaces it under the same id is not a syndic).
 //!
 //! Invariants: a sign-in never scans a directory (it stats and reads at most
 //! a few files named by the id), never overwrites an accepted or pending key
 //! (a different key under a known id goes to `minions_denied/` and is
 //! refused), and an id that fails [`KeyStore::valid_id`] never becomes a
-//! path. Every file lands by an atomic rename from a private staging
+//! path. A file already on disk under a name `valid_id` refuses (written by
+//! an older version) is still listed and can be rejected or deleted, so no
+//! key is ever invisible to the operator. Every file lands by an atomic rename from a private staging
 //! directory, so a reader (the master or `salt-key`) never sees half a key.
 
 use brine_common::crypto::{KeyPair, PublicKey};
@@ -132,6 +137,46 @@ pub struct KeyStore {
 }
 
 const STAGING: &str = ".staging";
+/// Directory under `pki_dir` of the syndic grants (`salt-key --grant-syndic`).
+pub const SYNDICS: &str = "syndics";
+
+/// Format characters (Unicode general category Cf: zero-width space and
+/// joiners, bidi marks, embeddings, overrides and isolates, soft hyphen,
+/// BOM, tags, ...) as of Unicode 15, plus the Hangul fillers, which are
+/// letters that render as nothing. An explicit table rather than a crate:
+/// the category changes rarely and this is the only place that needs it.
+const INVISIBLE: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is a control, format or invisible character, or whitespace
+/// (which covers the line and paragraph separators U+2028/U+2029).
+fn hidden_char(c: char) -> bool {
+    c.is_control() || c.is_whitespace() || INVISIBLE.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+}
 
 impl KeyStore {
     /// Opens (creating, mode 0700) `pki_dir` and its key directories.
@@ -147,8 +192,10 @@ impl KeyStore {
             let dir = pki_dir.join(state.dir_name());
             builder.create(&dir).map_err(io_err(&dir))?;
         }
-        let staging = pki_dir.join(STAGING);
-        builder.create(&staging).map_err(io_err(&staging))?;
+        for sub in [STAGING, SYNDICS] {
+            let dir = pki_dir.join(sub);
+            builder.create(&dir).map_err(io_err(&dir))?;
+        }
         Ok(Self {
             pki_dir: pki_dir.to_path_buf(),
             auto_accept,
@@ -167,13 +214,24 @@ impl KeyStore {
     }
 
     /// Whether `id` may name a minion: non-empty, at most 255 bytes, no path
-    /// separator, NUL or control character, and not `.` or `..`.
+    /// separator; nothing `salt-key -L` would hide or show misleadingly: no
+    /// leading `.` (Salt's listing skips dotfiles), no control, format
+    /// (zero-width, bidi) or other invisible character, no whitespace.
     pub fn valid_id(id: &str) -> bool {
         !id.is_empty()
             && id.len() <= MAX_ID_LEN
-            && id != "."
-            && id != ".."
-            && !id.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+            && !id.starts_with('.')
+            && !id.chars().any(|c| c == '/' || c == '\\' || hidden_char(c))
+    }
+
+    /// Whether a file name found in a key directory is one this store may
+    /// list, reject or delete: looser than [`KeyStore::valid_id`], so keys
+    /// stored under a name that is refused today stay visible and removable.
+    fn listable(name: &str) -> bool {
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.chars().any(|c| c == '/' || c == '\0')
     }
 
     fn path(&self, state: KeyState, id: &str) -> PathBuf {
@@ -200,24 +258,34 @@ impl KeyStore {
         text: &str,
         replace: bool,
     ) -> Result<bool, KeyError> {
+        self.write_file(&self.path(state, id), text, replace, 0o644)
+    }
+
+    /// [`Self::write`] to any path under `pki_dir`, with a file mode.
+    fn write_file(
+        &self,
+        dest: &Path,
+        text: &str,
+        replace: bool,
+        mode: u32,
+    ) -> Result<bool, KeyError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.pki_dir.join(STAGING).join(format!(
-            "{}.{}.{n}",
-            std::process::id(),
-            state.dir_name()
-        ));
+        let tmp = self
+            .pki_dir
+            .join(STAGING)
+            .join(format!("{}.{n}", std::process::id()));
         let result = (|| {
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(mode)
                 .open(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             if replace {
-                return fs::rename(&tmp, self.path(state, id)).map(|()| true);
+                return fs::rename(&tmp, dest).map(|()| true);
             }
-            let linked = match fs::hard_link(&tmp, self.path(state, id)) {
+            let linked = match fs::hard_link(&tmp, dest) {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(e),
@@ -228,7 +296,7 @@ impl KeyStore {
             // Best effort: a leftover staging file is harmless but untidy.
             let _ = fs::remove_file(&tmp);
         }
-        result.map_err(io_err(&self.path(state, id)))
+        result.map_err(io_err(dest))
     }
 
     /// Whether `state/id` exists.
@@ -376,8 +444,10 @@ impl KeyStore {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            // Salt ignores dotfiles; names that cannot be ids are not keys.
-            if name.starts_with('.') || !Self::valid_id(&name) {
+            // Salt skips dotfiles; here every name a key could have been
+            // stored under is shown (such ids are refused at sign-in), so
+            // no key is hidden from the operator.
+            if !Self::listable(&name) {
                 continue;
             }
             ids.push(name);
@@ -394,6 +464,103 @@ impl KeyStore {
             minions_rejected: self.list_dir(KeyState::Rejected)?,
             minions_denied: self.list_dir(KeyState::Denied)?,
         })
+    }
+
+    fn grant_path(&self, id: &str) -> PathBuf {
+        self.pki_dir.join(SYNDICS).join(id)
+    }
+
+    /// Whether the operator granted the syndic role to `id` holding `key`:
+    /// a grant record exists and names this key's fingerprint.
+    pub fn syndic_granted(&self, id: &str, key: &PublicKey) -> bool {
+        if !Self::valid_id(id) {
+            return false;
+        }
+        match fs::read_to_string(self.grant_path(id)) {
+            Ok(text) => text.trim() == key.fingerprint(),
+            Err(_) => false,
+        }
+    }
+
+    /// Ids holding the syndic role now: a grant record naming the key
+    /// currently accepted under that id. Sorted like the key lists.
+    pub fn syndics(&self) -> Result<Vec<String>, KeyError> {
+        let dir = self.pki_dir.join(SYNDICS);
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if self
+                .accepted_key(&name)
+                .is_some_and(|k| self.syndic_granted(&name, &k))
+            {
+                ids.push(name);
+            }
+        }
+        sort_ignorecase(&mut ids);
+        Ok(ids)
+    }
+
+    /// Grants the syndic role to each listed id whose key is accepted (and
+    /// parses), bound to that key's fingerprint. Returns the ids granted.
+    /// `auto_accept` and the autosign file never call this.
+    pub fn grant_syndic_planned(&self, ids: &[String]) -> Result<Vec<String>, KeyError> {
+        let mut granted = Vec::new();
+        for id in ids {
+            let Some(key) = self.accepted_key(id) else {
+                warn!(id = %id.escape_debug(), "no valid accepted key: syndic role not granted");
+                continue;
+            };
+            self.write_file(&self.grant_path(id), &key.fingerprint(), true, 0o600)?;
+            info!(id = %id, fingerprint = %key.fingerprint(), "syndic role granted");
+            if !granted.contains(id) {
+                granted.push(id.clone());
+            }
+        }
+        Ok(granted)
+    }
+
+    /// Removes the syndic grant of each listed id; returns those removed.
+    pub fn revoke_syndic_planned(&self, ids: &[String]) -> Result<Vec<String>, KeyError> {
+        let mut revoked = Vec::new();
+        for id in ids {
+            if self.drop_grant(id)? && !revoked.contains(id) {
+                info!(id = %id.escape_debug(), "syndic role revoked");
+                revoked.push(id.clone());
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Removes `syndics/id` if present; returns whether it was there.
+    fn drop_grant(&self, id: &str) -> Result<bool, KeyError> {
+        if !Self::listable(id) {
+            return Ok(false);
+        }
+        let path = self.grant_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Ids with a grant record (effective or not) matching `glob`.
+    pub fn grants_matching(&self, glob: &str) -> Result<Vec<String>, KeyError> {
+        let dir = self.pki_dir.join(SYNDICS);
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                if Self::listable(&name) && glob_matches(glob, &name) {
+                    ids.push(name);
+                }
+            }
+        }
+        sort_ignorecase(&mut ids);
+        Ok(ids)
     }
 
     /// Ids in `states` matching `glob` (Salt's fnmatch; a comma separates
@@ -429,7 +596,13 @@ impl KeyStore {
     ) -> Result<Vec<String>, KeyError> {
         let mut moved: Vec<String> = Vec::new();
         for (from, id) in planned {
-            if *from == to || !Self::valid_id(id) {
+            // A name refused today may still be rejected, never accepted.
+            let allowed = if to == KeyState::Accepted {
+                Self::valid_id(id)
+            } else {
+                Self::listable(id)
+            };
+            if *from == to || !allowed {
                 continue;
             }
             let Some(text) = self.read(*from, id)? else {
@@ -440,7 +613,10 @@ impl KeyStore {
                 continue;
             }
             self.rename(*from, to, id)?;
-            info!(id = %id, from = from.dir_name(), to = to.dir_name(), "key moved");
+            info!(id = %id.escape_debug(), from = from.dir_name(), to = to.dir_name(), "key moved");
+            if *from == KeyState::Accepted && self.drop_grant(id)? {
+                info!(id = %id.escape_debug(), "syndic role dropped with the accepted key");
+            }
             if !moved.contains(id) {
                 moved.push(id.clone());
             }
@@ -465,14 +641,17 @@ impl KeyStore {
     ) -> Result<Vec<(String, KeyState)>, KeyError> {
         let mut out = Vec::new();
         for (state, id) in planned {
-            if !Self::valid_id(id) {
+            if !Self::listable(id) {
                 continue;
             }
             let path = self.path(*state, id);
             match fs::remove_file(&path) {
                 Ok(()) => {
-                    info!(id = %id, state = state.dir_name(), "key deleted");
+                    info!(id = %id.escape_debug(), state = state.dir_name(), "key deleted");
                     out.push((id.clone(), *state));
+                    if *state == KeyState::Accepted && self.drop_grant(id)? {
+                        info!(id = %id.escape_debug(), "syndic role dropped with the accepted key");
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&path)(e)),
@@ -710,22 +889,129 @@ mod tests {
 
     #[test]
     fn valid_ids() {
-        for ok in ["web1", "a.b-c_d", ".hidden", "x".repeat(255).as_str()] {
+        for ok in [
+            "web1",
+            "a.b-c_d",
+            "web1.",
+            "héllo-wörld",
+            "日本",
+            "x".repeat(255).as_str(),
+        ] {
             assert!(KeyStore::valid_id(ok), "{ok}");
         }
         for bad in [
             "",
             ".",
             "..",
+            ".hidden",
             "a/b",
             "a\\b",
             "a\0b",
             "a\nb",
+            "a\tb",
+            "a b",
+            "a\u{a0}b",
             "\x7f",
+            "a\u{85}b",
+            "web\u{200b}1",
+            "web\u{200d}1",
+            "web\u{feff}",
+            "\u{202e}1bew",
+            "web\u{2066}1\u{2069}",
+            "web\u{200e}1",
+            "web\u{61c}1",
+            "web\u{ad}1",
+            "web\u{2028}1",
+            "web\u{2029}1",
+            "web\u{3164}",
+            "web\u{e0041}",
             &"x".repeat(256),
         ] {
             assert!(!KeyStore::valid_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hidden_ids_are_refused_and_leave_no_file() {
+        let (_d, s) = store(true, None);
+        for id in [".hidden", "web\u{200b}1", "\u{202e}1bew"] {
+            assert!(matches!(s.sign_in(id, pem(0)), Err(KeyError::InvalidId(_))));
+        }
+        assert_eq!(
+            fs::read_dir(s.pki_dir().join("minions"))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn keys_stored_under_refused_names_stay_visible_and_removable() {
+        let (_d, s) = store(false, None);
+        for (dir, id) in [("minions", ".hidden"), ("minions_pre", "web\u{200b}1")] {
+            fs::write(s.pki_dir().join(dir).join(id), pem(0)).expect("write");
+        }
+        let l = s.list().expect("list");
+        assert_eq!(l.minions, vec![".hidden"]);
+        assert_eq!(l.minions_pre, vec!["web\u{200b}1"]);
+        // Such a key can be rejected or deleted, never accepted.
+        assert!(s.accept("*", false, false).expect("acc").is_empty());
+        assert_eq!(
+            s.reject("web*", false, false).expect("rej"),
+            vec!["web\u{200b}1"]
+        );
+        let gone = s.delete("*").expect("del");
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        let l = s.list().expect("list");
+        assert!(l.minions.is_empty() && l.minions_rejected.is_empty());
+    }
+
+    #[test]
+    fn syndic_grants_follow_the_accepted_key() {
+        let (_d, s) = store(true, None);
+        let ids = |v: &[&str]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert!(matches!(s.sign_in("syn1", pem(0)), Ok(SignIn::Accepted(_))));
+        // auto_accept accepts the key but grants nothing.
+        assert!(!s.syndic_granted("syn1", keys()[0].public()));
+        assert!(s.syndics().expect("list").is_empty());
+        // Only an accepted key can be granted.
+        s.sign_in("other", pem(0)).expect("sign");
+        s.reject("other", true, false).expect("rej");
+        assert_eq!(
+            s.grant_syndic_planned(&ids(&["syn1", "other", "nobody"]))
+                .expect("grant"),
+            vec!["syn1"]
+        );
+        assert!(s.syndic_granted("syn1", keys()[0].public()));
+        assert!(!s.syndic_granted("syn1", keys()[1].public()));
+        assert_eq!(s.syndics().expect("list"), vec!["syn1"]);
+        let meta = fs::metadata(s.pki_dir().join(SYNDICS).join("syn1")).expect("grant");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // Revoke, then grant again.
+        assert_eq!(
+            s.revoke_syndic_planned(&ids(&["syn1"])).expect("rev"),
+            vec!["syn1"]
+        );
+        assert!(s
+            .revoke_syndic_planned(&ids(&["syn1"]))
+            .expect("rev")
+            .is_empty());
+        assert!(!s.syndic_granted("syn1", keys()[0].public()));
+        s.grant_syndic_planned(&ids(&["syn1"])).expect("grant");
+        // A different key accepted under the id (from denied) is not granted.
+        assert!(matches!(s.sign_in("syn1", pem(1)), Ok(SignIn::Denied)));
+        s.accept("syn1", false, true).expect("acc denied");
+        assert!(!s.syndic_granted("syn1", keys()[1].public()));
+        assert!(s.syndics().expect("list").is_empty());
+        assert_eq!(s.grants_matching("syn*").expect("m"), vec!["syn1"]);
+        // Deleting or rejecting the accepted key drops the grant.
+        s.grant_syndic_planned(&ids(&["syn1"])).expect("grant");
+        s.delete("syn1").expect("del");
+        assert!(s.grants_matching("*").expect("m").is_empty());
+        assert!(matches!(s.sign_in("syn2", pem(0)), Ok(SignIn::Accepted(_))));
+        s.grant_syndic_planned(&ids(&["syn2"])).expect("grant");
+        s.reject("syn2", true, false).expect("rej");
+        assert!(s.grants_matching("*").expect("m").is_empty());
     }
 
     #[test]
@@ -822,10 +1108,7 @@ mod tests {
         assert!(matches!(s.sign_in("web7", pem(0)), Ok(SignIn::Accepted(_))));
         assert!(matches!(s.sign_in("db3", pem(0)), Ok(SignIn::Accepted(_))));
         assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Pending)));
-        assert!(matches!(
-            s.sign_in("# comment", pem(0)),
-            Ok(SignIn::Pending)
-        ));
+        assert!(matches!(s.sign_in("#comment", pem(0)), Ok(SignIn::Pending)));
         // A pending id added to the file later is accepted on its next sign-in.
         fs::write(&file, "dbx\n").expect("write");
         assert!(matches!(s.sign_in("dbx", pem(0)), Ok(SignIn::Accepted(_))));

@@ -3,16 +3,21 @@
 //! `syndic_master` entries it fails over: while the current master has not
 //! accepted a sign-in for `FAILOVER_AFTER`, the next one in the list is
 //! tried (Salt's `syndic_failover: ordered`).
+//!
+//! Trust in the master above is the minion's: its key is pinned on first
+//! contact in `syndic_master.pub` (one file per master when there are
+//! several) under the syndic's pki dir, and a different key later is
+//! refused; `syndic_finger` fixes the expected key before first contact.
 
 use brine_common::config::MasterConfig;
-use brine_common::crypto::KeyPair;
+use brine_common::crypto::{KeyPair, PublicKey};
 use brine_common::proto::{JobLoad, RequestBody, Role};
 use brine_minion::link::{self, LinkConfig, LinkHandle};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How long a master may stay unreachable before the next one is tried.
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(15);
@@ -76,7 +81,9 @@ pub fn start(
         master_port: cfg.syndic_master_port,
         pki_dir: pki.clone(),
         pin_file: pki.join("syndic_master.pub"),
-        master_finger: None,
+        // Pins the upper master's key before first contact; after it the
+        // key stored in `syndic_master.pub` is what must match.
+        master_finger: cfg.syndic_finger.clone(),
         acceptance_wait_time: 5,
         acceptance_wait_time_max: 30,
         recon_default: 500,
@@ -100,6 +107,15 @@ pub fn start(
             // Each upstream master pins its own key.
             if masters.len() > 1 {
                 lc.pin_file = pki.join(format!("syndic_master.{}.pub", idx % masters.len()));
+            }
+            if let Some(why) = pin_conflict(&lc) {
+                error!(master = %lc.master, file = %lc.pin_file.display(), "{why}; not connecting (remove the pinned key if the master's key really changed)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                idx += 1;
+                continue;
             }
             let link_sd = shutdown.child_token();
             let hello: link::HelloFn = Box::new(|| RequestBody::Hello {
@@ -149,6 +165,21 @@ pub fn start(
         }
     });
     (up, job_rx)
+}
+
+/// Why the key pinned for this master cannot be used with the configured
+/// `syndic_finger`: a pinned key takes precedence over the fingerprint in
+/// the session, so a pin that contradicts it (stored before the option was
+/// set) must not be trusted silently.
+fn pin_conflict(lc: &LinkConfig) -> Option<String> {
+    let want = lc.master_finger.as_deref()?;
+    let text = std::fs::read_to_string(&lc.pin_file).ok()?;
+    let got = match PublicKey::from_pem(&text) {
+        Ok(k) => k.fingerprint(),
+        Err(e) => return Some(format!("the pinned master key does not parse: {e}")),
+    };
+    (got != want)
+        .then(|| format!("the pinned master key {got} does not match syndic_finger {want}"))
 }
 
 /// `host:port` or `host` (default port); IPv6 in brackets.

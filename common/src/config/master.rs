@@ -81,6 +81,11 @@ pub struct MasterConfig {
     /// The syndic's upstream identity; the loader sets `<pki_dir>/syndic`
     /// when unset.
     pub syndic_pki_dir: Option<PathBuf>,
+    /// Fingerprint (`salt-key -F master` on the master above: SHA-256,
+    /// colon-separated hex) the syndic requires of the upper master's key
+    /// at first contact, before any key is pinned (Salt's `syndic_finger`,
+    /// the syndic's `master_finger`). The loader lowercases it.
+    pub syndic_finger: Option<String>,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -120,6 +125,7 @@ impl Default for MasterConfig {
             syndic_forward_batch: 500,
             syndic_spool_max: 1_000_000,
             syndic_pki_dir: None,
+            syndic_finger: None,
             load_notes: LoadNotes::default(),
         }
     }
@@ -204,6 +210,9 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     if let Some((name, _)) = cfg.nodegroups.iter().find(|(_, t)| t.trim().is_empty()) {
         return Err(loaded.invalid("nodegroups", format!("group '{name}' has an empty target")));
     }
+    if let Some(f) = &cfg.syndic_finger {
+        cfg.syndic_finger = Some(check_finger(f).map_err(|m| loaded.invalid("syndic_finger", m))?);
+    }
     if cfg.root_dir.as_os_str().is_empty() {
         return Err(loaded.invalid("root_dir", "must not be empty"));
     }
@@ -222,6 +231,22 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     cfg.root_dir = root;
     cfg.load_notes = loaded.notes;
     Ok(cfg)
+}
+
+/// A key fingerprint as `salt-key -F` prints it: 32 bytes of SHA-256 as
+/// colon-separated hex pairs (either case). Returns it lowercased.
+fn check_finger(f: &str) -> Result<String, String> {
+    let f = f.trim().to_ascii_lowercase();
+    let pairs: Vec<&str> = f.split(':').collect();
+    if pairs.len() == 32
+        && pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Ok(f)
+    } else {
+        Err("expected a SHA-256 key fingerprint as 'salt-key -F master' prints it (32 colon-separated hex pairs)".into())
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +268,38 @@ mod tests {
         overrides: &[(&str, serde_json::Value)],
     ) -> Result<MasterConfig, ConfigError> {
         load_master_with_env(dir, &env(vars), overrides)
+    }
+
+    #[test]
+    fn syndic_finger_is_checked_and_lowercased() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = ["AB"; 32].join(":");
+        fs::write(
+            dir.path().join("master"),
+            format!("syndic_finger: '{good}'\n"),
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_finger, Some(["ab"; 32].join(":")));
+        for bad in [
+            "abc",
+            &["ab"; 31].join(":"),
+            &["zz"; 32].join(":"),
+            &["abc"; 32].join(":"),
+        ] {
+            fs::write(
+                dir.path().join("master"),
+                format!("syndic_finger: '{bad}'\n"),
+            )
+            .expect("write");
+            let err = load(dir.path(), &[], &[]).expect_err(bad).to_string();
+            assert!(err.contains("syndic_finger"), "{err}");
+        }
+        fs::write(dir.path().join("master"), "id: x\n").expect("write");
+        assert_eq!(
+            load(dir.path(), &[], &[]).expect("load").syndic_finger,
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! A Brine topology for the load test: a top `salt-master` (or an attached
 //! running one) and `syndics x tiers` `salt-syndic` processes started from
-//! the workspace's own binaries.
+//! the workspace's own binaries. Each syndic is granted the syndic role by
+//! its parent before it starts, with `salt-key` as an operator would
+//! ([`brine_deploy::topology::seed_syndic`]; with `--attach` that writes
+//! into the attached master's `pki_dir`).
 //!
 //! Each master gets its own loopback address `127.A.B.x` (A, B from our
 //! PID, so parallel runs do not collide) with the publish and return ports,
@@ -51,6 +54,8 @@ pub enum TopoError {
     Config(#[from] brine_common::config::ConfigError),
     #[error("too many masters for one /24 ({0})")]
     TooMany(u32),
+    #[error("cannot make {id} a syndic of its parent with salt-key: {why}")]
+    Seed { id: String, why: String },
 }
 
 pub use brine_common::cli::bin_dir;
@@ -176,7 +181,7 @@ impl Topo {
     /// Writes the configs, starts the masters and waits until each has
     /// opened its client channel.
     pub fn start(o: &TopoOptions) -> Result<Self, TopoError> {
-        for bin in ["salt-master", "salt-syndic"] {
+        for bin in ["salt-master", "salt-syndic", "salt-key"] {
             if o.attach.is_some() && bin == "salt-master" {
                 continue;
             }
@@ -271,6 +276,7 @@ impl Topo {
         let mut host = 2u32;
         for c in 0..o.syndics {
             let (mut parent_addr, mut parent_port) = (top.addr.clone(), up_port);
+            let mut parent_dir = top.config_dir.clone();
             for t in 0..o.tiers {
                 let id = if o.tiers == 1 {
                     format!("syndic{}", c + 1)
@@ -282,7 +288,15 @@ impl Topo {
                 let extra =
                     format!("syndic_master: {parent_addr}\nsyndic_master_port: {parent_port}\n");
                 let dir = write(&id, &addr, &extra)?;
+                // The parent grants the role, as an operator would.
+                brine_deploy::topology::seed_syndic(&o.bin_dir, &id, &dir, &parent_dir).map_err(
+                    |e| TopoError::Seed {
+                        id: id.clone(),
+                        why: format!("{e:#}"),
+                    },
+                )?;
                 let (child, log) = spawn("salt-syndic", &id, &dir)?;
+                parent_dir = dir.clone();
                 syndics.push(Master {
                     id,
                     addr: addr.clone(),

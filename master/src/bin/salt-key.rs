@@ -1,6 +1,7 @@
 //! `salt-key`: load the master config, run [`brine_master::key_cli::run`]
 //! against its `pki_dir`, and tell a running master about keys that were
-//! rejected or deleted so it rotates its publish key at once.
+//! rejected or deleted, or syndic grants revoked, so it ends their sessions
+//! and rotates its publish key at once.
 
 use brine_common::{cli, config, exit, telemetry};
 use brine_master::client_api::LocalClient;
@@ -32,8 +33,12 @@ fn main() {
             &mut stdin,
             &mut stdout,
             &mut |change| match change {
-                KeyChange::Rejected(ids) | KeyChange::Deleted(ids) => revoked.extend(ids),
-                KeyChange::Accepted(_) => {}
+                // A revoked syndic loses its session like a deleted key:
+                // it must sign in again, and is refused the role.
+                KeyChange::Rejected(ids)
+                | KeyChange::Deleted(ids)
+                | KeyChange::SyndicRevoked(ids) => revoked.extend(ids),
+                KeyChange::Accepted(_) | KeyChange::SyndicGranted(_) => {}
             },
         )
     };
