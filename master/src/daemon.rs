@@ -9,6 +9,7 @@
 use crate::challenge::{Challenges, Check};
 use crate::job_cache::JobCache;
 use crate::keys::{KeyStore, SignIn};
+use crate::published::{self, JobScope, NotAdmitted, Published as PublishedJobs};
 use crate::publisher::{PublishError, Publisher};
 use crate::roster::{Expected, Roster};
 use brine_common::codec;
@@ -74,8 +75,16 @@ pub struct Counters {
     pub replays: AtomicU64,
     pub forged_returns: AtomicU64,
     pub syndic_refused: AtomicU64,
+    /// Ids a syndic's roster report named that belong to someone else.
+    pub roster_claims_refused: AtomicU64,
     pub returns: AtomicU64,
     pub duplicate_returns: AtomicU64,
+    /// Returns for a jid this master never published or relayed.
+    pub returns_unknown_job: AtomicU64,
+    /// Returns from a minion the job's target does not reach.
+    pub returns_not_targeted: AtomicU64,
+    /// Returns over `max_return_bytes`, stored as an error return.
+    pub returns_too_large: AtomicU64,
     pub jobs_published: AtomicU64,
 }
 
@@ -210,6 +219,8 @@ pub struct MasterState {
     overflow: Mutex<Vec<(mpsc::Sender<ReturnLoad>, ReturnLoad)>>,
     jidgen: JidGen,
     challenges: Challenges,
+    /// Jobs sent out by this master: which returns it admits.
+    sent: PublishedJobs,
 }
 
 /// A running master.
@@ -314,6 +325,7 @@ impl Master {
             overflow: Mutex::new(Vec::new()),
             jidgen: JidGen::new(),
             challenges: Challenges::new(),
+            sent: PublishedJobs::default(),
             cfg,
         });
         info!(
@@ -439,6 +451,7 @@ impl MasterState {
         };
         let rx = watch.then(|| self.watch_job(&jid));
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.remember_sent(&job);
         self.jobs.record_job(&job, &ids);
         if !minions.is_empty() {
             self.send_job(&job, &minions)?;
@@ -493,9 +506,82 @@ impl MasterState {
             });
         }
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.remember_sent(&job);
         self.jobs.record_job(&job, &ids);
         self.send_job(&job, &minions)?;
         Ok(minions)
+    }
+
+    fn remember_sent(&self, job: &JobLoad) {
+        match JobScope::of(job, &self.cfg.nodegroups) {
+            Ok(scope) => self.sent.insert(&job.jid, scope),
+            // Parsed already before it was published; cannot happen.
+            Err(e) => {
+                warn!(jid = %job.jid, error = %e, "job target does not parse; its returns will be refused")
+            }
+        }
+    }
+
+    /// Whether a return belongs to a job this master sent out and to a
+    /// minion that job reaches (see [`crate::published`]). Counted when
+    /// not.
+    fn admit_return(&self, ret: &ReturnLoad) -> Result<(), NotAdmitted> {
+        let scope = self.sent.get(&ret.jid).or_else(|| {
+            // An older job, or one from before a restart: ask the job
+            // cache (a SQLite point read, only on this rare path).
+            if !brine_common::jid::is_jid(&ret.jid) {
+                return None;
+            }
+            let load = self.jobs.job_load(&ret.jid).ok()??;
+            let scope = JobScope::of(&load, &self.cfg.nodegroups).ok()?;
+            self.sent.insert(&ret.jid, scope.clone());
+            Some(scope)
+        });
+        let grains = self
+            .roster
+            .grains(&ret.id)
+            .unwrap_or(serde_json::Value::Null);
+        let verdict = published::admit(scope.as_ref(), &ret.id, &grains, || {
+            self.jobs.is_expected(&ret.jid, &ret.id).unwrap_or(false)
+        });
+        if let Err(why) = &verdict {
+            let (counter, text) = match why {
+                NotAdmitted::UnknownJob => (
+                    &self.counters.returns_unknown_job,
+                    "return for a job this master never sent refused",
+                ),
+                NotAdmitted::NotTargeted => (
+                    &self.counters.returns_not_targeted,
+                    "return from a minion the job does not target refused",
+                ),
+            };
+            let n = bump(counter);
+            if n.is_power_of_two() {
+                warn!(jid = %ret.jid.escape_debug(), minion = %ret.id.escape_debug(), count = n, "{text}");
+            }
+        }
+        verdict
+    }
+
+    /// A return over `max_return_bytes` (`size`, as it came on the wire)
+    /// is kept as an error return that says so: the job shows why, and
+    /// the stored bytes stay bounded.
+    fn cap_return(&self, ret: &mut ReturnLoad, size: usize) {
+        let max = self.cfg.max_return_bytes;
+        if size <= max {
+            return;
+        }
+        let n = bump(&self.counters.returns_too_large);
+        if n.is_power_of_two() {
+            warn!(jid = %ret.jid, minion = %ret.id, bytes = size, max, count = n, "return over max_return_bytes replaced by an error");
+        }
+        ret.ret = serde_json::Value::String(format!(
+            "The return of {} bytes was refused by master {}: it is larger than max_return_bytes ({max})",
+            size, self.cfg.id
+        ));
+        ret.retcode = 1;
+        ret.success = false;
+        ret.out = None;
     }
 
     /// Publish to the broadcast topic if a direct minion may match, and to
@@ -802,7 +888,15 @@ impl MasterState {
         if req.role == Role::Syndic && !self.keys.syndic_granted(&req.id, &peer) {
             bump(&self.counters.auth_refused);
             warn!(id = %req.id, "syndic sign-in refused: the key is accepted but not granted the syndic role (grant it on this master with 'salt-key --grant-syndic <id>')");
-            return self.reply(routing, Wire::AuthReply(refuse(AuthStatus::Rejected)));
+            // Not `Rejected`: the key is fine, the role is what is missing,
+            // and the syndic's log should say so.
+            return self.reply(
+                routing,
+                Wire::Error(format!(
+                    "syndic role not granted to {}: run 'salt-key --grant-syndic {}' on the master",
+                    req.id, req.id
+                )),
+            );
         }
         if self.cfg.max_minions > 0 {
             let n = self.sessions().len();
@@ -884,6 +978,7 @@ impl MasterState {
                 return self.reply(routing, Wire::ReAuth);
             }
         };
+        let plain_len = plain.len();
         let req: Request = match codec::decode(&plain, self.cfg.max_frame_bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -924,12 +1019,15 @@ impl MasterState {
                 ReplyBody::Ok
             }
             RequestBody::Heartbeat => ReplyBody::Ok,
-            RequestBody::Return(ret) => {
+            RequestBody::Return(mut ret) => {
                 if ret.id != id || role != Role::Minion {
                     let n = bump(&self.counters.forged_returns);
                     warn!(sender = %id, claimed = %ret.id.escape_debug(), count = n, "return for another minion refused");
                     ReplyBody::Refused(format!("{id} may not return for {}", ret.id))
+                } else if let Err(why) = self.admit_return(&ret) {
+                    ReplyBody::Refused(format!("return to {} refused: {why}", ret.jid))
                 } else {
+                    self.cap_return(&mut ret, plain_len);
                     self.accept_return(ret);
                     ReplyBody::Ok
                 }
@@ -939,21 +1037,30 @@ impl MasterState {
                     bump(&self.counters.syndic_refused);
                     ReplyBody::Refused("not a syndic".into())
                 } else {
-                    let mut refused = 0usize;
-                    for ret in rets {
-                        if self.roster.behind(&ret.id, id) {
-                            self.accept_return(ret);
-                        } else {
-                            refused += 1;
+                    let (mut outside, mut not_admitted) = (0usize, 0usize);
+                    // Sizes are looked at one by one only when the whole
+                    // batch is over the limit (rare).
+                    let check_sizes = plain_len > self.cfg.max_return_bytes;
+                    for mut ret in rets {
+                        if !self.roster.behind(&ret.id, id) {
+                            outside += 1;
                             let n = bump(&self.counters.syndic_refused);
                             if n.is_power_of_two() {
                                 warn!(syndic = %id, minion = %ret.id.escape_debug(), count = n, "syndic return for a minion outside its subtree refused");
                             }
+                        } else if self.admit_return(&ret).is_err() {
+                            not_admitted += 1;
+                        } else {
+                            if check_sizes {
+                                let size = codec::encode(&ret).map_or(usize::MAX, |b| b.len());
+                                self.cap_return(&mut ret, size);
+                            }
+                            self.accept_return(ret);
                         }
                     }
-                    if refused > 0 {
+                    if outside + not_admitted > 0 {
                         ReplyBody::Refused(format!(
-                            "{refused} returns for minions outside {id}'s subtree"
+                            "{outside} returns for minions outside {id}'s subtree, {not_admitted} for jobs this master did not send them"
                         ))
                     } else {
                         ReplyBody::Ok
@@ -962,7 +1069,20 @@ impl MasterState {
             }
             RequestBody::Roster(delta) => {
                 if role == Role::Syndic {
-                    self.roster.apply_syndic_delta(id, &delta);
+                    let out = self
+                        .roster
+                        .apply_syndic_delta(id, &delta, |m| self.keys.is_accepted(m));
+                    if !out.refused.is_empty() {
+                        let n = self
+                            .counters
+                            .roster_claims_refused
+                            .fetch_add(out.refused.len() as u64, Ordering::Relaxed);
+                        let (first, why) = &out.refused[0];
+                        warn!(syndic = %id, refused = out.refused.len(), first = %first.escape_debug(), reason = ?why, total = n + out.refused.len() as u64, "roster report names ids that belong to someone else; refused (see manage.list_syndics)");
+                    }
+                    for (m, from) in &out.moved {
+                        info!(minion = %m, from = %from, to = %id, "minion moved to another syndic (the one before is gone)");
+                    }
                     ReplyBody::Ok
                 } else {
                     bump(&self.counters.syndic_refused);

@@ -604,6 +604,32 @@ impl JobCache {
         }
     }
 
+    /// The publish load of a job this master recorded (`None` when it
+    /// recorded none): what a return to an older job is checked against.
+    pub fn job_load(&self, jid: &str) -> Result<Option<JobLoad>, JobCacheError> {
+        let conn = lock(&self.inner.reader);
+        let blob: Option<Vec<u8>> = conn
+            .query_row("SELECT load FROM jobs WHERE jid = ?1", params![jid], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(blob.and_then(|b| codec::decode(&b, usize::MAX).ok()))
+    }
+
+    /// Whether `minion` is in the expected set recorded for `jid`.
+    pub fn is_expected(&self, jid: &str, minion: &str) -> Result<bool, JobCacheError> {
+        let conn = lock(&self.inner.reader);
+        conn.query_row(
+            "SELECT 1 FROM job_minions WHERE jid = ?1 AND minion = ?2",
+            params![jid, minion],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|r| r.is_some())
+        .map_err(|e| self.db_err(e))
+    }
+
     /// Everything stored for one job, or `None` if nothing is known of it.
     /// A jid known only from returns (a job published by another master)
     /// gets a load rebuilt from the returns: its jid, function and arguments

@@ -427,6 +427,11 @@ impl KeyStore {
             .find(|s| self.exists(*s, id).unwrap_or(false))
     }
 
+    /// Whether an accepted key is stored for `id` (one `stat`).
+    pub fn is_accepted(&self, id: &str) -> bool {
+        Self::valid_id(id) && self.exists(KeyState::Accepted, id).unwrap_or(false)
+    }
+
     /// The accepted public key of `id`, if any and if it parses.
     pub fn accepted_key(&self, id: &str) -> Option<PublicKey> {
         if !Self::valid_id(id) {

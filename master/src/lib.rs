@@ -5,6 +5,8 @@
 //! - [`daemon`]: `Master::start` wires everything below and owns the shared
 //!   state (sessions, publish key, return watchers, dedup); the request loop
 //!   on 4506.
+//! - [`published`]: the jobs this master sent out, so it admits only
+//!   returns to them from minions they reach.
 //! - [`publisher`]: the PUB socket (4505): sealed, signed jobs; key updates.
 //! - [`roster`]: every reachable minion (direct or behind syndics), its
 //!   grains and presence; exact expected sets; deltas for syndics.
@@ -26,6 +28,7 @@ pub mod daemon;
 pub mod job_cache;
 pub mod key_cli;
 pub mod keys;
+pub mod published;
 pub mod publisher;
 pub mod roster;
 pub mod runner;

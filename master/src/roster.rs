@@ -10,6 +10,7 @@
 //! all (targeted fan-out). Every change bumps a version, so a syndic can
 //! report its subtree upward as deltas.
 
+use crate::keys::KeyStore;
 use brine_common::proto::{RosterDelta, RosterEntry};
 use brine_common::target::Target;
 use serde::Serialize;
@@ -36,13 +37,43 @@ struct Entry {
     was_connected: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct SyndicInfo {
     last_seen: Option<Instant>,
     /// Whether the syndic has reported its subtree at least once; until
     /// then every job is sent to it (its subtree is unknown).
     roster_known: bool,
     minions: usize,
+    /// Ids this syndic claims that belong to someone else (id → owner),
+    /// at most [`MAX_CONFLICTS`]; gone once it stops claiming them.
+    conflicts: BTreeMap<String, String>,
+    /// Claims refused since it was first seen.
+    claims_refused: u64,
+}
+
+/// Conflicting claims remembered per syndic (the count goes on).
+const MAX_CONFLICTS: usize = 1000;
+
+/// Why a syndic's roster report may not name an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// Not a valid id (the key store's rules), or a syndic id on its path.
+    InvalidId,
+    /// The id of a syndic of this master.
+    Syndic,
+    /// A direct minion of this master (its key is accepted here).
+    Direct,
+    /// Behind another syndic that is connected.
+    OtherSyndic(String),
+}
+
+/// What a roster report did.
+#[derive(Debug, Default, PartialEq)]
+pub struct ReportOutcome {
+    /// Ids refused, with why.
+    pub refused: Vec<(String, ClaimRefused)>,
+    /// Ids taken over from a syndic that is gone (failover).
+    pub moved: Vec<(String, String)>,
 }
 
 /// One expected minion of a job.
@@ -67,6 +98,10 @@ pub struct SyndicStatus {
     pub roster_known: bool,
     pub minions: usize,
     pub connected_minions: usize,
+    /// Ids it claims that belong to someone else: id → owner (`direct`,
+    /// `syndic`, another syndic's id, or `invalid id`).
+    pub conflicts: BTreeMap<String, String>,
+    pub claims_refused: u64,
 }
 
 #[derive(Default)]
@@ -167,11 +202,7 @@ impl Roster {
     /// A syndic signed in.
     pub fn syndic_seen(&self, id: &str) {
         let mut g = self.lock();
-        let s = g.syndics.entry(id.to_string()).or_insert(SyndicInfo {
-            last_seen: None,
-            roster_known: false,
-            minions: 0,
-        });
+        let s = g.syndics.entry(id.to_string()).or_default();
         s.last_seen = Some(Instant::now());
     }
 
@@ -179,8 +210,19 @@ impl Roster {
         self.lock().syndics.contains_key(id)
     }
 
-    /// Apply a syndic's report of its subtree.
-    pub fn apply_syndic_delta(&self, syndic: &str, delta: &RosterDelta) {
+    /// Apply a syndic's report of its subtree. An id moves to this syndic
+    /// only when nobody else holds it: not when it is a direct minion of
+    /// this master (`is_direct`: its key is accepted here), a syndic, or
+    /// behind another syndic that is connected. Those claims are refused
+    /// and kept as conflicts for `manage.list_syndics`; an id behind a
+    /// syndic that is gone moves (failover) and is reported as moved.
+    pub fn apply_syndic_delta(
+        &self,
+        syndic: &str,
+        delta: &RosterDelta,
+        is_direct: impl Fn(&str) -> bool,
+    ) -> ReportOutcome {
+        let mut out = ReportOutcome::default();
         let mut g = self.lock();
         g.version += 1;
         let v = g.version;
@@ -209,6 +251,15 @@ impl Roster {
             }
         }
         for u in &delta.upsert {
+            if let Err(why) = self.may_claim(&g, syndic, u, &is_direct) {
+                out.refused.push((u.id.clone(), why));
+                continue;
+            }
+            if let Some(old) = g.minions.get(&u.id).and_then(|e| e.via.first()) {
+                if old != syndic {
+                    out.moved.push((u.id.clone(), old.clone()));
+                }
+            }
             let mut via = vec![syndic.to_string()];
             via.extend(u.via.iter().cloned());
             g.tombstones.retain(|(t, _)| t != &u.id);
@@ -231,17 +282,74 @@ impl Roster {
             .values()
             .filter(|e| e.via.first().map(String::as_str) == Some(syndic))
             .count();
-        let s = g.syndics.entry(syndic.to_string()).or_insert(SyndicInfo {
-            last_seen: None,
-            roster_known: false,
-            minions: 0,
-        });
+        let s = g.syndics.entry(syndic.to_string()).or_default();
         s.roster_known = true;
         s.minions = count;
         s.last_seen = Some(Instant::now());
+        // Conflicts last while the syndic keeps claiming the id.
+        if delta.full {
+            s.conflicts.clear();
+        }
+        for id in delta
+            .remove
+            .iter()
+            .chain(delta.upsert.iter().map(|u| &u.id))
+        {
+            s.conflicts.remove(id);
+        }
+        s.claims_refused += out.refused.len() as u64;
+        for (id, why) in &out.refused {
+            if s.conflicts.len() < MAX_CONFLICTS {
+                let owner = match why {
+                    ClaimRefused::InvalidId => "invalid id".to_string(),
+                    ClaimRefused::Syndic => "syndic".to_string(),
+                    ClaimRefused::Direct => "direct".to_string(),
+                    ClaimRefused::OtherSyndic(o) => o.clone(),
+                };
+                s.conflicts.insert(id.clone(), owner);
+            }
+        }
         // Keep the tombstone list bounded.
         if g.tombstones.len() > 100_000 {
             g.tombstones.drain(..50_000);
+        }
+        out
+    }
+
+    /// Whether `syndic` may name `u` in its subtree (see
+    /// [`Roster::apply_syndic_delta`]).
+    fn may_claim(
+        &self,
+        g: &Inner,
+        syndic: &str,
+        u: &RosterEntry,
+        is_direct: &impl Fn(&str) -> bool,
+    ) -> Result<(), ClaimRefused> {
+        if !KeyStore::valid_id(&u.id) || !u.via.iter().all(|s| KeyStore::valid_id(s)) {
+            return Err(ClaimRefused::InvalidId);
+        }
+        if u.id == syndic || g.syndics.contains_key(&u.id) {
+            return Err(ClaimRefused::Syndic);
+        }
+        match g.minions.get(&u.id).map(|e| e.via.first()) {
+            // Already ours: nothing to decide.
+            Some(Some(s)) if s == syndic => Ok(()),
+            Some(None) => Err(ClaimRefused::Direct),
+            Some(Some(other)) => {
+                let alive = g
+                    .syndics
+                    .get(other)
+                    .is_some_and(|si| self.alive(si.last_seen));
+                if alive {
+                    Err(ClaimRefused::OtherSyndic(other.clone()))
+                } else if is_direct(&u.id) {
+                    Err(ClaimRefused::Direct)
+                } else {
+                    Ok(())
+                }
+            }
+            None if is_direct(&u.id) => Err(ClaimRefused::Direct),
+            None => Ok(()),
         }
     }
 
@@ -330,6 +438,8 @@ impl Roster {
                     .values()
                     .filter(|e| e.via.first() == Some(id) && self.entry_connected(&g, e))
                     .count(),
+                conflicts: s.conflicts.clone(),
+                claims_refused: s.claims_refused,
             })
             .collect()
     }
@@ -412,11 +522,7 @@ impl Roster {
         let v = g.version;
         for (id, (grains, via)) in snap {
             if let Some(s) = via.first() {
-                g.syndics.entry(s.clone()).or_insert(SyndicInfo {
-                    last_seen: None,
-                    roster_known: false,
-                    minions: 0,
-                });
+                g.syndics.entry(s.clone()).or_default();
             }
             g.minions.insert(
                 id,
@@ -489,8 +595,91 @@ mod tests {
                 entry("b", json!({"role": "db"}), false, &[]),
                 entry("c", json!({"role": "web"}), true, &["s1b"]),
             ]),
+            |_| false,
         );
         r
+    }
+
+    #[test]
+    fn a_roster_report_cannot_take_over_an_id() {
+        let r = Roster::new(Duration::from_secs(5));
+        r.upsert_direct("d1", json!({}));
+        r.syndic_seen("s1");
+        r.syndic_seen("s2");
+        let none = |_: &str| false;
+        let out = r.apply_syndic_delta(
+            "s1",
+            &full(vec![
+                entry("a", json!({}), true, &[]),
+                entry("b", json!({}), true, &[]),
+            ]),
+            none,
+        );
+        assert!(out.refused.is_empty());
+        // s2 claims a direct minion, s1's minion, a syndic, an id with a
+        // zero-width space, one the key store accepted here, and a new one.
+        let out = r.apply_syndic_delta(
+            "s2",
+            &full(vec![
+                entry("d1", json!({}), true, &[]),
+                entry("a", json!({}), true, &[]),
+                entry("s1", json!({}), true, &[]),
+                entry("x\u{200b}", json!({}), true, &[]),
+                entry("keyed", json!({}), true, &[]),
+                entry("c", json!({}), true, &[]),
+            ]),
+            |id| id == "keyed",
+        );
+        let refused: Vec<(&str, ClaimRefused)> = out
+            .refused
+            .iter()
+            .map(|(i, w)| (i.as_str(), w.clone()))
+            .collect();
+        assert_eq!(
+            refused,
+            vec![
+                ("d1", ClaimRefused::Direct),
+                ("a", ClaimRefused::OtherSyndic("s1".into())),
+                ("s1", ClaimRefused::Syndic),
+                ("x\u{200b}", ClaimRefused::InvalidId),
+                ("keyed", ClaimRefused::Direct),
+            ]
+        );
+        assert!(r.behind("a", "s1") && r.behind("c", "s2"));
+        assert!(!r.behind("d1", "s2"));
+        let s2 = r.syndics().into_iter().find(|s| s.id == "s2").expect("s2");
+        assert_eq!(s2.claims_refused, 5);
+        assert_eq!(s2.conflicts.get("a").map(String::as_str), Some("s1"));
+        assert_eq!(s2.conflicts.get("d1").map(String::as_str), Some("direct"));
+        // It stops claiming them: the conflicts go, the count stays.
+        r.apply_syndic_delta("s2", &full(vec![entry("c", json!({}), true, &[])]), none);
+        let s2 = r.syndics().into_iter().find(|s| s.id == "s2").expect("s2");
+        assert!(s2.conflicts.is_empty());
+        assert_eq!(s2.claims_refused, 5);
+    }
+
+    #[test]
+    fn minions_of_a_syndic_that_is_gone_may_move() {
+        let r = Roster::new(Duration::from_millis(1));
+        r.syndic_seen("s1");
+        r.apply_syndic_delta("s1", &full(vec![entry("a", json!({}), true, &[])]), |_| {
+            false
+        });
+        // s1 stops being heard from (alive window 3 s at least): simulate by
+        // a roster whose window has passed.
+        {
+            let mut g = r.lock();
+            if let Some(s) = g.syndics.get_mut("s1") {
+                s.last_seen = Instant::now().checked_sub(Duration::from_secs(60));
+            }
+        }
+        r.syndic_seen("s2");
+        let out = r.apply_syndic_delta("s2", &full(vec![entry("a", json!({}), true, &[])]), |_| {
+            false
+        });
+        assert!(out.refused.is_empty());
+        assert_eq!(out.moved, vec![("a".to_string(), "s1".to_string())]);
+        assert!(r.behind("a", "s2"));
     }
 
     #[test]
@@ -514,6 +703,7 @@ mod tests {
                 upsert: vec![entry("deep", json!({}), true, &[])],
                 remove: vec![],
             },
+            |_| false,
         );
         let v3 = r.version();
         r.apply_syndic_delta(
@@ -523,6 +713,7 @@ mod tests {
                 upsert: vec![entry("deep", json!({"x": 1}), true, &[])],
                 remove: vec![],
             },
+            |_| false,
         );
         assert_eq!(r.unreported(["deep"], v3), 0);
         assert_eq!(r.unreported(["deep"], v2), 1);
@@ -567,6 +758,7 @@ mod tests {
                 upsert: vec![entry("z", json!({}), true, &[])],
                 remove: vec!["a".into()],
             },
+            |_| false,
         );
         assert!(r.behind("a", "s1") && r.behind("z", "s2"));
         assert!(r.unknown_syndics().is_empty());
@@ -577,10 +769,13 @@ mod tests {
                 upsert: vec![],
                 remove: vec!["a".into()],
             },
+            |_| false,
         );
         assert!(!r.behind("a", "s1"));
         // A full report replaces everything s1 had, and only that.
-        r.apply_syndic_delta("s1", &full(vec![entry("n", json!({}), true, &[])]));
+        r.apply_syndic_delta("s1", &full(vec![entry("n", json!({}), true, &[])]), |_| {
+            false
+        });
         assert_eq!(ids(&expect(&r, "*", TargetType::Glob)), ["d1", "n", "z"]);
     }
 
@@ -609,14 +804,18 @@ mod tests {
         // A mid-tier syndic reports what its own syndic reported to it.
         let mid = Roster::new(Duration::from_secs(60));
         mid.syndic_seen("leaf");
-        mid.apply_syndic_delta("leaf", &full(vec![entry("x", json!({}), true, &[])]));
+        mid.apply_syndic_delta(
+            "leaf",
+            &full(vec![entry("x", json!({}), true, &[])]),
+            |_| false,
+        );
         let (d, _) = mid.delta_since(0);
         assert_eq!(d.upsert.len(), 1);
         assert_eq!(d.upsert[0].via, ["leaf"]);
         assert!(d.upsert[0].connected);
         let top = Roster::new(Duration::from_secs(60));
         top.syndic_seen("mid");
-        top.apply_syndic_delta("mid", &d);
+        top.apply_syndic_delta("mid", &d, |_| false);
         let all = expect(&top, "x", TargetType::Glob);
         assert_eq!(all[0].via, ["mid", "leaf"]);
         assert!(top.behind("x", "mid"));

@@ -229,6 +229,8 @@ pub async fn run(
                         "roster_known": s.roster_known,
                         "minions": s.minions,
                         "connected_minions": s.connected_minions,
+                        "claims_refused": s.claims_refused,
+                        "conflicts": s.conflicts,
                     }),
                 );
             }

@@ -65,6 +65,10 @@ pub struct MasterConfig {
     pub zmq_backlog: i32,
     /// Largest frame accepted from the wire, to bound memory per message.
     pub max_frame_bytes: usize,
+    /// Largest job return stored. A larger one is replaced by an error
+    /// return naming its size (counted `returns_too_large`), so the job
+    /// shows why instead of the minion "not returning".
+    pub max_return_bytes: usize,
     /// Refuse new minion keys past this many accepted ones; 0 = unlimited.
     pub max_minions: usize,
     /// Upper masters of a syndic (string or list); empty = not a syndic.
@@ -118,6 +122,7 @@ impl Default for MasterConfig {
             pub_hwm: 1_000,
             zmq_backlog: 1000,
             max_frame_bytes: 16 * 1024 * 1024,
+            max_return_bytes: 8 * 1024 * 1024,
             max_minions: 0,
             syndic_master: Vec::new(),
             syndic_master_port: 4506,
@@ -189,7 +194,8 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
                 .map_err(|e| loaded.invalid("log_level_logfile", e.to_string()))?,
         );
     }
-    let positive: [(&str, u64); 7] = [
+    let positive: [(&str, u64); 8] = [
+        ("max_return_bytes", cfg.max_return_bytes as u64),
         ("timeout", cfg.timeout),
         ("gather_job_timeout", cfg.gather_job_timeout),
         ("heartbeat_interval", cfg.heartbeat_interval),
@@ -200,6 +206,15 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(loaded.invalid(key, "must be greater than 0"));
+    }
+    if cfg.max_return_bytes > cfg.max_frame_bytes {
+        return Err(loaded.invalid(
+            "max_return_bytes",
+            format!(
+                "must not exceed max_frame_bytes ({}): a return travels in one frame",
+                cfg.max_frame_bytes
+            ),
+        ));
     }
     if cfg.pub_hwm < 0 {
         return Err(loaded.invalid("pub_hwm", "must not be negative (0 = unlimited)"));

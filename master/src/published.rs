@@ -1,0 +1,180 @@
+//! The jobs this master published or relayed, in memory: which minions may
+//! return to each.
+//!
+//! A return is admitted only for a jid this master sent out, from a minion
+//! the job's target reaches (matched against the roster entry of the
+//! minion, so a minion that joined after the publish still counts), or
+//! that was in the job's expected set. Without this, an accepted minion
+//! could store returns for jobs that never existed or push its own answer
+//! into somebody else's job.
+//!
+//! Bounded: the newest [`LIVE_JOBS`] jobs stay here with their parsed
+//! target (a few hundred bytes each; jids sort by time, so the oldest go
+//! first). A return for an older job, or one arriving after a restart, is
+//! checked against the job cache (its stored load and expected set), and
+//! the job is then kept here again. The expected sets themselves stay in
+//! the job cache: at 5000 minions a job they would cost ~250 KB each here.
+
+use brine_common::proto::JobLoad;
+use brine_common::target::{self, Target};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Jobs kept in memory (at 10 jobs/s, the last ~2.7 hours).
+pub const LIVE_JOBS: usize = 100_000;
+
+/// What the master needs to judge a return to one job.
+#[derive(Debug, Clone)]
+pub struct JobScope {
+    target: Target,
+    delimiter: String,
+}
+
+impl JobScope {
+    /// The scope of a job as published.
+    pub fn of(
+        load: &JobLoad,
+        nodegroups: &BTreeMap<String, String>,
+    ) -> Result<Self, target::TargetError> {
+        let target =
+            target::parse_with_delimiter(&load.tgt, load.tgt_type, nodegroups, &load.delimiter)?;
+        Ok(Self {
+            target,
+            delimiter: load.delimiter.clone(),
+        })
+    }
+
+    /// Whether the job's target reaches minion `id` with `grains`.
+    pub fn reaches(&self, id: &str, grains: &serde_json::Value) -> bool {
+        self.target.matches(id, grains, &self.delimiter)
+    }
+}
+
+#[derive(Default)]
+pub struct Published {
+    jobs: Mutex<BTreeMap<String, JobScope>>,
+}
+
+impl Published {
+    /// Remember a job this master sends out.
+    pub fn insert(&self, jid: &str, scope: JobScope) {
+        let mut g = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(jid.to_string(), scope);
+        while g.len() > LIVE_JOBS {
+            g.pop_first();
+        }
+    }
+
+    pub fn get(&self, jid: &str) -> Option<JobScope> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(jid)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a return is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    /// This master never published or relayed that jid.
+    #[error("this master never sent that job")]
+    UnknownJob,
+    /// The job's target does not reach this minion.
+    #[error("the job does not target this minion")]
+    NotTargeted,
+}
+
+/// The decision for one return, given the job's scope (if known), the
+/// minion's grains and, only when the target does not reach it, whether
+/// the job cache lists it as expected.
+pub fn admit(
+    scope: Option<&JobScope>,
+    id: &str,
+    grains: &serde_json::Value,
+    expected: impl FnOnce() -> bool,
+) -> Result<(), NotAdmitted> {
+    let Some(scope) = scope else {
+        return Err(NotAdmitted::UnknownJob);
+    };
+    if scope.reaches(id, grains) || expected() {
+        Ok(())
+    } else {
+        Err(NotAdmitted::NotTargeted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brine_common::proto::TargetType;
+    use serde_json::json;
+
+    fn load(jid: &str, tgt: &str, tgt_type: TargetType) -> JobLoad {
+        JobLoad {
+            jid: jid.into(),
+            tgt: tgt.into(),
+            tgt_type,
+            fun: "test.ping".into(),
+            arg: vec![],
+            kwarg: Default::default(),
+            user: "root".into(),
+            timeout: 5,
+            delimiter: ":".into(),
+            path: vec![],
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn a_return_needs_a_known_job_that_reaches_the_minion() {
+        let p = Published::default();
+        let j = load("20261202000000000001", "web*", TargetType::Glob);
+        p.insert(&j.jid, JobScope::of(&j, &BTreeMap::new()).expect("scope"));
+        let scope = p.get(&j.jid);
+        assert_eq!(admit(scope.as_ref(), "web1", &json!({}), || false), Ok(()));
+        assert_eq!(
+            admit(scope.as_ref(), "db1", &json!({}), || false),
+            Err(NotAdmitted::NotTargeted)
+        );
+        // Listed as expected in the job cache (grains changed meanwhile).
+        assert_eq!(admit(scope.as_ref(), "db1", &json!({}), || true), Ok(()));
+        assert_eq!(
+            admit(
+                p.get("20261202000000000002").as_ref(),
+                "web1",
+                &json!({}),
+                || true
+            ),
+            Err(NotAdmitted::UnknownJob)
+        );
+        let g = load("20261202000000000003", "os:Debian", TargetType::Grain);
+        let s = JobScope::of(&g, &BTreeMap::new()).expect("scope");
+        assert!(s.reaches("x", &json!({"os": "Debian"})));
+        assert!(!s.reaches("x", &json!({"os": "Arch"})));
+    }
+
+    #[test]
+    fn only_the_newest_jobs_stay_in_memory() {
+        let p = Published::default();
+        let j = load("0", "*", TargetType::Glob);
+        let s = JobScope::of(&j, &BTreeMap::new()).expect("scope");
+        for i in 0..LIVE_JOBS + 5 {
+            p.insert(&format!("{i:020}"), s.clone());
+        }
+        assert_eq!(p.len(), LIVE_JOBS);
+        assert!(
+            p.get(&format!("{:020}", 0)).is_none(),
+            "the oldest went first"
+        );
+        assert!(p.get(&format!("{:020}", LIVE_JOBS + 4)).is_some());
+    }
+}
