@@ -7,6 +7,15 @@
 //! task may send) and written by the owning thread. A full outgoing pipe
 //! (high-water mark) or an unroutable peer is a counted, logged drop, never
 //! a silent one.
+//!
+//! A socket may also get a [`ConnGuard`]: the io thread shows it every
+//! inbound message together with the TCP connection it came from (libzmq's
+//! per-message source descriptor) and every connection that opens or
+//! closes (a socket monitor), and closes the connections the guard names.
+//! This is how a master bounds what an unauthenticated peer can make
+//! libzmq keep for it (subscriptions on 4505): libzmq has no per-peer limit
+//! of its own, but it frees everything a connection held when the
+//! connection ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +46,34 @@ pub struct IoStats {
     pub dropped_unroutable: AtomicU64,
 }
 
+/// What the io thread does with an inbound message a [`ConnGuard`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the tokio side as usual.
+    Deliver,
+    /// Drop it (the guard counted it).
+    Drop,
+    /// Drop it and close the TCP connection it came from.
+    Disconnect,
+}
+
+/// Inspects, on the io thread, every message read from one socket.
+pub trait ConnGuard: Send {
+    /// `fd` is the TCP connection the message arrived on (None for
+    /// messages libzmq makes up itself, such as the unsubscriptions an
+    /// XPUB reports when a peer goes away).
+    fn inspect(&mut self, fd: Option<i32>, frames: &[Vec<u8>]) -> Verdict;
+    /// A connection was accepted or closed: forget what was kept for `fd`
+    /// (descriptors are reused).
+    fn forget(&mut self, fd: i32);
+}
+
+/// A guard and the socket it watches.
+pub struct Guarded {
+    pub index: usize,
+    pub guard: Box<dyn ConnGuard>,
+}
+
 /// Control index that asks the thread to stop.
 const STOP: u8 = 255;
 
@@ -61,6 +98,19 @@ impl IoThread {
         write_only: &[usize],
         queue: usize,
     ) -> Result<(Self, mpsc::Receiver<(usize, Frames)>), TransportError> {
+        Self::spawn_guarded(ctx, name, sockets, write_only, queue, None)
+    }
+
+    /// [`IoThread::spawn`] with a [`ConnGuard`] on one (bound, tcp) socket.
+    /// The guarded socket is read even when listed in `write_only`.
+    pub fn spawn_guarded(
+        ctx: &zmq::Context,
+        name: &str,
+        sockets: Vec<zmq::Socket>,
+        write_only: &[usize],
+        queue: usize,
+        guard: Option<Guarded>,
+    ) -> Result<(Self, mpsc::Receiver<(usize, Frames)>), TransportError> {
         let endpoint = format!(
             "inproc://brine-io-{}-{}",
             name,
@@ -73,6 +123,27 @@ impl IoThread {
         push.set_sndhwm(0)?;
         push.set_linger(0)?;
         push.connect(&endpoint)?;
+        let watch = match guard {
+            Some(g) => {
+                let sock = sockets
+                    .get(g.index)
+                    .ok_or(TransportError::Zmq(zmq::Error::EINVAL))?;
+                let mon_ep = format!("{endpoint}-monitor");
+                sock.monitor(
+                    &mon_ep,
+                    (zmq::SocketEvent::ACCEPTED as i32) | (zmq::SocketEvent::DISCONNECTED as i32),
+                )?;
+                let mon = ctx.socket(zmq::PAIR)?;
+                mon.set_linger(0)?;
+                mon.connect(&mon_ep)?;
+                Some(Watch {
+                    index: g.index,
+                    guard: g.guard,
+                    monitor: mon,
+                })
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stats = Arc::new(IoStats::default());
         let st = stats.clone();
@@ -80,7 +151,7 @@ impl IoThread {
         let tname = name.to_string();
         let join = std::thread::Builder::new()
             .name(format!("zmq-{name}"))
-            .spawn(move || io_loop(&tname, sockets, &write_only, pull, tx, &st))
+            .spawn(move || io_loop(&tname, sockets, &write_only, pull, tx, &st, watch))
             .map_err(TransportError::Spawn)?;
         Ok((
             Self {
@@ -122,6 +193,66 @@ impl Drop for IoThread {
     }
 }
 
+/// A guarded socket as the io thread keeps it.
+struct Watch {
+    index: usize,
+    guard: Box<dyn ConnGuard>,
+    /// PAIR end of the socket's monitor (accepted / disconnected events).
+    monitor: zmq::Socket,
+}
+
+impl Watch {
+    /// Reads pending monitor events; each names a descriptor to forget.
+    fn drain_monitor(&mut self) {
+        for _ in 0..10_000 {
+            let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) else {
+                return;
+            };
+            // First frame: event (u16) then value (u32, here the fd), in
+            // the host's byte order.
+            if let Some(ev) = frames.first().filter(|f| f.len() >= 6) {
+                let fd = i32::from_ne_bytes([ev[2], ev[3], ev[4], ev[5]]);
+                self.guard.forget(fd);
+            }
+        }
+    }
+}
+
+/// Reads one multipart message, and the descriptor of the connection it
+/// came from (libzmq's `__fd` message property).
+fn recv_with_fd(sock: &zmq::Socket) -> Result<(Frames, Option<i32>), zmq::Error> {
+    let mut frames = Vec::new();
+    let mut fd = None;
+    loop {
+        let mut msg = sock.recv_msg(zmq::DONTWAIT)?;
+        if fd.is_none() {
+            fd = msg.gets("__fd").and_then(|v| v.parse::<i32>().ok());
+        }
+        let more = msg.get_more();
+        frames.push(msg.to_vec());
+        if !more {
+            return Ok((frames, fd));
+        }
+    }
+}
+
+/// Closes one accepted connection of `sock` by its descriptor. Checks
+/// first that the descriptor is still a tcp connection on the socket's own
+/// port (a descriptor closed and reused meanwhile is left alone); libzmq
+/// then sees the end of the stream and frees all the connection held.
+fn close_connection(sock: &zmq::Socket, fd: i32) -> bool {
+    use nix::sys::socket::{getsockname, shutdown, Shutdown, SockaddrStorage};
+    let Some(port) = bound_port(sock) else {
+        return false;
+    };
+    let local: Result<SockaddrStorage, _> = getsockname(fd);
+    let same_port = local.ok().is_some_and(|a| {
+        a.as_sockaddr_in().map(|v| v.port()) == Some(port)
+            || a.as_sockaddr_in6().map(|v| v.port()) == Some(port)
+    });
+    same_port && shutdown(fd, Shutdown::Both).is_ok()
+}
+
 fn io_loop(
     name: &str,
     sockets: Vec<zmq::Socket>,
@@ -129,15 +260,20 @@ fn io_loop(
     pull: zmq::Socket,
     tx: mpsc::Sender<(usize, Frames)>,
     stats: &IoStats,
+    mut watch: Option<Watch>,
 ) {
+    let guarded = watch.as_ref().map(|w| w.index);
     let readable: Vec<usize> = (0..sockets.len())
-        .filter(|i| !write_only.contains(i))
+        .filter(|i| !write_only.contains(i) || guarded == Some(*i))
         .collect();
     loop {
-        let mut items: Vec<zmq::PollItem> = Vec::with_capacity(readable.len() + 1);
+        let mut items: Vec<zmq::PollItem> = Vec::with_capacity(readable.len() + 2);
         items.push(pull.as_poll_item(zmq::POLLIN));
         for &i in &readable {
             items.push(sockets[i].as_poll_item(zmq::POLLIN));
+        }
+        if let Some(w) = &watch {
+            items.push(w.monitor.as_poll_item(zmq::POLLIN));
         }
         if let Err(e) = zmq::poll(&mut items, 1000) {
             if e == zmq::Error::EINTR {
@@ -153,12 +289,37 @@ fn io_loop(
             .filter(|(k, _)| items[k + 1].is_readable())
             .map(|(_, &i)| i)
             .collect();
+        let monitor_ready = watch.is_some() && items[readable.len() + 1].is_readable();
         drop(items);
+        if monitor_ready {
+            if let Some(w) = watch.as_mut() {
+                w.drain_monitor();
+            }
+        }
         // Inbound: drain each ready socket (bounded per round so one noisy
         // socket cannot starve the outgoing side).
         for i in ready {
             for _ in 0..10_000 {
-                match sockets[i].recv_multipart(zmq::DONTWAIT) {
+                let got = match watch.as_mut().filter(|w| w.index == i) {
+                    Some(w) => match recv_with_fd(&sockets[i]) {
+                        Ok((frames, fd)) => match w.guard.inspect(fd, &frames) {
+                            Verdict::Deliver if write_only.contains(&i) => continue,
+                            Verdict::Deliver => Ok(frames),
+                            Verdict::Drop => continue,
+                            Verdict::Disconnect => {
+                                // The monitor reports the end of the
+                                // connection; the guard forgets it then.
+                                if let Some(fd) = fd {
+                                    close_connection(&sockets[i], fd);
+                                }
+                                continue;
+                            }
+                        },
+                        Err(e) => Err(e),
+                    },
+                    None => sockets[i].recv_multipart(zmq::DONTWAIT),
+                };
+                match got {
                     Ok(frames) => {
                         stats.received.fetch_add(1, Ordering::Relaxed);
                         if tx.blocking_send((i, frames)).is_err() {

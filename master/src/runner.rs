@@ -243,6 +243,17 @@ pub async fn run(
                     "publishes_dropped_hwm".into(),
                     json!(state.publisher.dropped()),
                 );
+                let subs = &state.publisher.subscriptions;
+                m.insert(
+                    "subscriptions_refused".into(),
+                    json!(subs.refused.load(std::sync::atomic::Ordering::Relaxed)),
+                );
+                m.insert(
+                    "publish_peers_dropped".into(),
+                    json!(subs
+                        .peers_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed)),
+                );
                 m.insert(
                     "job_cache".into(),
                     serde_json::to_value(state.jobs.stats()).unwrap_or(Value::Null),
