@@ -283,7 +283,19 @@ fn two_syndics_targeting_fanout_and_faults() {
         }))
         .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
-    let forged_jid = "20260101000000000042";
+    // A real job for fake1 (a return needs a job this master sent).
+    let out = topo
+        .salt(&["fake1", "test.ping", "--async"])
+        .expect("salt --async");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let forged_jid = printed
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|j| brine_common::jid::is_jid(j))
+        .unwrap_or_else(|| panic!("no jid in {printed:?}"))
+        .to_string();
+    let forged_jid = forged_jid.as_str();
     let body = fake
         .request(RequestBody::SyndicReturns(vec![
             ret(forged_jid, "s1m1", "forged"),

@@ -1208,6 +1208,9 @@ async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
         }
         n += 1;
         state.roster.sweep();
+        for (m, to, from) in state.roster.retry_claims(|m| state.keys.is_accepted(m)) {
+            info!(minion = %m, syndic = %to, before = ?from, "claim refused earlier granted: its owner is gone");
+        }
         state
             .watchers
             .lock()

@@ -44,9 +44,13 @@ struct SyndicInfo {
     /// then every job is sent to it (its subtree is unknown).
     roster_known: bool,
     minions: usize,
-    /// Ids this syndic claims that belong to someone else (id → owner),
-    /// at most [`MAX_CONFLICTS`]; gone once it stops claiming them.
-    conflicts: BTreeMap<String, String>,
+    /// Ids this syndic claims that belong to someone else: the owner and
+    /// the entry as reported, at most [`MAX_CONFLICTS`]. Retried every
+    /// second ([`Roster::retry_claims`]: the owner may go away, or the
+    /// operator may delete a direct key) and gone once the syndic stops
+    /// claiming the id (a syndic reports only changes, so it would not
+    /// claim it again by itself).
+    conflicts: BTreeMap<String, (String, RosterEntry)>,
     /// Claims refused since it was first seen.
     claims_refused: u64,
 }
@@ -65,6 +69,18 @@ pub enum ClaimRefused {
     Direct,
     /// Behind another syndic that is connected.
     OtherSyndic(String),
+}
+
+impl ClaimRefused {
+    /// Who holds the id, as `manage.list_syndics` shows it.
+    fn owner(&self) -> String {
+        match self {
+            ClaimRefused::InvalidId => "invalid id".to_string(),
+            ClaimRefused::Syndic => "syndic".to_string(),
+            ClaimRefused::Direct => "direct".to_string(),
+            ClaimRefused::OtherSyndic(o) => o.clone(),
+        }
+    }
 }
 
 /// What a roster report did.
@@ -250,41 +266,20 @@ impl Roster {
                 g.tombstones.push((id.clone(), v));
             }
         }
+        let mut refused_entries = Vec::new();
         for u in &delta.upsert {
             if let Err(why) = self.may_claim(&g, syndic, u, &is_direct) {
                 out.refused.push((u.id.clone(), why));
+                refused_entries.push(u.clone());
                 continue;
             }
-            if let Some(old) = g.minions.get(&u.id).and_then(|e| e.via.first()) {
-                if old != syndic {
-                    out.moved.push((u.id.clone(), old.clone()));
-                }
+            if let Some(moved) = Self::insert_claim(&mut g, syndic, u, v) {
+                out.moved.push((u.id.clone(), moved));
             }
-            let mut via = vec![syndic.to_string()];
-            via.extend(u.via.iter().cloned());
-            g.tombstones.retain(|(t, _)| t != &u.id);
-            let added = g.minions.get(&u.id).map_or(v, |e| e.added);
-            g.minions.insert(
-                u.id.clone(),
-                Entry {
-                    grains: u.grains.clone(),
-                    last_seen: None,
-                    reported_connected: u.connected,
-                    via,
-                    version: v,
-                    added,
-                    was_connected: u.connected,
-                },
-            );
         }
-        let count = g
-            .minions
-            .values()
-            .filter(|e| e.via.first().map(String::as_str) == Some(syndic))
-            .count();
+        Self::count_subtree(&mut g, syndic);
         let s = g.syndics.entry(syndic.to_string()).or_default();
         s.roster_known = true;
-        s.minions = count;
         s.last_seen = Some(Instant::now());
         // Conflicts last while the syndic keeps claiming the id.
         if delta.full {
@@ -298,15 +293,9 @@ impl Roster {
             s.conflicts.remove(id);
         }
         s.claims_refused += out.refused.len() as u64;
-        for (id, why) in &out.refused {
+        for ((id, why), entry) in out.refused.iter().zip(refused_entries) {
             if s.conflicts.len() < MAX_CONFLICTS {
-                let owner = match why {
-                    ClaimRefused::InvalidId => "invalid id".to_string(),
-                    ClaimRefused::Syndic => "syndic".to_string(),
-                    ClaimRefused::Direct => "direct".to_string(),
-                    ClaimRefused::OtherSyndic(o) => o.clone(),
-                };
-                s.conflicts.insert(id.clone(), owner);
+                s.conflicts.insert(id.clone(), (why.owner(), entry));
             }
         }
         // Keep the tombstone list bounded.
@@ -314,6 +303,77 @@ impl Roster {
             g.tombstones.drain(..50_000);
         }
         out
+    }
+
+    /// Puts `u` in `syndic`'s subtree at version `v`; returns the syndic
+    /// it was behind before, if another.
+    fn insert_claim(g: &mut Inner, syndic: &str, u: &RosterEntry, v: u64) -> Option<String> {
+        let moved = g
+            .minions
+            .get(&u.id)
+            .and_then(|e| e.via.first())
+            .filter(|old| *old != syndic)
+            .cloned();
+        let mut via = vec![syndic.to_string()];
+        via.extend(u.via.iter().cloned());
+        g.tombstones.retain(|(t, _)| t != &u.id);
+        let added = g.minions.get(&u.id).map_or(v, |e| e.added);
+        g.minions.insert(
+            u.id.clone(),
+            Entry {
+                grains: u.grains.clone(),
+                last_seen: None,
+                reported_connected: u.connected,
+                via,
+                version: v,
+                added,
+                was_connected: u.connected,
+            },
+        );
+        moved
+    }
+
+    fn count_subtree(g: &mut Inner, syndic: &str) {
+        let count = g
+            .minions
+            .values()
+            .filter(|e| e.via.first().map(String::as_str) == Some(syndic))
+            .count();
+        g.syndics.entry(syndic.to_string()).or_default().minions = count;
+    }
+
+    /// Claims refused earlier whose owner has gone meanwhile (its syndic
+    /// is down, its direct key deleted) move to the connected syndic that
+    /// claims them. Returns (id, new syndic, old syndic if any).
+    pub fn retry_claims(
+        &self,
+        is_direct: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String, Option<String>)> {
+        let mut g = self.lock();
+        let pending: Vec<(String, RosterEntry)> = g
+            .syndics
+            .iter()
+            .filter(|(_, si)| !si.conflicts.is_empty() && self.alive(si.last_seen))
+            .flat_map(|(s, si)| si.conflicts.values().map(|(_, e)| (s.clone(), e.clone())))
+            .collect();
+        let mut granted = Vec::new();
+        for (syndic, entry) in pending {
+            if self.may_claim(&g, &syndic, &entry, &is_direct).is_err() {
+                continue;
+            }
+            g.version += 1;
+            let v = g.version;
+            let before = Self::insert_claim(&mut g, &syndic, &entry, v);
+            if let Some(old) = &before {
+                Self::count_subtree(&mut g, old);
+            }
+            Self::count_subtree(&mut g, &syndic);
+            if let Some(si) = g.syndics.get_mut(&syndic) {
+                si.conflicts.remove(&entry.id);
+            }
+            granted.push((entry.id.clone(), syndic, before));
+        }
+        granted
     }
 
     /// Whether `syndic` may name `u` in its subtree (see
@@ -438,7 +498,11 @@ impl Roster {
                     .values()
                     .filter(|e| e.via.first() == Some(id) && self.entry_connected(&g, e))
                     .count(),
-                conflicts: s.conflicts.clone(),
+                conflicts: s
+                    .conflicts
+                    .iter()
+                    .map(|(id, (owner, _))| (id.clone(), owner.clone()))
+                    .collect(),
                 claims_refused: s.claims_refused,
             })
             .collect()
@@ -680,6 +744,38 @@ mod tests {
         assert!(out.refused.is_empty());
         assert_eq!(out.moved, vec![("a".to_string(), "s1".to_string())]);
         assert!(r.behind("a", "s2"));
+    }
+
+    #[test]
+    fn a_refused_claim_is_granted_once_its_owner_is_gone() {
+        let r = Roster::new(Duration::from_millis(1));
+        r.syndic_seen("s1");
+        r.apply_syndic_delta("s1", &full(vec![entry("a", json!({}), true, &[])]), |_| {
+            false
+        });
+        r.syndic_seen("s2");
+        // s1 is connected: s2's claim is refused, and s2 will not send it
+        // again (it reports only changes).
+        let out = r.apply_syndic_delta("s2", &full(vec![entry("a", json!({}), true, &[])]), |_| {
+            false
+        });
+        assert_eq!(out.refused.len(), 1);
+        assert!(r.retry_claims(|_| false).is_empty(), "s1 still holds it");
+        {
+            let mut g = r.lock();
+            if let Some(s) = g.syndics.get_mut("s1") {
+                s.last_seen = Instant::now().checked_sub(Duration::from_secs(60));
+            }
+        }
+        r.syndic_seen("s2");
+        assert_eq!(
+            r.retry_claims(|_| false),
+            vec![("a".to_string(), "s2".to_string(), Some("s1".to_string()))]
+        );
+        assert!(r.behind("a", "s2"));
+        let s2 = r.syndics().into_iter().find(|s| s.id == "s2").expect("s2");
+        assert!(s2.conflicts.is_empty());
+        assert_eq!(s2.minions, 1);
     }
 
     #[test]
