@@ -14,6 +14,9 @@
 //! (file server, pillar, events) are additions, not breaking changes.
 
 use serde::{Deserialize, Serialize};
+/// Bytes that encode as a msgpack binary (re-exported for the crates that
+/// read [`ReplyBody::Publishes`]).
+pub use serde_bytes::ByteBuf;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -289,6 +292,11 @@ pub enum RequestBody {
     SyndicReturns(Vec<ReturnLoad>),
     /// A syndic's subtree changed.
     Roster(RosterDelta),
+    /// The job publishes of the last minute newer than `after_seq` on the
+    /// asker's topics, answered with [`ReplyBody::Publishes`]: what a peer
+    /// that was cut off (its subscription not yet back when the master
+    /// published) missed. Asked after every sign-in but a process's first.
+    Catchup { after_seq: u64 },
 }
 
 /// A sealed request with its replay-protection counter.
@@ -307,6 +315,9 @@ pub enum ReplyBody {
     Ok,
     /// The request was understood but refused; the text says why.
     Refused(String),
+    /// Publish frames (each a msgpack [`SignedPub`], checked like any
+    /// publish), oldest first: the answer to [`RequestBody::Catchup`].
+    Publishes(Vec<ByteBuf>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -273,9 +273,12 @@ pub struct ClientSession {
     master_finger: Option<String>,
     nonce: Vec<u8>,
     est: Option<Established>,
+    /// Whether any sign-in of this process was accepted (the first one sets
+    /// the replay floor; later ones keep the window and catch up).
+    signed_in_before: bool,
     seq: u64,
     req_id: u64,
-    last_pub_seq: u64,
+    pubs: SeqWindow,
     max_frame: usize,
     /// When a sign-in was last accepted or a `ReAuth` last acted on.
     last_reauth: Option<Instant>,
@@ -300,9 +303,10 @@ impl ClientSession {
             master_finger: master_finger.map(|f| f.trim().to_ascii_lowercase()),
             nonce: Vec::new(),
             est: None,
+            signed_in_before: false,
             seq: 0,
             req_id: 0,
-            last_pub_seq: 0,
+            pubs: SeqWindow::default(),
             max_frame,
             last_reauth: None,
         }
@@ -421,12 +425,17 @@ impl ClientSession {
         if !same_key {
             // A new publish key cannot open old publishes, so the replay
             // window starts again with it.
-            self.last_pub_seq = 0;
+            self.pubs = SeqWindow::default();
         }
-        // Nothing published before this sign-in is ours to run: a publish
-        // captured earlier (before this process restarted, say) and sent
-        // again is refused.
-        self.last_pub_seq = self.last_pub_seq.max(accept.pub_seq);
+        if !self.signed_in_before {
+            // A fresh process runs nothing published before its first
+            // sign-in: a publish captured earlier (before this process
+            // restarted, say) and sent again is refused. Later sign-ins
+            // keep the window, so what was published while the peer was
+            // cut off can still be caught up ([`Self::catchup_after`]).
+            self.pubs.raise_floor(accept.pub_seq);
+            self.signed_in_before = true;
+        }
         self.last_reauth = Some(Instant::now());
         self.est = Some(Established {
             master_id: accept.master_id,
@@ -560,14 +569,53 @@ impl ClientSession {
     }
 
     fn check_seq(&mut self, seq: u64) -> Result<(), SessionError> {
-        if seq <= self.last_pub_seq {
+        self.pubs.take(seq)
+    }
+
+    /// What to ask the master for after a sign-in
+    /// ([`RequestBody::Catchup`]): every publish above the replay floor
+    /// (the window refuses those already taken). For a fresh process the
+    /// floor is its first sign-in, so it gets only what was published
+    /// after it and missed while its subscription was not yet up. `None`
+    /// before any sign-in.
+    pub fn catchup_after(&self) -> Option<u64> {
+        self.signed_in_before.then_some(self.pubs.floor)
+    }
+}
+
+/// Publish sequence numbers already taken: everything up to `floor`, and
+/// the newest ones above it one by one (a set, not a high-water mark, so a
+/// publish missed and sent again later can still be taken once, after
+/// newer ones).
+#[derive(Debug, Default, Clone)]
+struct SeqWindow {
+    floor: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+/// Sequence numbers remembered one by one above the floor.
+const SEQ_WINDOW: usize = 4096;
+
+impl SeqWindow {
+    fn take(&mut self, seq: u64) -> Result<(), SessionError> {
+        if seq <= self.floor || self.above.contains(&seq) {
             return Err(SessionError::Replay {
                 seq,
-                last: self.last_pub_seq,
+                last: self.above.last().copied().unwrap_or(self.floor),
             });
         }
-        self.last_pub_seq = seq;
+        self.above.insert(seq);
+        while self.above.len() > SEQ_WINDOW {
+            if let Some(s) = self.above.pop_first() {
+                self.floor = s;
+            }
+        }
         Ok(())
+    }
+
+    fn raise_floor(&mut self, to: u64) {
+        self.floor = self.floor.max(to);
+        self.above.retain(|s| *s > to);
     }
 }
 
@@ -671,6 +719,27 @@ mod tests {
             .public()
             .verify(&other.proof_bytes().expect("proof"), &signed.sig)
             .is_err());
+    }
+
+    #[test]
+    fn the_replay_window_takes_each_publish_once_in_any_order() {
+        let mut w = SeqWindow::default();
+        w.take(10).expect("new");
+        w.take(12).expect("new");
+        // 11 was missed and comes later (caught up): taken once.
+        w.take(11).expect("late but new");
+        assert!(w.take(11).is_err() && w.take(12).is_err());
+        w.raise_floor(20);
+        assert!(w.take(15).is_err(), "below the floor");
+        w.take(21).expect("new");
+        for s in 100..100 + SEQ_WINDOW as u64 + 10 {
+            w.take(s).expect("new");
+        }
+        assert!(w.above.len() <= SEQ_WINDOW);
+        assert!(
+            w.take(105).is_err(),
+            "forgotten one by one: under the floor now"
+        );
     }
 
     #[test]

@@ -376,9 +376,18 @@ fn io_loop(
 /// heartbeats go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// Connects (a minion, a syndic's upstream link): pings every 5 s and
-    /// gives up on a silent master after 15 s.
+    /// Connects (a minion's or a syndic's SUB to the publish port): pings
+    /// every 5 s and gives up on a silent master after 15 s.
     Client,
+    /// Connects to a master's request port (the link's DEALER): sends no
+    /// ZMTP heartbeats. libzmq 4.3.4 aborts the whole process when an
+    /// engine whose inbound queue was full (the master's 4506 keeps 8
+    /// requests per peer) and whose connection then failed is restarted
+    /// with a PING still buffered (`out_event` asserts `!_io_error`;
+    /// libzmq issue 4841): a syndic frozen for 20 s died this way as its
+    /// minions reconnected. The link's own heartbeat finds a silent master
+    /// and then opens a new connection.
+    Request,
     /// Binds and serves many peers (a master's 4505/4506): pings every
     /// 60 s, only to reap connections whose host vanished. libzmq cancels
     /// a heartbeat timer by walking every timer of its io thread, once per
@@ -407,6 +416,7 @@ pub fn tune(sock: &zmq::Socket, backlog: i32, hwm: i32, side: Side) -> Result<()
     let (ivl, timeout) = match side {
         Side::Client => (5_000, 15_000),
         Side::Server => (60_000, 180_000),
+        Side::Request => (0, 0),
     };
     sock.set_heartbeat_ivl(ivl)?;
     sock.set_heartbeat_timeout(timeout)?;

@@ -371,6 +371,26 @@ impl Topology {
         Ok(())
     }
 
+    /// Configure and start one more minion `id` behind master `master`
+    /// (the top or a syndic), after the topology started.
+    pub fn add_minion(&mut self, id: &str, master: &str) -> Result<()> {
+        self.add_minion_config(id, master)?;
+        self.spawn_minion(id)
+    }
+
+    /// Freeze (SIGSTOP) or resume (SIGCONT) a process of this topology: a
+    /// host that stops answering without closing its connections.
+    pub fn freeze(&self, id: &str, frozen: bool) -> Result<()> {
+        let pid = self.pid(id).context("not running")?;
+        let sig = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(pid as i32), sig)?;
+        Ok(())
+    }
+
     /// PID of a process started by this topology.
     pub fn pid(&self, id: &str) -> Option<u32> {
         self.procs.get(id).map(|c| c.id())
@@ -509,6 +529,8 @@ pub fn seed_syndic(bin: &Path, id: &str, syndic_dir: &Path, parent_dir: &Path) -
 
 fn stop_child(child: &mut Child, hard: bool) {
     let pid = Pid::from_raw(child.id() as i32);
+    // A frozen process (see `Topology::freeze`) must run to stop.
+    let _ = kill(pid, Signal::SIGCONT);
     let _ = kill(
         pid,
         if hard {

@@ -77,6 +77,8 @@ pub struct Counters {
     pub syndic_refused: AtomicU64,
     /// Ids a syndic's roster report named that belong to someone else.
     pub roster_claims_refused: AtomicU64,
+    /// Job publishes sent again to peers that asked after a new sign-in.
+    pub catchup_publishes: AtomicU64,
     pub returns: AtomicU64,
     pub duplicate_returns: AtomicU64,
     /// Returns for a jid this master never published or relayed.
@@ -1019,6 +1021,26 @@ impl MasterState {
                 ReplyBody::Ok
             }
             RequestBody::Heartbeat => ReplyBody::Ok,
+            RequestBody::Catchup { after_seq } => {
+                let own = topic_for(id);
+                let topics = match role {
+                    Role::Minion => vec![TOPIC_BROADCAST.to_vec(), own],
+                    Role::Syndic => vec![crate::publisher::TOPIC_SYNDICS.to_vec(), own],
+                };
+                let frames = self.publisher.recent_after(after_seq, &topics);
+                self.counters
+                    .catchup_publishes
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                if !frames.is_empty() {
+                    debug!(id = %id, publishes = frames.len(), "publishes sent again to a peer that may have missed them");
+                }
+                ReplyBody::Publishes(
+                    frames
+                        .iter()
+                        .map(|f| serde_bytes::ByteBuf::from(f.as_slice()))
+                        .collect(),
+                )
+            }
             RequestBody::Return(mut ret) => {
                 if ret.id != id || role != Role::Minion {
                     let n = bump(&self.counters.forged_returns);

@@ -23,9 +23,10 @@ use brine_common::codec;
 use brine_common::crypto::{self, AesKey, KeyPair};
 use brine_common::proto::*;
 use brine_common::transport::{self, ConnGuard, Guarded, IoThread, Verdict};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +166,32 @@ pub struct Publisher {
     pub port: u16,
     pub published: AtomicU64,
     pub subscriptions: Arc<SubscriptionStats>,
+    /// The newest job publishes, for peers that missed them.
+    recent: Mutex<Recent>,
 }
+
+/// Job publishes kept for [`Publisher::recent_after`]: the newest
+/// [`RECENT_MAX`], none older than [`RECENT_AGE`]. A peer cut off for a
+/// moment (its subscription not back yet when the job went out: a syndic
+/// frozen and resumed relays its backlog before its minions' SUB sockets
+/// have reconnected) asks for them after it signs in again.
+struct Recent {
+    /// (seq, when, topics, frame), oldest first.
+    items: VecDeque<(u64, Instant, Vec<Vec<u8>>, Arc<Vec<u8>>)>,
+    /// Bytes of the frames kept.
+    bytes: usize,
+}
+
+/// Job publishes kept for late peers, at most.
+pub const RECENT_MAX: usize = 1024;
+/// Bytes of job publishes kept, at most (jobs are small; a few with large
+/// arguments push the small ones out sooner).
+pub const RECENT_BYTES: usize = 32 * 1024 * 1024;
+/// How old a kept job publish may be.
+pub const RECENT_AGE: Duration = Duration::from_secs(60);
+/// Bytes of publishes one catch-up answer carries at most (it travels in
+/// one frame); the peer asks again for the rest.
+pub const CATCHUP_BYTES: usize = 4 * 1024 * 1024;
 
 impl Publisher {
     pub fn bind(
@@ -204,6 +230,10 @@ impl Publisher {
             port,
             published: AtomicU64::new(0),
             subscriptions,
+            recent: Mutex::new(Recent {
+                items: VecDeque::new(),
+                bytes: 0,
+            }),
         })
     }
 
@@ -223,17 +253,65 @@ impl Publisher {
     }
 
     fn frame(&self, kind: PubKind, sign: bool) -> Result<Vec<u8>, PublishError> {
+        Ok(self.frame_seq(kind, sign)?.1)
+    }
+
+    /// A signed publish frame and its sequence number.
+    fn frame_seq(&self, kind: PubKind, sign: bool) -> Result<(u64, Vec<u8>), PublishError> {
+        let seq = self.next_seq();
         let body = codec::encode(&PubBody {
-            seq: self.next_seq(),
+            seq,
             master_id: self.master_id.clone(),
             kind,
         })?;
         let sig = if sign { self.key.sign(&body)? } else { vec![] };
-        Ok(codec::encode(&SignedPub {
-            v: PROTO_VERSION,
-            body,
-            sig,
-        })?)
+        Ok((
+            seq,
+            codec::encode(&SignedPub {
+                v: PROTO_VERSION,
+                body,
+                sig,
+            })?,
+        ))
+    }
+
+    /// Job publishes newer than `after_seq` sent to any of `topics` in the
+    /// last [`RECENT_AGE`], oldest first, at most [`CATCHUP_BYTES`].
+    pub fn recent_after(&self, after_seq: u64, topics: &[Vec<u8>]) -> Vec<Arc<Vec<u8>>> {
+        let g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (seq, at, to, frame) in &g.items {
+            if *seq <= after_seq
+                || at.elapsed() > RECENT_AGE
+                || !to.iter().any(|t| topics.contains(t))
+            {
+                continue;
+            }
+            bytes += frame.len();
+            if bytes > CATCHUP_BYTES && !out.is_empty() {
+                break;
+            }
+            out.push(frame.clone());
+        }
+        out
+    }
+
+    fn remember(&self, seq: u64, topics: &[Vec<u8>], frame: Arc<Vec<u8>>) {
+        let mut g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        while g.items.len() >= RECENT_MAX
+            || (!g.items.is_empty() && g.bytes + frame.len() > RECENT_BYTES)
+            || g.items
+                .front()
+                .is_some_and(|(_, at, _, _)| at.elapsed() > RECENT_AGE)
+        {
+            if let Some((_, _, _, f)) = g.items.pop_front() {
+                g.bytes -= f.len();
+            }
+        }
+        g.bytes += frame.len();
+        g.items
+            .push_back((seq, Instant::now(), topics.to_vec(), frame));
     }
 
     /// Seal, sign and send one job to every topic in `topics`.
@@ -251,10 +329,11 @@ impl Publisher {
             &crypto::aad_publish(&self.master_id, key_id),
             &codec::encode(job)?,
         );
-        let frame = self.frame(PubKind::Job { key_id, data }, true)?;
+        let (seq, frame) = self.frame_seq(PubKind::Job { key_id, data }, true)?;
         for t in topics {
             self.io.send(0, vec![t.clone(), frame.clone()])?;
         }
+        self.remember(seq, topics, Arc::new(frame));
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -58,6 +58,8 @@ pub struct LinkStats {
     pub resent: AtomicU64,
     /// Clear-text sign-in requests not acted on (one came moments ago).
     pub reauth_ignored: AtomicU64,
+    /// Jobs received through a catch-up after a new sign-in.
+    pub caught_up: AtomicU64,
 }
 
 /// The other tasks' handle on the link.
@@ -142,13 +144,7 @@ pub fn start(
         cfg.max_frame,
     );
     let ctx = zmq::Context::new();
-    let dealer = ctx.socket(zmq::DEALER)?;
-    transport::tune(&dealer, 100, 10_000, transport::Side::Client)?;
-    let ivl = jitter(cfg.recon_default, cfg.recon_randomize);
-    transport::tune_reconnect(&dealer, ivl as i32, cfg.recon_max.max(ivl) as i32)?;
-    dealer.set_maxmsgsize(cfg.max_frame as i64)?;
-    dealer.connect(&transport::tcp_endpoint(&cfg.master, cfg.master_port))?;
-    let (dealer, dealer_rx) = IoThread::spawn(&ctx, "link-req", vec![dealer], &[], 10_000)?;
+    let (dealer, dealer_rx) = open_dealer(&ctx, &cfg)?;
     let task = Task {
         cfg,
         ctx,
@@ -161,6 +157,8 @@ pub fn start(
         requests: rx,
         jobs: job_tx,
         pending: Unacked::new(MAX_PENDING),
+        catchup: Vec::new(),
+        catchup_after: None,
         stats: stats.clone(),
         connected: connected.clone(),
         shutdown,
@@ -185,10 +183,37 @@ fn jitter(base_ms: u64, randomize: bool) -> u64 {
     }
 }
 
+/// The DEALER to the master's request port, on its own io thread.
+fn open_dealer(
+    ctx: &zmq::Context,
+    cfg: &LinkConfig,
+) -> Result<(IoThread, mpsc::Receiver<(usize, transport::Frames)>), LinkError> {
+    let dealer = ctx.socket(zmq::DEALER)?;
+    transport::tune(&dealer, 100, 10_000, transport::Side::Request)?;
+    let ivl = jitter(cfg.recon_default, cfg.recon_randomize);
+    transport::tune_reconnect(&dealer, ivl as i32, cfg.recon_max.max(ivl) as i32)?;
+    dealer.set_maxmsgsize(cfg.max_frame as i64)?;
+    dealer.connect(&transport::tcp_endpoint(&cfg.master, cfg.master_port))?;
+    Ok(IoThread::spawn(ctx, "link-req", vec![dealer], &[], 10_000)?)
+}
+
 /// Kinds that must reach the master (kept until acknowledged).
 fn reliable(body: &RequestBody) -> bool {
-    !matches!(body, RequestBody::Heartbeat | RequestBody::Hello { .. })
+    !matches!(
+        body,
+        RequestBody::Heartbeat | RequestBody::Hello { .. } | RequestBody::Catchup { .. }
+    )
 }
+
+/// When, after a sign-in, the link asks the master for publishes it may
+/// have missed: at once, and again once its subscription is surely back
+/// (a subscription reaches the master over its own connection, which may
+/// come back after the sign-in did).
+const CATCHUP_AFTER: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+];
 
 /// Bound of unacknowledged requests kept for resending.
 const MAX_PENDING: usize = 100_000;
@@ -206,6 +231,10 @@ struct Task {
     jobs: mpsc::Sender<JobLoad>,
     /// Unacknowledged reliable requests.
     pending: Unacked<Outgoing>,
+    /// Catch-up requests still to send after the last sign-in, and from
+    /// which publish on.
+    catchup: Vec<Instant>,
+    catchup_after: Option<u64>,
     stats: Arc<LinkStats>,
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -306,6 +335,7 @@ impl Task {
             };
             let pause = match outcome {
                 None => {
+                    self.reconnect();
                     let d = backoff.mul_f64(1.0 + rand::thread_rng().gen_range(0.0..0.5));
                     backoff = (backoff * 2).min(max_backoff);
                     info!(master = %self.cfg.master, port = self.cfg.master_port, retry_in_ms = d.as_millis() as u64, "master did not answer the sign-in");
@@ -380,11 +410,27 @@ impl Task {
             Ok((_, f)) => self.send_frame(f),
             Err(e) => warn!(error = %e, "cannot send hello"),
         }
-        // Everything not acknowledged before goes again under the new key.
+        // Everything not acknowledged before goes again under the new key,
+        // but for requests whose sender waits for the answer (the
+        // syndic's forwarder and roster reports): their sender resends
+        // them itself, in its own order (a batch of returns must follow
+        // the roster report that names its minions, which a master that
+        // restarted has not had yet). Dropping the answer channel tells
+        // it the request was not acknowledged.
         for ((body, ack), attempts) in self.pending.take_all() {
+            if ack.is_some() {
+                continue;
+            }
             self.stats.resent.fetch_add(1, Ordering::Relaxed);
             self.send_request_again(body, ack, attempts);
         }
+        // What was published while we were cut off (not after a first
+        // sign-in: a fresh process runs nothing published before it).
+        self.catchup_after = self.session.catchup_after();
+        self.catchup = match self.catchup_after {
+            Some(_) => CATCHUP_AFTER.iter().map(|d| Instant::now() + *d).collect(),
+            None => Vec::new(),
+        };
         self.connected.store(true, Ordering::Relaxed);
         true
     }
@@ -431,6 +477,9 @@ impl Task {
                 self.send_frame(frame);
                 copy.is_some_and(|b| self.pending.sent(req_id, (b, ack), attempts))
             }
+            // Not signed in, and its sender waits for the answer: tell it
+            // now (dropping the channel), it sends again itself.
+            Err(_) if ack.is_some() => false,
             Err(e) => {
                 // Not signed in: keep it for after the next sign-in.
                 debug!(error = %e, "request kept until signed in");
@@ -443,6 +492,46 @@ impl Task {
                 "too many unacknowledged requests; the oldest was dropped"
             );
         }
+    }
+
+    /// A new connection to the request port: the old one may be dead
+    /// without libzmq knowing (no ZMTP heartbeats on it, see
+    /// `transport::Side::Request`).
+    fn reconnect(&mut self) {
+        match open_dealer(&self.ctx, &self.cfg) {
+            Ok((d, rx)) => {
+                let mut old = std::mem::replace(&mut self.dealer, d);
+                old.stop();
+                self.dealer_rx = rx;
+            }
+            Err(e) => warn!(error = %e, "cannot open a new connection to the master"),
+        }
+    }
+
+    /// Runs the jobs among publishes sent again after a catch-up request;
+    /// those already seen are refused by the replay window, quietly. Err
+    /// when the job runner is gone.
+    async fn caught_up(&mut self, frames: Vec<ByteBuf>) -> Result<(), ()> {
+        for f in frames {
+            match self.session.open_publish(&f) {
+                Ok(PubEvent::Job(mut job)) => {
+                    self.stats.jobs.fetch_add(1, Ordering::Relaxed);
+                    self.stats.caught_up.fetch_add(1, Ordering::Relaxed);
+                    info!(jid = %job.jid, fun = %job.fun, "job missed while cut off, caught up");
+                    if let Some(t) = job.trace.as_mut() {
+                        t.push(Stamp {
+                            who: self.cfg.id.clone(),
+                            what: "recv".into(),
+                            us: now_us(),
+                        });
+                    }
+                    self.jobs.send(*job).await.map_err(|_| ())?;
+                }
+                Ok(_) | Err(SessionError::Replay { .. }) => {}
+                Err(e) => debug!(error = %e, "caught-up publish skipped"),
+            }
+        }
+        Ok(())
     }
 
     /// Signed in: serve until the master asks for a new sign-in or goes away.
@@ -471,6 +560,11 @@ impl Task {
                     last_heard = Instant::now();
                     let Some(frame) = frames.last() else { continue };
                     match self.session.open_reply(frame) {
+                        Ok(ServerMsg::Reply(Reply { body: ReplyBody::Publishes(frames), .. })) => {
+                            if self.caught_up(frames).await.is_err() {
+                                return Next::Stop;
+                            }
+                        }
                         Ok(ServerMsg::Reply(r)) => {
                             let ok = match &r.body {
                                 ReplyBody::Refused(why) => {
@@ -478,7 +572,7 @@ impl Task {
                                     warn!(reason = %why, "master refused a request");
                                     false
                                 }
-                                ReplyBody::Ok => true,
+                                ReplyBody::Ok | ReplyBody::Publishes(_) => true,
                             };
                             if let Some((_, Some(ack))) = self.pending.ack(r.req_id) {
                                 let _ = ack.send(ok);
@@ -545,9 +639,21 @@ impl Task {
                     let Some((body, ack)) = r else { return Next::Stop };
                     self.send_request(body, ack);
                 }
+                _ = async {
+                    match self.catchup.first() {
+                        Some(t) => tokio::time::sleep_until((*t).into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.catchup.remove(0);
+                    if let Some(after_seq) = self.catchup_after {
+                        self.send_request(RequestBody::Catchup { after_seq }, None);
+                    }
+                }
                 _ = hb.tick() => {
                     if last_heard.elapsed() > silence {
                         info!(silent_s = last_heard.elapsed().as_secs(), "no answer from the master; signing in again");
+                        self.reconnect();
                         return Next::SignIn;
                     }
                     self.send_request(RequestBody::Heartbeat, None);
