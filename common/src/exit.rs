@@ -8,6 +8,9 @@ pub const JOB_FAILED: i32 = 1;
 pub const NO_MATCH: i32 = 2;
 /// At least one expected minion did not return.
 pub const DID_NOT_RETURN: i32 = 20;
+/// The master's job cache could not store returns of the job (a full
+/// disk): `salt` warned on stderr (sysexits `EX_IOERR`).
+pub const JOB_CACHE_FAILING: i32 = 74;
 /// Bad command line (sysexits `EX_USAGE`).
 pub const USAGE: i32 = 64;
 /// The master could not be reached or refused the client (`EX_UNAVAILABLE`).

@@ -6,9 +6,13 @@
 //! connection must carry the token from `cachedir/.root_key` (mode 0400,
 //! written at master start): only a user who can read that file (root or
 //! the master's user) can publish jobs. A `Publish` streams the job's
-//! returns back on the same connection until the client hangs up.
+//! returns back on the same connection until the client hangs up: each
+//! return once the job cache has stored it, and `JobCacheFailing` when
+//! one could not be stored. A client that stops reading costs the master
+//! at most [`crate::daemon::WATCH_BYTES`] of queued returns: the rest wait
+//! in the job cache and are sent from there once it has read the queue.
 
-use crate::daemon::{MasterState, PublishRequest, Published};
+use crate::daemon::{JobEvent, MasterState, PublishRequest, Published};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -49,6 +53,16 @@ pub enum ClientMsg {
     Return(brine_common::proto::ReturnLoad),
     Runner(Value),
     Error(String),
+    /// The master's job cache could not store a return of the job (why):
+    /// its sender was not acknowledged and resends it; `salt` warns.
+    JobCacheFailing(String),
+}
+
+/// What a client streaming a job's returns receives.
+#[derive(Debug)]
+pub enum ClientEvent {
+    Return(brine_common::proto::ReturnLoad),
+    JobCacheFailing(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +114,17 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(
 }
 
 async fn write_frame<T: Serialize>(s: &mut UnixStream, v: &T) -> Result<(), ClientError> {
+    s.write_all(&frame(v)?).await?;
+    Ok(())
+}
+
+/// A value as one length-prefixed frame.
+fn frame<T: Serialize>(v: &T) -> Result<Vec<u8>, ClientError> {
     let bytes = brine_common::codec::encode(v)?;
     let mut out = Vec::with_capacity(bytes.len() + 4);
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(&bytes);
-    s.write_all(&out).await?;
-    Ok(())
+    Ok(out)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -194,27 +213,10 @@ async fn handle_conn(
                         continue;
                     }
                 };
+                let jid = published.jid.clone();
                 write_frame(&mut s, &ClientMsg::Published(published)).await?;
-                let Some(mut rx) = rx else { continue };
-                // Stream returns until the client hangs up.
-                let (mut rd, mut wr) = s.into_split();
-                let mut probe = [0u8; 1];
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        r = rd.read(&mut probe) => {
-                            if matches!(r, Ok(0) | Err(_)) { return Ok(()); }
-                        }
-                        ret = rx.recv() => {
-                            let Some(ret) = ret else { return Ok(()) };
-                            let bytes = brine_common::codec::encode(&ClientMsg::Return(ret))?;
-                            let mut out = Vec::with_capacity(bytes.len() + 4);
-                            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-                            out.extend_from_slice(&bytes);
-                            if wr.write_all(&out).await.is_err() { return Ok(()); }
-                        }
-                    }
-                }
+                let Some(rx) = rx else { continue };
+                return stream_returns(&state, s, &jid, rx, &shutdown).await;
             }
             ClientReq::Runner { fun, args, kwargs } => {
                 let msg = match crate::runner::run(&state, &fun, &args, &kwargs).await {
@@ -232,6 +234,79 @@ async fn handle_conn(
         }
     }
     Ok(())
+}
+
+/// Stream a job's returns to the client until it hangs up: the live ones
+/// from the watcher's queue, then, whenever that queue is empty, those
+/// left in the job cache while the client was not reading (one at a time,
+/// so memory stays bounded however far behind it was).
+async fn stream_returns(
+    state: &Arc<MasterState>,
+    s: UnixStream,
+    jid: &str,
+    mut rx: crate::daemon::JobReturns,
+    shutdown: &CancellationToken,
+) -> Result<(), ClientError> {
+    let (mut rd, mut wr) = s.into_split();
+    let mut probe = [0u8; 1];
+    // Deferred returns are looked for at least this often (a return may be
+    // deferred just as the queue empties).
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = rd.read(&mut probe) => {
+                if matches!(r, Ok(0) | Err(_)) { return Ok(()); }
+                continue;
+            }
+            ev = rx.rx.recv() => match ev {
+                None => return Ok(()),
+                Some(JobEvent::Return { ret, bytes }) => {
+                    let out = frame(&ClientMsg::Return(ret));
+                    rx.queue.sent(bytes);
+                    Some(out?)
+                }
+                Some(JobEvent::CacheFailing(why)) => Some(frame(&ClientMsg::JobCacheFailing(why))?),
+            },
+            _ = tick.tick() => None,
+        };
+        if let Some(out) = msg {
+            if wr.write_all(&out).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !rx.rx.is_empty() {
+            continue;
+        }
+        // Bounded by the job's minions: each id is deferred once.
+        for id in rx.queue.take_deferred() {
+            let st = state.clone();
+            let (j, i) = (jid.to_string(), id.clone());
+            let found = tokio::task::spawn_blocking(move || st.jobs.get_return(&j, &i)).await;
+            let ret = match found {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => {
+                    warn!(jid = %jid, minion = %id, "deferred return not in the job cache; not sent");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    warn!(jid = %jid, minion = %id, error = %e, "deferred return unreadable; not sent");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "deferred return lookup failed");
+                    continue;
+                }
+            };
+            if wr
+                .write_all(&frame(&ClientMsg::Return(ret))?)
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The CLI side of the channel.
@@ -279,12 +354,28 @@ impl LocalClient {
         }
     }
 
-    /// The next return of the published job (None: master went away).
+    /// The next return of the published job (None: master went away);
+    /// news that the job cache is failing are skipped (see
+    /// [`LocalClient::next_event`]).
     pub async fn next_return(
         &mut self,
     ) -> Result<Option<brine_common::proto::ReturnLoad>, ClientError> {
+        // Each round reads one frame.
+        loop {
+            match self.next_event().await? {
+                Some(ClientEvent::Return(r)) => return Ok(Some(r)),
+                Some(ClientEvent::JobCacheFailing(_)) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next return of the published job, or news that the master's
+    /// job cache could not store one (None: master went away).
+    pub async fn next_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
         match read_frame::<ClientMsg>(&mut self.stream).await? {
-            Some(ClientMsg::Return(r)) => Ok(Some(r)),
+            Some(ClientMsg::Return(r)) => Ok(Some(ClientEvent::Return(r))),
+            Some(ClientMsg::JobCacheFailing(why)) => Ok(Some(ClientEvent::JobCacheFailing(why))),
             Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
             Some(_) => Err(ClientError::Refused("unexpected message".into())),
             None => Ok(None),

@@ -88,6 +88,13 @@ pub struct Counters {
     /// Returns over `max_return_bytes`, stored as an error return.
     pub returns_too_large: AtomicU64,
     pub jobs_published: AtomicU64,
+    /// Returns the job cache could not store (a full disk): not
+    /// acknowledged, so their senders resend them; `salt` is told.
+    pub returns_not_stored: AtomicU64,
+    /// Returns a `salt` client that stopped reading was not sent live (its
+    /// queue was over [`WATCH_BYTES`]); it reads them from the job cache
+    /// once it catches up.
+    pub watch_returns_deferred: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) -> u64 {
@@ -101,12 +108,88 @@ struct Session {
     role: Role,
 }
 
-/// Who wants to see returns.
+/// Who wants to see returns. A job's watchers (`salt` on the client
+/// socket) are told a return only once the job cache has stored it, and
+/// told when it could not; `watch_all` (the syndic's forwarder) is told
+/// at once, its upper master stores it.
 #[derive(Default)]
 struct Watchers {
-    by_jid: HashMap<String, Vec<mpsc::UnboundedSender<ReturnLoad>>>,
+    by_jid: HashMap<String, Vec<JobWatcher>>,
     all: Vec<mpsc::Sender<ReturnLoad>>,
 }
+
+/// What a job's watcher is told.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// A stored return, charged `bytes` to the watcher's queue
+    /// ([`WatchQueue::sent`] gives them back).
+    Return { ret: ReturnLoad, bytes: usize },
+    /// A return of this job could not be stored (why): the job cache is
+    /// failing; its sender was not acknowledged and will resend it.
+    CacheFailing(String),
+}
+
+/// How far one watcher is behind: bytes of returns queued for it, and the
+/// minions whose returns were left in the job cache instead because the
+/// queue was over [`WATCH_BYTES`].
+#[derive(Debug, Default)]
+pub struct WatchQueue {
+    queued: std::sync::atomic::AtomicUsize,
+    deferred: Mutex<Vec<String>>,
+}
+
+impl WatchQueue {
+    /// The watcher has written a return of `bytes` out.
+    pub fn sent(&self, bytes: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    /// Minions whose returns the watcher must read from the job cache.
+    pub fn take_deferred(&self) -> Vec<String> {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The master's side of one job's watcher.
+struct JobWatcher {
+    tx: mpsc::UnboundedSender<JobEvent>,
+    queue: Arc<WatchQueue>,
+}
+
+/// One job's returns as a watcher receives them.
+pub struct JobReturns {
+    pub rx: mpsc::UnboundedReceiver<JobEvent>,
+    pub queue: Arc<WatchQueue>,
+}
+
+impl JobReturns {
+    /// The next stored return, for a consumer that reads them as they come
+    /// (the runner): news of failures are skipped, and it is never far
+    /// enough behind to have returns deferred to the job cache.
+    pub async fn recv(&mut self) -> Option<ReturnLoad> {
+        // Each round takes one message off the channel.
+        loop {
+            match self.rx.recv().await? {
+                JobEvent::Return { ret, bytes } => {
+                    self.queue.sent(bytes);
+                    return Some(ret);
+                }
+                JobEvent::CacheFailing(_) => {}
+            }
+        }
+    }
+}
+
+/// Bytes of returns queued for one job's watcher (a `salt` process) before
+/// further returns are left in the job cache for it to read when it
+/// catches up. A `salt` that stops reading (a paused terminal) costs the
+/// master at most this (plus one return) instead of every return of its
+/// job: 2000 minions x 30 kB held ~60 MiB per stalled client.
+pub const WATCH_BYTES: usize = 4 << 20;
 
 impl Watchers {
     /// Forgets the watchers of jobs whose `salt` has gone (it got every
@@ -118,7 +201,7 @@ impl Watchers {
     fn forget_closed(&mut self) -> usize {
         let before = self.by_jid.len();
         self.by_jid.retain(|_, list| {
-            list.retain(|tx| !tx.is_closed());
+            list.retain(|w| !w.tx.is_closed());
             !list.is_empty()
         });
         before - self.by_jid.len()
@@ -158,11 +241,77 @@ const ROUTER_REPLY_HWM: i32 = 256;
 /// cache twice (it keeps the first return) and `salt` ignores them.
 const DEDUP_PAIRS: usize = 200_000;
 
-/// Which minions returned, for the newest jobs (jids sort by time).
+/// Which minions returned, for the newest jobs (jids sort by time). A
+/// pair counts as returned only once the job cache has stored it: while
+/// its write is under way a copy is written again (so that the copy's
+/// acknowledgement also waits for a commit), and a failed write is
+/// forgotten, so the sender's resend is stored.
 #[derive(Default)]
 struct Dedup {
-    jobs: BTreeMap<String, HashSet<String>>,
+    jobs: BTreeMap<String, HashMap<String, Pair>>,
     pairs: usize,
+}
+
+/// Where one (jid, minion) return stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    /// This many writes of it are queued in the job cache.
+    Writing(u32),
+    Stored,
+}
+
+impl Dedup {
+    /// A return arrives: what was known of its pair before (None: new).
+    fn begin(&mut self, jid: &str, id: &str) -> Option<Pair> {
+        if let Some(p) = self.jobs.get_mut(jid).and_then(|m| m.get_mut(id)) {
+            let before = *p;
+            if let Pair::Writing(n) = p {
+                *n = n.saturating_add(1);
+            }
+            return Some(before);
+        }
+        self.jobs
+            .entry(jid.to_string())
+            .or_default()
+            .insert(id.to_string(), Pair::Writing(1));
+        self.pairs += 1;
+        while self.pairs > DEDUP_PAIRS && self.jobs.len() > 1 {
+            if let Some((_, old)) = self.jobs.pop_first() {
+                self.pairs -= old.len();
+            }
+        }
+        None
+    }
+
+    /// One write of the pair ended; true when it is newly stored.
+    fn written(&mut self, jid: &str, id: &str, stored: bool) -> bool {
+        let Some(map) = self.jobs.get_mut(jid) else {
+            // Evicted meanwhile: a newly stored return is news.
+            return stored;
+        };
+        let Some(p) = map.get_mut(id) else {
+            return stored;
+        };
+        match (*p, stored) {
+            (Pair::Stored, _) => false,
+            (Pair::Writing(_), true) => {
+                *p = Pair::Stored;
+                true
+            }
+            (Pair::Writing(n), false) if n > 1 => {
+                *p = Pair::Writing(n - 1);
+                false
+            }
+            (Pair::Writing(_), false) => {
+                map.remove(id);
+                self.pairs = self.pairs.saturating_sub(1);
+                if map.is_empty() {
+                    self.jobs.remove(jid);
+                }
+                false
+            }
+        }
+    }
 }
 
 /// What to publish (from the CLI, the runner or a syndic).
@@ -198,9 +347,6 @@ pub enum JobError {
     #[error("publish task failed: {0}")]
     Task(String),
 }
-
-/// Receiver of one job's returns.
-pub type JobReturns = mpsc::UnboundedReceiver<ReturnLoad>;
 
 /// Everything the master's tasks share.
 pub struct MasterState {
@@ -620,17 +766,24 @@ impl MasterState {
         Ok(())
     }
 
-    /// Returns of one job, as they arrive (deduplicated).
-    pub fn watch_job(&self, jid: &str) -> mpsc::UnboundedReceiver<ReturnLoad> {
+    /// Returns of one job, once stored (deduplicated), and news of
+    /// returns the job cache could not store. At most [`WATCH_BYTES`] wait
+    /// in the receiver; beyond that the watcher is given the minions' ids
+    /// to read from the job cache ([`WatchQueue::take_deferred`]).
+    pub fn watch_job(&self, jid: &str) -> JobReturns {
         let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(WatchQueue::default());
         self.watchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .by_jid
             .entry(jid.to_string())
             .or_default()
-            .push(tx);
-        rx
+            .push(JobWatcher {
+                tx,
+                queue: queue.clone(),
+            });
+        JobReturns { rx, queue }
     }
 
     /// Every return this master accepts (the syndic forwards them upward).
@@ -650,20 +803,34 @@ impl MasterState {
 
     /// Accept a return (after authentication): dedup, store, tell watchers.
     /// Returns false for a duplicate.
-    pub fn accept_return(&self, mut ret: ReturnLoad) -> bool {
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let set = seen.jobs.entry(ret.jid.clone()).or_default();
-            if !set.insert(ret.id.clone()) {
+    ///
+    /// The syndic's `watch_all` is told at once; the job's watchers once
+    /// the job cache has stored it ([`MasterState::return_written`]). A
+    /// copy that comes while the first is still being written is written
+    /// again (the job cache keeps one), so that whatever acknowledges the
+    /// copy waits for a commit too.
+    pub fn accept_return(self: &Arc<Self>, mut ret: ReturnLoad) -> bool {
+        let before = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin(&ret.jid, &ret.id);
+        match before {
+            Some(Pair::Stored) => {
                 bump(&self.counters.duplicate_returns);
                 return false;
             }
-            seen.pairs += 1;
-            while seen.pairs > DEDUP_PAIRS && seen.jobs.len() > 1 {
-                if let Some((_, old)) = seen.jobs.pop_first() {
-                    seen.pairs -= old.len();
-                }
+            Some(Pair::Writing(_)) => {
+                bump(&self.counters.duplicate_returns);
+                let st = self.clone();
+                let (jid, id) = (ret.jid.clone(), ret.id.clone());
+                self.jobs.record_return_then(
+                    &ret,
+                    Box::new(move |w| st.return_written(&jid, &id, None, w)),
+                );
+                return false;
             }
+            None => {}
         }
         bump(&self.counters.returns);
         if let Some(t) = ret.trace.as_mut() {
@@ -673,26 +840,103 @@ impl MasterState {
                 us: now_us(),
             });
         }
-        self.jobs.record_return(&ret);
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.all.retain(|tx| match tx.try_send(ret.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(r)) => {
-                self.overflow
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((tx.clone(), r));
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-        if let Some(list) = w.by_jid.get_mut(&ret.jid) {
-            list.retain(|tx| tx.send(ret.clone()).is_ok());
-            if list.is_empty() {
-                w.by_jid.remove(&ret.jid);
+        let watched = {
+            let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            w.all.retain(|tx| match tx.try_send(ret.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(r)) => {
+                    self.overflow
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((tx.clone(), r));
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            w.by_jid.contains_key(&ret.jid)
+        };
+        let st = self.clone();
+        let (jid, id) = (ret.jid.clone(), ret.id.clone());
+        // Kept for the job's watchers only when it has some.
+        let copy = watched.then(|| ret.clone());
+        self.jobs.record_return_then(
+            &ret,
+            Box::new(move |w| st.return_written(&jid, &id, copy, w)),
+        );
+        true
+    }
+
+    /// The job cache's answer for one return (on its writer thread):
+    /// promote or forget the pair in the dedup memory, then tell the job's
+    /// watchers the stored return, or that the job cache is failing.
+    fn return_written(
+        &self,
+        jid: &str,
+        id: &str,
+        ret: Option<ReturnLoad>,
+        w: crate::job_cache::ReturnWritten,
+    ) {
+        let newly = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written(jid, id, w.stored);
+        if !w.stored {
+            let n = bump(&self.counters.returns_not_stored);
+            if n.is_power_of_two() {
+                warn!(jid = %jid, minion = %id, count = n, "return not stored (job cache failing); not acknowledged, the sender will resend it");
             }
         }
-        true
+        let mut g = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = g.by_jid.get_mut(jid) else {
+            return;
+        };
+        if w.stored {
+            if !newly {
+                return;
+            }
+            // A copy written after the first failed has no return with it:
+            // read it back for the watchers (rare: after a failure).
+            let ret = match ret {
+                Some(r) => r,
+                None => match self.jobs.get_return(jid, id) {
+                    Ok(Some(r)) => r,
+                    _ => return,
+                },
+            };
+            list.retain(|watcher| {
+                let q = &watcher.queue;
+                let queued = q.queued.load(Ordering::Relaxed);
+                if queued > 0 && queued.saturating_add(w.bytes) > WATCH_BYTES {
+                    q.deferred
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(id.to_string());
+                    let n = bump(&self.counters.watch_returns_deferred);
+                    if n.is_power_of_two() {
+                        info!(jid = %jid, minion = %id, queued_bytes = queued, max = WATCH_BYTES, count = n, "salt client is not reading: return left in the job cache for it");
+                    }
+                    return !watcher.tx.is_closed();
+                }
+                q.queued.fetch_add(w.bytes, Ordering::Relaxed);
+                watcher
+                    .tx
+                    .send(JobEvent::Return {
+                        ret: ret.clone(),
+                        bytes: w.bytes,
+                    })
+                    .is_ok()
+            });
+        } else {
+            let why = format!(
+                "the job cache of master {} could not store the return of {id}",
+                self.cfg.id
+            );
+            list.retain(|watcher| watcher.tx.send(JobEvent::CacheFailing(why.clone())).is_ok());
+        }
+        if list.is_empty() {
+            g.by_jid.remove(jid);
+        }
     }
 
     /// Hand returns that did not fit a full `watch_all` queue to it,
@@ -1119,7 +1363,9 @@ impl MasterState {
         if carries_returns {
             // Acknowledge only once the returns are on disk: a minion (or
             // syndic) keeps and resends anything not acknowledged, so a
-            // master killed now loses nothing it said it had.
+            // master killed now, or whose disk is full, loses nothing it
+            // said it had. `after_commit` answers for the writes this
+            // thread queued for this request (and any it lost before).
             let st = self.clone();
             let routing = routing.to_vec();
             let id = id.to_string();
@@ -1127,7 +1373,7 @@ impl MasterState {
                 if ok {
                     st.sealed_reply(&routing, &id, &key, reply);
                 } else {
-                    warn!(id = %id, "returns not committed; not acknowledged (the sender will resend)");
+                    debug!(id = %id, "returns not committed; not acknowledged (the sender will resend)");
                 }
             });
         } else {
@@ -1316,14 +1562,44 @@ mod tests {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (live_tx, _live_rx) = mpsc::unbounded_channel();
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
-        w.by_jid.insert("j1".into(), vec![done_tx]);
-        w.by_jid.insert("j2".into(), vec![live_tx, gone_tx]);
+        let watcher = |tx| JobWatcher {
+            tx,
+            queue: Arc::new(WatchQueue::default()),
+        };
+        w.by_jid.insert("j1".into(), vec![watcher(done_tx)]);
+        w.by_jid
+            .insert("j2".into(), vec![watcher(live_tx), watcher(gone_tx)]);
         assert_eq!(w.forget_closed(), 0, "every watcher still listens");
         drop(done_rx);
         drop(gone_rx);
         assert_eq!(w.forget_closed(), 1);
         assert!(!w.by_jid.contains_key("j1"));
         assert_eq!(w.by_jid["j2"].len(), 1, "the live watcher of j2 stays");
+    }
+
+    #[test]
+    fn dedup_remembers_only_stored_returns() {
+        let mut d = Dedup::default();
+        assert_eq!(d.begin("j", "m1"), None, "first copy");
+        assert_eq!(d.begin("j", "m1"), Some(Pair::Writing(1)), "copy in flight");
+        // Both writes fail (a full disk): the pair is forgotten, so the
+        // sender's resend is taken as new.
+        assert!(!d.written("j", "m1", false));
+        assert!(!d.written("j", "m1", false));
+        assert_eq!(d.pairs, 0);
+        assert_eq!(d.begin("j", "m1"), None, "resend after a failed write");
+        assert!(d.written("j", "m1", true), "newly stored");
+        assert_eq!(d.begin("j", "m1"), Some(Pair::Stored));
+        assert!(
+            !d.written("j", "m1", true),
+            "a stored pair is not news twice"
+        );
+        // A first write that fails while a copy's write succeeds: stored.
+        assert_eq!(d.begin("j", "m2"), None);
+        assert_eq!(d.begin("j", "m2"), Some(Pair::Writing(1)));
+        assert!(!d.written("j", "m2", false));
+        assert!(d.written("j", "m2", true));
+        assert_eq!(d.begin("j", "m2"), Some(Pair::Stored));
     }
 
     #[test]

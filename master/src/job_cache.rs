@@ -14,6 +14,15 @@
 //! through a second connection, which WAL lets run beside the writer; they do
 //! file I/O, so async callers should use `spawn_blocking`.
 //!
+//! A batch that cannot be committed (a full disk) loses none of what no one
+//! else keeps: its job records and expected-minion sets are carried into
+//! the next batch and retried with back-off (at most [`CARRY_MAX`] of them),
+//! and each of its returns is reported not stored to the caller that queued
+//! it ([`JobCache::record_return_then`]), whose peer was not acknowledged
+//! and sends it again. [`JobCache::after_commit`] answers `true` only when
+//! every write its thread queued since its previous notification is
+//! committed, so an acknowledgement never covers a lost return.
+//!
 //! Invariants: the first return stored for a (jid, minion) wins, later ones
 //! are counted as duplicates; a job's expected-minion set only grows; jobs
 //! older than `keep_jobs` hours (judged by the time in their jid) are deleted
@@ -56,6 +65,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Attempts at committing one batch before its failure is reported.
 const COMMIT_ATTEMPTS: u32 = 3;
+
+/// Job records and expected-minion sets of failed batches kept for the
+/// next attempt (nobody sends them again, unlike returns). Beyond this the
+/// oldest are dropped, logged and counted (`carry_dropped`): a disk full
+/// for hours must not fill the master's memory instead.
+pub const CARRY_MAX: usize = 10_000;
+
+/// First and longest wait before the writer retries carried writes on its
+/// own (when nothing else comes to commit them with).
+const CARRY_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CARRY_RETRY_MAX: Duration = Duration::from_secs(30);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -177,6 +197,18 @@ pub struct JobCacheStats {
     pub batches: u64,
     /// Jobs deleted because they were older than `keep_jobs`.
     pub expired: u64,
+    /// Batches that could not be committed (after their retries): a full
+    /// or failing disk. Their returns were not acknowledged.
+    pub batches_failed: u64,
+    /// Returns not stored because their batch failed (their senders were
+    /// not acknowledged and send them again).
+    pub returns_not_stored: u64,
+    /// Job records / expected sets waiting in memory for the disk.
+    pub carried: u64,
+    /// Carried writes dropped past [`CARRY_MAX`].
+    pub carry_dropped: u64,
+    /// Whether the last batch failed (the job cache is failing now).
+    pub failing: bool,
 }
 
 /// Counters shared by the handles and the writer thread.
@@ -188,6 +220,24 @@ struct Counters {
     backpressure_waits: AtomicU64,
     batches: AtomicU64,
     expired: AtomicU64,
+    batches_failed: AtomicU64,
+    returns_not_stored: AtomicU64,
+    carried: AtomicU64,
+    carry_dropped: AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+/// Called on the writer thread once a queued return is committed or its
+/// batch has failed for good.
+pub type ReturnDone = Box<dyn FnOnce(ReturnWritten) + Send>;
+
+/// The outcome of one queued return.
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnWritten {
+    /// On disk (or already there: a duplicate); false if its batch failed.
+    pub stored: bool,
+    /// Size of the encoded return (what a watcher's queue is charged).
+    pub bytes: usize,
 }
 
 /// One write, already encoded by the caller so the writer only does I/O.
@@ -211,20 +261,42 @@ enum Op {
         jid: String,
         minion: String,
         blob: Vec<u8>,
+        /// Told the outcome (see [`JobCache::record_return_then`]).
+        done: Option<DoneHook>,
     },
 }
 
+/// A [`ReturnDone`] that `Op` can carry (and print).
+struct DoneHook(ReturnDone);
+
+impl std::fmt::Debug for DoneHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DoneHook")
+    }
+}
+
+impl Op {
+    /// Writes that nobody sends again if they are lost (carried over a
+    /// failed batch).
+    fn is_carried(&self) -> bool {
+        matches!(self, Op::Job { .. } | Op::Minions { .. })
+    }
+}
+
+type ThreadId = std::thread::ThreadId;
+
 /// What travels to the writer thread.
 enum Msg {
-    Op(Op),
+    /// A write, with the thread that queued it.
+    Op(Op, ThreadId),
     /// Answered once everything queued before it is committed, with the
     /// first write error seen since the previous flush.
     Flush(mpsc::Sender<Result<(), String>>),
     /// Delete expired jobs now; answered with how many.
     Expire(mpsc::Sender<Result<usize, String>>),
-    /// Called (on the writer thread) once everything queued before it is
-    /// committed: `true` on success, `false` if that batch failed.
-    Notify(Box<dyn FnOnce(bool) + Send>),
+    /// Called (on the writer thread) once everything its thread queued
+    /// before it is committed (`true`), or some of that was lost (`false`).
+    Notify(Box<dyn FnOnce(bool) + Send>, ThreadId),
     /// Commit what is queued and end the thread.
     Stop,
 }
@@ -232,10 +304,10 @@ enum Msg {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Op(op) => write!(f, "Op({op:?})"),
+            Msg::Op(op, _) => write!(f, "Op({op:?})"),
             Msg::Flush(_) => f.write_str("Flush"),
             Msg::Expire(_) => f.write_str("Expire"),
-            Msg::Notify(_) => f.write_str("Notify"),
+            Msg::Notify(..) => f.write_str("Notify"),
             Msg::Stop => f.write_str("Stop"),
         }
     }
@@ -433,6 +505,9 @@ impl JobCache {
             counters: counters.clone(),
             keep_jobs_hours,
             pending_error: None,
+            carry: std::collections::VecDeque::new(),
+            lost: std::collections::HashSet::new(),
+            retry_wait: CARRY_RETRY_FIRST,
         };
         let handle = std::thread::Builder::new()
             .name("job-cache-writer".to_string())
@@ -506,7 +581,7 @@ impl JobCache {
             load: blob,
             minions: minions.to_vec(),
         };
-        if !self.enqueue(Msg::Op(op)) {
+        if !self.enqueue(Msg::Op(op, std::thread::current().id())) {
             error!(jid = %load.jid, "job cache is closed, job not cached");
         }
     }
@@ -520,17 +595,34 @@ impl JobCache {
             jid: jid.to_string(),
             minions: minions.to_vec(),
         };
-        if !self.enqueue(Msg::Op(op)) {
+        if !self.enqueue(Msg::Op(op, std::thread::current().id())) {
             error!(jid = %jid, "job cache is closed, expected minions not cached");
         }
     }
 
     /// Store one return; a later one for the same (jid, minion) is ignored.
     pub fn record_return(&self, ret: &ReturnLoad) {
+        self.queue_return(ret, None);
+    }
+
+    /// Store one return and call `done` (on the writer thread) once it is
+    /// committed or its batch failed for good. `done` is not called when
+    /// the cache is closed (logged).
+    pub fn record_return_then(&self, ret: &ReturnLoad, done: ReturnDone) {
+        self.queue_return(ret, Some(DoneHook(done)));
+    }
+
+    fn queue_return(&self, ret: &ReturnLoad, done: Option<DoneHook>) {
         let blob = match codec::encode(ret) {
             Ok(b) => b,
             Err(e) => {
                 error!(jid = %ret.jid, minion = %ret.id, error = %e, "return cannot be encoded, not cached");
+                if let Some(DoneHook(f)) = done {
+                    f(ReturnWritten {
+                        stored: false,
+                        bytes: 0,
+                    });
+                }
                 return;
             }
         };
@@ -538,18 +630,20 @@ impl JobCache {
             jid: ret.jid.clone(),
             minion: ret.id.clone(),
             blob,
+            done,
         };
-        if !self.enqueue(Msg::Op(op)) {
+        if !self.enqueue(Msg::Op(op, std::thread::current().id())) {
             error!(jid = %ret.jid, minion = %ret.id, "job cache is closed, return not cached");
         }
     }
 
-    /// Run `done` on the writer thread once everything queued before this
-    /// call is committed (`true`), or its batch failed for good (`false`).
+    /// Run `done` on the writer thread once every write this thread queued
+    /// since its previous `after_commit` is committed (`true`), or once one
+    /// of them is lost (`false`; writes of other threads do not count).
     /// Never blocks on I/O: the master acknowledges a return to its minion
     /// only from here, so an acknowledged return is on disk.
     pub fn after_commit(&self, done: impl FnOnce(bool) + Send + 'static) {
-        if !self.enqueue(Msg::Notify(Box::new(done))) {
+        if !self.enqueue(Msg::Notify(Box::new(done), std::thread::current().id())) {
             error!("job cache is closed; commit notification dropped");
         }
     }
@@ -773,6 +867,37 @@ impl JobCache {
             backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            batches_failed: c.batches_failed.load(Ordering::Relaxed),
+            returns_not_stored: c.returns_not_stored.load(Ordering::Relaxed),
+            carried: c.carried.load(Ordering::Relaxed),
+            carry_dropped: c.carry_dropped.load(Ordering::Relaxed),
+            failing: c.failing.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the last batch failed: the job cache cannot write now.
+    pub fn failing(&self) -> bool {
+        self.inner.counters.failing.load(Ordering::Relaxed)
+    }
+
+    /// The stored return of `minion` to `jid`, if any (what a client that
+    /// fell behind is sent instead of the live copy).
+    pub fn get_return(&self, jid: &str, minion: &str) -> Result<Option<ReturnLoad>, JobCacheError> {
+        let conn = lock(&self.inner.reader);
+        let blob: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT ret FROM returns WHERE jid = ?1 AND minion = ?2",
+                params![jid, minion],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        drop(conn);
+        match blob {
+            None => Ok(None),
+            Some(b) => codec::decode(&b, usize::MAX)
+                .map(Some)
+                .map_err(|e| self.decode_err(jid, format!("return of {minion}"), e)),
         }
     }
 
@@ -794,6 +919,36 @@ struct BatchCounts {
     duplicates: u64,
 }
 
+/// A notification and how many of its batch's writes were queued before it.
+type Notice = (usize, ThreadId, Box<dyn FnOnce(bool) + Send>);
+
+/// One batch as the writer collects it, in queue order.
+#[derive(Default)]
+struct Collected {
+    ops: Vec<Op>,
+    /// The thread that queued each of `ops`.
+    owners: Vec<ThreadId>,
+    flushes: Vec<mpsc::Sender<Result<(), String>>>,
+    expires: Vec<mpsc::Sender<Result<usize, String>>>,
+    notifies: Vec<Notice>,
+    stop: bool,
+}
+
+impl Collected {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Op(op, t) => {
+                self.ops.push(op);
+                self.owners.push(t);
+            }
+            Msg::Flush(tx) => self.flushes.push(tx),
+            Msg::Expire(tx) => self.expires.push(tx),
+            Msg::Notify(f, t) => self.notifies.push((self.ops.len(), t, f)),
+            Msg::Stop => self.stop = true,
+        }
+    }
+}
+
 /// The writer thread's state: the only connection that writes.
 struct Writer {
     conn: Connection,
@@ -802,6 +957,14 @@ struct Writer {
     keep_jobs_hours: u64,
     /// First failure since the last flush, reported to that flush.
     pending_error: Option<String>,
+    /// Job records and expected sets of failed batches, oldest first,
+    /// committed with the next batch (at most [`CARRY_MAX`]).
+    carry: std::collections::VecDeque<Op>,
+    /// Threads that queued a write lost since their last notification:
+    /// their next `after_commit` answers `false`.
+    lost: std::collections::HashSet<ThreadId>,
+    /// Back-off of the writer's own retries of `carry`.
+    retry_wait: Duration,
 }
 
 impl Writer {
@@ -814,27 +977,55 @@ impl Writer {
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         // Runs until Stop or until every sender is gone.
         loop {
-            let first = if self.keep_jobs_hours == 0 {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
+            let expire_in = if self.keep_jobs_hours == 0 {
+                None
             } else {
-                match rx.recv_timeout(next_expire.saturating_duration_since(Instant::now())) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
+                Some(next_expire.saturating_duration_since(Instant::now()))
+            };
+            // Carried writes are retried on their own after a back-off
+            // when nothing else comes to commit them with.
+            let retry_in = (!self.carry.is_empty()).then_some(self.retry_wait);
+            let wait = match (expire_in, retry_in) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wait {
+                None => match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+                Some(w) => match rx.recv_timeout(w) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match first {
+                Some(m) => {
+                    if !self.batch(m, &rx) {
+                        break;
+                    }
+                }
+                None => {
+                    if self.keep_jobs_hours > 0 && Instant::now() >= next_expire {
                         if let Err(e) = self.expire() {
                             error!(path = %self.path.display(), error = %e, "job cache expiry failed");
                         }
                         next_expire = Instant::now() + EXPIRE_INTERVAL;
-                        continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    if !self.carry.is_empty() {
+                        let ok = self.commit_ops(Vec::new(), Vec::new(), Vec::new());
+                        self.retry_wait = if ok {
+                            CARRY_RETRY_FIRST
+                        } else {
+                            (self.retry_wait * 2).min(CARRY_RETRY_MAX)
+                        };
+                    }
                 }
-            };
-            if !self.batch(first, &rx) {
-                break;
             }
+        }
+        if !self.carry.is_empty() {
+            error!(path = %self.path.display(), items = self.carry.len(), "job cache stopped with job records it could not write");
         }
         debug!(path = %self.path.display(), "job cache writer stopped");
     }
@@ -842,53 +1033,34 @@ impl Writer {
     /// Collect one batch starting with `first`, commit it and answer any
     /// flush/expire requests in it. False once asked to stop.
     fn batch(&mut self, first: Msg, rx: &Receiver<Msg>) -> bool {
-        let mut ops = Vec::new();
-        let mut flushes = Vec::new();
-        let mut expires = Vec::new();
-        let mut notifies: Vec<Box<dyn FnOnce(bool) + Send>> = Vec::new();
-        let mut stop = false;
+        let mut b = Collected::default();
         let mut next = Some(first);
         // At most BATCH_MAX + 1 rounds: every round takes one item.
         while let Some(msg) = next.take() {
-            match msg {
-                Msg::Op(op) => ops.push(op),
-                Msg::Flush(tx) => flushes.push(tx),
-                Msg::Expire(tx) => expires.push(tx),
-                Msg::Notify(f) => notifies.push(f),
-                Msg::Stop => stop = true,
-            }
-            if stop || !flushes.is_empty() || !expires.is_empty() || ops.len() > BATCH_MAX {
+            b.take(msg);
+            if b.stop || !b.flushes.is_empty() || !b.expires.is_empty() || b.ops.len() > BATCH_MAX {
                 break;
             }
             if let Ok(m) = rx.try_recv() {
                 next = Some(m);
             }
         }
-        if stop {
+        if b.stop {
             // Commit what other clones queued before the stop; the queue is
             // bounded, so this ends.
             while let Ok(msg) = rx.try_recv() {
-                match msg {
-                    Msg::Op(op) => ops.push(op),
-                    Msg::Flush(tx) => flushes.push(tx),
-                    Msg::Expire(tx) => expires.push(tx),
-                    Msg::Notify(f) => notifies.push(f),
-                    Msg::Stop => {}
-                }
+                b.take(msg);
             }
         }
-        let committed = ops.is_empty() || self.commit(&ops);
-        for f in notifies {
-            f(committed);
-        }
-        for tx in expires {
+        self.commit_ops(b.ops, b.owners, b.notifies);
+        for tx in b.expires {
             let r = self.expire().map_err(|e| e.to_string());
             if let Err(e) = &r {
                 error!(path = %self.path.display(), error = %e, "job cache expiry failed");
             }
             let _ = tx.send(r);
         }
-        for tx in flushes {
+        for tx in b.flushes {
             let r = match self.pending_error.take() {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -896,7 +1068,76 @@ impl Writer {
             // The flusher may have given up waiting; nothing to do then.
             let _ = tx.send(r);
         }
-        !stop
+        !b.stop
+    }
+
+    /// Commit the carried writes and `ops` (queued by `owners`) in one
+    /// transaction; tell each return's hook and each notification how it
+    /// went; on failure carry the job records over. True when committed.
+    fn commit_ops(&mut self, ops: Vec<Op>, owners: Vec<ThreadId>, notifies: Vec<Notice>) -> bool {
+        let carried = self.carry.len();
+        let mut all: Vec<Op> = self.carry.drain(..).collect();
+        all.extend(ops);
+        let committed = all.is_empty() || self.commit(&all);
+        self.counters.failing.store(!committed, Ordering::Relaxed);
+        if committed && carried > 0 {
+            info!(path = %self.path.display(), items = carried, "job cache writes again: carried job records committed");
+        }
+        if !committed {
+            self.counters.batches_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Who lost what, in queue order, so that a notification answers
+        // for the writes its thread queued before it and no others.
+        let mut next_op = 0usize;
+        for (before, thread, f) in notifies {
+            if !committed {
+                for t in owners.iter().take(before).skip(next_op) {
+                    self.lost.insert(*t);
+                }
+            }
+            next_op = next_op.max(before);
+            let lost = self.lost.remove(&thread);
+            f(committed && !lost);
+        }
+        if !committed {
+            for t in owners.iter().skip(next_op) {
+                self.lost.insert(*t);
+            }
+        }
+        let mut not_stored = 0u64;
+        for op in all {
+            match op {
+                Op::Return { done, blob, .. } => {
+                    if !committed {
+                        not_stored += 1;
+                    }
+                    if let Some(DoneHook(f)) = done {
+                        f(ReturnWritten {
+                            stored: committed,
+                            bytes: blob.len(),
+                        });
+                    }
+                }
+                op if !committed && op.is_carried() => self.carry.push_back(op),
+                _ => {}
+            }
+        }
+        if not_stored > 0 {
+            self.counters
+                .returns_not_stored
+                .fetch_add(not_stored, Ordering::Relaxed);
+        }
+        while self.carry.len() > CARRY_MAX {
+            self.carry.pop_front();
+            let n = self.counters.carry_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                error!(path = %self.path.display(), count = n, max = CARRY_MAX, "job cache failing for too long: oldest job record waiting for the disk dropped");
+            }
+        }
+        self.counters
+            .carried
+            .store(self.carry.len() as u64, Ordering::Relaxed);
+        committed
     }
 
     /// Commit a batch, retrying a few times (a lock held by another process,
@@ -930,7 +1171,11 @@ impl Writer {
             Some(e) => format!("{}: {e}", self.path.display()),
             None => format!("{}: batch not committed", self.path.display()),
         };
-        error!(path = %self.path.display(), items = ops.len(), error = %msg, "job cache batch lost");
+        let returns = ops
+            .iter()
+            .filter(|o| matches!(o, Op::Return { .. }))
+            .count();
+        error!(path = %self.path.display(), items = ops.len(), returns, error = %msg, "job cache batch not committed: its returns are not acknowledged (their senders resend them), its job records are kept and retried");
         if self.pending_error.is_none() {
             self.pending_error = Some(msg);
         }
@@ -1000,7 +1245,9 @@ fn apply(conn: &mut Connection, ops: &[Op], now: i64) -> rusqlite::Result<BatchC
                         ins_minion.execute(params![jid, m, now])?;
                     }
                 }
-                Op::Return { jid, minion, blob } => {
+                Op::Return {
+                    jid, minion, blob, ..
+                } => {
                     if ins_ret.execute(params![jid, minion, now, blob])? == 0 {
                         counts.duplicates += 1;
                     } else {
@@ -1262,6 +1509,98 @@ mod tests {
             .expect("notified");
         assert!(ok);
         assert_eq!(seen, Some(true));
+    }
+
+    #[test]
+    fn a_failed_batch_keeps_job_records_and_acknowledges_no_lost_return() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(DB_FILE);
+        let conn = connect(&path).expect("connect");
+        init_schema(&conn, &path).expect("schema");
+        // A connection that refuses writes stands in for a full disk.
+        conn.pragma_update(None, "query_only", true)
+            .expect("pragma");
+        let mut w = Writer {
+            conn,
+            path: path.clone(),
+            counters: Arc::new(Counters::default()),
+            keep_jobs_hours: 0,
+            pending_error: None,
+            carry: std::collections::VecDeque::new(),
+            lost: std::collections::HashSet::new(),
+            retry_wait: CARRY_RETRY_FIRST,
+        };
+        let jid = "20261126120000000001";
+        let me = std::thread::current().id();
+        let load = job(jid, "test.ping", "*");
+        let job_op = Op::Job {
+            jid: jid.into(),
+            fun: load.fun.clone(),
+            tgt: load.tgt.clone(),
+            tgt_type: "glob",
+            user: String::new(),
+            start_us: 0,
+            load: codec::encode(&load).expect("encode"),
+            minions: names(&["a"]),
+        };
+        let outcome = Arc::new(Mutex::new(Vec::new()));
+        let hook = |o: &Arc<Mutex<Vec<String>>>, what: &'static str| {
+            let o = o.clone();
+            Box::new(move |ok: bool| lock(&o).push(format!("{what}:{ok}")))
+                as Box<dyn FnOnce(bool) + Send>
+        };
+        let ret_op = |id: &str, o: &Arc<Mutex<Vec<String>>>| {
+            let o = o.clone();
+            let who = id.to_string();
+            Op::Return {
+                jid: jid.into(),
+                minion: id.into(),
+                blob: codec::encode(&ret(jid, id, json!(true))).expect("encode"),
+                done: Some(DoneHook(Box::new(move |w: ReturnWritten| {
+                    lock(&o).push(format!("{who}:{}", w.stored))
+                }))),
+            }
+        };
+        // Batch 1 fails: the job record is carried, the return is reported
+        // not stored, the notification after it answers false, and a return
+        // queued after that notification (the next request's) is lost too.
+        let ok = w.commit_ops(
+            vec![job_op, ret_op("a", &outcome), ret_op("b", &outcome)],
+            vec![me, me, me],
+            vec![(2, me, hook(&outcome, "ack1"))],
+        );
+        assert!(!ok);
+        assert_eq!(w.carry.len(), 1, "the job record waits for the disk");
+        assert_eq!(*lock(&outcome), ["ack1:false", "a:false", "b:false"]);
+        // Batch 2 commits, but this thread lost "b" before its next
+        // notification: that one still answers false.
+        w.conn
+            .pragma_update(None, "query_only", false)
+            .expect("pragma");
+        lock(&outcome).clear();
+        let ok = w.commit_ops(
+            vec![ret_op("c", &outcome)],
+            vec![me],
+            vec![(1, me, hook(&outcome, "ack2"))],
+        );
+        assert!(ok);
+        assert!(w.carry.is_empty(), "carried job record committed");
+        assert_eq!(*lock(&outcome), ["ack2:false", "c:true"]);
+        lock(&outcome).clear();
+        let ok = w.commit_ops(
+            vec![ret_op("a", &outcome)],
+            vec![me],
+            vec![(1, me, hook(&outcome, "ack3"))],
+        );
+        assert!(ok);
+        assert_eq!(*lock(&outcome), ["ack3:true", "a:true"]);
+        drop(w);
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let rec = cache.lookup_jid(jid).expect("lookup").expect("job known");
+        assert_eq!(rec.load.fun, "test.ping");
+        assert_eq!(rec.minions, names(&["a"]));
+        let got: Vec<&String> = rec.returns.keys().collect();
+        assert_eq!(got, ["a", "c"]);
     }
 
     #[test]

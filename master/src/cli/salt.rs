@@ -9,8 +9,15 @@
 //! connected, behind which syndic). Batch mode (`-b`) keeps a sliding
 //! window of at most N minions running; each sub-job has its own jid and
 //! the output reads as one run.
+//!
+//! `salt` prints only returns the master has stored in its job cache. When
+//! the master says it could not store one (a full disk), `salt` warns on
+//! stderr once and exits with [`exit::JOB_CACHE_FAILING`] (74), whatever
+//! else happened: the returns it waited for will be stored, and can be
+//! read with `salt-run jobs.lookup_jid`, only once the master's disk has
+//! room again (the minions resend them).
 
-use crate::client_api::{ClientError, LocalClient};
+use crate::client_api::{ClientError, ClientEvent, LocalClient};
 use crate::daemon::{PublishRequest, Published};
 use crate::output::{NoReturn, OutFormat, OutputArgs, Printer};
 use crate::roster::Expected;
@@ -210,6 +217,9 @@ struct Run {
     base: PublishRequest,
     ret_tx: mpsc::UnboundedSender<ReturnLoad>,
     ret_rx: mpsc::UnboundedReceiver<ReturnLoad>,
+    /// News from the master that its job cache could not store a return.
+    warn_tx: mpsc::UnboundedSender<String>,
+    warn_rx: mpsc::UnboundedReceiver<String>,
     fj_tx: mpsc::UnboundedSender<(Vec<String>, BTreeSet<String>)>,
     fj_rx: mpsc::UnboundedReceiver<(Vec<String>, BTreeSet<String>)>,
     pending: HashMap<String, Pend>,
@@ -222,14 +232,22 @@ impl Run {
         let mut client = LocalClient::connect(&self.master.sock_dir, &self.master.cachedir).await?;
         let published = client.publish(req).await?;
         let tx = self.ret_tx.clone();
+        let warn = self.warn_tx.clone();
         let n = published.minions.len();
         tokio::spawn(async move {
             let mut got = 0usize;
+            // Ends when every return came or the master went away (each
+            // round reads one message).
             while got < n {
-                match client.next_return().await {
-                    Ok(Some(r)) => {
+                match client.next_event().await {
+                    Ok(Some(ClientEvent::Return(r))) => {
                         got += 1;
                         if tx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(ClientEvent::JobCacheFailing(why))) => {
+                        if warn.send(why).is_err() {
                             break;
                         }
                     }
@@ -331,6 +349,8 @@ enum Event {
     /// A batch slot held by `--batch-wait` is free again.
     Refill,
     Interrupt,
+    /// The master could not store a return (why).
+    CacheFailing(String),
 }
 
 /// Run `salt`; returns the exit code.
@@ -390,7 +410,10 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
     };
     let (ret_tx, ret_rx) = mpsc::unbounded_channel();
     let (fj_tx, fj_rx) = mpsc::unbounded_channel();
+    let (warn_tx, warn_rx) = mpsc::unbounded_channel();
     let mut run = Run {
+        warn_tx,
+        warn_rx,
         master: master.clone(),
         timeout: Duration::from_secs(timeout),
         gather: Duration::from_secs(gather),
@@ -500,6 +523,7 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
     let mut stop_batches = false;
     let mut refill_at: VecDeque<Instant> = VecDeque::new();
     let mut interrupted = false;
+    let mut cache_failing = false;
     loop {
         // Fill the batch window.
         if !stop_batches {
@@ -554,6 +578,7 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
             c = run.fj_rx.recv() => match c { Some((ids, busy)) => Event::Checked(ids, busy), None => Event::Deadline },
             _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Event::Deadline,
             _ = sigint.recv() => Event::Interrupt,
+            w = run.warn_rx.recv() => match w { Some(w) => Event::CacheFailing(w), None => Event::Deadline },
             _ = async { match refill_wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Event::Refill,
         };
         match ev {
@@ -607,6 +632,12 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
             }
             Event::Deadline => run.check_overdue(),
             Event::Refill => {}
+            Event::CacheFailing(why) => {
+                if !cache_failing {
+                    cache_failing = true;
+                    eprintln!("salt: WARNING: {why}: the master's job cache is failing (is its cachedir full?). Returns are printed only once stored; the minions resend the others until the master can store them.");
+                }
+            }
             Event::Interrupt => {
                 interrupted = true;
                 break;
@@ -662,6 +693,13 @@ pub async fn run(args: SaltArgs, master: MasterRef) -> i32 {
         println!("-------------------------------------------");
     }
     let _ = std::io::stdout().flush();
+    if cache_failing {
+        eprintln!(
+            "salt: the master's job cache failed during this run; once it has room, read the stored returns with: salt-run jobs.lookup_jid {}",
+            run.jids.join(" / ")
+        );
+        return exit::JOB_CACHE_FAILING;
+    }
     if args.retcode_passthrough && tally.max_retcode > 0 {
         return tally.max_retcode;
     }
