@@ -176,10 +176,18 @@ pub struct Publisher {
 /// frozen and resumed relays its backlog before its minions' SUB sockets
 /// have reconnected) asks for them after it signs in again.
 struct Recent {
-    /// (seq, when, topics, frame), oldest first.
-    items: VecDeque<(u64, Instant, Vec<Vec<u8>>, Arc<Vec<u8>>)>,
+    /// Oldest first.
+    items: VecDeque<RecentPublish>,
     /// Bytes of the frames kept.
     bytes: usize,
+}
+
+/// One kept job publish.
+struct RecentPublish {
+    seq: u64,
+    at: Instant,
+    topics: Vec<Vec<u8>>,
+    frame: Arc<Vec<u8>>,
 }
 
 /// Job publishes kept for late peers, at most.
@@ -281,18 +289,18 @@ impl Publisher {
         let g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for (seq, at, to, frame) in &g.items {
-            if *seq <= after_seq
-                || at.elapsed() > RECENT_AGE
-                || !to.iter().any(|t| topics.contains(t))
+        for p in &g.items {
+            if p.seq <= after_seq
+                || p.at.elapsed() > RECENT_AGE
+                || !p.topics.iter().any(|t| topics.contains(t))
             {
                 continue;
             }
-            bytes += frame.len();
+            bytes += p.frame.len();
             if bytes > CATCHUP_BYTES && !out.is_empty() {
                 break;
             }
-            out.push(frame.clone());
+            out.push(p.frame.clone());
         }
         out
     }
