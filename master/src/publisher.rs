@@ -165,6 +165,11 @@ pub struct Publisher {
     pub port: u16,
     pub published: AtomicU64,
     pub subscriptions: Arc<SubscriptionStats>,
+    /// Connections to the request port (4506) closed for holding more than
+    /// one unfinished frame (`brine_common::unfinished`). Kept here, beside
+    /// the 4505 counters, because the request server's io thread is started
+    /// after the publisher and counts into it; `manage.stats` reads it.
+    pub request_peers_dropped: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -204,6 +209,7 @@ impl Publisher {
             port,
             published: AtomicU64::new(0),
             subscriptions,
+            request_peers_dropped: Arc::new(AtomicU64::new(0)),
         })
     }
 
