@@ -8,6 +8,8 @@
 //! - [`session`]: the client side of the protocol without I/O (sign-in,
 //!   sealing, opening publishes), shared by minions, syndics and `loadtest`.
 //! - [`transport`]: zmq sockets on their own threads, bridged to tokio.
+//! - [`unfinished`]: the request port's bound on what a peer's unfinished
+//!   multipart message makes libzmq hold (per-connection TCP counters).
 //! - [`jid`]: Salt-shaped job ids.
 //! - [`exit`]: the exit codes of every command; [`cli`]: what every `main`
 //!   shares (argument parsing, open-files limit, shutdown signal).
@@ -32,6 +34,7 @@ pub mod session;
 pub mod target;
 pub mod telemetry;
 pub mod transport;
+pub mod unfinished;
 
 /// Every Brine process allocates through mimalloc: a master or syndic
 /// under load spent ~20% of its CPU in glibc's malloc and free (most of it

@@ -13,9 +13,12 @@
 //! per-message source descriptor) and every connection that opens or
 //! closes (a socket monitor), and closes the connections the guard names.
 //! This is how a master bounds what an unauthenticated peer can make
-//! libzmq keep for it (subscriptions on 4505): libzmq has no per-peer limit
-//! of its own, but it frees everything a connection held when the
-//! connection ends.
+//! libzmq keep for it (subscriptions on 4505, unfinished messages on 4506:
+//! [`crate::unfinished`]): libzmq has no per-peer limit of its own, but it
+//! frees everything a connection held when the connection ends. A guard may
+//! also ask for a sweep each round (and name a descriptor whose readiness
+//! wakes the thread for it) to close connections on what it measures
+//! rather than on a message.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,8 @@ pub enum TransportError {
     Closed,
     #[error("could not start io thread: {0}")]
     Spawn(std::io::Error),
+    #[error("could not set up a connection guard: {0}")]
+    Guard(std::io::Error),
 }
 
 /// Counters every io thread keeps (exported on the daemons' stats).
@@ -44,6 +49,8 @@ pub struct IoStats {
     pub dropped_hwm: AtomicU64,
     /// Outgoing messages dropped because the peer is unknown (ROUTER).
     pub dropped_unroutable: AtomicU64,
+    /// Connections closed because a [`ConnGuard`] asked for it.
+    pub peers_closed: AtomicU64,
 }
 
 /// What the io thread does with an inbound message a [`ConnGuard`] saw.
@@ -63,9 +70,29 @@ pub trait ConnGuard: Send {
     /// messages libzmq makes up itself, such as the unsubscriptions an
     /// XPUB reports when a peer goes away).
     fn inspect(&mut self, fd: Option<i32>, frames: &[Vec<u8>]) -> Verdict;
-    /// A connection was accepted or closed: forget what was kept for `fd`
+    /// A connection was closed: forget what was kept for `fd`
     /// (descriptors are reused).
     fn forget(&mut self, fd: i32);
+    /// A connection was accepted (by default: start afresh).
+    fn accepted(&mut self, fd: i32) {
+        self.forget(fd);
+    }
+    /// A descriptor the io thread should poll too: its readiness wakes the
+    /// thread for [`ConnGuard::sweep`].
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// Called once per round of the io thread, after the inbound messages
+    /// were read; `drained` says the guarded socket had no complete
+    /// message left. Returns the connections to close.
+    fn sweep(&mut self, _drained: bool, _now: std::time::Instant) -> Vec<i32> {
+        Vec::new()
+    }
+    /// How soon the guard wants the next [`ConnGuard::sweep`] (None: no
+    /// sooner than the io thread's own timeout).
+    fn next_wake(&self, _now: std::time::Instant) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A guard and the socket it watches.
@@ -211,8 +238,13 @@ impl Watch {
             // First frame: event (u16) then value (u32, here the fd), in
             // the host's byte order.
             if let Some(ev) = frames.first().filter(|f| f.len() >= 6) {
+                let event = u16::from_ne_bytes([ev[0], ev[1]]);
                 let fd = i32::from_ne_bytes([ev[2], ev[3], ev[4], ev[5]]);
-                self.guard.forget(fd);
+                if event == zmq::SocketEvent::ACCEPTED as u16 {
+                    self.guard.accepted(fd);
+                } else {
+                    self.guard.forget(fd);
+                }
             }
         }
     }
@@ -272,10 +304,17 @@ fn io_loop(
         for &i in &readable {
             items.push(sockets[i].as_poll_item(zmq::POLLIN));
         }
+        let mut timeout = 1000i64;
         if let Some(w) = &watch {
             items.push(w.monitor.as_poll_item(zmq::POLLIN));
+            if let Some(fd) = w.guard.poll_fd() {
+                items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN));
+            }
+            if let Some(d) = w.guard.next_wake(std::time::Instant::now()) {
+                timeout = timeout.min(i64::try_from(d.as_millis()).unwrap_or(timeout));
+            }
         }
-        if let Err(e) = zmq::poll(&mut items, 1000) {
+        if let Err(e) = zmq::poll(&mut items, timeout) {
             if e == zmq::Error::EINTR {
                 continue;
             }
@@ -298,6 +337,7 @@ fn io_loop(
         }
         // Inbound: drain each ready socket (bounded per round so one noisy
         // socket cannot starve the outgoing side).
+        let mut drained = guarded.is_some_and(|g| !ready.contains(&g));
         for i in ready {
             for _ in 0..10_000 {
                 let got = match watch.as_mut().filter(|w| w.index == i) {
@@ -310,7 +350,9 @@ fn io_loop(
                                 // The monitor reports the end of the
                                 // connection; the guard forgets it then.
                                 if let Some(fd) = fd {
-                                    close_connection(&sockets[i], fd);
+                                    if close_connection(&sockets[i], fd) {
+                                        stats.peers_closed.fetch_add(1, Ordering::Relaxed);
+                                    }
                                 }
                                 continue;
                             }
@@ -327,11 +369,21 @@ fn io_loop(
                             return;
                         }
                     }
-                    Err(zmq::Error::EAGAIN) => break,
+                    Err(zmq::Error::EAGAIN) => {
+                        drained |= guarded == Some(i);
+                        break;
+                    }
                     Err(e) => {
                         warn!(thread = name, error = %e, "zmq recv failed");
                         break;
                     }
+                }
+            }
+        }
+        if let Some(w) = watch.as_mut() {
+            for fd in w.guard.sweep(drained, std::time::Instant::now()) {
+                if close_connection(&sockets[w.index], fd) {
+                    stats.peers_closed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -183,11 +183,11 @@ fn huge_frame_header_on_the_publish_port_is_refused() {
     still_serves(&topo);
 }
 
-/// Not bounded yet: libzmq 4.3.4 keeps the frames of an unfinished message
-/// outside its high-water mark, and has no option that limits them (see
-/// docs/SECURITY.md). Run with `--ignored` to see the figure.
+/// libzmq 4.3.4 keeps the frames of an unfinished message outside its
+/// high-water mark; the master's request-port guard measures what each
+/// connection holds and closes one holding more than one frame (see
+/// docs/SECURITY.md), which frees it all.
 #[test]
-#[ignore = "open: libzmq 4.3.4 has no bound on an unfinished multipart message (docs/SECURITY.md)"]
 fn unfinished_multipart_on_the_request_port_is_bounded() {
     let (topo, pid) = start();
     let before = rss_kib(pid);
@@ -205,6 +205,15 @@ fn unfinished_multipart_on_the_request_port_is_bounded() {
     assert!(
         after <= before + MAX_GROWTH_KIB,
         "RSS grew from {before} to {after} KiB"
+    );
+    assert!(written < 256, "the master never closed the connection");
+    assert!(
+        topo.eventually(Duration::from_secs(10), "drop counted", || {
+            stats(&topo)["request_peers_dropped"].as_u64().unwrap_or(0) >= 1
+        })
+        .is_ok(),
+        "{}",
+        stats(&topo)
     );
     drop(s);
     still_serves(&topo);

@@ -444,8 +444,18 @@ impl Master {
             source,
         })?;
         let ret_port = transport::bound_port(&router).unwrap_or(cfg.ret_port);
-        let (router, rx) =
-            IoThread::spawn(&ctx, "request-server", vec![router], &[], REQUEST_QUEUE)?;
+        let (router, rx) = IoThread::spawn_guarded(
+            &ctx,
+            "request-server",
+            vec![router],
+            &[],
+            REQUEST_QUEUE,
+            Some(brine_common::unfinished::guarded(
+                0,
+                cfg.max_frame_bytes,
+                publisher.request_peers_dropped.clone(),
+            )?),
+        )?;
         let key_id = (now_us() / 1_000_000) as u32;
         let roster = Roster::new(Duration::from_secs(cfg.heartbeat_interval.max(1)));
         let snapshot = cfg.cachedir.join("roster.json");

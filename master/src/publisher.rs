@@ -168,6 +168,11 @@ pub struct Publisher {
     pub subscriptions: Arc<SubscriptionStats>,
     /// The newest job publishes, for peers that missed them.
     recent: Mutex<Recent>,
+    /// Connections to the request port (4506) closed for holding more than
+    /// one unfinished frame (`brine_common::unfinished`). Kept here, beside
+    /// the 4505 counters, because the request server's io thread is started
+    /// after the publisher and counts into it; `manage.stats` reads it.
+    pub request_peers_dropped: Arc<AtomicU64>,
 }
 
 /// Job publishes kept for [`Publisher::recent_after`]: the newest
@@ -242,6 +247,7 @@ impl Publisher {
                 items: VecDeque::new(),
                 bytes: 0,
             }),
+            request_peers_dropped: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -309,17 +315,19 @@ impl Publisher {
         let mut g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         while g.items.len() >= RECENT_MAX
             || (!g.items.is_empty() && g.bytes + frame.len() > RECENT_BYTES)
-            || g.items
-                .front()
-                .is_some_and(|(_, at, _, _)| at.elapsed() > RECENT_AGE)
+            || g.items.front().is_some_and(|p| p.at.elapsed() > RECENT_AGE)
         {
-            if let Some((_, _, _, f)) = g.items.pop_front() {
-                g.bytes -= f.len();
+            if let Some(p) = g.items.pop_front() {
+                g.bytes -= p.frame.len();
             }
         }
         g.bytes += frame.len();
-        g.items
-            .push_back((seq, Instant::now(), topics.to_vec(), frame));
+        g.items.push_back(RecentPublish {
+            seq,
+            at: Instant::now(),
+            topics: topics.to_vec(),
+            frame,
+        });
     }
 
     /// Seal, sign and send one job to every topic in `topics`.

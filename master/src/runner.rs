@@ -255,6 +255,13 @@ pub async fn run(
                         .load(std::sync::atomic::Ordering::Relaxed)),
                 );
                 m.insert(
+                    "request_peers_dropped".into(),
+                    json!(state
+                        .publisher
+                        .request_peers_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed)),
+                );
+                m.insert(
                     "job_cache".into(),
                     serde_json::to_value(state.jobs.stats()).unwrap_or(Value::Null),
                 );
