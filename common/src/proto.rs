@@ -289,6 +289,11 @@ pub enum RequestBody {
     SyndicReturns(Vec<ReturnLoad>),
     /// A syndic's subtree changed.
     Roster(RosterDelta),
+    /// A job published at a syndic itself (or sent up to it from below),
+    /// sent upward before its returns when `syndic_forward_all` is on, so
+    /// the master above records it as a job relayed up from that syndic
+    /// and admits its returns from that syndic's subtree only.
+    SyndicJob(JobLoad),
 }
 
 /// A sealed request with its replay-protection counter.
