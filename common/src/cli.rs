@@ -130,6 +130,24 @@ pub trait DaemonConfig {
     fn log_file(&self) -> &std::path::Path;
     fn logfile_level(&self) -> &str;
     fn load_notes(&self) -> &crate::config::LoadNotes;
+    /// The paths the daemon creates or writes at start-up, checked before
+    /// anything else runs (a bad one is a config error, exit 78).
+    fn start_paths(&self) -> Vec<crate::config::paths::PathCheck>;
+}
+
+/// One [`crate::config::paths::PathCheck`] naming where `key` was set.
+fn path_check(
+    notes: &crate::config::LoadNotes,
+    key: &'static str,
+    path: &std::path::Path,
+    kind: crate::config::paths::PathKind,
+) -> crate::config::paths::PathCheck {
+    crate::config::paths::PathCheck {
+        key,
+        path: path.to_path_buf(),
+        kind,
+        origin: notes.origin(key).to_string(),
+    }
 }
 
 impl DaemonConfig for crate::config::MasterConfig {
@@ -144,6 +162,20 @@ impl DaemonConfig for crate::config::MasterConfig {
     }
     fn load_notes(&self) -> &crate::config::LoadNotes {
         &self.load_notes
+    }
+    fn start_paths(&self) -> Vec<crate::config::paths::PathCheck> {
+        use crate::config::paths::PathKind::{AppendFile, Dir};
+        let n = &self.load_notes;
+        let mut v = vec![
+            path_check(n, "pki_dir", &self.pki_dir, Dir),
+            path_check(n, "cachedir", &self.cachedir, Dir),
+            path_check(n, "sock_dir", &self.sock_dir, Dir),
+        ];
+        if let (true, Some(p)) = (self.is_syndic(), &self.syndic_pki_dir) {
+            v.push(path_check(n, "syndic_pki_dir", p, Dir));
+        }
+        v.push(path_check(n, "log_file", &self.log_file, AppendFile));
+        v
     }
 }
 
@@ -160,19 +192,33 @@ impl DaemonConfig for crate::config::MinionConfig {
     fn load_notes(&self) -> &crate::config::LoadNotes {
         &self.load_notes
     }
+    fn start_paths(&self) -> Vec<crate::config::paths::PathCheck> {
+        use crate::config::paths::PathKind::{AppendFile, Dir};
+        let n = &self.load_notes;
+        // The minion does not use sock_dir (no local socket yet).
+        vec![
+            path_check(n, "pki_dir", &self.pki_dir, Dir),
+            path_check(n, "cachedir", &self.cachedir, Dir),
+            path_check(n, "log_file", &self.log_file, AppendFile),
+        ]
+    }
 }
 
 type Loader<C> =
     fn(&std::path::Path, &[(&str, serde_json::Value)]) -> Result<C, crate::config::ConfigError>;
 
-/// Load a daemon's config (exit 78 with the loader's message on error),
-/// start logging, warn about unknown keys by name.
+/// Load a daemon's config and check the paths it names (exit 78 with one
+/// line on error: the option, its value, the file that set it and what to
+/// do), start logging, warn about unknown keys by name.
 pub fn daemon_config<C: DaemonConfig>(name: &str, args: &DaemonArgs, load: Loader<C>) -> C {
     let mut overrides = vec![];
     if let Some(l) = &args.log_level {
         overrides.push(("log_level", serde_json::Value::String(l.clone())));
     }
-    let cfg = match load(&args.config_dir, &overrides) {
+    let cfg = match load(&args.config_dir, &overrides).and_then(|c| {
+        crate::config::paths::check(&c.start_paths())?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{name}: {e}");

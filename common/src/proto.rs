@@ -295,8 +295,14 @@ pub enum RequestBody {
     /// The job publishes of the last minute newer than `after_seq` on the
     /// asker's topics, answered with [`ReplyBody::Publishes`]: what a peer
     /// that was cut off (its subscription not yet back when the master
-    /// published) missed. Asked after every sign-in but a process's first.
+    /// published) missed. Asked after every sign-in (a fresh process only
+    /// for what came after its first one).
     Catchup { after_seq: u64 },
+    /// A job published at a syndic itself (or sent up to it from below),
+    /// sent upward before its returns when `syndic_forward_all` is on, so
+    /// the master above records it as a job relayed up from that syndic
+    /// and admits its returns from that syndic's subtree only.
+    SyndicJob(JobLoad),
 }
 
 /// A sealed request with its replay-protection counter.

@@ -95,6 +95,8 @@ pub struct Counters {
     /// queue was over [`WATCH_BYTES`]); it reads them from the job cache
     /// once it catches up.
     pub watch_returns_deferred: AtomicU64,
+    /// Jobs a syndic sent up (`syndic_forward_all`) and this master recorded.
+    pub jobs_from_below: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) -> u64 {
@@ -680,7 +682,88 @@ impl MasterState {
         }
     }
 
-    /// Whether a return belongs to a job this master sent out and to a
+    /// The scope of a stored job: a load whose path does not name this
+    /// master came up from the syndic at the end of its path (see
+    /// [`MasterState::job_from_below`]).
+    fn stored_scope(&self, load: &JobLoad) -> Option<JobScope> {
+        let scope = JobScope::of(load, &self.cfg.nodegroups).ok()?;
+        if load.path.contains(&self.cfg.id) {
+            Some(scope)
+        } else {
+            load.path.last().map(|s| scope.from_below(s))
+        }
+    }
+
+    /// Record a job that syndic `syndic` published itself (or got from
+    /// below) and sends up with `syndic_forward_all`: stored under its own
+    /// jid with the syndic appended to its path, expecting the minions of
+    /// that syndic's subtree the target reaches, and admitting returns
+    /// from that subtree only. Never re-published. A jid this master
+    /// already knows from elsewhere, a load whose path names this master
+    /// (a loop) or a sender that is not a syndic is refused.
+    fn job_from_below(&self, syndic: &str, role: Role, mut load: JobLoad) -> ReplyBody {
+        let jid = load.jid.clone();
+        let refuse = |why: String| {
+            let n = bump(&self.counters.syndic_refused);
+            if n.is_power_of_two() {
+                warn!(syndic = %syndic.escape_debug(), jid = %jid.escape_debug(), count = n, reason = %why, "job sent up from below refused");
+            }
+            ReplyBody::Refused(why)
+        };
+        if role != Role::Syndic {
+            return refuse("not a syndic".into());
+        }
+        if !brine_common::jid::is_jid(&load.jid) {
+            return refuse("not a jid".into());
+        }
+        if load.path.contains(&self.cfg.id) {
+            return refuse(format!("the job already came through {}", self.cfg.id));
+        }
+        if load.path.last().map(String::as_str) != Some(syndic) {
+            load.path.push(syndic.to_string());
+        }
+        let known = self.sent.get(&load.jid).or_else(|| {
+            let stored = self.jobs.job_load(&load.jid).ok()??;
+            self.stored_scope(&stored)
+        });
+        if let Some(k) = known {
+            // A resend of the same job is fine; anything else under that
+            // jid is somebody else's job.
+            return if k.origin() == Some(syndic) {
+                ReplyBody::Ok
+            } else {
+                refuse(format!("jid {} is already in use here", load.jid))
+            };
+        }
+        let scope = match JobScope::of(&load, &self.cfg.nodegroups) {
+            Ok(s) => s.from_below(syndic),
+            Err(e) => return refuse(format!("target does not parse: {e}")),
+        };
+        let target = match target::parse_with_delimiter(
+            &load.tgt,
+            load.tgt_type,
+            &self.cfg.nodegroups,
+            &load.delimiter,
+        ) {
+            Ok(t) => t,
+            Err(e) => return refuse(format!("target does not parse: {e}")),
+        };
+        let ids: Vec<String> = self
+            .roster
+            .expected(&target, &load.delimiter)
+            .into_iter()
+            .filter(|m| m.via.first().map(String::as_str) == Some(syndic))
+            .map(|m| m.id)
+            .collect();
+        self.sent.insert(&load.jid, scope);
+        self.jobs.record_job(&load, &ids);
+        bump(&self.counters.jobs_from_below);
+        debug!(jid = %load.jid, syndic = %syndic, minions = ids.len(), "job sent up from a syndic recorded");
+        ReplyBody::Ok
+    }
+
+    /// Whether a return belongs to a job this master sent out (or a
+    /// syndic sent up, then only from that syndic's subtree) and to a
     /// minion that job reaches (see [`crate::published`]). Counted when
     /// not.
     fn admit_return(&self, ret: &ReturnLoad) -> Result<(), NotAdmitted> {
@@ -691,7 +774,7 @@ impl MasterState {
                 return None;
             }
             let load = self.jobs.job_load(&ret.jid).ok()??;
-            let scope = JobScope::of(&load, &self.cfg.nodegroups).ok()?;
+            let scope = self.stored_scope(&load)?;
             self.sent.insert(&ret.jid, scope.clone());
             Some(scope)
         });
@@ -699,9 +782,14 @@ impl MasterState {
             .roster
             .grains(&ret.id)
             .unwrap_or(serde_json::Value::Null);
+        let in_subtree = scope
+            .as_ref()
+            .and_then(JobScope::origin)
+            .is_none_or(|s| self.roster.behind(&ret.id, s));
         let verdict = published::admit(scope.as_ref(), &ret.id, &grains, || {
             self.jobs.is_expected(&ret.jid, &ret.id).unwrap_or(false)
-        });
+        })
+        .and_then(|()| in_subtree.then_some(()).ok_or(NotAdmitted::NotTargeted));
         if let Err(why) = &verdict {
             let (counter, text) = match why {
                 NotAdmitted::UnknownJob => (
@@ -1343,6 +1431,7 @@ impl MasterState {
                     }
                 }
             }
+            RequestBody::SyndicJob(load) => self.job_from_below(id, role, load),
             RequestBody::Roster(delta) => {
                 if role == Role::Syndic {
                     let out = self

@@ -28,6 +28,9 @@ pub const LIVE_JOBS: usize = 100_000;
 pub struct JobScope {
     target: Target,
     delimiter: String,
+    /// For a job relayed *up* from a syndic (`syndic_forward_all`), that
+    /// syndic: only minions behind it may return to the job.
+    origin: Option<String>,
 }
 
 impl JobScope {
@@ -41,7 +44,20 @@ impl JobScope {
         Ok(Self {
             target,
             delimiter: load.delimiter.clone(),
+            origin: None,
         })
+    }
+
+    /// This scope, restricted to the subtree of `syndic` (a job that
+    /// syndic sent up rather than one this master sent down).
+    pub fn from_below(mut self, syndic: &str) -> Self {
+        self.origin = Some(syndic.to_string());
+        self
+    }
+
+    /// The syndic a job came up from, if it did.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     /// Whether the job's target reaches minion `id` with `grains`.

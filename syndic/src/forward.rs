@@ -1,18 +1,24 @@
 //! Upward traffic of a syndic: returns and roster.
 //!
-//! Returns of jobs that came from above are written to a durable spool
+//! Returns of jobs that came from above (and, with `syndic_forward_all`,
+//! of jobs published at this syndic or sent up to it from below) are
+//! written to a durable spool
 //! (SQLite) as they arrive, then forwarded in batches (every
 //! `syndic_forward_interval_ms` or `syndic_forward_batch` returns) and
 //! deleted from the spool only once the master above acknowledged the
 //! batch. So a syndic killed mid-job, or cut off from the master above,
 //! loses nothing it had received; the spool is bounded and counts what it
 //! would drop. The subtree is reported upward as roster deltas (a full
-//! report after every new upstream session).
+//! report after every new upstream session). A job that did not come from
+//! above has its load sent up ([`RequestBody::SyndicJob`]) and
+//! acknowledged before any of its returns, so the master above knows the
+//! job (scoped to this syndic's subtree) when they arrive.
 
 use crate::upstream::Upstream;
 use brine_common::proto::{RequestBody, ReturnLoad};
 use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
+use brine_minion::link::LinkHandle;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Where recent jobs came from: jid → relayed from above (true) or
-/// published here (false). Bounded; a jid not in memory (older, or from
+/// published here or sent up from below (false). Bounded; a jid not in memory (older, or from
 /// before a restart) is looked up in the job cache once and remembered.
 #[derive(Default)]
 pub struct Relayed {
@@ -48,7 +54,7 @@ impl Relayed {
         }
     }
 
-    fn get(&self, jid: &str) -> Option<bool> {
+    pub(crate) fn get(&self, jid: &str) -> Option<bool> {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -69,7 +75,12 @@ fn from_above(state: &MasterState, relayed: &Relayed, jid: &str) -> bool {
     let _ = state.jobs.flush();
     match state.jobs.lookup_jid(jid) {
         Ok(Some(rec)) => {
-            let above = rec.load.path.first().is_some_and(|p| p != &state.cfg.id);
+            // Relayed jobs carry this syndic in their path after the
+            // master(s) above; one published here starts with it, and one
+            // sent up from below does not name it.
+            let me = &state.cfg.id;
+            let above =
+                rec.load.path.first().is_some_and(|p| p != me) && rec.load.path.contains(me);
             relayed.remember(jid, above);
             above
         }
@@ -104,9 +115,10 @@ pub async fn spool_returns(
         let rel = relayed.clone();
         let sp = spool.clone();
         let res = tokio::task::spawn_blocking(move || {
+            let all = st.cfg.syndic_forward_all;
             let keep: Vec<ReturnLoad> = batch
                 .into_iter()
-                .filter(|r| from_above(&st, &rel, &r.jid))
+                .filter(|r| all || from_above(&st, &rel, &r.jid))
                 .collect();
             if keep.is_empty() {
                 return Ok(0);
@@ -201,8 +213,10 @@ struct InFlight {
 /// to [`MAX_IN_FLIGHT`] batches are on their way at once; a batch that is
 /// not answered in time, or a new upstream session, sends everything still
 /// in the spool again (the master above keeps the first copy of a return).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward_returns(
     state: Arc<MasterState>,
+    relayed: Arc<Relayed>,
     up: Upstream,
     gate: Arc<RosterGate>,
     spool: Arc<Spool>,
@@ -211,6 +225,10 @@ pub async fn forward_returns(
     shutdown: CancellationToken,
 ) {
     let (interval, batch) = (pace.interval, pace.batch.max(1));
+    // Jobs not from above whose load the master above has answered
+    // (`syndic_forward_all`); it keeps them in its job cache, so this
+    // outlives upstream sessions.
+    let sent_up = Relayed::default();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // Highest spool sequence number handed to the current session.
     let mut sent_upto = i64::MIN;
@@ -276,6 +294,12 @@ pub async fn forward_returns(
                     returns = waiting_for,
                     "batch waits for a roster report naming its minions"
                 );
+            } else if state.cfg.syndic_forward_all
+                && !send_jobs_up(&state, &relayed, &sent_up, link, &items, &shutdown).await
+            {
+                // A job's load was not acknowledged above: its returns
+                // would be refused, so the batch waits for the next round.
+                last_sent = tokio::time::Instant::now();
             } else if let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) {
                 held_since = None;
                 let (first, last) = (*first, *last);
@@ -347,6 +371,70 @@ pub async fn forward_returns(
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// How long the master above has to answer a job sent up.
+const JOB_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// With `syndic_forward_all`: sends up the load of every job in `items`
+/// that did not come from above and has not been answered yet, one at a
+/// time, each waiting for its answer. A refused job (or one whose load is
+/// not in the job cache) is logged and settled: its returns will be
+/// refused above. False when an answer did not come in time.
+async fn send_jobs_up(
+    state: &Arc<MasterState>,
+    relayed: &Arc<Relayed>,
+    sent_up: &Relayed,
+    link: &LinkHandle,
+    items: &[(i64, ReturnLoad)],
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut jids: Vec<String> = items
+        .iter()
+        .map(|(_, r)| r.jid.clone())
+        .filter(|j| sent_up.get(j).is_none())
+        .collect();
+    jids.sort();
+    jids.dedup();
+    if jids.is_empty() {
+        return true;
+    }
+    let (st, rel) = (state.clone(), relayed.clone());
+    let loads = tokio::task::spawn_blocking(move || {
+        jids.into_iter()
+            .filter(|j| !from_above(&st, &rel, j))
+            .map(|j| {
+                let load = st.jobs.job_load(&j).ok().flatten();
+                (j, load)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (jid, load) in loads {
+        let Some(load) = load else {
+            warn!(jid = %jid, "no stored load for a job published here; its returns will be refused above");
+            sent_up.insert(&jid);
+            continue;
+        };
+        let ack = link.send_acked(RequestBody::SyndicJob(load));
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            a = tokio::time::timeout(JOB_ACK_TIMEOUT, ack) => a,
+        };
+        match answer {
+            Ok(Ok(true)) => debug!(jid = %jid, "job published here sent upward"),
+            Ok(Ok(false)) => {
+                warn!(jid = %jid, "the master above refused a job published here; its returns stay here")
+            }
+            _ => {
+                info!(jid = %jid, "job sent upward not acknowledged in time; trying again");
+                return false;
+            }
+        }
+        sent_up.insert(&jid);
+    }
+    true
 }
 
 /// Report the subtree upward as deltas; a full report per new session

@@ -2,7 +2,9 @@
 //!
 //! Jobs from above are re-published below with the same jid (and dropped if
 //! this syndic is already on their path: loop guard); returns of those jobs
-//! go up through [`crate::forward`]. The downstream master is a complete
+//! go up through [`crate::forward`], and with `syndic_forward_all` so do
+//! the jobs published here (an operator's `salt` on the syndic) with their
+//! returns, as Salt's syndic does. The downstream master is a complete
 //! master: its own keys, job cache, roster and `salt` CLI.
 
 use crate::{forward, upstream};
@@ -42,6 +44,20 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         info!(pki_dir = %pki.display(), "generated the syndic's upstream key pair");
     }
     info!(id = %cfg.id, fingerprint = %keys.public().fingerprint(), "syndic upstream key");
+    for m in &cfg.syndic_master {
+        let (host, port) = upstream::split_host_port(m, cfg.syndic_master_port);
+        tokio::spawn(brine_minion::daemon::watch_master_name(
+            brine_minion::daemon::MasterName {
+                key: "syndic_master",
+                host,
+                port,
+                origin: cfg.load_notes.origin("syndic_master").to_string(),
+                main_file: cfg.load_notes.main_file.clone(),
+            },
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
+    }
     let master = Master::start(cfg.clone(), shutdown.clone()).await?;
     let state = master.state.clone();
     let spool = Arc::new(Spool::open(
@@ -64,6 +80,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         )),
         tokio::spawn(forward::forward_returns(
             state.clone(),
+            relayed.clone(),
             up.clone(),
             gate.clone(),
             spool.clone(),

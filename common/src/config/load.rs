@@ -160,6 +160,8 @@ where
         notes: LoadNotes {
             unknown: unknown_origins,
             skipped_includes,
+            origins: Default::default(),
+            main_file: config_dir.join(name),
         },
     })
 }

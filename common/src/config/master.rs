@@ -80,6 +80,12 @@ pub struct MasterConfig {
     pub syndic_forward_interval_ms: u64,
     /// Most returns a syndic sends upward in one batch.
     pub syndic_forward_batch: usize,
+    /// Forward upward the jobs published at this syndic itself (an
+    /// operator running `salt` on the syndic) with their returns, as
+    /// Salt's syndic does. Off by default: those jobs stay in this
+    /// syndic's job cache, and the master above holds only the jobs it
+    /// sent (see ARCHITECTURE.md, "Jobs published at a syndic").
+    pub syndic_forward_all: bool,
     /// Most returns a syndic holds while its upper master is unreachable.
     pub syndic_spool_max: usize,
     /// The syndic's upstream identity; the loader sets `<pki_dir>/syndic`
@@ -128,6 +134,7 @@ impl Default for MasterConfig {
             syndic_master_port: 4506,
             syndic_forward_interval_ms: 100,
             syndic_forward_batch: 500,
+            syndic_forward_all: false,
             syndic_spool_max: 1_000_000,
             syndic_pki_dir: None,
             syndic_finger: None,
@@ -244,7 +251,19 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
         None => cfg.pki_dir.join("syndic"),
     });
     cfg.root_dir = root;
-    cfg.load_notes = loaded.notes;
+    let mut notes = loaded.notes.clone();
+    for key in [
+        "pki_dir",
+        "cachedir",
+        "sock_dir",
+        "log_file",
+        "syndic_pki_dir",
+        "syndic_master",
+        "root_dir",
+    ] {
+        notes.origins.insert(key.to_string(), loaded.origin(key));
+    }
+    cfg.load_notes = notes;
     Ok(cfg)
 }
 
@@ -612,6 +631,27 @@ mod tests {
             err.contains("'syndic_master'") && err.contains("expected a string or a list"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn syndic_forward_all_is_a_boolean_off_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        assert!(!load(dir.path(), &[], &[]).expect("load").syndic_forward_all);
+        fs::write(&file, "syndic_forward_all: True\n").expect("write");
+        assert!(load(dir.path(), &[], &[]).expect("load").syndic_forward_all);
+        fs::write(&file, "syndic_forward_all: sometimes\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("bool").to_string();
+        assert!(
+            err.contains("'syndic_forward_all'") && err.contains("expected a boolean"),
+            "{err}"
+        );
+        let cfg = load(dir.path(), &[("SALT_SYNDIC_FORWARD_ALL", "true")], &[]).expect("env");
+        assert!(cfg.syndic_forward_all);
+        assert!(cfg.load_notes.origin("syndic_master") == "built-in defaults");
+        fs::write(&file, "pki_dir: /srv/pki\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.load_notes.origin("pki_dir"), file.display().to_string());
     }
 
     #[test]

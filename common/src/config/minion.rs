@@ -180,7 +180,13 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
     cfg.sock_dir = under_root(&root, &cfg.sock_dir);
     cfg.log_file = under_root(&root, &cfg.log_file);
     cfg.root_dir = root;
-    cfg.load_notes = loaded.notes;
+    let mut notes = loaded.notes.clone();
+    for key in [
+        "pki_dir", "cachedir", "sock_dir", "log_file", "master", "root_dir",
+    ] {
+        notes.origins.insert(key.to_string(), loaded.origin(key));
+    }
+    cfg.load_notes = notes;
     Ok(cfg)
 }
 

@@ -12,6 +12,7 @@
 mod load;
 mod master;
 mod minion;
+pub mod paths;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,9 @@ use serde::de::DeserializeOwned;
 
 pub use master::{load_master, load_master_with_env, MasterConfig};
 pub use minion::{load_minion, load_minion_with_env, MinionConfig};
+
+/// How [`LoadNotes::origin`] names a value no file, variable or flag set.
+pub const DEFAULTS_ORIGIN: &str = load::DEFAULTS;
 
 /// What loading noticed but did not refuse, for the daemon to log once its
 /// logging is up (the config is read before the log file is known).
@@ -30,6 +34,14 @@ pub struct LoadNotes {
     /// Include-directory entries that were not read (no `.conf` suffix, or
     /// a directory).
     pub skipped_includes: Vec<PathBuf>,
+    /// Where the options a daemon checks at start-up (its paths, `master`,
+    /// `syndic_master`) got their values: a file path, `environment
+    /// variable SALT_X`, `command line` or `built-in defaults`. Start-up
+    /// errors and warnings name it, so the operator knows which file to fix.
+    pub origins: std::collections::BTreeMap<String, String>,
+    /// The main config file read (or looked for): `DIR/master` or
+    /// `DIR/minion`, named when an option is missing from it.
+    pub main_file: PathBuf,
 }
 
 impl LoadNotes {
@@ -42,6 +54,11 @@ impl LoadNotes {
             }
         }
         keys
+    }
+
+    /// Where `key`'s value came from (`built-in defaults` when unknown).
+    pub fn origin(&self, key: &str) -> &str {
+        self.origins.get(key).map_or(load::DEFAULTS, String::as_str)
     }
 }
 
@@ -64,6 +81,16 @@ pub enum ConfigError {
     #[error("invalid value for '{key}' in {origin}: {message}")]
     Invalid {
         key: String,
+        origin: String,
+        message: String,
+    },
+    /// A configured path the daemon cannot use (not a directory, below a
+    /// regular file, not writable by this user). One line: the option, its
+    /// value, where it was set, why, and what to do.
+    #[error("{key} {} (from {origin}) is unusable: {message}; set {key} to a path this user can create and write, or fix that path", path.display())]
+    Path {
+        key: String,
+        path: PathBuf,
         origin: String,
         message: String,
     },
