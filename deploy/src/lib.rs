@@ -9,6 +9,7 @@
 //! `deploy/systemd/` holds unit files and `deploy/etc/` example configs for
 //! a real fleet (top master + datacenter syndics + minions).
 
+pub mod hostile;
 pub mod mitm;
 pub mod peer;
 pub mod topology;

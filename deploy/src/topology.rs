@@ -391,6 +391,30 @@ impl Topology {
         Ok(())
     }
 
+    /// `salt ARGS --async` on master `on`: the jid it printed.
+    pub fn salt_async(&self, on: &str, args: &[&str]) -> Result<String> {
+        let mut all = args.to_vec();
+        all.push("--async");
+        let out = self.cli(on, "salt", &all)?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.trim()
+            .rsplit(' ')
+            .next()
+            .filter(|j| brine_common::jid::is_jid(j))
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "no jid in {text:?} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })
+    }
+
+    /// The log of process `id`, without colour codes.
+    pub fn plain_log(&self, id: &str) -> String {
+        crate::hostile::strip_ansi(&self.log(id))
+    }
+
     /// PID of a process started by this topology.
     pub fn pid(&self, id: &str) -> Option<u32> {
         self.procs.get(id).map(|c| c.id())

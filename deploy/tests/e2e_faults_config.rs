@@ -10,6 +10,7 @@
 //! must be, a directory below a regular file, a directory where the log
 //! file must be.
 
+use brine_deploy::hostile::strip_ansi;
 use brine_deploy::topology::{ensure_built, MinionNode, Topology};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -261,24 +262,6 @@ fn a_minion_without_master_warns_once_that_salt_does_not_resolve() {
     );
 }
 
-/// The text without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
     topo.cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
         .ok()
@@ -288,15 +271,8 @@ fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
 
 /// `salt --async` on `on`; returns the jid.
 fn publish_async(topo: &Topology, on: &str, word: &str) -> String {
-    let out = topo
-        .cli(on, "salt", &["*", "test.echo", word, "--async"])
-        .expect("salt --async");
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        line.starts_with("Executed command with job ID: "),
-        "{line} {out:?}"
-    );
-    line.trim().rsplit(' ').next().expect("jid").to_string()
+    topo.salt_async(on, &["*", "test.echo", word])
+        .expect("salt --async")
 }
 
 #[test]

@@ -28,21 +28,7 @@ fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
 
 /// `salt TGT FUN ARGS --async` on the top: the jid.
 fn publish_async(topo: &Topology, args: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.push("--async");
-    let out = topo.salt(&all).expect("salt");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.trim()
-        .rsplit(' ')
-        .next()
-        .filter(|j| brine_common::jid::is_jid(j))
-        .unwrap_or_else(|| {
-            panic!(
-                "no jid in {text:?} / {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-        .to_string()
+    topo.salt_async("top", args).expect("salt --async")
 }
 
 #[test]

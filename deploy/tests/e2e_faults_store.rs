@@ -12,6 +12,7 @@
 //!   it still gets every return.
 
 use brine_common::proto::{ReplyBody, RequestBody, ReturnLoad, Role};
+use brine_deploy::hostile::rss_kib;
 use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
 use nix::sys::signal::{kill, Signal};
@@ -170,16 +171,6 @@ fn a_full_job_cache_disk_loses_no_return() {
         "the job record itself is stored: {listed:?}"
     );
     drop(topo);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Minions (hand-driven peers) returning `RETURN_BYTES` each to one job.

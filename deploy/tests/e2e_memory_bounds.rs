@@ -6,6 +6,7 @@
 //! answers `salt '*' test.ping`. The bounds and the figures measured are in
 //! docs/SECURITY.md ("Memory bounds of unauthenticated input").
 
+use brine_deploy::hostile::rss_kib;
 use brine_deploy::topology::Topology;
 use serde_json::Value;
 use std::io::Write;
@@ -15,16 +16,6 @@ use std::time::{Duration, Instant};
 /// Growth of the master's RSS an attack may cause (the attacks below
 /// would cost 128-256 MiB without the bounds).
 const MAX_GROWTH_KIB: u64 = 48 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn stats(topo: &Topology) -> Value {
     topo.cli("top", "salt-run", &["manage.stats", "--out", "json"])
@@ -53,23 +44,7 @@ fn still_serves(topo: &Topology) {
 /// A ZMTP 3.0 peer over plain TCP: greeting with the NULL mechanism and a
 /// READY command naming `socket_type`.
 fn zmtp_peer(addr: &str, port: u16, socket_type: &str) -> TcpStream {
-    let mut s = TcpStream::connect((addr, port)).expect("tcp connect");
-    s.set_write_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut greeting = vec![0xffu8, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0];
-    let mut mechanism = b"NULL".to_vec();
-    mechanism.resize(20, 0);
-    greeting.extend(mechanism);
-    greeting.push(0); // as-server
-    greeting.extend([0u8; 31]);
-    let mut ready = b"\x05READY\x0bSocket-Type".to_vec();
-    ready.extend((socket_type.len() as u32).to_be_bytes());
-    ready.extend(socket_type.as_bytes());
-    greeting.push(0x04); // short command
-    greeting.push(ready.len() as u8);
-    greeting.extend(ready);
-    s.write_all(&greeting).expect("greeting");
-    s
+    brine_deploy::hostile::zmtp_peer(addr, port, socket_type, 0).expect("zmtp peer")
 }
 
 /// One ZMTP frame header (long form) for `size` bytes.

@@ -284,17 +284,9 @@ fn two_syndics_targeting_fanout_and_faults() {
         .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
     // A real job for fake1 (a return needs a job this master sent).
-    let out = topo
-        .salt(&["fake1", "test.ping", "--async"])
+    let forged_jid = topo
+        .salt_async("top", &["fake1", "test.ping"])
         .expect("salt --async");
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    let forged_jid = printed
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|j| brine_common::jid::is_jid(j))
-        .unwrap_or_else(|| panic!("no jid in {printed:?}"))
-        .to_string();
     let forged_jid = forged_jid.as_str();
     let body = fake
         .request(RequestBody::SyndicReturns(vec![

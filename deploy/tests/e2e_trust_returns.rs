@@ -36,14 +36,7 @@ fn pings(topo: &Topology, id: &str) -> bool {
 
 /// `salt TGT FUN --async`: the jid.
 fn publish_async(topo: &Topology, tgt: &str, fun: &str) -> String {
-    let out = topo.salt(&[tgt, fun, "--async"]).expect("salt");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.trim()
-        .rsplit(' ')
-        .next()
-        .filter(|j| brine_common::jid::is_jid(j))
-        .unwrap_or_else(|| panic!("no jid in {text:?}"))
-        .to_string()
+    topo.salt_async("top", &[tgt, fun]).expect("salt --async")
 }
 
 fn ret(jid: &str, id: &str, value: Value) -> ReturnLoad {

@@ -55,21 +55,7 @@ fn pings(topo: &Topology, id: &str) -> bool {
 
 /// A log without its colour codes.
 fn plain_log(topo: &Topology, id: &str) -> String {
-    let log = topo.log(id);
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    topo.plain_log(id)
 }
 
 /// Accepted sign-ins in a minion's log.

@@ -17,23 +17,7 @@ use std::time::Duration;
 
 /// A ZMTP 3.1 DEALER over plain TCP: greeting (NULL mechanism) and READY.
 fn zmtp31_dealer(addr: &str) -> TcpStream {
-    let mut s = TcpStream::connect((addr, 4506)).expect("tcp connect");
-    s.set_write_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut greeting = vec![0xffu8, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 1];
-    let mut mechanism = b"NULL".to_vec();
-    mechanism.resize(20, 0);
-    greeting.extend(mechanism);
-    greeting.push(0);
-    greeting.extend([0u8; 31]);
-    let mut ready = b"\x05READY\x0bSocket-Type".to_vec();
-    ready.extend(6u32.to_be_bytes());
-    ready.extend(b"DEALER");
-    greeting.push(0x04);
-    greeting.push(ready.len() as u8);
-    greeting.extend(ready);
-    s.write_all(&greeting).expect("greeting");
-    s
+    brine_deploy::hostile::zmtp_peer(addr, 4506, "DEALER", 1).expect("zmtp peer")
 }
 
 fn alive(pid: u32) -> bool {
