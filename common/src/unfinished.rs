@@ -110,8 +110,11 @@ pub fn judge(held: u64, limit: u64, strikes: u8) -> Judgement {
 /// Reads a TCP connection's counters.
 pub trait Probe: Send {
     /// `(bytes received, bytes still queued in the kernel)` of `fd`, or
-    /// None if it is not (or no longer) a TCP socket.
-    fn read_off(&mut self, fd: RawFd) -> Option<(u64, u64)>;
+    /// None if it is not (or no longer) a TCP socket. When
+    /// `clean(received)` says the connection is within the limit even if
+    /// nothing were still queued, the queue need not be read (0 is
+    /// returned for it): the common case costs one system call.
+    fn read_off(&mut self, fd: RawFd, clean: &dyn Fn(u64) -> bool) -> Option<(u64, u64)>;
 }
 
 /// The kernel's view of a TCP connection (`TCP_INFO`, `FIONREAD`).
@@ -119,15 +122,15 @@ pub trait Probe: Send {
 pub struct TcpProbe;
 
 impl Probe for TcpProbe {
-    fn read_off(&mut self, fd: RawFd) -> Option<(u64, u64)> {
-        tcp_read_off(fd)
+    fn read_off(&mut self, fd: RawFd, clean: &dyn Fn(u64) -> bool) -> Option<(u64, u64)> {
+        tcp_read_off(fd, clean)
     }
 }
 
 /// `tcpi_bytes_received` and the unread bytes of the receive queue of
 /// `fd`. No safe binding exists (nix 0.29, socket2 0.6).
 #[allow(unsafe_code)]
-fn tcp_read_off(fd: RawFd) -> Option<(u64, u64)> {
+fn tcp_read_off(fd: RawFd, clean: &dyn Fn(u64) -> bool) -> Option<(u64, u64)> {
     // SAFETY: tcp_info is plain old data, valid when zeroed.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -148,6 +151,9 @@ fn tcp_read_off(fd: RawFd) -> Option<(u64, u64)> {
     if rc != 0 || (len as usize) < end || len > size {
         return None;
     }
+    if clean(info.tcpi_bytes_received) {
+        return Some((info.tcpi_bytes_received, 0));
+    }
     let mut queued: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which points
     // at a live c_int.
@@ -158,10 +164,10 @@ fn tcp_read_off(fd: RawFd) -> Option<(u64, u64)> {
     Some((info.tcpi_bytes_received, u64::try_from(queued).unwrap_or(0)))
 }
 
-/// One epoll set over the guarded connections: a connection with new
-/// bytes becomes ready once (one-shot) until it is measured again, so
-/// idle connections cost nothing and a busy one wakes the io thread at
-/// most once per measurement.
+/// One epoll set over the guarded connections, edge-triggered: a
+/// connection becomes ready when new bytes arrive (however many arrivals
+/// between two looks, one event), so idle connections cost nothing and no
+/// system call re-arms the watch after each look.
 pub struct Activity {
     epoll: nix::sys::epoll::Epoll,
 }
@@ -177,12 +183,12 @@ impl Activity {
     fn event(fd: RawFd) -> nix::sys::epoll::EpollEvent {
         use nix::sys::epoll::{EpollEvent, EpollFlags};
         EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLET,
             u64::try_from(fd).unwrap_or(0),
         )
     }
 
-    /// Watch `fd` (again) for its next bytes.
+    /// Watch `fd` for its bytes (once, when it is accepted).
     // nix's `Epoll::add` wants a borrowed descriptor, which only `unsafe`
     // makes from one libzmq owns; the raw-descriptor form is deprecated.
     #[allow(deprecated)]
@@ -332,7 +338,18 @@ impl<P: Probe> UnfinishedGuard<P> {
 
     /// Measures `fd` now: the bytes libzmq has read off it so far.
     fn measure(&mut self, fd: RawFd, now: Instant) {
-        let read = self.probe.read_off(fd);
+        let Some(conn) = self.conns.get(&fd) else {
+            return;
+        };
+        // Held is at most this much even if nothing is left in the kernel
+        // (what was delivered by now only grows until the judgement).
+        let (delivered, age, limit) = (
+            conn.delivered,
+            now.saturating_duration_since(conn.opened),
+            self.limit,
+        );
+        let clean = move |received: u64| held(received, 0, delivered, age) <= limit;
+        let read = self.probe.read_off(fd, &clean);
         let Some(conn) = self.conns.get_mut(&fd) else {
             return;
         };
@@ -340,9 +357,6 @@ impl<P: Probe> UnfinishedGuard<P> {
         if let Some((received, queued)) = read {
             conn.pending = Some((received.saturating_sub(queued), now));
             self.pending.push(fd);
-        }
-        if let Some(a) = &self.activity {
-            a.arm(fd);
         }
     }
 
@@ -546,8 +560,9 @@ mod tests {
     }
 
     impl Probe for Fake {
-        fn read_off(&mut self, fd: RawFd) -> Option<(u64, u64)> {
-            self.conns.get(&fd).copied()
+        fn read_off(&mut self, fd: RawFd, clean: &dyn Fn(u64) -> bool) -> Option<(u64, u64)> {
+            let (received, queued) = self.conns.get(&fd).copied()?;
+            Some((received, if clean(received) { 0 } else { queued }))
         }
     }
 

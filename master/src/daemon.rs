@@ -724,7 +724,7 @@ impl MasterState {
         }
         let known = self.sent.get(&load.jid).or_else(|| {
             let stored = self.jobs.job_load(&load.jid).ok()??;
-            self.stored_scope(&stored)
+            self.stored_scope(&stored).map(std::sync::Arc::new)
         });
         if let Some(k) = known {
             // A resend of the same job is fine; anything else under that
@@ -775,21 +775,19 @@ impl MasterState {
             }
             let load = self.jobs.job_load(&ret.jid).ok()??;
             let scope = self.stored_scope(&load)?;
-            self.sent.insert(&ret.jid, scope.clone());
-            Some(scope)
+            self.sent.insert(&ret.jid, scope);
+            self.sent.get(&ret.jid)
         });
-        let grains = self
-            .roster
-            .grains(&ret.id)
-            .unwrap_or(serde_json::Value::Null);
-        let in_subtree = scope
-            .as_ref()
-            .and_then(JobScope::origin)
-            .is_none_or(|s| self.roster.behind(&ret.id, s));
-        let verdict = published::admit(scope.as_ref(), &ret.id, &grains, || {
-            self.jobs.is_expected(&ret.jid, &ret.id).unwrap_or(false)
-        })
-        .and_then(|()| in_subtree.then_some(()).ok_or(NotAdmitted::NotTargeted));
+        let verdict = published::admit(
+            scope.as_deref(),
+            |s| self.roster.reached_by(&ret.id, s),
+            || {
+                // A job from below admits only its own subtree, whatever
+                // the job cache says.
+                scope.as_ref().is_some_and(|s| s.origin().is_none())
+                    && self.jobs.is_expected(&ret.jid, &ret.id).unwrap_or(false)
+            },
+        );
         if let Err(why) = &verdict {
             let (counter, text) = match why {
                 NotAdmitted::UnknownJob => (

@@ -18,7 +18,7 @@
 use brine_common::proto::JobLoad;
 use brine_common::target::{self, Target};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Jobs kept in memory (at 10 jobs/s, the last ~2.7 hours).
 pub const LIVE_JOBS: usize = 100_000;
@@ -68,20 +68,22 @@ impl JobScope {
 
 #[derive(Default)]
 pub struct Published {
-    jobs: Mutex<BTreeMap<String, JobScope>>,
+    /// Shared, so a lookup per return costs a pointer copy, not a parsed
+    /// target.
+    jobs: Mutex<BTreeMap<String, Arc<JobScope>>>,
 }
 
 impl Published {
     /// Remember a job this master sends out.
     pub fn insert(&self, jid: &str, scope: JobScope) {
         let mut g = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        g.insert(jid.to_string(), scope);
+        g.insert(jid.to_string(), Arc::new(scope));
         while g.len() > LIVE_JOBS {
             g.pop_first();
         }
     }
 
-    pub fn get(&self, jid: &str) -> Option<JobScope> {
+    pub fn get(&self, jid: &str) -> Option<Arc<JobScope>> {
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -109,19 +111,19 @@ pub enum NotAdmitted {
     NotTargeted,
 }
 
-/// The decision for one return, given the job's scope (if known), the
-/// minion's grains and, only when the target does not reach it, whether
-/// the job cache lists it as expected.
+/// The decision for one return, given the job's scope (if known), whether
+/// it reaches the minion (`reaches`: the roster matches it without copying
+/// the minion's grains) and, only when it does not, whether the job cache
+/// lists the minion as expected.
 pub fn admit(
     scope: Option<&JobScope>,
-    id: &str,
-    grains: &serde_json::Value,
+    reaches: impl FnOnce(&JobScope) -> bool,
     expected: impl FnOnce() -> bool,
 ) -> Result<(), NotAdmitted> {
     let Some(scope) = scope else {
         return Err(NotAdmitted::UnknownJob);
     };
-    if scope.reaches(id, grains) || expected() {
+    if reaches(scope) || expected() {
         Ok(())
     } else {
         Err(NotAdmitted::NotTargeted)
@@ -156,20 +158,18 @@ mod tests {
         let j = load("20261202000000000001", "web*", TargetType::Glob);
         p.insert(&j.jid, JobScope::of(&j, &BTreeMap::new()).expect("scope"));
         let scope = p.get(&j.jid);
-        assert_eq!(admit(scope.as_ref(), "web1", &json!({}), || false), Ok(()));
+        let to = |id: &'static str| move |s: &JobScope| s.reaches(id, &json!({}));
+        assert_eq!(admit(scope.as_deref(), to("web1"), || false), Ok(()));
         assert_eq!(
-            admit(scope.as_ref(), "db1", &json!({}), || false),
+            admit(scope.as_deref(), to("db1"), || false),
             Err(NotAdmitted::NotTargeted)
         );
         // Listed as expected in the job cache (grains changed meanwhile).
-        assert_eq!(admit(scope.as_ref(), "db1", &json!({}), || true), Ok(()));
+        assert_eq!(admit(scope.as_deref(), to("db1"), || true), Ok(()));
         assert_eq!(
-            admit(
-                p.get("20261202000000000002").as_ref(),
-                "web1",
-                &json!({}),
-                || true
-            ),
+            admit(p.get("20261202000000000002").as_deref(), to("web1"), || {
+                true
+            }),
             Err(NotAdmitted::UnknownJob)
         );
         let g = load("20261202000000000003", "os:Debian", TargetType::Grain);

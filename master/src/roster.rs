@@ -480,6 +480,19 @@ impl Roster {
         out
     }
 
+    /// Whether a job's target reaches `id` as the roster knows it (its
+    /// grains; an id it does not know is matched on the id alone), and,
+    /// for a job that came up from a syndic, whether `id` is behind it.
+    /// One lock, no copy of the grains (it runs for every return).
+    pub fn reached_by(&self, id: &str, scope: &crate::published::JobScope) -> bool {
+        let g = self.lock();
+        let entry = g.minions.get(id);
+        let in_subtree = scope
+            .origin()
+            .is_none_or(|s| entry.is_some_and(|e| e.via.first().map(String::as_str) == Some(s)));
+        in_subtree && scope.reaches(id, entry.map_or(&Value::Null, |e| &e.grains))
+    }
+
     pub fn grains(&self, id: &str) -> Option<Value> {
         self.lock().minions.get(id).map(|e| e.grains.clone())
     }
