@@ -29,7 +29,7 @@ pub struct Mitm {
     thread: Option<JoinHandle<()>>,
     inject: mpsc::Sender<Inject>,
     /// Every publish relayed so far, in order.
-    pub publishes: Arc<Mutex<Vec<Vec<Vec<u8>>>>>,
+    publishes: Arc<Mutex<Vec<Vec<Vec<u8>>>>>,
     /// Subscriptions seen on the publish port (a minion that connects
     /// sends one per topic).
     pub subscriptions: Arc<AtomicUsize>,

@@ -53,14 +53,9 @@ fn pings(topo: &Topology, id: &str) -> bool {
     json(&out)[id] == Value::Bool(true)
 }
 
-/// A log without its colour codes.
-fn plain_log(topo: &Topology, id: &str) -> String {
-    topo.plain_log(id)
-}
-
 /// Accepted sign-ins in a minion's log.
 fn sign_ins(topo: &Topology, id: &str) -> usize {
-    plain_log(topo, id)
+    topo.plain_log(id)
         .lines()
         .filter(|l| l.contains("link: signed in master="))
         .count()
@@ -265,11 +260,7 @@ fn a_publish_captured_before_a_restart_is_not_run_again() {
     .expect("subscribe");
     // libzmq applies a subscription when it reads it: let it settle.
     std::thread::sleep(Duration::from_millis(300));
-    let refusals = || {
-        plain_log(&topo, "minion1")
-            .matches("not newer than")
-            .count()
-    };
+    let refusals = || topo.plain_log("minion1").matches("not newer than").count();
     let refused_before = refusals();
     mitm.inject(Inject::Publish(job));
     if let Err(e) = topo.eventually(
@@ -277,7 +268,7 @@ fn a_publish_captured_before_a_restart_is_not_run_again() {
         "the minion refuses or runs the replayed publish",
         || refusals() > refused_before || runs() > 1,
     ) {
-        panic!("{e}\n--- minion1 log:\n{}", plain_log(&topo, "minion1"));
+        panic!("{e}\n--- minion1 log:\n{}", topo.plain_log("minion1"));
     }
     assert_eq!(runs(), 1, "the replayed job ran again");
     assert!(pings(&topo, "minion1"), "the minion still works");

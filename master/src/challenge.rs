@@ -122,7 +122,8 @@ impl Challenges {
     }
 
     /// Used challenges remembered now.
-    pub fn remembered(&self) -> usize {
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.used
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -371,6 +371,10 @@ pub struct MasterState {
     challenges: Challenges,
     /// Jobs sent out by this master: which returns it admits.
     sent: PublishedJobs,
+    /// Connections to 4506 closed for holding more than one unfinished
+    /// frame (`brine_common::unfinished`); made before the request
+    /// server's io thread, which counts into it, hence not in `counters`.
+    request_peers_dropped: Arc<AtomicU64>,
 }
 
 /// A running master.
@@ -446,6 +450,7 @@ impl Master {
             source,
         })?;
         let ret_port = transport::bound_port(&router).unwrap_or(cfg.ret_port);
+        let request_peers_dropped = Arc::new(AtomicU64::new(0));
         let (router, rx) = IoThread::spawn_guarded(
             &ctx,
             "request-server",
@@ -455,7 +460,7 @@ impl Master {
             Some(brine_common::unfinished::guarded(
                 0,
                 cfg.max_frame_bytes,
-                publisher.request_peers_dropped.clone(),
+                request_peers_dropped.clone(),
             )?),
         )?;
         let key_id = (now_us() / 1_000_000) as u32;
@@ -486,6 +491,7 @@ impl Master {
             jidgen: JidGen::new(),
             challenges: Challenges::new(),
             sent: PublishedJobs::default(),
+            request_peers_dropped,
             cfg,
         });
         info!(
@@ -670,6 +676,12 @@ impl MasterState {
         self.jobs.record_job(&job, &ids);
         self.send_job(&job, &minions)?;
         Ok(minions)
+    }
+
+    /// Connections to the request port closed by its unfinished-message
+    /// guard (`manage.stats`).
+    pub fn request_peers_dropped(&self) -> u64 {
+        self.request_peers_dropped.load(Ordering::Relaxed)
     }
 
     fn remember_sent(&self, job: &JobLoad) {

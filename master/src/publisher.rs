@@ -168,11 +168,6 @@ pub struct Publisher {
     pub subscriptions: Arc<SubscriptionStats>,
     /// The newest job publishes, for peers that missed them.
     recent: Mutex<Recent>,
-    /// Connections to the request port (4506) closed for holding more than
-    /// one unfinished frame (`brine_common::unfinished`). Kept here, beside
-    /// the 4505 counters, because the request server's io thread is started
-    /// after the publisher and counts into it; `manage.stats` reads it.
-    pub request_peers_dropped: Arc<AtomicU64>,
 }
 
 /// Job publishes kept for [`Publisher::recent_after`]: the newest
@@ -247,7 +242,6 @@ impl Publisher {
                 items: VecDeque::new(),
                 bytes: 0,
             }),
-            request_peers_dropped: Arc::new(AtomicU64::new(0)),
         })
     }
 

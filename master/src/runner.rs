@@ -256,10 +256,7 @@ pub async fn run(
                 );
                 m.insert(
                     "request_peers_dropped".into(),
-                    json!(state
-                        .publisher
-                        .request_peers_dropped
-                        .load(std::sync::atomic::Ordering::Relaxed)),
+                    json!(state.request_peers_dropped()),
                 );
                 m.insert(
                     "job_cache".into(),

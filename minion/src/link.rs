@@ -158,7 +158,6 @@ pub fn start(
         jobs: job_tx,
         pending: Unacked::new(MAX_PENDING),
         catchup: Vec::new(),
-        catchup_after: None,
         stats: stats.clone(),
         connected: connected.clone(),
         shutdown,
@@ -231,10 +230,8 @@ struct Task {
     jobs: mpsc::Sender<JobLoad>,
     /// Unacknowledged reliable requests.
     pending: Unacked<Outgoing>,
-    /// Catch-up requests still to send after the last sign-in, and from
-    /// which publish on.
+    /// When to ask for missed publishes again after the last sign-in.
     catchup: Vec<Instant>,
-    catchup_after: Option<u64>,
     stats: Arc<LinkStats>,
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -426,11 +423,7 @@ impl Task {
         }
         // What was published while we were cut off (not after a first
         // sign-in: a fresh process runs nothing published before it).
-        self.catchup_after = self.session.catchup_after();
-        self.catchup = match self.catchup_after {
-            Some(_) => CATCHUP_AFTER.iter().map(|d| Instant::now() + *d).collect(),
-            None => Vec::new(),
-        };
+        self.catchup = CATCHUP_AFTER.iter().map(|d| Instant::now() + *d).collect();
         self.connected.store(true, Ordering::Relaxed);
         true
     }
@@ -646,7 +639,7 @@ impl Task {
                     }
                 } => {
                     self.catchup.remove(0);
-                    if let Some(after_seq) = self.catchup_after {
+                    if let Some(after_seq) = self.session.catchup_after() {
                         self.send_request(RequestBody::Catchup { after_seq }, None);
                     }
                 }
