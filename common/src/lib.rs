@@ -36,11 +36,23 @@ pub mod telemetry;
 pub mod transport;
 pub mod unfinished;
 
+/// Declares the allocator of a Brine binary; every `main.rs`-level bin
+/// calls it once (`brine_common::global_allocator!();`), and libraries and
+/// test binaries keep the system allocator.
+///
 /// Every Brine process allocates through mimalloc: a master or syndic
 /// under load spent ~20% of its CPU in glibc's malloc and free (most of it
 /// in consolidating freed chunks), measured with perf on a syndic serving
 /// 2000 minions. See docs/DEPENDENCIES.md (`--cfg brine_glibc` builds
 /// without it, for comparison).
-#[cfg(not(brine_glibc))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[cfg(not(brine_glibc))]
+        #[global_allocator]
+        static ALLOCATOR: $crate::mimalloc::MiMalloc = $crate::mimalloc::MiMalloc;
+    };
+}
+
+#[doc(hidden)]
+pub use mimalloc;

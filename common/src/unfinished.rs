@@ -127,41 +127,14 @@ impl Probe for TcpProbe {
     }
 }
 
-/// `tcpi_bytes_received` and the unread bytes of the receive queue of
-/// `fd`. No safe binding exists (nix 0.29, socket2 0.6).
-#[allow(unsafe_code)]
+/// `tcpi_bytes_received` and, unless `clean` says that count alone is
+/// enough, the unread bytes of the receive queue of `fd`.
 fn tcp_read_off(fd: RawFd, clean: &dyn Fn(u64) -> bool) -> Option<(u64, u64)> {
-    // SAFETY: tcp_info is plain old data, valid when zeroed.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let mut len = size;
-    // SAFETY: `info` is a live, writable tcp_info of `len` bytes, and the
-    // kernel writes at most `len` bytes and stores the length it wrote.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    // A kernel older than 4.1 stops before tcpi_bytes_received.
-    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + 8;
-    if rc != 0 || (len as usize) < end || len > size {
-        return None;
+    let received = brine_sys::tcp_bytes_received(fd)?;
+    if clean(received) {
+        return Some((received, 0));
     }
-    if clean(info.tcpi_bytes_received) {
-        return Some((info.tcpi_bytes_received, 0));
-    }
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points
-    // at a live c_int.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued as *mut libc::c_int) };
-    if rc != 0 {
-        return None;
-    }
-    Some((info.tcpi_bytes_received, u64::try_from(queued).unwrap_or(0)))
+    Some((received, brine_sys::unread_bytes(fd)?))
 }
 
 /// One epoll set over the guarded connections, edge-triggered: a

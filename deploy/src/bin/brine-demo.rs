@@ -2,6 +2,8 @@
 //! minions under each and beside the top) on loopback, run the operator
 //! commands through it, print what they print, and stop everything.
 
+brine_common::global_allocator!();
+
 use anyhow::Result;
 use brine_deploy::topology::Topology;
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //!
 //! `fleet-bench [MINIONS] [ROUNDS]` (defaults 10 and 20).
 
+brine_common::global_allocator!();
+
 use anyhow::{bail, Result};
 use brine_deploy::topology::Topology;
 use std::time::{Duration, Instant};

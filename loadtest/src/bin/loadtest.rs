@@ -1,5 +1,7 @@
 //! `loadtest`: parses the command line and hands it to the library.
 
+brine_common::global_allocator!();
+
 use clap::Parser;
 
 fn main() {

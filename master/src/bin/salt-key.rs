@@ -3,6 +3,8 @@
 //! rejected or deleted, or syndic grants revoked, so it ends their sessions
 //! and rotates its publish key at once.
 
+brine_common::global_allocator!();
+
 use brine_common::{cli, config, exit, telemetry};
 use brine_master::client_api::LocalClient;
 use brine_master::key_cli::{run, KeyArgs, KeyChange};

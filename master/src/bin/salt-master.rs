@@ -1,5 +1,7 @@
 //! `salt-master`: parse flags, load config, start the master, stop on SIGTERM.
 
+brine_common::global_allocator!();
+
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;

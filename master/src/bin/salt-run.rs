@@ -1,5 +1,7 @@
 //! `salt-run`: run a master-side runner function (jobs.*, manage.*).
 
+brine_common::global_allocator!();
+
 use brine_common::{cli, config, exit, telemetry};
 use brine_master::cli::run::{self, RunArgs};
 

@@ -1,5 +1,7 @@
 //! `salt`: run a function on the minions a target matches.
 
+brine_common::global_allocator!();
+
 use brine_common::{cli, config, exit, telemetry};
 use brine_master::cli::salt::{self, MasterRef, SaltArgs};
 

@@ -1,5 +1,7 @@
 //! `salt-call`: run an execution module function on this minion.
 
+brine_common::global_allocator!();
+
 use brine_common::{cli, config, exit, telemetry};
 use brine_minion::call::{self, CallArgs};
 

@@ -1,5 +1,7 @@
 //! `salt-minion`: parse flags, load config, run the minion until SIGTERM.
 
+brine_common::global_allocator!();
+
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;

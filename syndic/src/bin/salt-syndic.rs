@@ -1,5 +1,7 @@
 //! `salt-syndic`: parse flags, load the master config, run the syndic.
 
+brine_common::global_allocator!();
+
 use brine_common::cli::{self, DaemonArgs};
 use brine_common::{config, exit};
 use clap::Parser;
