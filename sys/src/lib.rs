@@ -54,6 +54,7 @@ pub fn unread_bytes(fd: RawFd) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
