@@ -18,6 +18,8 @@
 //! - [`telemetry`]: tracing setup with Salt log level names.
 //! - [`target`]: Salt targeting (glob, pcre, list, grain, ipcidr, compound,
 //!   nodegroup): one parser and matcher for master and minion.
+//! - [`glob`]: the one fnmatch-style glob matcher (ids, grains, key names,
+//!   job searches, `sys.*` filters), bounded in steps; `target::fnmatch`.
 //! - [`args`]: Salt's CLI argument convention (positional, `key=value`).
 //! - [`output`]: the `--out` outputters shared by every CLI.
 
@@ -27,6 +29,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod exit;
+pub mod glob;
 pub mod jid;
 pub mod output;
 pub mod proto;

@@ -20,6 +20,8 @@ use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
+pub use crate::glob::fnmatch;
+use crate::glob::Glob;
 pub use crate::proto::TargetType;
 
 /// The grain key path delimiter Salt uses when none is given.
@@ -210,145 +212,6 @@ impl Leaf {
             Leaf::Grain(matcher) => matcher.matches(grains, delimiter),
             Leaf::Ipcidr(cidr) => cidr.matches(grains),
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// fnmatch
-
-/// Salt-style (Python `fnmatch.fnmatchcase`) glob match of the whole of
-/// `text`: `*` any run, `?` one character, `[abc]`, `[a-z]`, `[!x]`; a `[`
-/// without a closing `]` is literal. Case-sensitive.
-pub fn fnmatch(pattern: &str, text: &str) -> bool {
-    Glob::new(pattern).matches(text)
-}
-
-/// A compiled glob pattern.
-#[derive(Debug, Clone)]
-struct Glob {
-    tokens: Vec<GlobToken>,
-}
-
-#[derive(Debug, Clone)]
-enum GlobToken {
-    Literal(char),
-    AnyOne,
-    Star,
-    Class {
-        negated: bool,
-        /// Inclusive ranges; a single character is `(c, c)`.
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl GlobToken {
-    fn matches(&self, c: char) -> bool {
-        match self {
-            GlobToken::Literal(l) => *l == c,
-            GlobToken::AnyOne => true,
-            GlobToken::Star => false,
-            GlobToken::Class { negated, ranges } => {
-                let inside = ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
-                inside != *negated
-            }
-        }
-    }
-}
-
-impl Glob {
-    fn new(pattern: &str) -> Glob {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut tokens = Vec::with_capacity(chars.len());
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match c {
-                '*' => {
-                    // Runs of stars are equivalent to one.
-                    if !matches!(tokens.last(), Some(GlobToken::Star)) {
-                        tokens.push(GlobToken::Star);
-                    }
-                }
-                '?' => tokens.push(GlobToken::AnyOne),
-                '[' => {
-                    // Find the closing bracket the way Python does: a `!`
-                    // and then a `]` right after `[` belong to the set.
-                    let mut j = i;
-                    if j < chars.len() && chars[j] == '!' {
-                        j += 1;
-                    }
-                    if j < chars.len() && chars[j] == ']' {
-                        j += 1;
-                    }
-                    while j < chars.len() && chars[j] != ']' {
-                        j += 1;
-                    }
-                    if j >= chars.len() {
-                        tokens.push(GlobToken::Literal('['));
-                        continue;
-                    }
-                    let mut body = &chars[i..j];
-                    i = j + 1;
-                    let negated = body.first() == Some(&'!');
-                    if negated {
-                        body = &body[1..];
-                    }
-                    let mut ranges = Vec::new();
-                    let mut k = 0;
-                    while k < body.len() {
-                        if k + 2 < body.len() && body[k + 1] == '-' {
-                            // A reversed range (`z-a`) is empty, as in Python.
-                            if body[k] <= body[k + 2] {
-                                ranges.push((body[k], body[k + 2]));
-                            }
-                            k += 3;
-                        } else {
-                            ranges.push((body[k], body[k]));
-                            k += 1;
-                        }
-                    }
-                    tokens.push(GlobToken::Class { negated, ranges });
-                }
-                other => tokens.push(GlobToken::Literal(other)),
-            }
-        }
-        Glob { tokens }
-    }
-
-    /// Greedy match with backtracking to the last star only: O(len(text) *
-    /// len(pattern)) in the worst case, never exponential.
-    fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        let toks = &self.tokens;
-        let (mut p, mut t) = (0usize, 0usize);
-        let mut resume: Option<(usize, usize)> = None;
-        while t < text.len() {
-            if p < toks.len() {
-                if let GlobToken::Star = toks[p] {
-                    resume = Some((p, t));
-                    p += 1;
-                    continue;
-                }
-                if toks[p].matches(text[t]) {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-            }
-            match resume {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    resume = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            }
-        }
-        while p < toks.len() && matches!(toks[p], GlobToken::Star) {
-            p += 1;
-        }
-        p == toks.len()
     }
 }
 

@@ -100,36 +100,6 @@ pub fn last_endpoint(sock: &zmq::Socket) -> Result<String, RawError> {
         .map_err(|_| RawError::Malformed("last endpoint is not utf-8"))
 }
 
-/// Matches `text` against a shell glob with `*` and `?` (Salt's default
-/// target type). Linear in `pattern.len() * text.len()` at worst.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<usize> = None;
-    let mut mark = 0usize;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
 /// Sleeps at most `d`, in one call; used only between probe rounds.
 pub fn pause(d: Duration) {
     std::thread::sleep(d);
@@ -138,18 +108,6 @@ pub fn pause(d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob() {
-        assert!(glob_match("*", "lt-00001"));
-        assert!(glob_match("lt-0000?", "lt-00001"));
-        assert!(glob_match("lt-*1", "lt-00001"));
-        assert!(glob_match("*-*0*", "lt-00001"));
-        assert!(!glob_match("lt-1*", "lt-00001"));
-        assert!(!glob_match("lt-0000", "lt-00001"));
-        assert!(glob_match("", ""));
-        assert!(!glob_match("", "x"));
-    }
 
     #[test]
     fn loopback_only() {

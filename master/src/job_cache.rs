@@ -30,6 +30,7 @@
 //! minutes (`keep_jobs = 0` keeps jobs forever).
 
 use brine_common::codec;
+use brine_common::glob::Glob;
 use brine_common::jid::is_jid;
 use brine_common::proto::{JobLoad, ReturnLoad, TargetType};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -1284,139 +1285,6 @@ fn expire_before(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> 
     )?;
     tx.commit()?;
     Ok(n)
-}
-
-/// One element of an fnmatch pattern.
-#[derive(Debug, Clone, PartialEq)]
-enum GlobTok {
-    Lit(char),
-    /// `?`
-    One,
-    /// `*`
-    Star,
-    /// `[...]` / `[!...]`: inclusive ranges (a single char is `(c, c)`).
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-/// A shell-style pattern with Python `fnmatch` rules (case-sensitive):
-/// `*`, `?`, `[abc]`, `[a-z]`, `[!abc]`; a `[` without its `]` is literal.
-#[derive(Debug, Clone)]
-struct Glob {
-    toks: Vec<GlobTok>,
-}
-
-impl Glob {
-    fn new(pattern: &str) -> Self {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        // Every round consumes at least one char.
-        while i < chars.len() {
-            match chars[i] {
-                '*' => {
-                    if toks.last() != Some(&GlobTok::Star) {
-                        toks.push(GlobTok::Star);
-                    }
-                    i += 1;
-                }
-                '?' => {
-                    toks.push(GlobTok::One);
-                    i += 1;
-                }
-                '[' => {
-                    let mut j = i + 1;
-                    if chars.get(j) == Some(&'!') {
-                        j += 1;
-                    }
-                    if chars.get(j) == Some(&']') {
-                        j += 1;
-                    }
-                    match chars[j.min(chars.len())..].iter().position(|&c| c == ']') {
-                        None => {
-                            toks.push(GlobTok::Lit('['));
-                            i += 1;
-                        }
-                        Some(off) => {
-                            let end = j + off;
-                            let mut body = &chars[i + 1..end];
-                            let negated = body.first() == Some(&'!');
-                            if negated {
-                                body = &body[1..];
-                            }
-                            toks.push(GlobTok::Class {
-                                negated,
-                                ranges: class_ranges(body),
-                            });
-                            i = end + 1;
-                        }
-                    }
-                }
-                c => {
-                    toks.push(GlobTok::Lit(c));
-                    i += 1;
-                }
-            }
-        }
-        Glob { toks }
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        let s: Vec<char> = text.chars().collect();
-        let one = |tok: &GlobTok, c: char| match tok {
-            GlobTok::Lit(l) => *l == c,
-            GlobTok::One => true,
-            GlobTok::Class { negated, ranges } => {
-                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-            }
-            GlobTok::Star => false,
-        };
-        // Greedy match with backtracking to the last star: O(len(p) * len(s)).
-        let (mut p, mut t) = (0usize, 0usize);
-        let mut star: Option<(usize, usize)> = None;
-        while t < s.len() {
-            match self.toks.get(p) {
-                Some(GlobTok::Star) => {
-                    star = Some((p, t));
-                    p += 1;
-                }
-                Some(tok) if one(tok, s[t]) => {
-                    p += 1;
-                    t += 1;
-                }
-                _ => match star {
-                    Some((sp, st)) => {
-                        p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
-                    }
-                    None => return false,
-                },
-            }
-        }
-        self.toks[p.min(self.toks.len())..]
-            .iter()
-            .all(|t| *t == GlobTok::Star)
-    }
-}
-
-/// The members of a `[...]` body: `a-z` is a range, a `-` first or last is
-/// literal.
-fn class_ranges(body: &[char]) -> Vec<(char, char)> {
-    let mut out = Vec::new();
-    let mut k = 0;
-    while k < body.len() {
-        if k + 2 < body.len() && body[k + 1] == '-' {
-            out.push((body[k], body[k + 2]));
-            k += 3;
-        } else {
-            out.push((body[k], body[k]));
-            k += 1;
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! directory, so a reader (the master or `salt-key`) never sees half a key.
 
 use brine_common::crypto::{KeyPair, PublicKey};
+use brine_common::glob::fnmatch;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -27,9 +28,6 @@ use tracing::{debug, info, warn};
 const MAX_ID_LEN: usize = 255;
 /// Longest autosign file read; a bigger one is a mistake, not a config.
 const MAX_AUTOSIGN_BYTES: u64 = 1 << 20;
-/// Upper bound on the work one glob match may do (keeps a hostile pattern
-/// such as `*a*a*a*a*b` from taking quadratic time over and over).
-const MAX_GLOB_STEPS: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -759,103 +757,6 @@ fn same_key(stored_pem: &str, presented: &PublicKey) -> bool {
 /// (as `salt-key -a 'a,b'` does).
 pub fn glob_matches(glob: &str, name: &str) -> bool {
     glob.split(',').any(|g| fnmatch(g, name))
-}
-
-/// Salt's (Python's) `fnmatch` on POSIX: `*` any run, `?` one character,
-/// `[abc]`, `[a-z]`, `[!x]` one character of (not of) a set; case-sensitive.
-/// An unclosed `[` is a literal. Bounded by `MAX_GLOB_STEPS`.
-pub fn fnmatch(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0usize, 0usize);
-    // Where to resume after the last `*`: (pattern index after it, name index).
-    let mut star: Option<(usize, usize)> = None;
-    let mut steps = 0usize;
-    while ni < n.len() {
-        steps += 1;
-        if steps > MAX_GLOB_STEPS {
-            return false;
-        }
-        let mut advanced = false;
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi + 1, ni));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ni += 1;
-                    advanced = true;
-                }
-                '[' => match class_match(&p, pi, n[ni]) {
-                    Some((true, next)) => {
-                        pi = next;
-                        ni += 1;
-                        advanced = true;
-                    }
-                    Some((false, _)) => {}
-                    None => {
-                        if n[ni] == '[' {
-                            pi += 1;
-                            ni += 1;
-                            advanced = true;
-                        }
-                    }
-                },
-                c => {
-                    if c == n[ni] {
-                        pi += 1;
-                        ni += 1;
-                        advanced = true;
-                    }
-                }
-            }
-        }
-        if !advanced {
-            match star {
-                Some((sp, sn)) => {
-                    pi = sp;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            }
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
-/// Matches `c` against the class opening at `p[start] == '['`. Returns
-/// `(matched, index after the class)`, or `None` if the class is unclosed.
-fn class_match(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('!'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let &ch = p.get(i)?;
-        if ch == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
-            let end = p[i + 2];
-            if ch <= c && c <= end {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if ch == c {
-                matched = true;
-            }
-            i += 1;
-        }
-    }
 }
 
 #[cfg(test)]

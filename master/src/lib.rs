@@ -18,7 +18,7 @@
 //! - [`spool`]: durable FIFO of returns for a syndic's upward link.
 //! - [`client_api`]: the local unix-socket channel the CLIs use.
 //! - [`runner`]: `salt-run` functions (`jobs.*`, `manage.*`).
-//! - [`cli`]: the `salt` and `salt-run` commands; [`key_cli`]: `salt-key`.
+//! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
 pub mod challenge;
@@ -26,7 +26,6 @@ pub mod cli;
 pub mod client_api;
 pub mod daemon;
 pub mod job_cache;
-pub mod key_cli;
 pub mod keys;
 pub mod published;
 pub mod publisher;

@@ -8,7 +8,6 @@ use brine_common::config::MinionConfig;
 use brine_common::exit;
 use brine_common::output::{OutputArgs, Printer};
 use clap::Parser;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 #[derive(Parser, Debug)]
@@ -18,13 +17,8 @@ use std::sync::{Arc, RwLock};
     about = "Run an execution function on this minion"
 )]
 pub struct CallArgs {
-    #[arg(
-        short = 'c',
-        long = "config-dir",
-        default_value = "/etc/salt",
-        env = "SALT_CONFIG_DIR"
-    )]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub client: brine_common::cli::ClientArgs,
     /// Run without a master (the function always runs here).
     #[arg(long)]
     pub local: bool,
@@ -36,8 +30,6 @@ pub struct CallArgs {
     /// Exit with the function's retcode.
     #[arg(long = "retcode-passthrough")]
     pub retcode_passthrough: bool,
-    #[arg(short = 'l', long = "log-level", default_value = "warning")]
-    pub log_level: String,
     /// Function (module.function) and its arguments.
     pub words: Vec<String>,
 }
@@ -85,5 +77,38 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         exit::OK
     } else {
         exit::JOB_FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `salt-call` takes the shared client flags: `-c` (or
+    /// `SALT_CONFIG_DIR`) and `-l`.
+    #[test]
+    fn client_flags() {
+        let env = CallArgs::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "config_dir")
+            .and_then(|a| a.get_env().map(|e| e.to_owned()));
+        assert_eq!(
+            env.as_deref(),
+            Some(std::ffi::OsStr::new("SALT_CONFIG_DIR"))
+        );
+        let a = CallArgs::try_parse_from([
+            "salt-call",
+            "-c",
+            "/x",
+            "-l",
+            "debug",
+            "--local",
+            "test.ping",
+        ])
+        .expect("parse");
+        assert_eq!(a.client.config_dir, std::path::PathBuf::from("/x"));
+        assert_eq!(a.client.log_level, "debug");
+        assert_eq!(a.words, vec!["test.ping".to_string()]);
     }
 }

@@ -11,11 +11,10 @@ use std::io;
 
 use serde::Serialize;
 use serde_json::ser::Formatter;
-use serde_json::Value;
 
 use super::raw::py_float_repr;
 
-pub(crate) fn render(data: &Value, indent: Option<usize>) -> io::Result<String> {
+pub(crate) fn render<T: Serialize + ?Sized>(data: &T, indent: Option<usize>) -> io::Result<String> {
     let mut buf = Vec::new();
     let formatter = PyFormatter {
         // Capped so an absurd --out-indent cannot exhaust memory.

@@ -12,6 +12,7 @@
 //! Nothing here panics on any JSON value.
 
 mod json;
+mod key;
 mod no_return;
 mod raw;
 mod txt;
@@ -24,6 +25,7 @@ use std::io::{self, Write};
 
 use serde_json::{Map, Value};
 
+pub use key::{KeyList, KeySection, KeySections, SYNDICS};
 pub use nested::{nested, nested_with_retcode};
 pub use raw::{py_float_repr, py_repr, py_str};
 
@@ -43,6 +45,10 @@ pub enum OutFormat {
     Raw,
     /// Prints nothing.
     Quiet,
+    /// Salt's `key` outputter (`salt-key`'s default): a header per key
+    /// status, one key per line. Not a `--out` choice of the other CLIs.
+    #[value(skip)]
+    Key,
 }
 
 impl OutFormat {
@@ -271,8 +277,15 @@ impl<W: Write> Printer<W> {
         self.emit(&text)
     }
 
-    /// Print a whole document at once (salt-run results, `salt-key --out
-    /// json`, ...), in static mode too.
+    /// `salt-key`'s sections, at once, in this printer's format (sections
+    /// keep their order where Salt's outputter keeps its dict's order).
+    pub fn keys(&mut self, doc: &KeySections) -> io::Result<()> {
+        let text = key::render(doc, self.opts.format, self.opts.color, self.opts.indent)?;
+        self.emit(&text)
+    }
+
+    /// Print a whole document at once (salt-run results, ...), in static
+    /// mode too.
     pub fn document(&mut self, v: &Value) -> io::Result<()> {
         let text = self.render(Renderer::Format(self.opts.format), v, 0)?;
         self.emit(&text)
@@ -319,6 +332,12 @@ impl<W: Write> Printer<W> {
             Renderer::Format(OutFormat::Txt) => txt::render(data),
             Renderer::Format(OutFormat::Raw) => raw::render(data),
             Renderer::Format(OutFormat::Quiet) => String::new(),
+            Renderer::Format(OutFormat::Key) => key::render(
+                &KeySections::from_value(data),
+                OutFormat::Key,
+                color,
+                self.opts.indent,
+            )?,
         })
     }
 

@@ -9,9 +9,7 @@
 
 use std::io;
 
-use serde_json::Value;
-
-pub(crate) fn render(data: &Value) -> io::Result<String> {
+pub(crate) fn render<T: serde::Serialize + ?Sized>(data: &T) -> io::Result<String> {
     serde_norway::to_string(data).map_err(io::Error::other)
 }
 
@@ -19,7 +17,7 @@ pub(crate) fn render(data: &Value) -> io::Result<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn block_style_document() {

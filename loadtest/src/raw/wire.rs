@@ -24,7 +24,7 @@ impl WireTarget {
     pub fn matches(&self, idx: u32, id: &str) -> bool {
         match self {
             WireTarget::All => true,
-            WireTarget::Glob(g) => super::glob_match(g, id),
+            WireTarget::Glob(g) => brine_common::glob::fnmatch(g, id),
             WireTarget::List(l) => l.binary_search(&idx).is_ok(),
         }
     }

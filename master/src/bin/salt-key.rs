@@ -1,26 +1,19 @@
-//! `salt-key`: load the master config, run [`brine_master::key_cli::run`]
+//! `salt-key`: load the master config, run [`brine_master::cli::key::run`]
 //! against its `pki_dir`, and tell a running master about keys that were
 //! rejected or deleted, or syndic grants revoked, so it ends their sessions
 //! and rotates its publish key at once.
 
 brine_common::global_allocator!();
 
-use brine_common::{cli, config, exit, telemetry};
+use brine_common::{cli, config};
+use brine_master::cli::key::{run, KeyArgs, KeyChange};
 use brine_master::client_api::LocalClient;
-use brine_master::key_cli::{run, KeyArgs, KeyChange};
 use std::io::IsTerminal;
 
 fn main() {
     let mut args: KeyArgs = cli::parse_args();
     args.stdout_is_tty = std::io::stdout().is_terminal();
-    let cfg = match config::load_master(&args.config_dir, &[]) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("salt-key: {e}");
-            std::process::exit(exit::CONFIG);
-        }
-    };
-    telemetry::init(&args.log_level, None, "warning");
+    let cfg = cli::client_config("salt-key", &args.client, config::load_master);
     let pki_dir = args.pki_dir.clone().unwrap_or_else(|| cfg.pki_dir.clone());
     let mut revoked: Vec<String> = Vec::new();
     let code = {

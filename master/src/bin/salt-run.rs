@@ -2,19 +2,12 @@
 
 brine_common::global_allocator!();
 
-use brine_common::{cli, config, exit, telemetry};
+use brine_common::{cli, config};
 use brine_master::cli::run::{self, RunArgs};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: RunArgs = cli::parse_args();
-    let cfg = match config::load_master(&args.config_dir, &[]) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("salt-run: {e}");
-            std::process::exit(exit::CONFIG);
-        }
-    };
-    telemetry::init(&args.log_level, None, "warning");
+    let cfg = cli::client_config("salt-run", &args.client, config::load_master);
     std::process::exit(run::run(args, &cfg).await);
 }

@@ -1,6 +1,9 @@
 //! The operator commands' logic (their `main`s only parse and call in).
 //! - [`salt`]: publish and wait for exactly the expected minions.
 //! - [`run`]: `salt-run` runner functions.
+//! - [`key`]: `salt-key` (list, accept, reject, delete, fingerprints, the
+//!   syndic role).
 
+pub mod key;
 pub mod run;
 pub mod salt;

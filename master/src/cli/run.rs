@@ -7,7 +7,6 @@ use brine_common::config::MasterConfig;
 use brine_common::exit;
 use clap::Parser;
 use serde_json::Value;
-use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,17 +15,10 @@ use std::path::PathBuf;
     about = "Run a master-side runner function"
 )]
 pub struct RunArgs {
-    #[arg(
-        short = 'c',
-        long = "config-dir",
-        default_value = "/etc/salt",
-        env = "SALT_CONFIG_DIR"
-    )]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub client: brine_common::cli::ClientArgs,
     #[command(flatten)]
     pub output: OutputArgs,
-    #[arg(short = 'l', long = "log-level", default_value = "warning")]
-    pub log_level: String,
     /// Runner function, e.g. jobs.lookup_jid.
     pub fun: String,
     /// Arguments: positional values, key=value pairs and --flags

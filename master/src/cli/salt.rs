@@ -39,14 +39,8 @@ use tokio::time::Instant;
     about = "Run a function on the minions a target matches"
 )]
 pub struct SaltArgs {
-    /// Configuration directory (reads DIR/master).
-    #[arg(
-        short = 'c',
-        long = "config-dir",
-        default_value = "/etc/salt",
-        env = "SALT_CONFIG_DIR"
-    )]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub client: brine_common::cli::ClientArgs,
     /// Target is a regular expression (PCRE) on minion ids.
     #[arg(short = 'E', long = "pcre", group = "tt")]
     pub pcre: bool,
@@ -115,9 +109,6 @@ pub struct SaltArgs {
     /// Exit with the highest retcode of the minions.
     #[arg(long = "retcode-passthrough")]
     pub retcode_passthrough: bool,
-    /// Console log level.
-    #[arg(short = 'l', long = "log-level", default_value = "warning")]
-    pub log_level: String,
     /// Target expression.
     pub target: String,
     /// Function to run (module.function).

@@ -2,19 +2,12 @@
 
 brine_common::global_allocator!();
 
-use brine_common::{cli, config, exit, telemetry};
+use brine_common::{cli, config};
 use brine_minion::call::{self, CallArgs};
 
 #[tokio::main]
 async fn main() {
     let args: CallArgs = cli::parse_args();
-    let cfg = match config::load_minion(&args.config_dir, &[]) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("salt-call: {e}");
-            std::process::exit(exit::CONFIG);
-        }
-    };
-    telemetry::init(&args.log_level, None, "warning");
+    let cfg = cli::client_config("salt-call", &args.client, config::load_minion);
     std::process::exit(call::run(args, cfg).await);
 }

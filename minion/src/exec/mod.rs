@@ -431,37 +431,6 @@ fn display_value(v: &Value) -> String {
     }
 }
 
-/// Shell-style glob match (`*`, `?`), used by `sys.*` filters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    // Each step advances ti or moves the star back-track point forward, so
-    // this ends after at most |p| * |t| steps.
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 pub(crate) mod testutil {
     //! A context for calling functions in tests.
@@ -599,15 +568,5 @@ mod tests {
             r.modules(),
             ["cmd", "grains", "key", "saltutil", "sys", "test"]
         );
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("test.*", "test.ping"));
-        assert!(glob_match("*", "x"));
-        assert!(glob_match("t?st.p*g", "test.ping"));
-        assert!(!glob_match("test.*", "cmd.run"));
-        assert!(!glob_match("test", "test.ping"));
-        assert!(glob_match("*.run*", "cmd.run_all"));
     }
 }

@@ -4,7 +4,8 @@
 //! Answers come from the [`Registry`](super::Registry) itself, so they always
 //! match what a job can actually call.
 
-use super::{glob_match, Call, CallFuture, Function, Outcome};
+use super::{Call, CallFuture, Function, Outcome};
+use brine_common::glob::fnmatch as glob_match;
 use serde_json::{json, Map, Value};
 
 pub(super) const FUNCTIONS: &[Function] = &[

@@ -12,7 +12,9 @@
 use crate::keys::{glob_matches, sort_ignorecase, KeyError, KeyState, KeyStore};
 use brine_common::crypto::KeyPair;
 use brine_common::exit;
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use brine_common::output::{
+    KeyList, KeySection, KeySections, OutFormat, OutOpts, Printer, SYNDICS,
+};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -38,14 +40,19 @@ const LOG_LEVELS: [&str; 10] = [
     "all", "garbage", "trace", "debug", "profile", "info", "warning", "error", "critical", "quiet",
 ];
 
-/// Output formats `--out` accepts (`key` is salt-key's own text).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutFormat {
-    Key,
-    Json,
-    Yaml,
-    Nested,
-    Txt,
+/// The outputters `--out` accepts here (`key`, Salt's key outputter, is
+/// the default).
+const OUT_CHOICES: [&str; 5] = ["key", "json", "yaml", "nested", "txt"];
+
+fn out_parser() -> impl clap::builder::TypedValueParser<Value = OutFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(OUT_CHOICES).map(|name| match name.as_str() {
+        "json" => OutFormat::Json,
+        "yaml" => OutFormat::Yaml,
+        "nested" => OutFormat::Nested,
+        "txt" => OutFormat::Txt,
+        _ => OutFormat::Key,
+    })
 }
 
 /// `salt-key`'s command line, with Salt's flag names.
@@ -53,12 +60,16 @@ pub enum OutFormat {
 #[command(
     name = "salt-key",
     about = "Manage the master's minion public keys",
-    group(clap::ArgGroup::new("action").multiple(false))
+    group(clap::ArgGroup::new("action").multiple(false)),
+    // `-l` lists keys here, as in Salt; the log level keeps its long form
+    // and is checked against Salt's level names.
+    mut_arg("log_level", |a| a.short(None)
+        .value_parser(clap::builder::PossibleValuesParser::new(LOG_LEVELS)))
 )]
 pub struct KeyArgs {
-    /// Directory holding the master configuration.
-    #[arg(short = 'c', long = "config-dir", default_value = "/etc/salt")]
-    pub config_dir: PathBuf,
+    /// `-c`/`--config-dir` (also `SALT_CONFIG_DIR`) and `--log-level`.
+    #[command(flatten)]
+    pub client: brine_common::cli::ClientArgs,
     /// Key directory (default: <config-dir>/pki/master).
     #[arg(long = "pki-dir")]
     pub pki_dir: Option<PathBuf>,
@@ -123,7 +134,7 @@ pub struct KeyArgs {
     #[arg(long = "gen-keys-dir", value_name = "DIR", default_value = ".")]
     pub gen_keys_dir: PathBuf,
     /// Output format.
-    #[arg(long = "out", visible_alias = "output", value_enum)]
+    #[arg(long = "out", visible_alias = "output", value_parser = out_parser())]
     pub out: Option<OutFormat>,
     /// Never colour the output.
     #[arg(long = "no-color", visible_alias = "no-colour")]
@@ -131,10 +142,6 @@ pub struct KeyArgs {
     /// Colour the output even when stdout is not a terminal.
     #[arg(long = "force-color", visible_alias = "force-colour")]
     pub force_color: bool,
-    /// Console log level (logs go to stderr).
-    #[arg(long = "log-level", default_value = "warning",
-          value_parser = clap::builder::PossibleValuesParser::new(LOG_LEVELS))]
-    pub log_level: String,
     /// Set by the binary: stdout is a terminal, so colour by default.
     #[arg(skip)]
     pub stdout_is_tty: bool,
@@ -224,198 +231,12 @@ fn action(args: &KeyArgs) -> Action {
     }
 }
 
-/// One output section: Salt's status name and its keys (ids, or ids with
-/// fingerprints).
-struct Section {
-    status: &'static str,
-    entries: Vec<(String, Option<String>)>,
-    /// Fingerprint sections are maps in json/yaml, id sections lists.
-    fingers: bool,
-}
-
-impl Serialize for Section {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.fingers {
-            let mut m = s.serialize_map(Some(self.entries.len()))?;
-            for (id, fp) in &self.entries {
-                m.serialize_entry(id, fp.as_deref().unwrap_or_default())?;
-            }
-            m.end()
-        } else {
-            s.collect_seq(self.entries.iter().map(|(id, _)| id))
-        }
-    }
-}
-
-/// Sections in order, serialised as one map.
-struct Sections(Vec<Section>);
-
-impl Serialize for Sections {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for sec in &self.0 {
-            m.serialize_entry(sec.status, sec)?;
-        }
-        m.end()
-    }
-}
-
+/// The `-F`/`-f` section of the master's own keys.
 const LOCAL: &str = "local";
-/// The `-L` section of the ids holding the syndic role.
-const SYNDICS: &str = crate::keys::SYNDICS;
-
-mod color {
-    pub const RED: &str = "\x1b[0;31m";
-    pub const LIGHT_RED: &str = "\x1b[1;31m";
-    pub const GREEN: &str = "\x1b[0;32m";
-    pub const LIGHT_GREEN: &str = "\x1b[1;32m";
-    pub const BLUE: &str = "\x1b[0;34m";
-    pub const LIGHT_BLUE: &str = "\x1b[1;34m";
-    pub const MAGENTA: &str = "\x1b[0;35m";
-    pub const LIGHT_MAGENTA: &str = "\x1b[1;35m";
-    pub const CYAN: &str = "\x1b[0;36m";
-    pub const LIGHT_CYAN: &str = "\x1b[1;36m";
-    pub const ENDC: &str = "\x1b[0m";
-}
-
-/// (header, header colour, entry colour) of a status in the key outputter.
-fn style(status: &str) -> (&'static str, &'static str, &'static str) {
-    match status {
-        "minions" => ("Accepted Keys:", color::LIGHT_GREEN, color::GREEN),
-        "minions_pre" => ("Unaccepted Keys:", color::LIGHT_RED, color::RED),
-        "minions_rejected" => ("Rejected Keys:", color::LIGHT_BLUE, color::BLUE),
-        "minions_denied" => ("Denied Keys:", color::LIGHT_MAGENTA, color::MAGENTA),
-        SYNDICS => ("Syndics:", color::LIGHT_CYAN, color::CYAN),
-        _ => ("Local Keys:", color::LIGHT_MAGENTA, color::MAGENTA),
-    }
-}
-
-/// Renders sections in the chosen format.
-fn render(sections: &Sections, format: OutFormat, colored: bool) -> String {
-    match format {
-        OutFormat::Key => render_key(sections, colored),
-        OutFormat::Json => {
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            match sections.serialize(&mut ser) {
-                Ok(()) => String::from_utf8_lossy(&buf).into_owned() + "\n",
-                Err(e) => format!("error: {e}\n"),
-            }
-        }
-        OutFormat::Yaml => {
-            // Salt's yaml outputter sorts mapping keys.
-            let mut sorted: Vec<&Section> = sections.0.iter().collect();
-            sorted.sort_by_key(|s| s.status);
-            let ordered = Sections(
-                sorted
-                    .into_iter()
-                    .map(|s| Section {
-                        status: s.status,
-                        entries: s.entries.clone(),
-                        fingers: s.fingers,
-                    })
-                    .collect(),
-            );
-            serde_norway::to_string(&ordered).unwrap_or_else(|e| format!("error: {e}\n"))
-        }
-        OutFormat::Nested => render_nested(sections),
-        OutFormat::Txt => render_txt(sections),
-    }
-}
-
-/// Salt's `key` outputter: sections sorted by status name, a header line
-/// each, then one id (or `id:  fingerprint`) per line.
-fn render_key(sections: &Sections, colored: bool) -> String {
-    let paint = |c: &'static str| if colored { c } else { "" };
-    let endc = paint(color::ENDC);
-    let mut sorted: Vec<&Section> = sections.0.iter().collect();
-    // Salt's order (by status name), with the syndics right after the
-    // accepted keys they are a subset of.
-    sorted.sort_by_key(|s| match s.status {
-        SYNDICS => ("minions", 1),
-        other => (other, 0),
-    });
-    let mut out = String::new();
-    for sec in sorted {
-        let (header, hc, ec) = style(sec.status);
-        out.push_str(&format!("{}{header}{endc}\n", paint(hc)));
-        for (id, fp) in &sec.entries {
-            let id = shown(id);
-            match fp {
-                Some(fp) => out.push_str(&format!("{}{id}:  {fp}{endc}\n", paint(ec))),
-                None => out.push_str(&format!("{}{id}{endc}\n", paint(ec))),
-            }
-        }
-    }
-    out
-}
-
-/// Salt's `nested` outputter (without colour).
-fn render_nested(sections: &Sections) -> String {
-    let mut out = String::new();
-    for sec in &sections.0 {
-        out.push_str(&format!("{}:\n", sec.status));
-        if sec.fingers {
-            out.push_str("    ----------\n");
-            for (id, fp) in &sec.entries {
-                out.push_str(&format!(
-                    "    {id}:\n        {}\n",
-                    fp.as_deref().unwrap_or_default()
-                ));
-            }
-        } else {
-            for (id, _) in &sec.entries {
-                out.push_str(&format!("    - {id}\n"));
-            }
-        }
-    }
-    out
-}
-
-/// A Python `repr` of a string (what Salt's `txt` outputter shows).
-fn py_repr(s: &str) -> String {
-    let mut r = String::from("'");
-    for c in s.chars() {
-        match c {
-            '\'' => r.push_str("\\'"),
-            '\\' => r.push_str("\\\\"),
-            c => r.push(c),
-        }
-    }
-    r.push('\'');
-    r
-}
-
-/// Salt's `txt` outputter: `status: <python repr of the value>` per line.
-fn render_txt(sections: &Sections) -> String {
-    let mut out = String::new();
-    for sec in &sections.0 {
-        let body = if sec.fingers {
-            let items: Vec<String> = sec
-                .entries
-                .iter()
-                .map(|(id, fp)| {
-                    format!(
-                        "{}: {}",
-                        py_repr(id),
-                        py_repr(fp.as_deref().unwrap_or_default())
-                    )
-                })
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        } else {
-            let items: Vec<String> = sec.entries.iter().map(|(id, _)| py_repr(id)).collect();
-            format!("[{}]", items.join(", "))
-        };
-        out.push_str(&format!("{}: {body}\n", sec.status));
-    }
-    out
-}
 
 /// Groups `(state, id)` pairs into id sections in Salt's directory order,
 /// leaving out empty states.
-fn group(planned: &[(KeyState, String)]) -> Sections {
+fn group(planned: &[(KeyState, String)]) -> KeySections {
     let mut secs = Vec::new();
     for state in KeyState::ALL {
         let mut ids: Vec<String> = planned
@@ -427,13 +248,12 @@ fn group(planned: &[(KeyState, String)]) -> Sections {
             continue;
         }
         sort_ignorecase(&mut ids);
-        secs.push(Section {
-            status: state.dir_name(),
-            entries: ids.into_iter().map(|id| (id, None)).collect(),
-            fingers: false,
+        secs.push(KeySection {
+            status: state.dir_name().to_string(),
+            keys: KeyList::Ids(ids),
         });
     }
-    Sections(secs)
+    KeySections(secs)
 }
 
 /// Salt's message when a change matches nothing.
@@ -544,6 +364,39 @@ enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// Prints `doc` through the shared outputters. Colour applies to the key
+/// outputter only (the other formats print as they always have here), and
+/// the key outputter shows an id refused today quoted (see [`shown`]).
+fn print(doc: KeySections, args: &KeyArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let format = format_of(args);
+    let doc = if format == OutFormat::Key {
+        KeySections(
+            doc.0
+                .into_iter()
+                .map(|sec| KeySection {
+                    status: sec.status,
+                    keys: match sec.keys {
+                        KeyList::Ids(ids) => KeyList::Ids(ids.iter().map(|id| shown(id)).collect()),
+                        KeyList::Fingers(entries) => KeyList::Fingers(
+                            entries
+                                .into_iter()
+                                .map(|(id, fp)| (shown(&id), fp))
+                                .collect(),
+                        ),
+                    },
+                })
+                .collect(),
+        )
+    } else {
+        doc
+    };
+    let mut opts = OutOpts::new(format);
+    opts.color = format == OutFormat::Key && colored(args);
+    let mut printer = Printer::new(out, opts);
+    printer.keys(&doc)?;
+    Ok(())
+}
+
 fn format_of(args: &KeyArgs) -> OutFormat {
     args.out.unwrap_or(OutFormat::Key)
 }
@@ -577,33 +430,28 @@ fn list(
         Some(s) => vec![s],
         None => KeyState::ALL.to_vec(),
     };
-    let mut sections = Sections(
+    let mut sections = KeySections(
         states
             .into_iter()
-            .map(|s| Section {
-                status: s.dir_name(),
-                entries: listing.get(s).iter().map(|id| (id.clone(), None)).collect(),
-                fingers: false,
+            .map(|s| KeySection {
+                status: s.dir_name().to_string(),
+                keys: KeyList::Ids(listing.get(s).to_vec()),
             })
             .collect(),
     );
     let syndics = store.syndics()?;
     // Structured outputs always carry the list (a stable shape for
     // scripts); the text output shows it when there is one, so it stays
-    // Salt's on a master without syndics. After the accepted keys; Salt's
-    // own sections keep their shape.
+    // Salt's on a master without syndics. After Salt's own sections, which
+    // keep Salt's order (accepted, pending, rejected, denied); the key
+    // outputter prints it right after the accepted keys.
     if which.is_none() && (!syndics.is_empty() || format_of(args) != OutFormat::Key) {
-        sections.0.insert(
-            1,
-            Section {
-                status: SYNDICS,
-                entries: syndics.into_iter().map(|id| (id, None)).collect(),
-                fingers: false,
-            },
-        );
+        sections.0.push(KeySection {
+            status: SYNDICS.to_string(),
+            keys: KeyList::Ids(syndics),
+        });
     }
-    out.write_all(render(&sections, format_of(args), colored(args)).as_bytes())?;
-    Ok(())
+    print(sections, args, out)
 }
 
 fn finger(
@@ -613,40 +461,35 @@ fn finger(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let mut secs = Vec::new();
-    let local: Vec<(String, Option<String>)> = store
+    let local: Vec<(String, String)> = store
         .local_fingerprints()?
         .into_iter()
         .filter(|(name, _)| glob_matches(glob, name))
-        .map(|(name, fp)| (name, Some(fp)))
         .collect();
     if !local.is_empty() {
-        secs.push(Section {
-            status: LOCAL,
-            entries: local,
-            fingers: true,
+        secs.push(KeySection {
+            status: LOCAL.to_string(),
+            keys: KeyList::Fingers(local),
         });
     }
     let fingers = store.fingerprints(glob)?;
     for state in KeyState::ALL {
-        let entries: Vec<(String, Option<String>)> = fingers
+        let entries: Vec<(String, String)> = fingers
             .iter()
             .filter(|(s, _, _)| *s == state)
-            .map(|(_, id, fp)| (id.clone(), Some(fp.clone())))
+            .map(|(_, id, fp)| (id.clone(), fp.clone()))
             .collect();
         if !entries.is_empty() {
-            secs.push(Section {
-                status: state.dir_name(),
-                entries,
-                fingers: true,
+            secs.push(KeySection {
+                status: state.dir_name().to_string(),
+                keys: KeyList::Fingers(entries),
             });
         }
     }
-    let sections = Sections(secs);
-    if sections.0.is_empty() && format_of(args) == OutFormat::Key {
+    if secs.is_empty() && format_of(args) == OutFormat::Key {
         return Ok(());
     }
-    out.write_all(render(&sections, format_of(args), colored(args)).as_bytes())?;
-    Ok(())
+    print(KeySections(secs), args, out)
 }
 
 fn change_keys(
@@ -697,7 +540,7 @@ fn change_keys(
         return Ok(());
     }
     writeln!(out, "The following keys are going to be {}:", change.verb())?;
-    out.write_all(render(&group(&planned), format_of(args), colored(args)).as_bytes())?;
+    print(group(&planned), args, out)?;
     if !args.yes && !confirm(stdin, out, change != Change::Delete)? {
         return Ok(());
     }
@@ -773,12 +616,11 @@ fn syndic_role(
         ("revoked as syndics", SYNDICS)
     };
     writeln!(out, "The following keys are going to be {verb}:")?;
-    let shown_ids = Sections(vec![Section {
-        status,
-        entries: planned.iter().map(|id| (id.clone(), None)).collect(),
-        fingers: false,
+    let shown_ids = KeySections(vec![KeySection {
+        status: status.to_string(),
+        keys: KeyList::Ids(planned.clone()),
     }]);
-    out.write_all(render(&shown_ids, format_of(args), colored(args)).as_bytes())?;
+    print(shown_ids, args, out)?;
     if !args.yes && !confirm(stdin, out, grant)? {
         return Ok(());
     }
@@ -902,7 +744,7 @@ mod tests {
         let r = cli(&pki, &["-L", "--out", "json"], "");
         assert_eq!(
             r.out,
-            "{\n    \"minions\": [\n        \"db1\"\n    ],\n    \"syndics\": [],\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ],\n    \"minions_rejected\": [\n        \"bad1\"\n    ],\n    \"minions_denied\": [\n        \"db1\"\n    ]\n}\n"
+            "{\n    \"minions\": [\n        \"db1\"\n    ],\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ],\n    \"minions_rejected\": [\n        \"bad1\"\n    ],\n    \"minions_denied\": [\n        \"db1\"\n    ],\n    \"syndics\": []\n}\n"
         );
         let v: serde_json::Value = serde_json::from_str(&r.out).expect("json");
         assert_eq!(v["minions_pre"], serde_json::json!(["web1", "web2"]));
@@ -921,7 +763,82 @@ mod tests {
         let r = cli(&pki, &["-L", "--out", "txt"], "");
         assert_eq!(
             r.out,
-            "minions: ['db1']\nsyndics: []\nminions_pre: ['web1', 'web2']\nminions_rejected: ['bad1']\nminions_denied: ['db1']\n"
+            "minions: ['db1']\nminions_pre: ['web1', 'web2']\nminions_rejected: ['bad1']\nminions_denied: ['db1']\nsyndics: []\n"
+        );
+    }
+
+    /// Golden outputs, byte for byte, of every format for `-L` (with a
+    /// syndic granted), `-F` and `-f`; captured from the renderers before
+    /// they moved to the shared outputters (only `syndics`' place in
+    /// json/txt/nested changed: after Salt's own sections).
+    #[test]
+    fn golden_outputs() {
+        let (_d, pki) = fixture();
+        let master = KeyStore::open(&pki, false, None)
+            .expect("open")
+            .master_keypair()
+            .expect("master");
+        let (mf, f0, f1) = (
+            master.public().fingerprint(),
+            keys()[0].public().fingerprint(),
+            keys()[1].public().fingerprint(),
+        );
+        cli(&pki, &["--grant-syndic", "db1", "-y"], "");
+        let golden: Vec<(&[&str], String)> = vec![
+            (&["-L"], "Accepted Keys:\ndb1\nSyndics:\ndb1\nDenied Keys:\ndb1\nUnaccepted Keys:\nweb1\nweb2\nRejected Keys:\nbad1\n".to_string()),
+            (&["-L", "--force-color"], "\x1b[1;32mAccepted Keys:\x1b[0m\n\x1b[0;32mdb1\x1b[0m\n\x1b[1;36mSyndics:\x1b[0m\n\x1b[0;36mdb1\x1b[0m\n\x1b[1;35mDenied Keys:\x1b[0m\n\x1b[0;35mdb1\x1b[0m\n\x1b[1;31mUnaccepted Keys:\x1b[0m\n\x1b[0;31mweb1\x1b[0m\n\x1b[0;31mweb2\x1b[0m\n\x1b[1;34mRejected Keys:\x1b[0m\n\x1b[0;34mbad1\x1b[0m\n".to_string()),
+            (&["-L", "--out", "json"], "{\n    \"minions\": [\n        \"db1\"\n    ],\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ],\n    \"minions_rejected\": [\n        \"bad1\"\n    ],\n    \"minions_denied\": [\n        \"db1\"\n    ],\n    \"syndics\": [\n        \"db1\"\n    ]\n}\n".to_string()),
+            (&["-L", "--out", "yaml", "--force-color"], "minions:\n- db1\nminions_denied:\n- db1\nminions_pre:\n- web1\n- web2\nminions_rejected:\n- bad1\nsyndics:\n- db1\n".to_string()),
+            (&["-L", "--out", "txt"], "minions: ['db1']\nminions_pre: ['web1', 'web2']\nminions_rejected: ['bad1']\nminions_denied: ['db1']\nsyndics: ['db1']\n".to_string()),
+            (&["-L", "--out", "nested", "--force-color"], "minions:\n    - db1\nminions_pre:\n    - web1\n    - web2\nminions_rejected:\n    - bad1\nminions_denied:\n    - db1\nsyndics:\n    - db1\n".to_string()),
+            (&["-F"], format!("Local Keys:\nmaster.pem:  {mf}\nmaster.pub:  {mf}\nAccepted Keys:\ndb1:  {f0}\nDenied Keys:\ndb1:  {f1}\nUnaccepted Keys:\nweb1:  {f0}\nweb2:  {f0}\nRejected Keys:\nbad1:  {f0}\n")),
+            (&["-F", "--out", "json"], format!("{{\n    \"local\": {{\n        \"master.pem\": \"{mf}\",\n        \"master.pub\": \"{mf}\"\n    }},\n    \"minions\": {{\n        \"db1\": \"{f0}\"\n    }},\n    \"minions_pre\": {{\n        \"web1\": \"{f0}\",\n        \"web2\": \"{f0}\"\n    }},\n    \"minions_rejected\": {{\n        \"bad1\": \"{f0}\"\n    }},\n    \"minions_denied\": {{\n        \"db1\": \"{f1}\"\n    }}\n}}\n")),
+            (&["-F", "--out", "yaml"], format!("local:\n  master.pem: {mf}\n  master.pub: {mf}\nminions:\n  db1: {f0}\nminions_denied:\n  db1: {f1}\nminions_pre:\n  web1: {f0}\n  web2: {f0}\nminions_rejected:\n  bad1: {f0}\n")),
+            (&["-F", "--out", "txt"], format!("local: {{'master.pem': '{mf}', 'master.pub': '{mf}'}}\nminions: {{'db1': '{f0}'}}\nminions_pre: {{'web1': '{f0}', 'web2': '{f0}'}}\nminions_rejected: {{'bad1': '{f0}'}}\nminions_denied: {{'db1': '{f1}'}}\n")),
+            (&["-F", "--out", "nested"], format!("local:\n    ----------\n    master.pem:\n        {mf}\n    master.pub:\n        {mf}\nminions:\n    ----------\n    db1:\n        {f0}\nminions_pre:\n    ----------\n    web1:\n        {f0}\n    web2:\n        {f0}\nminions_rejected:\n    ----------\n    bad1:\n        {f0}\nminions_denied:\n    ----------\n    db1:\n        {f1}\n")),
+            (&["-f", "db1", "--force-color"], format!("\x1b[1;32mAccepted Keys:\x1b[0m\n\x1b[0;32mdb1:  {f0}\x1b[0m\n\x1b[1;35mDenied Keys:\x1b[0m\n\x1b[0;35mdb1:  {f1}\x1b[0m\n")),
+            (&["-f", "nothing", "--out", "json"], "{}\n".to_string()),
+            (&["-f", "nothing", "--out", "yaml"], "{}\n".to_string()),
+            (&["-f", "nothing", "--out", "txt"], String::new()),
+            (&["-l", "acc", "--out", "json"], "{\n    \"minions\": [\n        \"db1\"\n    ]\n}\n".to_string()),
+            (&["-d", "web*", "--out", "json"], "The following keys are going to be deleted:\n{\n    \"minions_pre\": [\n        \"web1\",\n        \"web2\"\n    ]\n}\nProceed? [N/y] \n".to_string()),
+        ];
+        for (argv, want) in golden {
+            let r = cli(&pki, argv, "");
+            assert_eq!(r.code, 0, "{argv:?}");
+            assert_eq!(r.out, want, "{argv:?}");
+        }
+    }
+
+    /// `-c` falls back to `SALT_CONFIG_DIR` in every client CLI of the
+    /// master (salt-key's did not before `ClientArgs`); salt-key's `-l` is
+    /// still `--list`.
+    #[test]
+    fn client_flags_are_shared() {
+        use crate::cli::{run::RunArgs, salt::SaltArgs};
+        use clap::CommandFactory;
+        fn reads_env<C: CommandFactory>() -> bool {
+            C::command()
+                .get_arguments()
+                .find(|a| a.get_id() == "config_dir")
+                .and_then(|a| a.get_env())
+                .is_some_and(|e| e == "SALT_CONFIG_DIR")
+        }
+        assert!(reads_env::<KeyArgs>());
+        assert!(reads_env::<SaltArgs>());
+        assert!(reads_env::<RunArgs>());
+        let a = KeyArgs::try_parse_from(["salt-key", "-l", "acc"]).expect("parse");
+        assert_eq!(a.list.as_deref(), Some("acc"));
+        assert_eq!(a.client.log_level, "warning");
+        let a = SaltArgs::try_parse_from(["salt", "-c", "/x", "-l", "debug", "*", "test.ping"])
+            .expect("parse");
+        assert_eq!(a.client.config_dir, PathBuf::from("/x"));
+        assert_eq!(a.client.log_level, "debug");
+        let a = RunArgs::try_parse_from(["salt-run", "-c", "/y", "-l", "info", "jobs.list_jobs"])
+            .expect("parse");
+        assert_eq!(
+            (a.client.config_dir.to_str(), a.client.log_level.as_str()),
+            (Some("/y"), "info")
         );
     }
 
@@ -1169,8 +1086,8 @@ mod tests {
         }
         let a = KeyArgs::try_parse_from(["salt-key", "-c", "/x", "--log-level", "debug", "-y"])
             .expect("parse");
-        assert_eq!(a.config_dir, PathBuf::from("/x"));
-        assert_eq!(a.log_level, "debug");
+        assert_eq!(a.client.config_dir, PathBuf::from("/x"));
+        assert_eq!(a.client.log_level, "debug");
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("file");
         std::fs::write(&file, "x").expect("write");
