@@ -1,7 +1,10 @@
 //! Shared foundations of every Brine daemon and CLI.
 //!
 //! # Layout
-//! - [`proto`]: every wire type (publish, request channel, rosters).
+//! - [`proto`]: every wire type (publish, request channel, rosters);
+//!   [`proto::client`]: the local client channel's messages and framing.
+//! - [`client`]: [`client::LocalClient`], the CLIs' side of that channel,
+//!   and [`client::ClientError`] with its exit code.
 //! - [`codec`]: msgpack encode/decode with a frame-size limit; never panics.
 //! - [`crypto`]: RSA-2048 key pairs, PSS signatures, OAEP key delivery,
 //!   AES-256-GCM sealing with context-binding associated data.
@@ -25,6 +28,7 @@
 
 pub mod args;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;

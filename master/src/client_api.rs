@@ -1,5 +1,6 @@
-//! The local client channel: how `salt`, `salt-run` and `salt-key` talk to
-//! their master.
+//! The master's side of the local client channel (messages and framing
+//! in `brine_common::proto::client`, the CLIs' side in
+//! `brine_common::client`).
 //!
 //! A unix socket `sock_dir/master.ipc` (mode 0600, in a 0700 directory)
 //! carries length-prefixed msgpack frames. The first frame of every
@@ -12,119 +13,35 @@
 //! at most [`crate::daemon::WATCH_BYTES`] of queued returns: the rest wait
 //! in the job cache and are sent from there once it has read the queue.
 
-use crate::daemon::{JobEvent, MasterState, PublishRequest, Published};
-use serde::{Deserialize, Serialize};
+use crate::daemon::{JobError, JobEvent, MasterState};
+use brine_common::proto::client::{
+    frame, read_frame, write_frame, ClientErrorKind, ClientMsg, ClientReq, FrameError, SOCKET_NAME,
+    TOKEN_FILE,
+};
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// Largest frame on the client channel.
-const MAX_CLIENT_FRAME: usize = 64 * 1024 * 1024;
-
-pub const SOCKET_NAME: &str = "master.ipc";
-pub const TOKEN_FILE: &str = ".root_key";
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ClientReq {
-    Hello {
-        token: String,
-    },
-    Publish(PublishRequest),
-    Runner {
-        fun: String,
-        args: Vec<Value>,
-        kwargs: BTreeMap<String, Value>,
-    },
-    /// salt-key changed key states; ids whose access must end now.
-    KeysChanged {
-        revoked: Vec<String>,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ClientMsg {
-    Ready,
-    Published(Published),
-    Return(brine_common::proto::ReturnLoad),
-    Runner(Value),
-    Error(String),
-    /// The master's job cache could not store a return of the job (why):
-    /// its sender was not acknowledged and resends it; `salt` warns.
-    JobCacheFailing(String),
-}
-
-/// What a client streaming a job's returns receives.
-#[derive(Debug)]
-pub enum ClientEvent {
-    Return(brine_common::proto::ReturnLoad),
-    JobCacheFailing(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "cannot reach the master at {path}: {source} (is salt-master running, and are you root?)"
-    )]
-    Connect {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read the client token {path}: {source} (only root or the master's user may use salt)")]
-    Token {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("master connection: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad frame from master: {0}")]
-    Proto(#[from] brine_common::codec::ProtoError),
-    #[error("master refused: {0}")]
-    Refused(String),
-    #[error("master closed the connection")]
-    Closed,
-}
-
-async fn read_frame<T: for<'de> Deserialize<'de>>(
-    s: &mut UnixStream,
-) -> Result<Option<T>, ClientError> {
-    let mut len = [0u8; 4];
-    match s.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+/// A refusal on the client channel.
+fn refusal(kind: ClientErrorKind, message: impl Into<String>) -> ClientMsg {
+    ClientMsg::Error {
+        kind,
+        message: message.into(),
     }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_CLIENT_FRAME {
-        return Err(brine_common::codec::ProtoError::TooLarge {
-            size: n,
-            max: MAX_CLIENT_FRAME,
-        }
-        .into());
-    }
-    let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).await?;
-    Ok(Some(brine_common::codec::decode(&buf, MAX_CLIENT_FRAME)?))
 }
 
-async fn write_frame<T: Serialize>(s: &mut UnixStream, v: &T) -> Result<(), ClientError> {
-    s.write_all(&frame(v)?).await?;
-    Ok(())
-}
-
-/// A value as one length-prefixed frame.
-fn frame<T: Serialize>(v: &T) -> Result<Vec<u8>, ClientError> {
-    let bytes = brine_common::codec::encode(v)?;
-    let mut out = Vec::with_capacity(bytes.len() + 4);
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
-    Ok(out)
+/// How a failed publish (or expected-set lookup) is told to the client.
+fn job_refusal(e: &JobError) -> ClientMsg {
+    let kind = match e {
+        JobError::Target(_) => ClientErrorKind::BadTarget,
+        JobError::Publish(_) => ClientErrorKind::Unavailable,
+        JobError::Task(_) => ClientErrorKind::Internal,
+    };
+    refusal(kind, e.to_string())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -191,25 +108,29 @@ async fn handle_conn(
     mut s: UnixStream,
     token: &str,
     shutdown: CancellationToken,
-) -> Result<(), ClientError> {
-    match read_frame::<ClientReq>(&mut s).await? {
+) -> Result<(), FrameError> {
+    match read_frame::<ClientReq, _>(&mut s).await? {
         Some(ClientReq::Hello { token: t }) if constant_time_eq(t.as_bytes(), token.as_bytes()) => {
             write_frame(&mut s, &ClientMsg::Ready).await?;
         }
         _ => {
             warn!("client with a wrong token refused");
-            write_frame(&mut s, &ClientMsg::Error("wrong client token".into())).await?;
+            write_frame(
+                &mut s,
+                &refusal(ClientErrorKind::Unauthorized, "wrong client token"),
+            )
+            .await?;
             return Ok(());
         }
     }
-    while let Some(req) = read_frame::<ClientReq>(&mut s).await? {
+    while let Some(req) = read_frame::<ClientReq, _>(&mut s).await? {
         match req {
             ClientReq::Hello { .. } => {}
             ClientReq::Publish(p) => {
                 let (published, rx) = match state.publish_async(p, true).await {
                     Ok(x) => x,
                     Err(e) => {
-                        write_frame(&mut s, &ClientMsg::Error(e.to_string())).await?;
+                        write_frame(&mut s, &job_refusal(&e)).await?;
                         continue;
                     }
                 };
@@ -221,7 +142,7 @@ async fn handle_conn(
             ClientReq::Runner { fun, args, kwargs } => {
                 let msg = match crate::runner::run(&state, &fun, &args, &kwargs).await {
                     Ok(v) => ClientMsg::Runner(v),
-                    Err(e) => ClientMsg::Error(e),
+                    Err(e) => refusal(ClientErrorKind::BadRequest, e),
                 };
                 write_frame(&mut s, &msg).await?;
             }
@@ -230,6 +151,17 @@ async fn handle_conn(
                     state.rotate_publish_key(&revoked);
                 }
                 write_frame(&mut s, &ClientMsg::Runner(Value::Bool(true))).await?;
+            }
+            ClientReq::Expected {
+                tgt,
+                tgt_type,
+                delimiter,
+            } => {
+                let msg = match state.expected(&tgt, tgt_type, &delimiter) {
+                    Ok((minions, missing)) => ClientMsg::Expected { minions, missing },
+                    Err(e) => job_refusal(&e),
+                };
+                write_frame(&mut s, &msg).await?;
             }
         }
     }
@@ -246,7 +178,7 @@ async fn stream_returns(
     jid: &str,
     mut rx: crate::daemon::JobReturns,
     shutdown: &CancellationToken,
-) -> Result<(), ClientError> {
+) -> Result<(), FrameError> {
     let (mut rd, mut wr) = s.into_split();
     let mut probe = [0u8; 1];
     // Deferred returns are looked for at least this often (a return may be
@@ -305,111 +237,6 @@ async fn stream_returns(
             {
                 return Ok(());
             }
-        }
-    }
-}
-
-/// The CLI side of the channel.
-pub struct LocalClient {
-    stream: UnixStream,
-}
-
-impl LocalClient {
-    /// Connect to the master whose `sock_dir` and `cachedir` are given.
-    pub async fn connect(sock_dir: &Path, cachedir: &Path) -> Result<Self, ClientError> {
-        let token_path: PathBuf = cachedir.join(TOKEN_FILE);
-        let token = std::fs::read_to_string(&token_path).map_err(|source| ClientError::Token {
-            path: token_path.display().to_string(),
-            source,
-        })?;
-        let sock = sock_dir.join(SOCKET_NAME);
-        let mut stream =
-            UnixStream::connect(&sock)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: sock.display().to_string(),
-                    source,
-                })?;
-        write_frame(
-            &mut stream,
-            &ClientReq::Hello {
-                token: token.trim().to_string(),
-            },
-        )
-        .await?;
-        match read_frame::<ClientMsg>(&mut stream).await? {
-            Some(ClientMsg::Ready) => Ok(Self { stream }),
-            Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
-            _ => Err(ClientError::Closed),
-        }
-    }
-
-    /// Publish; returns the expected set. Then call [`LocalClient::next_return`].
-    pub async fn publish(&mut self, req: PublishRequest) -> Result<Published, ClientError> {
-        write_frame(&mut self.stream, &ClientReq::Publish(req)).await?;
-        match read_frame::<ClientMsg>(&mut self.stream).await? {
-            Some(ClientMsg::Published(p)) => Ok(p),
-            Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
-            _ => Err(ClientError::Closed),
-        }
-    }
-
-    /// The next return of the published job (None: master went away);
-    /// news that the job cache is failing are skipped (see
-    /// [`LocalClient::next_event`]).
-    pub async fn next_return(
-        &mut self,
-    ) -> Result<Option<brine_common::proto::ReturnLoad>, ClientError> {
-        // Each round reads one frame.
-        loop {
-            match self.next_event().await? {
-                Some(ClientEvent::Return(r)) => return Ok(Some(r)),
-                Some(ClientEvent::JobCacheFailing(_)) => {}
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// The next return of the published job, or news that the master's
-    /// job cache could not store one (None: master went away).
-    pub async fn next_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
-        match read_frame::<ClientMsg>(&mut self.stream).await? {
-            Some(ClientMsg::Return(r)) => Ok(Some(ClientEvent::Return(r))),
-            Some(ClientMsg::JobCacheFailing(why)) => Ok(Some(ClientEvent::JobCacheFailing(why))),
-            Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
-            Some(_) => Err(ClientError::Refused("unexpected message".into())),
-            None => Ok(None),
-        }
-    }
-
-    pub async fn runner(
-        &mut self,
-        fun: &str,
-        args: Vec<Value>,
-        kwargs: BTreeMap<String, Value>,
-    ) -> Result<Value, ClientError> {
-        write_frame(
-            &mut self.stream,
-            &ClientReq::Runner {
-                fun: fun.to_string(),
-                args,
-                kwargs,
-            },
-        )
-        .await?;
-        match read_frame::<ClientMsg>(&mut self.stream).await? {
-            Some(ClientMsg::Runner(v)) => Ok(v),
-            Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
-            _ => Err(ClientError::Closed),
-        }
-    }
-
-    pub async fn keys_changed(&mut self, revoked: Vec<String>) -> Result<(), ClientError> {
-        write_frame(&mut self.stream, &ClientReq::KeysChanged { revoked }).await?;
-        match read_frame::<ClientMsg>(&mut self.stream).await? {
-            Some(ClientMsg::Runner(_)) => Ok(()),
-            Some(ClientMsg::Error(e)) => Err(ClientError::Refused(e)),
-            _ => Err(ClientError::Closed),
         }
     }
 }

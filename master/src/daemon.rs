@@ -16,6 +16,7 @@ use brine_common::codec;
 use brine_common::config::MasterConfig;
 use brine_common::crypto::{self, AesKey, KeyPair, PublicKey};
 use brine_common::jid::JidGen;
+use brine_common::proto::client::{PublishRequest, Published};
 use brine_common::proto::*;
 use brine_common::target::{self, TargetType};
 use brine_common::transport::{self, IoThread};
@@ -314,30 +315,6 @@ impl Dedup {
             }
         }
     }
-}
-
-/// What to publish (from the CLI, the runner or a syndic).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct PublishRequest {
-    pub tgt: String,
-    pub tgt_type: TargetType,
-    pub fun: String,
-    pub arg: Vec<serde_json::Value>,
-    pub kwarg: BTreeMap<String, serde_json::Value>,
-    pub timeout: u64,
-    pub user: String,
-    pub delimiter: String,
-    /// Stamp every hop (load test).
-    pub trace: bool,
-}
-
-/// A job as published: its jid and exactly whom it expects.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Published {
-    pub jid: String,
-    pub minions: Vec<Expected>,
-    /// Ids named by a list target that this master does not know.
-    pub missing: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,8 @@
 //!   rejected, denied) and Salt's sign-in decision.
 //! - [`job_cache`]: SQLite job cache with a batching writer thread.
 //! - [`spool`]: durable FIFO of returns for a syndic's upward link.
-//! - [`client_api`]: the local unix-socket channel the CLIs use.
+//! - [`client_api`]: the master's side of the local unix-socket channel
+//!   the CLIs use (`brine_common::client` is theirs).
 //! - [`runner`]: `salt-run` functions (`jobs.*`, `manage.*`).
 //! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).

@@ -92,19 +92,8 @@ pub struct ReportOutcome {
     pub moved: Vec<(String, String)>,
 }
 
-/// One expected minion of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Expected {
-    pub id: String,
-    pub connected: bool,
-    /// Nearest syndic first; empty for a direct minion.
-    pub via: Vec<String>,
-    /// Whether the nearest syndic on the path is connected itself (false
-    /// for a direct minion): tells "the syndic is gone" apart from "the
-    /// minion behind it is gone" when the minion does not return.
-    #[serde(default)]
-    pub syndic_connected: bool,
-}
+/// One expected minion of a job (on the client channel too).
+pub use brine_common::proto::client::Expected;
 
 /// A syndic as `manage.list_syndics` shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -4,10 +4,11 @@
 //! `manage.up`/`down`). As in Salt, "down" is every accepted key that does
 //! not answer, including minions the roster has never seen.
 
-use crate::daemon::{MasterState, PublishRequest};
+use crate::daemon::MasterState;
 use crate::job_cache::JobFilter;
 use crate::keys::KeyState;
 use crate::roster::Expected;
+use brine_common::proto::client::PublishRequest;
 use brine_common::proto::TargetType;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -22,9 +22,9 @@ use crate::report::RunMeta;
 use crate::ring::SyndicRing;
 use crate::stats::{Tier, TierStats};
 use crate::workers::{self, ChildEvent, ChildProc};
+use brine_common::client::LocalClient;
+use brine_common::proto::client::PublishRequest;
 use brine_common::proto::{now_us, TargetType};
-use brine_master::client_api::LocalClient;
-use brine_master::daemon::PublishRequest;
 use serde_json::{json, Value};
 use sim::{SimGroup, SimResult, SimSpec};
 use std::collections::{BTreeMap, HashSet};
@@ -98,7 +98,7 @@ async fn one_job(
     top_id: &str,
     timeout: Duration,
 ) -> Result<JobOutcome, HarnessError> {
-    let client_err = |e: brine_master::client_api::ClientError| HarnessError::Client(e.to_string());
+    let client_err = |e: brine_common::client::ClientError| HarnessError::Client(e.to_string());
     let mut client = LocalClient::connect(sock_dir, cachedir)
         .await
         .map_err(client_err)?;

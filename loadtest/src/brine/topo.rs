@@ -312,8 +312,8 @@ impl Topo {
         let deadline = Instant::now() + Duration::from_secs(o.ready_secs);
         for m in std::iter::once(&mut top).chain(syndics.iter_mut()) {
             let cfg = config::load_master(&m.config_dir, &[])?;
-            let token = cfg.cachedir.join(brine_master::client_api::TOKEN_FILE);
-            let sock = cfg.sock_dir.join(brine_master::client_api::SOCKET_NAME);
+            let token = cfg.cachedir.join(brine_common::proto::client::TOKEN_FILE);
+            let sock = cfg.sock_dir.join(brine_common::proto::client::SOCKET_NAME);
             loop {
                 m.check_alive()?;
                 if token.exists() && sock.exists() {

@@ -5,9 +5,9 @@
 
 brine_common::global_allocator!();
 
+use brine_common::client::LocalClient;
 use brine_common::{cli, config};
 use brine_master::cli::key::{run, KeyArgs, KeyChange};
-use brine_master::client_api::LocalClient;
 use std::io::IsTerminal;
 
 fn main() {

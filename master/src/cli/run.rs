@@ -1,8 +1,8 @@
 //! `salt-run FUN [ARGS]`: runner functions executed by the master
 //! (see [`crate::runner`]); this side parses, sends and prints.
 
-use crate::client_api::LocalClient;
 use crate::output::{OutFormat, OutputArgs, Printer};
+use brine_common::client::LocalClient;
 use brine_common::config::MasterConfig;
 use brine_common::exit;
 use clap::Parser;

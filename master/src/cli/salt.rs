@@ -17,11 +17,10 @@
 //! read with `salt-run jobs.lookup_jid`, only once the master's disk has
 //! room again (the minions resend them).
 
-use crate::client_api::{ClientError, ClientEvent, LocalClient};
-use crate::daemon::{PublishRequest, Published};
 use crate::output::{NoReturn, OutFormat, OutputArgs, Printer};
-use crate::roster::Expected;
+use brine_common::client::{ClientError, LocalClient};
 use brine_common::exit;
+use brine_common::proto::client::{ClientEvent, Expected, PublishRequest, Published};
 use brine_common::proto::{ReturnLoad, TargetType};
 use clap::Parser;
 use serde_json::Value;
@@ -712,26 +711,10 @@ async fn expected_set(
     let mut c = LocalClient::connect(&master.sock_dir, &master.cachedir)
         .await
         .map_err(|e| client_error(&e))?;
-    let mut kw = BTreeMap::new();
-    kw.insert("tgt".to_string(), Value::String(base.tgt.clone()));
-    kw.insert(
-        "tgt_type".to_string(),
-        Value::String(base.tgt_type.as_str().to_string()),
-    );
-    kw.insert(
-        "delimiter".to_string(),
-        Value::String(base.delimiter.clone()),
-    );
-    let v = c
-        .runner("match.expected", vec![], kw)
+    let (minions, missing) = c
+        .expected(&base.tgt, base.tgt_type, &base.delimiter)
         .await
         .map_err(|e| client_error(&e))?;
-    let minions: Vec<Expected> =
-        serde_json::from_value(v.get("minions").cloned().unwrap_or(Value::Null))
-            .unwrap_or_default();
-    let missing: Vec<String> =
-        serde_json::from_value(v.get("missing").cloned().unwrap_or(Value::Null))
-            .unwrap_or_default();
     let (up, down): (Vec<Expected>, Vec<Expected>) = minions
         .into_iter()
         .partition(|m| m.connected || !m.via.is_empty());
@@ -742,10 +725,5 @@ async fn expected_set(
 
 fn client_error(e: &ClientError) -> i32 {
     eprintln!("salt: {e}");
-    match e {
-        ClientError::Refused(msg) if msg.contains("target") || msg.contains("nodegroup") => {
-            exit::USAGE
-        }
-        _ => exit::UNAVAILABLE,
-    }
+    e.exit_code()
 }

@@ -6,12 +6,14 @@
 //! - the **request channel** (master ROUTER on `ret_port`, 4506, minion
 //!   DEALER): one frame `msgpack(Envelope)` each way; see [`Wire`];
 //! - the **local client channel** (unix socket in `sock_dir`) used by the
-//!   CLIs; its types live in the master crate.
+//!   CLIs; see [`client`].
 //!
 //! Every envelope carries [`PROTO_VERSION`]; decoding (see [`crate::codec`])
 //! enforces a maximum frame size and never panics on hostile bytes. The
 //! request and event message sets are open enums so later request kinds
 //! (file server, pillar, events) are additions, not breaking changes.
+
+pub mod client;
 
 use serde::{Deserialize, Serialize};
 /// Bytes that encode as a msgpack binary (re-exported for the crates that
