@@ -2,9 +2,14 @@
 //! (`salt`, `salt-key`, `salt-run`) built on it.
 //!
 //! # Layout
-//! - [`daemon`]: `Master::start` wires everything below and owns the shared
-//!   state (sessions, publish key, return watchers, dedup); the request loop
-//!   on 4506.
+//! - [`master`]: `Master::start` / `join` wire everything below together.
+//! - [`state`]: `MasterState`, what the tasks share (private fields, a
+//!   narrow API); [`state::returns`]: dedup, admission, return watchers;
+//!   [`state::publish`]: expected sets, publishing, relaying, the
+//!   publish key.
+//! - `request_server`: the ROUTER socket (4506): sign-in, one handler
+//!   per sealed request kind, acknowledgements after commit.
+//! - `sessions`: signed-in peers, their session keys and sequence numbers.
 //! - [`published`]: the jobs this master sent out, so it admits only
 //!   returns to them from minions they reach.
 //! - [`publisher`]: the PUB socket (4505): sealed, signed jobs; key updates.
@@ -16,22 +21,25 @@
 //!   rejected, denied) and Salt's sign-in decision.
 //! - [`job_cache`]: SQLite job cache with a batching writer thread.
 //! - [`spool`]: durable FIFO of returns for a syndic's upward link.
-//! - [`client_api`]: the master's side of the local unix-socket channel
+//! - `client_server`: the master's side of the local unix-socket channel
 //!   the CLIs use (`brine_common::client` is theirs).
-//! - [`runner`]: `salt-run` functions (`jobs.*`, `manage.*`).
+//! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`).
 //! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
 pub mod challenge;
 pub mod cli;
-pub mod client_api;
-pub mod daemon;
+pub(crate) mod client_server;
 pub mod job_cache;
 pub mod keys;
+pub mod master;
 pub mod published;
 pub mod publisher;
+pub(crate) mod request_server;
 pub mod roster;
-pub mod runner;
+pub(crate) mod runner;
+pub(crate) mod sessions;
 pub mod spool;
+pub mod state;
 
 pub use brine_common::output;

@@ -4,10 +4,10 @@
 //! `manage.up`/`down`). As in Salt, "down" is every accepted key that does
 //! not answer, including minions the roster has never seen.
 
-use crate::daemon::MasterState;
 use crate::job_cache::JobFilter;
 use crate::keys::KeyState;
 use crate::roster::Expected;
+use crate::state::MasterState;
 use brine_common::proto::client::PublishRequest;
 use brine_common::proto::TargetType;
 use serde_json::{json, Map, Value};
@@ -85,7 +85,7 @@ pub async fn run(
                     .and_then(Value::as_u64)
                     .map(|n| n as usize),
             };
-            let cache = state.jobs.clone();
+            let cache = state.jobs().clone();
             let jobs = tokio::task::spawn_blocking(move || {
                 cache.flush()?;
                 cache.list_jobs(&filter)
@@ -172,7 +172,7 @@ pub async fn run(
             let down = down_ids(state)?;
             if fun == "manage.down" && flag(kwargs, "removekeys") {
                 for id in &down {
-                    if let Err(e) = state.keys.delete(id) {
+                    if let Err(e) = state.keys().delete(id) {
                         return Err(format!("could not delete the key of {id}: {e}"));
                     }
                 }
@@ -184,9 +184,9 @@ pub async fn run(
         "manage.versions" => {
             let mine = env!("CARGO_PKG_VERSION");
             let mut groups: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
-            let presence = state.roster.presence();
+            let presence = state.roster().presence();
             for m in &presence {
-                let v = state.roster.grains(&m.id).and_then(|g| {
+                let v = state.roster().grains(&m.id).and_then(|g| {
                     g.get("saltversion")
                         .and_then(Value::as_str)
                         .map(str::to_string)
@@ -222,7 +222,7 @@ pub async fn run(
         }
         "manage.list_syndics" => {
             let mut out = Map::new();
-            for s in state.roster.syndics() {
+            for s in state.roster().syndics() {
                 out.insert(
                     s.id.clone(),
                     json!({
@@ -238,13 +238,13 @@ pub async fn run(
             Ok(Value::Object(out))
         }
         "manage.stats" => {
-            let mut v = serde_json::to_value(&state.counters).map_err(|e| e.to_string())?;
+            let mut v = serde_json::to_value(state.counters()).map_err(|e| e.to_string())?;
             if let Value::Object(m) = &mut v {
                 m.insert(
                     "publishes_dropped_hwm".into(),
-                    json!(state.publisher.dropped()),
+                    json!(state.publisher().dropped()),
                 );
-                let subs = &state.publisher.subscriptions;
+                let subs = &state.publisher().subscriptions;
                 m.insert(
                     "subscriptions_refused".into(),
                     json!(subs.refused.load(std::sync::atomic::Ordering::Relaxed)),
@@ -261,7 +261,7 @@ pub async fn run(
                 );
                 m.insert(
                     "job_cache".into(),
-                    serde_json::to_value(state.jobs.stats()).unwrap_or(Value::Null),
+                    serde_json::to_value(state.jobs().stats()).unwrap_or(Value::Null),
                 );
             }
             Ok(v)
@@ -279,7 +279,7 @@ async fn stored_job(
     state: &Arc<MasterState>,
     jid: String,
 ) -> Result<Option<crate::job_cache::JobRecord>, String> {
-    let cache = state.jobs.clone();
+    let cache = state.jobs().clone();
     tokio::task::spawn_blocking(move || {
         cache.flush()?;
         cache.lookup_jid(&jid)
@@ -291,7 +291,7 @@ async fn stored_job(
 
 fn ids(state: &MasterState, up: bool) -> Vec<String> {
     state
-        .roster
+        .roster()
         .presence()
         .into_iter()
         .filter(|m| m.connected == up)
@@ -303,7 +303,7 @@ fn ids(state: &MasterState, up: bool) -> Vec<String> {
 /// answer. The roster knows who is connected; an accepted key whose minion
 /// never signed in (since the roster was last saved) is down as well.
 fn down_ids(state: &MasterState) -> Result<Vec<String>, String> {
-    let presence = state.roster.presence();
+    let presence = state.roster().presence();
     let mut down: BTreeSet<String> = presence
         .iter()
         .filter(|m| !m.connected)
@@ -317,13 +317,13 @@ fn down_ids(state: &MasterState) -> Result<Vec<String>, String> {
 fn never_seen(state: &MasterState, presence: &[Expected]) -> Result<Vec<String>, String> {
     let known: HashSet<&str> = presence.iter().map(|m| m.id.as_str()).collect();
     let keys = state
-        .keys
+        .keys()
         .list()
         .map_err(|e| format!("cannot list keys: {e}"))?;
     Ok(keys
         .get(KeyState::Accepted)
         .iter()
-        .filter(|id| !known.contains(id.as_str()) && !state.roster.is_syndic(id))
+        .filter(|id| !known.contains(id.as_str()) && !state.roster().is_syndic(id))
         .cloned()
         .collect())
 }
@@ -354,7 +354,7 @@ async fn active(state: &Arc<MasterState>) -> Result<Value, String> {
         fun: "saltutil.running".into(),
         arg: vec![],
         kwarg: BTreeMap::new(),
-        timeout: state.cfg.timeout,
+        timeout: state.cfg().timeout,
         user: "root".into(),
         delimiter: ":".into(),
         trace: false,
@@ -372,7 +372,7 @@ async fn active(state: &Arc<MasterState>) -> Result<Value, String> {
         .filter(|m| m.connected)
         .map(|m| m.id.clone())
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.cfg.timeout.max(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.cfg().timeout.max(1));
     let mut jobs: BTreeMap<String, Value> = BTreeMap::new();
     while !pending.is_empty() {
         let ret = tokio::select! {

@@ -16,8 +16,8 @@
 
 use crate::upstream::Upstream;
 use brine_common::proto::{RequestBody, ReturnLoad};
-use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
+use brine_master::state::MasterState;
 use brine_minion::link::LinkHandle;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -72,13 +72,13 @@ fn from_above(state: &MasterState, relayed: &Relayed, jid: &str) -> bool {
     if let Some(above) = relayed.get(jid) {
         return above;
     }
-    let _ = state.jobs.flush();
-    match state.jobs.lookup_jid(jid) {
+    let _ = state.jobs().flush();
+    match state.jobs().lookup_jid(jid) {
         Ok(Some(rec)) => {
             // Relayed jobs carry this syndic in their path after the
             // master(s) above; one published here starts with it, and one
             // sent up from below does not name it.
-            let me = &state.cfg.id;
+            let me = &state.cfg().id;
             let above =
                 rec.load.path.first().is_some_and(|p| p != me) && rec.load.path.contains(me);
             relayed.remember(jid, above);
@@ -115,7 +115,7 @@ pub async fn spool_returns(
         let rel = relayed.clone();
         let sp = spool.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let all = st.cfg.syndic_forward_all;
+            let all = st.cfg().syndic_forward_all;
             let keep: Vec<ReturnLoad> = batch
                 .into_iter()
                 .filter(|r| all || from_above(&st, &rel, &r.jid))
@@ -273,7 +273,7 @@ pub async fn forward_returns(
             // syndic's subtree), and a refused return is gone.
             let waiting_for = gate.reported(session).map_or(0, |v| {
                 state
-                    .roster
+                    .roster()
                     .unreported(items.iter().map(|(_, r)| r.id.as_str()), v)
             });
             if waiting_for > 0 {
@@ -294,7 +294,7 @@ pub async fn forward_returns(
                     returns = waiting_for,
                     "batch waits for a roster report naming its minions"
                 );
-            } else if state.cfg.syndic_forward_all
+            } else if state.cfg().syndic_forward_all
                 && !send_jobs_up(&state, &relayed, &sent_up, link, &items, &shutdown).await
             {
                 // A job's load was not acknowledged above: its returns
@@ -404,7 +404,7 @@ async fn send_jobs_up(
         jids.into_iter()
             .filter(|j| !from_above(&st, &rel, j))
             .map(|j| {
-                let load = st.jobs.job_load(&j).ok().flatten();
+                let load = st.jobs().job_load(&j).ok().flatten();
                 (j, load)
             })
             .collect::<Vec<_>>()
@@ -463,10 +463,10 @@ pub async fn report_roster(
             session = sess;
             sent_version = 0;
         }
-        if sent_version != 0 && state.roster.version() == sent_version {
+        if sent_version != 0 && state.roster().version() == sent_version {
             continue;
         }
-        let (delta, v) = state.roster.delta_since(sent_version);
+        let (delta, v) = state.roster().delta_since(sent_version);
         if sent_version != 0 && delta.upsert.is_empty() && delta.remove.is_empty() {
             sent_version = v;
             gate.open(sess, v);

@@ -10,7 +10,7 @@
 use crate::{forward, upstream};
 use brine_common::config::MasterConfig;
 use brine_common::crypto::KeyPair;
-use brine_master::daemon::Master;
+use brine_master::master::Master;
 use brine_master::spool::Spool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub enum SyndicError {
     #[error("no syndic_master configured: set syndic_master in the master config")]
     NoUpstream,
     #[error(transparent)]
-    Master(#[from] brine_master::daemon::MasterError),
+    Master(#[from] brine_master::master::MasterError),
     #[error(transparent)]
     Crypto(#[from] brine_common::crypto::CryptoError),
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         .syndic_pki_dir
         .clone()
         .unwrap_or_else(|| cfg.pki_dir.join("syndic"));
-    brine_master::daemon::private_dir(&pki)?;
+    brine_master::master::private_dir(&pki)?;
     let (keys, created) = KeyPair::load_or_generate(&pki, "minion")?;
     if created {
         info!(pki_dir = %pki.display(), "generated the syndic's upstream key pair");
@@ -59,7 +59,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         ));
     }
     let master = Master::start(cfg.clone(), shutdown.clone()).await?;
-    let state = master.state.clone();
+    let state = master.state().clone();
     let spool = Arc::new(Spool::open(
         &cfg.cachedir.join("syndic_spool.sqlite"),
         cfg.syndic_spool_max,
@@ -110,7 +110,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
                 j = jobs.recv() => j,
             };
             let Some(job) = job else { return };
-            if job.path.iter().any(|p| p == &st.cfg.id) {
+            if job.path.iter().any(|p| p == &st.cfg().id) {
                 warn!(jid = %job.jid, path = ?job.path, "job already came through this syndic; dropped (loop)");
                 continue;
             }

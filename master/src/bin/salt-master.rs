@@ -20,7 +20,7 @@ async fn main() {
     let nofile = cli::raise_nofile();
     tracing::info!(nofile, "open-files limit");
     let shutdown = cli::shutdown_token();
-    let master = match brine_master::daemon::Master::start(cfg, shutdown.clone()).await {
+    let master = match brine_master::master::Master::start(cfg, shutdown.clone()).await {
         Ok(m) => m,
         Err(e) => {
             eprintln!("salt-master: {e}");

@@ -10,10 +10,10 @@
 //! returns back on the same connection until the client hangs up: each
 //! return once the job cache has stored it, and `JobCacheFailing` when
 //! one could not be stored. A client that stops reading costs the master
-//! at most [`crate::daemon::WATCH_BYTES`] of queued returns: the rest wait
+//! at most [`crate::state::WATCH_BYTES`] of queued returns: the rest wait
 //! in the job cache and are sent from there once it has read the queue.
 
-use crate::daemon::{JobError, JobEvent, MasterState};
+use crate::state::{JobError, JobEvent, JobReturns, MasterState};
 use brine_common::proto::client::{
     frame, read_frame, write_frame, ClientErrorKind, ClientMsg, ClientReq, FrameError, SOCKET_NAME,
     TOKEN_FILE,
@@ -51,12 +51,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Write a fresh token file and bind the socket; serve until shutdown.
 pub async fn serve(state: Arc<MasterState>, shutdown: CancellationToken) {
     let token = hex::encode(brine_common::crypto::AesKey::random().as_bytes());
-    let token_path = state.cfg.cachedir.join(TOKEN_FILE);
+    let token_path = state.cfg().cachedir.join(TOKEN_FILE);
     if let Err(e) = write_token(&token_path, &token) {
         warn!(file = %token_path.display(), error = %e, "cannot write the client token; the CLIs will not work");
         return;
     }
-    let sock_path = state.cfg.sock_dir.join(SOCKET_NAME);
+    let sock_path = state.cfg().sock_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&sock_path);
     let listener = match UnixListener::bind(&sock_path) {
         Ok(l) => l,
@@ -176,7 +176,7 @@ async fn stream_returns(
     state: &Arc<MasterState>,
     s: UnixStream,
     jid: &str,
-    mut rx: crate::daemon::JobReturns,
+    mut rx: JobReturns,
     shutdown: &CancellationToken,
 ) -> Result<(), FrameError> {
     let (mut rd, mut wr) = s.into_split();
@@ -214,7 +214,7 @@ async fn stream_returns(
         for id in rx.queue.take_deferred() {
             let st = state.clone();
             let (j, i) = (jid.to_string(), id.clone());
-            let found = tokio::task::spawn_blocking(move || st.jobs.get_return(&j, &i)).await;
+            let found = tokio::task::spawn_blocking(move || st.jobs().get_return(&j, &i)).await;
             let ret = match found {
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) => {

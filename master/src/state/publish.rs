@@ -1,0 +1,368 @@
+//! Jobs on their way out: the expected set of a target, publishing a job
+//! (from `salt`, a runner or `loadtest`), relaying one that came from
+//! above (syndic), recording one a syndic sent up, the topics a job goes
+//! to, and rotating the publish key.
+//!
+//! Invariant: a job is remembered as sent (so its returns are admitted)
+//! and stored in the job cache before it is published, and a watcher is
+//! registered before that, so no early return is missed.
+
+use super::{bump, JobError, JobReturns, MasterState, PublishKey};
+use crate::published::JobScope;
+use crate::publisher::PublishError;
+use crate::roster::Expected;
+use brine_common::crypto::AesKey;
+use brine_common::proto::client::{PublishRequest, Published};
+use brine_common::proto::*;
+use brine_common::target::{self, TargetType};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+impl MasterState {
+    /// The exact expected set of a target, and the ids a list target names
+    /// that this master does not know.
+    pub fn expected(
+        &self,
+        tgt: &str,
+        tgt_type: TargetType,
+        delimiter: &str,
+    ) -> Result<(Vec<Expected>, Vec<String>), JobError> {
+        let t = target::parse_with_delimiter(tgt, tgt_type, &self.cfg.nodegroups, delimiter)?;
+        let minions = self.roster.expected(&t, delimiter);
+        let known: HashSet<&str> = minions.iter().map(|m| m.id.as_str()).collect();
+        let missing: Vec<String> = t
+            .listed_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| !known.contains(id.as_str()))
+            .collect();
+        Ok((minions, missing))
+    }
+
+    /// Compute the expected set of a target, assign a jid, store and
+    /// publish the job. `watch` registers a return watcher before the
+    /// publish goes out, so no early return is missed.
+    pub fn publish(
+        &self,
+        req: &PublishRequest,
+        watch: bool,
+    ) -> Result<(Published, Option<JobReturns>), JobError> {
+        let (minions, missing) = self.expected(&req.tgt, req.tgt_type, &req.delimiter)?;
+        let jid = self.jidgen.next();
+        // Minions do not know the nodegroups: send them the expansion.
+        let (tgt_pub, type_pub) = expand_nodegroups(&req.tgt, req.tgt_type, &self.cfg.nodegroups);
+        let job = JobLoad {
+            jid: jid.clone(),
+            tgt: tgt_pub,
+            tgt_type: type_pub,
+            fun: req.fun.clone(),
+            arg: req.arg.clone(),
+            kwarg: req.kwarg.clone(),
+            user: req.user.clone(),
+            timeout: req.timeout,
+            delimiter: req.delimiter.clone(),
+            path: vec![self.cfg.id.clone()],
+            trace: req.trace.then(|| {
+                vec![Stamp {
+                    who: self.cfg.id.clone(),
+                    what: "pub".into(),
+                    us: now_us(),
+                }]
+            }),
+        };
+        let rx = watch.then(|| self.watch_job(&jid));
+        let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.remember_sent(&job);
+        self.jobs.record_job(&job, &ids);
+        if !minions.is_empty() {
+            self.send_job(&job, &minions)?;
+        }
+        Ok((
+            Published {
+                jid,
+                minions,
+                missing,
+            },
+            rx,
+        ))
+    }
+
+    /// [`MasterState::publish`] on a blocking thread, for async callers: it
+    /// signs the job (RSA, ~2 ms) and may wait for room in the job cache.
+    pub async fn publish_async(
+        self: &Arc<Self>,
+        req: PublishRequest,
+        watch: bool,
+    ) -> Result<(Published, Option<JobReturns>), JobError> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || st.publish(&req, watch))
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))?
+    }
+
+    /// [`MasterState::relay`] on a blocking thread, for async callers.
+    pub async fn relay_async(self: &Arc<Self>, job: JobLoad) -> Result<Vec<Expected>, JobError> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || st.relay(job))
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))?
+    }
+
+    /// Re-publish a job that came from above (syndic), with the same jid.
+    /// Returns the expected set below this master.
+    pub fn relay(&self, mut job: JobLoad) -> Result<Vec<Expected>, JobError> {
+        let tgt = target::parse_with_delimiter(
+            &job.tgt,
+            job.tgt_type,
+            &self.cfg.nodegroups,
+            &job.delimiter,
+        )?;
+        let minions = self.roster.expected(&tgt, &job.delimiter);
+        job.path.push(self.cfg.id.clone());
+        if let Some(t) = job.trace.as_mut() {
+            t.push(Stamp {
+                who: self.cfg.id.clone(),
+                what: "relay".into(),
+                us: now_us(),
+            });
+        }
+        let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
+        self.remember_sent(&job);
+        self.jobs.record_job(&job, &ids);
+        self.send_job(&job, &minions)?;
+        Ok(minions)
+    }
+
+    fn remember_sent(&self, job: &JobLoad) {
+        match JobScope::of(job, &self.cfg.nodegroups) {
+            Ok(scope) => self.sent.insert(&job.jid, scope),
+            // Parsed already before it was published; cannot happen.
+            Err(e) => {
+                warn!(jid = %job.jid, error = %e, "job target does not parse; its returns will be refused")
+            }
+        }
+    }
+
+    /// The scope of a stored job: a load whose path does not name this
+    /// master came up from the syndic at the end of its path (see
+    /// [`MasterState::job_from_below`]).
+    pub(super) fn stored_scope(&self, load: &JobLoad) -> Option<JobScope> {
+        let scope = JobScope::of(load, &self.cfg.nodegroups).ok()?;
+        if load.path.contains(&self.cfg.id) {
+            Some(scope)
+        } else {
+            load.path.last().map(|s| scope.from_below(s))
+        }
+    }
+
+    /// Record a job that syndic `syndic` published itself (or got from
+    /// below) and sends up with `syndic_forward_all`: stored under its own
+    /// jid with the syndic appended to its path, expecting the minions of
+    /// that syndic's subtree the target reaches, and admitting returns
+    /// from that subtree only. Never re-published. A jid this master
+    /// already knows from elsewhere, a load whose path names this master
+    /// (a loop) or a sender that is not a syndic is refused.
+    pub(crate) fn job_from_below(&self, syndic: &str, role: Role, mut load: JobLoad) -> ReplyBody {
+        let jid = load.jid.clone();
+        let refuse = |why: String| {
+            let n = bump(&self.counters.syndic_refused);
+            if n.is_power_of_two() {
+                warn!(syndic = %syndic.escape_debug(), jid = %jid.escape_debug(), count = n, reason = %why, "job sent up from below refused");
+            }
+            ReplyBody::Refused(why)
+        };
+        if role != Role::Syndic {
+            return refuse("not a syndic".into());
+        }
+        if !brine_common::jid::is_jid(&load.jid) {
+            return refuse("not a jid".into());
+        }
+        if load.path.contains(&self.cfg.id) {
+            return refuse(format!("the job already came through {}", self.cfg.id));
+        }
+        if load.path.last().map(String::as_str) != Some(syndic) {
+            load.path.push(syndic.to_string());
+        }
+        let known = self.sent.get(&load.jid).or_else(|| {
+            let stored = self.jobs.job_load(&load.jid).ok()??;
+            self.stored_scope(&stored).map(std::sync::Arc::new)
+        });
+        if let Some(k) = known {
+            // A resend of the same job is fine; anything else under that
+            // jid is somebody else's job.
+            return if k.origin() == Some(syndic) {
+                ReplyBody::Ok
+            } else {
+                refuse(format!("jid {} is already in use here", load.jid))
+            };
+        }
+        let scope = match JobScope::of(&load, &self.cfg.nodegroups) {
+            Ok(s) => s.from_below(syndic),
+            Err(e) => return refuse(format!("target does not parse: {e}")),
+        };
+        let target = match target::parse_with_delimiter(
+            &load.tgt,
+            load.tgt_type,
+            &self.cfg.nodegroups,
+            &load.delimiter,
+        ) {
+            Ok(t) => t,
+            Err(e) => return refuse(format!("target does not parse: {e}")),
+        };
+        let ids: Vec<String> = self
+            .roster
+            .expected(&target, &load.delimiter)
+            .into_iter()
+            .filter(|m| m.via.first().map(String::as_str) == Some(syndic))
+            .map(|m| m.id)
+            .collect();
+        self.sent.insert(&load.jid, scope);
+        self.jobs.record_job(&load, &ids);
+        bump(&self.counters.jobs_from_below);
+        debug!(jid = %load.jid, syndic = %syndic, minions = ids.len(), "job sent up from a syndic recorded");
+        ReplyBody::Ok
+    }
+
+    /// Publish to the broadcast topic if a direct minion may match, and to
+    /// each syndic whose subtree may match (or whose subtree is unknown).
+    fn send_job(&self, job: &JobLoad, minions: &[Expected]) -> Result<(), PublishError> {
+        let mut topics: Vec<Vec<u8>> = Vec::new();
+        let mut syndics: HashSet<String> = self.roster.unknown_syndics().into_iter().collect();
+        let mut direct = false;
+        for m in minions {
+            match m.via.first() {
+                None => direct = true,
+                Some(s) => {
+                    syndics.insert(s.clone());
+                }
+            }
+        }
+        if direct {
+            topics.push(TOPIC_BROADCAST.to_vec());
+        }
+        for s in syndics {
+            // Never send a job back to a master it came through.
+            if !job.path.contains(&s) {
+                topics.push(topic_for(&s));
+            }
+        }
+        let PublishKey { id: key_id, key } = self.publish_key();
+        self.publisher.publish_job(job, key_id, &key, &topics)?;
+        bump(&self.counters.jobs_published);
+        debug!(jid = %job.jid, topics = topics.len(), minions = minions.len(), "job published");
+        Ok(())
+    }
+
+    /// New publish key, handed at once to every signed-in peer but the ones
+    /// in `revoked` (whose sessions are dropped): a deleted or rejected
+    /// minion cannot read anything published from now on.
+    pub fn rotate_publish_key(&self, revoked: &[String]) {
+        let PublishKey { id: key_id, key } = {
+            let mut g = self.publish_key.write().unwrap_or_else(|e| e.into_inner());
+            g.id = g.id.wrapping_add(1);
+            g.key = AesKey::random();
+            g.clone()
+        };
+        let peers = self.sessions.revoke(revoked);
+        for id in revoked {
+            self.roster.remove(id);
+        }
+        for (id, session) in &peers {
+            if let Err(e) = self.publisher.key_update(id, session, key_id, &key) {
+                warn!(id = %id, error = %e, "could not send key update");
+            }
+        }
+        info!(
+            key_id,
+            peers = peers.len(),
+            revoked = revoked.len(),
+            "publish key rotated"
+        );
+    }
+}
+
+/// Rewrite a nodegroup target (or `N@` terms of a compound one) into the
+/// compound expression it stands for, as Salt's master does before
+/// publishing. The target was validated already, so unknown groups are
+/// left as they are.
+pub fn expand_nodegroups(
+    tgt: &str,
+    tgt_type: TargetType,
+    groups: &BTreeMap<String, String>,
+) -> (String, TargetType) {
+    fn expand(expr: &str, groups: &BTreeMap<String, String>, depth: usize) -> String {
+        if depth > 16 {
+            return expr.to_string();
+        }
+        let mut out = String::with_capacity(expr.len());
+        let mut rest = expr;
+        while let Some(pos) = rest.find("N@") {
+            let boundary = pos == 0
+                || rest[..pos]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_whitespace() || c == '(');
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 2..];
+            let end = after
+                .find(|c: char| c.is_whitespace() || c == '(' || c == ')')
+                .unwrap_or(after.len());
+            let name = &after[..end];
+            match groups.get(name) {
+                Some(e) if boundary => {
+                    out.push_str("( ");
+                    out.push_str(&expand(e, groups, depth + 1));
+                    out.push_str(" )");
+                }
+                _ => {
+                    out.push_str("N@");
+                    out.push_str(name);
+                }
+            }
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    match tgt_type {
+        TargetType::Nodegroup => match groups.get(tgt) {
+            Some(e) => (expand(e, groups, 1), TargetType::Compound),
+            None => (tgt.to_string(), tgt_type),
+        },
+        TargetType::Compound if tgt.contains("N@") => {
+            (expand(tgt, groups, 0), TargetType::Compound)
+        }
+        _ => (tgt.to_string(), tgt_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodegroups_expand_for_minions() {
+        let g: BTreeMap<String, String> = [
+            ("web".to_string(), "L@web1,web2".to_string()),
+            ("east".to_string(), "G@dc:east and N@web".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            expand_nodegroups("web", TargetType::Nodegroup, &g),
+            ("L@web1,web2".to_string(), TargetType::Compound)
+        );
+        assert_eq!(
+            expand_nodegroups("east", TargetType::Nodegroup, &g).0,
+            "G@dc:east and ( L@web1,web2 )"
+        );
+        assert_eq!(
+            expand_nodegroups("not N@web or (N@east)", TargetType::Compound, &g).0,
+            "not ( L@web1,web2 ) or (( G@dc:east and ( L@web1,web2 ) ))"
+        );
+        assert_eq!(
+            expand_nodegroups("db*", TargetType::Glob, &g),
+            ("db*".to_string(), TargetType::Glob)
+        );
+    }
+}
