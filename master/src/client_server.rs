@@ -142,7 +142,7 @@ async fn handle_conn(
             ClientReq::Runner { fun, args, kwargs } => {
                 let msg = match crate::runner::run(&state, &fun, &args, &kwargs).await {
                     Ok(v) => ClientMsg::Runner(v),
-                    Err(e) => refusal(ClientErrorKind::BadRequest, e),
+                    Err(e) => refusal(e.kind(), e.to_string()),
                 };
                 write_frame(&mut s, &msg).await?;
             }
