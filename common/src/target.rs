@@ -8,7 +8,11 @@
 //! that parsing does all the fallible work (regexes are compiled, CIDRs and
 //! nodegroups resolved, syntax checked) so that [`Target::matches`] is a pure,
 //! total function: it never fails, never panics and never loops unboundedly,
-//! whatever the grains hold. Semantics follow SaltStack's matchers
+//! whatever the grains hold. Nodegroups are expanded into the tree while
+//! parsing (bounded in depth and size, a cycle is an error), once, where
+//! the target enters the master; [`Target::for_minions`] writes a target
+//! that uses them out as the compound expression minions are sent, from
+//! the tree, not by rewriting text. Semantics follow SaltStack's matchers
 //! (`salt/matchers/*_match.py`, `salt.utils.data.subdict_match`,
 //! `salt.utils.minions.nodegroup_comp`); deliberate differences are noted
 //! where they occur.
@@ -99,11 +103,84 @@ pub struct Target {
 
 #[derive(Debug, Clone)]
 enum Node {
-    Leaf(Leaf),
+    /// A matcher, with the compound word it was parsed from (empty for a
+    /// target that is not compound: that text is the caller's).
+    Leaf {
+        leaf: Leaf,
+        word: Box<str>,
+    },
     Not(Box<Node>),
     /// Flattened so long `a and b and c ...` chains stay shallow.
     And(Vec<Node>),
     Or(Vec<Node>),
+    /// Parentheses the expression wrote (kept so that it can be written
+    /// out again as it was).
+    Paren(Box<Node>),
+    /// A nodegroup, expanded: its definition's tree.
+    Group(Box<Node>),
+}
+
+impl Node {
+    /// A leaf of a target that is not compound.
+    fn bare(leaf: Leaf) -> Self {
+        Node::Leaf {
+            leaf,
+            word: Box::default(),
+        }
+    }
+
+    /// This node without the parentheses and nodegroups around it.
+    fn unwrapped(&self) -> &Node {
+        let mut node = self;
+        // Bounded by the parse depth.
+        loop {
+            match node {
+                Node::Paren(inner) | Node::Group(inner) => node = inner,
+                other => return other,
+            }
+        }
+    }
+
+    fn has_group(&self) -> bool {
+        match self {
+            Node::Leaf { .. } => false,
+            Node::Group(_) => true,
+            Node::Not(inner) | Node::Paren(inner) => inner.has_group(),
+            Node::And(items) | Node::Or(items) => items.iter().any(Node::has_group),
+        }
+    }
+
+    /// Write this node out as a compound expression, each nodegroup as its
+    /// definition in `( … )`.
+    fn render(&self, out: &mut String) {
+        let join = |items: &[Node], op: &str, out: &mut String| {
+            for (i, n) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(op);
+                }
+                n.render(out);
+            }
+        };
+        match self {
+            Node::Leaf { word, .. } => out.push_str(word),
+            Node::Not(inner) => {
+                out.push_str("not ");
+                inner.render(out);
+            }
+            Node::And(items) => join(items, " and ", out),
+            Node::Or(items) => join(items, " or ", out),
+            Node::Paren(inner) => {
+                out.push('(');
+                inner.render(out);
+                out.push(')');
+            }
+            Node::Group(inner) => {
+                out.push_str("( ");
+                inner.render(out);
+                out.push_str(" )");
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -163,12 +240,12 @@ pub fn parse_with_delimiter(
         atoms: 0,
     };
     let root = match tgt_type {
-        TargetType::Glob => Node::Leaf(Leaf::Glob(Glob::new(expr))),
-        TargetType::Pcre => Node::Leaf(Leaf::Pcre(compile_regex(expr, false)?)),
-        TargetType::List => Node::Leaf(Leaf::List(parse_list(expr)?)),
-        TargetType::Grain => Node::Leaf(Leaf::Grain(GrainMatcher::new(expr, false, delimiter)?)),
-        TargetType::GrainPcre => Node::Leaf(Leaf::Grain(GrainMatcher::new(expr, true, delimiter)?)),
-        TargetType::Ipcidr => Node::Leaf(Leaf::Ipcidr(parse_cidr(expr.trim())?)),
+        TargetType::Glob => Node::bare(Leaf::Glob(Glob::new(expr))),
+        TargetType::Pcre => Node::bare(Leaf::Pcre(compile_regex(expr, false)?)),
+        TargetType::List => Node::bare(Leaf::List(parse_list(expr)?)),
+        TargetType::Grain => Node::bare(Leaf::Grain(GrainMatcher::new(expr, false, delimiter)?)),
+        TargetType::GrainPcre => Node::bare(Leaf::Grain(GrainMatcher::new(expr, true, delimiter)?)),
+        TargetType::Ipcidr => Node::bare(Leaf::Ipcidr(parse_cidr(expr.trim())?)),
         TargetType::Compound => parse_compound(expr, &mut ctx, 0)?,
         TargetType::Nodegroup => expand_nodegroup(expr.trim(), &mut ctx, 0)?,
     };
@@ -187,16 +264,37 @@ impl Target {
     /// nodegroup that is a plain list): the ids it names, in the order
     /// given, so the master can report named-but-unknown ids.
     pub fn listed_ids(&self) -> Option<Vec<String>> {
-        match &self.root {
-            Node::Leaf(Leaf::List(list)) => Some(list.ordered.clone()),
+        match self.root.unwrapped() {
+            Node::Leaf {
+                leaf: Leaf::List(list),
+                ..
+            } => Some(list.ordered.clone()),
             _ => None,
         }
+    }
+
+    /// What minions are sent instead of a target that uses nodegroups
+    /// (they do not know them): a compound expression with every
+    /// nodegroup written out, in `( … )` inside an expression (the
+    /// target's own parentheses kept), bare when the whole target is one.
+    /// None when the target uses no nodegroup: send it as it was given.
+    pub fn for_minions(&self) -> Option<String> {
+        if !self.root.has_group() {
+            return None;
+        }
+        let mut out = String::new();
+        match &self.root {
+            Node::Group(inner) => inner.render(&mut out),
+            root => root.render(&mut out),
+        }
+        Some(out)
     }
 }
 
 fn eval(node: &Node, id: &str, grains: &Value, delimiter: &str) -> bool {
     match node {
-        Node::Leaf(leaf) => leaf.matches(id, grains, delimiter),
+        Node::Leaf { leaf, .. } => leaf.matches(id, grains, delimiter),
+        Node::Paren(inner) | Node::Group(inner) => eval(inner, id, grains, delimiter),
         Node::Not(inner) => !eval(inner, id, grains, delimiter),
         Node::And(items) => items.iter().all(|n| eval(n, id, grains, delimiter)),
         Node::Or(items) => items.iter().any(|n| eval(n, id, grains, delimiter)),
@@ -577,12 +675,16 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn leaf(&mut self, leaf: Leaf) -> Result<Node, TargetError> {
+    /// A leaf parsed from compound word `word`.
+    fn leaf(&mut self, leaf: Leaf, word: &str) -> Result<Node, TargetError> {
         self.atoms += 1;
         if self.atoms > MAX_ATOMS {
             return Err(TargetError::TooLarge(MAX_ATOMS));
         }
-        Ok(Node::Leaf(leaf))
+        Ok(Node::Leaf {
+            leaf,
+            word: word.into(),
+        })
     }
 }
 
@@ -806,7 +908,7 @@ impl<'a> Parser<'a> {
                 }
                 let inner = self.parse_or(ctx, depth + 1)?;
                 match self.next() {
-                    Some(c) if c.kind == TokKind::Close => Ok(inner),
+                    Some(c) if c.kind == TokKind::Close => Ok(Node::Paren(Box::new(inner))),
                     _ => Err(TargetError::UnbalancedParenthesis { pos: t.pos }),
                 }
             }
@@ -836,7 +938,7 @@ fn parse_atom(
         (Some(e @ ('G' | 'P' | 'I' | 'J')), Some(d), Some('@')) if d != '@' => {
             (e, Some(d.to_string()), 2 + d.len_utf8())
         }
-        _ => return ctx.leaf(Leaf::Glob(Glob::new(word))),
+        _ => return ctx.leaf(Leaf::Glob(Glob::new(word)), word),
     };
     let prefix = &word[..prefix_len];
     let pattern = &word[prefix_len..];
@@ -880,7 +982,7 @@ fn parse_atom(
         'S' => Leaf::Ipcidr(parse_cidr(pattern)?),
         _ => return expand_nodegroup(pattern, ctx, depth + 1),
     };
-    ctx.leaf(leaf)
+    ctx.leaf(leaf, word)
 }
 
 /// Words that make a nodegroup definition a compound expression rather than
@@ -919,23 +1021,30 @@ fn expand_nodegroup(name: &str, ctx: &mut Ctx<'_>, depth: usize) -> Result<Node,
         // Plain words: ids, or a regex when any holds regex syntax (Salt).
         let joined = words.join(",");
         let regex_chars = ['(', '[', '{', '\\', '?', '}', ']', ')'];
-        let leaf = if words.iter().any(|w| w.contains(regex_chars)) {
-            Leaf::Pcre(compile_regex(&joined, false).map_err(wrap)?)
+        let (leaf, word) = if words.iter().any(|w| w.contains(regex_chars)) {
+            let leaf = Leaf::Pcre(compile_regex(&joined, false).map_err(wrap)?);
+            (leaf, format!("E@{joined}"))
         } else {
-            Leaf::List(parse_list(&joined).map_err(wrap)?)
+            (
+                Leaf::List(parse_list(&joined).map_err(wrap)?),
+                format!("L@{joined}"),
+            )
         };
-        return ctx.leaf(leaf);
+        let inner = ctx.leaf(leaf, &word)?;
+        return Ok(Node::Group(Box::new(inner)));
     }
     ctx.stack.push(name.to_string());
     let result = parse_compound(definition, ctx, depth + 1);
     ctx.stack.pop();
-    result.map_err(|e| match e {
-        // Keep recursion and size errors flat: the chain already says where.
-        TargetError::RecursiveNodegroup { .. }
-        | TargetError::TooLarge(_)
-        | TargetError::TooDeep(_) => e,
-        other => wrap(other),
-    })
+    result
+        .map(|inner| Node::Group(Box::new(inner)))
+        .map_err(|e| match e {
+            // Keep recursion and size errors flat: the chain already says where.
+            TargetError::RecursiveNodegroup { .. }
+            | TargetError::TooLarge(_)
+            | TargetError::TooDeep(_) => e,
+            other => wrap(other),
+        })
 }
 
 #[cfg(test)]
@@ -1387,6 +1496,148 @@ mod tests {
                 .to_string(),
             "in nodegroup 'bad': unknown prefix 'Q@' at position 9"
         );
+    }
+
+    /// The (text, type) minions are sent for a target (the master's view).
+    fn published(tgt: &str, ty: TargetType, g: &BTreeMap<String, String>) -> (String, TargetType) {
+        let target = parse(tgt, ty, g).expect("must parse");
+        match target.for_minions() {
+            Some(expr) => (expr, TargetType::Compound),
+            None => (tgt.to_string(), ty),
+        }
+    }
+
+    #[test]
+    fn nodegroups_expand_for_minions() {
+        let g: BTreeMap<String, String> = [
+            ("web".to_string(), "L@web1,web2".to_string()),
+            ("east".to_string(), "G@dc:east and N@web".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            published("web", TargetType::Nodegroup, &g),
+            ("L@web1,web2".to_string(), TargetType::Compound)
+        );
+        assert_eq!(
+            published("east", TargetType::Nodegroup, &g).0,
+            "G@dc:east and ( L@web1,web2 )"
+        );
+        assert_eq!(
+            published("not N@web or (N@east)", TargetType::Compound, &g).0,
+            "not ( L@web1,web2 ) or (( G@dc:east and ( L@web1,web2 ) ))"
+        );
+        assert_eq!(
+            published("db*", TargetType::Glob, &g),
+            ("db*".to_string(), TargetType::Glob)
+        );
+    }
+
+    #[test]
+    fn nodegroups_in_list_form_expand_to_list_targets() {
+        // The config turns `db: [db1, db2]` into "L@db1,db2" and a list of
+        // compound words into one expression; plain words are a list too.
+        let g = ng(&[
+            ("db", "L@db1,db2"),
+            ("plain", "db3 db4,db5"),
+            ("rx", "db[6-7]"),
+            ("mixed", "G@os:Debian or N@plain"),
+        ]);
+        assert_eq!(
+            published("plain", TargetType::Nodegroup, &g).0,
+            "L@db3,db4,db5"
+        );
+        assert_eq!(
+            published("web* or N@plain", TargetType::Compound, &g).0,
+            "web* or ( L@db3,db4,db5 )",
+            "a plain-list nodegroup inside an expression stays a list"
+        );
+        assert_eq!(
+            published("N@rx and not N@db", TargetType::Compound, &g).0,
+            "( E@db[6-7] ) and not ( L@db1,db2 )"
+        );
+        assert_eq!(
+            published("mixed", TargetType::Nodegroup, &g).0,
+            "G@os:Debian or ( L@db3,db4,db5 )"
+        );
+        let listed = parse("plain", TargetType::Nodegroup, &g).expect("must parse");
+        assert_eq!(
+            listed.listed_ids(),
+            Some(vec!["db3".into(), "db4".into(), "db5".into()])
+        );
+        assert_eq!(
+            published("L@a,b", TargetType::Compound, &g),
+            ("L@a,b".to_string(), TargetType::Compound),
+            "no nodegroup: sent as given"
+        );
+    }
+
+    #[test]
+    fn nested_nodegroups_expand_once_each_level() {
+        let g = ng(&[
+            ("a", "N@b or x*"),
+            ("b", "(N@c and not y1) or y2"),
+            ("c", "y*"),
+        ]);
+        assert_eq!(
+            published("a", TargetType::Nodegroup, &g).0,
+            "( (( y* ) and not y1) or y2 ) or x*"
+        );
+        assert_eq!(
+            published("N@a and G@os:Debian", TargetType::Compound, &g).0,
+            "( ( (( y* ) and not y1) or y2 ) or x* ) and G@os:Debian"
+        );
+    }
+
+    #[test]
+    fn nodegroup_cycles_are_errors_not_expansions() {
+        let g = ng(&[("a", "N@b or x*"), ("b", "y* and (N@c)"), ("c", "not N@a")]);
+        for (tgt, ty) in [
+            ("a", TargetType::Nodegroup),
+            ("web* or N@b", TargetType::Compound),
+        ] {
+            match parse(tgt, ty, &g) {
+                Err(TargetError::RecursiveNodegroup { chain, .. }) => {
+                    assert!(
+                        chain.ends_with("-> a") || chain.ends_with("-> b"),
+                        "{chain}"
+                    )
+                }
+                other => panic!("{tgt}: expected a cycle error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_minions_get_matches_what_the_master_expects() {
+        let g = ng(&[
+            ("web", "web* or L@special"),
+            ("dbs", "db1 db2"),
+            ("rx", "db[5-6]"),
+            ("both", "N@web or N@dbs"),
+        ]);
+        let ids = [
+            "web1", "special", "db1", "db2", "db5", "db9", "x", "web-db1",
+        ];
+        let none = BTreeMap::new();
+        let gr = grains();
+        for (tgt, ty) in [
+            ("both", TargetType::Nodegroup),
+            ("N@both and not special", TargetType::Compound),
+            ("not N@dbs and (N@rx or N@web)", TargetType::Compound),
+            ("dbs", TargetType::Nodegroup),
+        ] {
+            let master = parse(tgt, ty, &g).expect("must parse");
+            let (text, ty2) = published(tgt, ty, &g);
+            // Minions parse it without knowing any nodegroup.
+            let minion = parse(&text, ty2, &none).expect("minions parse it");
+            for id in ids {
+                assert_eq!(
+                    master.matches(id, &gr, ":"),
+                    minion.matches(id, &gr, ":"),
+                    "{tgt} -> {text}: {id}"
+                );
+            }
+        }
     }
 
     #[test]

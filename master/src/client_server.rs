@@ -127,7 +127,15 @@ async fn handle_conn(
         match req {
             ClientReq::Hello { .. } => {}
             ClientReq::Publish(p) => {
-                let (published, rx) = match state.publish_async(p, true).await {
+                // The target is parsed once, here, and carried onward.
+                let target = match state.parse_target(&p.tgt, p.tgt_type, &p.delimiter) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        write_frame(&mut s, &job_refusal(&e)).await?;
+                        continue;
+                    }
+                };
+                let (published, rx) = match state.publish_async(p, target, true).await {
                     Ok(x) => x,
                     Err(e) => {
                         write_frame(&mut s, &job_refusal(&e)).await?;
@@ -157,8 +165,11 @@ async fn handle_conn(
                 tgt_type,
                 delimiter,
             } => {
-                let msg = match state.expected(&tgt, tgt_type, &delimiter) {
-                    Ok((minions, missing)) => ClientMsg::Expected { minions, missing },
+                let msg = match state.parse_target(&tgt, tgt_type, &delimiter) {
+                    Ok(t) => {
+                        let (minions, missing) = state.expected(&t, &delimiter);
+                        ClientMsg::Expected { minions, missing }
+                    }
                     Err(e) => job_refusal(&e),
                 };
                 write_frame(&mut s, &msg).await?;

@@ -34,18 +34,23 @@ pub struct JobScope {
 }
 
 impl JobScope {
-    /// The scope of a job as published.
+    /// The scope of a job whose target (with its `delimiter`) is parsed.
+    pub fn new(target: Target, delimiter: String) -> Self {
+        Self {
+            target,
+            delimiter,
+            origin: None,
+        }
+    }
+
+    /// The scope of a job as published (its target parsed again).
     pub fn of(
         load: &JobLoad,
         nodegroups: &BTreeMap<String, String>,
     ) -> Result<Self, target::TargetError> {
         let target =
             target::parse_with_delimiter(&load.tgt, load.tgt_type, nodegroups, &load.delimiter)?;
-        Ok(Self {
-            target,
-            delimiter: load.delimiter.clone(),
-            origin: None,
-        })
+        Ok(Self::new(target, load.delimiter.clone()))
     }
 
     /// This scope, restricted to the subtree of `syndic` (a job that

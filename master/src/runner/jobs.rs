@@ -197,7 +197,8 @@ fn active<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
             delimiter: ":".into(),
             trace: false,
         };
-        let (published, rx) = state.publish_async(req, true).await?;
+        let target = state.parse_target(&req.tgt, req.tgt_type, &req.delimiter)?;
+        let (published, rx) = state.publish_async(req, target, true).await?;
         let Some(mut rx) = rx else {
             return Ok(json!({}));
         };

@@ -14,22 +14,32 @@ use crate::roster::Expected;
 use brine_common::crypto::AesKey;
 use brine_common::proto::client::{PublishRequest, Published};
 use brine_common::proto::*;
-use brine_common::target::{self, TargetType};
-use std::collections::{BTreeMap, HashSet};
+use brine_common::target::{self, Target, TargetType};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 impl MasterState {
-    /// The exact expected set of a target, and the ids a list target names
-    /// that this master does not know.
-    pub fn expected(
+    /// Parse a target as it enters the master (from a client): checked
+    /// once, this master's nodegroups expanded, then carried onward.
+    pub fn parse_target(
         &self,
         tgt: &str,
         tgt_type: TargetType,
         delimiter: &str,
-    ) -> Result<(Vec<Expected>, Vec<String>), JobError> {
-        let t = target::parse_with_delimiter(tgt, tgt_type, &self.cfg.nodegroups, delimiter)?;
-        let minions = self.roster.expected(&t, delimiter);
+    ) -> Result<Target, JobError> {
+        Ok(target::parse_with_delimiter(
+            tgt,
+            tgt_type,
+            &self.cfg.nodegroups,
+            delimiter,
+        )?)
+    }
+
+    /// The exact expected set of a target, and the ids a list target names
+    /// that this master does not know.
+    pub fn expected(&self, t: &Target, delimiter: &str) -> (Vec<Expected>, Vec<String>) {
+        let minions = self.roster.expected(t, delimiter);
         let known: HashSet<&str> = minions.iter().map(|m| m.id.as_str()).collect();
         let missing: Vec<String> = t
             .listed_ids()
@@ -37,21 +47,26 @@ impl MasterState {
             .into_iter()
             .filter(|id| !known.contains(id.as_str()))
             .collect();
-        Ok((minions, missing))
+        (minions, missing)
     }
 
-    /// Compute the expected set of a target, assign a jid, store and
-    /// publish the job. `watch` registers a return watcher before the
-    /// publish goes out, so no early return is missed.
+    /// Compute the expected set of `target` (the request's, parsed by
+    /// [`MasterState::parse_target`]), assign a jid, store and publish the
+    /// job. `watch` registers a return watcher before the publish goes
+    /// out, so no early return is missed.
     pub fn publish(
         &self,
         req: &PublishRequest,
+        target: Target,
         watch: bool,
     ) -> Result<(Published, Option<JobReturns>), JobError> {
-        let (minions, missing) = self.expected(&req.tgt, req.tgt_type, &req.delimiter)?;
+        let (minions, missing) = self.expected(&target, &req.delimiter);
         let jid = self.jidgen.next();
         // Minions do not know the nodegroups: send them the expansion.
-        let (tgt_pub, type_pub) = expand_nodegroups(&req.tgt, req.tgt_type, &self.cfg.nodegroups);
+        let (tgt_pub, type_pub) = match target.for_minions() {
+            Some(expr) => (expr, TargetType::Compound),
+            None => (req.tgt.clone(), req.tgt_type),
+        };
         let job = JobLoad {
             jid: jid.clone(),
             tgt: tgt_pub,
@@ -73,7 +88,8 @@ impl MasterState {
         };
         let rx = watch.then(|| self.watch_job(&jid));
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
-        self.remember_sent(&job);
+        self.sent
+            .insert(&jid, JobScope::new(target, job.delimiter.clone()));
         self.jobs.record_job(&job, &ids);
         if !minions.is_empty() {
             self.send_job(&job, &minions)?;
@@ -93,10 +109,11 @@ impl MasterState {
     pub async fn publish_async(
         self: &Arc<Self>,
         req: PublishRequest,
+        target: Target,
         watch: bool,
     ) -> Result<(Published, Option<JobReturns>), JobError> {
         let st = self.clone();
-        tokio::task::spawn_blocking(move || st.publish(&req, watch))
+        tokio::task::spawn_blocking(move || st.publish(&req, target, watch))
             .await
             .map_err(|e| JobError::Task(e.to_string()))?
     }
@@ -128,20 +145,11 @@ impl MasterState {
             });
         }
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
-        self.remember_sent(&job);
+        self.sent
+            .insert(&job.jid, JobScope::new(tgt, job.delimiter.clone()));
         self.jobs.record_job(&job, &ids);
         self.send_job(&job, &minions)?;
         Ok(minions)
-    }
-
-    fn remember_sent(&self, job: &JobLoad) {
-        match JobScope::of(job, &self.cfg.nodegroups) {
-            Ok(scope) => self.sent.insert(&job.jid, scope),
-            // Parsed already before it was published; cannot happen.
-            Err(e) => {
-                warn!(jid = %job.jid, error = %e, "job target does not parse; its returns will be refused")
-            }
-        }
     }
 
     /// The scope of a stored job: a load whose path does not name this
@@ -278,91 +286,6 @@ impl MasterState {
             peers = peers.len(),
             revoked = revoked.len(),
             "publish key rotated"
-        );
-    }
-}
-
-/// Rewrite a nodegroup target (or `N@` terms of a compound one) into the
-/// compound expression it stands for, as Salt's master does before
-/// publishing. The target was validated already, so unknown groups are
-/// left as they are.
-pub fn expand_nodegroups(
-    tgt: &str,
-    tgt_type: TargetType,
-    groups: &BTreeMap<String, String>,
-) -> (String, TargetType) {
-    fn expand(expr: &str, groups: &BTreeMap<String, String>, depth: usize) -> String {
-        if depth > 16 {
-            return expr.to_string();
-        }
-        let mut out = String::with_capacity(expr.len());
-        let mut rest = expr;
-        while let Some(pos) = rest.find("N@") {
-            let boundary = pos == 0
-                || rest[..pos]
-                    .chars()
-                    .last()
-                    .is_some_and(|c| c.is_whitespace() || c == '(');
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 2..];
-            let end = after
-                .find(|c: char| c.is_whitespace() || c == '(' || c == ')')
-                .unwrap_or(after.len());
-            let name = &after[..end];
-            match groups.get(name) {
-                Some(e) if boundary => {
-                    out.push_str("( ");
-                    out.push_str(&expand(e, groups, depth + 1));
-                    out.push_str(" )");
-                }
-                _ => {
-                    out.push_str("N@");
-                    out.push_str(name);
-                }
-            }
-            rest = &after[end..];
-        }
-        out.push_str(rest);
-        out
-    }
-    match tgt_type {
-        TargetType::Nodegroup => match groups.get(tgt) {
-            Some(e) => (expand(e, groups, 1), TargetType::Compound),
-            None => (tgt.to_string(), tgt_type),
-        },
-        TargetType::Compound if tgt.contains("N@") => {
-            (expand(tgt, groups, 0), TargetType::Compound)
-        }
-        _ => (tgt.to_string(), tgt_type),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nodegroups_expand_for_minions() {
-        let g: BTreeMap<String, String> = [
-            ("web".to_string(), "L@web1,web2".to_string()),
-            ("east".to_string(), "G@dc:east and N@web".to_string()),
-        ]
-        .into();
-        assert_eq!(
-            expand_nodegroups("web", TargetType::Nodegroup, &g),
-            ("L@web1,web2".to_string(), TargetType::Compound)
-        );
-        assert_eq!(
-            expand_nodegroups("east", TargetType::Nodegroup, &g).0,
-            "G@dc:east and ( L@web1,web2 )"
-        );
-        assert_eq!(
-            expand_nodegroups("not N@web or (N@east)", TargetType::Compound, &g).0,
-            "not ( L@web1,web2 ) or (( G@dc:east and ( L@web1,web2 ) ))"
-        );
-        assert_eq!(
-            expand_nodegroups("db*", TargetType::Glob, &g),
-            ("db*".to_string(), TargetType::Glob)
         );
     }
 }
