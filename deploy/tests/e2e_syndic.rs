@@ -295,7 +295,10 @@ fn two_syndics_targeting_fanout_and_faults() {
         ]))
         .expect("answer");
     assert!(
-        matches!(&body, ReplyBody::Refused(why) if why.contains("1 returns")),
+        matches!(
+            &body,
+            ReplyBody::Refused(Refusal::SyndicReturns { outside: 1, .. })
+        ),
         "{body:?}"
     );
     let body = fake

@@ -113,6 +113,17 @@ pub enum NotAdmitted {
     NotTargeted,
 }
 
+impl NotAdmitted {
+    /// How the refusal of a return to `jid` goes on the wire.
+    pub fn refusal(self, jid: String) -> brine_common::proto::Refusal {
+        use brine_common::proto::Refusal;
+        match self {
+            NotAdmitted::UnknownJob => Refusal::UnknownJob { jid },
+            NotAdmitted::NotTargeted => Refusal::NotTargeted { jid },
+        }
+    }
+}
+
 /// The decision for one return, given the job's scope (if known), whether
 /// it reaches the minion (`reaches`: the roster matches it without copying
 /// the minion's grains) and, only when it does not, whether the job cache

@@ -476,7 +476,7 @@ impl RequestServer {
                     &key,
                     Reply {
                         req_id: req.req_id,
-                        body: ReplyBody::Refused("replayed request".into()),
+                        body: ReplyBody::Refused(Refusal::Replayed),
                     },
                 );
                 return None;
@@ -579,9 +579,12 @@ impl RequestServer {
         if ret.id != id || role != Role::Minion {
             let n = bump(&self.state.counters().forged_returns);
             warn!(sender = %id, claimed = %ret.id.escape_debug(), count = n, "return for another minion refused");
-            ReplyBody::Refused(format!("{id} may not return for {}", ret.id))
+            ReplyBody::Refused(Refusal::ForeignReturn {
+                sender: id.to_string(),
+                claimed: ret.id,
+            })
         } else if let Err(why) = self.state.admit_return(&ret) {
-            ReplyBody::Refused(format!("return to {} refused: {why}", ret.jid))
+            ReplyBody::Refused(why.refusal(ret.jid))
         } else {
             self.state.cap_return(&mut ret, size);
             self.state.accept_return(ret);
@@ -600,9 +603,9 @@ impl RequestServer {
         let st = &self.state;
         if role != Role::Syndic {
             bump(&st.counters().syndic_refused);
-            return ReplyBody::Refused("not a syndic".into());
+            return ReplyBody::Refused(Refusal::NotASyndic);
         }
-        let (mut outside, mut not_admitted) = (0usize, 0usize);
+        let (mut outside, mut not_admitted) = (0u64, 0u64);
         // Sizes are looked at one by one only when the whole batch is over
         // the limit (rare).
         let check_sizes = size > st.cfg().max_return_bytes;
@@ -624,9 +627,11 @@ impl RequestServer {
             }
         }
         if outside + not_admitted > 0 {
-            ReplyBody::Refused(format!(
-                "{outside} returns for minions outside {id}'s subtree, {not_admitted} for jobs this master did not send them"
-            ))
+            ReplyBody::Refused(Refusal::SyndicReturns {
+                syndic: id.to_string(),
+                outside,
+                not_admitted,
+            })
         } else {
             ReplyBody::Ok
         }
@@ -637,7 +642,7 @@ impl RequestServer {
         let st = &self.state;
         if role != Role::Syndic {
             bump(&st.counters().syndic_refused);
-            return ReplyBody::Refused("not a syndic".into());
+            return ReplyBody::Refused(Refusal::NotASyndic);
         }
         let out = st
             .roster()

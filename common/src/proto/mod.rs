@@ -321,11 +321,52 @@ pub struct Request {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum ReplyBody {
     Ok,
-    /// The request was understood but refused; the text says why.
-    Refused(String),
+    /// The request was understood but refused; the [`Refusal`] says why
+    /// (as data: peers act on the kind, people read its `Display`).
+    Refused(Refusal),
     /// Publish frames (each a msgpack [`SignedPub`], checked like any
     /// publish), oldest first: the answer to [`RequestBody::Catchup`].
     Publishes(Vec<ByteBuf>),
+}
+
+/// Why a master refused a request. Peers and tests match on the variant;
+/// the text (`Display`) is only for logs and operators.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A sealed request whose sequence number was already used.
+    #[error("replayed request")]
+    Replayed,
+    /// A minion returned under another minion's id.
+    #[error("{sender} may not return for {claimed}")]
+    ForeignReturn { sender: String, claimed: String },
+    /// A return to a jid this master never published or relayed.
+    #[error("return to {jid} refused: this master never sent that job")]
+    UnknownJob { jid: String },
+    /// A return from a minion the job's target does not reach.
+    #[error("return to {jid} refused: the job does not target this minion")]
+    NotTargeted { jid: String },
+    /// A syndic-only request from a peer without the syndic role.
+    #[error("not a syndic")]
+    NotASyndic,
+    /// Part of a syndic's batch was refused (the rest was accepted).
+    #[error("{outside} returns for minions outside {syndic}'s subtree, {not_admitted} for jobs this master did not send them")]
+    SyndicReturns {
+        syndic: String,
+        outside: u64,
+        not_admitted: u64,
+    },
+    /// A job sent up from below whose jid is not a jid.
+    #[error("not a jid")]
+    NotAJid,
+    /// A job sent up from below that already passed through this master.
+    #[error("the job already came through {master}")]
+    Loop { master: String },
+    /// A job sent up from below under a jid this master uses for another.
+    #[error("jid {jid} is already in use here")]
+    JidInUse { jid: String },
+    /// A job sent up from below whose target does not parse here.
+    #[error("target does not parse: {why}")]
+    BadTarget { why: String },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -412,4 +453,52 @@ pub struct SignedPub {
     pub body: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_cross_the_wire_as_data_and_read_as_before() {
+        let cases = [
+            (Refusal::Replayed, "replayed request"),
+            (
+                Refusal::ForeignReturn {
+                    sender: "m1".into(),
+                    claimed: "m2".into(),
+                },
+                "m1 may not return for m2",
+            ),
+            (
+                Refusal::UnknownJob { jid: "j1".into() },
+                "return to j1 refused: this master never sent that job",
+            ),
+            (
+                Refusal::SyndicReturns {
+                    syndic: "s1".into(),
+                    outside: 1,
+                    not_admitted: 2,
+                },
+                "1 returns for minions outside s1's subtree, 2 for jobs this master did not send them",
+            ),
+            (
+                Refusal::Loop {
+                    master: "top".into(),
+                },
+                "the job already came through top",
+            ),
+        ];
+        for (refusal, text) in cases {
+            assert_eq!(refusal.to_string(), text);
+            let reply = Reply {
+                req_id: 7,
+                body: ReplyBody::Refused(refusal),
+            };
+            let bytes = crate::codec::encode(&reply).unwrap();
+            let back: Reply = crate::codec::decode(&bytes, 1 << 16).unwrap();
+            assert_eq!(back, reply);
+        }
+    }
 }

@@ -173,7 +173,7 @@ impl MasterState {
     /// (a loop) or a sender that is not a syndic is refused.
     pub(crate) fn job_from_below(&self, syndic: &str, role: Role, mut load: JobLoad) -> ReplyBody {
         let jid = load.jid.clone();
-        let refuse = |why: String| {
+        let refuse = |why: Refusal| {
             let n = bump(&self.counters.syndic_refused);
             if n.is_power_of_two() {
                 warn!(syndic = %syndic.escape_debug(), jid = %jid.escape_debug(), count = n, reason = %why, "job sent up from below refused");
@@ -181,13 +181,15 @@ impl MasterState {
             ReplyBody::Refused(why)
         };
         if role != Role::Syndic {
-            return refuse("not a syndic".into());
+            return refuse(Refusal::NotASyndic);
         }
         if !brine_common::jid::is_jid(&load.jid) {
-            return refuse("not a jid".into());
+            return refuse(Refusal::NotAJid);
         }
         if load.path.contains(&self.cfg.id) {
-            return refuse(format!("the job already came through {}", self.cfg.id));
+            return refuse(Refusal::Loop {
+                master: self.cfg.id.clone(),
+            });
         }
         if load.path.last().map(String::as_str) != Some(syndic) {
             load.path.push(syndic.to_string());
@@ -202,12 +204,14 @@ impl MasterState {
             return if k.origin() == Some(syndic) {
                 ReplyBody::Ok
             } else {
-                refuse(format!("jid {} is already in use here", load.jid))
+                refuse(Refusal::JidInUse {
+                    jid: load.jid.clone(),
+                })
             };
         }
         let scope = match JobScope::of(&load, &self.cfg.nodegroups) {
             Ok(s) => s.from_below(syndic),
-            Err(e) => return refuse(format!("target does not parse: {e}")),
+            Err(e) => return refuse(Refusal::BadTarget { why: e.to_string() }),
         };
         let target = match target::parse_with_delimiter(
             &load.tgt,
@@ -216,7 +220,7 @@ impl MasterState {
             &load.delimiter,
         ) {
             Ok(t) => t,
-            Err(e) => return refuse(format!("target does not parse: {e}")),
+            Err(e) => return refuse(Refusal::BadTarget { why: e.to_string() }),
         };
         let ids: Vec<String> = self
             .roster
