@@ -129,6 +129,11 @@ impl Topo {
     /// Writes the configs, starts the masters and waits until each has
     /// opened its client channel.
     pub fn start(o: &TopoOptions) -> Result<Self, TopoError> {
+        // Under `cargo run`, build the daemons beside us first (a no-op
+        // outside cargo, or when they are up to date).
+        if o.bin_dir == launch::bin_dir() {
+            launch::ensure_built()?;
+        }
         let bins: &[&str] = if o.attach.is_some() {
             &["salt-syndic", "salt-key"]
         } else {
