@@ -44,43 +44,6 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-/// Where the workspace binaries are, for tools that start them (the
-/// topology launcher, loadtest): `BRINE_BIN_DIR`, else the directory of
-/// the running executable (`target/*/deps` counts as its parent).
-pub fn bin_dir() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("BRINE_BIN_DIR") {
-        return std::path::PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
-
-/// Allocator settings for master and syndic daemons, as the systemd units
-/// in `deploy/systemd/` set them: mimalloc hands freed memory back to the
-/// OS at once instead of after a delay (~10% less RSS on a loaded syndic,
-/// no measured throughput cost), and glibc (used by libzmq and SQLite)
-/// keeps two arenas. Tools that start daemons apply them where the caller's
-/// environment does not set them already.
-pub const DAEMON_ENV: [(&str, &str); 2] =
-    [("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_ARENA_MAX", "2")];
-
-/// Sets [`DAEMON_ENV`] on `cmd`, except what the environment sets itself.
-pub fn daemon_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    for (k, v) in DAEMON_ENV {
-        if std::env::var_os(k).is_none() {
-            cmd.env(k, v);
-        }
-    }
-    cmd
-}
-
 /// A token cancelled when SIGINT or SIGTERM arrives (call inside a tokio
 /// runtime): the one shutdown signal every daemon passes to its `run`.
 pub fn shutdown_token() -> tokio_util::sync::CancellationToken {

@@ -1,6 +1,7 @@
 //! Small tools for hostile-input and fault tests: a raw ZMTP peer over
-//! plain TCP (to send what libzmq itself never would), a process's
-//! resident memory, and daemon logs without their colour codes.
+//! plain TCP (to send what libzmq itself never would) and daemon logs
+//! without their colour codes (a process's resident memory is in
+//! [`memory`](crate::memory)).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -31,17 +32,6 @@ pub fn zmtp_peer(
     greeting.extend(ready);
     s.write_all(&greeting)?;
     Ok(s)
-}
-
-/// Resident memory of process `pid` in KiB (`VmRSS`; 0 if it is gone).
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The text without terminal colour sequences (`ESC [ ... m`).

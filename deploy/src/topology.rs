@@ -2,80 +2,35 @@
 //! minions as real processes, each master on its own `127.x.y.z` address
 //! with the standard ports 4505/4506, everything under one root directory.
 //!
-//! Used by the end-to-end tests, the demo and the load test. Every process
-//! is started from the workspace's own binaries and stopped by PID when the
-//! [`Topology`] is dropped (SIGTERM, then SIGKILL after a grace period).
+//! Used by the end-to-end tests, the demo and `fleet-bench` (the load test
+//! has its own topology of masters only, on the same [`launch`](crate::launch)
+//! pieces, and borrows [`seed_syndic`]). Every process is started from the
+//! workspace's own binaries through [`launch`](crate::launch) and stopped by
+//! PID when the [`Topology`] is dropped (SIGTERM, then SIGKILL after a grace
+//! period); the topology holds its loopback block ([`Net`]) until then.
 //!
 //! Each syndic is made a trusted syndic of its parent before it starts, the
 //! way an operator would with `salt-key` ([`seed_syndic`]): its key pair is
 //! generated ahead, its public key pre-accepted on the parent, and the
 //! parent grants it the syndic role (`salt-key --grant-syndic`).
 
+use crate::launch::{self, ConfigFile, Net, Stop, DAEMON_ENV};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use brine_common::cli::bin_dir;
+pub use crate::launch::{bin_dir, ensure_built};
 
-/// Make sure the workspace's binaries in [`bin_dir`] exist and are up to
-/// date. Under `cargo test` (which builds only the binaries of the package
-/// under test) or `cargo run`, runs `cargo build --workspace --bins` once
-/// per process, with the same profile; cargo does not hold its build lock
-/// while tests run, and the build is a no-op when nothing changed. Outside
-/// cargo (a release binary run by hand) the binaries are taken as they are.
-pub fn ensure_built() -> Result<()> {
-    static BUILT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let Some(cargo) = std::env::var_os("CARGO") else {
-            return Ok(());
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--workspace",
-            "--bins",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(&manifest);
-        if bin_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        match cmd.stdin(Stdio::null()).status() {
-            Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("cargo build --workspace --bins failed ({s})")),
-            Err(e) => Err(format!("cannot run cargo to build the binaries: {e}")),
-        }
-    });
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) => bail!("{e}"),
-    }
-}
-
-static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+/// How long a stopped daemon gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// One topology at a time per process: tests in one binary run in parallel
 /// threads, and a 2-core machine is better served by running them in turn.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A fresh `127.A.B.0` block for one topology: distinct per process and per
-/// topology, so tests running in parallel never share an address.
-fn fresh_net() -> (u8, u8) {
-    let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    let a = 20 + (pid % 200) as u8;
-    let b = ((pid / 200) as u8).wrapping_add((n * 7) as u8);
-    (a, b)
-}
 
 /// A master (top or syndic) of the topology.
 #[derive(Debug, Clone)]
@@ -172,25 +127,26 @@ impl Builder {
         ensure_built()?;
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("brine-topo-").tempdir()?;
-        let (a, b) = fresh_net();
+        let net = Net::fresh()?;
         let mut topo = Topology {
             root: dir,
             bin: bin_dir(),
             procs: BTreeMap::new(),
             top: Node {
                 id: "top".into(),
-                addr: format!("127.{a}.{b}.1"),
+                addr: net.host(1)?,
                 config_dir: PathBuf::new(),
                 parent: None,
             },
             syndics: vec![],
             minions: vec![],
             builder: self.clone(),
+            net,
             _turn: guard,
         };
         let top = topo.top.clone();
         topo.top.config_dir = topo.write_master(&top)?;
-        let mut host = 2u8;
+        let mut host = 2u32;
         let mut leaves: Vec<String> = vec![];
         for s in 0..self.syndics {
             let mut parent = topo.top.id.clone();
@@ -202,7 +158,7 @@ impl Builder {
                 };
                 let mut node = Node {
                     id: id.clone(),
-                    addr: format!("127.{a}.{b}.{host}"),
+                    addr: topo.net.host(host)?,
                     config_dir: PathBuf::new(),
                     parent: Some(parent.clone()),
                 };
@@ -255,6 +211,8 @@ pub struct Topology {
     pub syndics: Vec<Node>,
     pub minions: Vec<MinionNode>,
     builder: Builder,
+    /// This topology's loopback block, held until it is dropped.
+    net: Net,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -273,46 +231,50 @@ impl Topology {
 
     fn write_master(&self, node: &Node) -> Result<PathBuf> {
         let dir = self.root.path().join(&node.id);
-        std::fs::create_dir_all(&dir)?;
-        let mut cfg = format!(
-            "id: {}\ninterface: {}\nroot_dir: {}\nauto_accept: {}\norder_masters: true\nlog_level: info\nheartbeat_interval: 1\ntimeout: 5\nsyndic_forward_interval_ms: 20\n",
-            node.id,
-            node.addr,
-            dir.join("root").display(),
-            self.builder.auto_accept,
-        );
+        let mut cfg = ConfigFile::new()
+            .set("id", &node.id)
+            .set("interface", &node.addr)
+            .set("root_dir", dir.join("root").display())
+            .set("auto_accept", self.builder.auto_accept)
+            .set("order_masters", true)
+            .set("log_level", "info")
+            .set("heartbeat_interval", 1)
+            .set("timeout", 5)
+            .set("syndic_forward_interval_ms", 20);
         if let Some(p) = &node.parent {
             let parent = self.node(p).context("parent node")?;
-            cfg.push_str(&format!(
-                "syndic_master: {}\nsyndic_master_port: 4506\n",
-                parent.addr
-            ));
+            cfg = cfg
+                .set("syndic_master", &parent.addr)
+                .set("syndic_master_port", 4506);
         }
         for l in &self.builder.master_extra {
-            cfg.push_str(l);
-            cfg.push('\n');
+            cfg = cfg.raw(l);
         }
-        std::fs::write(dir.join("master"), cfg)?;
-        Ok(dir)
+        Ok(cfg.write(&dir, "master")?)
     }
 
     fn add_minion_config(&mut self, id: &str, master: &str) -> Result<()> {
         let addr = self.node(master).context("master node")?.addr.clone();
         let dir = self.root.path().join(format!("m-{id}"));
-        std::fs::create_dir_all(&dir)?;
         let grains = self
             .builder
             .grains
             .get(id)
             .cloned()
             .unwrap_or_else(|| serde_json::json!({}));
-        let cfg = format!(
-            "id: {id}\nmaster: {addr}\nmaster_port: 4506\nroot_dir: {}\nlog_level: info\nacceptance_wait_time: 1\nrecon_default: 200\nrecon_max: 2000\nrandom_reauth_delay: 1\ngrains: {}\n{}",
-            dir.join("root").display(),
-            serde_json::to_string(&grains)?,
-            self.builder.minion_extra.join("\n"),
-        );
-        std::fs::write(dir.join("minion"), cfg)?;
+        ConfigFile::new()
+            .set("id", id)
+            .set("master", &addr)
+            .set("master_port", 4506)
+            .set("root_dir", dir.join("root").display())
+            .set("log_level", "info")
+            .set("acceptance_wait_time", 1)
+            .set("recon_default", 200)
+            .set("recon_max", 2000)
+            .set("random_reauth_delay", 1)
+            .set("grains", serde_json::to_string(&grains)?)
+            .raw(&self.builder.minion_extra.join("\n"))
+            .write(&dir, "minion")?;
         self.minions.push(MinionNode {
             id: id.to_string(),
             config_dir: dir,
@@ -322,25 +284,19 @@ impl Topology {
         Ok(())
     }
 
-    fn log_file(&self, id: &str) -> Result<std::fs::File> {
-        Ok(std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.path().join(format!("{id}.log")))?)
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.root.path().join(format!("{id}.log"))
     }
 
     /// Start (or restart) a master or syndic process by id.
     pub fn spawn_master(&mut self, id: &str, bin: &str) -> Result<()> {
         let node = self.node(id).context("no such master")?.clone();
-        let log = self.log_file(id)?;
-        let child = brine_common::cli::daemon_env(&mut Command::new(self.bin.join(bin)))
-            .arg("-c")
-            .arg(&node.config_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {bin} from {}", self.bin.display()))?;
+        let child = launch::spawn_daemon(
+            &self.bin.join(bin),
+            &node.config_dir,
+            &self.log_path(id),
+            &DAEMON_ENV,
+        )?;
         self.procs.insert(id.to_string(), child);
         Ok(())
     }
@@ -358,15 +314,12 @@ impl Topology {
             .find(|m| m.id == id)
             .context("no such minion")?
             .clone();
-        let log = self.log_file(id)?;
-        let child = Command::new(self.bin.join("salt-minion"))
-            .arg("-c")
-            .arg(&m.config_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting salt-minion from {}", self.bin.display()))?;
+        let child = launch::spawn_daemon(
+            &self.bin.join("salt-minion"),
+            &m.config_dir,
+            &self.log_path(id),
+            &[],
+        )?;
         self.procs.insert(id.to_string(), child);
         Ok(())
     }
@@ -425,7 +378,10 @@ impl Topology {
         let Some(mut child) = self.procs.remove(id) else {
             bail!("{id} is not running");
         };
-        stop_child(&mut child, hard);
+        launch::stop(
+            &mut child,
+            if hard { Stop::Kill } else { Stop::Term(GRACE) },
+        );
         Ok(())
     }
 
@@ -453,21 +409,21 @@ impl Topology {
     }
 
     pub fn wait_up_on(&self, master: &str, ids: &[String], wait: Duration) -> Result<()> {
-        let deadline = Instant::now() + wait;
         let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Ok(out) = self.cli(master, "salt-run", &["manage.up", "--out", "json"]) {
-                if out.status.success() {
-                    let up: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                    if ids.iter().all(|i| up.contains(i)) {
-                        return Ok(());
-                    }
-                    last = format!("up: {up:?}");
-                } else {
-                    last = String::from_utf8_lossy(&out.stderr).to_string();
-                }
+        let up = launch::poll_until(wait, Duration::from_millis(200), || {
+            let Ok(out) = self.cli(master, "salt-run", &["manage.up", "--out", "json"]) else {
+                return false;
+            };
+            if !out.status.success() {
+                last = String::from_utf8_lossy(&out.stderr).to_string();
+                return false;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            let up: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            last = format!("up: {up:?}");
+            ids.iter().all(|i| up.contains(i))
+        });
+        if up {
+            return Ok(());
         }
         bail!(
             "not every minion came up on {master} within {wait:?} (last: {last}); logs in {}",
@@ -476,18 +432,9 @@ impl Topology {
     }
 
     /// Wait until a condition holds (polling, bounded).
-    pub fn eventually<F: FnMut() -> bool>(
-        &self,
-        wait: Duration,
-        what: &str,
-        mut f: F,
-    ) -> Result<()> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if f() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn eventually<F: FnMut() -> bool>(&self, wait: Duration, what: &str, f: F) -> Result<()> {
+        if launch::poll_until(wait, Duration::from_millis(100), f) {
+            return Ok(());
         }
         bail!("{what}: not true within {wait:?}")
     }
@@ -551,29 +498,6 @@ pub fn seed_syndic(bin: &Path, id: &str, syndic_dir: &Path, parent_dir: &Path) -
     salt_key(parent_dir, &["--grant-syndic", id, "-y"])
 }
 
-fn stop_child(child: &mut Child, hard: bool) {
-    let pid = Pid::from_raw(child.id() as i32);
-    // A frozen process (see `Topology::freeze`) must run to stop.
-    let _ = kill(pid, Signal::SIGCONT);
-    let _ = kill(
-        pid,
-        if hard {
-            Signal::SIGKILL
-        } else {
-            Signal::SIGTERM
-        },
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = child.wait();
-}
-
 impl Drop for Topology {
     fn drop(&mut self) {
         // Minions first, then syndics, then the top (fewer reconnect storms).
@@ -583,7 +507,7 @@ impl Drop for Topology {
             .partition(|i| self.top.id == *i || self.syndics.iter().any(|s| s.id == *i));
         for id in minions.iter().chain(masters.iter().rev()) {
             if let Some(mut c) = self.procs.remove(id) {
-                stop_child(&mut c, false);
+                launch::stop(&mut c, Stop::Term(GRACE));
             }
         }
     }

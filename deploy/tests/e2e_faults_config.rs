@@ -86,7 +86,7 @@ fn assert_config_fault(
 #[test]
 fn unusable_paths_exit_78_with_one_line() {
     ensure_built().expect("binaries");
-    let bin = brine_common::cli::bin_dir();
+    let bin = brine_deploy::launch::bin_dir();
     let tmp = tempfile::Builder::new()
         .prefix("brine-faults-")
         .tempdir()

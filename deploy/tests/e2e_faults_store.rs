@@ -12,7 +12,7 @@
 //!   it still gets every return.
 
 use brine_common::proto::{ReplyBody, RequestBody, ReturnLoad, Role};
-use brine_deploy::hostile::rss_kib;
+use brine_deploy::memory::rss_kib;
 use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
 use nix::sys::signal::{kill, Signal};

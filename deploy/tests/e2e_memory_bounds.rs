@@ -6,7 +6,7 @@
 //! answers `salt '*' test.ping`. The bounds and the figures measured are in
 //! docs/SECURITY.md ("Memory bounds of unauthenticated input").
 
-use brine_deploy::hostile::rss_kib;
+use brine_deploy::memory::rss_kib;
 use brine_deploy::topology::Topology;
 use serde_json::Value;
 use std::io::Write;

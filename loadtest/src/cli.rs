@@ -223,7 +223,9 @@ fn error_code(e: &HarnessError) -> i32 {
         HarnessError::Raw(crate::raw::RawError::Target(_))
         | HarnessError::Raw(crate::raw::RawError::NotLoopback(_)) => exit::USAGE,
         HarnessError::Topo(crate::brine::topo::TopoError::Config(_)) => exit::CONFIG,
-        HarnessError::Topo(crate::brine::topo::TopoError::MissingBinary { .. })
+        HarnessError::Topo(crate::brine::topo::TopoError::Launch(
+            brine_deploy::launch::LaunchError::MissingBinary { .. },
+        ))
         | HarnessError::Client(_) => exit::UNAVAILABLE,
         HarnessError::NotUp { .. } | HarnessError::NotSignedIn { .. } => exit::DID_NOT_RETURN,
         _ => exit::SOFTWARE,

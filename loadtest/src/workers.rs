@@ -4,11 +4,13 @@
 //! hidden subcommand; they report `ChildEvent`s as JSON lines on stdout,
 //! which a reader thread per child turns into a channel. Minions are split
 //! across worker processes so each stays well under the fd limit.
+//! Stopping goes through [`brine_deploy::launch::stop`].
 //! Invariant: every child is killed by PID when its `ChildProc` drops
 //! (normal end, error, or Ctrl-C), and children ask the kernel to kill them
 //! if the parent dies first (`PR_SET_PDEATHSIG`), so none outlives a run.
 
 use crate::stats::StatsSnapshot;
+use brine_deploy::launch::{self, Stop};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -121,20 +123,6 @@ pub fn emit(ev: &ChildEvent) -> Result<(), std::io::Error> {
 /// Number of open fds of this process (entries of `/proc/self/fd`).
 pub fn count_fds() -> std::io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count())
-}
-
-/// VmRSS of process `pid` in KiB, from `/proc/<pid>/status`.
-pub fn vm_rss_kib(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_vm_rss(&status).ok_or_else(|| std::io::Error::other("no VmRSS line"))
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
 }
 
 /// The soft fd limit (`RLIMIT_NOFILE`).
@@ -300,23 +288,14 @@ impl ChildProc {
 
     /// Waits up to `grace` for the child to exit by itself, then kills it.
     pub fn finish(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !launch::wait_exit(&mut self.child, grace) {
+            self.kill();
         }
-        self.kill();
     }
 
     /// Kills (SIGKILL) and reaps the child; harmless if it already exited.
     pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        launch::stop(&mut self.child, Stop::Kill);
     }
 }
 
@@ -346,9 +325,13 @@ mod tests {
 
     #[test]
     fn reads_vm_rss() {
-        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t  1234 kB\n"), Some(1234));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
-        assert!(vm_rss_kib(std::process::id()).unwrap() > 0);
+        use brine_deploy::memory::{status_kib, try_rss_kib};
+        assert_eq!(
+            status_kib("Name:\tx\nVmRSS:\t  1234 kB\n", "VmRSS"),
+            Some(1234)
+        );
+        assert_eq!(status_kib("Name:\tx\n", "VmRSS"), None);
+        assert!(try_rss_kib(std::process::id()).unwrap() > 0);
         assert!(count_fds().unwrap() >= 3);
     }
 

@@ -8,18 +8,9 @@
 brine_common::global_allocator!();
 
 use anyhow::{bail, Result};
+use brine_deploy::memory::{rss_kib, try_rss_kib};
 use brine_deploy::topology::Topology;
 use std::time::{Duration, Instant};
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -72,11 +63,11 @@ fn main() -> Result<()> {
     let mut rss: Vec<f64> = topo
         .minions
         .iter()
-        .filter_map(|m| topo.pid(&m.id).and_then(rss_kib))
+        .filter_map(|m| topo.pid(&m.id).and_then(|p| try_rss_kib(p).ok()))
         .map(|k| k as f64)
         .collect();
     rss.sort_by(|x, y| x.total_cmp(y));
-    let master_rss = topo.pid("top").and_then(rss_kib).unwrap_or(0);
+    let master_rss = topo.pid("top").map_or(0, rss_kib);
     println!("minions: {n} (up in {up_ms} ms), rounds: {rounds}");
     println!("                         p50        p90        max");
     println!(

@@ -17,7 +17,7 @@
 //! consume the edge of a pending message), so no message is missed.
 
 use crate::raw::{minion_id, RawError};
-use crate::workers::{count_fds, emit, vm_rss_kib, ChildEvent};
+use crate::workers::{count_fds, emit, ChildEvent};
 use brine_common::crypto::KeyPair;
 use brine_common::proto::*;
 use brine_common::session::{
@@ -25,6 +25,7 @@ use brine_common::session::{
 };
 use brine_common::target::{self, Target};
 use brine_common::transport::tcp_endpoint;
+use brine_deploy::memory::rss_kib;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::Rng;
@@ -391,7 +392,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     c.minions = total as u32;
     c.contexts = w.contexts.len() as u32;
     c.fds_per_minion = fds_per_minion.unwrap_or(0.0);
-    c.rss_kib = vm_rss_kib(std::process::id()).unwrap_or(0);
+    c.rss_kib = rss_kib(std::process::id());
     c.signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count() as u32;
     emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
     Ok(())

@@ -5,20 +5,22 @@
 //! ([`brine_deploy::topology::seed_syndic`]; with `--attach` that writes
 //! into the attached master's `pki_dir`).
 //!
-//! Each master gets its own loopback address `127.A.B.x` (A, B from our
-//! PID, so parallel runs do not collide) with the publish and return ports,
-//! and its config and `root_dir` under one temporary directory. Memory of
-//! every started master is sampled once a second by a background thread.
+//! Each master gets its own loopback address in a block `127.A.B.0/24`
+//! this process holds ([`Net::fresh`], so parallel runs and tests do not
+//! collide) with the publish and return ports, and its config and
+//! `root_dir` under one temporary directory; configs, spawning, readiness
+//! and stopping go through [`brine_deploy::launch`]. Memory of every
+//! started master is sampled once a second by a background thread.
 //! Invariant: every process is owned by a `Master` that stops it by PID
 //! (SIGTERM, then SIGKILL) when dropped, so whatever way a run ends, no
 //! daemon outlives it.
 
 use brine_common::config;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use brine_deploy::launch::{self, ConfigFile, LaunchError, Net, Stop, DAEMON_ENV};
+use brine_deploy::memory::try_rss_kib;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,39 +28,18 @@ use std::time::{Duration, Instant};
 /// Errors starting a topology.
 #[derive(Debug, thiserror::Error)]
 pub enum TopoError {
-    #[error("{bin} not found in {dir}: run `cargo build --workspace` (or set BRINE_BIN_DIR)")]
-    MissingBinary { bin: String, dir: String },
-    #[error("i/o in {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("cannot start {what}: {source}")]
-    Spawn {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("{what} exited early ({status}); log: {log}")]
-    Exited {
-        what: String,
-        status: String,
-        log: String,
-    },
-    #[error("{what} not ready within {secs} s; log: {log}")]
-    NotReady {
-        what: String,
-        secs: u64,
-        log: String,
-    },
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
     #[error("config: {0}")]
     Config(#[from] brine_common::config::ConfigError),
-    #[error("too many masters for one /24 ({0})")]
-    TooMany(u32),
     #[error("cannot make {id} a syndic of its parent with salt-key: {why}")]
     Seed { id: String, why: String },
 }
 
-pub use brine_common::cli::bin_dir;
+pub use brine_deploy::launch::bin_dir;
+
+/// How long a master gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
 
 /// How to build the topology.
 #[derive(Debug, Clone)]
@@ -91,24 +72,16 @@ impl Master {
         self.child.as_ref().map(Child::id)
     }
 
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(2000);
-        let start = (start..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        format!("{} ...{}", self.log.display(), &text[start..])
-    }
-
     /// Fails if the process already exited.
     fn check_alive(&mut self) -> Result<(), TopoError> {
         if let Some(c) = self.child.as_mut() {
             if let Ok(Some(status)) = c.try_wait() {
-                return Err(TopoError::Exited {
+                return Err(LaunchError::Exited {
                     what: self.id.clone(),
                     status: status.to_string(),
-                    log: self.log_tail(),
-                });
+                    log: launch::log_tail(&self.log),
+                }
+                .into());
             }
         }
         Ok(())
@@ -116,23 +89,9 @@ impl Master {
 
     /// SIGTERM, up to 3 s grace, then SIGKILL; always reaps.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if let Some(mut child) = self.child.take() {
+            launch::stop(&mut child, Stop::Term(GRACE));
         }
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -160,81 +119,66 @@ pub struct Topo {
     sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<RssSamples>)>,
     /// When RSS sampling began (sample `i` is taken about `i` s later).
     sampling_since: Option<Instant>,
+    /// This topology's loopback block, held while it runs.
+    _net: Net,
     /// Kept last so the directory outlives the processes using it.
     pub root: tempfile::TempDir,
-}
-
-/// A fresh `127.A.B.0/24` for this process.
-fn net() -> (u8, u8) {
-    let pid = std::process::id();
-    (200 + (pid % 50) as u8, ((pid / 50) % 256) as u8)
-}
-
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> TopoError + '_ {
-    move |source| TopoError::Io {
-        what: what.to_string(),
-        source,
-    }
 }
 
 impl Topo {
     /// Writes the configs, starts the masters and waits until each has
     /// opened its client channel.
     pub fn start(o: &TopoOptions) -> Result<Self, TopoError> {
-        for bin in ["salt-master", "salt-syndic", "salt-key"] {
-            if o.attach.is_some() && bin == "salt-master" {
-                continue;
-            }
-            if !o.bin_dir.join(bin).is_file() {
-                return Err(TopoError::MissingBinary {
-                    bin: bin.into(),
-                    dir: o.bin_dir.display().to_string(),
-                });
-            }
+        // Under `cargo run`, build the daemons beside us first (a no-op
+        // outside cargo, or when they are up to date).
+        if o.bin_dir == launch::bin_dir() {
+            launch::ensure_built()?;
         }
+        let bins: &[&str] = if o.attach.is_some() {
+            &["salt-syndic", "salt-key"]
+        } else {
+            &["salt-master", "salt-syndic", "salt-key"]
+        };
+        launch::require_binaries(&o.bin_dir, bins)?;
         let count = o.syndics * o.tiers + 1;
         if count > 250 {
-            return Err(TopoError::TooMany(count));
+            return Err(LaunchError::TooMany(count).into());
         }
         let root = tempfile::Builder::new()
             .prefix("brine-loadtest-")
             .tempdir()
-            .map_err(io("temp dir"))?;
-        let (a, b) = net();
+            .map_err(|source| LaunchError::Io {
+                what: "temp dir".into(),
+                source,
+            })?;
+        let net = Net::fresh()?;
         let pub_port = if o.pub_port == 0 { 4505 } else { o.pub_port };
         let ret_port = if o.ret_port == 0 { 4506 } else { o.ret_port };
-        let common = format!(
-            "publish_port: {pub_port}\nret_port: {ret_port}\nauto_accept: true\norder_masters: true\n\
-             heartbeat_interval: {}\nsyndic_forward_interval_ms: {}\nlog_level: warning\n\
-             zmq_backlog: 4096\ntimeout: 5\n",
-            o.heartbeat_secs, o.forward_ms
-        );
-        let write = |id: &str, addr: &str, extra: &str| -> Result<PathBuf, TopoError> {
-            let dir = root.path().join(id);
-            std::fs::create_dir_all(&dir).map_err(io("config dir"))?;
-            let cfg = format!(
-                "id: {id}\ninterface: {addr}\nroot_dir: {}\n{common}{extra}",
-                dir.join("root").display()
-            );
-            std::fs::write(dir.join("master"), cfg).map_err(io("config"))?;
-            Ok(dir)
+        let write = |id: &str, addr: &str| -> ConfigFile {
+            ConfigFile::new()
+                .set("id", id)
+                .set("interface", addr)
+                .set("root_dir", root.path().join(id).join("root").display())
+                .set("publish_port", pub_port)
+                .set("ret_port", ret_port)
+                .set("auto_accept", true)
+                .set("order_masters", true)
+                .set("heartbeat_interval", o.heartbeat_secs)
+                .set("syndic_forward_interval_ms", o.forward_ms)
+                .set("log_level", "warning")
+                .set("zmq_backlog", 4096)
+                .set("timeout", 5)
         };
-        let spawn = |bin: &str, id: &str, dir: &Path| -> Result<(Child, PathBuf), TopoError> {
+        let spawn = |bin: &str, id: &str, addr: &str, dir: &Path| -> Result<Master, TopoError> {
             let log = root.path().join(format!("{id}.log"));
-            let f = std::fs::File::create(&log).map_err(io("log file"))?;
-            let f2 = f.try_clone().map_err(io("log file"))?;
-            let child = brine_common::cli::daemon_env(&mut Command::new(o.bin_dir.join(bin)))
-                .arg("-c")
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(f)
-                .stderr(f2)
-                .spawn()
-                .map_err(|source| TopoError::Spawn {
-                    what: format!("{bin} {id}"),
-                    source,
-                })?;
-            Ok((child, log))
+            let child = launch::spawn_daemon(&o.bin_dir.join(bin), dir, &log, &DAEMON_ENV)?;
+            Ok(Master {
+                id: id.to_string(),
+                addr: addr.to_string(),
+                config_dir: dir.to_path_buf(),
+                log,
+                child: Some(child),
+            })
         };
 
         let mut top = match &o.attach {
@@ -254,16 +198,9 @@ impl Topo {
                 }
             }
             None => {
-                let addr = format!("127.{a}.{b}.1");
-                let dir = write("top", &addr, "")?;
-                let (child, log) = spawn("salt-master", "top", &dir)?;
-                Master {
-                    id: "top".into(),
-                    addr,
-                    config_dir: dir,
-                    log,
-                    child: Some(child),
-                }
+                let addr = net.host(1)?;
+                let dir = write("top", &addr).write(&root.path().join("top"), "master")?;
+                spawn("salt-master", "top", &addr, &dir)?
             }
         };
         let top_cfg = config::load_master(&top.config_dir, &[])?;
@@ -283,11 +220,12 @@ impl Topo {
                 } else {
                     format!("syndic{}-t{}", c + 1, t + 1)
                 };
-                let addr = format!("127.{a}.{b}.{host}");
+                let addr = net.host(host)?;
                 host += 1;
-                let extra =
-                    format!("syndic_master: {parent_addr}\nsyndic_master_port: {parent_port}\n");
-                let dir = write(&id, &addr, &extra)?;
+                let dir = write(&id, &addr)
+                    .set("syndic_master", &parent_addr)
+                    .set("syndic_master_port", parent_port)
+                    .write(&root.path().join(&id), "master")?;
                 // The parent grants the role, as an operator would.
                 brine_deploy::topology::seed_syndic(&o.bin_dir, &id, &dir, &parent_dir).map_err(
                     |e| TopoError::Seed {
@@ -295,39 +233,22 @@ impl Topo {
                         why: format!("{e:#}"),
                     },
                 )?;
-                let (child, log) = spawn("salt-syndic", &id, &dir)?;
-                parent_dir = dir.clone();
-                syndics.push(Master {
-                    id,
-                    addr: addr.clone(),
-                    config_dir: dir,
-                    log,
-                    child: Some(child),
-                });
+                let syndic = spawn("salt-syndic", &id, &addr, &dir)?;
+                parent_dir = dir;
+                syndics.push(syndic);
                 parent_addr = addr;
                 parent_port = ret_port;
             }
         }
         // Ready: the client token and socket exist (written after binding).
-        let deadline = Instant::now() + Duration::from_secs(o.ready_secs);
+        let wait = Duration::from_secs(o.ready_secs);
         for m in std::iter::once(&mut top).chain(syndics.iter_mut()) {
             let cfg = config::load_master(&m.config_dir, &[])?;
             let token = cfg.cachedir.join(brine_common::proto::client::TOKEN_FILE);
             let sock = cfg.sock_dir.join(brine_common::proto::client::SOCKET_NAME);
-            loop {
-                m.check_alive()?;
-                if token.exists() && sock.exists() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(TopoError::NotReady {
-                        what: m.id.clone(),
-                        secs: o.ready_secs,
-                        log: m.log_tail(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            launch::wait_ready(&m.id, m.child.as_mut(), &m.log, wait, || {
+                token.exists() && sock.exists()
+            })?;
         }
         Ok(Topo {
             syndics,
@@ -338,6 +259,7 @@ impl Topo {
             top,
             sampler: None,
             sampling_since: None,
+            _net: net,
             root,
         })
     }
@@ -377,7 +299,7 @@ impl Topo {
             // One day of samples at most.
             for _ in 0..86_400 {
                 for (id, pid) in &pids {
-                    if let Ok(kib) = crate::workers::vm_rss_kib(*pid) {
+                    if let Ok(kib) = try_rss_kib(*pid) {
                         out.entry(id.clone()).or_default().push(kib);
                     }
                 }
@@ -445,11 +367,5 @@ mod tests {
             e.contains("salt-master not found") && e.contains("cargo build"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn net_is_in_loopback() {
-        let (a, _) = net();
-        assert!((200..250).contains(&a));
     }
 }

@@ -15,7 +15,8 @@
 
 use super::wire::{self, Down, Up};
 use super::{now_ns, read_ts, RawError};
-use crate::workers::{count_fds, emit, vm_rss_kib, ChildEvent, WorkerResult};
+use crate::workers::{count_fds, emit, ChildEvent, WorkerResult};
+use brine_deploy::memory::rss_kib;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
@@ -154,7 +155,7 @@ pub fn run(spec: &WorkerSpec) -> Result<(), RawError> {
         }
         pending.extend(events.iter().map(|e| e.token().0));
     }
-    let rss = vm_rss_kib(std::process::id()).unwrap_or(0);
+    let rss = rss_kib(std::process::id());
     emit(&ChildEvent::WorkerResult(WorkerResult {
         worker: spec.worker,
         minions: total as u32,
