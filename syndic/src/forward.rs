@@ -15,10 +15,10 @@
 //! job (scoped to this syndic's subtree) when they arrive.
 
 use crate::upstream::Upstream;
+use brine_common::link::LinkHandle;
 use brine_common::proto::{RequestBody, ReturnLoad};
 use brine_master::daemon::MasterState;
 use brine_master::spool::Spool;
-use brine_minion::link::LinkHandle;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

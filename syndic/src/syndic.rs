@@ -8,8 +8,9 @@
 //! master: its own keys, job cache, roster and `salt` CLI.
 
 use crate::{forward, upstream};
-use brine_common::config::MasterConfig;
+use brine_common::config::{ConfigError, MasterConfig, SyndicConfig};
 use brine_common::crypto::KeyPair;
+use brine_common::link::{self, MasterName};
 use brine_master::daemon::Master;
 use brine_master::spool::Spool;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use tracing::{debug, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyndicError {
-    #[error("no syndic_master configured: set syndic_master in the master config")]
-    NoUpstream,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Master(#[from] brine_master::daemon::MasterError),
     #[error(transparent)]
@@ -31,30 +32,24 @@ pub enum SyndicError {
 
 /// Run a syndic until `shutdown` is cancelled.
 pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), SyndicError> {
-    if cfg.syndic_master.is_empty() {
-        return Err(SyndicError::NoUpstream);
-    }
-    let pki = cfg
-        .syndic_pki_dir
-        .clone()
-        .unwrap_or_else(|| cfg.pki_dir.join("syndic"));
-    brine_master::daemon::private_dir(&pki)?;
-    let (keys, created) = KeyPair::load_or_generate(&pki, "minion")?;
+    let syn = SyndicConfig::of(&cfg)?;
+    brine_master::daemon::private_dir(&syn.pki_dir)?;
+    let (keys, created) = KeyPair::load_or_generate(&syn.pki_dir, "minion")?;
     if created {
-        info!(pki_dir = %pki.display(), "generated the syndic's upstream key pair");
+        info!(pki_dir = %syn.pki_dir.display(), "generated the syndic's upstream key pair");
     }
-    info!(id = %cfg.id, fingerprint = %keys.public().fingerprint(), "syndic upstream key");
-    for m in &cfg.syndic_master {
-        let (host, port) = upstream::split_host_port(m, cfg.syndic_master_port);
-        tokio::spawn(brine_minion::daemon::watch_master_name(
-            brine_minion::daemon::MasterName {
+    info!(id = %syn.id, fingerprint = %keys.public().fingerprint(), "syndic upstream key");
+    for m in &syn.masters {
+        let (host, port) = upstream::split_host_port(m, syn.master_port);
+        tokio::spawn(link::watch_master_name(
+            MasterName {
                 key: "syndic_master",
                 host,
                 port,
-                origin: cfg.load_notes.origin("syndic_master").to_string(),
-                main_file: cfg.load_notes.main_file.clone(),
+                origin: syn.masters_origin.clone(),
+                main_file: syn.main_file.clone(),
             },
-            Duration::from_secs(5),
+            Duration::from_millis(syn.recon_max.max(1000)),
             shutdown.clone(),
         ));
     }
@@ -65,7 +60,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         cfg.syndic_spool_max,
     )?);
     let relayed = Arc::new(forward::Relayed::default());
-    let (up, mut jobs) = upstream::start(&cfg, Arc::new(keys), shutdown.clone());
+    let (up, mut jobs) = upstream::start(&syn, Arc::new(keys), shutdown.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
     let gate = Arc::new(forward::RosterGate::default());
     let interval = Duration::from_millis(cfg.syndic_forward_interval_ms.max(1));
