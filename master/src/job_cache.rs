@@ -474,7 +474,7 @@ fn listed_arguments(load: &JobLoad) -> Vec<serde_json::Value> {
     args
 }
 
-pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
+fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
@@ -501,8 +501,8 @@ fn connect(path: &Path) -> Result<Connection, JobCacheError> {
 }
 
 /// Open a SQLite file with what every Brine store uses: a busy timeout,
-/// the WAL journal and `synchronous=NORMAL` (shared with the spool).
-pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, rusqlite::Error> {
+/// the WAL journal and `synchronous=NORMAL`.
+fn open_wal(path: &Path, what: &str) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // journal_mode answers with the mode now in force; it reads the header,

@@ -14,8 +14,8 @@
 //!   peer holds its key; a captured one cannot be replayed).
 //! - [`keys`]: minion key states on disk under `pki_dir` (accepted, pending,
 //!   rejected, denied) and Salt's sign-in decision.
-//! - [`job_cache`]: SQLite job cache with a batching writer thread.
-//! - [`spool`]: durable FIFO of returns for a syndic's upward link.
+//! - [`job_cache`]: SQLite job cache with a batching writer thread, and a
+//!   syndic's outbox (returns on their way up, written with the return).
 //! - [`client_api`]: the local unix-socket channel the CLIs use.
 //! - [`runner`]: `salt-run` functions (`jobs.*`, `manage.*`).
 //! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
@@ -31,6 +31,5 @@ pub mod published;
 pub mod publisher;
 pub mod roster;
 pub mod runner;
-pub mod spool;
 
 pub use brine_common::output;
