@@ -7,9 +7,9 @@
 //! cancellation token stops it all.
 
 use crate::challenge::{Challenges, Check};
-use crate::job_cache::JobCache;
+use crate::job_cache::{JobCache, JobCacheOptions};
 use crate::keys::{KeyStore, SignIn};
-use crate::published::{self, JobScope, NotAdmitted, Published as PublishedJobs};
+use crate::published::{self, ForwardUp, JobScope, NotAdmitted, Published as PublishedJobs};
 use crate::publisher::{PublishError, Publisher};
 use crate::roster::{Expected, Roster};
 use brine_common::codec;
@@ -112,12 +112,11 @@ struct Session {
 
 /// Who wants to see returns. A job's watchers (`salt` on the client
 /// socket) are told a return only once the job cache has stored it, and
-/// told when it could not; `watch_all` (the syndic's forwarder) is told
-/// at once, its upper master stores it.
+/// told when it could not. (A syndic's forwarder reads the job cache's
+/// outbox instead.)
 #[derive(Default)]
 struct Watchers {
     by_jid: HashMap<String, Vec<JobWatcher>>,
-    all: Vec<mpsc::Sender<ReturnLoad>>,
 }
 
 /// What a job's watcher is told.
@@ -209,9 +208,6 @@ impl Watchers {
         before - self.by_jid.len()
     }
 }
-
-/// Returns queued for each `watch_all` consumer (the syndic's spool).
-const WATCH_ALL_QUEUE: usize = 20_000;
 
 /// Sign-ins waiting for an RSA worker. Beyond this a sign-in is dropped
 /// and counted (`auth_dropped`); the peer signs in again after its auth
@@ -365,8 +361,6 @@ pub struct MasterState {
     publish_key: RwLock<(u32, AesKey)>,
     watchers: Mutex<Watchers>,
     seen: Mutex<Dedup>,
-    /// Returns waiting for room in a full `watch_all` queue.
-    overflow: Mutex<Vec<(mpsc::Sender<ReturnLoad>, ReturnLoad)>>,
     jidgen: JidGen,
     challenges: Challenges,
     /// Jobs sent out by this master: which returns it admits.
@@ -416,7 +410,13 @@ impl Master {
         }
         let master_key = Arc::new(master_key);
         let keys = KeyStore::open(&cfg.pki_dir, cfg.auto_accept, cfg.autosign_file.as_deref())?;
-        let jobs = JobCache::open(&cfg.cachedir, cfg.keep_jobs)?;
+        let jobs = JobCache::open_with(
+            &cfg.cachedir,
+            JobCacheOptions {
+                keep_jobs_hours: cfg.keep_jobs,
+                outbox_max: cfg.syndic_spool_max,
+            },
+        )?;
         let ctx = zmq::Context::new();
         let iface = cfg.interface.to_string();
         let publisher = Publisher::bind(
@@ -487,7 +487,6 @@ impl Master {
             publish_key: RwLock::new((key_id, AesKey::random())),
             watchers: Mutex::new(Watchers::default()),
             seen: Mutex::new(Dedup::default()),
-            overflow: Mutex::new(Vec::new()),
             jidgen: JidGen::new(),
             challenges: Challenges::new(),
             sent: PublishedJobs::default(),
@@ -617,7 +616,7 @@ impl MasterState {
         };
         let rx = watch.then(|| self.watch_job(&jid));
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
-        self.remember_sent(&job);
+        self.remember_sent(&job, false);
         self.jobs.record_job(&job, &ids);
         if !minions.is_empty() {
             self.send_job(&job, &minions)?;
@@ -672,7 +671,7 @@ impl MasterState {
             });
         }
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
-        self.remember_sent(&job);
+        self.remember_sent(&job, true);
         self.jobs.record_job(&job, &ids);
         self.send_job(&job, &minions)?;
         Ok(minions)
@@ -684,8 +683,10 @@ impl MasterState {
         self.request_peers_dropped.load(Ordering::Relaxed)
     }
 
-    fn remember_sent(&self, job: &JobLoad) {
+    /// `from_above`: a job this syndic relays down (its returns go up).
+    fn remember_sent(&self, job: &JobLoad, from_above: bool) {
         match JobScope::of(job, &self.cfg.nodegroups) {
+            Ok(scope) if from_above => self.sent.insert(&job.jid, scope.relayed()),
             Ok(scope) => self.sent.insert(&job.jid, scope),
             // Parsed already before it was published; cannot happen.
             Err(e) => {
@@ -696,11 +697,16 @@ impl MasterState {
 
     /// The scope of a stored job: a load whose path does not name this
     /// master came up from the syndic at the end of its path (see
-    /// [`MasterState::job_from_below`]).
+    /// [`MasterState::job_from_below`]); one that names it after another
+    /// master came down from above (relayed).
     fn stored_scope(&self, load: &JobLoad) -> Option<JobScope> {
         let scope = JobScope::of(load, &self.cfg.nodegroups).ok()?;
         if load.path.contains(&self.cfg.id) {
-            Some(scope)
+            if load.path.first() != Some(&self.cfg.id) {
+                Some(scope.relayed())
+            } else {
+                Some(scope)
+            }
         } else {
             load.path.last().map(|s| scope.from_below(s))
         }
@@ -894,30 +900,21 @@ impl MasterState {
         JobReturns { rx, queue }
     }
 
-    /// Every return this master accepts (the syndic forwards them upward).
-    ///
-    /// The queue is bounded: when the consumer falls behind, the request
-    /// loop waits for it (see [`MasterState::drain_overflow`]), so the
-    /// back-pressure reaches the peers instead of memory growing.
-    pub fn watch_all(&self) -> mpsc::Receiver<ReturnLoad> {
-        let (tx, rx) = mpsc::channel(WATCH_ALL_QUEUE);
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all
-            .push(tx);
-        rx
-    }
-
     /// Accept a return (after authentication): dedup, store, tell watchers.
     /// Returns false for a duplicate.
     ///
-    /// The syndic's `watch_all` is told at once; the job's watchers once
-    /// the job cache has stored it ([`MasterState::return_written`]). A
-    /// copy that comes while the first is still being written is written
-    /// again (the job cache keeps one), so that whatever acknowledges the
-    /// copy waits for a commit too.
+    /// The job's watchers are told once the job cache has stored it
+    /// ([`MasterState::return_written`]). On a syndic, a return of a job
+    /// that goes up ([`ForwardUp::of`]) is queued in the job cache's
+    /// outbox in the same transaction, so its acknowledgement also means
+    /// "on its way up". A copy that comes while the first is still being
+    /// written is written again (the job cache keeps one), so that
+    /// whatever acknowledges the copy waits for a commit too.
     pub fn accept_return(self: &Arc<Self>, mut ret: ReturnLoad) -> bool {
+        let up = self
+            .sent
+            .get(&ret.jid)
+            .map_or(ForwardUp::Stay, |scope| ForwardUp::of(&self.cfg, &scope));
         let before = self
             .seen
             .lock()
@@ -932,8 +929,9 @@ impl MasterState {
                 bump(&self.counters.duplicate_returns);
                 let st = self.clone();
                 let (jid, id) = (ret.jid.clone(), ret.id.clone());
-                self.jobs.record_return_then(
+                self.jobs.record_return_up_then(
                     &ret,
+                    up,
                     Box::new(move |w| st.return_written(&jid, &id, None, w)),
                 );
                 return false;
@@ -948,27 +946,19 @@ impl MasterState {
                 us: now_us(),
             });
         }
-        let watched = {
-            let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            w.all.retain(|tx| match tx.try_send(ret.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(r)) => {
-                    self.overflow
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((tx.clone(), r));
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
-            w.by_jid.contains_key(&ret.jid)
-        };
+        let watched = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_jid
+            .contains_key(&ret.jid);
         let st = self.clone();
         let (jid, id) = (ret.jid.clone(), ret.id.clone());
         // Kept for the job's watchers only when it has some.
         let copy = watched.then(|| ret.clone());
-        self.jobs.record_return_then(
+        self.jobs.record_return_up_then(
             &ret,
+            up,
             Box::new(move |w| st.return_written(&jid, &id, copy, w)),
         );
         true
@@ -1044,23 +1034,6 @@ impl MasterState {
         }
         if list.is_empty() {
             g.by_jid.remove(jid);
-        }
-    }
-
-    /// Hand returns that did not fit a full `watch_all` queue to it,
-    /// waiting for room. Called by the request loop after each request, so
-    /// a slow consumer slows the loop down rather than buffering without
-    /// bound.
-    pub async fn drain_overflow(&self) {
-        let items = {
-            let mut g = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
-            if g.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *g)
-        };
-        for (tx, r) in items {
-            let _ = tx.send(r).await;
         }
     }
 
@@ -1563,7 +1536,6 @@ async fn request_loop(
             }
             Wire::Sealed { id, data } => {
                 state.handle_sealed(routing, &id, &data);
-                state.drain_overflow().await;
             }
             _ => {
                 bump(&state.counters.malformed_frames);
