@@ -11,6 +11,9 @@
 //! - [`session`]: the client side of the protocol without I/O (sign-in,
 //!   sealing, opening publishes), shared by minions, syndics and `loadtest`.
 //! - [`transport`]: zmq sockets on their own threads, bridged to tokio.
+//! - [`link`]: the authenticated link of a minion (or of a syndic, upward)
+//!   to its master, driving a [`session::ClientSession`] over a DEALER and
+//!   a SUB, with config-derived back-off ([`link::LinkConfig`]).
 //! - [`unfinished`]: the request port's bound on what a peer's unfinished
 //!   multipart message makes libzmq hold (per-connection TCP counters).
 //! - [`jid`]: Salt-shaped job ids.
@@ -35,6 +38,7 @@ pub mod crypto;
 pub mod exit;
 pub mod glob;
 pub mod jid;
+pub mod link;
 pub mod output;
 pub mod proto;
 pub mod session;

@@ -3,8 +3,9 @@
 //! the syndic above, every targeting type from the top, exact expected sets
 //! and "did not return" naming the syndic, targeted fan-out (a job never
 //! reaches a syndic whose subtree cannot match), speed, a refused fake
-//! syndic, a syndic killed mid-job, the master above down (spool), failover
-//! over a `syndic_master` list, and a 3-tier chain.
+//! syndic, a syndic killed mid-job, the master above down (the syndic's
+//! outbox), failover over a `syndic_master` list, and a 3-tier chain. A
+//! syndic killed again and again is `e2e_syndic_kill.rs`.
 
 use brine_common::proto::*;
 use brine_deploy::peer::HandPeer;
@@ -411,9 +412,9 @@ fn two_syndics_targeting_fanout_and_faults() {
     topo.spawn_minion("s2m3").expect("restart s2m3");
     topo.wait_up(&strings(&all), WAIT).expect("all up again");
 
-    // The master above down: syndic1 keeps serving its own minions, spools
-    // the returns of a job from above (also across a SIGKILL of the
-    // syndic) and forwards them when the top is back.
+    // The master above down: syndic1 keeps serving its own minions, keeps
+    // the returns of a job from above in its outbox (also across a SIGKILL
+    // of the syndic) and forwards them when the top is back.
     let out = topo
         .salt(&["s1*", "cmd.run", "sleep 2; echo late", "--async"])
         .expect("async");
@@ -591,7 +592,7 @@ fn three_tier_chain() {
     // Signed in again is not subscribed again: a minion's SUB socket
     // reconnects to the restarted leaf on its own back-off and misses
     // publishes until then. Wait until both answer a job of the leaf's own
-    // (its returns are not spooled upward, so no half batch is left).
+    // (its returns do not go upward, so no half batch is left).
     let t = &topo;
     t.eventually(WAIT, "both leaf minions get jobs again", || {
         t.cli(

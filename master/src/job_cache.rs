@@ -28,7 +28,21 @@
 //! older than `keep_jobs` hours (judged by the time in their jid) are deleted
 //! with everything stored for them, by the writer at start and every ten
 //! minutes (`keep_jobs = 0` keeps jobs forever).
+//!
+//! **The outbox** (a syndic's returns on their way up): a return queued
+//! with [`ForwardUp::Relayed`] or [`ForwardUp::Published`]
+//! ([`JobCache::record_return_up_then`]) gets an `outbox` row naming it *in
+//! the same transaction* as the return itself, so a return acknowledged to
+//! its minion is also on its way up, whenever the syndic is killed. The
+//! forwarder reads the outbox in order from a cursor
+//! ([`JobCache::outbox_after`], woken by [`JobCache::outbox_wakeup`]) and
+//! deletes what the master above acknowledged ([`JobCache::outbox_ack`]).
+//! Sequence numbers only grow (also across restarts and an emptied
+//! outbox). The outbox holds at most `outbox_max` rows
+//! (`syndic_spool_max`): beyond it the oldest are dropped in the same
+//! transaction, counted (`outbox_dropped`) and logged.
 
+use crate::published::ForwardUp;
 use brine_common::codec;
 use brine_common::glob::Glob;
 use brine_common::jid::is_jid;
@@ -58,8 +72,12 @@ pub const BATCH_MAX: usize = 1000;
 /// How often the writer deletes expired jobs.
 pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(600);
 
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version kept in `PRAGMA user_version`: 1 had no outbox; 2 adds
+/// it ([`init_schema`] migrates 1 to 2).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Most rows in the outbox when the opener sets no bound.
+pub const OUTBOX_MAX_DEFAULT: usize = 1_000_000;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,6 +121,37 @@ CREATE TABLE IF NOT EXISTS returns (
     PRIMARY KEY (jid, minion)
 ) WITHOUT ROWID;
 ";
+
+/// Version 2: returns on their way to the master above, by reference (the
+/// return itself is stored once, in `returns`). `up` is the
+/// [`ForwardUp`] code ([`up_code`]). AUTOINCREMENT: a sequence number is
+/// never given out twice, even after the table was emptied.
+const SCHEMA_OUTBOX: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    jid    TEXT NOT NULL,
+    minion TEXT NOT NULL,
+    up     INTEGER NOT NULL
+);
+";
+
+/// How a [`ForwardUp`] is stored in `outbox.up`.
+fn up_code(up: ForwardUp) -> i64 {
+    match up {
+        ForwardUp::Stay => 0,
+        ForwardUp::Relayed => 1,
+        ForwardUp::Published => 2,
+    }
+}
+
+fn up_of(code: i64) -> ForwardUp {
+    match code {
+        2 => ForwardUp::Published,
+        // 1, or anything unknown: the job came from above (its load is
+        // never sent up for it).
+        _ => ForwardUp::Relayed,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobCacheError {
@@ -210,6 +259,11 @@ pub struct JobCacheStats {
     pub carry_dropped: u64,
     /// Whether the last batch failed (the job cache is failing now).
     pub failing: bool,
+    /// Returns waiting in the outbox for the master above.
+    pub outbox_len: u64,
+    /// Outbox rows dropped: the oldest past `outbox_max`, or a stored
+    /// return that could not be decoded any more.
+    pub outbox_dropped: u64,
 }
 
 /// Counters shared by the handles and the writer thread.
@@ -226,6 +280,9 @@ struct Counters {
     carried: AtomicU64,
     carry_dropped: AtomicU64,
     failing: std::sync::atomic::AtomicBool,
+    /// Kept by the writer (the only one that changes the outbox).
+    outbox_len: AtomicU64,
+    outbox_dropped: AtomicU64,
 }
 
 /// Called on the writer thread once a queued return is committed or its
@@ -262,8 +319,23 @@ enum Op {
         jid: String,
         minion: String,
         blob: Vec<u8>,
+        /// Also queued for the master above (an outbox row) when stored.
+        up: ForwardUp,
         /// Told the outcome (see [`JobCache::record_return_then`]).
         done: Option<DoneHook>,
+    },
+    /// The master above has every outbox row up to `up_to`.
+    OutboxAck {
+        up_to: i64,
+    },
+    /// Outbox rows whose return cannot be read any more.
+    OutboxForget {
+        seqs: Vec<i64>,
+    },
+    /// Returns of an older syndic's spool: stored if missing and queued in
+    /// the outbox whatever was stored before.
+    OutboxImport {
+        items: Vec<(String, String, Vec<u8>, ForwardUp)>,
     },
 }
 
@@ -336,6 +408,8 @@ struct Inner {
     /// Reads have their own connection so they never queue behind writes.
     reader: Mutex<Connection>,
     counters: Arc<Counters>,
+    /// Told (by the writer) when a commit added outbox rows.
+    outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Inner {
@@ -400,7 +474,7 @@ fn listed_arguments(load: &JobLoad) -> Vec<serde_json::Value> {
     args
 }
 
-pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
+fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
@@ -427,8 +501,8 @@ fn connect(path: &Path) -> Result<Connection, JobCacheError> {
 }
 
 /// Open a SQLite file with what every Brine store uses: a busy timeout,
-/// the WAL journal and `synchronous=NORMAL` (shared with the spool).
-pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, rusqlite::Error> {
+/// the WAL journal and `synchronous=NORMAL`.
+fn open_wal(path: &Path, what: &str) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // journal_mode answers with the mode now in force; it reads the header,
@@ -465,24 +539,67 @@ fn init_schema(conn: &Connection, path: &Path) -> Result<(), JobCacheError> {
             found,
         });
     }
-    conn.execute_batch(SCHEMA).map_err(db)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    // 0 (a new file) and 1 get the tables they lack; the version is
+    // raised in the same transaction, so a crash leaves the old version.
+    let tx = conn.unchecked_transaction().map_err(db)?;
+    tx.execute_batch(SCHEMA).map_err(db)?;
+    tx.execute_batch(SCHEMA_OUTBOX).map_err(db)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(db)?;
+    tx.commit().map_err(db)?;
+    if found == 1 {
+        info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "job cache schema migrated (outbox added)");
+    }
     Ok(())
+}
+
+/// What [`JobCache::open_with`] sets besides the directory.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCacheOptions {
+    /// Hours jobs are kept (`keep_jobs`); 0 keeps them forever.
+    pub keep_jobs_hours: u64,
+    /// Most outbox rows (`syndic_spool_max`).
+    pub outbox_max: usize,
+}
+
+impl JobCacheOptions {
+    /// `keep_jobs_hours` and the default outbox bound.
+    pub fn keep_jobs(keep_jobs_hours: u64) -> Self {
+        JobCacheOptions {
+            keep_jobs_hours,
+            outbox_max: OUTBOX_MAX_DEFAULT,
+        }
+    }
+}
+
+/// One return on its way up, as [`JobCache::outbox_after`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// Its place in the outbox: acknowledging it acknowledges all before.
+    pub seq: i64,
+    /// [`ForwardUp::Relayed`] or [`ForwardUp::Published`].
+    pub up: ForwardUp,
+    pub ret: ReturnLoad,
 }
 
 impl JobCache {
     /// Open (or create) `cachedir/jobs.sqlite` and start the writer thread.
     /// `keep_jobs_hours = 0` keeps jobs forever.
     pub fn open(cachedir: &Path, keep_jobs_hours: u64) -> Result<Self, JobCacheError> {
-        Self::open_with_capacity(cachedir, keep_jobs_hours, CHANNEL_CAPACITY)
+        Self::open_with(cachedir, JobCacheOptions::keep_jobs(keep_jobs_hours))
+    }
+
+    /// [`JobCache::open`] with every option (a syndic bounds its outbox).
+    pub fn open_with(cachedir: &Path, opts: JobCacheOptions) -> Result<Self, JobCacheError> {
+        Self::open_with_capacity(cachedir, opts, CHANNEL_CAPACITY)
     }
 
     fn open_with_capacity(
         cachedir: &Path,
-        keep_jobs_hours: u64,
+        opts: JobCacheOptions,
         capacity: usize,
     ) -> Result<Self, JobCacheError> {
+        let keep_jobs_hours = opts.keep_jobs_hours;
         std::fs::create_dir_all(cachedir).map_err(|source| JobCacheError::CreateDir {
             path: cachedir.to_path_buf(),
             source,
@@ -500,11 +617,22 @@ impl JobCache {
 
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let counters = Arc::new(Counters::default());
+        let waiting = count_outbox(&writer_conn).map_err(|source| JobCacheError::Db {
+            path: path.clone(),
+            source,
+        })?;
+        counters.outbox_len.store(waiting, Ordering::Relaxed);
+        if waiting > 0 {
+            info!(path = %path.display(), returns = waiting, "outbox holds returns from before for the master above");
+        }
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let writer = Writer {
             conn: writer_conn,
             path: path.clone(),
             counters: counters.clone(),
             keep_jobs_hours,
+            outbox_max: opts.outbox_max as u64,
+            outbox_wake: outbox_wake.clone(),
             pending_error: None,
             carry: std::collections::VecDeque::new(),
             lost: std::collections::HashSet::new(),
@@ -522,6 +650,7 @@ impl JobCache {
                 writer: Mutex::new(Some(handle)),
                 reader: Mutex::new(reader),
                 counters,
+                outbox_wake,
             }),
         })
     }
@@ -603,17 +732,25 @@ impl JobCache {
 
     /// Store one return; a later one for the same (jid, minion) is ignored.
     pub fn record_return(&self, ret: &ReturnLoad) {
-        self.queue_return(ret, None);
+        self.queue_return(ret, ForwardUp::Stay, None);
     }
 
     /// Store one return and call `done` (on the writer thread) once it is
     /// committed or its batch failed for good. `done` is not called when
     /// the cache is closed (logged).
     pub fn record_return_then(&self, ret: &ReturnLoad, done: ReturnDone) {
-        self.queue_return(ret, Some(DoneHook(done)));
+        self.queue_return(ret, ForwardUp::Stay, Some(DoneHook(done)));
     }
 
-    fn queue_return(&self, ret: &ReturnLoad, done: Option<DoneHook>) {
+    /// [`JobCache::record_return_then`], and when `up` says so, queue the
+    /// return for the master above in the same transaction (an outbox row,
+    /// added only if this copy is the one stored). `done` then means
+    /// "stored and on its way up".
+    pub fn record_return_up_then(&self, ret: &ReturnLoad, up: ForwardUp, done: ReturnDone) {
+        self.queue_return(ret, up, Some(DoneHook(done)));
+    }
+
+    fn queue_return(&self, ret: &ReturnLoad, up: ForwardUp, done: Option<DoneHook>) {
         let blob = match codec::encode(ret) {
             Ok(b) => b,
             Err(e) => {
@@ -631,6 +768,7 @@ impl JobCache {
             jid: ret.jid.clone(),
             minion: ret.id.clone(),
             blob,
+            up,
             done,
         };
         if !self.enqueue(Msg::Op(op, std::thread::current().id())) {
@@ -873,6 +1011,8 @@ impl JobCache {
             carried: c.carried.load(Ordering::Relaxed),
             carry_dropped: c.carry_dropped.load(Ordering::Relaxed),
             failing: c.failing.load(Ordering::Relaxed),
+            outbox_len: c.outbox_len.load(Ordering::Relaxed),
+            outbox_dropped: c.outbox_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -902,6 +1042,115 @@ impl JobCache {
         }
     }
 
+    /// Up to `limit` returns of the outbox after sequence number `cursor`,
+    /// oldest first (nothing is removed: see [`JobCache::outbox_ack`]). Only
+    /// committed rows are seen. A row whose return cannot be decoded any
+    /// more is skipped, counted in `outbox_dropped`, logged and deleted.
+    pub fn outbox_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, JobCacheError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut bad = Vec::new();
+        {
+            let conn = lock(&self.inner.reader);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.seq, o.up, o.jid, o.minion, r.ret FROM outbox o
+                     JOIN returns r ON r.jid = o.jid AND r.minion = o.minion
+                     WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2",
+                )
+                .map_err(|e| self.db_err(e))?;
+            let rows = stmt
+                .query_map(params![cursor, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
+                })
+                .map_err(|e| self.db_err(e))?;
+            for row in rows {
+                let (seq, up, jid, minion, blob) = row.map_err(|e| self.db_err(e))?;
+                match codec::decode::<ReturnLoad>(&blob, usize::MAX) {
+                    Ok(ret) => out.push(OutboxEntry {
+                        seq,
+                        up: up_of(up),
+                        ret,
+                    }),
+                    Err(e) => {
+                        warn!(path = %self.inner.path.display(), seq, jid = %jid, minion = %minion, error = %e, "undecodable return in the outbox dropped");
+                        bad.push(seq);
+                    }
+                }
+            }
+        }
+        if !bad.is_empty() {
+            self.inner
+                .counters
+                .outbox_dropped
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+            self.enqueue(Msg::Op(
+                Op::OutboxForget { seqs: bad },
+                std::thread::current().id(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The master above has every outbox row up to and including `up_to`:
+    /// delete them (queued to the writer; a lost ack only means they are
+    /// sent again, and the master above keeps the first copy).
+    pub fn outbox_ack(&self, up_to: i64) {
+        if !self.enqueue(Msg::Op(
+            Op::OutboxAck { up_to },
+            std::thread::current().id(),
+        )) {
+            error!("job cache is closed; outbox acknowledgement dropped");
+        }
+    }
+
+    /// Returns waiting in the outbox (committed).
+    pub fn outbox_len(&self) -> usize {
+        usize::try_from(self.inner.counters.outbox_len.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Notified (one stored permit) after every commit that added outbox
+    /// rows: the forwarder waits on it instead of polling.
+    pub fn outbox_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.outbox_wake.clone()
+    }
+
+    /// Queue returns for the master above whatever was stored before (an
+    /// older syndic's spool, imported once at start), storing those the
+    /// job cache lacks. Waits for the commit.
+    pub fn outbox_import(&self, items: &[(ReturnLoad, ForwardUp)]) -> Result<(), JobCacheError> {
+        let mut encoded = Vec::with_capacity(items.len());
+        for (ret, up) in items {
+            match codec::encode(ret) {
+                Ok(blob) => encoded.push((ret.jid.clone(), ret.id.clone(), blob, *up)),
+                Err(e) => {
+                    warn!(jid = %ret.jid, minion = %ret.id, error = %e, "return cannot be encoded, not imported")
+                }
+            }
+        }
+        if !self.enqueue(Msg::Op(
+            Op::OutboxImport { items: encoded },
+            std::thread::current().id(),
+        )) {
+            return Err(JobCacheError::WriterGone);
+        }
+        self.flush()
+    }
+
     /// Commit everything queued and stop the writer thread. The writer is
     /// shared: other clones can still read, but their writes are refused
     /// (and logged) afterwards.
@@ -918,6 +1167,11 @@ struct BatchCounts {
     jobs: u64,
     returns: u64,
     duplicates: u64,
+    /// Outbox rows added, deleted as acknowledged (or unreadable), and
+    /// dropped past the bound.
+    outbox_added: u64,
+    outbox_removed: u64,
+    outbox_dropped: u64,
 }
 
 /// A notification and how many of its batch's writes were queued before it.
@@ -956,6 +1210,9 @@ struct Writer {
     path: PathBuf,
     counters: Arc<Counters>,
     keep_jobs_hours: u64,
+    /// Most outbox rows; the oldest beyond are dropped.
+    outbox_max: u64,
+    outbox_wake: Arc<tokio::sync::Notify>,
     /// First failure since the last flush, reported to that flush.
     pending_error: Option<String>,
     /// Job records and expected sets of failed batches, oldest first,
@@ -1150,7 +1407,11 @@ impl Writer {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(50 << attempt));
             }
-            match apply(&mut self.conn, ops, now_us()) {
+            let outbox = OutboxBound {
+                len: self.counters.outbox_len.load(Ordering::Relaxed),
+                max: self.outbox_max,
+            };
+            match apply(&mut self.conn, ops, now_us(), outbox) {
                 Ok(c) => {
                     let k = &self.counters;
                     k.jobs_written.fetch_add(c.jobs, Ordering::Relaxed);
@@ -1160,6 +1421,7 @@ impl Writer {
                     if c.duplicates > 0 {
                         debug!(duplicates = c.duplicates, "duplicate returns ignored");
                     }
+                    self.outbox_committed(&c);
                     return true;
                 }
                 Err(e) => {
@@ -1183,6 +1445,30 @@ impl Writer {
         false
     }
 
+    /// Keep the outbox count in step with a committed batch; log drops
+    /// (the first and then at powers of two) and wake the forwarder.
+    fn outbox_committed(&self, c: &BatchCounts) {
+        if c.outbox_added == 0 && c.outbox_removed == 0 && c.outbox_dropped == 0 {
+            return;
+        }
+        let k = &self.counters;
+        let len = k.outbox_len.load(Ordering::Relaxed);
+        let len = (len + c.outbox_added).saturating_sub(c.outbox_removed + c.outbox_dropped);
+        k.outbox_len.store(len, Ordering::Relaxed);
+        if c.outbox_dropped > 0 {
+            let before = k
+                .outbox_dropped
+                .fetch_add(c.outbox_dropped, Ordering::Relaxed);
+            let after = before + c.outbox_dropped;
+            if before == 0 || before.ilog2() != after.ilog2() {
+                warn!(path = %self.path.display(), dropped = after, max = self.outbox_max, "outbox full (syndic_spool_max): the oldest returns waiting for the master above were dropped");
+            }
+        }
+        if c.outbox_added > 0 {
+            self.outbox_wake.notify_one();
+        }
+    }
+
     /// Delete jobs (and what belongs to them) older than `keep_jobs`.
     fn expire(&mut self) -> Result<usize, JobCacheError> {
         if self.keep_jobs_hours == 0 {
@@ -1195,6 +1481,10 @@ impl Writer {
             path: self.path.clone(),
             source,
         })?;
+        // Expired jobs take their outbox rows along: count again.
+        if let Ok(len) = count_outbox(&self.conn) {
+            self.counters.outbox_len.store(len, Ordering::Relaxed);
+        }
         if n > 0 {
             self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
             info!(
@@ -1207,11 +1497,33 @@ impl Writer {
     }
 }
 
-/// Write one batch in one transaction.
-fn apply(conn: &mut Connection, ops: &[Op], now: i64) -> rusqlite::Result<BatchCounts> {
+/// The outbox's row count before a batch, and its bound.
+#[derive(Debug, Clone, Copy)]
+struct OutboxBound {
+    len: u64,
+    max: u64,
+}
+
+/// Rows in the outbox (at open and after expiry).
+fn count_outbox(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Write one batch in one transaction: a stored return and its outbox row
+/// commit together, and the outbox is cut back to its bound (oldest
+/// first) before the commit.
+fn apply(
+    conn: &mut Connection,
+    ops: &[Op],
+    now: i64,
+    outbox: OutboxBound,
+) -> rusqlite::Result<BatchCounts> {
     let tx = conn.transaction()?;
     let mut counts = BatchCounts::default();
     {
+        let mut ins_out =
+            tx.prepare_cached("INSERT INTO outbox (jid, minion, up) VALUES (?1, ?2, ?3)")?;
         let mut ins_job = tx.prepare_cached(
             "INSERT OR IGNORE INTO jobs (jid, fun, tgt, tgt_type, user, start_us, load)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1247,15 +1559,50 @@ fn apply(conn: &mut Connection, ops: &[Op], now: i64) -> rusqlite::Result<BatchC
                     }
                 }
                 Op::Return {
-                    jid, minion, blob, ..
+                    jid,
+                    minion,
+                    blob,
+                    up,
+                    ..
                 } => {
                     if ins_ret.execute(params![jid, minion, now, blob])? == 0 {
                         counts.duplicates += 1;
                     } else {
                         counts.returns += 1;
+                        if up.goes_up() {
+                            ins_out.execute(params![jid, minion, up_code(*up)])?;
+                            counts.outbox_added += 1;
+                        }
+                    }
+                }
+                Op::OutboxAck { up_to } => {
+                    counts.outbox_removed +=
+                        tx.execute("DELETE FROM outbox WHERE seq <= ?1", params![up_to])? as u64;
+                }
+                Op::OutboxForget { seqs } => {
+                    for seq in seqs {
+                        counts.outbox_removed +=
+                            tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])? as u64;
+                    }
+                }
+                Op::OutboxImport { items } => {
+                    for (jid, minion, blob, up) in items {
+                        if ins_ret.execute(params![jid, minion, now, blob])? > 0 {
+                            counts.returns += 1;
+                        }
+                        ins_out.execute(params![jid, minion, up_code(*up)])?;
+                        counts.outbox_added += 1;
                     }
                 }
             }
+        }
+        let len = (outbox.len + counts.outbox_added).saturating_sub(counts.outbox_removed);
+        if len > outbox.max {
+            let excess = len - outbox.max;
+            counts.outbox_dropped = tx.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?1)",
+                params![i64::try_from(excess).unwrap_or(i64::MAX)],
+            )? as u64;
         }
     }
     tx.commit()?;
@@ -1274,10 +1621,20 @@ fn expire_before(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> 
         "DELETE FROM job_minions WHERE jid IN (SELECT jid FROM jobs WHERE start_us < ?1)",
         params![cutoff],
     )?;
+    tx.execute(
+        "DELETE FROM outbox WHERE jid IN (SELECT jid FROM jobs WHERE start_us < ?1)",
+        params![cutoff],
+    )?;
     let n = tx.execute("DELETE FROM jobs WHERE start_us < ?1", params![cutoff])?;
     tx.execute(
         "DELETE FROM returns WHERE stored_us < ?1 AND jid NOT IN (SELECT jid FROM jobs)",
         params![cutoff],
+    )?;
+    // Rows whose return is gone (an unknown job's, expired just above).
+    tx.execute(
+        "DELETE FROM outbox WHERE NOT EXISTS
+           (SELECT 1 FROM returns r WHERE r.jid = outbox.jid AND r.minion = outbox.minion)",
+        [],
     )?;
     tx.execute(
         "DELETE FROM job_minions WHERE added_us < ?1 AND jid NOT IN (SELECT jid FROM jobs)",
@@ -1393,6 +1750,8 @@ mod tests {
             path: path.clone(),
             counters: Arc::new(Counters::default()),
             keep_jobs_hours: 0,
+            outbox_max: OUTBOX_MAX_DEFAULT as u64,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             pending_error: None,
             carry: std::collections::VecDeque::new(),
             lost: std::collections::HashSet::new(),
@@ -1424,6 +1783,7 @@ mod tests {
                 jid: jid.into(),
                 minion: id.into(),
                 blob: codec::encode(&ret(jid, id, json!(true))).expect("encode"),
+                up: ForwardUp::Stay,
                 done: Some(DoneHook(Box::new(move |w: ReturnWritten| {
                     lock(&o).push(format!("{who}:{}", w.stored))
                 }))),
@@ -1706,7 +2066,8 @@ mod tests {
     #[test]
     fn full_queue_blocks_callers_and_loses_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cache = JobCache::open_with_capacity(dir.path(), 0, 4).expect("open");
+        let cache = JobCache::open_with_capacity(dir.path(), JobCacheOptions::keep_jobs(0), 4)
+            .expect("open");
         let jid = "20261126155839000006";
         cache.record_job(&job(jid, "test.ping", "*"), &[]);
         cache.flush().expect("flush");
@@ -1741,7 +2102,8 @@ mod tests {
     #[test]
     fn async_caller_waiting_for_room_does_not_stall_the_runtime() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cache = JobCache::open_with_capacity(dir.path(), 0, 4).expect("open");
+        let cache = JobCache::open_with_capacity(dir.path(), JobCacheOptions::keep_jobs(0), 4)
+            .expect("open");
         let jid = "20261126155839000007";
         cache.record_job(&job(jid, "test.ping", "*"), &[]);
         cache.flush().expect("flush");
@@ -1823,5 +2185,286 @@ mod tests {
             .lookup_jid("20261126155839000007")
             .expect("lookup")
             .is_none());
+    }
+
+    /// Record returns of `ids` to `jid` going up as `up`; wait for the
+    /// commit.
+    fn up_returns(cache: &JobCache, jid: &str, ids: &[&str], up: ForwardUp) {
+        for id in ids {
+            cache.record_return_up_then(&ret(jid, id, json!(id)), up, Box::new(|_| {}));
+        }
+        cache.flush().expect("flush");
+    }
+
+    fn outbox_ids(cache: &JobCache, cursor: i64) -> Vec<String> {
+        cache
+            .outbox_after(cursor, 100)
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.ret.id)
+            .collect()
+    }
+
+    #[test]
+    fn a_return_and_its_outbox_row_commit_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000010";
+        let wake = cache.outbox_wakeup();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = cache.clone();
+        cache.record_return_up_then(
+            &ret(jid, "m1", json!(1)),
+            ForwardUp::Relayed,
+            Box::new(move |w| {
+                // Runs after the commit: the return and its outbox row are
+                // both there, or neither would be.
+                let stored = reader.get_return(jid, "m1").ok().flatten().is_some();
+                let queued = reader.outbox_after(i64::MIN, 10).ok().map(|v| v.len());
+                let _ = tx.send((w.stored, stored, queued));
+            }),
+        );
+        let (ok, stored, queued) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("hook");
+        assert!(ok && stored);
+        assert_eq!(queued, Some(1));
+        assert_eq!(cache.outbox_len(), 1);
+        // The forwarder is woken (a stored permit: it need not be waiting).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), wake.notified())
+                .await
+                .expect("woken");
+        });
+        // A duplicate adds no second row; a return that stays adds none.
+        up_returns(&cache, jid, &["m1"], ForwardUp::Relayed);
+        up_returns(&cache, jid, &["m2"], ForwardUp::Stay);
+        cache.record_return(&ret(jid, "m3", json!(3)));
+        up_returns(&cache, jid, &["m4"], ForwardUp::Published);
+        let all = cache.outbox_after(i64::MIN, 10).expect("outbox");
+        assert_eq!(
+            all.iter()
+                .map(|e| (e.ret.id.as_str(), e.up))
+                .collect::<Vec<_>>(),
+            [("m1", ForwardUp::Relayed), ("m4", ForwardUp::Published)]
+        );
+        assert_eq!(all[0].ret, ret(jid, "m1", json!(1)));
+        assert_eq!(cache.outbox_len(), 2);
+        assert_eq!(cache.stats().outbox_len, 2);
+    }
+
+    #[test]
+    fn a_failed_batch_queues_nothing_for_the_master_above() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(DB_FILE);
+        let mut conn = connect(&path).expect("connect");
+        init_schema(&conn, &path).expect("schema");
+        let jid = "20261126155839000011";
+        let op = |id: &str| Op::Return {
+            jid: jid.into(),
+            minion: id.into(),
+            blob: codec::encode(&ret(jid, id, json!(id))).expect("encode"),
+            up: ForwardUp::Relayed,
+            done: None,
+        };
+        // A second return whose outbox insert fails (the table is gone)
+        // takes the first, committed-looking one down with it.
+        let bound = OutboxBound { len: 0, max: 10 };
+        apply(&mut conn, &[op("m1")], now_us(), bound).expect("first batch");
+        conn.execute_batch("ALTER TABLE outbox RENAME TO outbox_gone")
+            .expect("rename");
+        assert!(apply(&mut conn, &[op("m2")], now_us(), bound).is_err());
+        let returns: i64 = conn
+            .query_row("SELECT COUNT(*) FROM returns", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(returns, 1, "m2's return went with its outbox row");
+    }
+
+    #[test]
+    fn the_outbox_is_read_from_a_cursor_and_acknowledged_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jid = "20261126155839000012";
+        let last;
+        {
+            let cache = JobCache::open(dir.path(), 0).expect("open");
+            up_returns(&cache, jid, &["a", "b", "c", "d", "e"], ForwardUp::Relayed);
+            let head = cache.outbox_after(i64::MIN, 2).expect("head");
+            assert_eq!(
+                head.iter().map(|e| e.ret.id.as_str()).collect::<Vec<_>>(),
+                ["a", "b"]
+            );
+            assert!(head[0].seq < head[1].seq);
+            // The cursor moves on without removing anything.
+            assert_eq!(outbox_ids(&cache, head[1].seq), ["c", "d", "e"]);
+            assert_eq!(cache.outbox_len(), 5);
+            cache.outbox_ack(head[1].seq);
+            cache.flush().expect("flush");
+            assert_eq!(cache.outbox_len(), 3);
+            assert_eq!(outbox_ids(&cache, i64::MIN), ["c", "d", "e"]);
+            last = cache.outbox_after(i64::MIN, 10).expect("all")[2].seq;
+            assert!(cache.outbox_after(last, 10).expect("after").is_empty());
+            assert!(cache.outbox_after(i64::MIN, 0).expect("none").is_empty());
+        }
+        // A restart finds what was not acknowledged, and sequence numbers
+        // keep growing once the outbox was emptied.
+        let cache = JobCache::open(dir.path(), 0).expect("reopen");
+        assert_eq!(cache.outbox_len(), 3);
+        assert_eq!(outbox_ids(&cache, i64::MIN), ["c", "d", "e"]);
+        cache.outbox_ack(last);
+        cache.flush().expect("flush");
+        assert_eq!(cache.outbox_len(), 0);
+        up_returns(&cache, jid, &["f"], ForwardUp::Relayed);
+        let f = cache.outbox_after(i64::MIN, 10).expect("f");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].seq > last, "sequence number reused");
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open_with(
+            dir.path(),
+            JobCacheOptions {
+                keep_jobs_hours: 0,
+                outbox_max: 3,
+            },
+        )
+        .expect("open");
+        let jid = "20261126155839000013";
+        up_returns(&cache, jid, &["a", "b"], ForwardUp::Relayed);
+        up_returns(&cache, jid, &["c", "d", "e"], ForwardUp::Relayed);
+        assert_eq!(outbox_ids(&cache, i64::MIN), ["c", "d", "e"]);
+        let s = cache.stats();
+        assert_eq!((s.outbox_len, s.outbox_dropped), (3, 2));
+        // The returns themselves stay in the job cache.
+        assert_eq!(
+            cache
+                .lookup_jid(jid)
+                .expect("lookup")
+                .expect("job")
+                .returns
+                .len(),
+            5
+        );
+        // Room again after an acknowledgement.
+        let first = cache.outbox_after(i64::MIN, 1).expect("first")[0].seq;
+        cache.outbox_ack(first);
+        up_returns(&cache, jid, &["f"], ForwardUp::Relayed);
+        assert_eq!(outbox_ids(&cache, i64::MIN), ["d", "e", "f"]);
+        assert_eq!(cache.stats().outbox_dropped, 2);
+    }
+
+    #[test]
+    fn an_undecodable_outbox_return_is_dropped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jid = "20261126155839000014";
+        {
+            let cache = JobCache::open(dir.path(), 0).expect("open");
+            up_returns(&cache, jid, &["a", "b"], ForwardUp::Relayed);
+        }
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("side connection");
+            conn.execute("UPDATE returns SET ret = x'c1' WHERE minion = 'a'", [])
+                .expect("garble");
+        }
+        let cache = JobCache::open(dir.path(), 0).expect("reopen");
+        assert_eq!(outbox_ids(&cache, i64::MIN), ["b"]);
+        cache.flush().expect("flush");
+        assert_eq!(cache.stats().outbox_dropped, 1);
+        assert_eq!(cache.outbox_len(), 1, "the bad row is deleted");
+    }
+
+    #[test]
+    fn a_version_1_cache_gets_an_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        let jid = "20261126155839000015";
+        {
+            let conn = Connection::open(&path).expect("v1");
+            conn.execute_batch(SCHEMA).expect("v1 schema");
+            conn.pragma_update(None, "user_version", 1).expect("v1");
+            conn.execute(
+                "INSERT INTO returns (jid, minion, stored_us, ret) VALUES (?1, 'old', 0, ?2)",
+                params![
+                    jid,
+                    codec::encode(&ret(jid, "old", json!(0))).expect("encode")
+                ],
+            )
+            .expect("v1 return");
+        }
+        let cache = JobCache::open(dir.path(), 0).expect("migrated");
+        let version: i64 = lock(&cache.inner.reader)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(cache.outbox_len(), 0);
+        assert!(cache.get_return(jid, "old").expect("read").is_some());
+        up_returns(&cache, jid, &["new"], ForwardUp::Relayed);
+        assert_eq!(outbox_ids(&cache, i64::MIN), ["new"]);
+        drop(cache);
+        // A newer version than this build knows is refused.
+        let conn = Connection::open(&path).expect("conn");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("bump");
+        drop(conn);
+        assert!(matches!(
+            JobCache::open(dir.path(), 0),
+            Err(JobCacheError::Schema { .. })
+        ));
+    }
+
+    #[test]
+    fn imported_returns_are_queued_whatever_was_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = JobCache::open(dir.path(), 0).expect("open");
+        let jid = "20261126155839000016";
+        // Stored before, but its spool entry never went up.
+        cache.record_return(&ret(jid, "a", json!("first")));
+        cache
+            .outbox_import(&[
+                (ret(jid, "a", json!("spooled")), ForwardUp::Relayed),
+                (ret(jid, "b", json!("b")), ForwardUp::Published),
+            ])
+            .expect("import");
+        let all = cache.outbox_after(i64::MIN, 10).expect("outbox");
+        assert_eq!(
+            all.iter()
+                .map(|e| (e.ret.id.as_str(), e.up))
+                .collect::<Vec<_>>(),
+            [("a", ForwardUp::Relayed), ("b", ForwardUp::Published)]
+        );
+        assert_eq!(all[0].ret.ret, json!("first"), "the stored copy wins");
+        assert_eq!(cache.outbox_len(), 2);
+    }
+
+    #[test]
+    fn expired_jobs_leave_the_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = "20000101000000000000";
+        let fresh = JidGen::new().next();
+        {
+            let cache = JobCache::open(dir.path(), 0).expect("open");
+            cache.record_job(&job(old, "test.ping", "*"), &names(&["m1"]));
+            cache.record_job(&job(&fresh, "test.ping", "*"), &names(&["m1"]));
+            up_returns(&cache, old, &["m1"], ForwardUp::Relayed);
+            up_returns(&cache, &fresh, &["m1"], ForwardUp::Relayed);
+            // A return of a job never recorded here, stored long ago.
+            up_returns(&cache, "19990101000000000000", &["m2"], ForwardUp::Relayed);
+        }
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("side connection");
+            conn.execute("UPDATE returns SET stored_us = 0 WHERE minion = 'm2'", [])
+                .expect("age");
+        }
+        let cache = JobCache::open(dir.path(), 1).expect("expires at open");
+        cache.flush().expect("flush");
+        let left = cache.outbox_after(i64::MIN, 10).expect("outbox");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].ret.jid, fresh);
+        assert_eq!(cache.outbox_len(), 1);
     }
 }

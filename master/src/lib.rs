@@ -19,8 +19,8 @@
 //!   peer holds its key; a captured one cannot be replayed).
 //! - [`keys`]: minion key states on disk under `pki_dir` (accepted, pending,
 //!   rejected, denied) and Salt's sign-in decision.
-//! - [`job_cache`]: SQLite job cache with a batching writer thread.
-//! - [`spool`]: durable FIFO of returns for a syndic's upward link.
+//! - [`job_cache`]: SQLite job cache with a batching writer thread, and a
+//!   syndic's outbox (returns on their way up, written with the return).
 //! - `client_server`: the master's side of the local unix-socket channel
 //!   the CLIs use (`brine_common::client` is theirs).
 //! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`).
@@ -39,7 +39,6 @@ pub(crate) mod request_server;
 pub mod roster;
 pub(crate) mod runner;
 pub(crate) mod sessions;
-pub mod spool;
 pub mod state;
 
 pub use brine_common::output;

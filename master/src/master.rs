@@ -7,7 +7,7 @@
 //! The syndic embeds a master this way. Nothing here holds state of its
 //! own: it is all in [`crate::state::MasterState`].
 
-use crate::job_cache::JobCache;
+use crate::job_cache::{JobCache, JobCacheOptions};
 use crate::keys::KeyStore;
 use crate::publisher::{PublishError, Publisher};
 use crate::request_server::{self, RequestServerError};
@@ -80,7 +80,13 @@ impl Master {
         }
         let master_key = Arc::new(master_key);
         let keys = KeyStore::open(&cfg.pki_dir, cfg.auto_accept, cfg.autosign_file.as_deref())?;
-        let jobs = JobCache::open(&cfg.cachedir, cfg.keep_jobs)?;
+        let jobs = JobCache::open_with(
+            &cfg.cachedir,
+            JobCacheOptions {
+                keep_jobs_hours: cfg.keep_jobs,
+                outbox_max: cfg.syndic_spool_max,
+            },
+        )?;
         let ctx = zmq::Context::new();
         let publisher = Publisher::bind(
             &ctx,

@@ -14,7 +14,13 @@
 //! checked against the job cache (its stored load and expected set), and
 //! the job is then kept here again. The expected sets themselves stay in
 //! the job cache: at 5000 minions a job they would cost ~250 KB each here.
+//!
+//! A scope also says where its job came from, which decides whether a
+//! syndic sends the job's returns up ([`ForwardUp::of`]): a job relayed
+//! down from the master above ([`JobScope::relayed`]) always, one published
+//! here or sent up from below only with `syndic_forward_all`.
 
+use brine_common::config::MasterConfig;
 use brine_common::proto::JobLoad;
 use brine_common::target::{self, Target};
 use std::collections::BTreeMap;
@@ -31,6 +37,9 @@ pub struct JobScope {
     /// For a job relayed *up* from a syndic (`syndic_forward_all`), that
     /// syndic: only minions behind it may return to the job.
     origin: Option<String>,
+    /// The job came down from the master above (this master is a syndic
+    /// and relayed it): its returns go up.
+    relayed: bool,
 }
 
 impl JobScope {
@@ -40,6 +49,7 @@ impl JobScope {
             target,
             delimiter,
             origin: None,
+            relayed: false,
         }
     }
 
@@ -51,6 +61,18 @@ impl JobScope {
         let target =
             target::parse_with_delimiter(&load.tgt, load.tgt_type, nodegroups, &load.delimiter)?;
         Ok(Self::new(target, load.delimiter.clone()))
+    }
+
+    /// This scope, marked as a job that came from the master above (a
+    /// syndic relaying it down).
+    pub fn relayed(mut self) -> Self {
+        self.relayed = true;
+        self
+    }
+
+    /// Did the job come down from the master above?
+    pub fn from_above(&self) -> bool {
+        self.relayed
     }
 
     /// This scope, restricted to the subtree of `syndic` (a job that
@@ -68,6 +90,42 @@ impl JobScope {
     /// Whether the job's target reaches minion `id` with `grains`.
     pub fn reaches(&self, id: &str, grains: &serde_json::Value) -> bool {
         self.target.matches(id, grains, &self.delimiter)
+    }
+}
+
+/// Whether a return accepted here goes on to the master above, and what
+/// it needs there first. Decided once per return, from its job's scope,
+/// and stored with it in the job cache's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardUp {
+    /// Stays here: not a syndic, or a job published here without
+    /// `syndic_forward_all`.
+    Stay,
+    /// A job relayed down from above: the master above knows it.
+    Relayed,
+    /// A job published here or sent up from below, forwarded with
+    /// `syndic_forward_all`: its load goes up (`SyndicJob`) before its
+    /// first return.
+    Published,
+}
+
+impl ForwardUp {
+    /// The decision for a return to the job of `scope` on master `cfg`.
+    pub fn of(cfg: &MasterConfig, scope: &JobScope) -> Self {
+        if !cfg.is_syndic() {
+            ForwardUp::Stay
+        } else if scope.from_above() {
+            ForwardUp::Relayed
+        } else if cfg.syndic_forward_all {
+            ForwardUp::Published
+        } else {
+            ForwardUp::Stay
+        }
+    }
+
+    /// Goes up at all?
+    pub fn goes_up(self) -> bool {
+        self != ForwardUp::Stay
     }
 }
 
@@ -189,6 +247,25 @@ mod tests {
         let s = JobScope::of(&g, &BTreeMap::new()).expect("scope");
         assert!(s.reaches("x", &json!({"os": "Debian"})));
         assert!(!s.reaches("x", &json!({"os": "Arch"})));
+    }
+
+    #[test]
+    fn returns_go_up_from_a_syndic_only() {
+        let j = load("20261202000000000001", "*", TargetType::Glob);
+        let here = JobScope::of(&j, &BTreeMap::new()).expect("scope");
+        let above = here.clone().relayed();
+        assert!(above.from_above() && !here.from_above());
+        let mut cfg = MasterConfig::default();
+        assert_eq!(ForwardUp::of(&cfg, &above), ForwardUp::Stay, "a top master");
+        cfg.syndic_master = vec!["top".into()];
+        assert_eq!(ForwardUp::of(&cfg, &above), ForwardUp::Relayed);
+        assert_eq!(ForwardUp::of(&cfg, &here), ForwardUp::Stay);
+        cfg.syndic_forward_all = true;
+        assert_eq!(ForwardUp::of(&cfg, &above), ForwardUp::Relayed);
+        assert_eq!(ForwardUp::of(&cfg, &here), ForwardUp::Published);
+        let below = here.from_below("s9");
+        assert_eq!(ForwardUp::of(&cfg, &below), ForwardUp::Published);
+        assert!(!ForwardUp::Stay.goes_up() && ForwardUp::Published.goes_up());
     }
 
     #[test]

@@ -233,7 +233,6 @@ async fn request_loop(
             }
             Wire::Sealed { id, data } => {
                 server.handle_sealed(routing, &id, &data);
-                server.state.drain_overflow().await;
             }
             _ => {
                 bump(&counters.malformed_frames);

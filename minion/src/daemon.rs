@@ -3,13 +3,13 @@
 //! runner that runs each job in its own task, so a slow job never holds up
 //! the next one. A master name that does not resolve is said once at WARN
 //! (the name, the file that set it), then retried quietly
-//! ([`watch_master_name`]); the link keeps reconnecting meanwhile.
+//! ([`link::watch_master_name`]); the link keeps reconnecting meanwhile.
 
 use crate::exec::{Ctx, MinionEvent, Registry};
-use crate::link::{self, LinkConfig, LinkHandle};
 use crate::running::{RunningInfo, RunningJobs};
 use brine_common::config::MinionConfig;
 use brine_common::crypto::KeyPair;
+use brine_common::link::{self, LinkConfig, LinkHandle, MasterName};
 use brine_common::proto::*;
 use brine_common::target;
 use std::collections::BTreeMap;
@@ -58,23 +58,8 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         grains: g2.read().map(|g| g.clone()).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     });
-    let lcfg = LinkConfig {
-        id: cfg.id.clone(),
-        role: Role::Minion,
-        master: cfg.master.clone(),
-        master_port: cfg.master_port,
-        pki_dir: cfg.pki_dir.clone(),
-        pin_file: cfg.pki_dir.join("minion_master.pub"),
-        master_finger: cfg.master_finger.clone(),
-        acceptance_wait_time: cfg.acceptance_wait_time,
-        acceptance_wait_time_max: cfg.acceptance_wait_time_max,
-        recon_default: cfg.recon_default,
-        recon_max: cfg.recon_max,
-        recon_randomize: cfg.recon_randomize,
-        random_reauth_delay: cfg.random_reauth_delay,
-        max_frame: cfg.max_frame_bytes,
-    };
-    tokio::spawn(watch_master_name(
+    let lcfg = LinkConfig::from(&cfg);
+    tokio::spawn(link::watch_master_name(
         MasterName {
             key: "master",
             host: cfg.master.clone(),
@@ -118,91 +103,6 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
     }
     let _ = link_task.await;
     Ok(())
-}
-
-/// A configured master name to watch: the option (`master`,
-/// `syndic_master`), its value, where it was set and the main config file
-/// (named when the option was not set at all).
-#[derive(Debug, Clone)]
-pub struct MasterName {
-    pub key: &'static str,
-    pub host: String,
-    pub port: u16,
-    pub origin: String,
-    pub main_file: std::path::PathBuf,
-}
-
-/// First wait between name lookups; doubles up to the caller's bound.
-const RESOLVE_FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Resolve the master's name until it resolves or `shutdown`: the first
-/// failure is logged at WARN with the name, the option and the file it
-/// came from (libzmq retries an unresolvable name silently, so a minion
-/// left with Salt's default `salt` would otherwise wait forever without a
-/// word), later ones at debug with back-off up to `max_wait`. An IP
-/// address needs no lookup.
-pub async fn watch_master_name(
-    name: MasterName,
-    max_wait: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    if name.host.parse::<std::net::IpAddr>().is_ok() {
-        return;
-    }
-    let mut warned = false;
-    let mut wait = RESOLVE_FIRST_WAIT;
-    let mut failures = 0u64;
-    loop {
-        let res = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = tokio::net::lookup_host((name.host.as_str(), name.port)) => r,
-        };
-        let why = match res {
-            Ok(mut addrs) => match addrs.next() {
-                Some(addr) => {
-                    if warned {
-                        info!(master = %name.host, address = %addr, failures, "the master's name resolves now");
-                    } else {
-                        debug!(master = %name.host, address = %addr, "master name resolved");
-                    }
-                    return;
-                }
-                None => "no addresses".to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        failures += 1;
-        if !warned {
-            warned = true;
-            if name.origin == brine_common::config::DEFAULTS_ORIGIN {
-                warn!(
-                    key = name.key,
-                    master = %name.host,
-                    file = %name.main_file.display(),
-                    error = %why,
-                    "{} is not set in the config file and the default name does not resolve; set {} to the master's host name or address (still retrying)",
-                    name.key,
-                    name.key
-                );
-            } else {
-                warn!(
-                    key = name.key,
-                    master = %name.host,
-                    file = %name.origin,
-                    error = %why,
-                    "cannot resolve the master's name; fix {} or the resolver (still retrying)",
-                    name.key
-                );
-            }
-        } else {
-            debug!(master = %name.host, failures, retry_in_ms = wait.as_millis() as u64, error = %why, "master name still does not resolve");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(max_wait.max(RESOLVE_FIRST_WAIT));
-    }
 }
 
 struct Runner {

@@ -2,9 +2,9 @@
 //! execution modules a job runs.
 //!
 //! # Layout
-//! - [`link`]: the authenticated link to a master (sign-in, heartbeats,
-//!   verified jobs in, acknowledged requests out); the syndic reuses it.
-//! - [`daemon`]: the minion daemon: matcher and one task per job.
+//! - [`daemon`]: the minion daemon: matcher and one task per job, over
+//!   the authenticated link to its master ([`brine_common::link`], which
+//!   the syndic's upstream link shares).
 //! - [`call`]: the `salt-call` command.
 //! - [`exec`]: the execution-module registry (`test`, `cmd`, `grains`,
 //!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
@@ -18,5 +18,4 @@ pub mod call;
 pub mod daemon;
 pub mod exec;
 pub mod grains;
-pub mod link;
 pub mod running;

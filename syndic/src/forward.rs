@@ -1,177 +1,104 @@
-//! Upward traffic of a syndic: returns and roster.
+//! Upward traffic of a syndic: one [`Forwarder`] sends the roster and the
+//! returns to the master above as one ordered stream.
 //!
-//! Returns of jobs that came from above (and, with `syndic_forward_all`,
-//! of jobs published at this syndic or sent up to it from below) are
-//! written to a durable spool
-//! (SQLite) as they arrive, then forwarded in batches (every
-//! `syndic_forward_interval_ms` or `syndic_forward_batch` returns) and
-//! deleted from the spool only once the master above acknowledged the
-//! batch. So a syndic killed mid-job, or cut off from the master above,
-//! loses nothing it had received; the spool is bounded and counts what it
-//! would drop. The subtree is reported upward as roster deltas (a full
-//! report after every new upstream session). A job that did not come from
-//! above has its load sent up ([`RequestBody::SyndicJob`]) and
-//! acknowledged before any of its returns, so the master above knows the
-//! job (scoped to this syndic's subtree) when they arrive.
+//! The returns come from the job cache's outbox, where the downstream
+//! master wrote each one in the same transaction as the return itself
+//! (jobs relayed from above, and with `syndic_forward_all` the jobs
+//! published here or sent up from below), before it acknowledged it to its
+//! minion. The forwarder reads the outbox from a cursor, sends batches
+//! (every `syndic_forward_interval_ms`, or as soon as
+//! `syndic_forward_batch` returns wait) with up to [`MAX_IN_FLIGHT`]
+//! requests on their way at once, and deletes a batch from the outbox
+//! ([`Below::outbox_ack`]) only once the master above answered it. After a
+//! new upstream session, or a request not answered in time, it starts
+//! again from the oldest unacknowledged return (the master above keeps the
+//! first copy). So a syndic killed at any moment, or cut off from above,
+//! loses nothing it acknowledged.
+//!
+//! What a batch needs above travels in the same stream just before it, and
+//! the batch waits for its answer: the full roster report at the start of
+//! a session, a delta naming minions no acknowledged report has named yet
+//! (a master above refuses returns of minions outside a syndic's reported
+//! subtree, and a refused return is gone), and the load of a job published
+//! here ([`RequestBody::SyndicJob`]). Roster deltas also go up on their own
+//! at least every second when the subtree changed.
+//!
+//! The state machine is written against two small traits, [`Below`] (the
+//! outbox and the roster) and [`Uplink`] (send a request, learn its
+//! answer), so it is tested without sockets, on paused time.
 
 use crate::upstream::Upstream;
-use brine_common::proto::{RequestBody, ReturnLoad};
-use brine_master::spool::Spool;
+use brine_common::proto::{JobLoad, RequestBody, ReturnLoad, RosterDelta};
+use brine_master::job_cache::OutboxEntry;
+use brine_master::published::ForwardUp;
 use brine_master::state::MasterState;
-use brine_minion::link::LinkHandle;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Where recent jobs came from: jid → relayed from above (true) or
-/// published here or sent up from below (false). Bounded; a jid not in memory (older, or from
-/// before a restart) is looked up in the job cache once and remembered.
-#[derive(Default)]
-pub struct Relayed {
-    seen: Mutex<(HashMap<String, bool>, VecDeque<String>)>,
+/// Requests (batches, roster reports, job loads) sent upward and not yet
+/// answered, at most. Each batch waits for the master above to commit it,
+/// so this caps a syndic at `MAX_IN_FLIGHT x syndic_forward_batch` returns
+/// per round trip: with 4 (2000 returns) and a ~100 ms round trip to a
+/// busy top, 2000 minions returning 10 jobs a second were right at the
+/// cap. 16 x 500 returns is ~8 MB held at most.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How long the master above has to answer a request before everything
+/// not acknowledged is sent again.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the forwarder looks again while not signed in above.
+const LINK_POLL: Duration = Duration::from_millis(200);
+
+/// Jids whose load the master above has answered, remembered (the master
+/// above keeps them in its job cache, so this outlives sessions); the
+/// oldest are forgotten first, and a forgotten one is only sent again.
+const JOBS_UP_MAX: usize = 100_000;
+
+/// The side below the forwarder: the outbox and the roster of the subtree.
+pub trait Below: Send + Sync + 'static {
+    /// Up to `limit` outbox entries after `cursor`, oldest first (empty on
+    /// a read error, which the implementation logs).
+    fn outbox_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> impl Future<Output = Vec<OutboxEntry>> + Send;
+    /// The master above has every entry up to `up_to`.
+    fn outbox_ack(&self, up_to: i64) -> impl Future<Output = ()> + Send;
+    /// Entries waiting (sent or not).
+    fn outbox_len(&self) -> usize;
+    /// Resolves once entries were added since it last resolved.
+    fn outbox_added(&self) -> impl Future<Output = ()> + Send;
+    /// The roster's version: it grows with every change of the subtree.
+    fn roster_version(&self) -> u64;
+    /// What changed after `version` (all of it for 0) and the version now.
+    fn roster_delta_since(&self, version: u64) -> (RosterDelta, u64);
+    /// How many of `ids` joined after roster version `version`.
+    fn unreported(&self, ids: &[&str], version: u64) -> usize;
+    /// The stored load of a job published here (None if unknown).
+    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send;
 }
 
-const RELAYED_MAX: usize = 100_000;
-
-impl Relayed {
-    /// This job came from above.
-    pub fn insert(&self, jid: &str) {
-        self.remember(jid, true);
-    }
-
-    fn remember(&self, jid: &str, above: bool) {
-        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0.insert(jid.to_string(), above).is_none() {
-            g.1.push_back(jid.to_string());
-            while g.1.len() > RELAYED_MAX {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn get(&self, jid: &str) -> Option<bool> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .get(jid)
-            .copied()
-    }
+/// The link to the master above, as the forwarder uses it.
+pub trait Uplink: Send + Sync + 'static {
+    /// The current session above: changes with every sign-in and every
+    /// failover, never otherwise; None while not signed in.
+    fn session(&self) -> Option<u64>;
+    /// Send `body` after everything sent before it. The answer: `true`
+    /// acknowledged, `false` refused; a dropped sender means the request
+    /// may not have arrived (no session, or a new one began).
+    fn send(&self, body: RequestBody) -> oneshot::Receiver<bool>;
 }
 
-/// Did this job come from above? Memory first; otherwise the job cache is
-/// flushed and read once for the jid (blocking: call from a blocking
-/// thread), so the returns of jobs published here cost one lookup per job,
-/// not one per return.
-fn from_above(state: &MasterState, relayed: &Relayed, jid: &str) -> bool {
-    if let Some(above) = relayed.get(jid) {
-        return above;
-    }
-    let _ = state.jobs().flush();
-    match state.jobs().lookup_jid(jid) {
-        Ok(Some(rec)) => {
-            // Relayed jobs carry this syndic in their path after the
-            // master(s) above; one published here starts with it, and one
-            // sent up from below does not name it.
-            let me = &state.cfg().id;
-            let above =
-                rec.load.path.first().is_some_and(|p| p != me) && rec.load.path.contains(me);
-            relayed.remember(jid, above);
-            above
-        }
-        // Unknown or unreadable: not remembered, asked again next time.
-        _ => false,
-    }
-}
-
-/// Collect returns into the spool (one transaction per burst).
-pub async fn spool_returns(
-    state: Arc<MasterState>,
-    relayed: Arc<Relayed>,
-    spool: Arc<Spool>,
-    mut rx: mpsc::Receiver<ReturnLoad>,
-    wake: Arc<tokio::sync::Notify>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = rx.recv() => r,
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < 5000 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let st = state.clone();
-        let rel = relayed.clone();
-        let sp = spool.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let all = st.cfg().syndic_forward_all;
-            let keep: Vec<ReturnLoad> = batch
-                .into_iter()
-                .filter(|r| all || from_above(&st, &rel, &r.jid))
-                .collect();
-            if keep.is_empty() {
-                return Ok(0);
-            }
-            sp.push(&keep)
-        })
-        .await;
-        match res {
-            Ok(Ok(n)) if n > 0 => wake.notify_one(),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not spool returns"),
-            Err(e) => warn!(error = %e, "spool task failed"),
-        }
-    }
-}
-
-/// Which upstream session has an acknowledged full roster report. Returns
-/// are forwarded only within that session: a master that does not know a
-/// syndic's subtree yet refuses its returns, and a refused return is gone.
-///
-/// It also knows which roster version the master above has acknowledged
-/// in that session, and wakes the reporter when a return waits for a
-/// minion that joined after the last report.
-#[derive(Default)]
-pub struct RosterGate {
-    /// Session id (see [`Upstream::session`]; 0 = none yet) and the roster
-    /// version acknowledged in it.
-    reported: Mutex<(u64, u64)>,
-    /// Ask for a report now instead of at the next tick.
-    report_now: tokio::sync::Notify,
-    /// A report was acknowledged (a held batch looks again).
-    opened: tokio::sync::Notify,
-}
-
-impl RosterGate {
-    fn open(&self, session: u64, version: u64) {
-        *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = (session, version);
-        self.opened.notify_one();
-    }
-
-    /// May returns go up in this session?
-    pub fn is_open(&self, session: u64) -> bool {
-        session != 0 && self.reported(session).is_some()
-    }
-
-    /// The roster version acknowledged above in `session`.
-    fn reported(&self, session: u64) -> Option<u64> {
-        let (s, v) = *self.reported.lock().unwrap_or_else(|e| e.into_inner());
-        (s == session).then_some(v)
-    }
-}
-
-/// When batches of returns go up: `syndic_forward_interval_ms` and
+/// When batches leave: `syndic_forward_interval_ms` and
 /// `syndic_forward_batch`.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
@@ -179,309 +106,484 @@ pub struct Pace {
     pub batch: usize,
 }
 
-/// How long a batch waits for a roster report naming a minion that joined
-/// after the last one. Reports go every second at most and are asked for
-/// at once, so this is only reached when reporting is failing; the batch
-/// then goes anyway (the master above may refuse those returns).
-const ROSTER_WAIT: Duration = Duration::from_secs(5);
-
-/// Batches sent upward and not yet answered, at most. Each waits for the
-/// master above to commit it to its job cache, so this caps a syndic at
-/// `MAX_IN_FLIGHT x batch` returns per round trip: with 4 (2000 returns)
-/// and a ~100 ms round trip to a busy top, 2000 minions returning 10 jobs
-/// a second were right at the cap, and a hiccup left a backlog (10 s of
-/// returns) that never drained. 16 x 500 returns is ~8 MB held at most.
-const MAX_IN_FLIGHT: usize = 16;
-
-/// How long the master above has to answer a batch before it is sent
-/// again (the link also resends it after a new sign-in).
-const BATCH_ACK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One batch on its way up: spool sequence numbers and the answer.
-struct InFlight {
-    first: i64,
-    last: i64,
-    n: usize,
-    ack: std::pin::Pin<Box<tokio::time::Timeout<tokio::sync::oneshot::Receiver<bool>>>>,
+impl Pace {
+    /// How often roster deltas go up on their own: with the returns, but
+    /// between 200 ms and 1 s.
+    fn roster_every(&self) -> Duration {
+        self.interval
+            .clamp(Duration::from_millis(200), Duration::from_secs(1))
+    }
 }
 
-/// Send spooled returns upward in batches; delete each batch from the
-/// spool once the master above acknowledged it.
-///
-/// A batch leaves as soon as `pace.batch` returns are waiting, or
-/// `pace.interval` after the previous one left, whichever comes first. Up
-/// to [`MAX_IN_FLIGHT`] batches are on their way at once; a batch that is
-/// not answered in time, or a new upstream session, sends everything still
-/// in the spool again (the master above keeps the first copy of a return).
-#[allow(clippy::too_many_arguments)]
-pub async fn forward_returns(
-    state: Arc<MasterState>,
-    relayed: Arc<Relayed>,
-    up: Upstream,
-    gate: Arc<RosterGate>,
-    spool: Arc<Spool>,
-    pace: Pace,
-    wake: Arc<tokio::sync::Notify>,
-    shutdown: CancellationToken,
-) {
-    let (interval, batch) = (pace.interval, pace.batch.max(1));
-    // Jobs not from above whose load the master above has answered
-    // (`syndic_forward_all`); it keeps them in its job cache, so this
-    // outlives upstream sessions.
-    let sent_up = Relayed::default();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    // Highest spool sequence number handed to the current session.
-    let mut sent_upto = i64::MIN;
-    let mut session = 0u64;
-    let mut last_sent = tokio::time::Instant::now();
-    // Since when the next batch waits for a roster report.
-    let mut held_since: Option<tokio::time::Instant> = None;
-    loop {
-        let link = up.session().filter(|(s, _)| gate.is_open(*s));
-        let mut holding = false;
-        if let Some((sess, _)) = &link {
-            if *sess != session {
-                // New session above: whatever was on its way may be lost.
-                session = *sess;
-                in_flight.clear();
-                sent_upto = i64::MIN;
+/// What one request on its way up carries.
+#[derive(Debug)]
+enum Item {
+    /// A roster report up to this roster version.
+    Roster { version: u64 },
+    /// The load of a job published here.
+    Job { jid: String },
+    /// Outbox entries up to `last` (and after the previous batch).
+    Batch { last: i64, returns: usize },
+}
+
+/// One request on its way up and its answer (with its deadline).
+struct InFlight {
+    item: Item,
+    answer: Pin<Box<tokio::time::Timeout<oneshot::Receiver<bool>>>>,
+}
+
+/// Jids remembered up to a bound, oldest forgotten first.
+#[derive(Default)]
+struct JidSet {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl JidSet {
+    fn insert(&mut self, jid: &str) {
+        if self.set.insert(jid.to_string()) {
+            self.order.push_back(jid.to_string());
+            while self.order.len() > JOBS_UP_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
             }
         }
-        let on_way: usize = in_flight.iter().map(|f| f.n).sum();
-        let sp = spool.clone();
-        let waiting = tokio::task::spawn_blocking(move || sp.len())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0)
-            .saturating_sub(on_way);
-        let due = waiting >= batch || (waiting > 0 && last_sent.elapsed() >= interval);
-        if let (Some((_, link)), true, true) = (&link, due, in_flight.len() < MAX_IN_FLIGHT) {
-            let sp = spool.clone();
-            let after = sent_upto;
-            let items = match tokio::task::spawn_blocking(move || sp.peek_after(after, batch)).await
-            {
-                Ok(Ok(i)) => i,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "cannot read the spool");
-                    vec![]
+    }
+
+    fn contains(&self, jid: &str) -> bool {
+        self.set.contains(jid)
+    }
+}
+
+/// Why the next batch cannot go yet.
+#[derive(Debug, PartialEq, Eq)]
+enum Fill {
+    /// Nothing (more) to send now.
+    Idle,
+    /// The window is full, or the batch waits for an answer to something
+    /// it needs (a roster report, a job's load).
+    Waiting,
+}
+
+/// The one task that sends a syndic's roster and returns upward.
+pub struct Forwarder<B, U> {
+    below: B,
+    up: U,
+    pace: Pace,
+    /// The upstream session this state belongs to (0: none yet).
+    session: u64,
+    /// Highest outbox sequence number sent in this session.
+    cursor: i64,
+    /// Requests on their way, oldest first; answered in this order.
+    window: VecDeque<InFlight>,
+    /// Roster version the master above acknowledged in this session.
+    roster_acked: Option<u64>,
+    /// Roster version of the report on its way, if one is.
+    roster_sent: Option<u64>,
+    last_report: Instant,
+    last_batch: Instant,
+    /// Jobs published here whose load the master above answered.
+    jobs_up: JidSet,
+    /// Jobs whose load is on its way.
+    jobs_sent: HashSet<String>,
+}
+
+impl<B: Below, U: Uplink> Forwarder<B, U> {
+    pub fn new(below: B, up: U, pace: Pace) -> Self {
+        let now = Instant::now();
+        Forwarder {
+            below,
+            up,
+            pace: Pace {
+                interval: pace.interval,
+                batch: pace.batch.max(1),
+            },
+            session: 0,
+            cursor: i64::MIN,
+            window: VecDeque::new(),
+            roster_acked: None,
+            roster_sent: None,
+            last_report: now,
+            last_batch: now,
+            jobs_up: JidSet::default(),
+            jobs_sent: HashSet::new(),
+        }
+    }
+
+    /// Forward until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let signed_in = match self.up.session() {
+                Some(s) => {
+                    if s != self.session {
+                        self.new_session(s);
+                    }
+                    true
                 }
-                Err(_) => vec![],
+                None => false,
             };
-            // Returns of minions no acknowledged roster report has named
-            // yet: the master above would refuse them (not in this
-            // syndic's subtree), and a refused return is gone.
-            let waiting_for = gate.reported(session).map_or(0, |v| {
-                state
-                    .roster()
-                    .unreported(items.iter().map(|(_, r)| r.id.as_str()), v)
-            });
-            if waiting_for > 0 {
-                let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() < ROSTER_WAIT {
-                    holding = true;
-                    gate.report_now.notify_one();
-                } else {
-                    warn!(
-                        returns = waiting_for,
-                        "minions not yet in a roster report above after {} s; sending their returns anyway",
-                        ROSTER_WAIT.as_secs()
-                    );
+            let fill = if signed_in {
+                self.fill().await
+            } else {
+                Fill::Idle
+            };
+            let pause = self.pause(signed_in, &fill);
+            let (window, below) = (&mut self.window, &self.below);
+            let answer = async {
+                match window.front_mut() {
+                    Some(f) => f.answer.as_mut().await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = answer => self.answered(a).await,
+                _ = below.outbox_added() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            if holding {
-                debug!(
-                    returns = waiting_for,
-                    "batch waits for a roster report naming its minions"
-                );
-            } else if state.cfg().syndic_forward_all
-                && !send_jobs_up(&state, &relayed, &sent_up, link, &items, &shutdown).await
+        }
+    }
+
+    /// A new session above: whatever was on its way may be lost, and the
+    /// master there knows nothing of this subtree yet (it may have
+    /// restarted, or be another master after a failover).
+    fn new_session(&mut self, session: u64) {
+        if self.session != 0 {
+            info!(
+                waiting = self.below.outbox_len(),
+                "new session above: roster and unacknowledged returns go up again"
+            );
+        }
+        self.session = session;
+        self.restart();
+    }
+
+    /// Send again from the oldest unacknowledged return, after a full
+    /// roster report.
+    fn restart(&mut self) {
+        self.window.clear();
+        self.cursor = i64::MIN;
+        self.roster_acked = None;
+        self.roster_sent = None;
+        self.jobs_sent.clear();
+    }
+
+    fn send(&mut self, body: RequestBody, item: Item) {
+        let answer = self.up.send(body);
+        self.window.push_back(InFlight {
+            item,
+            answer: Box::pin(tokio::time::timeout(ACK_TIMEOUT, answer)),
+        });
+    }
+
+    /// Send a roster report of what changed after the acknowledged
+    /// version (everything at the start of a session).
+    fn report_roster(&mut self) {
+        let since = self.roster_acked.unwrap_or(0);
+        let (delta, version) = self.below.roster_delta_since(since);
+        debug!(
+            entries = delta.upsert.len(),
+            removed = delta.remove.len(),
+            full = delta.full,
+            version,
+            "roster report upward"
+        );
+        self.roster_sent = Some(version);
+        self.last_report = Instant::now();
+        self.send(RequestBody::Roster(delta), Item::Roster { version });
+    }
+
+    /// Returns waiting in the outbox and not yet on their way.
+    fn waiting(&self) -> usize {
+        let on_way: usize = self
+            .window
+            .iter()
+            .map(|f| match f.item {
+                Item::Batch { returns, .. } => returns,
+                _ => 0,
+            })
+            .sum();
+        self.below.outbox_len().saturating_sub(on_way)
+    }
+
+    /// Send what is due, in order, while the window has room.
+    async fn fill(&mut self) -> Fill {
+        // Bounded: every round sends one request into a window of
+        // MAX_IN_FLIGHT, or returns.
+        loop {
+            if self.window.len() >= MAX_IN_FLIGHT {
+                return Fill::Waiting;
+            }
+            let Some(acked) = self.roster_acked else {
+                // The session's full report goes first; nothing else
+                // goes before it is answered.
+                if self.roster_sent.is_none() {
+                    self.report_roster();
+                }
+                return Fill::Waiting;
+            };
+            if self.roster_sent.is_none()
+                && self.below.roster_version() != acked
+                && self.last_report.elapsed() >= self.pace.roster_every()
             {
-                // A job's load was not acknowledged above: its returns
-                // would be refused, so the batch waits for the next round.
-                last_sent = tokio::time::Instant::now();
-            } else if let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) {
-                held_since = None;
-                let (first, last) = (*first, *last);
-                let rets: Vec<ReturnLoad> = items.into_iter().map(|(_, r)| r).collect();
-                let n = rets.len();
-                let ack = link.send_acked(RequestBody::SyndicReturns(rets));
-                in_flight.push_back(InFlight {
-                    first,
-                    last,
-                    n,
-                    ack: Box::pin(tokio::time::timeout(BATCH_ACK_TIMEOUT, ack)),
-                });
-                sent_upto = last;
-                last_sent = tokio::time::Instant::now();
-                // Fill the pipeline before waiting.
+                self.report_roster();
                 continue;
             }
-            if !holding {
-                // Counted but not readable (an undecodable entry was just
-                // removed): wait an interval rather than spin.
-                last_sent = tokio::time::Instant::now();
+            let waiting = self.waiting();
+            let due = waiting >= self.pace.batch
+                || (waiting > 0 && self.last_batch.elapsed() >= self.pace.interval);
+            if !due {
+                return Fill::Idle;
             }
+            let entries = self.below.outbox_after(self.cursor, self.pace.batch).await;
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                // Counted but not readable (dropped meanwhile): wait an
+                // interval rather than spin.
+                self.last_batch = Instant::now();
+                return Fill::Idle;
+            };
+            if self.needs_roster(&entries, acked) || self.needs_jobs(&entries).await {
+                return Fill::Waiting;
+            }
+            let returns: Vec<ReturnLoad> = entries.into_iter().map(|e| e.ret).collect();
+            let n = returns.len();
+            self.send(
+                RequestBody::SyndicReturns(returns),
+                Item::Batch { last, returns: n },
+            );
+            self.cursor = last;
+            self.last_batch = Instant::now();
         }
-        // Wait for an answer, new returns, the interval or the link.
-        let pause = match (&link, waiting) {
-            // Held: look again when a report is acknowledged, or give up
-            // waiting after ROSTER_WAIT.
-            _ if holding => {
-                held_since.map_or(Duration::ZERO, |t| ROSTER_WAIT.saturating_sub(t.elapsed()))
+    }
+
+    /// Whether `entries` name minions that joined after the acknowledged
+    /// report; if so a report naming them is sent (unless one is on its
+    /// way: the batch waits for its answer either way).
+    fn needs_roster(&mut self, entries: &[OutboxEntry], acked: u64) -> bool {
+        let ids: Vec<&str> = entries.iter().map(|e| e.ret.id.as_str()).collect();
+        let missing = self.below.unreported(&ids, acked);
+        if missing == 0 {
+            return false;
+        }
+        if self.roster_sent.is_none() {
+            debug!(
+                returns = missing,
+                "batch waits for a roster report naming its minions"
+            );
+            self.report_roster();
+        }
+        true
+    }
+
+    /// Whether `entries` hold returns of jobs published here whose load
+    /// the master above has not answered; the loads not yet on their way
+    /// are sent (as many as the window takes).
+    async fn needs_jobs(&mut self, entries: &[OutboxEntry]) -> bool {
+        let mut jids: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.up == ForwardUp::Published)
+            .map(|e| e.ret.jid.as_str())
+            .filter(|j| !self.jobs_up.contains(j))
+            .collect();
+        jids.sort_unstable();
+        jids.dedup();
+        let mut waits = false;
+        for jid in jids {
+            if self.jobs_sent.contains(jid) {
+                waits = true;
+                continue;
             }
-            (None, _) => Duration::from_millis(200),
-            (Some(_), 0) => Duration::from_secs(1),
-            (Some(_), _) if in_flight.len() >= MAX_IN_FLIGHT => Duration::from_secs(1),
-            (Some(_), _) => interval.saturating_sub(last_sent.elapsed()),
-        };
-        let answer = async {
-            match in_flight.front_mut() {
-                Some(f) => f.ack.as_mut().await,
-                None => std::future::pending().await,
+            if self.window.len() >= MAX_IN_FLIGHT {
+                return true;
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            acked = answer => {
-                let Some(f) = in_flight.pop_front() else { continue };
-                match acked {
-                    Ok(Ok(ok)) => {
-                        // Acknowledged, or refused for minions outside the
-                        // subtree the master above acknowledged (logged and
-                        // counted by the link): either way it is settled.
-                        let sp = spool.clone();
-                        let (first, last) = (f.first, f.last);
-                        if let Ok(Err(e)) =
-                            tokio::task::spawn_blocking(move || sp.ack_range(first, last)).await
-                        {
-                            warn!(error = %e, "cannot trim the spool");
-                        }
-                        debug!(returns = f.n, accepted = ok, "forwarded returns upward");
-                    }
-                    _ => {
-                        info!(returns = f.n, "batch not acknowledged in time; sending the spool again");
-                        in_flight.clear();
-                        sent_upto = i64::MIN;
-                    }
+            match self.below.job_load(jid).await {
+                Some(load) => {
+                    self.jobs_sent.insert(jid.to_string());
+                    self.send(
+                        RequestBody::SyndicJob(load),
+                        Item::Job {
+                            jid: jid.to_string(),
+                        },
+                    );
+                    waits = true;
+                }
+                None => {
+                    warn!(jid = %jid, "no stored load for a job published here; its returns will be refused above");
+                    self.jobs_up.insert(jid);
                 }
             }
-            _ = wake.notified() => {}
-            _ = gate.opened.notified(), if holding => {}
-            _ = tokio::time::sleep(pause) => {}
+        }
+        waits
+    }
+
+    /// The oldest request on its way was answered (or not in time).
+    async fn answered(
+        &mut self,
+        answer: Result<Result<bool, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+    ) {
+        let Some(front) = self.window.pop_front() else {
+            return;
+        };
+        let ok = match answer {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(_)) => {
+                // Not sent (no session), or the session ended under it.
+                debug!(item = ?front.item, "request upward dropped by the link; sending again from the oldest unacknowledged");
+                self.restart();
+                return;
+            }
+            Err(_) => {
+                info!(
+                    item = ?front.item,
+                    waiting = self.below.outbox_len(),
+                    "request upward not acknowledged in time; sending the outbox again"
+                );
+                self.restart();
+                return;
+            }
+        };
+        match front.item {
+            Item::Roster { version } => {
+                if !ok {
+                    // Its returns would be refused; holding them back
+                    // would hold them forever.
+                    warn!(
+                        version,
+                        "the master above refused the roster report; returns go up anyway"
+                    );
+                }
+                self.roster_sent = None;
+                self.roster_acked = Some(version);
+            }
+            Item::Job { jid } => {
+                if ok {
+                    debug!(jid = %jid, "job published here sent upward");
+                } else {
+                    warn!(jid = %jid, "the master above refused a job published here; its returns will be refused there");
+                }
+                self.jobs_sent.remove(&jid);
+                self.jobs_up.insert(&jid);
+            }
+            Item::Batch { last, returns } => {
+                // Acknowledged, or refused for minions or jobs the master
+                // above does not admit (logged and counted by the link):
+                // either way it is settled.
+                debug!(returns, accepted = ok, "forwarded returns upward");
+                self.below.outbox_ack(last).await;
+            }
+        }
+    }
+
+    /// How long to wait when nothing answers and nothing new comes.
+    fn pause(&self, signed_in: bool, fill: &Fill) -> Duration {
+        if !signed_in {
+            return LINK_POLL;
+        }
+        let roster = self.pace.roster_every();
+        match fill {
+            Fill::Waiting => roster,
+            Fill::Idle if self.waiting() > 0 => self
+                .pace
+                .interval
+                .saturating_sub(self.last_batch.elapsed())
+                .min(roster),
+            Fill::Idle => roster,
         }
     }
 }
 
-/// How long the master above has to answer a job sent up.
-const JOB_ACK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// With `syndic_forward_all`: sends up the load of every job in `items`
-/// that did not come from above and has not been answered yet, one at a
-/// time, each waiting for its answer. A refused job (or one whose load is
-/// not in the job cache) is logged and settled: its returns will be
-/// refused above. False when an answer did not come in time.
-async fn send_jobs_up(
-    state: &Arc<MasterState>,
-    relayed: &Arc<Relayed>,
-    sent_up: &Relayed,
-    link: &LinkHandle,
-    items: &[(i64, ReturnLoad)],
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut jids: Vec<String> = items
-        .iter()
-        .map(|(_, r)| r.jid.clone())
-        .filter(|j| sent_up.get(j).is_none())
-        .collect();
-    jids.sort();
-    jids.dedup();
-    if jids.is_empty() {
-        return true;
-    }
-    let (st, rel) = (state.clone(), relayed.clone());
-    let loads = tokio::task::spawn_blocking(move || {
-        jids.into_iter()
-            .filter(|j| !from_above(&st, &rel, j))
-            .map(|j| {
-                let load = st.jobs().job_load(&j).ok().flatten();
-                (j, load)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for (jid, load) in loads {
-        let Some(load) = load else {
-            warn!(jid = %jid, "no stored load for a job published here; its returns will be refused above");
-            sent_up.insert(&jid);
-            continue;
-        };
-        let ack = link.send_acked(RequestBody::SyndicJob(load));
-        let answer = tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            a = tokio::time::timeout(JOB_ACK_TIMEOUT, ack) => a,
-        };
-        match answer {
-            Ok(Ok(true)) => debug!(jid = %jid, "job published here sent upward"),
-            Ok(Ok(false)) => {
-                warn!(jid = %jid, "the master above refused a job published here; its returns stay here")
-            }
-            _ => {
-                info!(jid = %jid, "job sent upward not acknowledged in time; trying again");
-                return false;
-            }
-        }
-        sent_up.insert(&jid);
-    }
-    true
-}
-
-/// Report the subtree upward as deltas; a full report per new session
-/// (a new sign-in above, or another master after failover). Opens `gate`
-/// for the session once a report in it is acknowledged.
-pub async fn report_roster(
+/// The real side below: the downstream master's job cache and roster.
+pub struct SyndicBelow {
     state: Arc<MasterState>,
-    up: Upstream,
-    gate: Arc<RosterGate>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut sent_version = 0u64;
-    let mut session = 0u64;
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            _ = gate.report_now.notified() => {}
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl SyndicBelow {
+    pub fn new(state: Arc<MasterState>) -> Self {
+        let wake = state.jobs().outbox_wakeup();
+        SyndicBelow { state, wake }
+    }
+}
+
+impl Below for SyndicBelow {
+    fn outbox_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> impl Future<Output = Vec<OutboxEntry>> + Send {
+        let st = self.state.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || st.jobs().outbox_after(cursor, limit)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot read the outbox");
+                    Vec::new()
+                }
+                Err(e) => {
+                    warn!(error = %e, "outbox read failed");
+                    Vec::new()
+                }
+            }
         }
-        let Some((sess, link)) = up.session() else {
-            continue;
-        };
-        if sess != session {
-            session = sess;
-            sent_version = 0;
+    }
+
+    fn outbox_ack(&self, up_to: i64) -> impl Future<Output = ()> + Send {
+        let st = self.state.clone();
+        async move {
+            // Queues to the job cache's writer, which may make it wait.
+            if let Err(e) = tokio::task::spawn_blocking(move || st.jobs().outbox_ack(up_to)).await {
+                warn!(error = %e, "outbox acknowledgement failed");
+            }
         }
-        if sent_version != 0 && state.roster().version() == sent_version {
-            continue;
-        }
-        let (delta, v) = state.roster().delta_since(sent_version);
-        if sent_version != 0 && delta.upsert.is_empty() && delta.remove.is_empty() {
-            sent_version = v;
-            gate.open(sess, v);
-            continue;
-        }
-        let n = delta.upsert.len();
-        let ack = link.send_acked(RequestBody::Roster(delta));
-        let acked = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = tokio::time::timeout(Duration::from_secs(30), ack) => a,
-        };
-        if let Ok(Ok(true)) = acked {
-            debug!(entries = n, version = v, "roster reported upward");
-            sent_version = v;
-            gate.open(sess, v);
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.state.jobs().outbox_len()
+    }
+
+    fn outbox_added(&self) -> impl Future<Output = ()> + Send {
+        let wake = self.wake.clone();
+        async move { wake.notified().await }
+    }
+
+    fn roster_version(&self) -> u64 {
+        self.state.roster().version()
+    }
+
+    fn roster_delta_since(&self, version: u64) -> (RosterDelta, u64) {
+        self.state.roster().delta_since(version)
+    }
+
+    fn unreported(&self, ids: &[&str], version: u64) -> usize {
+        self.state.roster().unreported(ids.iter().copied(), version)
+    }
+
+    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send {
+        let st = self.state.clone();
+        let jid = jid.to_string();
+        async move {
+            tokio::task::spawn_blocking(move || st.jobs().job_load(&jid).ok().flatten())
+                .await
+                .ok()
+                .flatten()
         }
     }
 }
+
+impl Uplink for Upstream {
+    fn session(&self) -> Option<u64> {
+        Upstream::session(self).map(|(s, _)| s)
+    }
+
+    fn send(&self, body: RequestBody) -> oneshot::Receiver<bool> {
+        match self.link() {
+            Some(link) => link.send_acked(body),
+            // No link yet: the dropped sender says "not sent".
+            None => oneshot::channel().1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

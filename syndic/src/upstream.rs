@@ -1,18 +1,19 @@
-//! The syndic's link to the master above, reusing the minion's
-//! [`brine_minion::link`] with the syndic role. With several
-//! `syndic_master` entries it fails over: while the current master has not
-//! accepted a sign-in for `FAILOVER_AFTER`, the next one in the list is
-//! tried (Salt's `syndic_failover: ordered`).
+//! The syndic's link to the master above: the shared [`brine_common::link`]
+//! with the syndic role and the `syndic_*` back-off options
+//! ([`LinkConfig::for_syndic`]). With several `syndic_master` entries it
+//! fails over: while the current master has not accepted a sign-in for
+//! [`FAILOVER_AFTER`], the next one in the list is tried (Salt's
+//! `syndic_failover: ordered`).
 //!
 //! Trust in the master above is the minion's: its key is pinned on first
 //! contact in `syndic_master.pub` (one file per master when there are
 //! several) under the syndic's pki dir, and a different key later is
 //! refused; `syndic_finger` fixes the expected key before first contact.
 
-use brine_common::config::MasterConfig;
+use brine_common::config::SyndicConfig;
 use brine_common::crypto::{KeyPair, PublicKey};
-use brine_common::proto::{JobLoad, RequestBody, Role};
-use brine_minion::link::{self, LinkConfig, LinkHandle};
+use brine_common::link::{self, LinkConfig, LinkHandle};
+use brine_common::proto::{JobLoad, RequestBody};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,7 +21,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 /// How long a master may stay unreachable before the next one is tried.
+/// Several sign-in back-offs (`syndic_recon_max`, 5 s by default) long, so
+/// a master that restarts is not left for the next one.
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(15);
+
+/// How often the failover loop looks at whether the link is up.
+const LINK_CHECK: Duration = Duration::from_millis(500);
+
+/// Jobs from above waiting for the relay task (the link's own job queue
+/// has the same bound).
+const JOBS_QUEUE: usize = 10_000;
 
 /// The current upstream link (replaced on failover).
 #[derive(Clone)]
@@ -61,37 +71,23 @@ fn session_id(generation: u64, sign_ins: u64) -> u64 {
 
 /// Start the upstream side; jobs from above arrive on the returned channel.
 pub fn start(
-    cfg: &MasterConfig,
+    cfg: &SyndicConfig,
     keys: Arc<KeyPair>,
     shutdown: CancellationToken,
 ) -> (Upstream, mpsc::Receiver<JobLoad>) {
     let up = Upstream {
         current: Arc::new(RwLock::new(None)),
     };
-    let (job_tx, job_rx) = mpsc::channel(10_000);
-    let masters = cfg.syndic_master.clone();
-    let pki = cfg
-        .syndic_pki_dir
-        .clone()
-        .unwrap_or_else(|| cfg.pki_dir.join("syndic"));
-    let base = LinkConfig {
-        id: cfg.id.clone(),
-        role: Role::Syndic,
-        master: String::new(),
-        master_port: cfg.syndic_master_port,
-        pki_dir: pki.clone(),
-        pin_file: pki.join("syndic_master.pub"),
-        // Pins the upper master's key before first contact; after it the
-        // key stored in `syndic_master.pub` is what must match.
-        master_finger: cfg.syndic_finger.clone(),
-        acceptance_wait_time: 5,
-        acceptance_wait_time_max: 30,
-        recon_default: 500,
-        recon_max: 5000,
-        recon_randomize: true,
-        random_reauth_delay: 2,
-        max_frame: cfg.max_frame_bytes,
-    };
+    let (job_tx, job_rx) = mpsc::channel(JOBS_QUEUE);
+    let masters = cfg.masters.clone();
+    let pki = cfg.pki_dir.clone();
+    let base = LinkConfig::for_syndic(cfg);
+    // A pinned key that contradicts `syndic_finger` is looked at again
+    // after the wait a pending key gets: both need the operator.
+    let pin_retry = Duration::from_secs(cfg.acceptance_wait_time.max(1));
+    // A link that cannot even start (no sockets left) is retried after the
+    // first reconnect back-off.
+    let start_retry = Duration::from_millis(cfg.recon_default.max(100));
     let up2 = up.clone();
     tokio::spawn(async move {
         let mut idx = 0usize;
@@ -112,7 +108,7 @@ pub fn start(
                 error!(master = %lc.master, file = %lc.pin_file.display(), "{why}; not connecting (remove the pinned key if the master's key really changed)");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(pin_retry) => {}
                 }
                 idx += 1;
                 continue;
@@ -128,7 +124,7 @@ pub fn start(
                     Ok(x) => x,
                     Err(e) => {
                         warn!(error = %e, "cannot start the upstream link");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(start_retry).await;
                         idx += 1;
                         continue;
                     }
@@ -138,7 +134,7 @@ pub fn start(
                 *g = Some((generation, handle.clone()));
             }
             let mut down_since = tokio::time::Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(LINK_CHECK);
             let failover = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break false,

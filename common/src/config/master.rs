@@ -86,8 +86,25 @@ pub struct MasterConfig {
     /// syndic's job cache, and the master above holds only the jobs it
     /// sent (see ARCHITECTURE.md, "Jobs published at a syndic").
     pub syndic_forward_all: bool,
-    /// Most returns a syndic holds while its upper master is unreachable.
+    /// Most returns a syndic's outbox holds for the master above (the
+    /// option keeps its old name); past it the oldest are dropped,
+    /// counted and logged.
     pub syndic_spool_max: usize,
+    /// Seconds between a syndic's sign-in attempts above while its key is
+    /// pending there (the minion's `acceptance_wait_time`).
+    pub syndic_acceptance_wait_time: u64,
+    /// Cap of the growing wait between those attempts; at most
+    /// `syndic_acceptance_wait_time` means no growth.
+    pub syndic_acceptance_wait_time_max: u64,
+    /// Milliseconds before the syndic's first reconnect to the master above.
+    pub syndic_recon_default: u64,
+    /// Largest reconnect back-off above, in milliseconds.
+    pub syndic_recon_max: u64,
+    /// Jitter the syndic's reconnects so a restarted top is not stampeded.
+    pub syndic_recon_randomize: bool,
+    /// Upper bound in seconds of the jitter before the syndic signs in
+    /// again when the master above restarts or rotates its publish key.
+    pub syndic_random_reauth_delay: u64,
     /// The syndic's upstream identity; the loader sets `<pki_dir>/syndic`
     /// when unset.
     pub syndic_pki_dir: Option<PathBuf>,
@@ -136,6 +153,12 @@ impl Default for MasterConfig {
             syndic_forward_batch: 500,
             syndic_forward_all: false,
             syndic_spool_max: 1_000_000,
+            syndic_acceptance_wait_time: 5,
+            syndic_acceptance_wait_time_max: 30,
+            syndic_recon_default: 500,
+            syndic_recon_max: 5000,
+            syndic_recon_randomize: true,
+            syndic_random_reauth_delay: 2,
             syndic_pki_dir: None,
             syndic_finger: None,
             load_notes: LoadNotes::default(),
@@ -213,6 +236,15 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(loaded.invalid(key, "must be greater than 0"));
+    }
+    if cfg.syndic_recon_max < cfg.syndic_recon_default {
+        return Err(loaded.invalid(
+            "syndic_recon_max",
+            format!(
+                "must be at least syndic_recon_default ({})",
+                cfg.syndic_recon_default
+            ),
+        ));
     }
     if cfg.max_return_bytes > cfg.max_frame_bytes {
         return Err(loaded.invalid(

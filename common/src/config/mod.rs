@@ -7,12 +7,14 @@
 //! [`MinionConfig`] handed out by [`load_master`] / [`load_minion`] has been
 //! fully validated (every error names the key and the layer it came from)
 //! and already has `root_dir` applied to its paths, so a daemon can bind
-//! sockets and open files without re-checking anything.
+//! sockets and open files without re-checking anything. The syndic reads
+//! the master config, as Salt's does, through a [`SyndicConfig`] view.
 
 mod load;
 mod master;
 mod minion;
 pub mod paths;
+mod syndic;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use master::{load_master, load_master_with_env, MasterConfig};
 pub use minion::{load_minion, load_minion_with_env, MinionConfig};
+pub use syndic::SyndicConfig;
 
 /// How [`LoadNotes::origin`] names a value no file, variable or flag set.
 pub const DEFAULTS_ORIGIN: &str = load::DEFAULTS;

@@ -19,13 +19,11 @@ use crate::sessions::Sessions;
 use brine_common::config::MasterConfig;
 use brine_common::crypto::{AesKey, KeyPair};
 use brine_common::jid::JidGen;
-use brine_common::proto::ReturnLoad;
 use brine_common::target;
 use returns::{Dedup, Watchers};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::mpsc;
 
 pub use returns::{JobEvent, JobReturns, WatchQueue, WATCH_BYTES};
 
@@ -111,8 +109,6 @@ pub struct MasterState {
     publish_key: RwLock<PublishKey>,
     watchers: Mutex<Watchers>,
     seen: Mutex<Dedup>,
-    /// Returns waiting for room in a full `watch_all` queue.
-    overflow: Mutex<Vec<(mpsc::Sender<ReturnLoad>, ReturnLoad)>>,
     jidgen: JidGen,
     /// Jobs sent out by this master: which returns it admits.
     sent: PublishedJobs,
@@ -154,7 +150,6 @@ impl MasterState {
             }),
             watchers: Mutex::new(Watchers::default()),
             seen: Mutex::new(Dedup::default()),
-            overflow: Mutex::new(Vec::new()),
             jidgen: JidGen::new(),
             sent: PublishedJobs::default(),
             request_peers_dropped: p.request_peers_dropped,

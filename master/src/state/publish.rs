@@ -145,8 +145,10 @@ impl MasterState {
             });
         }
         let ids: Vec<String> = minions.iter().map(|m| m.id.clone()).collect();
-        self.sent
-            .insert(&job.jid, JobScope::new(tgt, job.delimiter.clone()));
+        self.sent.insert(
+            &job.jid,
+            JobScope::new(tgt, job.delimiter.clone()).relayed(),
+        );
         self.jobs.record_job(&job, &ids);
         self.send_job(&job, &minions)?;
         Ok(minions)
@@ -154,11 +156,16 @@ impl MasterState {
 
     /// The scope of a stored job: a load whose path does not name this
     /// master came up from the syndic at the end of its path (see
-    /// [`MasterState::job_from_below`]).
+    /// [`MasterState::job_from_below`]); one that names it after another
+    /// master came down from above (relayed).
     pub(super) fn stored_scope(&self, load: &JobLoad) -> Option<JobScope> {
         let scope = JobScope::of(load, &self.cfg.nodegroups).ok()?;
         if load.path.contains(&self.cfg.id) {
-            Some(scope)
+            if load.path.first() != Some(&self.cfg.id) {
+                Some(scope.relayed())
+            } else {
+                Some(scope)
+            }
         } else {
             load.path.last().map(|s| scope.from_below(s))
         }

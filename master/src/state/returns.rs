@@ -1,15 +1,16 @@
 //! Returns on their way in: deduplication per (jid, minion), admission
 //! (only for jobs this master sent, from minions they reach), the size
 //! cap, and the watchers told once the job cache has stored a return (a
-//! `salt` client per job, with a bounded queue) or at once (`watch_all`,
-//! the syndic's forwarder, with back-pressure on the request loop).
+//! `salt` client per job, with a bounded queue). On a syndic, a return of
+//! a job that goes up is queued in the job cache's outbox in the same
+//! transaction ([`ForwardUp`]); the forwarder reads it from there.
 //!
 //! Invariant: a (jid, minion) pair counts as returned only once the job
 //! cache has committed it, so a failed write is never mistaken for a
 //! stored return and the sender's resend is taken.
 
 use super::{bump, MasterState};
-use crate::published::{self, NotAdmitted};
+use crate::published::{self, ForwardUp, NotAdmitted};
 use brine_common::proto::{now_us, ReturnLoad, Stamp};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -19,12 +20,11 @@ use tracing::{info, warn};
 
 /// Who wants to see returns. A job's watchers (`salt` on the client
 /// socket) are told a return only once the job cache has stored it, and
-/// told when it could not; `watch_all` (the syndic's forwarder) is told
-/// at once, its upper master stores it.
+/// told when it could not. (A syndic's forwarder reads the job cache's
+/// outbox instead.)
 #[derive(Default)]
 pub(super) struct Watchers {
     by_jid: HashMap<String, Vec<JobWatcher>>,
-    all: Vec<mpsc::Sender<ReturnLoad>>,
 }
 
 /// What a job's watcher is told.
@@ -116,9 +116,6 @@ impl Watchers {
         before - self.by_jid.len()
     }
 }
-
-/// Returns queued for each `watch_all` consumer (the syndic's spool).
-const WATCH_ALL_QUEUE: usize = 20_000;
 
 /// Dedup memory: (jid, minion) pairs kept for the newest jobs. Bounded by
 /// pairs, not jobs (a job of 5000 minions costs 5000): about 100 bytes a
@@ -220,30 +217,21 @@ impl MasterState {
         JobReturns { rx, queue }
     }
 
-    /// Every return this master accepts (the syndic forwards them upward).
-    ///
-    /// The queue is bounded: when the consumer falls behind, the request
-    /// loop waits for it (see [`MasterState::drain_overflow`]), so the
-    /// back-pressure reaches the peers instead of memory growing.
-    pub fn watch_all(&self) -> mpsc::Receiver<ReturnLoad> {
-        let (tx, rx) = mpsc::channel(WATCH_ALL_QUEUE);
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all
-            .push(tx);
-        rx
-    }
-
     /// Accept a return (after authentication): dedup, store, tell watchers.
     /// Returns false for a duplicate.
     ///
-    /// The syndic's `watch_all` is told at once; the job's watchers once
-    /// the job cache has stored it ([`MasterState::return_written`]). A
-    /// copy that comes while the first is still being written is written
-    /// again (the job cache keeps one), so that whatever acknowledges the
-    /// copy waits for a commit too.
+    /// The job's watchers are told once the job cache has stored it
+    /// ([`MasterState::return_written`]). On a syndic, a return of a job
+    /// that goes up ([`ForwardUp::of`]) is queued in the job cache's
+    /// outbox in the same transaction, so its acknowledgement also means
+    /// "on its way up". A copy that comes while the first is still being
+    /// written is written again (the job cache keeps one), so that
+    /// whatever acknowledges the copy waits for a commit too.
     pub fn accept_return(self: &Arc<Self>, mut ret: ReturnLoad) -> bool {
+        let up = self
+            .sent
+            .get(&ret.jid)
+            .map_or(ForwardUp::Stay, |scope| ForwardUp::of(&self.cfg, &scope));
         let before = self
             .seen
             .lock()
@@ -258,8 +246,9 @@ impl MasterState {
                 bump(&self.counters.duplicate_returns);
                 let st = self.clone();
                 let (jid, id) = (ret.jid.clone(), ret.id.clone());
-                self.jobs.record_return_then(
+                self.jobs.record_return_up_then(
                     &ret,
+                    up,
                     Box::new(move |w| st.return_written(&jid, &id, None, w)),
                 );
                 return false;
@@ -274,27 +263,19 @@ impl MasterState {
                 us: now_us(),
             });
         }
-        let watched = {
-            let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            w.all.retain(|tx| match tx.try_send(ret.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(r)) => {
-                    self.overflow
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((tx.clone(), r));
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
-            w.by_jid.contains_key(&ret.jid)
-        };
+        let watched = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_jid
+            .contains_key(&ret.jid);
         let st = self.clone();
         let (jid, id) = (ret.jid.clone(), ret.id.clone());
         // Kept for the job's watchers only when it has some.
         let copy = watched.then(|| ret.clone());
-        self.jobs.record_return_then(
+        self.jobs.record_return_up_then(
             &ret,
+            up,
             Box::new(move |w| st.return_written(&jid, &id, copy, w)),
         );
         true
@@ -370,23 +351,6 @@ impl MasterState {
         }
         if list.is_empty() {
             g.by_jid.remove(jid);
-        }
-    }
-
-    /// Hand returns that did not fit a full `watch_all` queue to it,
-    /// waiting for room. Called by the request loop after each request, so
-    /// a slow consumer slows the loop down rather than buffering without
-    /// bound.
-    pub async fn drain_overflow(&self) {
-        let items = {
-            let mut g = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
-            if g.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *g)
-        };
-        for (tx, r) in items {
-            let _ = tx.send(r).await;
         }
     }
 

@@ -21,11 +21,9 @@ struct Args {
 async fn main() {
     let args: Args = cli::parse_args();
     let cfg = cli::daemon_config("salt-syndic", &args.daemon, config::load_master);
-    if cfg.syndic_master.is_empty() {
-        eprintln!(
-            "salt-syndic: no syndic_master in {}/master: set the address of the master above",
-            args.daemon.config_dir.display()
-        );
+    // Checked before any socket is bound; `run` builds the same view.
+    if let Err(e) = config::SyndicConfig::of(&cfg) {
+        eprintln!("salt-syndic: {e}");
         std::process::exit(exit::CONFIG);
     }
     cli::raise_nofile();

@@ -8,13 +8,18 @@
 //! carry data (returns, rosters, grains) stay queued until the master
 //! acknowledges them and are sent again after a re-sign-in, so a master
 //! restart loses no return (the master drops duplicates).
+//!
+//! Used by the minion daemon and by the syndic's upstream link; its timings
+//! come from the config ([`LinkConfig::from`] a [`MinionConfig`],
+//! [`LinkConfig::for_syndic`] from the `syndic_*` options). A master name
+//! that does not resolve is said once at WARN, with the option and the
+//! file that set it ([`watch_master_name`]), while the link keeps retrying.
 
-use brine_common::crypto::{KeyPair, PublicKey};
-use brine_common::proto::*;
-use brine_common::session::{
-    ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked,
-};
-use brine_common::transport::{self, IoThread};
+use crate::config::{MinionConfig, SyndicConfig};
+use crate::crypto::{KeyPair, PublicKey};
+use crate::proto::*;
+use crate::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked};
+use crate::transport::{self, IoThread};
 use rand::Rng;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +50,55 @@ pub struct LinkConfig {
     pub recon_randomize: bool,
     pub random_reauth_delay: u64,
     pub max_frame: usize,
+}
+
+impl From<&MinionConfig> for LinkConfig {
+    /// A minion's link to `master`, with the minion's back-off options.
+    fn from(cfg: &MinionConfig) -> Self {
+        LinkConfig {
+            id: cfg.id.clone(),
+            role: Role::Minion,
+            master: cfg.master.clone(),
+            master_port: cfg.master_port,
+            pki_dir: cfg.pki_dir.clone(),
+            pin_file: cfg.pki_dir.join("minion_master.pub"),
+            master_finger: cfg.master_finger.clone(),
+            acceptance_wait_time: cfg.acceptance_wait_time,
+            acceptance_wait_time_max: cfg.acceptance_wait_time_max,
+            recon_default: cfg.recon_default,
+            recon_max: cfg.recon_max,
+            recon_randomize: cfg.recon_randomize,
+            random_reauth_delay: cfg.random_reauth_delay,
+            max_frame: cfg.max_frame_bytes,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// A syndic's link upward, with the `syndic_*` back-off options. The
+    /// master is left empty and the key is pinned in `syndic_master.pub`:
+    /// the upstream failover loop fills in each `syndic_master` entry (and
+    /// its own pin file when there are several).
+    pub fn for_syndic(cfg: &SyndicConfig) -> Self {
+        LinkConfig {
+            id: cfg.id.clone(),
+            role: Role::Syndic,
+            master: String::new(),
+            master_port: cfg.master_port,
+            pki_dir: cfg.pki_dir.clone(),
+            pin_file: cfg.pki_dir.join("syndic_master.pub"),
+            // Pins the upper master's key before first contact; after it
+            // the key stored in the pin file is what must match.
+            master_finger: cfg.finger.clone(),
+            acceptance_wait_time: cfg.acceptance_wait_time,
+            acceptance_wait_time_max: cfg.acceptance_wait_time_max,
+            recon_default: cfg.recon_default,
+            recon_max: cfg.recon_max,
+            recon_randomize: cfg.recon_randomize,
+            random_reauth_delay: cfg.random_reauth_delay,
+            max_frame: cfg.max_frame_bytes,
+        }
+    }
 }
 
 /// Counters of the link (bad publishes never pass silently).
@@ -108,7 +162,7 @@ pub enum LinkError {
     #[error("zmq: {0}")]
     Zmq(#[from] zmq::Error),
     #[error(transparent)]
-    Crypto(#[from] brine_common::crypto::CryptoError),
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 /// Provides the `Hello` body at each sign-in (grains change over time).
@@ -659,5 +713,90 @@ impl Task {
                 }
             }
         }
+    }
+}
+
+/// A configured master name to watch: the option (`master`,
+/// `syndic_master`), its value, where it was set and the main config file
+/// (named when the option was not set at all).
+#[derive(Debug, Clone)]
+pub struct MasterName {
+    pub key: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub origin: String,
+    pub main_file: std::path::PathBuf,
+}
+
+/// First wait between name lookups; doubles up to the caller's bound.
+const RESOLVE_FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolve the master's name until it resolves or `shutdown`: the first
+/// failure is logged at WARN with the name, the option and the file it
+/// came from (libzmq retries an unresolvable name silently, so a minion
+/// left with Salt's default `salt` would otherwise wait forever without a
+/// word), later ones at debug with back-off up to `max_wait`. An IP
+/// address needs no lookup.
+pub async fn watch_master_name(
+    name: MasterName,
+    max_wait: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    if name.host.parse::<std::net::IpAddr>().is_ok() {
+        return;
+    }
+    let mut warned = false;
+    let mut wait = RESOLVE_FIRST_WAIT;
+    let mut failures = 0u64;
+    loop {
+        let res = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::net::lookup_host((name.host.as_str(), name.port)) => r,
+        };
+        let why = match res {
+            Ok(mut addrs) => match addrs.next() {
+                Some(addr) => {
+                    if warned {
+                        info!(master = %name.host, address = %addr, failures, "the master's name resolves now");
+                    } else {
+                        debug!(master = %name.host, address = %addr, "master name resolved");
+                    }
+                    return;
+                }
+                None => "no addresses".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        if !warned {
+            warned = true;
+            if name.origin == crate::config::DEFAULTS_ORIGIN {
+                warn!(
+                    key = name.key,
+                    master = %name.host,
+                    file = %name.main_file.display(),
+                    error = %why,
+                    "{} is not set in the config file and the default name does not resolve; set {} to the master's host name or address (still retrying)",
+                    name.key,
+                    name.key
+                );
+            } else {
+                warn!(
+                    key = name.key,
+                    master = %name.host,
+                    file = %name.origin,
+                    error = %why,
+                    "cannot resolve the master's name; fix {} or the resolver (still retrying)",
+                    name.key
+                );
+            }
+        } else {
+            debug!(master = %name.host, failures, retry_in_ms = wait.as_millis() as u64, error = %why, "master name still does not resolve");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(max_wait.max(RESOLVE_FIRST_WAIT));
     }
 }

@@ -1,0 +1,483 @@
+//! The forwarder's state machine on paused time, against an in-memory
+//! outbox and roster ([`FakeBelow`]) and a link that hands each request
+//! to the test with the sender of its answer ([`FakeUp`]).
+
+use super::*;
+use brine_common::proto::{RosterEntry, TargetType};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+#[derive(Default)]
+struct BelowState {
+    rows: BTreeMap<i64, OutboxEntry>,
+    next_seq: i64,
+    /// Minion → roster version it joined at.
+    minions: BTreeMap<String, u64>,
+    version: u64,
+    jobs: HashMap<String, JobLoad>,
+    acks: Vec<i64>,
+}
+
+#[derive(Clone, Default)]
+struct FakeBelow {
+    state: Arc<Mutex<BelowState>>,
+    wake: Arc<Notify>,
+}
+
+impl FakeBelow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BelowState> {
+        self.state.lock().expect("below")
+    }
+
+    /// A minion joins the subtree (a new roster version).
+    fn join(&self, id: &str) {
+        let mut g = self.lock();
+        g.version += 1;
+        let v = g.version;
+        g.minions.insert(id.to_string(), v);
+    }
+
+    /// Returns of `ids` to `jid` land in the outbox.
+    fn returns(&self, jid: &str, ids: &[&str], up: ForwardUp) {
+        {
+            let mut g = self.lock();
+            for id in ids {
+                g.next_seq += 1;
+                let seq = g.next_seq;
+                g.rows.insert(
+                    seq,
+                    OutboxEntry {
+                        seq,
+                        up,
+                        ret: ret(jid, id),
+                    },
+                );
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn left(&self) -> Vec<String> {
+        self.lock()
+            .rows
+            .values()
+            .map(|e| e.ret.id.clone())
+            .collect()
+    }
+}
+
+impl Below for FakeBelow {
+    fn outbox_after(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> impl Future<Output = Vec<OutboxEntry>> + Send {
+        let rows: Vec<OutboxEntry> = self
+            .lock()
+            .rows
+            .range(cursor.saturating_add(1)..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect();
+        async move { rows }
+    }
+
+    fn outbox_ack(&self, up_to: i64) -> impl Future<Output = ()> + Send {
+        let mut g = self.lock();
+        g.rows.retain(|seq, _| *seq > up_to);
+        g.acks.push(up_to);
+        async {}
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.lock().rows.len()
+    }
+
+    fn outbox_added(&self) -> impl Future<Output = ()> + Send {
+        let wake = self.wake.clone();
+        async move { wake.notified().await }
+    }
+
+    fn roster_version(&self) -> u64 {
+        self.lock().version
+    }
+
+    fn roster_delta_since(&self, version: u64) -> (RosterDelta, u64) {
+        let g = self.lock();
+        let upsert = g
+            .minions
+            .iter()
+            .filter(|(_, v)| **v > version)
+            .map(|(id, _)| RosterEntry {
+                id: id.clone(),
+                grains: json!({}),
+                connected: true,
+                via: vec![],
+            })
+            .collect();
+        (
+            RosterDelta {
+                full: version == 0,
+                upsert,
+                remove: vec![],
+            },
+            g.version,
+        )
+    }
+
+    fn unreported(&self, ids: &[&str], version: u64) -> usize {
+        let g = self.lock();
+        ids.iter()
+            .filter(|id| g.minions.get(**id).is_some_and(|v| *v > version))
+            .count()
+    }
+
+    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send {
+        let load = self.lock().jobs.get(jid).cloned();
+        async move { load }
+    }
+}
+
+type Sent = (RequestBody, oneshot::Sender<bool>);
+
+/// The link: session 0 is "not signed in".
+#[derive(Clone)]
+struct FakeUp {
+    session: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<Sent>,
+}
+
+impl Uplink for FakeUp {
+    fn session(&self) -> Option<u64> {
+        Some(self.session.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+
+    fn send(&self, body: RequestBody) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send((body, tx));
+        rx
+    }
+}
+
+fn ret(jid: &str, id: &str) -> ReturnLoad {
+    ReturnLoad {
+        jid: jid.into(),
+        id: id.into(),
+        fun: "test.ping".into(),
+        fun_args: vec![],
+        ret: json!(true),
+        retcode: 0,
+        success: true,
+        out: None,
+        trace: None,
+    }
+}
+
+const JID: &str = "20261202000000000001";
+
+/// A running forwarder with its fakes.
+struct Rig {
+    below: FakeBelow,
+    session: Arc<AtomicU64>,
+    rx: mpsc::UnboundedReceiver<Sent>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Rig {
+    /// Minions `m0..m{n}` in the roster, signed in above (session 1).
+    fn start(minions: usize, batch: usize) -> Rig {
+        let below = FakeBelow::default();
+        for i in 0..minions {
+            below.join(&format!("m{i}"));
+        }
+        let session = Arc::new(AtomicU64::new(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let up = FakeUp {
+            session: session.clone(),
+            tx,
+        };
+        let pace = Pace {
+            interval: Duration::from_millis(100),
+            batch,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Forwarder::new(below.clone(), up, pace).run(shutdown.clone()));
+        Rig {
+            below,
+            session,
+            rx,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The next request sent upward (within a minute of paused time).
+    async fn next(&mut self) -> Sent {
+        tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
+            .await
+            .expect("a request within a minute")
+            .expect("forwarder running")
+    }
+
+    /// Nothing is sent for 5 s of paused time.
+    async fn quiet(&mut self) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+            .await
+            .is_err()
+    }
+
+    /// The session's full roster report, acknowledged.
+    async fn roster_acked(&mut self) -> RosterDelta {
+        let (body, ack) = self.next().await;
+        let RequestBody::Roster(delta) = body else {
+            panic!("expected a roster report, got {body:?}");
+        };
+        let _ = ack.send(true);
+        delta
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn ids(body: &RequestBody) -> Vec<String> {
+    match body {
+        RequestBody::SyndicReturns(rets) => rets.iter().map(|r| r.id.clone()).collect(),
+        other => panic!("expected a batch of returns, got {other:?}"),
+    }
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn returns_go_up_in_order_after_the_roster_and_leave_the_outbox_when_acknowledged() {
+    let mut rig = Rig::start(10, 4);
+    let all: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    rig.below.returns(JID, &refs, ForwardUp::Relayed);
+    // The session's full report first, and nothing before its answer.
+    let (body, ack) = rig.next().await;
+    let RequestBody::Roster(delta) = body else {
+        panic!("roster first, got {body:?}");
+    };
+    assert!(delta.full);
+    assert_eq!(delta.upsert.len(), 10);
+    assert!(rig.quiet().await, "no batch before the report is answered");
+    let _ = ack.send(true);
+    // Then the batches, in outbox order, pipelined.
+    let mut acks = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (body, ack) = rig.next().await;
+        got.extend(ids(&body));
+        acks.push(ack);
+    }
+    assert_eq!(got, all);
+    assert_eq!(
+        rig.below.left().len(),
+        10,
+        "nothing deleted before an answer"
+    );
+    for ack in acks {
+        let _ = ack.send(true);
+    }
+    assert!(rig.quiet().await);
+    assert!(rig.below.left().is_empty());
+    assert_eq!(rig.below.lock().acks, vec![4, 8, 10]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_sixteen_requests_are_on_their_way() {
+    let mut rig = Rig::start(40, 1);
+    let all: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    rig.below.returns(JID, &refs, ForwardUp::Relayed);
+    rig.roster_acked().await;
+    let mut pending = VecDeque::new();
+    for i in 0..MAX_IN_FLIGHT {
+        let (body, ack) = rig.next().await;
+        assert_eq!(ids(&body), names(&[&format!("m{i}")]));
+        pending.push_back(ack);
+    }
+    assert!(rig.quiet().await, "the window is full");
+    // One answer makes room for exactly one more.
+    let _ = pending.pop_front().expect("oldest").send(true);
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m16"]));
+    pending.push_back(ack);
+    assert!(rig.quiet().await);
+    // An answer to a later request waits behind the oldest one.
+    let _ = pending.pop_back().expect("newest").send(true);
+    assert!(rig.quiet().await);
+    assert_eq!(rig.below.left().len(), 39);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_session_sends_the_roster_then_the_oldest_unacknowledged_again() {
+    let mut rig = Rig::start(6, 3);
+    rig.below.returns(
+        JID,
+        &["m0", "m1", "m2", "m3", "m4", "m5"],
+        ForwardUp::Relayed,
+    );
+    rig.roster_acked().await;
+    let (first, ack1) = rig.next().await;
+    let (second, _lost) = rig.next().await;
+    assert_eq!(ids(&first), names(&["m0", "m1", "m2"]));
+    assert_eq!(ids(&second), names(&["m3", "m4", "m5"]));
+    let _ = ack1.send(true);
+    // The master above restarts: a new sign-in, a new session. The second
+    // batch may never have arrived.
+    rig.session.store(2, Ordering::Relaxed);
+    let delta = rig.roster_acked().await;
+    assert!(delta.full, "a full report in every new session");
+    assert_eq!(delta.upsert.len(), 6);
+    let (again, ack) = rig.next().await;
+    assert_eq!(ids(&again), names(&["m3", "m4", "m5"]));
+    let _ = ack.send(true);
+    assert!(rig.quiet().await);
+    assert!(rig.below.left().is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_goes_up_while_not_signed_in() {
+    let mut rig = Rig::start(1, 10);
+    rig.session.store(0, Ordering::Relaxed);
+    rig.below.returns(JID, &["m0"], ForwardUp::Relayed);
+    assert!(rig.quiet().await);
+    rig.session.store(7, Ordering::Relaxed);
+    rig.roster_acked().await;
+    let (body, _ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m0"]));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_minion_that_joined_since_the_last_report_is_reported_before_its_return() {
+    let mut rig = Rig::start(1, 10);
+    rig.roster_acked().await;
+    rig.below.returns(JID, &["m0"], ForwardUp::Relayed);
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m0"]));
+    let _ = ack.send(true);
+    // A minion joins and returns at once.
+    rig.below.join("late");
+    rig.below.returns(JID, &["late"], ForwardUp::Relayed);
+    let (body, ack) = rig.next().await;
+    let RequestBody::Roster(delta) = body else {
+        panic!("the report naming the minion comes first, got {body:?}");
+    };
+    assert!(!delta.full);
+    assert_eq!(
+        delta
+            .upsert
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["late"]
+    );
+    assert!(rig.quiet().await, "the batch waits for the report's answer");
+    let _ = ack.send(true);
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["late"]));
+    let _ = ack.send(true);
+    assert!(rig.quiet().await);
+    assert!(rig.below.left().is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn roster_changes_go_up_without_returns() {
+    let mut rig = Rig::start(1, 10);
+    rig.roster_acked().await;
+    rig.below.join("new");
+    let (body, ack) = rig.next().await;
+    let RequestBody::Roster(delta) = body else {
+        panic!("a delta, got {body:?}");
+    };
+    assert_eq!(delta.upsert.len(), 1);
+    let _ = ack.send(true);
+    assert!(rig.quiet().await, "nothing changed since");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_batch_is_sent_again_after_the_ack_timeout() {
+    let mut rig = Rig::start(2, 10);
+    rig.below.returns(JID, &["m0", "m1"], ForwardUp::Relayed);
+    rig.roster_acked().await;
+    let t0 = Instant::now();
+    let (body, _never) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m0", "m1"]));
+    // No answer: after ACK_TIMEOUT everything goes again, roster first.
+    rig.roster_acked().await;
+    assert!(t0.elapsed() >= ACK_TIMEOUT, "{:?}", t0.elapsed());
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m0", "m1"]));
+    let _ = ack.send(true);
+    assert!(rig.quiet().await);
+    assert!(rig.below.left().is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_batch_is_settled() {
+    let mut rig = Rig::start(1, 10);
+    rig.below.returns(JID, &["m0"], ForwardUp::Relayed);
+    rig.roster_acked().await;
+    let (_, ack) = rig.next().await;
+    let _ = ack.send(false);
+    assert!(rig.quiet().await, "a refusal is an answer: not resent");
+    assert!(rig.below.left().is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_published_here_goes_up_before_its_returns_once() {
+    let mut rig = Rig::start(2, 1);
+    let local = "20261202000000000099";
+    rig.below.lock().jobs.insert(
+        local.to_string(),
+        JobLoad {
+            jid: local.into(),
+            tgt: "*".into(),
+            tgt_type: TargetType::Glob,
+            fun: "test.ping".into(),
+            arg: vec![],
+            kwarg: Default::default(),
+            user: "root".into(),
+            timeout: 5,
+            delimiter: ":".into(),
+            path: vec!["syndic1".into()],
+            trace: None,
+        },
+    );
+    rig.below
+        .returns(local, &["m0", "m1"], ForwardUp::Published);
+    rig.roster_acked().await;
+    let (body, ack) = rig.next().await;
+    let RequestBody::SyndicJob(load) = body else {
+        panic!("the job's load first, got {body:?}");
+    };
+    assert_eq!(load.jid, local);
+    assert!(rig.quiet().await, "its returns wait for the answer");
+    let _ = ack.send(true);
+    for id in ["m0", "m1"] {
+        let (body, ack) = rig.next().await;
+        assert_eq!(ids(&body), names(&[id]), "the load is sent once");
+        let _ = ack.send(true);
+    }
+    assert!(rig.quiet().await);
+    rig.stop().await;
+}
