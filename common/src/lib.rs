@@ -21,7 +21,7 @@
 //!   shares (argument parsing, open-files limit, shutdown signal).
 //! - [`config`]: master/minion config loading with Salt's option names
 //!   (defaults, file, `.d` includes, `SALT_*` env, CLI overrides).
-//! - [`telemetry`]: tracing setup with Salt log level names.
+//! - `telemetry`: tracing setup with Salt log level names.
 //! - [`target`]: Salt targeting (glob, pcre, list, grain, ipcidr, compound,
 //!   nodegroup): one parser and matcher for master and minion.
 //! - [`glob`]: the one fnmatch-style glob matcher (ids, grains, key names,
@@ -43,7 +43,7 @@ pub mod output;
 pub mod proto;
 pub mod session;
 pub mod target;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod transport;
 pub mod unfinished;
 

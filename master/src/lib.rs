@@ -12,12 +12,12 @@
 //! - `sessions`: signed-in peers, their session keys and sequence numbers.
 //! - [`published`]: the jobs this master sent out, so it admits only
 //!   returns to them from minions they reach.
-//! - [`publisher`]: the PUB socket (4505): sealed, signed jobs; key updates.
-//! - [`roster`]: every reachable minion (direct or behind syndics), its
+//! - `publisher`: the PUB socket (4505): sealed, signed jobs; key updates.
+//! - `roster`: every reachable minion (direct or behind syndics), its
 //!   grains and presence; exact expected sets; deltas for syndics.
-//! - [`challenge`]: one-time sign-in challenges (a sign-in proves the
+//! - `challenge`: one-time sign-in challenges (a sign-in proves the
 //!   peer holds its key; a captured one cannot be replayed).
-//! - [`keys`]: minion key states on disk under `pki_dir` (accepted, pending,
+//! - `keys`: minion key states on disk under `pki_dir` (accepted, pending,
 //!   rejected, denied) and Salt's sign-in decision.
 //! - [`job_cache`]: SQLite job cache with a batching writer thread, and a
 //!   syndic's outbox (returns on their way up, written with the return).
@@ -27,16 +27,16 @@
 //! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
-pub mod challenge;
+pub(crate) mod challenge;
 pub mod cli;
 pub(crate) mod client_server;
 pub mod job_cache;
-pub mod keys;
+pub(crate) mod keys;
 pub mod master;
 pub mod published;
-pub mod publisher;
+pub(crate) mod publisher;
 pub(crate) mod request_server;
-pub mod roster;
+pub(crate) mod roster;
 pub(crate) mod runner;
 pub(crate) mod sessions;
 pub mod state;

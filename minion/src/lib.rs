@@ -6,16 +6,16 @@
 //!   the authenticated link to its master ([`brine_common::link`], which
 //!   the syndic's upstream link shares).
 //! - [`call`]: the `salt-call` command.
-//! - [`exec`]: the execution-module registry (`test`, `cmd`, `grains`,
+//! - `exec`: the execution-module registry (`test`, `cmd`, `grains`,
 //!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
 //!   Salt-shaped return ([`exec::Outcome`]).
-//! - [`grains`]: collects this host's grains (os, kernel, network, cpu,
+//! - `grains`: collects this host's grains (os, kernel, network, cpu,
 //!   memory, machine id) and overlays the config's static grains.
-//! - [`running`]: the table of jobs in flight, behind `saltutil.running`,
+//! - `running`: the table of jobs in flight, behind `saltutil.running`,
 //!   `saltutil.find_job` and `saltutil.kill_job`.
 
 pub mod call;
 pub mod daemon;
-pub mod exec;
-pub mod grains;
-pub mod running;
+pub(crate) mod exec;
+pub(crate) mod grains;
+pub(crate) mod running;

@@ -4,18 +4,18 @@
 //! # Layout
 //! - [`syndic`]: starts the downstream master, the upstream link and the
 //!   forwarder; relays jobs down (same jid, loop guard).
-//! - [`forward`]: the [`forward::Forwarder`], one task that sends the
+//! - `forward`: the [`forward::Forwarder`], one task that sends the
 //!   roster (full per upstream session, deltas after) and the returns of
 //!   the job cache's outbox upward as one ordered stream, in batches,
 //!   deleting them from the outbox once acknowledged; written against the
 //!   [`forward::Below`] and [`forward::Uplink`] traits.
-//! - [`upstream`]: the link to the master above (`brine_common::link` with
+//! - `upstream`: the link to the master above (`brine_common::link` with
 //!   the syndic role and the `syndic_*` timings), with failover over a
 //!   `syndic_master` list.
-//! - [`legacy_spool`]: imports a `syndic_spool.sqlite` left by an older
+//! - `legacy_spool`: imports a `syndic_spool.sqlite` left by an older
 //!   version into the outbox once, at start.
 
-pub mod forward;
-pub mod legacy_spool;
+pub(crate) mod forward;
+pub(crate) mod legacy_spool;
 pub mod syndic;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -48,10 +48,6 @@ impl Upstream {
             .and_then(|g| g.as_ref().map(|(_, l)| l.clone()))
     }
 
-    pub fn is_up(&self) -> bool {
-        self.link().is_some_and(|l| l.is_up())
-    }
-
     /// The signed-in link and an id of its session upstream: it changes
     /// with every sign-in (a restarted master above) and every failover
     /// (another master above), never otherwise. None while not signed in.
