@@ -614,6 +614,14 @@ impl Roster {
             .filter(|id| g.minions.get(*id).is_some_and(|e| e.added > version))
             .count()
     }
+
+    /// How many of `ids` are not in the roster at all.
+    pub fn unknown<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> usize {
+        let g = self.lock();
+        ids.into_iter()
+            .filter(|id| !g.minions.contains_key(*id))
+            .count()
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,16 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// not acknowledged is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// For how long after the forwarder starts a batch waits for minions its
+/// returns name that the roster does not know at all. That happens after
+/// a restart: the roster comes back from a snapshot taken every few
+/// seconds, so a minion that joined just before a kill is missing until it
+/// signs in again (it does once its heartbeat finds the old session gone).
+/// Sent before, its returns would be refused above as coming from outside
+/// this subtree, and lost. Later (a minion whose key was deleted since)
+/// nothing waits.
+pub const ROSTER_WAIT: Duration = Duration::from_secs(60);
+
 /// How often the forwarder looks again while not signed in above.
 const LINK_POLL: Duration = Duration::from_millis(200);
 
@@ -83,6 +93,8 @@ pub trait Below: Send + Sync + 'static {
     fn roster_delta_since(&self, version: u64) -> (RosterDelta, u64);
     /// How many of `ids` joined after roster version `version`.
     fn unreported(&self, ids: &[&str], version: u64) -> usize;
+    /// How many of `ids` the roster does not know at all.
+    fn unknown(&self, ids: &[&str]) -> usize;
     /// The stored load of a job published here (None if unknown).
     fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send;
 }
@@ -187,6 +199,10 @@ pub struct Forwarder<B, U> {
     jobs_up: JidSet,
     /// Jobs whose load is on its way.
     jobs_sent: HashSet<String>,
+    /// When this forwarder started ([`ROSTER_WAIT`]).
+    started: Instant,
+    /// The warning about minions the roster does not know was logged.
+    unknown_warned: bool,
 }
 
 impl<B: Below, U: Uplink> Forwarder<B, U> {
@@ -208,6 +224,8 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
             last_batch: now,
             jobs_up: JidSet::default(),
             jobs_sent: HashSet::new(),
+            started: now,
+            unknown_warned: false,
         }
     }
 
@@ -362,6 +380,23 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
     /// way: the batch waits for its answer either way).
     fn needs_roster(&mut self, entries: &[OutboxEntry], acked: u64) -> bool {
         let ids: Vec<&str> = entries.iter().map(|e| e.ret.id.as_str()).collect();
+        let unknown = self.below.unknown(&ids);
+        if unknown > 0 {
+            if self.started.elapsed() < ROSTER_WAIT {
+                debug!(
+                    returns = unknown,
+                    "batch waits for minions the restored roster lacks to sign in again"
+                );
+                return true;
+            }
+            if !self.unknown_warned {
+                self.unknown_warned = true;
+                warn!(
+                    returns = unknown,
+                    "returns of minions this syndic's roster does not know go up anyway; the master above will refuse them"
+                );
+            }
+        }
         let missing = self.below.unreported(&ids, acked);
         if missing == 0 {
             return false;
@@ -557,6 +592,10 @@ impl Below for SyndicBelow {
 
     fn unreported(&self, ids: &[&str], version: u64) -> usize {
         self.state.roster().unreported(ids.iter().copied(), version)
+    }
+
+    fn unknown(&self, ids: &[&str]) -> usize {
+        self.state.roster().unknown(ids.iter().copied())
     }
 
     fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send {
