@@ -403,6 +403,20 @@ impl Topology {
         self.cli("top", "salt", args)
     }
 
+    /// `salt-run manage.stats` of the top master as JSON (`Null` when it
+    /// cannot be read: the master is down, or answered something else).
+    pub fn stats(&self) -> serde_json::Value {
+        self.cli("top", "salt-run", &["manage.stats", "--out", "json"])
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// One counter of [`Topology::stats`] (0 when absent).
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats()[name].as_u64().unwrap_or(0)
+    }
+
     /// Wait until `manage.up` on the top master lists every id in `ids`.
     pub fn wait_up(&self, ids: &[String], wait: Duration) -> Result<()> {
         self.wait_up_on("top", ids, wait)

@@ -78,13 +78,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn stats(topo: &Topology) -> Value {
-    topo.cli("top", "salt-run", &["manage.stats", "--out", "json"])
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or(Value::Null)
-}
-
 fn lookup(topo: &Topology, jid: &str) -> Value {
     topo.cli(
         "top",
@@ -144,9 +137,9 @@ fn a_full_job_cache_disk_loses_no_return() {
         .expect("salt names the jid to look up")
         .to_string();
     assert!(
-        stats(&topo)["returns_not_stored"].as_u64() >= Some(1),
+        topo.stats()["returns_not_stored"].as_u64() >= Some(1),
         "{}",
-        stats(&topo)
+        topo.stats()
     );
 
     // Room again: the minions' resends (first after 10 s) are stored, and
@@ -259,7 +252,7 @@ fn a_stalled_salt_client_costs_the_master_a_bounded_queue() {
         "stalled client: master RSS {before} KiB before, {after} KiB after {PEERS} returns of {} KiB (+{growth} KiB)",
         RETURN_BYTES / 1024
     );
-    let st = stats(&topo);
+    let st = topo.stats();
     kill(salt_pid, Signal::SIGCONT).expect("SIGCONT salt");
     assert!(
         growth < MAX_GROWTH_KIB,

@@ -16,14 +16,6 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn stats(topo: &Topology) -> Value {
-    json(
-        &topo
-            .cli("top", "salt-run", &["manage.stats", "--out", "json"])
-            .expect("stats"),
-    )
-}
-
 #[test]
 fn hostile_peers_are_refused_and_counted() {
     let topo = Topology::builder()
@@ -131,7 +123,7 @@ fn hostile_peers_are_refused_and_counted() {
         "{m:?}"
     );
 
-    let s = stats(&topo);
+    let s = topo.stats();
     assert!(s["malformed_frames"].as_u64().unwrap_or(0) >= 2, "{s}");
     assert!(s["forged_returns"].as_u64().unwrap_or(0) >= 1, "{s}");
     assert!(s["replays"].as_u64().unwrap_or(0) >= 1, "{s}");

@@ -8,7 +8,6 @@
 
 use brine_deploy::memory::rss_kib;
 use brine_deploy::topology::Topology;
-use serde_json::Value;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -16,13 +15,6 @@ use std::time::{Duration, Instant};
 /// Growth of the master's RSS an attack may cause (the attacks below
 /// would cost 128-256 MiB without the bounds).
 const MAX_GROWTH_KIB: u64 = 48 * 1024;
-
-fn stats(topo: &Topology) -> Value {
-    topo.cli("top", "salt-run", &["manage.stats", "--out", "json"])
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or(Value::Null)
-}
 
 fn start() -> (Topology, u32) {
     let topo = Topology::builder()
@@ -108,8 +100,8 @@ fn subscription_flood_on_the_publish_port_is_bounded() {
     // Wait until the master dealt with them: either it refused the peer
     // (counted) or its memory grew past the bound.
     let refused = |t: &Topology| {
-        stats(t)["subscriptions_refused"].as_u64().unwrap_or(0) >= 1
-            && stats(t)["publish_peers_dropped"].as_u64().unwrap_or(0) >= 1
+        t.stats()["subscriptions_refused"].as_u64().unwrap_or(0) >= 1
+            && t.stats()["publish_peers_dropped"].as_u64().unwrap_or(0) >= 1
     };
     let _ = topo.eventually(Duration::from_secs(20), "flood handled", || {
         refused(&topo) || rss_kib(pid) > before + MAX_GROWTH_KIB
@@ -125,7 +117,7 @@ fn subscription_flood_on_the_publish_port_is_bounded() {
         after <= before + MAX_GROWTH_KIB,
         "RSS grew from {before} to {after} KiB"
     );
-    assert!(refused(&topo), "{}", stats(&topo));
+    assert!(refused(&topo), "{}", topo.stats());
     drop(s);
     still_serves(&topo);
 }
@@ -184,11 +176,11 @@ fn unfinished_multipart_on_the_request_port_is_bounded() {
     assert!(written < 256, "the master never closed the connection");
     assert!(
         topo.eventually(Duration::from_secs(10), "drop counted", || {
-            stats(&topo)["request_peers_dropped"].as_u64().unwrap_or(0) >= 1
+            topo.stats()["request_peers_dropped"].as_u64().unwrap_or(0) >= 1
         })
         .is_ok(),
         "{}",
-        stats(&topo)
+        topo.stats()
     );
     drop(s);
     still_serves(&topo);

@@ -24,13 +24,6 @@ fn key_list(topo: &Topology) -> Value {
     )
 }
 
-fn stat(topo: &Topology, name: &str) -> u64 {
-    let out = topo
-        .cli("top", "salt-run", &["manage.stats", "--out", "json"])
-        .expect("stats");
-    json(&out)[name].as_u64().unwrap_or(0)
-}
-
 fn salt_key_ok(topo: &Topology, args: &[&str]) -> String {
     let out = topo.cli("top", "salt-key", args).expect("salt-key");
     assert_eq!(out.status.code(), Some(0), "salt-key {args:?}: {out:?}");
@@ -48,7 +41,7 @@ fn syndic_role_is_granted_by_the_operator() {
         .expect("topology");
     let ctx = zmq::Context::new();
     let mut rogue = HandPeer::new(&ctx, &topo.top.addr, "rogue", Role::Syndic).expect("peer");
-    let refused_before = stat(&topo, "auth_refused");
+    let refused_before = topo.stat("auth_refused");
     // auto_accept accepts the key, never the role: the first attempt stores
     // the key, the second is an accepted key asking for the role.
     for attempt in 0..2 {
@@ -66,7 +59,7 @@ fn syndic_role_is_granted_by_the_operator() {
         "{keys}"
     );
     assert_eq!(keys["syndics"], serde_json::json!([]), "{keys}");
-    assert!(stat(&topo, "auth_refused") >= refused_before + 2);
+    assert!(topo.stat("auth_refused") >= refused_before + 2);
     assert!(
         topo.log("top").contains("salt-key --grant-syndic"),
         "the refusal names the command that grants the role"

@@ -21,12 +21,6 @@ fn run(topo: &Topology, args: &[&str]) -> Value {
     json(&topo.cli("top", "salt-run", args).expect("salt-run"))
 }
 
-fn stat(topo: &Topology, name: &str) -> u64 {
-    run(topo, &["manage.stats", "--out", "json"])[name]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 fn pings(topo: &Topology, id: &str) -> bool {
     let out = topo
         .salt(&[id, "test.ping", "--out", "json", "-t", "10"])
@@ -97,7 +91,7 @@ fn a_syndic_report_cannot_take_over_ids() {
     assert_eq!(ev["conflicts"]["minion1"], json!("direct"), "{syndics}");
     assert_eq!(ev["conflicts"]["s1m1"], json!("syndic1"), "{syndics}");
     assert_eq!(ev["minions"], json!(1), "only its own minion: {syndics}");
-    assert!(stat(&topo, "roster_claims_refused") >= 2);
+    assert!(topo.stat("roster_claims_refused") >= 2);
 
     // Jobs still reach the real minions, and the claimer cannot answer
     // for them.
@@ -141,7 +135,7 @@ fn a_return_needs_a_published_job_that_targets_the_minion() {
         .request(RequestBody::Return(ret(never, "evil", json!("made up"))))
         .expect("answer");
     assert!(refused(&answer), "{answer:?}");
-    assert!(stat(&topo, "returns_unknown_job") >= 1);
+    assert!(topo.stat("returns_unknown_job") >= 1);
     assert_eq!(
         run(&topo, &["jobs.lookup_jid", never, "--out", "json"]),
         json!({})
@@ -153,7 +147,7 @@ fn a_return_needs_a_published_job_that_targets_the_minion() {
         .request(RequestBody::Return(ret(&jid, "evil", json!("injected"))))
         .expect("answer");
     assert!(refused(&answer), "{answer:?}");
-    assert!(stat(&topo, "returns_not_targeted") >= 1);
+    assert!(topo.stat("returns_not_targeted") >= 1);
     topo.eventually(Duration::from_secs(10), "minion1's return", || {
         run(&topo, &["jobs.lookup_jid", &jid, "--out", "json"])["minion1"] == json!(true)
     })
@@ -169,7 +163,7 @@ fn a_return_needs_a_published_job_that_targets_the_minion() {
         .request(RequestBody::Return(ret(&jid, "evil", json!(big))))
         .expect("answer");
     assert_eq!(answer, ReplyBody::Ok);
-    assert!(stat(&topo, "returns_too_large") >= 1);
+    assert!(topo.stat("returns_too_large") >= 1);
     let stored = run(&topo, &["jobs.lookup_jid", &jid, "--out", "json"]);
     let text = stored["evil"].as_str().unwrap_or_default().to_string();
     assert!(text.contains("max_return_bytes"), "{stored}");

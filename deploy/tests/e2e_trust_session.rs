@@ -25,13 +25,6 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn stat(topo: &Topology, name: &str) -> u64 {
-    let out = topo
-        .cli("top", "salt-run", &["manage.stats", "--out", "json"])
-        .expect("stats");
-    json(&out)[name].as_u64().unwrap_or(0)
-}
-
 fn find(dir: &Path, tail: &str) -> Option<PathBuf> {
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let p = e.path();
@@ -134,7 +127,7 @@ fn a_sign_in_must_prove_the_key_and_cannot_be_replayed() {
             "forged sign-in {i} was not refused: {answer:?}"
         );
     }
-    assert!(stat(&topo, "auth_bad_proof") >= 20);
+    assert!(topo.stat("auth_bad_proof") >= 20);
     assert!(pings(&topo, "minion1"), "the victim still answers");
     assert_eq!(
         sign_ins(&topo, "minion1"),
@@ -162,10 +155,10 @@ fn a_sign_in_must_prove_the_key_and_cannot_be_replayed() {
         matches!(answer, Wire::Error(ref e) if e.contains("replayed")),
         "{answer:?}"
     );
-    assert!(stat(&topo, "auth_replayed") >= 1);
+    assert!(topo.stat("auth_replayed") >= 1);
     // RSA work was done only for sign-ins that came back with a fresh
     // challenge: 20 forged + 1 real (+ the minion's own).
-    let rsa = stat(&topo, "auth_requests");
+    let rsa = topo.stat("auth_requests");
     assert!(rsa <= 20 + 1 + 3, "RSA verifications: {rsa}");
 }
 
