@@ -136,7 +136,7 @@ mod tests {
 
     fn ret(jid: &str, id: &str) -> ReturnLoad {
         ReturnLoad {
-            jid: jid.into(),
+            jid: jid.parse().expect("jid"),
             id: id.into(),
             fun: "test.ping".into(),
             fun_args: vec![],
