@@ -839,23 +839,25 @@ impl JobCache {
 
     /// The publish load of a job this master recorded (`None` when it
     /// recorded none): what a return to an older job is checked against.
-    pub fn job_load(&self, jid: &str) -> Result<Option<JobLoad>, JobCacheError> {
+    pub fn job_load(&self, jid: &Jid) -> Result<Option<JobLoad>, JobCacheError> {
         let conn = lock(&self.inner.reader);
         let blob: Option<Vec<u8>> = conn
-            .query_row("SELECT load FROM jobs WHERE jid = ?1", params![jid], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT load FROM jobs WHERE jid = ?1",
+                params![jid.as_str()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.db_err(e))?;
         Ok(blob.and_then(|b| codec::decode(&b, usize::MAX).ok()))
     }
 
     /// Whether `minion` is in the expected set recorded for `jid`.
-    pub fn is_expected(&self, jid: &str, minion: &str) -> Result<bool, JobCacheError> {
+    pub fn is_expected(&self, jid: &Jid, minion: &str) -> Result<bool, JobCacheError> {
         let conn = lock(&self.inner.reader);
         conn.query_row(
             "SELECT 1 FROM job_minions WHERE jid = ?1 AND minion = ?2",
-            params![jid, minion],
+            params![jid.as_str(), minion],
             |_| Ok(()),
         )
         .optional()
@@ -1024,12 +1026,12 @@ impl JobCache {
 
     /// The stored return of `minion` to `jid`, if any (what a client that
     /// fell behind is sent instead of the live copy).
-    pub fn get_return(&self, jid: &str, minion: &str) -> Result<Option<ReturnLoad>, JobCacheError> {
+    pub fn get_return(&self, jid: &Jid, minion: &str) -> Result<Option<ReturnLoad>, JobCacheError> {
         let conn = lock(&self.inner.reader);
         let blob: Option<Vec<u8>> = conn
             .query_row(
                 "SELECT ret FROM returns WHERE jid = ?1 AND minion = ?2",
-                params![jid, minion],
+                params![jid.as_str(), minion],
                 |r| r.get(0),
             )
             .optional()
@@ -2228,7 +2230,7 @@ mod tests {
             Box::new(move |w| {
                 // Runs after the commit: the return and its outbox row are
                 // both there, or neither would be.
-                let stored = reader.get_return(jid, "m1").ok().flatten().is_some();
+                let stored = reader.get_return(&j(jid), "m1").ok().flatten().is_some();
                 let queued = reader.outbox_after(i64::MIN, 10).ok().map(|v| v.len());
                 let _ = tx.send((w.stored, stored, queued));
             }),
@@ -2411,7 +2413,7 @@ mod tests {
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(cache.outbox_len(), 0);
-        assert!(cache.get_return(jid, "old").expect("read").is_some());
+        assert!(cache.get_return(&j(jid), "old").expect("read").is_some());
         up_returns(&cache, jid, &["new"], ForwardUp::Relayed);
         assert_eq!(outbox_ids(&cache, i64::MIN), ["new"]);
         drop(cache);

@@ -410,7 +410,9 @@ pub enum Refusal {
         outside: u64,
         not_admitted: u64,
     },
-    /// A job sent up from below whose jid is not a jid.
+    /// A job sent up from below whose jid is not a jid. Kept for older
+    /// peers: this version no longer sends it, because a [`JobLoad`] whose
+    /// jid is not a [`Jid`] does not decode (counted as malformed).
     #[error("not a jid")]
     NotAJid,
     /// A job sent up from below that already passed through this master.

@@ -167,7 +167,7 @@ impl Dedup {
     }
 
     /// One write of the pair ended; true when it is newly stored.
-    pub(super) fn written(&mut self, jid: &str, id: &str, stored: bool) -> bool {
+    pub(super) fn written(&mut self, jid: &Jid, id: &str, stored: bool) -> bool {
         let Some(map) = self.jobs.get_mut(jid) else {
             // Evicted meanwhile: a newly stored return is news.
             return stored;
@@ -287,7 +287,7 @@ impl MasterState {
     /// watchers the stored return, or that the job cache is failing.
     fn return_written(
         &self,
-        jid: &str,
+        jid: &Jid,
         id: &str,
         ret: Option<ReturnLoad>,
         w: crate::job_cache::ReturnWritten,
@@ -363,9 +363,6 @@ impl MasterState {
         let scope = self.sent.get(&ret.jid).or_else(|| {
             // An older job, or one from before a restart: ask the job
             // cache (a SQLite point read, only on this rare path).
-            if !brine_common::jid::is_jid(&ret.jid) {
-                return None;
-            }
             let load = self.jobs.job_load(&ret.jid).ok()??;
             let scope = self.stored_scope(&load)?;
             self.sent.insert(&ret.jid, scope);
