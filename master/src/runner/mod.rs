@@ -251,4 +251,17 @@ mod tests {
         assert_eq!(e.to_string(), "jobs.lookup_jid needs a jid");
         assert_eq!(e.kind(), ClientErrorKind::BadRequest);
     }
+
+    #[test]
+    fn a_jid_that_is_not_one_is_a_bad_request_that_says_so() {
+        let e = RunnerError::BadJid {
+            fun: "jobs.lookup_jid".into(),
+            source: Jid::parse("2026-12-01").expect_err("not a jid"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "jobs.lookup_jid: not a jid (20 digits, YYYYMMDDhhmmssffffff): \"2026-12-01\""
+        );
+        assert_eq!(e.kind(), ClientErrorKind::BadRequest);
+    }
 }
