@@ -19,9 +19,15 @@ use std::sync::Mutex;
 /// and a map keyed by `Jid` can be looked up with a `&str`. It serializes
 /// as a plain string; deserializing checks it, so a frame with a malformed
 /// jid does not decode.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Jid(Box<str>);
+
+impl Serialize for Jid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// A string that is not a jid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
