@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn job_load_with_json_values_round_trips() {
         let job = JobLoad {
-            jid: "20261126120000000001".into(),
+            jid: "20261126120000000001".parse().expect("jid"),
             tgt: "*".into(),
             tgt_type: TargetType::Glob,
             fun: "cmd.run".into(),

@@ -233,7 +233,7 @@ fn a_stalled_salt_client_costs_the_master_a_bounded_queue() {
     for (id, p) in peers.iter_mut() {
         let r = p
             .request(RequestBody::Return(ReturnLoad {
-                jid: jid.clone(),
+                jid: jid.parse().expect("jid"),
                 id: id.clone(),
                 fun: "test.ping".into(),
                 fun_args: vec![],

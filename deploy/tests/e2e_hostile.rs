@@ -64,7 +64,7 @@ fn hostile_peers_are_refused_and_counted() {
         })
     ));
     let forged = ReturnLoad {
-        jid: "20260101000000000000".into(),
+        jid: "20260101000000000000".parse().expect("jid"),
         id: "minion1".into(),
         fun: "test.ping".into(),
         fun_args: vec![],
@@ -110,7 +110,7 @@ fn hostile_peers_are_refused_and_counted() {
     assert_eq!(evil.recv().expect("answer"), ServerMsg::ReAuth);
     // A syndic-only request from a minion.
     let (_, m) = evil
-        .request_raw(RequestBody::SyndicReturns(vec![forged]))
+        .request_raw(RequestBody::SyndicReturns(vec![forged].into()))
         .expect("answer");
     assert!(
         matches!(

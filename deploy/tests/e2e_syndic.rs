@@ -100,7 +100,7 @@ fn override_master(topo: &Topology, id: &str, yaml: &str) {
 
 fn ret(jid: &str, id: &str, value: &str) -> ReturnLoad {
     ReturnLoad {
-        jid: jid.into(),
+        jid: jid.parse().expect("jid"),
         id: id.into(),
         fun: "test.echo".into(),
         fun_args: vec![json!(value)],
@@ -290,10 +290,13 @@ fn two_syndics_targeting_fanout_and_faults() {
         .expect("salt --async");
     let forged_jid = forged_jid.as_str();
     let body = fake
-        .request(RequestBody::SyndicReturns(vec![
-            ret(forged_jid, "s1m1", "forged"),
-            ret(forged_jid, "fake1", "mine"),
-        ]))
+        .request(RequestBody::SyndicReturns(
+            vec![
+                ret(forged_jid, "s1m1", "forged"),
+                ret(forged_jid, "fake1", "mine"),
+            ]
+            .into(),
+        ))
         .expect("answer");
     assert!(
         matches!(
@@ -303,9 +306,9 @@ fn two_syndics_targeting_fanout_and_faults() {
         "{body:?}"
     );
     let body = fake
-        .request(RequestBody::SyndicReturns(vec![ret(
-            forged_jid, "fake1", "again",
-        )]))
+        .request(RequestBody::SyndicReturns(
+            vec![ret(forged_jid, "fake1", "again")].into(),
+        ))
         .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
     assert_eq!(lookup(&topo, "top", forged_jid), json!({"fake1": "mine"}));

@@ -35,7 +35,7 @@ fn publish_async(topo: &Topology, tgt: &str, fun: &str) -> String {
 
 fn ret(jid: &str, id: &str, value: Value) -> ReturnLoad {
     ReturnLoad {
-        jid: jid.into(),
+        jid: jid.parse().expect("jid"),
         id: id.into(),
         fun: "test.ping".into(),
         fun_args: vec![],
@@ -99,11 +99,9 @@ fn a_syndic_report_cannot_take_over_ids() {
     assert!(pings(&topo, "s1m1"));
     let jid = publish_async(&topo, "minion1", "test.ping");
     let answer = evil
-        .request(RequestBody::SyndicReturns(vec![ret(
-            &jid,
-            "minion1",
-            json!("forged"),
-        )]))
+        .request(RequestBody::SyndicReturns(
+            vec![ret(&jid, "minion1", json!("forged"))].into(),
+        ))
         .expect("answer");
     assert!(refused(&answer), "{answer:?}");
     topo.eventually(Duration::from_secs(10), "minion1's own return", || {

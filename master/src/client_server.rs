@@ -14,6 +14,7 @@
 //! in the job cache and are sent from there once it has read the queue.
 
 use crate::state::{JobError, JobEvent, JobReturns, MasterState};
+use brine_common::jid::Jid;
 use brine_common::proto::client::{
     frame, read_frame, write_frame, ClientErrorKind, ClientMsg, ClientReq, FrameError, SOCKET_NAME,
     TOKEN_FILE,
@@ -186,7 +187,7 @@ async fn handle_conn(
 async fn stream_returns(
     state: &Arc<MasterState>,
     s: UnixStream,
-    jid: &str,
+    jid: &Jid,
     mut rx: JobReturns,
     shutdown: &CancellationToken,
 ) -> Result<(), FrameError> {
@@ -224,7 +225,7 @@ async fn stream_returns(
         // Bounded by the job's minions: each id is deferred once.
         for id in rx.queue.take_deferred() {
             let st = state.clone();
-            let (j, i) = (jid.to_string(), id.clone());
+            let (j, i) = (jid.clone(), id.clone());
             let found = tokio::task::spawn_blocking(move || st.jobs().get_return(&j, &i)).await;
             let ret = match found {
                 Ok(Ok(Some(r))) => r,

@@ -45,7 +45,7 @@
 use crate::published::ForwardUp;
 use brine_common::codec;
 use brine_common::glob::Glob;
-use brine_common::jid::is_jid;
+use brine_common::jid::{is_jid, Jid};
 use brine_common::proto::{JobLoad, ReturnLoad, TargetType};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -208,7 +208,7 @@ pub struct JobRecord {
 /// One line of `salt-run jobs.list_jobs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
-    pub jid: String,
+    pub jid: Jid,
     pub function: String,
     /// Positional arguments; keyword arguments follow as one map marked
     /// `"__kwarg__": true`, as Salt lists them.
@@ -702,7 +702,7 @@ impl JobCache {
             }
         };
         let op = Op::Job {
-            jid: load.jid.clone(),
+            jid: load.jid.to_string(),
             fun: load.fun.clone(),
             tgt: load.tgt.clone(),
             tgt_type: load.tgt_type.as_str(),
@@ -717,7 +717,7 @@ impl JobCache {
     }
 
     /// Add minions to a job's expected set (a syndic reported more).
-    pub fn add_minions(&self, jid: &str, minions: &[String]) {
+    pub fn add_minions(&self, jid: &Jid, minions: &[String]) {
         if minions.is_empty() {
             return;
         }
@@ -765,7 +765,7 @@ impl JobCache {
             }
         };
         let op = Op::Return {
-            jid: ret.jid.clone(),
+            jid: ret.jid.to_string(),
             minion: ret.id.clone(),
             blob,
             up,
@@ -839,23 +839,25 @@ impl JobCache {
 
     /// The publish load of a job this master recorded (`None` when it
     /// recorded none): what a return to an older job is checked against.
-    pub fn job_load(&self, jid: &str) -> Result<Option<JobLoad>, JobCacheError> {
+    pub fn job_load(&self, jid: &Jid) -> Result<Option<JobLoad>, JobCacheError> {
         let conn = lock(&self.inner.reader);
         let blob: Option<Vec<u8>> = conn
-            .query_row("SELECT load FROM jobs WHERE jid = ?1", params![jid], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT load FROM jobs WHERE jid = ?1",
+                params![jid.as_str()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.db_err(e))?;
         Ok(blob.and_then(|b| codec::decode(&b, usize::MAX).ok()))
     }
 
     /// Whether `minion` is in the expected set recorded for `jid`.
-    pub fn is_expected(&self, jid: &str, minion: &str) -> Result<bool, JobCacheError> {
+    pub fn is_expected(&self, jid: &Jid, minion: &str) -> Result<bool, JobCacheError> {
         let conn = lock(&self.inner.reader);
         conn.query_row(
             "SELECT 1 FROM job_minions WHERE jid = ?1 AND minion = ?2",
-            params![jid, minion],
+            params![jid.as_str(), minion],
             |_| Ok(()),
         )
         .optional()
@@ -867,12 +869,12 @@ impl JobCache {
     /// A jid known only from returns (a job published by another master)
     /// gets a load rebuilt from the returns: its jid, function and arguments
     /// with an empty target.
-    pub fn lookup_jid(&self, jid: &str) -> Result<Option<JobRecord>, JobCacheError> {
+    pub fn lookup_jid(&self, jid: &Jid) -> Result<Option<JobRecord>, JobCacheError> {
         let conn = lock(&self.inner.reader);
         let job: Option<(Vec<u8>, i64)> = conn
             .query_row(
                 "SELECT load, start_us FROM jobs WHERE jid = ?1",
-                params![jid],
+                params![jid.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -884,7 +886,7 @@ impl JobCache {
                 .prepare_cached("SELECT minion FROM job_minions WHERE jid = ?1 ORDER BY minion")
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
-                .query_map(params![jid], |r| r.get::<_, String>(0))
+                .query_map(params![jid.as_str()], |r| r.get::<_, String>(0))
                 .map_err(|e| self.db_err(e))?;
             for row in rows {
                 minions.push(row.map_err(|e| self.db_err(e))?);
@@ -897,7 +899,7 @@ impl JobCache {
                 .prepare_cached("SELECT minion, ret FROM returns WHERE jid = ?1")
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
-                .query_map(params![jid], |r| {
+                .query_map(params![jid.as_str()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
                 })
                 .map_err(|e| self.db_err(e))?;
@@ -920,7 +922,7 @@ impl JobCache {
             None => {
                 let first = returns.values().next();
                 let load = JobLoad {
-                    jid: jid.to_string(),
+                    jid: jid.clone(),
                     tgt: String::new(),
                     tgt_type: TargetType::Glob,
                     fun: first.map(|r| r.fun.clone()).unwrap_or_default(),
@@ -978,6 +980,7 @@ impl JobCache {
             let returned: i64 = row.get(6).map_err(|e| self.db_err(e))?;
             let load: JobLoad = codec::decode(&blob, usize::MAX)
                 .map_err(|e| self.decode_err(&jid, "load".to_string(), e))?;
+            let jid = Jid::parse(&jid).map_err(|e| self.decode_err(&jid, "jid".to_string(), e))?;
             out.push(JobSummary {
                 arguments: listed_arguments(&load),
                 target_type: load.tgt_type.as_str().to_string(),
@@ -1023,12 +1026,12 @@ impl JobCache {
 
     /// The stored return of `minion` to `jid`, if any (what a client that
     /// fell behind is sent instead of the live copy).
-    pub fn get_return(&self, jid: &str, minion: &str) -> Result<Option<ReturnLoad>, JobCacheError> {
+    pub fn get_return(&self, jid: &Jid, minion: &str) -> Result<Option<ReturnLoad>, JobCacheError> {
         let conn = lock(&self.inner.reader);
         let blob: Option<Vec<u8>> = conn
             .query_row(
                 "SELECT ret FROM returns WHERE jid = ?1 AND minion = ?2",
-                params![jid, minion],
+                params![jid.as_str(), minion],
                 |r| r.get(0),
             )
             .optional()
@@ -1136,7 +1139,7 @@ impl JobCache {
         let mut encoded = Vec::with_capacity(items.len());
         for (ret, up) in items {
             match codec::encode(ret) {
-                Ok(blob) => encoded.push((ret.jid.clone(), ret.id.clone(), blob, *up)),
+                Ok(blob) => encoded.push((ret.jid.to_string(), ret.id.clone(), blob, *up)),
                 Err(e) => {
                     warn!(jid = %ret.jid, minion = %ret.id, error = %e, "return cannot be encoded, not imported")
                 }
@@ -1650,9 +1653,14 @@ mod tests {
     use brine_common::jid::JidGen;
     use serde_json::json;
 
+    /// A jid from its text (tests only name well-formed ones).
+    fn j(jid: &str) -> Jid {
+        Jid::parse(jid).expect("jid")
+    }
+
     fn job(jid: &str, fun: &str, tgt: &str) -> JobLoad {
         JobLoad {
-            jid: jid.to_string(),
+            jid: j(jid),
             tgt: tgt.to_string(),
             tgt_type: TargetType::Glob,
             fun: fun.to_string(),
@@ -1668,7 +1676,7 @@ mod tests {
 
     fn ret(jid: &str, id: &str, value: serde_json::Value) -> ReturnLoad {
         ReturnLoad {
-            jid: jid.to_string(),
+            jid: j(jid),
             id: id.to_string(),
             fun: "cmd.run".to_string(),
             fun_args: vec![json!("uptime")],
@@ -1723,7 +1731,7 @@ mod tests {
         cache.after_commit(move |ok| {
             // Runs on the writer thread after the commit: a reader sees it.
             let seen = reader
-                .lookup_jid("20261126120000000001")
+                .lookup_jid(&j("20261126120000000001"))
                 .ok()
                 .flatten()
                 .map(|r| r.returns.contains_key("a"));
@@ -1824,7 +1832,10 @@ mod tests {
         assert_eq!(*lock(&outcome), ["ack3:true", "a:true"]);
         drop(w);
         let cache = JobCache::open(dir.path(), 0).expect("open");
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("job known");
+        let rec = cache
+            .lookup_jid(&j(jid))
+            .expect("lookup")
+            .expect("job known");
         assert_eq!(rec.load.fun, "test.ping");
         assert_eq!(rec.minions, names(&["a"]));
         let got: Vec<&String> = rec.returns.keys().collect();
@@ -1855,7 +1866,7 @@ mod tests {
         assert_eq!(rec.returns["web1"].ret, json!("up 3 days"));
         assert_eq!(rec.start_time, "2026, Nov 26 15:58:39.123456");
         assert!(cache
-            .lookup_jid("20000101000000000000")
+            .lookup_jid(&j("20000101000000000000"))
             .expect("lookup")
             .is_none());
 
@@ -1886,7 +1897,7 @@ mod tests {
         // Recording the same job again neither replaces nor counts it.
         cache.record_job(&job(jid, "cmd.run", "other"), &names(&["m1"]));
         cache.flush().expect("flush");
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.returns["m1"].ret, json!(true));
         assert_eq!(rec.load.fun, "test.ping");
         let s = cache.stats();
@@ -1901,10 +1912,10 @@ mod tests {
         let cache = JobCache::open(dir.path(), 0).expect("open");
         let jid = "20261126155839000002";
         cache.record_job(&job(jid, "test.ping", "*"), &names(&["a"]));
-        cache.add_minions(jid, &names(&["c", "b", "a"]));
-        cache.add_minions(jid, &[]);
+        cache.add_minions(&j(jid), &names(&["c", "b", "a"]));
+        cache.add_minions(&j(jid), &[]);
         cache.flush().expect("flush");
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.minions, names(&["a", "b", "c"]));
     }
 
@@ -1915,7 +1926,7 @@ mod tests {
         let jid = "20261126155839000003";
         cache.record_return(&ret(jid, "m9", json!("x")));
         cache.flush().expect("flush");
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.load.fun, "cmd.run");
         assert_eq!(rec.load.tgt, "");
         assert_eq!(rec.returns.len(), 1);
@@ -1938,7 +1949,7 @@ mod tests {
             drop(other);
         }
         let cache = JobCache::open(dir.path(), 0).expect("reopen");
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.returns.len(), 3);
         assert_eq!(rec.minions.len(), 3);
         assert_eq!(rec.returns["m2"].ret, json!(2));
@@ -1969,14 +1980,14 @@ mod tests {
             // The writer expires at start, before anything queued later.
             let cache = JobCache::open(dir.path(), 1).expect("open");
             cache.flush().expect("flush");
-            assert!(cache.lookup_jid(old).expect("lookup").is_none());
+            assert!(cache.lookup_jid(&j(old)).expect("lookup").is_none());
             assert!(cache.lookup_jid(&fresh).expect("lookup").is_some());
             assert_eq!(cache.stats().expired, 1);
 
             cache.record_job(&job(older, "test.ping", "*"), &names(&["m1"]));
             cache.record_return(&ret(older, "m1", json!(true)));
             assert_eq!(cache.expire_now().expect("expire"), 1);
-            assert!(cache.lookup_jid(older).expect("lookup").is_none());
+            assert!(cache.lookup_jid(&j(older)).expect("lookup").is_none());
             assert_eq!(cache.stats().expired, 2);
             let list = cache.list_jobs(&JobFilter::default()).expect("list");
             assert_eq!(list.len(), 1);
@@ -2056,7 +2067,7 @@ mod tests {
             "returns were not batched: {}",
             s.batches
         );
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.returns.len(), 10_000);
         assert_eq!(rec.minions.len(), 10_000);
         let list = cache.list_jobs(&JobFilter::default()).expect("list");
@@ -2095,7 +2106,7 @@ mod tests {
         let s = cache.stats();
         assert!(s.backpressure_waits > 0);
         assert_eq!(s.returns_written, 3000);
-        let rec = cache.lookup_jid(jid).expect("lookup").expect("found");
+        let rec = cache.lookup_jid(&j(jid)).expect("lookup").expect("found");
         assert_eq!(rec.returns.len(), 3000);
     }
 
@@ -2182,7 +2193,7 @@ mod tests {
         other.record_return(&ret("20261126155839000007", "m1", json!(1)));
         assert!(matches!(other.flush(), Err(JobCacheError::WriterGone)));
         assert!(other
-            .lookup_jid("20261126155839000007")
+            .lookup_jid(&j("20261126155839000007"))
             .expect("lookup")
             .is_none());
     }
@@ -2219,7 +2230,7 @@ mod tests {
             Box::new(move |w| {
                 // Runs after the commit: the return and its outbox row are
                 // both there, or neither would be.
-                let stored = reader.get_return(jid, "m1").ok().flatten().is_some();
+                let stored = reader.get_return(&j(jid), "m1").ok().flatten().is_some();
                 let queued = reader.outbox_after(i64::MIN, 10).ok().map(|v| v.len());
                 let _ = tx.send((w.stored, stored, queued));
             }),
@@ -2343,7 +2354,7 @@ mod tests {
         // The returns themselves stay in the job cache.
         assert_eq!(
             cache
-                .lookup_jid(jid)
+                .lookup_jid(&j(jid))
                 .expect("lookup")
                 .expect("job")
                 .returns
@@ -2402,7 +2413,7 @@ mod tests {
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(cache.outbox_len(), 0);
-        assert!(cache.get_return(jid, "old").expect("read").is_some());
+        assert!(cache.get_return(&j(jid), "old").expect("read").is_some());
         up_returns(&cache, jid, &["new"], ForwardUp::Relayed);
         assert_eq!(outbox_ids(&cache, i64::MIN), ["new"]);
         drop(cache);

@@ -21,6 +21,7 @@
 //! here or sent up from below only with `syndic_forward_all`.
 
 use brine_common::config::MasterConfig;
+use brine_common::jid::Jid;
 use brine_common::proto::JobLoad;
 use brine_common::target::{self, Target};
 use std::collections::BTreeMap;
@@ -133,14 +134,14 @@ impl ForwardUp {
 pub struct Published {
     /// Shared, so a lookup per return costs a pointer copy, not a parsed
     /// target.
-    jobs: Mutex<BTreeMap<String, Arc<JobScope>>>,
+    jobs: Mutex<BTreeMap<Jid, Arc<JobScope>>>,
 }
 
 impl Published {
     /// Remember a job this master sends out.
-    pub fn insert(&self, jid: &str, scope: JobScope) {
+    pub fn insert(&self, jid: &Jid, scope: JobScope) {
         let mut g = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        g.insert(jid.to_string(), Arc::new(scope));
+        g.insert(jid.clone(), Arc::new(scope));
         while g.len() > LIVE_JOBS {
             g.pop_first();
         }
@@ -209,7 +210,7 @@ mod tests {
 
     fn load(jid: &str, tgt: &str, tgt_type: TargetType) -> JobLoad {
         JobLoad {
-            jid: jid.into(),
+            jid: Jid::parse(jid).expect("jid"),
             tgt: tgt.into(),
             tgt_type,
             fun: "test.ping".into(),
@@ -271,10 +272,10 @@ mod tests {
     #[test]
     fn only_the_newest_jobs_stay_in_memory() {
         let p = Published::default();
-        let j = load("0", "*", TargetType::Glob);
+        let j = load("00000000000000000000", "*", TargetType::Glob);
         let s = JobScope::of(&j, &BTreeMap::new()).expect("scope");
         for i in 0..LIVE_JOBS + 5 {
-            p.insert(&format!("{i:020}"), s.clone());
+            p.insert(&Jid::parse(&format!("{i:020}")).expect("jid"), s.clone());
         }
         assert_eq!(p.len(), LIVE_JOBS);
         assert!(

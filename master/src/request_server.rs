@@ -583,7 +583,7 @@ impl RequestServer {
                 claimed: ret.id,
             })
         } else if let Err(why) = self.state.admit_return(&ret) {
-            ReplyBody::Refused(why.refusal(ret.jid))
+            ReplyBody::Refused(why.refusal(ret.jid.into()))
         } else {
             self.state.cap_return(&mut ret, size);
             self.state.accept_return(ret);
@@ -596,7 +596,7 @@ impl RequestServer {
         &self,
         id: &str,
         role: Role,
-        rets: Vec<ReturnLoad>,
+        batch: SyndicBatch,
         size: usize,
     ) -> ReplyBody {
         let st = &self.state;
@@ -608,7 +608,21 @@ impl RequestServer {
         // Sizes are looked at one by one only when the whole batch is over
         // the limit (rare).
         let check_sizes = size > st.cfg().max_return_bytes;
-        for mut ret in rets {
+        // An entry whose jid did not parse is refused alone, counted as a
+        // return to a job this master never sent (inside the subtree).
+        for minion in &batch.bad_jids {
+            if !st.roster().behind(minion, id) {
+                outside += 1;
+                bump(&st.counters().syndic_refused);
+            } else {
+                not_admitted += 1;
+                let n = bump(&st.counters().returns_unknown_job);
+                if n.is_power_of_two() {
+                    warn!(syndic = %id, minion = %minion.escape_debug(), count = n, "syndic return with a malformed jid refused");
+                }
+            }
+        }
+        for mut ret in batch.returns {
             if !st.roster().behind(&ret.id, id) {
                 outside += 1;
                 let n = bump(&st.counters().syndic_refused);

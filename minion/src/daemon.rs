@@ -154,7 +154,7 @@ impl Runner {
                 tgt: job.tgt.clone(),
                 tgt_type: job.tgt_type.as_str().to_string(),
                 user: job.user.clone(),
-                start: job.jid.clone(),
+                start: job.jid.to_string(),
             },
             cancel.clone(),
         );

@@ -6,6 +6,7 @@
 //! cancellation token its execution watches, so [`RunningJobs::kill`] stops
 //! exactly that job and no other.
 
+use brine_common::jid::Jid;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// What Salt reports about a running job (`saltutil.running` entries).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningInfo {
-    pub jid: String,
+    pub jid: Jid,
     pub fun: String,
     pub arg: Vec<serde_json::Value>,
     /// Process that runs the job; operators use it to find the job with `ps`.
@@ -30,7 +31,7 @@ pub struct RunningInfo {
 pub struct RunningJobs {
     // A std mutex is enough: every critical section is a map operation and
     // never awaits.
-    jobs: Mutex<BTreeMap<String, (RunningInfo, CancellationToken)>>,
+    jobs: Mutex<BTreeMap<Jid, (RunningInfo, CancellationToken)>>,
 }
 
 impl RunningJobs {
@@ -38,9 +39,7 @@ impl RunningJobs {
         Self::default()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (RunningInfo, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Jid, (RunningInfo, CancellationToken)>> {
         // A panic elsewhere cannot leave the map half-updated (single inserts
         // and removes), so a poisoned lock is still safe to use.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
@@ -53,7 +52,7 @@ impl RunningJobs {
     }
 
     /// Forget a finished job.
-    pub fn remove(&self, jid: &str) {
+    pub fn remove(&self, jid: &Jid) {
         self.lock().remove(jid);
     }
 
@@ -84,7 +83,7 @@ mod tests {
 
     pub(crate) fn info(jid: &str) -> RunningInfo {
         RunningInfo {
-            jid: jid.to_string(),
+            jid: jid.parse().expect("jid"),
             fun: "test.sleep".to_string(),
             arg: vec![serde_json::json!(10)],
             pid: std::process::id(),
@@ -100,13 +99,13 @@ mod tests {
         let jobs = RunningJobs::new();
         jobs.insert(info("20250101000000000002"), CancellationToken::new());
         jobs.insert(info("20250101000000000001"), CancellationToken::new());
-        let jids: Vec<String> = jobs.list().into_iter().map(|i| i.jid).collect();
+        let jids: Vec<String> = jobs.list().into_iter().map(|i| i.jid.into()).collect();
         assert_eq!(jids, ["20250101000000000001", "20250101000000000002"]);
         assert_eq!(
             jobs.find("20250101000000000001").map(|i| i.fun),
             Some("test.sleep".to_string())
         );
-        jobs.remove("20250101000000000001");
+        jobs.remove(&"20250101000000000001".parse().expect("jid"));
         assert!(jobs.find("20250101000000000001").is_none());
         assert_eq!(jobs.list().len(), 1);
     }
@@ -116,17 +115,17 @@ mod tests {
         let jobs = RunningJobs::new();
         let a = CancellationToken::new();
         let b = CancellationToken::new();
-        jobs.insert(info("1"), a.clone());
-        jobs.insert(info("2"), b.clone());
-        assert!(jobs.kill("1"));
+        jobs.insert(info("20250101000000000001"), a.clone());
+        jobs.insert(info("20250101000000000002"), b.clone());
+        assert!(jobs.kill("20250101000000000001"));
         assert!(a.is_cancelled());
         assert!(!b.is_cancelled());
-        assert!(!jobs.kill("3"));
+        assert!(!jobs.kill("20250101000000000003"));
     }
 
     #[test]
     fn serializes_like_salt() {
-        let v = serde_json::to_value(info("1")).expect("json");
+        let v = serde_json::to_value(info("20250101000000000001")).expect("json");
         for key in [
             "jid", "fun", "arg", "pid", "tgt", "tgt_type", "user", "start",
         ] {

@@ -28,6 +28,7 @@
 //! answer), so it is tested without sockets, on paused time.
 
 use crate::upstream::Upstream;
+use brine_common::jid::Jid;
 use brine_common::proto::{JobLoad, RequestBody, ReturnLoad, RosterDelta};
 use brine_master::job_cache::OutboxEntry;
 use brine_master::published::ForwardUp;
@@ -96,7 +97,7 @@ pub trait Below: Send + Sync + 'static {
     /// How many of `ids` the roster does not know at all.
     fn unknown(&self, ids: &[&str]) -> usize;
     /// The stored load of a job published here (None if unknown).
-    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send;
+    fn job_load(&self, jid: &Jid) -> impl Future<Output = Option<JobLoad>> + Send;
 }
 
 /// The link to the master above, as the forwarder uses it.
@@ -133,7 +134,7 @@ enum Item {
     /// A roster report up to this roster version.
     Roster { version: u64 },
     /// The load of a job published here.
-    Job { jid: String },
+    Job { jid: Jid },
     /// Outbox entries up to `last` (and after the previous batch).
     Batch { last: i64, returns: usize },
 }
@@ -147,14 +148,14 @@ struct InFlight {
 /// Jids remembered up to a bound, oldest forgotten first.
 #[derive(Default)]
 struct JidSet {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<Jid>,
+    order: VecDeque<Jid>,
 }
 
 impl JidSet {
-    fn insert(&mut self, jid: &str) {
-        if self.set.insert(jid.to_string()) {
-            self.order.push_back(jid.to_string());
+    fn insert(&mut self, jid: &Jid) {
+        if self.set.insert(jid.clone()) {
+            self.order.push_back(jid.clone());
             while self.order.len() > JOBS_UP_MAX {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
@@ -163,7 +164,7 @@ impl JidSet {
         }
     }
 
-    fn contains(&self, jid: &str) -> bool {
+    fn contains(&self, jid: &Jid) -> bool {
         self.set.contains(jid)
     }
 }
@@ -198,7 +199,7 @@ pub struct Forwarder<B, U> {
     /// Jobs published here whose load the master above answered.
     jobs_up: JidSet,
     /// Jobs whose load is on its way.
-    jobs_sent: HashSet<String>,
+    jobs_sent: HashSet<Jid>,
     /// When this forwarder started ([`ROSTER_WAIT`]).
     started: Instant,
     /// The warning about minions the roster does not know was logged.
@@ -367,7 +368,7 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
             let returns: Vec<ReturnLoad> = entries.into_iter().map(|e| e.ret).collect();
             let n = returns.len();
             self.send(
-                RequestBody::SyndicReturns(returns),
+                RequestBody::SyndicReturns(returns.into()),
                 Item::Batch { last, returns: n },
             );
             self.cursor = last;
@@ -415,10 +416,10 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
     /// the master above has not answered; the loads not yet on their way
     /// are sent (as many as the window takes).
     async fn needs_jobs(&mut self, entries: &[OutboxEntry]) -> bool {
-        let mut jids: Vec<&str> = entries
+        let mut jids: Vec<&Jid> = entries
             .iter()
             .filter(|e| e.up == ForwardUp::Published)
-            .map(|e| e.ret.jid.as_str())
+            .map(|e| &e.ret.jid)
             .filter(|j| !self.jobs_up.contains(j))
             .collect();
         jids.sort_unstable();
@@ -434,13 +435,8 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
             }
             match self.below.job_load(jid).await {
                 Some(load) => {
-                    self.jobs_sent.insert(jid.to_string());
-                    self.send(
-                        RequestBody::SyndicJob(load),
-                        Item::Job {
-                            jid: jid.to_string(),
-                        },
-                    );
+                    self.jobs_sent.insert(jid.clone());
+                    self.send(RequestBody::SyndicJob(load), Item::Job { jid: jid.clone() });
                     waits = true;
                 }
                 None => {
@@ -598,9 +594,9 @@ impl Below for SyndicBelow {
         self.state.roster().unknown(ids.iter().copied())
     }
 
-    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send {
+    fn job_load(&self, jid: &Jid) -> impl Future<Output = Option<JobLoad>> + Send {
         let st = self.state.clone();
-        let jid = jid.to_string();
+        let jid = jid.clone();
         async move {
             tokio::task::spawn_blocking(move || st.jobs().job_load(&jid).ok().flatten())
                 .await

@@ -9,6 +9,7 @@
 //! left in place and named in a warning.
 
 use brine_common::codec;
+use brine_common::jid::Jid;
 use brine_common::proto::ReturnLoad;
 use brine_master::job_cache::JobCache;
 use brine_master::published::ForwardUp;
@@ -114,7 +115,7 @@ pub fn import(cachedir: &Path, jobs: &JobCache, me: &str) -> Result<usize, Legac
 /// above, and with `syndic_forward_all` of jobs published here, whose
 /// stored path starts with this syndic (or does not name it: sent up from
 /// below). An unknown job is taken as one from above.
-fn direction(jobs: &JobCache, jid: &str, me: &str) -> ForwardUp {
+fn direction(jobs: &JobCache, jid: &Jid, me: &str) -> ForwardUp {
     match jobs.job_load(jid) {
         Ok(Some(load)) => {
             let above =
@@ -136,7 +137,7 @@ mod tests {
 
     fn ret(jid: &str, id: &str) -> ReturnLoad {
         ReturnLoad {
-            jid: jid.into(),
+            jid: jid.parse().expect("jid"),
             id: id.into(),
             fun: "test.ping".into(),
             fun_args: vec![],

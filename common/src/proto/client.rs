@@ -14,6 +14,7 @@
 
 use super::{ReturnLoad, TargetType};
 use crate::codec::{self, ProtoError};
+use crate::jid::Jid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -60,7 +61,7 @@ pub struct Expected {
 /// A job as published: its jid and exactly whom it expects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Published {
-    pub jid: String,
+    pub jid: Jid,
     pub minions: Vec<Expected>,
     /// Ids named by a list target that this master does not know.
     pub missing: Vec<String>,

@@ -15,7 +15,8 @@
 
 pub mod client;
 
-use serde::{Deserialize, Serialize};
+use crate::jid::Jid;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Bytes that encode as a msgpack binary (re-exported for the crates that
 /// read [`ReplyBody::Publishes`]).
 pub use serde_bytes::ByteBuf;
@@ -93,7 +94,7 @@ pub fn now_us() -> u64 {
 /// A job as published (Salt's publish load).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct JobLoad {
-    pub jid: String,
+    pub jid: Jid,
     pub tgt: String,
     pub tgt_type: TargetType,
     pub fun: String,
@@ -123,9 +124,12 @@ fn default_delimiter() -> String {
 }
 
 /// A minion's answer to one job (Salt's `_return` load).
+///
+/// `J` is the jid's type: a checked [`Jid`] everywhere, except while a
+/// [`SyndicBatch`] is decoded entry by entry (`ReturnLoad<String>`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct ReturnLoad {
-    pub jid: String,
+pub struct ReturnLoad<J = Jid> {
+    pub jid: J,
     pub id: String,
     pub fun: String,
     #[serde(default)]
@@ -140,6 +144,57 @@ pub struct ReturnLoad {
     /// Copied from the job and extended by each hop on the way back.
     #[serde(default)]
     pub trace: Option<Vec<Stamp>>,
+}
+
+/// A syndic's batch of returns. On the wire a plain list of
+/// [`ReturnLoad`]s; decoded entry by entry so that one entry whose jid is
+/// not a jid is refused alone (counted like any return to an unknown job)
+/// instead of making the whole batch undecodable.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SyndicBatch {
+    pub returns: Vec<ReturnLoad>,
+    /// Minion ids of the entries whose jid did not parse (never sent: a
+    /// [`ReturnLoad`] always holds a checked jid).
+    pub bad_jids: Vec<String>,
+}
+
+impl From<Vec<ReturnLoad>> for SyndicBatch {
+    fn from(returns: Vec<ReturnLoad>) -> Self {
+        SyndicBatch {
+            returns,
+            bad_jids: Vec::new(),
+        }
+    }
+}
+
+impl Serialize for SyndicBatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.returns.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SyndicBatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Vec::<ReturnLoad<String>>::deserialize(d)?;
+        let mut batch = SyndicBatch::default();
+        for r in raw {
+            match Jid::try_from(r.jid) {
+                Ok(jid) => batch.returns.push(ReturnLoad {
+                    jid,
+                    id: r.id,
+                    fun: r.fun,
+                    fun_args: r.fun_args,
+                    ret: r.ret,
+                    retcode: r.retcode,
+                    success: r.success,
+                    out: r.out,
+                    trace: r.trace,
+                }),
+                Err(_) => batch.bad_jids.push(r.id),
+            }
+        }
+        Ok(batch)
+    }
 }
 
 /// The role a peer claims when it authenticates on the request channel.
@@ -291,7 +346,7 @@ pub enum RequestBody {
     /// Grains changed (`saltutil.sync_grains`, `grains.refresh`).
     Grains(Value),
     /// A syndic's batch of returns from its subtree.
-    SyndicReturns(Vec<ReturnLoad>),
+    SyndicReturns(SyndicBatch),
     /// A syndic's subtree changed.
     Roster(RosterDelta),
     /// The job publishes of the last minute newer than `after_seq` on the
@@ -355,7 +410,9 @@ pub enum Refusal {
         outside: u64,
         not_admitted: u64,
     },
-    /// A job sent up from below whose jid is not a jid.
+    /// A job sent up from below whose jid is not a jid. Kept for older
+    /// peers: this version no longer sends it, because a [`JobLoad`] whose
+    /// jid is not a [`Jid`] does not decode (counted as malformed).
     #[error("not a jid")]
     NotAJid,
     /// A job sent up from below that already passed through this master.
@@ -459,6 +516,48 @@ pub struct SignedPub {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn ret(jid: &str, id: &str) -> ReturnLoad<String> {
+        ReturnLoad {
+            jid: jid.into(),
+            id: id.into(),
+            fun: "test.ping".into(),
+            fun_args: vec![],
+            ret: Value::Bool(true),
+            retcode: 0,
+            success: true,
+            out: None,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn a_bad_jid_is_refused_alone_in_a_syndic_batch() {
+        // Encoded as a peer with unchecked jids would send it.
+        let raw = vec![
+            ret("20261126120000000001", "m1"),
+            ret("not-a-jid", "m2"),
+            ret("20261126120000000002", "m3"),
+        ];
+        let encoded = rmp_serde::to_vec(&raw).unwrap();
+        let batch: SyndicBatch = rmp_serde::from_slice(&encoded).unwrap();
+        let ids: Vec<&str> = batch.returns.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m3"]);
+        assert_eq!(batch.bad_jids, ["m2"]);
+        assert_eq!(batch.returns[1].jid, "20261126120000000002");
+        // The good entries encode exactly as a plain list of returns.
+        let good: SyndicBatch = rmp_serde::from_slice(&rmp_serde::to_vec(&batch).unwrap()).unwrap();
+        assert_eq!(good, SyndicBatch::from(batch.returns.clone()));
+    }
+
+    #[test]
+    fn a_bad_jid_makes_a_single_return_or_job_undecodable() {
+        let encoded = rmp_serde::to_vec(&ret("2026", "m1")).unwrap();
+        assert!(rmp_serde::from_slice::<ReturnLoad>(&encoded).is_err());
+        let good = rmp_serde::to_vec(&ret("20261126120000000001", "m1")).unwrap();
+        let back: ReturnLoad = rmp_serde::from_slice(&good).unwrap();
+        assert_eq!(back.jid.as_str(), "20261126120000000001");
+    }
 
     #[test]
     fn refusals_cross_the_wire_as_data_and_read_as_before() {

@@ -19,6 +19,7 @@
 use crate::raw::{minion_id, RawError};
 use crate::workers::{count_fds, emit, ChildEvent};
 use brine_common::crypto::KeyPair;
+use brine_common::jid::Jid;
 use brine_common::proto::*;
 use brine_common::session::{
     ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, SignatureMemo, Unacked,
@@ -184,7 +185,7 @@ struct World {
     ready: Vec<(usize, bool)>,
     counts: SimResult,
     pad: String,
-    targets: HashMap<String, Option<Target>>,
+    targets: HashMap<Jid, Option<Target>>,
     /// Shared signature checks (None: `verify_each`).
     memo: Option<SignatureMemo>,
 }

@@ -6,6 +6,7 @@
 use super::{Call, Function, RunFuture, RunnerError};
 use crate::job_cache::{JobFilter, JobRecord};
 use crate::state::MasterState;
+use brine_common::jid::Jid;
 use brine_common::proto::client::PublishRequest;
 use brine_common::proto::TargetType;
 use serde_json::{json, Map, Value};
@@ -53,10 +54,7 @@ pub(super) const FUNCTIONS: &[Function] = &[
 
 /// Commit pending writes and read one job, on a blocking thread (SQLite
 /// must not stall the async workers).
-async fn stored_job(
-    state: &Arc<MasterState>,
-    jid: String,
-) -> Result<Option<JobRecord>, RunnerError> {
+async fn stored_job(state: &Arc<MasterState>, jid: Jid) -> Result<Option<JobRecord>, RunnerError> {
     let cache = state.jobs().clone();
     let rec = tokio::task::spawn_blocking(move || {
         cache.flush()?;
@@ -68,7 +66,7 @@ async fn stored_job(
 
 fn lookup_jid<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
     Box::pin(async move {
-        let jid = c.need(0, "jid")?;
+        let jid = c.need_jid(0)?;
         let Some(rec) = stored_job(c.state, jid).await? else {
             return Ok(json!({}));
         };
@@ -107,7 +105,7 @@ fn list_jobs<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
         let mut out = Map::new();
         for j in jobs {
             out.insert(
-                j.jid.clone(),
+                j.jid.to_string(),
                 json!({
                     "Function": j.function,
                     "Arguments": j.arguments,
@@ -124,7 +122,7 @@ fn list_jobs<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
 
 fn list_job<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
     Box::pin(async move {
-        let jid = c.need(0, "jid")?;
+        let jid = c.need_jid(0)?;
         let Some(rec) = stored_job(c.state, jid.clone()).await? else {
             return Ok(json!({}));
         };
@@ -151,7 +149,7 @@ fn list_job<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
 
 fn exit_success<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
     Box::pin(async move {
-        let jid = c.need(0, "jid")?;
+        let jid = c.need_jid(0)?;
         let Some(rec) = stored_job(c.state, jid).await? else {
             return Ok(json!({}));
         };
@@ -225,7 +223,7 @@ fn active<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
                 let Some(jid) = j.get("jid").and_then(Value::as_str) else {
                     continue;
                 };
-                if jid == published.jid {
+                if published.jid == jid {
                     continue;
                 }
                 let entry = jobs.entry(jid.to_string()).or_insert_with(|| {

@@ -14,6 +14,7 @@ mod jobs;
 mod manage;
 
 use crate::state::{JobError, MasterState};
+use brine_common::jid::Jid;
 use brine_common::proto::client::ClientErrorKind;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -69,6 +70,14 @@ impl Call<'_> {
             })
     }
 
+    /// A jid argument (refused as a bad request when it is not one).
+    pub(crate) fn need_jid(&self, pos: usize) -> Result<Jid, RunnerError> {
+        Jid::parse(&self.need(pos, "jid")?).map_err(|source| RunnerError::BadJid {
+            fun: self.fun.to_string(),
+            source,
+        })
+    }
+
     /// A boolean keyword (`True`, `yes`, `1`, a number other than 0).
     pub(crate) fn flag(&self, name: &str) -> bool {
         match self.kwargs.get(name) {
@@ -89,6 +98,12 @@ pub(crate) enum RunnerError {
     NotAvailable { fun: String },
     #[error("{fun} needs a {arg}")]
     MissingArg { fun: String, arg: &'static str },
+    #[error("{fun}: {source}")]
+    BadJid {
+        fun: String,
+        #[source]
+        source: brine_common::jid::JidError,
+    },
     #[error("{0}")]
     JobCache(#[from] crate::job_cache::JobCacheError),
     #[error("cannot list keys: {0}")]
@@ -111,7 +126,9 @@ impl RunnerError {
     /// The kind of refusal the client channel carries.
     pub(crate) fn kind(&self) -> ClientErrorKind {
         match self {
-            Self::NotAvailable { .. } | Self::MissingArg { .. } => ClientErrorKind::BadRequest,
+            Self::NotAvailable { .. } | Self::MissingArg { .. } | Self::BadJid { .. } => {
+                ClientErrorKind::BadRequest
+            }
             Self::Job(JobError::Target(_)) => ClientErrorKind::BadTarget,
             Self::Job(JobError::Publish(_)) => ClientErrorKind::Unavailable,
             _ => ClientErrorKind::Internal,
@@ -232,6 +249,19 @@ mod tests {
             arg: "jid",
         };
         assert_eq!(e.to_string(), "jobs.lookup_jid needs a jid");
+        assert_eq!(e.kind(), ClientErrorKind::BadRequest);
+    }
+
+    #[test]
+    fn a_jid_that_is_not_one_is_a_bad_request_that_says_so() {
+        let e = RunnerError::BadJid {
+            fun: "jobs.lookup_jid".into(),
+            source: Jid::parse("2026-12-01").expect_err("not a jid"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "jobs.lookup_jid: not a jid (20 digits, YYYYMMDDhhmmssffffff): \"2026-12-01\""
+        );
         assert_eq!(e.kind(), ClientErrorKind::BadRequest);
     }
 }

@@ -190,9 +190,6 @@ impl MasterState {
         if role != Role::Syndic {
             return refuse(Refusal::NotASyndic);
         }
-        if !brine_common::jid::is_jid(&load.jid) {
-            return refuse(Refusal::NotAJid);
-        }
         if load.path.contains(&self.cfg.id) {
             return refuse(Refusal::Loop {
                 master: self.cfg.id.clone(),
@@ -212,7 +209,7 @@ impl MasterState {
                 ReplyBody::Ok
             } else {
                 refuse(Refusal::JidInUse {
-                    jid: load.jid.clone(),
+                    jid: load.jid.to_string(),
                 })
             };
         }

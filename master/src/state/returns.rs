@@ -11,6 +11,7 @@
 
 use super::{bump, MasterState};
 use crate::published::{self, ForwardUp, NotAdmitted};
+use brine_common::jid::Jid;
 use brine_common::proto::{now_us, ReturnLoad, Stamp};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 /// outbox instead.)
 #[derive(Default)]
 pub(super) struct Watchers {
-    by_jid: HashMap<String, Vec<JobWatcher>>,
+    by_jid: HashMap<Jid, Vec<JobWatcher>>,
 }
 
 /// What a job's watcher is told.
@@ -130,7 +131,7 @@ const DEDUP_PAIRS: usize = 200_000;
 /// forgotten, so the sender's resend is stored.
 #[derive(Default)]
 pub(super) struct Dedup {
-    jobs: BTreeMap<String, HashMap<String, Pair>>,
+    jobs: BTreeMap<Jid, HashMap<String, Pair>>,
     pairs: usize,
 }
 
@@ -144,7 +145,7 @@ pub(super) enum Pair {
 
 impl Dedup {
     /// A return arrives: what was known of its pair before (None: new).
-    pub(super) fn begin(&mut self, jid: &str, id: &str) -> Option<Pair> {
+    pub(super) fn begin(&mut self, jid: &Jid, id: &str) -> Option<Pair> {
         if let Some(p) = self.jobs.get_mut(jid).and_then(|m| m.get_mut(id)) {
             let before = *p;
             if let Pair::Writing(n) = p {
@@ -153,7 +154,7 @@ impl Dedup {
             return Some(before);
         }
         self.jobs
-            .entry(jid.to_string())
+            .entry(jid.clone())
             .or_default()
             .insert(id.to_string(), Pair::Writing(1));
         self.pairs += 1;
@@ -166,7 +167,7 @@ impl Dedup {
     }
 
     /// One write of the pair ended; true when it is newly stored.
-    pub(super) fn written(&mut self, jid: &str, id: &str, stored: bool) -> bool {
+    pub(super) fn written(&mut self, jid: &Jid, id: &str, stored: bool) -> bool {
         let Some(map) = self.jobs.get_mut(jid) else {
             // Evicted meanwhile: a newly stored return is news.
             return stored;
@@ -201,14 +202,14 @@ impl MasterState {
     /// returns the job cache could not store. At most [`WATCH_BYTES`] wait
     /// in the receiver; beyond that the watcher is given the minions' ids
     /// to read from the job cache ([`WatchQueue::take_deferred`]).
-    pub fn watch_job(&self, jid: &str) -> JobReturns {
+    pub fn watch_job(&self, jid: &Jid) -> JobReturns {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(WatchQueue::default());
         self.watchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .by_jid
-            .entry(jid.to_string())
+            .entry(jid.clone())
             .or_default()
             .push(JobWatcher {
                 tx,
@@ -268,7 +269,7 @@ impl MasterState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .by_jid
-            .contains_key(&ret.jid);
+            .contains_key(ret.jid.as_str());
         let st = self.clone();
         let (jid, id) = (ret.jid.clone(), ret.id.clone());
         // Kept for the job's watchers only when it has some.
@@ -286,7 +287,7 @@ impl MasterState {
     /// watchers the stored return, or that the job cache is failing.
     fn return_written(
         &self,
-        jid: &str,
+        jid: &Jid,
         id: &str,
         ret: Option<ReturnLoad>,
         w: crate::job_cache::ReturnWritten,
@@ -362,9 +363,6 @@ impl MasterState {
         let scope = self.sent.get(&ret.jid).or_else(|| {
             // An older job, or one from before a restart: ask the job
             // cache (a SQLite point read, only on this rare path).
-            if !brine_common::jid::is_jid(&ret.jid) {
-                return None;
-            }
             let load = self.jobs.job_load(&ret.jid).ok()??;
             let scope = self.stored_scope(&load)?;
             self.sent.insert(&ret.jid, scope);
@@ -433,6 +431,13 @@ impl MasterState {
 mod tests {
     use super::*;
 
+    const J1: &str = "20260101000000000001";
+    const J2: &str = "20260101000000000002";
+
+    fn jid(text: &str) -> Jid {
+        Jid::parse(text).expect("jid")
+    }
+
     #[test]
     fn watchers_of_finished_jobs_are_forgotten() {
         let mut w = Watchers::default();
@@ -443,39 +448,40 @@ mod tests {
             tx,
             queue: Arc::new(WatchQueue::default()),
         };
-        w.by_jid.insert("j1".into(), vec![watcher(done_tx)]);
+        w.by_jid.insert(jid(J1), vec![watcher(done_tx)]);
         w.by_jid
-            .insert("j2".into(), vec![watcher(live_tx), watcher(gone_tx)]);
+            .insert(jid(J2), vec![watcher(live_tx), watcher(gone_tx)]);
         assert_eq!(w.forget_closed(), 0, "every watcher still listens");
         drop(done_rx);
         drop(gone_rx);
         assert_eq!(w.forget_closed(), 1);
-        assert!(!w.by_jid.contains_key("j1"));
-        assert_eq!(w.by_jid["j2"].len(), 1, "the live watcher of j2 stays");
+        assert!(!w.by_jid.contains_key(J1));
+        assert_eq!(w.by_jid[J2].len(), 1, "the live watcher of j2 stays");
     }
 
     #[test]
     fn dedup_remembers_only_stored_returns() {
         let mut d = Dedup::default();
-        assert_eq!(d.begin("j", "m1"), None, "first copy");
-        assert_eq!(d.begin("j", "m1"), Some(Pair::Writing(1)), "copy in flight");
+        let j = jid(J1);
+        assert_eq!(d.begin(&j, "m1"), None, "first copy");
+        assert_eq!(d.begin(&j, "m1"), Some(Pair::Writing(1)), "copy in flight");
         // Both writes fail (a full disk): the pair is forgotten, so the
         // sender's resend is taken as new.
-        assert!(!d.written("j", "m1", false));
-        assert!(!d.written("j", "m1", false));
+        assert!(!d.written(&j, "m1", false));
+        assert!(!d.written(&j, "m1", false));
         assert_eq!(d.pairs, 0);
-        assert_eq!(d.begin("j", "m1"), None, "resend after a failed write");
-        assert!(d.written("j", "m1", true), "newly stored");
-        assert_eq!(d.begin("j", "m1"), Some(Pair::Stored));
+        assert_eq!(d.begin(&j, "m1"), None, "resend after a failed write");
+        assert!(d.written(&j, "m1", true), "newly stored");
+        assert_eq!(d.begin(&j, "m1"), Some(Pair::Stored));
         assert!(
-            !d.written("j", "m1", true),
+            !d.written(&j, "m1", true),
             "a stored pair is not news twice"
         );
         // A first write that fails while a copy's write succeeds: stored.
-        assert_eq!(d.begin("j", "m2"), None);
-        assert_eq!(d.begin("j", "m2"), Some(Pair::Writing(1)));
-        assert!(!d.written("j", "m2", false));
-        assert!(d.written("j", "m2", true));
-        assert_eq!(d.begin("j", "m2"), Some(Pair::Stored));
+        assert_eq!(d.begin(&j, "m2"), None);
+        assert_eq!(d.begin(&j, "m2"), Some(Pair::Writing(1)));
+        assert!(!d.written(&j, "m2", false));
+        assert!(d.written(&j, "m2", true));
+        assert_eq!(d.begin(&j, "m2"), Some(Pair::Stored));
     }
 }

@@ -7,6 +7,7 @@
 //! unknown function is `'x.y' is not available.` and bad arguments are
 //! `Passed invalid arguments to x.y: ...` with the function's docstring.
 
+use brine_common::jid::Jid;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,7 +31,7 @@ pub const RETCODE_ERROR: i32 = 1;
 
 /// Everything one function call may use.
 pub struct Ctx {
-    pub jid: String,
+    pub jid: Jid,
     pub fun: String,
     /// Positional arguments, already typed.
     pub args: Vec<Value>,
@@ -442,7 +443,7 @@ pub(crate) mod testutil {
             _ => BTreeMap::new(),
         };
         Ctx {
-            jid: "20250101000000000001".into(),
+            jid: "20250101000000000001".parse().expect("jid"),
             fun: fun.into(),
             args,
             kwargs,

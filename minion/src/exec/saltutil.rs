@@ -156,7 +156,7 @@ mod tests {
 
     fn info(jid: &str, fun: &str) -> RunningInfo {
         RunningInfo {
-            jid: jid.into(),
+            jid: jid.parse().expect("jid"),
             fun: fun.into(),
             arg: vec![json!(30)],
             pid: 4242,
@@ -170,22 +170,28 @@ mod tests {
     #[tokio::test]
     async fn running_and_find_job_skip_the_asking_job() {
         let c = ctx("saltutil.running", vec![], json!({}));
-        c.running
-            .insert(info("111", "test.sleep"), CancellationToken::new());
+        c.running.insert(
+            info("20250101000000000111", "test.sleep"),
+            CancellationToken::new(),
+        );
         c.running
             .insert(info(&c.jid, "saltutil.running"), CancellationToken::new());
         let running = c.running.clone();
         let reg = Registry::new();
         let o = reg.call(c).await;
         assert_eq!(o.ret.as_array().map(Vec::len), Some(1));
-        assert_eq!(o.ret[0]["jid"], "111");
+        assert_eq!(o.ret[0]["jid"], "20250101000000000111");
         assert_eq!(o.ret[0]["fun"], "test.sleep");
         assert_eq!(o.ret[0]["pid"], 4242);
 
-        let mut c = ctx("saltutil.find_job", vec![json!("111")], json!({}));
+        let mut c = ctx(
+            "saltutil.find_job",
+            vec![json!("20250101000000000111")],
+            json!({}),
+        );
         c.running = running.clone();
         let o = reg.call(c).await;
-        assert_eq!(o.ret["jid"], "111");
+        assert_eq!(o.ret["jid"], "20250101000000000111");
         assert_eq!(o.ret["tgt_type"], "glob");
 
         let mut c = ctx("saltutil.find_job", vec![json!("999")], json!({}));

@@ -142,8 +142,8 @@ impl Below for FakeBelow {
             .count()
     }
 
-    fn job_load(&self, jid: &str) -> impl Future<Output = Option<JobLoad>> + Send {
-        let load = self.lock().jobs.get(jid).cloned();
+    fn job_load(&self, jid: &Jid) -> impl Future<Output = Option<JobLoad>> + Send {
+        let load = self.lock().jobs.get(jid.as_str()).cloned();
         async move { load }
     }
 }
@@ -171,7 +171,7 @@ impl Uplink for FakeUp {
 
 fn ret(jid: &str, id: &str) -> ReturnLoad {
     ReturnLoad {
-        jid: jid.into(),
+        jid: jid.parse().expect("jid"),
         id: id.into(),
         fun: "test.ping".into(),
         fun_args: vec![],
@@ -255,7 +255,7 @@ impl Rig {
 
 fn ids(body: &RequestBody) -> Vec<String> {
     match body {
-        RequestBody::SyndicReturns(rets) => rets.iter().map(|r| r.id.clone()).collect(),
+        RequestBody::SyndicReturns(rets) => rets.returns.iter().map(|r| r.id.clone()).collect(),
         other => panic!("expected a batch of returns, got {other:?}"),
     }
 }
@@ -457,7 +457,7 @@ async fn a_job_published_here_goes_up_before_its_returns_once() {
     rig.below.lock().jobs.insert(
         local.to_string(),
         JobLoad {
-            jid: local.into(),
+            jid: local.parse().expect("jid"),
             tgt: "*".into(),
             tgt_type: TargetType::Glob,
             fun: "test.ping".into(),

@@ -38,6 +38,7 @@ use crate::output::{OutFormat, Printer};
 use batch::Window;
 use brine_common::client::{ClientError, LocalClient};
 use brine_common::exit;
+use brine_common::jid::Jid;
 use brine_common::proto::client::Expected;
 use brine_common::proto::client::{ClientEvent, PublishRequest, Published};
 use brine_common::proto::{ReturnLoad, TargetType};
@@ -237,7 +238,7 @@ struct Session {
     window: Window,
     tally: Tally,
     /// Every jid published, in order (sub-jobs of a batch run).
-    jids: Vec<String>,
+    jids: Vec<Jid>,
     cache_failing: bool,
     ret_tx: mpsc::UnboundedSender<ReturnLoad>,
     ret_rx: mpsc::UnboundedReceiver<ReturnLoad>,
@@ -503,7 +504,7 @@ impl Session {
         if self.cache_failing {
             eprintln!(
                 "salt: the master's job cache failed during this run; once it has room, read the stored returns with: salt-run jobs.lookup_jid {}",
-                self.jids.join(" / ")
+                self.jids.iter().map(Jid::as_str).collect::<Vec<_>>().join(" / ")
             );
         }
         tally.exit_code(ending)

@@ -146,7 +146,7 @@ pub fn client_error_code(e: &ClientError) -> i32 {
 }
 
 /// What `salt` prints on stderr after Ctrl-C: the jids to look up later.
-pub fn interrupted_message(jids: &[String]) -> String {
+pub fn interrupted_message<J: std::fmt::Display>(jids: &[J]) -> String {
     let mut s = String::from("Exiting gracefully on Ctrl-c\n");
     for jid in jids {
         s.push_str(&format!("This job's jid is: {jid}\n"));
@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn nothing_matched_only_when_no_minion_and_no_missing_id() {
         let mut p = Published {
-            jid: "20240101000000000000".into(),
+            jid: "20240101000000000000".parse().expect("jid"),
             minions: vec![],
             missing: vec![],
         };

@@ -16,6 +16,7 @@
 //! does the I/O; nothing here sleeps or reads a clock.
 
 use crate::output::NoReturn;
+use brine_common::jid::Jid;
 use brine_common::proto::client::Expected;
 use brine_common::proto::client::PublishRequest;
 use brine_common::proto::TargetType;
@@ -27,7 +28,7 @@ use tokio::time::Instant;
 /// A minion that still owes a return.
 #[derive(Debug, Clone)]
 struct Pend {
-    jid: String,
+    jid: Jid,
     deadline: Instant,
     /// A find_job question about it is out.
     checking: bool,
@@ -39,7 +40,7 @@ struct Pend {
 /// A `saltutil.find_job` question to send: which minions, about which jid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindJob {
-    pub jid: String,
+    pub jid: Jid,
     /// Sorted.
     pub ids: Vec<String>,
 }
@@ -61,13 +62,13 @@ impl Waiter {
     }
 
     /// Job `jid` was published at `now` and expects `minions`.
-    pub fn expect(&mut self, jid: &str, minions: &[Expected], now: Instant) {
+    pub fn expect(&mut self, jid: &Jid, minions: &[Expected], now: Instant) {
         let deadline = now + self.timeout;
         for m in minions {
             self.pending.insert(
                 m.id.clone(),
                 Pend {
-                    jid: jid.to_string(),
+                    jid: jid.clone(),
                     deadline,
                     checking: false,
                     // Behind a syndic, what the operator needs to know is
@@ -86,9 +87,9 @@ impl Waiter {
     /// A return of `id` for `jid` arrived; true when it was owed (it is
     /// then no longer waited for), false for a duplicate, a stranger or a
     /// return of another jid.
-    pub fn on_return(&mut self, id: &str, jid: &str) -> bool {
+    pub fn on_return(&mut self, id: &str, jid: &Jid) -> bool {
         match self.pending.get(id) {
-            Some(p) if p.jid == jid => {
+            Some(p) if p.jid == *jid => {
                 self.pending.remove(id);
                 true
             }
@@ -100,7 +101,7 @@ impl Waiter {
     /// deadline and not already being asked, grouped by jid. They count as
     /// being asked from here on.
     pub fn overdue(&mut self, now: Instant) -> Vec<FindJob> {
-        let mut by_jid: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut by_jid: BTreeMap<Jid, Vec<String>> = BTreeMap::new();
         for (id, p) in self.pending.iter_mut() {
             if !p.checking && p.deadline <= now {
                 p.checking = true;
@@ -162,7 +163,7 @@ pub fn find_job_request(base: &PublishRequest, job: &FindJob, gather: Duration) 
     req.tgt = job.ids.join(",");
     req.tgt_type = TargetType::List;
     req.fun = "saltutil.find_job".into();
-    req.arg = vec![Value::String(job.jid.clone())];
+    req.arg = vec![Value::String(job.jid.to_string())];
     req.kwarg = BTreeMap::new();
     req.timeout = gather.as_secs();
     req.trace = false;
@@ -191,6 +192,11 @@ mod tests {
     use serde_json::json;
 
     const T: Duration = Duration::from_secs(5);
+
+    /// Job number `n` (jids sort like their numbers).
+    fn j(n: u8) -> Jid {
+        Jid::parse(&format!("202601010000000000{n:02}")).expect("jid")
+    }
 
     fn direct(id: &str, connected: bool) -> Expected {
         Expected {
@@ -222,11 +228,11 @@ mod tests {
     fn all_returned_before_the_deadline_ends_without_find_job() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("a", true), direct("b", true)], t0);
+        w.expect(&j(1), &[direct("a", true), direct("b", true)], t0);
         assert_eq!(w.next_deadline(), Some(t0 + T));
-        assert!(w.on_return("a", "j1"));
-        assert!(!w.on_return("a", "j1"), "a duplicate counts once");
-        assert!(w.on_return("b", "j1"));
+        assert!(w.on_return("a", &j(1)));
+        assert!(!w.on_return("a", &j(1)), "a duplicate counts once");
+        assert!(w.on_return("b", &j(1)));
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
         assert!(w.overdue(t0 + T * 10).is_empty());
@@ -236,9 +242,9 @@ mod tests {
     fn returns_of_another_jid_or_a_stranger_do_not_count() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j2", &[direct("a", true)], t0);
-        assert!(!w.on_return("a", "j1"), "an earlier sub-job's return");
-        assert!(!w.on_return("zed", "j2"), "not expected");
+        w.expect(&j(2), &[direct("a", true)], t0);
+        assert!(!w.on_return("a", &j(1)), "an earlier sub-job's return");
+        assert!(!w.on_return("zed", &j(2)), "not expected");
         assert!(!w.is_empty());
     }
 
@@ -246,12 +252,12 @@ mod tests {
     fn nothing_is_overdue_before_the_deadline() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("a", true)], t0);
+        w.expect(&j(1), &[direct("a", true)], t0);
         assert!(w.overdue(t0 + T - Duration::from_millis(1)).is_empty());
         assert_eq!(
             w.overdue(t0 + T),
             vec![FindJob {
-                jid: "j1".into(),
+                jid: j(1),
                 ids: strings(&["a"])
             }]
         );
@@ -261,18 +267,18 @@ mod tests {
     fn overdue_minions_are_asked_once_per_jid_and_not_again_while_asked() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("c", true), direct("a", true)], t0);
-        w.expect("j2", &[direct("b", true)], t0 + Duration::from_secs(1));
+        w.expect(&j(1), &[direct("c", true), direct("a", true)], t0);
+        w.expect(&j(2), &[direct("b", true)], t0 + Duration::from_secs(1));
         let asks = w.overdue(t0 + Duration::from_secs(6));
         assert_eq!(
             asks,
             vec![
                 FindJob {
-                    jid: "j1".into(),
+                    jid: j(1),
                     ids: strings(&["a", "c"])
                 },
                 FindJob {
-                    jid: "j2".into(),
+                    jid: j(2),
                     ids: strings(&["b"])
                 },
             ]
@@ -286,7 +292,7 @@ mod tests {
     fn a_busy_minion_gets_timeout_more_from_the_answer() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("a", true)], t0);
+        w.expect(&j(1), &[direct("a", true)], t0);
         w.overdue(t0 + T);
         let answered = t0 + T + Duration::from_secs(2);
         let gone = w.on_checked(strings(&["a"]), &set(&["a"]), answered);
@@ -298,7 +304,7 @@ mod tests {
         assert_eq!(w.overdue(answered + T).len(), 1, "asked again");
         // Still running: extended again; then it returns.
         w.on_checked(strings(&["a"]), &set(&["a"]), answered + T);
-        assert!(w.on_return("a", "j1"));
+        assert!(w.on_return("a", &j(1)));
         assert!(w.is_empty());
     }
 
@@ -307,7 +313,7 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
         w.expect(
-            "j1",
+            &j(1),
             &[
                 direct("a", true),
                 direct("b", false),
@@ -342,7 +348,7 @@ mod tests {
             ]
         );
         assert!(!w.is_empty(), "e is still running");
-        assert!(w.on_return("e", "j1"));
+        assert!(w.on_return("e", &j(1)));
         assert!(w.is_empty());
     }
 
@@ -350,9 +356,9 @@ mod tests {
     fn a_return_while_asked_wins_over_the_answer() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("a", true)], t0);
+        w.expect(&j(1), &[direct("a", true)], t0);
         w.overdue(t0 + T);
-        assert!(w.on_return("a", "j1"), "returns count while asked");
+        assert!(w.on_return("a", &j(1)), "returns count while asked");
         let gone = w.on_checked(strings(&["a"]), &set(&[]), t0 + T * 2);
         assert!(gone.is_empty(), "not reported as missing after returning");
         assert!(w.is_empty());
@@ -362,8 +368,8 @@ mod tests {
     fn the_next_deadline_is_the_earliest_not_being_asked() {
         let t0 = Instant::now();
         let mut w = Waiter::new(T);
-        w.expect("j1", &[direct("a", true)], t0);
-        w.expect("j2", &[direct("b", true)], t0 + Duration::from_secs(3));
+        w.expect(&j(1), &[direct("a", true)], t0);
+        w.expect(&j(2), &[direct("b", true)], t0 + Duration::from_secs(3));
         assert_eq!(w.next_deadline(), Some(t0 + T));
         w.overdue(t0 + T);
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(8)));
@@ -383,7 +389,7 @@ mod tests {
             trace: true,
         };
         let job = FindJob {
-            jid: "20240101000000000001".into(),
+            jid: "20240101000000000001".parse().expect("jid"),
             ids: strings(&["a", "b"]),
         };
         let r = find_job_request(&base, &job, Duration::from_secs(10));
