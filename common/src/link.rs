@@ -15,7 +15,7 @@
 //! that does not resolve is said once at WARN, with the option and the
 //! file that set it ([`watch_master_name`]), while the link keeps retrying.
 
-use crate::config::{MinionConfig, SyndicConfig};
+use crate::config::{LinkTimings, MinionConfig, SyndicConfig};
 use crate::crypto::{KeyPair, PublicKey};
 use crate::proto::*;
 use crate::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked};
@@ -43,12 +43,7 @@ pub struct LinkConfig {
     /// File the master's key is pinned in (`minion_master.pub`).
     pub pin_file: PathBuf,
     pub master_finger: Option<String>,
-    pub acceptance_wait_time: u64,
-    pub acceptance_wait_time_max: u64,
-    pub recon_default: u64,
-    pub recon_max: u64,
-    pub recon_randomize: bool,
-    pub random_reauth_delay: u64,
+    pub timings: LinkTimings,
     pub max_frame: usize,
 }
 
@@ -63,12 +58,7 @@ impl From<&MinionConfig> for LinkConfig {
             pki_dir: cfg.pki_dir.clone(),
             pin_file: cfg.pki_dir.join("minion_master.pub"),
             master_finger: cfg.master_finger.clone(),
-            acceptance_wait_time: cfg.acceptance_wait_time,
-            acceptance_wait_time_max: cfg.acceptance_wait_time_max,
-            recon_default: cfg.recon_default,
-            recon_max: cfg.recon_max,
-            recon_randomize: cfg.recon_randomize,
-            random_reauth_delay: cfg.random_reauth_delay,
+            timings: LinkTimings::from(cfg),
             max_frame: cfg.max_frame_bytes,
         }
     }
@@ -90,12 +80,7 @@ impl LinkConfig {
             // Pins the upper master's key before first contact; after it
             // the key stored in the pin file is what must match.
             master_finger: cfg.finger.clone(),
-            acceptance_wait_time: cfg.acceptance_wait_time,
-            acceptance_wait_time_max: cfg.acceptance_wait_time_max,
-            recon_default: cfg.recon_default,
-            recon_max: cfg.recon_max,
-            recon_randomize: cfg.recon_randomize,
-            random_reauth_delay: cfg.random_reauth_delay,
+            timings: cfg.timings.clone(),
             max_frame: cfg.max_frame_bytes,
         }
     }
@@ -243,8 +228,8 @@ fn open_dealer(
 ) -> Result<(IoThread, mpsc::Receiver<(usize, transport::Frames)>), LinkError> {
     let dealer = ctx.socket(zmq::DEALER)?;
     transport::tune(&dealer, 100, 10_000, transport::Side::Request)?;
-    let ivl = jitter(cfg.recon_default, cfg.recon_randomize);
-    transport::tune_reconnect(&dealer, ivl as i32, cfg.recon_max.max(ivl) as i32)?;
+    let ivl = jitter(cfg.timings.recon_default, cfg.timings.recon_randomize);
+    transport::tune_reconnect(&dealer, ivl as i32, cfg.timings.recon_max.max(ivl) as i32)?;
     dealer.set_maxmsgsize(cfg.max_frame as i64)?;
     dealer.connect(&transport::tcp_endpoint(&cfg.master, cfg.master_port))?;
     Ok(IoThread::spawn(ctx, "link-req", vec![dealer], &[], 10_000)?)
@@ -335,9 +320,9 @@ impl Task {
 
     /// Sign in until accepted. Some(true): signed in; None/Some(false): stop.
     async fn sign_in(&mut self) -> Option<bool> {
-        let mut backoff = Duration::from_millis(self.cfg.recon_default.max(100));
-        let max_backoff = Duration::from_millis(self.cfg.recon_max.max(1000));
-        let mut wait = Duration::from_secs(self.cfg.acceptance_wait_time.max(1));
+        let mut backoff = Duration::from_millis(self.cfg.timings.recon_default.max(100));
+        let max_backoff = Duration::from_millis(self.cfg.timings.recon_max.max(1000));
+        let mut wait = Duration::from_secs(self.cfg.timings.acceptance_wait_time.max(1));
         loop {
             let frame = match self.session.auth_frame() {
                 Ok(f) => f,
@@ -406,9 +391,14 @@ impl Task {
                 Some(Ok(SignInOutcome::Pending)) => {
                     info!(id = %self.cfg.id, wait_s = wait.as_secs(), "key is pending acceptance on the master (salt-key -a)");
                     let d = wait;
-                    if self.cfg.acceptance_wait_time_max > self.cfg.acceptance_wait_time {
-                        wait = (wait + Duration::from_secs(self.cfg.acceptance_wait_time.max(1)))
-                            .min(Duration::from_secs(self.cfg.acceptance_wait_time_max));
+                    if self.cfg.timings.acceptance_wait_time_max
+                        > self.cfg.timings.acceptance_wait_time
+                    {
+                        wait = (wait
+                            + Duration::from_secs(self.cfg.timings.acceptance_wait_time.max(1)))
+                        .min(Duration::from_secs(
+                            self.cfg.timings.acceptance_wait_time_max,
+                        ));
                     }
                     d
                 }
@@ -488,8 +478,11 @@ impl Task {
     ) -> Result<(IoThread, mpsc::Receiver<(usize, transport::Frames)>), LinkError> {
         let sub = self.ctx.socket(zmq::SUB)?;
         transport::tune(&sub, 100, 100_000, transport::Side::Client)?;
-        let ivl = jitter(self.cfg.recon_default, self.cfg.recon_randomize);
-        transport::tune_reconnect(&sub, ivl as i32, self.cfg.recon_max.max(ivl) as i32)?;
+        let ivl = jitter(
+            self.cfg.timings.recon_default,
+            self.cfg.timings.recon_randomize,
+        );
+        transport::tune_reconnect(&sub, ivl as i32, self.cfg.timings.recon_max.max(ivl) as i32)?;
         sub.set_maxmsgsize(self.cfg.max_frame as i64)?;
         match self.cfg.role {
             Role::Minion => sub.set_subscribe(TOPIC_BROADCAST)?,
@@ -661,7 +654,7 @@ impl Task {
                         Ok(PubEvent::KeyUpdated) => debug!("publish key updated"),
                         Ok(PubEvent::NotForUs) => {}
                         Ok(PubEvent::Reauth) => {
-                            let max = self.cfg.random_reauth_delay.max(1) * 1000;
+                            let max = self.cfg.timings.random_reauth_delay.max(1) * 1000;
                             let d = Duration::from_millis(rand::thread_rng().gen_range(0..max));
                             info!(delay_ms = d.as_millis() as u64, "master restarted; signing in again");
                             return Next::SignInAfter(d);

@@ -49,7 +49,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
                 origin: syn.masters_origin.clone(),
                 main_file: syn.main_file.clone(),
             },
-            Duration::from_millis(syn.recon_max.max(1000)),
+            Duration::from_millis(syn.timings.recon_max.max(1000)),
             shutdown.clone(),
         ));
     }

@@ -80,10 +80,10 @@ pub fn start(
     let base = LinkConfig::for_syndic(cfg);
     // A pinned key that contradicts `syndic_finger` is looked at again
     // after the wait a pending key gets: both need the operator.
-    let pin_retry = Duration::from_secs(cfg.acceptance_wait_time.max(1));
+    let pin_retry = Duration::from_secs(cfg.timings.acceptance_wait_time.max(1));
     // A link that cannot even start (no sockets left) is retried after the
     // first reconnect back-off.
-    let start_retry = Duration::from_millis(cfg.recon_default.max(100));
+    let start_retry = Duration::from_millis(cfg.timings.recon_default.max(100));
     let up2 = up.clone();
     tokio::spawn(async move {
         let mut idx = 0usize;

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use master::{load_master, load_master_with_env, MasterConfig};
 pub use minion::{load_minion, load_minion_with_env, MinionConfig};
-pub use syndic::SyndicConfig;
+pub use syndic::{LinkTimings, SyndicConfig};
 
 /// How [`LoadNotes::origin`] names a value no file, variable or flag set.
 pub const DEFAULTS_ORIGIN: &str = load::DEFAULTS;

@@ -10,7 +10,39 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, MasterConfig};
+use super::{ConfigError, MasterConfig, MinionConfig};
+
+/// How a link signs in and reconnects: Salt's minion options, which a
+/// syndic has with a `syndic_` prefix for its link upward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkTimings {
+    /// Seconds between sign-in attempts while the key is pending.
+    pub acceptance_wait_time: u64,
+    /// Cap of the growing wait between sign-in attempts; 0 = no growth.
+    pub acceptance_wait_time_max: u64,
+    /// Milliseconds before the first reconnect attempt.
+    pub recon_default: u64,
+    /// Largest reconnect back-off, milliseconds.
+    pub recon_max: u64,
+    /// Jitter reconnects so a restarted master is not stampeded.
+    pub recon_randomize: bool,
+    /// Upper bound of the jitter before signing in again after the master
+    /// rotated its publish key, seconds.
+    pub random_reauth_delay: u64,
+}
+
+impl From<&MinionConfig> for LinkTimings {
+    fn from(cfg: &MinionConfig) -> Self {
+        LinkTimings {
+            acceptance_wait_time: cfg.acceptance_wait_time,
+            acceptance_wait_time_max: cfg.acceptance_wait_time_max,
+            recon_default: cfg.recon_default,
+            recon_max: cfg.recon_max,
+            recon_randomize: cfg.recon_randomize,
+            random_reauth_delay: cfg.random_reauth_delay,
+        }
+    }
+}
 
 /// The syndic's options, taken from the master config it runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,18 +59,9 @@ pub struct SyndicConfig {
     /// Fingerprint required of the master above at first contact
     /// (`syndic_finger`).
     pub finger: Option<String>,
-    /// `syndic_acceptance_wait_time`, seconds.
-    pub acceptance_wait_time: u64,
-    /// `syndic_acceptance_wait_time_max`, seconds.
-    pub acceptance_wait_time_max: u64,
-    /// `syndic_recon_default`, milliseconds.
-    pub recon_default: u64,
-    /// `syndic_recon_max`, milliseconds.
-    pub recon_max: u64,
-    /// `syndic_recon_randomize`.
-    pub recon_randomize: bool,
-    /// `syndic_random_reauth_delay`, seconds.
-    pub random_reauth_delay: u64,
+    /// The upstream link's timings: the `syndic_*` forms of the minion's
+    /// options (`syndic_acceptance_wait_time`, `syndic_recon_default`, …).
+    pub timings: LinkTimings,
     /// How often a batch of returns leaves at the latest
     /// (`syndic_forward_interval_ms`).
     pub forward_interval: Duration,
@@ -85,12 +108,14 @@ impl SyndicConfig {
                 .clone()
                 .unwrap_or_else(|| cfg.pki_dir.join("syndic")),
             finger: cfg.syndic_finger.clone(),
-            acceptance_wait_time: cfg.syndic_acceptance_wait_time,
-            acceptance_wait_time_max: cfg.syndic_acceptance_wait_time_max,
-            recon_default: cfg.syndic_recon_default,
-            recon_max: cfg.syndic_recon_max,
-            recon_randomize: cfg.syndic_recon_randomize,
-            random_reauth_delay: cfg.syndic_random_reauth_delay,
+            timings: LinkTimings {
+                acceptance_wait_time: cfg.syndic_acceptance_wait_time,
+                acceptance_wait_time_max: cfg.syndic_acceptance_wait_time_max,
+                recon_default: cfg.syndic_recon_default,
+                recon_max: cfg.syndic_recon_max,
+                recon_randomize: cfg.syndic_recon_randomize,
+                random_reauth_delay: cfg.syndic_random_reauth_delay,
+            },
             forward_interval: Duration::from_millis(cfg.syndic_forward_interval_ms.max(1)),
             forward_batch: cfg.syndic_forward_batch.max(1),
             forward_all: cfg.syndic_forward_all,
@@ -131,12 +156,12 @@ mod tests {
         // Salt-like defaults of the syndic's upstream link.
         assert_eq!(
             (
-                s.acceptance_wait_time,
-                s.acceptance_wait_time_max,
-                s.recon_default,
-                s.recon_max,
-                s.recon_randomize,
-                s.random_reauth_delay
+                s.timings.acceptance_wait_time,
+                s.timings.acceptance_wait_time_max,
+                s.timings.recon_default,
+                s.timings.recon_max,
+                s.timings.recon_randomize,
+                s.timings.random_reauth_delay
             ),
             (5, 30, 500, 5000, true, 2)
         );
@@ -151,10 +176,10 @@ mod tests {
         let cfg = load_master_with_env(dir.path(), &[], &[]).expect("load");
         let s = SyndicConfig::of(&cfg).expect("view");
         assert_eq!(s.masters, vec!["top1"]);
-        assert_eq!((s.recon_default, s.recon_max), (200, 900));
-        assert_eq!(s.acceptance_wait_time, 2);
-        assert_eq!(s.random_reauth_delay, 7);
-        assert!(!s.recon_randomize);
+        assert_eq!((s.timings.recon_default, s.timings.recon_max), (200, 900));
+        assert_eq!(s.timings.acceptance_wait_time, 2);
+        assert_eq!(s.timings.random_reauth_delay, 7);
+        assert!(!s.timings.recon_randomize);
         assert_eq!(s.pki_dir, cfg.pki_dir.join("syndic"));
 
         fs::write(
