@@ -13,7 +13,7 @@ use crate::raw::{self, RawError};
 use crate::report::RunMeta;
 use crate::ring::{RingError, SyndicRing};
 use crate::stats::{StatsError, TierStats};
-use crate::workers::{self, ChildEvent, ChildProc, TopResult, WorkerError, WorkerResult};
+use crate::workers::{self, ChildEvent, ChildProc, WorkerError};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
@@ -97,8 +97,6 @@ pub struct RunConfig {
 pub struct BaselineRun {
     pub stats: TierStats,
     pub meta: RunMeta,
-    pub top: TopResult,
-    pub workers: Vec<WorkerResult>,
 }
 
 impl RunConfig {
@@ -340,12 +338,7 @@ pub fn run_baseline(
         wall_secs: started.elapsed().as_secs_f64(),
         ..cfg.meta("baseline")
     };
-    Ok(BaselineRun {
-        stats,
-        meta,
-        top: top_result,
-        workers: results,
-    })
+    Ok(BaselineRun { stats, meta })
 }
 
 #[cfg(test)]

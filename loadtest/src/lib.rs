@@ -17,12 +17,12 @@
 // Tests may unwrap (house rules); library code may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod baseline;
-pub mod brine;
+pub(crate) mod baseline;
+pub(crate) mod brine;
 pub mod cli;
-pub mod plan;
-pub mod raw;
-pub mod report;
-pub mod ring;
-pub mod stats;
-pub mod workers;
+pub(crate) mod plan;
+pub(crate) mod raw;
+pub(crate) mod report;
+pub(crate) mod ring;
+pub(crate) mod stats;
+pub(crate) mod workers;

@@ -13,7 +13,7 @@ pub mod top;
 pub mod wire;
 pub mod worker;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors of the raw baseline processes.
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +98,6 @@ pub fn bind_endpoint(addr: &str, port: u16) -> String {
 pub fn last_endpoint(sock: &zmq::Socket) -> Result<String, RawError> {
     sock.get_last_endpoint()?
         .map_err(|_| RawError::Malformed("last endpoint is not utf-8"))
-}
-
-/// Sleeps at most `d`, in one call; used only between probe rounds.
-pub fn pause(d: Duration) {
-    std::thread::sleep(d);
 }
 
 #[cfg(test)]

@@ -90,11 +90,6 @@ impl SyndicRing {
         })
     }
 
-    /// Syndic names in construction order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Index (into `names()`) of the syndic that owns `id`.
     pub fn assign_index(&self, id: &str) -> usize {
         // The ring is never empty (checked in `new`), so `get` is `Some`.

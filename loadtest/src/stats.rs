@@ -150,6 +150,7 @@ impl TierStats {
     }
 
     /// Number of values recorded for `tier`.
+    #[cfg(test)]
     pub fn count(&self, tier: Tier) -> u64 {
         self.hists.get(&tier).map_or(0, |h| h.len())
     }
@@ -160,6 +161,7 @@ impl TierStats {
     }
 
     /// Adds every value of `other` into `self`.
+    #[cfg(test)]
     pub fn merge(&mut self, other: &TierStats) -> Result<(), StatsError> {
         for (t, h) in &other.hists {
             match self.hists.get_mut(t) {
@@ -173,6 +175,7 @@ impl TierStats {
     }
 
     /// Adds a snapshot (e.g. from a worker) into `self`.
+    #[cfg(test)]
     pub fn merge_snapshot(&mut self, snap: &StatsSnapshot) -> Result<(), StatsError> {
         self.merge(&TierStats::from_snapshot(snap)?)
     }

@@ -249,6 +249,7 @@ impl ChildProc {
     }
 
     /// The child's PID.
+    #[cfg(test)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -12,9 +12,6 @@ use brine_common::crypto::{CryptoError, KeyPair};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Keys in the default pool.
-pub const DEFAULT_POOL: usize = 16;
-
 /// Errors loading or creating the key pool.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyPoolError {

@@ -26,10 +26,10 @@ use brine_common::client::LocalClient;
 use brine_common::proto::client::PublishRequest;
 use brine_common::proto::{now_us, TargetType};
 use serde_json::{json, Value};
-use sim::{SimGroup, SimResult, SimSpec};
+use sim::{SimGroup, SimSpec};
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +42,6 @@ pub struct BrineRun {
     /// The raw baseline's histograms (`None` with `--no-baseline`).
     pub baseline: Option<TierStats>,
     pub meta: RunMeta,
-    pub workers: Vec<SimResult>,
 }
 
 /// The job target for `--target`: `all` is `*`, `list:K` the first K
@@ -499,7 +498,6 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         stats: tally.stats,
         baseline,
         meta,
-        workers: results,
     })
 }
 
@@ -551,11 +549,6 @@ impl Tally {
         }
         Ok(())
     }
-}
-
-/// Default directory of the key pool, for the CLI's help.
-pub fn default_key_dir() -> PathBuf {
-    keypool::default_dir()
 }
 
 #[cfg(test)]
