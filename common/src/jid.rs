@@ -6,6 +6,7 @@
 //! process, even when two jobs start in the same microsecond: it moves
 //! forward by one.
 
+use crate::sync::lock;
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
@@ -156,7 +157,7 @@ impl JidGen {
     /// The next jid (never equal to or older than the previous one).
     pub fn next(&self) -> Jid {
         let now = Utc::now().timestamp_micros();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         let us = if now > *last { now } else { *last + 1 };
         *last = us;
         Jid::from_micros(us)

@@ -27,6 +27,7 @@
 //! - [`glob`]: the one fnmatch-style glob matcher (ids, grains, key names,
 //!   job searches, `sys.*` filters), bounded in steps; `target::fnmatch`.
 //! - [`args`]: Salt's CLI argument convention (positional, `key=value`).
+//! - [`sync`]: `lock`/`read`/`write` that take a poisoned lock's data.
 //! - [`output`]: the `--out` outputters shared by every CLI.
 
 pub mod args;
@@ -42,6 +43,7 @@ pub mod link;
 pub mod output;
 pub mod proto;
 pub mod session;
+pub mod sync;
 pub mod target;
 pub(crate) mod telemetry;
 pub mod transport;

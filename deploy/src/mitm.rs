@@ -11,6 +11,7 @@
 //! bounded by a 50 ms poll.
 
 use anyhow::{Context, Result};
+use brine_common::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -81,9 +82,7 @@ impl Mitm {
                 }
                 if ready[1] {
                     if let Ok(m) = xsub.recv_multipart(0) {
-                        pubs.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(m.clone());
+                        lock(&pubs).push(m.clone());
                         let _ = xpub.send_multipart(m, 0);
                     }
                 }
@@ -132,10 +131,7 @@ impl Mitm {
 
     /// Publishes relayed so far.
     pub fn recorded(&self) -> Vec<Vec<Vec<u8>>> {
-        self.publishes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.publishes).clone()
     }
 }
 

@@ -16,6 +16,7 @@
 
 use crate::launch::{self, ConfigFile, Net, Stop, DAEMON_ENV};
 use anyhow::{bail, Context, Result};
+use brine_common::sync::lock;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -125,7 +126,7 @@ impl Builder {
     /// master sees every minion (or fails after `wait`).
     pub fn start(self, wait: Duration) -> Result<Topology> {
         ensure_built()?;
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = lock(&ONE_AT_A_TIME);
         let dir = tempfile::Builder::new().prefix("brine-topo-").tempdir()?;
         let net = Net::fresh()?;
         let mut topo = Topology {

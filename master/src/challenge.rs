@@ -13,6 +13,7 @@
 
 use brine_common::crypto::AesKey;
 use brine_common::proto::now_us;
+use brine_common::sync::lock;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -101,7 +102,7 @@ impl Challenges {
         if issued > now.saturating_add(1_000_000) || now.saturating_sub(issued) > ttl {
             return Check::Invalid;
         }
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = lock(&self.used);
         while let Some((t, _)) = used.order.front() {
             if now.saturating_sub(*t) <= ttl {
                 break;
@@ -124,11 +125,7 @@ impl Challenges {
     /// Used challenges remembered now.
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        self.used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set
-            .len()
+        lock(&self.used).set.len()
     }
 }
 

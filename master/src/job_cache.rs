@@ -47,6 +47,7 @@ use brine_common::codec;
 use brine_common::glob::Glob;
 use brine_common::jid::{is_jid, Jid};
 use brine_common::proto::{JobLoad, ReturnLoad, TargetType};
+use brine_common::sync::lock;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::Serialize;
@@ -54,7 +55,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
@@ -431,10 +432,6 @@ impl Drop for Inner {
             error!(path = %self.path.display(), error = %e, "job cache writer did not stop cleanly");
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now_us() -> i64 {

@@ -23,6 +23,7 @@
 use brine_common::config::MasterConfig;
 use brine_common::jid::Jid;
 use brine_common::proto::JobLoad;
+use brine_common::sync::lock;
 use brine_common::target::{self, Target};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -140,7 +141,7 @@ pub struct Published {
 impl Published {
     /// Remember a job this master sends out.
     pub fn insert(&self, jid: &Jid, scope: JobScope) {
-        let mut g = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.jobs);
         g.insert(jid.clone(), Arc::new(scope));
         while g.len() > LIVE_JOBS {
             g.pop_first();
@@ -148,16 +149,12 @@ impl Published {
     }
 
     pub fn get(&self, jid: &str) -> Option<Arc<JobScope>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(jid)
-            .cloned()
+        lock(&self.jobs).get(jid).cloned()
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.jobs).len()
     }
 }
 

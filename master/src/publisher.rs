@@ -22,6 +22,7 @@
 use brine_common::codec;
 use brine_common::crypto::{self, AesKey, KeyPair};
 use brine_common::proto::*;
+use brine_common::sync::lock;
 use brine_common::transport::{self, ConnGuard, Guarded, IoThread, Verdict};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,7 +287,7 @@ impl Publisher {
     /// Job publishes newer than `after_seq` sent to any of `topics` in the
     /// last [`RECENT_AGE`], oldest first, at most [`CATCHUP_BYTES`].
     pub fn recent_after(&self, after_seq: u64, topics: &[Vec<u8>]) -> Vec<Arc<Vec<u8>>> {
-        let g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let g = lock(&self.recent);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for p in &g.items {
@@ -306,7 +307,7 @@ impl Publisher {
     }
 
     fn remember(&self, seq: u64, topics: &[Vec<u8>], frame: Arc<Vec<u8>>) {
-        let mut g = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.recent);
         while g.items.len() >= RECENT_MAX
             || (!g.items.is_empty() && g.bytes + frame.len() > RECENT_BYTES)
             || g.items.front().is_some_and(|p| p.at.elapsed() > RECENT_AGE)

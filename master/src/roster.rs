@@ -12,6 +12,7 @@
 
 use crate::keys::KeyStore;
 use brine_common::proto::{RosterDelta, RosterEntry};
+use brine_common::sync::lock;
 use brine_common::target::Target;
 use serde::Serialize;
 use serde_json::Value;
@@ -133,7 +134,7 @@ impl Roster {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     fn alive(&self, seen: Option<Instant>) -> bool {

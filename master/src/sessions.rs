@@ -9,6 +9,7 @@
 
 use brine_common::crypto::AesKey;
 use brine_common::proto::Role;
+use brine_common::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -38,7 +39,7 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
-        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.by_id)
     }
 
     /// The session key and role of `id`, if it is signed in.

@@ -7,6 +7,7 @@
 //! exactly that job and no other.
 
 use brine_common::jid::Jid;
+use brine_common::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,7 @@ impl RunningJobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Jid, (RunningInfo, CancellationToken)>> {
         // A panic elsewhere cannot leave the map half-updated (single inserts
         // and removes), so a poisoned lock is still safe to use.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.jobs)
     }
 
     /// Record a job and the token that cancels it (replaces an entry with the

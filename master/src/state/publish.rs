@@ -14,6 +14,7 @@ use crate::roster::Expected;
 use brine_common::crypto::AesKey;
 use brine_common::proto::client::{PublishRequest, Published};
 use brine_common::proto::*;
+use brine_common::sync::write;
 use brine_common::target::{self, Target, TargetType};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -275,7 +276,7 @@ impl MasterState {
     /// minion cannot read anything published from now on.
     pub fn rotate_publish_key(&self, revoked: &[String]) {
         let PublishKey { id: key_id, key } = {
-            let mut g = self.publish_key.write().unwrap_or_else(|e| e.into_inner());
+            let mut g = write(&self.publish_key);
             g.id = g.id.wrapping_add(1);
             g.key = AesKey::random();
             g.clone()

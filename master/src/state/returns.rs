@@ -13,6 +13,7 @@ use super::{bump, MasterState};
 use crate::published::{self, ForwardUp, NotAdmitted};
 use brine_common::jid::Jid;
 use brine_common::proto::{now_us, ReturnLoad, Stamp};
+use brine_common::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,7 @@ impl WatchQueue {
 
     /// Minions whose returns the watcher must read from the job cache.
     pub fn take_deferred(&self) -> Vec<String> {
-        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.deferred))
     }
 }
 
@@ -205,9 +206,7 @@ impl MasterState {
     pub fn watch_job(&self, jid: &Jid) -> JobReturns {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(WatchQueue::default());
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.watchers)
             .by_jid
             .entry(jid.clone())
             .or_default()
@@ -233,11 +232,7 @@ impl MasterState {
             .sent
             .get(&ret.jid)
             .map_or(ForwardUp::Stay, |scope| ForwardUp::of(&self.cfg, &scope));
-        let before = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .begin(&ret.jid, &ret.id);
+        let before = lock(&self.seen).begin(&ret.jid, &ret.id);
         match before {
             Some(Pair::Stored) => {
                 bump(&self.counters.duplicate_returns);
@@ -264,12 +259,7 @@ impl MasterState {
                 us: now_us(),
             });
         }
-        let watched = self
-            .watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_jid
-            .contains_key(ret.jid.as_str());
+        let watched = lock(&self.watchers).by_jid.contains_key(ret.jid.as_str());
         let st = self.clone();
         let (jid, id) = (ret.jid.clone(), ret.id.clone());
         // Kept for the job's watchers only when it has some.
@@ -292,18 +282,14 @@ impl MasterState {
         ret: Option<ReturnLoad>,
         w: crate::job_cache::ReturnWritten,
     ) {
-        let newly = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .written(jid, id, w.stored);
+        let newly = lock(&self.seen).written(jid, id, w.stored);
         if !w.stored {
             let n = bump(&self.counters.returns_not_stored);
             if n.is_power_of_two() {
                 warn!(jid = %jid, minion = %id, count = n, "return not stored (job cache failing); not acknowledged, the sender will resend it");
             }
         }
-        let mut g = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.watchers);
         let Some(list) = g.by_jid.get_mut(jid) else {
             return;
         };
@@ -324,9 +310,7 @@ impl MasterState {
                 let q = &watcher.queue;
                 let queued = q.queued.load(Ordering::Relaxed);
                 if queued > 0 && queued.saturating_add(w.bytes) > WATCH_BYTES {
-                    q.deferred
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
+                    lock(&q.deferred)
                         .push(id.to_string());
                     let n = bump(&self.counters.watch_returns_deferred);
                     if n.is_power_of_two() {
@@ -420,10 +404,7 @@ impl MasterState {
 
     /// Forget the watchers of jobs whose `salt` has gone (housekeeping).
     pub(crate) fn forget_closed_watchers(&self) -> usize {
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_closed()
+        lock(&self.watchers).forget_closed()
     }
 }
 

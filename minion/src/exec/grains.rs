@@ -5,6 +5,7 @@
 //! lock across an await. Refreshing lives in `saltutil`.
 
 use super::{opt, req, Call, CallFuture, Function, Outcome};
+use brine_common::sync::read;
 use serde_json::{json, Map, Value};
 
 /// Salt's `DEFAULT_TARGET_DELIM`.
@@ -63,11 +64,7 @@ pub(super) const FUNCTIONS: &[Function] = &[
 ];
 
 fn snapshot(c: &Call<'_>) -> Value {
-    c.ctx
-        .grains
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
+    read(&c.ctx.grains).clone()
 }
 
 /// Follow `key` split on `delimiter` through dicts and lists (by index, or

@@ -8,6 +8,7 @@
 //! master never hears of grains the minion does not have.
 
 use super::{opt, req, Call, CallFuture, ExecError, Function, MinionEvent, Outcome};
+use brine_common::sync::write;
 use serde_json::{json, Value};
 
 pub(super) const FUNCTIONS: &[Function] = &[
@@ -120,7 +121,7 @@ pub async fn refresh(c: &Call<'_>) -> Result<Value, ExecError> {
     let fresh = tokio::task::spawn_blocking(move || crate::grains::collect(&id, &statics))
         .await
         .map_err(|e| ExecError::Execution(format!("grain collection failed: {e}")))?;
-    *c.ctx.grains.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+    *write(&c.ctx.grains) = fresh.clone();
     if let Some(tx) = &c.ctx.events {
         if tx.send(MinionEvent::GrainsChanged(fresh.clone())).is_err() {
             tracing::warn!(jid = %c.ctx.jid, "grains refreshed but the master link is gone");
