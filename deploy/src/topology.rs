@@ -413,6 +413,15 @@ impl Topology {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// `salt-run jobs.lookup_jid JID` on master `on` as JSON: the returns
+    /// it stored (`Null` while it cannot answer).
+    pub fn lookup_jid(&self, on: &str, jid: &str) -> serde_json::Value {
+        self.cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// One counter of [`Topology::stats`] (0 when absent).
     pub fn stat(&self, name: &str) -> u64 {
         self.stats()[name].as_u64().unwrap_or(0)

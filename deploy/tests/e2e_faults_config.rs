@@ -262,13 +262,6 @@ fn a_minion_without_master_warns_once_that_salt_does_not_resolve() {
     );
 }
 
-fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
-    topo.cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or(Value::Null)
-}
-
 /// `salt --async` on `on`; returns the jid.
 fn publish_async(topo: &Topology, on: &str, word: &str) -> String {
     topo.salt_async(on, &["*", "test.echo", word])
@@ -288,7 +281,7 @@ fn jobs_published_at_a_syndic_go_up_only_with_syndic_forward_all() {
     let jid = publish_async(&topo, "syndic1", "here");
     let t = &topo;
     t.eventually(WAIT, "returns on the syndic", || {
-        both(&lookup(t, "syndic1", &jid), "here")
+        both(&t.lookup_jid("syndic1", &jid), "here")
     })
     .expect("syndic job cache");
     // A job from the top after it: once its returns are up, any return
@@ -304,7 +297,7 @@ fn jobs_published_at_a_syndic_go_up_only_with_syndic_forward_all() {
         }
     }
     assert!(both(&Value::Object(v), "top"), "{out:?}");
-    let up = lookup(&topo, "top", &jid);
+    let up = topo.lookup_jid("top", &jid);
     assert!(
         up.as_object().is_none_or(|m| m.is_empty()),
         "a job published at the syndic stays there by default: {up}"
@@ -325,7 +318,7 @@ fn jobs_published_at_a_syndic_go_up_only_with_syndic_forward_all() {
     let jid2 = publish_async(&topo, "syndic1", "forwarded");
     let t = &topo;
     t.eventually(WAIT, "returns of the syndic's job on the top", || {
-        both(&lookup(t, "top", &jid2), "forwarded")
+        both(&t.lookup_jid("top", &jid2), "forwarded")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", t.log("syndic1")));
     // The job's load went up too: the top lists it.
@@ -335,6 +328,6 @@ fn jobs_published_at_a_syndic_go_up_only_with_syndic_forward_all() {
     let jobs: Value = serde_json::from_slice(&jobs.stdout).unwrap_or(Value::Null);
     assert!(jobs.get(&jid2).is_some(), "{jobs}");
     // The earlier job's returns were settled before; they stay put.
-    let up = lookup(&topo, "top", &jid);
+    let up = topo.lookup_jid("top", &jid);
     assert!(up.as_object().is_none_or(|m| m.is_empty()), "{up}");
 }

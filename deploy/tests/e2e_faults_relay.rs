@@ -14,18 +14,6 @@ use brine_deploy::topology::Topology;
 use serde_json::Value;
 use std::time::Duration;
 
-fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
-    json(
-        &topo
-            .cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
-            .expect("salt-run"),
-    )
-}
-
 /// `salt TGT FUN ARGS --async` on the top: the jid.
 fn publish_async(topo: &Topology, args: &[&str]) -> String {
     topo.salt_async("top", args).expect("salt --async")
@@ -50,14 +38,14 @@ fn a_return_on_its_way_up_survives_a_top_restart() {
     topo.eventually(
         Duration::from_secs(20),
         "late's return at the syndic",
-        || lookup(&topo, "syndic1", &jid)["late"] == Value::String("done".into()),
+        || topo.lookup_jid("syndic1", &jid)["late"] == Value::String("done".into()),
     )
     .expect("the syndic has the return");
     // ...and the top, restarted, must end up with it.
     topo.spawn_master("top", "salt-master")
         .expect("restart the top");
     if let Err(e) = topo.eventually(Duration::from_secs(40), "late's return at the top", || {
-        lookup(&topo, "top", &jid)["late"] == Value::String("done".into())
+        topo.lookup_jid("top", &jid)["late"] == Value::String("done".into())
     }) {
         panic!(
             "{e}\n--- syndic1 log:\n{}\n--- top log:\n{}",
@@ -86,7 +74,7 @@ fn jobs_published_while_a_syndic_is_frozen_reach_every_minion() {
     let missing = || -> Vec<String> {
         jids.iter()
             .flat_map(|j| {
-                let got = lookup(&topo, "top", j);
+                let got = topo.lookup_jid("top", j);
                 ids.iter()
                     .filter(|m| got[**m] != Value::Bool(true))
                     .map(|m| format!("{j}/{m}"))

@@ -78,17 +78,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn lookup(topo: &Topology, jid: &str) -> Value {
-    topo.cli(
-        "top",
-        "salt-run",
-        &["jobs.lookup_jid", jid, "--out", "json"],
-    )
-    .ok()
-    .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-    .unwrap_or(Value::Null)
-}
-
 #[test]
 fn a_full_job_cache_disk_loses_no_return() {
     // Declared first: dropped (unmounted) after the topology has stopped.
@@ -147,7 +136,7 @@ fn a_full_job_cache_disk_loses_no_return() {
     std::fs::remove_file(&filler).expect("free the disk");
     let mut last = Value::Null;
     let stored = topo.eventually(Duration::from_secs(120), "every return stored", || {
-        last = lookup(&topo, &jid);
+        last = topo.lookup_jid("top", &jid);
         ids.iter()
             .all(|id| last.get(id) == Some(&Value::Bool(true)))
     });

@@ -74,15 +74,6 @@ fn async_jid(out: &Output) -> String {
     line.rsplit(' ').next().expect("jid").to_string()
 }
 
-/// Returns of `jid` stored on master `on`.
-fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
-    topo.cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| json_of(&o))
-        .unwrap_or(Value::Null)
-}
-
 /// Override options of one master (read after `DIR/master`), then restart
 /// it so they take effect.
 fn override_master(topo: &Topology, id: &str, yaml: &str) {
@@ -229,10 +220,10 @@ fn two_syndics_targeting_fanout_and_faults() {
     let jid = async_jid(&out);
     let t = &topo;
     t.eventually(WAIT, "three returns of the s1* job at the top", || {
-        keys_of(&lookup(t, "top", &jid)) == set(&["s1m1", "s1m2", "s1m3"])
+        keys_of(&t.lookup_jid("top", &jid)) == set(&["s1m1", "s1m2", "s1m3"])
     })
     .expect("returns");
-    assert_eq!(lookup(&topo, "top", &jid)["s1m2"], "fanout");
+    assert_eq!(topo.lookup_jid("top", &jid)["s1m2"], "fanout");
     let on1 = run(&topo, "syndic1", &["jobs.list_jobs"]);
     assert_eq!(
         on1[&jid]["Function"], "test.echo",
@@ -250,12 +241,12 @@ fn two_syndics_targeting_fanout_and_faults() {
         .expect("salt on syndic1");
     let local = async_jid(&out);
     t.eventually(WAIT, "local job returned on syndic1", || {
-        lookup(t, "syndic1", &local)["s1m1"] == "local"
+        t.lookup_jid("syndic1", &local)["s1m1"] == "local"
     })
     .expect("local return");
     let top_jobs = run(&topo, "top", &["jobs.list_jobs"]);
     assert!(top_jobs.get(&local).is_none(), "{top_jobs}");
-    assert_eq!(lookup(&topo, "top", &local), json!({}));
+    assert_eq!(topo.lookup_jid("top", &local), json!({}));
 
     // A fake syndic may return only for minions in its own reported
     // subtree; the same return twice is stored once.
@@ -311,7 +302,7 @@ fn two_syndics_targeting_fanout_and_faults() {
         ))
         .expect("answer");
     assert_eq!(body, ReplyBody::Ok);
-    assert_eq!(lookup(&topo, "top", forged_jid), json!({"fake1": "mine"}));
+    assert_eq!(topo.lookup_jid("top", forged_jid), json!({"fake1": "mine"}));
     let stats = run(&topo, "top", &["manage.stats"]);
     assert!(stats["syndic_refused"].as_u64() >= Some(1), "{stats}");
     assert!(stats["duplicate_returns"].as_u64() >= Some(1), "{stats}");
@@ -439,19 +430,19 @@ fn two_syndics_targeting_fanout_and_faults() {
     assert_eq!(keys_of(&json_of(&out)), set(&["s1m1", "s1m2", "s1m3"]));
     let t = &topo;
     t.eventually(WAIT, "late returns at syndic1", || {
-        keys_of(&lookup(t, "syndic1", &late)) == set(&["s1m1", "s1m2", "s1m3"])
+        keys_of(&t.lookup_jid("syndic1", &late)) == set(&["s1m1", "s1m2", "s1m3"])
     })
     .expect("late returns below");
     topo.stop("syndic1", true).expect("kill syndic1");
     topo.start_syndic("syndic1").expect("restart syndic1");
     topo.wait_up_on("syndic1", &strings(&["s1m1", "s1m2", "s1m3"]), WAIT)
         .expect("syndic1 minions back");
-    assert_eq!(lookup(&topo, "top", &late), Value::Null, "top is down");
+    assert_eq!(topo.lookup_jid("top", &late), Value::Null, "top is down");
     topo.spawn_master("top", "salt-master")
         .expect("restart top");
     let t = &topo;
     t.eventually(WAIT, "spooled returns reach the top", || {
-        let got = lookup(t, "top", &late);
+        let got = t.lookup_jid("top", &late);
         keys_of(&got) == set(&["s1m1", "s1m2", "s1m3"])
             && got
                 .as_object()
@@ -550,11 +541,11 @@ fn three_tier_chain() {
     let jid = async_jid(&out);
     let t = &topo;
     t.eventually(WAIT, "the return reaches the top", || {
-        lookup(t, "top", &jid)["s1m1"] == "jid"
+        t.lookup_jid("top", &jid)["s1m1"] == "jid"
     })
     .expect("return at the top");
     for tier in ["syndic1-t1", "syndic1-t2"] {
-        assert_eq!(lookup(&topo, tier, &jid)["s1m1"], "jid", "{tier}");
+        assert_eq!(topo.lookup_jid(tier, &jid)["s1m1"], "jid", "{tier}");
     }
 
     topo.stop("s1m3", true).expect("kill s1m3");

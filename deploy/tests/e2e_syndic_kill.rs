@@ -54,15 +54,6 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// Returns of `jid` stored on master `on` (Null while it cannot answer).
-fn lookup(topo: &Topology, on: &str, jid: &str) -> Value {
-    topo.cli(on, "salt-run", &["jobs.lookup_jid", jid, "--out", "json"])
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| json_of(&o))
-        .unwrap_or(Value::Null)
-}
-
 fn keys_of(v: &Value) -> BTreeSet<String> {
     v.as_object()
         .map(|m| m.keys().cloned().collect())
@@ -174,7 +165,7 @@ fn a_syndic_killed_again_and_again_loses_no_return() {
         t.eventually(WAIT, "a first return of each job at the syndic", || {
             these
                 .iter()
-                .all(|(jid, _)| !keys_of(&lookup(t, "syndic1", jid)).is_empty())
+                .all(|(jid, _)| !keys_of(&t.lookup_jid("syndic1", jid)).is_empty())
         })
         .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", logs(&topo)));
         std::thread::sleep(rng.millis(800));
@@ -207,7 +198,7 @@ fn a_syndic_killed_again_and_again_loses_no_return() {
         missing = jobs
             .iter()
             .filter_map(|(jid, _)| {
-                let got = keys_of(&lookup(t, "top", jid));
+                let got = keys_of(&t.lookup_jid("top", jid));
                 let lost: Vec<String> = all.difference(&got).cloned().collect();
                 (!lost.is_empty()).then(|| format!("{jid}: {lost:?}"))
             })
@@ -218,12 +209,12 @@ fn a_syndic_killed_again_and_again_loses_no_return() {
         panic!("{e}: missing {missing:?}\n{}", logs(&topo));
     }
     for (jid, tag) in &jobs {
-        let top = lookup(&topo, "top", jid);
+        let top = topo.lookup_jid("top", jid);
         for m in &minions {
             assert_eq!(top[m], Value::String(tag.clone()), "{jid} {m}: {top}");
         }
         // Nothing the syndic stored is missing above.
-        let below = keys_of(&lookup(&topo, "syndic1", jid));
+        let below = keys_of(&topo.lookup_jid("syndic1", jid));
         assert!(below.is_subset(&keys_of(&top)), "{jid}: {below:?}");
     }
     // And the syndic's outbox empties: each batch was acknowledged.
