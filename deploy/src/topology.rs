@@ -3,9 +3,9 @@
 //! with the standard ports 4505/4506, everything under one root directory.
 //!
 //! Used by the end-to-end tests, the demo and `fleet-bench` (the load test
-//! has its own topology of masters only, on the same [`launch`](crate::launch)
+//! has its own topology of masters only, on the same [`launch`]
 //! pieces, and borrows [`seed_syndic`]). Every process is started from the
-//! workspace's own binaries through [`launch`](crate::launch) and stopped by
+//! workspace's own binaries through [`launch`] and stopped by
 //! PID when the [`Topology`] is dropped (SIGTERM, then SIGKILL after a grace
 //! period); the topology holds its loopback block ([`Net`]) until then.
 //!

@@ -1,4 +1,4 @@
-//! The minion daemon: one [`crate::link`] to the master, a matcher that
+//! The minion daemon: one [`brine_common::link`] to the master, a matcher that
 //! decides (authoritatively) whether a job is for this minion, and a job
 //! runner that runs each job in its own task, so a slow job never holds up
 //! the next one. A master name that does not resolve is said once at WARN

@@ -8,7 +8,7 @@
 //! - [`call`]: the `salt-call` command.
 //! - `exec`: the execution-module registry (`test`, `cmd`, `grains`,
 //!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
-//!   Salt-shaped return ([`exec::Outcome`]).
+//!   Salt-shaped return (`exec::Outcome`).
 //! - `grains`: collects this host's grains (os, kernel, network, cpu,
 //!   memory, machine id) and overlays the config's static grains.
 //! - `running`: the table of jobs in flight, behind `saltutil.running`,

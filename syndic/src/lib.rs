@@ -4,11 +4,11 @@
 //! # Layout
 //! - [`syndic`]: starts the downstream master, the upstream link and the
 //!   forwarder; relays jobs down (same jid, loop guard).
-//! - `forward`: the [`forward::Forwarder`], one task that sends the
+//! - `forward`: the `Forwarder`, one task that sends the
 //!   roster (full per upstream session, deltas after) and the returns of
 //!   the job cache's outbox upward as one ordered stream, in batches,
 //!   deleting them from the outbox once acknowledged; written against the
-//!   [`forward::Below`] and [`forward::Uplink`] traits.
+//!   `Below` and `Uplink` traits.
 //! - `upstream`: the link to the master above (`brine_common::link` with
 //!   the syndic role and the `syndic_*` timings), with failover over a
 //!   `syndic_master` list.

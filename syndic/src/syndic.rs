@@ -3,7 +3,7 @@
 //! Jobs from above are re-published below with the same jid (and dropped if
 //! this syndic is already on their path: loop guard); the downstream master
 //! marks them as relayed, so their returns are written to the job cache's
-//! outbox with the returns themselves, and [`crate::forward`] sends them up.
+//! outbox with the returns themselves, and `crate::forward` sends them up.
 //! With `syndic_forward_all` so do the jobs published here (an operator's
 //! `salt` on the syndic) with their returns, as Salt's syndic does. The
 //! downstream master is a complete master: its own keys, job cache, roster

@@ -1,5 +1,5 @@
 //! The `salt-key` command: parses Salt's flags, lists, accepts, rejects,
-//! deletes and fingerprints minion keys through [`KeyStore`], grants and
+//! deletes and fingerprints minion keys through `KeyStore`, grants and
 //! revokes the syndic role (Brine's `--grant-syndic`/`--revoke-syndic`),
 //! prompting before a change as Salt does, and prints Salt's text (or json,
 //! yaml, nested, txt).
@@ -70,7 +70,7 @@ pub struct KeyArgs {
     /// `-c`/`--config-dir` (also `SALT_CONFIG_DIR`) and `--log-level`.
     #[command(flatten)]
     pub client: brine_common::cli::ClientArgs,
-    /// Key directory (default: <config-dir>/pki/master).
+    /// Key directory (default: `<config-dir>/pki/master`).
     #[arg(long = "pki-dir")]
     pub pki_dir: Option<PathBuf>,
     /// List all public keys (the default action).

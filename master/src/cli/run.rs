@@ -1,5 +1,5 @@
 //! `salt-run FUN [ARGS]`: runner functions executed by the master
-//! (see [`crate::runner`]); this side parses, sends and prints.
+//! (see `crate::runner`); this side parses, sends and prints.
 
 use crate::output::{OutFormat, OutputArgs, Printer};
 use brine_common::client::LocalClient;

@@ -221,7 +221,7 @@ impl MasterState {
     /// Returns false for a duplicate.
     ///
     /// The job's watchers are told once the job cache has stored it
-    /// ([`MasterState::return_written`]). On a syndic, a return of a job
+    /// (`MasterState::return_written`). On a syndic, a return of a job
     /// that goes up ([`ForwardUp::of`]) is queued in the job cache's
     /// outbox in the same transaction, so its acknowledgement also means
     /// "on its way up". A copy that comes while the first is still being

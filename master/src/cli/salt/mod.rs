@@ -21,11 +21,11 @@
 //! This file is the driver: it talks to the master (publish, returns,
 //! find_job), listens for Ctrl-C and prints. The decisions are pure units
 //! beside it, fed with events and the time they happened:
-//! - [`args`]: the command line ([`SaltArgs`]);
-//! - [`waiter`]: who still owes a return, when to ask find_job, when a busy
+//! - `args`: the command line ([`SaltArgs`]);
+//! - `waiter`: who still owes a return, when to ask find_job, when a busy
 //!   minion gets more time, when to give up;
-//! - [`batch`]: the batch size and the sliding window;
-//! - [`report`]: the tally, the "did not return" reasons and the exit code.
+//! - `batch`: the batch size and the sliding window;
+//! - `report`: the tally, the "did not return" reasons and the exit code.
 
 mod args;
 mod batch;
