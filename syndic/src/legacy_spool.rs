@@ -133,21 +133,7 @@ fn direction(jobs: &JobCache, jid: &Jid, me: &str) -> ForwardUp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn ret(jid: &str, id: &str) -> ReturnLoad {
-        ReturnLoad {
-            jid: jid.parse().expect("jid"),
-            id: id.into(),
-            fun: "test.ping".into(),
-            fun_args: vec![],
-            ret: json!(true),
-            retcode: 0,
-            success: true,
-            out: None,
-            trace: None,
-        }
-    }
+    use crate::test_util::ret;
 
     #[test]
     fn an_old_spool_is_imported_once_and_removed() {

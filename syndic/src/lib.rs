@@ -18,4 +18,6 @@
 pub(crate) mod forward;
 pub(crate) mod legacy_spool;
 pub mod syndic;
+#[cfg(test)]
+mod test_util;
 pub(crate) mod upstream;

@@ -3,6 +3,7 @@
 //! to the test with the sender of its answer ([`FakeUp`]).
 
 use super::*;
+use crate::test_util::ret;
 use brine_common::proto::{RosterEntry, TargetType};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -166,20 +167,6 @@ impl Uplink for FakeUp {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send((body, tx));
         rx
-    }
-}
-
-fn ret(jid: &str, id: &str) -> ReturnLoad {
-    ReturnLoad {
-        jid: jid.parse().expect("jid"),
-        id: id.into(),
-        fun: "test.ping".into(),
-        fun_args: vec![],
-        ret: json!(true),
-        retcode: 0,
-        success: true,
-        out: None,
-        trace: None,
     }
 }
 
