@@ -27,8 +27,41 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// A request and, optionally, who wants to know it was acknowledged.
-type Outgoing = (RequestBody, Option<oneshot::Sender<bool>>);
+/// A request and, optionally, who waits for its answer.
+type Outgoing = (RequestBody, Option<Waiter>);
+
+/// Who waits for the answer to a request.
+enum Waiter {
+    /// Acknowledged (`true`) or refused (`false`).
+    Ack(oneshot::Sender<bool>),
+    /// The answer itself ([`LinkHandle::ask`]).
+    Answer(oneshot::Sender<ReplyBody>),
+}
+
+impl Waiter {
+    fn answer(self, body: ReplyBody) {
+        match self {
+            Waiter::Ack(tx) => {
+                let _ = tx.send(!matches!(body, ReplyBody::Refused(_)));
+            }
+            Waiter::Answer(tx) => {
+                let _ = tx.send(body);
+            }
+        }
+    }
+}
+
+/// Why [`LinkHandle::ask`] got no answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AskError {
+    /// Not signed in to the master when the question was asked, or the
+    /// link stopped before an answer came.
+    #[error("not connected to the master")]
+    NotConnected,
+    /// No answer within the time the caller allowed.
+    #[error("the master did not answer within {0:?}")]
+    Timeout(Duration),
+}
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -122,10 +155,26 @@ impl LinkHandle {
     /// until one of the two happens.
     pub fn send_acked(&self, body: RequestBody) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send((body, Some(tx))).is_err() {
+        if self.tx.send((body, Some(Waiter::Ack(tx)))).is_err() {
             warn!("link is stopped; request dropped");
         }
         rx
+    }
+
+    /// Ask the master a question (a file, a listing, a pillar) and wait at
+    /// most `timeout` for its answer. The question is resent across
+    /// re-sign-ins like any unacknowledged request (every question is
+    /// idempotent); a refusal is an answer ([`ReplyBody::Refused`]).
+    pub async fn ask(&self, body: RequestBody, timeout: Duration) -> Result<ReplyBody, AskError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((body, Some(Waiter::Answer(tx)))).is_err() {
+            return Err(AskError::NotConnected);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(_)) => Err(AskError::NotConnected),
+            Err(_) => Err(AskError::Timeout(timeout)),
+        }
     }
 
     /// How many times the link has signed in (a change means a new session
@@ -499,17 +548,12 @@ impl Task {
         )?)
     }
 
-    fn send_request(&mut self, body: RequestBody, ack: Option<oneshot::Sender<bool>>) {
+    fn send_request(&mut self, body: RequestBody, ack: Option<Waiter>) {
         self.send_request_again(body, ack, 0);
     }
 
     /// Send `body`, which was sent `attempts` times before.
-    fn send_request_again(
-        &mut self,
-        body: RequestBody,
-        ack: Option<oneshot::Sender<bool>>,
-        attempts: u32,
-    ) {
+    fn send_request_again(&mut self, body: RequestBody, ack: Option<Waiter>, attempts: u32) {
         let keep = reliable(&body) || ack.is_some();
         let copy = keep.then(|| body.clone());
         let dropped = match self.session.seal(body) {
@@ -517,9 +561,10 @@ impl Task {
                 self.send_frame(frame);
                 copy.is_some_and(|b| self.pending.sent(req_id, (b, ack), attempts))
             }
-            // Not signed in, and its sender waits for the answer: tell it
-            // now (dropping the channel), it sends again itself.
-            Err(_) if ack.is_some() => false,
+            // Not signed in, and its sender waits for the acknowledgement:
+            // tell it now (dropping the channel), it sends again itself. A
+            // question waits for the sign-in (its asker has a timeout).
+            Err(_) if matches!(ack, Some(Waiter::Ack(_))) => false,
             Err(e) => {
                 // Not signed in: keep it for after the next sign-in.
                 debug!(error = %e, "request kept until signed in");
@@ -606,16 +651,17 @@ impl Task {
                             }
                         }
                         Ok(ServerMsg::Reply(r)) => {
-                            let ok = match &r.body {
-                                ReplyBody::Refused(why) => {
-                                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            let pending = self.pending.ack(r.req_id);
+                            if let ReplyBody::Refused(why) = &r.body {
+                                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                // A question's refusal is its answer; the
+                                // asker reports it.
+                                if !matches!(pending, Some((_, Some(Waiter::Answer(_))))) {
                                     warn!(reason = %why, "master refused a request");
-                                    false
                                 }
-                                ReplyBody::Ok | ReplyBody::Publishes(_) => true,
-                            };
-                            if let Some((_, Some(ack))) = self.pending.ack(r.req_id) {
-                                let _ = ack.send(ok);
+                            }
+                            if let Some((_, Some(waiter))) = pending {
+                                waiter.answer(r.body);
                             }
                         }
                         // Clear text, so anyone could have sent it: acted

@@ -516,6 +516,14 @@ impl RequestServer {
             RequestBody::SyndicReturns(rets) => self.on_syndic_returns(id, role, rets, plain_len),
             RequestBody::SyndicJob(load) => self.state.job_from_below(id, role, load),
             RequestBody::Roster(delta) => self.on_roster(id, role, &delta),
+            RequestBody::FileFind { .. }
+            | RequestBody::FileChunk { .. }
+            | RequestBody::FileList { .. }
+            | RequestBody::FilePush(_)
+            | RequestBody::Pillar { .. }
+            | RequestBody::PillarFor { .. } => ReplyBody::Refused(Refusal::Unavailable(
+                "this master has no file server or pillar yet".into(),
+            )),
         };
         let reply = Reply {
             req_id: req.req_id,

@@ -113,12 +113,42 @@ pub struct MasterConfig {
     /// at first contact, before any key is pinned (Salt's `syndic_finger`,
     /// the syndic's `master_finger`). The loader lowercases it.
     pub syndic_finger: Option<String>,
+    /// The file server's roots per environment (`salt://` paths), searched
+    /// in order; not under `root_dir`, as in Salt.
+    pub file_roots: BTreeMap<String, Vec<PathBuf>>,
+    /// Pillar SLS roots per environment, each with its `top.sls`.
+    pub pillar_roots: BTreeMap<String, Vec<PathBuf>>,
+    /// File server backends; only `roots` exists here.
+    #[serde(deserialize_with = "load::string_or_list")]
+    pub fileserver_backend: Vec<String>,
+    /// Regular expressions of paths the file server hides.
+    #[serde(deserialize_with = "load::string_or_list")]
+    pub file_ignore_regex: Vec<String>,
+    /// Globs of paths the file server hides.
+    #[serde(deserialize_with = "load::string_or_list")]
+    pub file_ignore_glob: Vec<String>,
+    /// Allow minions to push files to the master (`cp.push`).
+    pub file_recv: bool,
+    /// Largest file a minion may push, in MiB.
+    pub file_recv_max_size: u64,
+    /// Bytes per file chunk on the request channel.
+    pub file_buffer_size: usize,
+    /// Put this master's options in every pillar under `master`.
+    pub pillar_opts: bool,
+    /// How pillar SLS data is merged (`smart`, `recurse`, `overwrite`,
+    /// `none`; `smart` is `recurse` for YAML).
+    pub pillar_source_merging_strategy: String,
+    /// Merge lists instead of replacing them when pillar data is merged.
+    pub pillar_merge_lists: bool,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
     #[serde(skip)]
     pub load_notes: LoadNotes,
 }
+
+/// Salt's `file_buffer_size` default (256 KiB).
+pub const DEFAULT_FILE_BUFFER_SIZE: usize = 262_144;
 
 impl Default for MasterConfig {
     fn default() -> Self {
@@ -161,6 +191,20 @@ impl Default for MasterConfig {
             syndic_random_reauth_delay: 2,
             syndic_pki_dir: None,
             syndic_finger: None,
+            file_roots: BTreeMap::from([("base".to_string(), vec![PathBuf::from("/srv/salt")])]),
+            pillar_roots: BTreeMap::from([(
+                "base".to_string(),
+                vec![PathBuf::from("/srv/pillar")],
+            )]),
+            fileserver_backend: vec!["roots".to_string()],
+            file_ignore_regex: Vec::new(),
+            file_ignore_glob: Vec::new(),
+            file_recv: false,
+            file_recv_max_size: 100,
+            file_buffer_size: DEFAULT_FILE_BUFFER_SIZE,
+            pillar_opts: false,
+            pillar_source_merging_strategy: "smart".to_string(),
+            pillar_merge_lists: false,
             load_notes: LoadNotes::default(),
         }
     }
@@ -253,6 +297,38 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
                 "must not exceed max_frame_bytes ({}): a return travels in one frame",
                 cfg.max_frame_bytes
             ),
+        ));
+    }
+    if let Some(b) = cfg
+        .fileserver_backend
+        .iter()
+        .find(|b| b.as_str() != "roots")
+    {
+        return Err(loaded.invalid(
+            "fileserver_backend",
+            format!("backend {b:?} is not available (only 'roots' is)"),
+        ));
+    }
+    for re in &cfg.file_ignore_regex {
+        if let Err(e) = regex::Regex::new(re) {
+            return Err(loaded.invalid("file_ignore_regex", format!("{re:?}: {e}")));
+        }
+    }
+    if cfg.file_buffer_size == 0 || cfg.file_buffer_size + 4096 > cfg.max_frame_bytes {
+        return Err(loaded.invalid(
+            "file_buffer_size",
+            format!(
+                "must be greater than 0 and at least 4 KiB below max_frame_bytes ({}): a chunk travels in one frame",
+                cfg.max_frame_bytes
+            ),
+        ));
+    }
+    if !["smart", "recurse", "overwrite", "none"]
+        .contains(&cfg.pillar_source_merging_strategy.as_str())
+    {
+        return Err(loaded.invalid(
+            "pillar_source_merging_strategy",
+            "must be one of smart, recurse, overwrite, none",
         ));
     }
     if cfg.pub_hwm < 0 {
@@ -467,16 +543,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(
             dir.path().join("master"),
-            "file_roots: {base: [/srv/salt]}\nret_port: 4506\n",
+            "ext_pillar: [{cmd_yaml: x}]\nret_port: 4506\n",
         )
         .expect("write");
         let d = dir.path().join("master.d");
         fs::create_dir(&d).expect("mkdir");
-        fs::write(d.join("a.conf"), "file_roots: {}\nworker_threads: 5\n").expect("write");
+        fs::write(d.join("a.conf"), "ext_pillar: []\nworker_threads: 5\n").expect("write");
         let cfg = load(dir.path(), &[], &[("bogus_flag", json!(1))]).expect("load");
         assert_eq!(
             cfg.load_notes.unknown_keys(),
-            vec!["file_roots", "worker_threads", "bogus_flag"]
+            vec!["ext_pillar", "worker_threads", "bogus_flag"]
         );
     }
 

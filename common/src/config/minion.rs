@@ -57,6 +57,11 @@ pub struct MinionConfig {
     pub grains: serde_json::Value,
     /// Largest frame accepted from the wire, to bound memory per message.
     pub max_frame_bytes: usize,
+    /// Default file server environment of `cp.*` and `cmd.script`
+    /// (Salt's `saltenv`; `base` when unset).
+    pub saltenv: Option<String>,
+    /// Compile only this pillar environment (Salt's `pillarenv`).
+    pub pillarenv: Option<String>,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -86,6 +91,8 @@ impl Default for MinionConfig {
             random_reauth_delay: 10,
             grains: serde_json::Value::Object(serde_json::Map::new()),
             max_frame_bytes: 16 * 1024 * 1024,
+            saltenv: None,
+            pillarenv: None,
             load_notes: LoadNotes::default(),
         }
     }

@@ -14,6 +14,9 @@
 //! (file server, pillar, events) are additions, not breaking changes.
 
 pub mod client;
+pub mod files;
+
+pub use files::{FileMeta, ListKind, PushChunk, SealedPillar};
 
 use crate::jid::Jid;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -360,6 +363,45 @@ pub enum RequestBody {
     /// the master above records it as a job relayed up from that syndic
     /// and admits its returns from that syndic's subtree only.
     SyndicJob(JobLoad),
+    /// Where a `salt://` file is in `saltenv` and what it holds, answered
+    /// [`ReplyBody::FileMeta`] (`None`: not there or not visible).
+    FileFind { saltenv: String, path: String },
+    /// `len` bytes (at most `file_buffer_size`) at `offset` of version
+    /// `hash` of a file, answered [`ReplyBody::FileChunk`]; a file that
+    /// changed since its [`FileMeta`] is refused with
+    /// [`Refusal::FileChanged`]. A master that serves from a content cache
+    /// (a syndic) looks the version up by `hash` alone.
+    FileChunk {
+        saltenv: String,
+        path: String,
+        hash: String,
+        offset: u64,
+        len: u32,
+    },
+    /// A file server listing, answered [`ReplyBody::FileList`].
+    FileList {
+        saltenv: String,
+        prefix: String,
+        kind: ListKind,
+    },
+    /// `cp.push`: one chunk of a file the minion sends to its master.
+    FilePush(PushChunk),
+    /// The asking minion's own pillar, answered [`ReplyBody::Pillar`]
+    /// (under the session key: only that minion can read it) or, when the
+    /// master relays it from above, [`ReplyBody::SealedPillar`].
+    Pillar {
+        /// Only this pillar environment (`pillarenv`); all when `None`.
+        pillarenv: Option<String>,
+    },
+    /// A syndic asks the master above for the pillar of a minion in its
+    /// subtree: compiled above, sealed to `pub_pem` (the minion's key as
+    /// the syndic accepted it), answered [`ReplyBody::SealedPillar`].
+    PillarFor {
+        id: String,
+        grains: Value,
+        pub_pem: String,
+        pillarenv: Option<String>,
+    },
 }
 
 /// A sealed request with its replay-protection counter.
@@ -382,6 +424,18 @@ pub enum ReplyBody {
     /// Publish frames (each a msgpack [`SignedPub`], checked like any
     /// publish), oldest first: the answer to [`RequestBody::Catchup`].
     Publishes(Vec<ByteBuf>),
+    /// Answer to [`RequestBody::FileFind`].
+    FileMeta(Option<FileMeta>),
+    /// Answer to [`RequestBody::FileChunk`]: the bytes (fewer than asked
+    /// at the end of the file).
+    FileChunk(ByteBuf),
+    /// Answer to [`RequestBody::FileList`]: paths relative to the
+    /// environment's roots, sorted, `/`-separated.
+    FileList(Vec<String>),
+    /// Answer to [`RequestBody::Pillar`]: the asking minion's pillar.
+    Pillar(Value),
+    /// A pillar sealed to one minion's key (see [`SealedPillar`]).
+    SealedPillar(SealedPillar),
 }
 
 /// Why a master refused a request. Peers and tests match on the variant;
@@ -424,6 +478,26 @@ pub enum Refusal {
     /// A job sent up from below whose target does not parse here.
     #[error("target does not parse: {why}")]
     BadTarget { why: String },
+    /// A file changed (or went away) between its [`FileMeta`] and a chunk.
+    #[error("{path} changed on the master; fetch it again")]
+    FileChanged { path: String },
+    /// A `salt://` path or push destination that leaves its root, is
+    /// absolute or otherwise not allowed.
+    #[error("path not allowed: {path}")]
+    BadPath { path: String },
+    /// `cp.push` while the master does not set `file_recv: True`.
+    #[error("file_recv is disabled on the master")]
+    FileRecvDisabled,
+    /// `cp.push` of a file larger than `file_recv_max_size`.
+    #[error("file is larger than file_recv_max_size ({max_mib} MiB)")]
+    FileRecvTooLarge { max_mib: u64 },
+    /// A syndic asked for the pillar of a minion outside its subtree.
+    #[error("{id} is not in {syndic}'s subtree")]
+    NotInSubtree { syndic: String, id: String },
+    /// The master cannot answer now (no master above reachable, a file
+    /// server error); the text says why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
