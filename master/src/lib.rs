@@ -23,6 +23,9 @@
 //!   syndic's outbox (returns on their way up, written with the return).
 //! - `client_server`: the master's side of the local unix-socket channel
 //!   the CLIs use (`brine_common::client` is theirs).
+//! - `fileserver`: `salt://` files (roots, a syndic's cache of the
+//!   master above), chunked; `cp.push` uploads.
+//! - `pillar`: pillar compiled per minion, answered to it alone.
 //! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`).
 //! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
@@ -30,9 +33,11 @@
 pub(crate) mod challenge;
 pub mod cli;
 pub(crate) mod client_server;
+pub(crate) mod fileserver;
 pub mod job_cache;
 pub(crate) mod keys;
 pub mod master;
+pub(crate) mod pillar;
 pub mod published;
 pub(crate) mod publisher;
 pub(crate) mod request_server;

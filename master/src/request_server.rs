@@ -21,12 +21,20 @@ use brine_common::config::MasterConfig;
 use brine_common::crypto::{self, AesKey, PublicKey};
 use brine_common::proto::*;
 use brine_common::transport::{self, IoThread};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// File server and pillar questions answered at once: each holds at most
+/// one chunk (`file_buffer_size`) or one pillar in memory.
+const QUERIES_RUNNING: usize = 32;
+
+/// File server and pillar questions waiting or running; past this the
+/// asker is told to ask again.
+const QUERIES_WAITING: usize = 4096;
 
 /// Sign-ins waiting for an RSA worker. Beyond this a sign-in is dropped
 /// and counted (`auth_dropped`); the peer signs in again after its auth
@@ -136,6 +144,8 @@ pub(crate) fn spawn(
         state,
         router: bound.router,
         challenges: Challenges::new(),
+        queries_running: Arc::new(tokio::sync::Semaphore::new(QUERIES_RUNNING)),
+        queries_waiting: AtomicUsize::new(0),
     });
     let (auth_tx, auth_rx) = mpsc::channel(AUTH_QUEUE);
     vec![
@@ -150,6 +160,10 @@ struct RequestServer {
     /// Replies go out through the io thread that owns the socket.
     router: IoThread,
     challenges: Challenges,
+    /// Questions answered at once (see [`RequestServer::answer_later`]).
+    queries_running: Arc<tokio::sync::Semaphore>,
+    /// Questions waiting or running.
+    queries_waiting: AtomicUsize,
 }
 
 /// What a sealed request is, once opened and checked.
@@ -516,14 +530,14 @@ impl RequestServer {
             RequestBody::SyndicReturns(rets) => self.on_syndic_returns(id, role, rets, plain_len),
             RequestBody::SyndicJob(load) => self.state.job_from_below(id, role, load),
             RequestBody::Roster(delta) => self.on_roster(id, role, &delta),
-            RequestBody::FileFind { .. }
+            q @ (RequestBody::FileFind { .. }
             | RequestBody::FileChunk { .. }
             | RequestBody::FileList { .. }
             | RequestBody::FilePush(_)
             | RequestBody::Pillar { .. }
-            | RequestBody::PillarFor { .. } => ReplyBody::Refused(Refusal::Unavailable(
-                "this master has no file server or pillar yet".into(),
-            )),
+            | RequestBody::PillarFor { .. }) => {
+                return self.answer_later(routing, id, role, key, req.req_id, q);
+            }
         };
         let reply = Reply {
             req_id: req.req_id,
@@ -548,6 +562,49 @@ impl RequestServer {
         } else {
             self.sealed_reply(routing, id, &key, reply);
         }
+    }
+
+    /// File server and pillar questions: answered from a task (they read
+    /// files, render templates or ask the master above), at most
+    /// [`QUERIES_RUNNING`] at a time and [`QUERIES_WAITING`] waiting; past
+    /// that the asker is told the master is busy (counted) and asks again.
+    fn answer_later(
+        self: &Arc<Self>,
+        routing: &[u8],
+        id: &str,
+        role: Role,
+        key: AesKey,
+        req_id: u64,
+        body: RequestBody,
+    ) {
+        if self.queries_waiting.fetch_add(1, Ordering::Relaxed) >= QUERIES_WAITING {
+            self.queries_waiting.fetch_sub(1, Ordering::Relaxed);
+            let n = bump(&self.state.counters().queries_busy);
+            if n.is_power_of_two() {
+                warn!(
+                    count = n,
+                    "file server or pillar question refused: too many waiting"
+                );
+            }
+            let body = ReplyBody::Refused(Refusal::Unavailable("master busy, ask again".into()));
+            return self.sealed_reply(routing, id, &key, Reply { req_id, body });
+        }
+        let server = self.clone();
+        let routing = routing.to_vec();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let permit = server.queries_running.clone().acquire_owned().await;
+            server.queries_waiting.fetch_sub(1, Ordering::Relaxed);
+            let Ok(_permit) = permit else { return };
+            let state = server.state.clone();
+            let body = match body {
+                b @ (RequestBody::Pillar { .. } | RequestBody::PillarFor { .. }) => {
+                    crate::pillar::serve(state, id.clone(), role, b).await
+                }
+                b => crate::fileserver::serve(state, id.clone(), role, b).await,
+            };
+            server.sealed_reply(&routing, &id, &key, Reply { req_id, body });
+        });
     }
 
     /// `Hello` / `Grains`: a direct minion's grains go into the roster.

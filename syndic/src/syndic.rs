@@ -57,6 +57,8 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
     let state = master.state().clone();
     import_old_spool(&cfg, &state).await;
     let (up, mut jobs) = upstream::start(&syn, Arc::new(keys), shutdown.clone());
+    // File server and pillar questions this syndic cannot answer go up.
+    state.set_upstream(Arc::new(up.clone()));
     let forwarder = Forwarder::new(
         SyndicBelow::new(state.clone()),
         up.clone(),

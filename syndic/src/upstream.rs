@@ -13,7 +13,7 @@
 use brine_common::config::SyndicConfig;
 use brine_common::crypto::{KeyPair, PublicKey};
 use brine_common::link::{self, LinkConfig, LinkHandle};
-use brine_common::proto::{JobLoad, RequestBody};
+use brine_common::proto::{JobLoad, ReplyBody, RequestBody};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,12 +32,31 @@ const LINK_CHECK: Duration = Duration::from_millis(500);
 /// has the same bound).
 const JOBS_QUEUE: usize = 10_000;
 
+/// How long a question (a file, a pillar) asked of the master above may
+/// wait for its answer.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The current upstream link (replaced on failover).
 #[derive(Clone)]
 pub struct Upstream {
     /// The link and its generation (bumped on every failover), so a
     /// session is told apart from one on the next master.
     current: Arc<RwLock<Option<(u64, LinkHandle)>>>,
+}
+
+impl brine_master::state::Upstream for Upstream {
+    fn ask(
+        &self,
+        body: RequestBody,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ReplyBody, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let link = self
+                .link()
+                .ok_or_else(|| "no master above is connected".to_string())?;
+            link.ask(body, ASK_TIMEOUT).await.map_err(|e| e.to_string())
+        })
+    }
 }
 
 impl Upstream {

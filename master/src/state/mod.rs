@@ -68,6 +68,34 @@ pub struct Counters {
     pub watch_returns_deferred: AtomicU64,
     /// Jobs a syndic sent up (`syndic_forward_all`) and this master recorded.
     pub jobs_from_below: AtomicU64,
+    /// File server and pillar questions refused because too many were
+    /// waiting (the asker asks again).
+    pub queries_busy: AtomicU64,
+    /// Hostile or impossible file server paths refused (`..`, absolute,
+    /// out of a root by a symlink, a push outside its directory).
+    pub file_paths_refused: AtomicU64,
+    /// File chunk bytes this master sent on its request port.
+    pub file_bytes_served: AtomicU64,
+    /// Pillar requests refused (another subtree's minion, a role that may
+    /// not ask).
+    pub pillar_refused: AtomicU64,
+}
+
+/// A syndic's way to ask the master above (file server and pillar
+/// questions it cannot answer itself). Installed once with
+/// [`MasterState::set_upstream`].
+pub trait Upstream: Send + Sync {
+    /// Ask the master above; `Err` says why there is no answer.
+    fn ask(
+        &self,
+        body: brine_common::proto::RequestBody,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<brine_common::proto::ReplyBody, String>>
+                + Send
+                + '_,
+        >,
+    >;
 }
 
 /// Add one to a counter; the new count (callers log at powers of two).
@@ -116,6 +144,8 @@ pub struct MasterState {
     /// frame (`brine_common::unfinished`); made before the request
     /// server's io thread, which counts into it, hence not in `counters`.
     request_peers_dropped: Arc<AtomicU64>,
+    /// A syndic's master above (file server and pillar questions).
+    upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
 }
 
 /// The long-lived parts a [`MasterState`] is made of.
@@ -153,6 +183,7 @@ impl MasterState {
             jidgen: JidGen::new(),
             sent: PublishedJobs::default(),
             request_peers_dropped: p.request_peers_dropped,
+            upstream: std::sync::OnceLock::new(),
         }
     }
 
@@ -195,6 +226,17 @@ impl MasterState {
     /// guard (`manage.stats`).
     pub fn request_peers_dropped(&self) -> u64 {
         self.request_peers_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Install the master above (a syndic does, once, after its link
+    /// starts); later calls are ignored.
+    pub fn set_upstream(&self, up: Arc<dyn Upstream>) {
+        let _ = self.upstream.set(up);
+    }
+
+    /// The master above, on a syndic.
+    pub fn upstream(&self) -> Option<&Arc<dyn Upstream>> {
+        self.upstream.get()
     }
 
     /// The master's own key pair (signs publishes and sign-in answers).
