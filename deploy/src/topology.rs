@@ -62,6 +62,7 @@ pub struct Builder {
     minions_per_syndic: usize,
     auto_accept: bool,
     master_extra: Vec<String>,
+    top_extra: Vec<String>,
     minion_extra: Vec<String>,
     grains: BTreeMap<String, serde_json::Value>,
 }
@@ -75,6 +76,7 @@ impl Default for Builder {
             minions_per_syndic: 0,
             auto_accept: true,
             master_extra: vec![],
+            top_extra: vec![],
             minion_extra: vec![],
             grains: BTreeMap::new(),
         }
@@ -109,6 +111,12 @@ impl Builder {
     /// Extra YAML lines for every master config.
     pub fn master_config(mut self, line: &str) -> Self {
         self.master_extra.push(line.to_string());
+        self
+    }
+    /// Extra YAML lines for the top master's config only (after the
+    /// lines for every master).
+    pub fn top_config(mut self, line: &str) -> Self {
+        self.top_extra.push(line.to_string());
         self
     }
     /// Extra YAML lines for every minion config.
@@ -250,6 +258,11 @@ impl Topology {
         }
         for l in &self.builder.master_extra {
             cfg = cfg.raw(l);
+        }
+        if node.parent.is_none() {
+            for l in &self.builder.top_extra {
+                cfg = cfg.raw(l);
+            }
         }
         Ok(cfg.write(&dir, "master")?)
     }
