@@ -268,6 +268,7 @@ impl Roots {
     /// has it, in order): `Ok(None)` when absent, not a regular file,
     /// ignored, or a symlink resolving outside its root; `Err(BadPath)`
     /// for hostile paths (absolute, `..` component, NUL, empty).
+    #[allow(dead_code)] // roots API: the pillar compiler reads SLS files with it
     pub fn resolve(&self, env: &str, path: &str) -> Result<Option<PathBuf>, RootsError> {
         Ok(self.lookup(env, path)?.found())
     }
@@ -308,6 +309,7 @@ impl Roots {
 
     /// [`Roots::resolve`] + metadata + SHA-256 (hash cached while the file
     /// is unchanged). `FileMeta::path` is the normalised relative path.
+    #[allow(dead_code)] // roots API: the pillar compiler reads SLS files with it
     pub fn find(&self, env: &str, path: &str) -> Result<Option<(FileMeta, PathBuf)>, RootsError> {
         Ok(self.find_lookup(env, path)?.found())
     }
@@ -385,6 +387,7 @@ impl Roots {
 
     /// A file's text (pillar SLS, templates) and its real path: `Ok(None)`
     /// when absent; an error when over [`MAX_TEXT_BYTES`] or not UTF-8.
+    #[allow(dead_code)] // roots API: the pillar compiler reads SLS files with it
     pub fn read_to_string(
         &self,
         env: &str,
