@@ -584,3 +584,116 @@ async fn a_syndic_lists_empty_dirs_of_the_union() {
         "shared is empty on the syndic but not above"
     );
 }
+
+/// A whole master on loopback (ports chosen by the OS), all under `dir`.
+fn loopback_master(dir: &Path) -> MasterConfig {
+    MasterConfig {
+        id: "fs_test_master".into(),
+        interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        publish_port: 0,
+        ret_port: 0,
+        pki_dir: dir.join("pki"),
+        sock_dir: dir.join("sock"),
+        root_dir: dir.to_path_buf(),
+        log_file: dir.join("master.log"),
+        ..config(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_master_serves_files_and_the_fileserver_runners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("base/top.sls"), b"base:\n  '*': []\n");
+    write(&dir.path().join("base/web/init.sls"), b"x");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let master = crate::master::Master::start(loopback_master(dir.path()), shutdown.clone())
+        .await
+        .expect("master starts");
+    let state = master.state().clone();
+    let find = RequestBody::FileFind {
+        saltenv: "base".into(),
+        path: "salt://top.sls".into(),
+    };
+    let m = meta(serve(state.clone(), "m1".into(), Role::Minion, find).await);
+    assert_eq!(m.hash, sha(b"base:\n  '*': []\n"));
+    let bad = RequestBody::FileFind {
+        saltenv: "base".into(),
+        path: "../etc/passwd".into(),
+    };
+    assert!(is_bad_path(
+        &serve(state.clone(), "m1".into(), Role::Minion, bad).await
+    ));
+    assert_eq!(
+        state.counters().file_paths_refused.load(Ordering::Relaxed),
+        1
+    );
+
+    let run = |fun: &'static str, args: Vec<serde_json::Value>, kw: &[(&str, &str)]| {
+        let state = state.clone();
+        let kw: crate::runner::Kw = kw
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        async move { crate::runner::run(&state, fun, &args, &kw).await }
+    };
+    use serde_json::json;
+    let files = run("fileserver.file_list", vec![], &[])
+        .await
+        .expect("file_list");
+    assert_eq!(files, json!(["top.sls", "web/init.sls"]));
+    let web = run(
+        "fileserver.file_list",
+        vec![json!("base")],
+        &[("prefix", "web")],
+    )
+    .await;
+    assert_eq!(web.expect("prefix"), json!(["web/init.sls"]));
+    let prod = run("fileserver.file_list", vec![], &[("saltenv", "prod")]).await;
+    assert_eq!(prod.expect("prod"), json!([]));
+    assert_eq!(
+        run("fileserver.dir_list", vec![], &[]).await.expect("dirs"),
+        json!(["web"])
+    );
+    assert_eq!(
+        run("fileserver.empty_dir_list", vec![], &[])
+            .await
+            .expect("e"),
+        json!([])
+    );
+    assert_eq!(
+        run("fileserver.envs", vec![], &[]).await.expect("envs"),
+        json!(["base", "prod"])
+    );
+    assert_eq!(
+        run("fileserver.backends", vec![], &[]).await.expect("b"),
+        json!(["roots"])
+    );
+    assert_eq!(
+        run("fileserver.update", vec![], &[]).await.expect("update"),
+        json!(true)
+    );
+    let hostile = run("fileserver.file_list", vec![], &[("prefix", "../x")]).await;
+    let err = hostile.expect_err("refused");
+    assert_eq!(
+        err.kind(),
+        brine_common::proto::client::ClientErrorKind::BadRequest
+    );
+    shutdown.cancel();
+    master.join().await;
+}
+
+#[tokio::test]
+async fn a_bad_ignore_pattern_stops_the_master_naming_the_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = MasterConfig {
+        file_ignore_regex: vec!["(".into()],
+        ..loopback_master(dir.path())
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let err = crate::master::Master::start(cfg, shutdown.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("file_ignore_regex"), "{err}");
+    shutdown.cancel();
+}
