@@ -295,9 +295,12 @@ impl Roots {
                 escaped = true;
                 continue;
             }
-            let meta = fs::metadata(&real).map_err(|e| RootsError::io(&real, e))?;
-            if meta.is_file() {
-                return Ok(Lookup::Found(real));
+            match fs::metadata(&real) {
+                Ok(m) if m.is_file() => return Ok(Lookup::Found(real)),
+                Ok(_) => {}
+                // Removed since it was resolved: absent here.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RootsError::io(&real, e)),
             }
         }
         Ok(if escaped {
