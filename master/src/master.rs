@@ -34,6 +34,8 @@ pub enum MasterError {
     Crypto(#[from] crypto::CryptoError),
     #[error(transparent)]
     RequestServer(#[from] RequestServerError),
+    #[error(transparent)]
+    FileServer(#[from] crate::fileserver::FileServerError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -74,6 +76,7 @@ impl Master {
         private_dir(&cfg.pki_dir)?;
         private_dir(&cfg.cachedir)?;
         private_dir(&cfg.sock_dir)?;
+        let files = crate::fileserver::FileServer::new(&cfg)?;
         let (master_key, created) = KeyPair::load_or_generate(&cfg.pki_dir, "master")?;
         if created {
             info!(pki_dir = %cfg.pki_dir.display(), "generated master key pair");
@@ -109,6 +112,7 @@ impl Master {
             ret_port: bound.port,
             request_peers_dropped: bound.peers_dropped.clone(),
             key_id: (now_us() / 1_000_000) as u32,
+            files,
             cfg,
         }));
         info!(

@@ -1,7 +1,8 @@
 //! Master-side runner functions for `salt-run`, as a table: each
 //! [`Function`] has a name, a docstring and a handler, grouped by module
 //! ([`jobs`]: reads the job cache; [`manage`]: reads the roster and the
-//! key store; `doc.runner` lists every docstring). One place to add a
+//! key store; [`fileserver`]: lists and refreshes the file server;
+//! `doc.runner` lists every docstring). One place to add a
 //! runner, like the minion's execution module registry.
 //!
 //! A handler gets a [`Call`] (the shared state and the arguments) and
@@ -10,6 +11,7 @@
 //! [`ClientErrorKind`] (an unknown function or a missing argument is the
 //! caller's mistake, anything else the master's).
 
+mod fileserver;
 mod jobs;
 mod manage;
 
@@ -120,6 +122,8 @@ pub(crate) enum RunnerError {
     Encode(#[from] serde_json::Error),
     #[error("{0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("file server: {0}")]
+    FileServer(brine_common::proto::Refusal),
 }
 
 impl RunnerError {
@@ -131,6 +135,10 @@ impl RunnerError {
             }
             Self::Job(JobError::Target(_)) => ClientErrorKind::BadTarget,
             Self::Job(JobError::Publish(_)) => ClientErrorKind::Unavailable,
+            Self::FileServer(brine_common::proto::Refusal::BadPath { .. }) => {
+                ClientErrorKind::BadRequest
+            }
+            Self::FileServer(_) => ClientErrorKind::Unavailable,
             _ => ClientErrorKind::Internal,
         }
     }
@@ -156,7 +164,12 @@ fn doc_runner<'a>(_: &'a Call<'a>) -> RunFuture<'a> {
 }
 
 /// Every runner function, by module.
-const TABLES: [&[Function]; 3] = [DOC, jobs::FUNCTIONS, manage::FUNCTIONS];
+const TABLES: [&[Function]; 4] = [
+    DOC,
+    fileserver::FUNCTIONS,
+    jobs::FUNCTIONS,
+    manage::FUNCTIONS,
+];
 
 /// The function called `name`.
 pub(crate) fn lookup(name: &str) -> Option<&'static Function> {
@@ -206,6 +219,12 @@ mod tests {
             names(),
             [
                 "doc.runner",
+                "fileserver.backends",
+                "fileserver.dir_list",
+                "fileserver.empty_dir_list",
+                "fileserver.envs",
+                "fileserver.file_list",
+                "fileserver.update",
                 "jobs.active",
                 "jobs.exit_success",
                 "jobs.list_job",
@@ -241,7 +260,7 @@ mod tests {
             fun: "foo.bar".into(),
         };
         assert!(e.to_string().starts_with(
-            "'foo.bar' is not available. Runner functions: doc.runner, jobs.active, "
+            "'foo.bar' is not available. Runner functions: doc.runner, fileserver.backends, "
         ));
         assert_eq!(e.kind(), ClientErrorKind::BadRequest);
         let e = RunnerError::MissingArg {

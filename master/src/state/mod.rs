@@ -146,6 +146,8 @@ pub struct MasterState {
     request_peers_dropped: Arc<AtomicU64>,
     /// A syndic's master above (file server and pillar questions).
     upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
+    /// The file server (`file_roots`, a syndic's cache, `cp.push`).
+    files: crate::fileserver::FileServer,
 }
 
 /// The long-lived parts a [`MasterState`] is made of.
@@ -160,6 +162,8 @@ pub(crate) struct Parts {
     pub(crate) request_peers_dropped: Arc<AtomicU64>,
     /// Id of the first publish key (distinct across restarts).
     pub(crate) key_id: u32,
+    /// Built from `cfg` by `Master::start` (building can fail).
+    pub(crate) files: crate::fileserver::FileServer,
 }
 
 impl MasterState {
@@ -184,6 +188,7 @@ impl MasterState {
             sent: PublishedJobs::default(),
             request_peers_dropped: p.request_peers_dropped,
             upstream: std::sync::OnceLock::new(),
+            files: p.files,
         }
     }
 
@@ -237,6 +242,11 @@ impl MasterState {
     /// The master above, on a syndic.
     pub fn upstream(&self) -> Option<&Arc<dyn Upstream>> {
         self.upstream.get()
+    }
+
+    /// The file server.
+    pub(crate) fn files(&self) -> &crate::fileserver::FileServer {
+        &self.files
     }
 
     /// The master's own key pair (signs publishes and sign-in answers).
