@@ -2,7 +2,8 @@
 //! many minions (an id, its grains and, where known, its compiled pillar).
 //!
 //! The master evaluates a [`Target`] against every roster entry to compute
-//! the exact set of minions it expects to answer; each minion evaluates the
+//! the set of minions it expects to answer (exact wherever it knows what the
+//! target looks at, see below); each minion evaluates the
 //! same expression against itself, and the minion's answer is authoritative.
 //! One matcher therefore serves both sides, and the invariant it keeps is
 //! that parsing does all the fallible work (regexes are compiled, CIDRs and
@@ -14,8 +15,9 @@
 //! master has none before a minion's pillar was compiled) each pillar term
 //! is *unknown* and the expression is evaluated in three-valued (Kleene)
 //! logic: a minion is a possible match unless the rest of the expression
-//! rules it out whatever its pillar holds. Nodegroups are expanded into the tree while
-//! parsing (bounded in depth and size, a cycle is an error), once, where
+//! rules it out whatever its pillar holds. A minion matches with its own
+//! pillar, so its answer is exact. Nodegroups are expanded into the tree
+//! while parsing (bounded in depth and size, a cycle is an error), once, where
 //! the target enters the master; [`Target::for_minions`] writes a target
 //! that uses them out as the compound expression minions are sent, from
 //! the tree, not by rewriting text. Semantics follow SaltStack's matchers
