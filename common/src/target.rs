@@ -1,15 +1,23 @@
 //! Salt targeting: parse a target expression once, then match it against
-//! many minions (an id plus its grains).
+//! many minions (an id, its grains and, where known, its compiled pillar).
 //!
 //! The master evaluates a [`Target`] against every roster entry to compute
-//! the exact set of minions it expects to answer; each minion evaluates the
+//! the set of minions it expects to answer (exact wherever it knows what the
+//! target looks at, see below); each minion evaluates the
 //! same expression against itself, and the minion's answer is authoritative.
 //! One matcher therefore serves both sides, and the invariant it keeps is
 //! that parsing does all the fallible work (regexes are compiled, CIDRs and
-//! nodegroups resolved, syntax checked) so that [`Target::matches`] is a pure,
-//! total function: it never fails, never panics and never loops unboundedly,
-//! whatever the grains hold. Nodegroups are expanded into the tree while
-//! parsing (bounded in depth and size, a cycle is an error), once, where
+//! nodegroups resolved, syntax checked) so that [`Target::matches_with`] is
+//! a pure, total function: it never fails, never panics and never loops
+//! unboundedly, whatever the grains or the pillar hold. Pillar terms (`-I`,
+//! `-J`, `I@`, `J@`) match the pillar like grain terms match grains; where
+//! the pillar is not known (a syndic never sees its minions' pillars, a
+//! master has none before a minion's pillar was compiled) each pillar term
+//! is *unknown* and the expression is evaluated in three-valued (Kleene)
+//! logic: a minion is a possible match unless the rest of the expression
+//! rules it out whatever its pillar holds. A minion matches with its own
+//! pillar, so its answer is exact. Nodegroups are expanded into the tree
+//! while parsing (bounded in depth and size, a cycle is an error), once, where
 //! the target enters the master; [`Target::for_minions`] writes a target
 //! that uses them out as the compound expression minions are sent, from
 //! the tree, not by rewriting text. Semantics follow SaltStack's matchers
@@ -82,9 +90,14 @@ pub enum TargetError {
     InvalidRegex { pattern: String, reason: String },
     #[error("invalid cidr '{text}': {reason}")]
     InvalidCidr { text: String, reason: String },
-    #[error("grain target '{expr}' has no '{delimiter}' between key and value")]
-    GrainWithoutValue { expr: String, delimiter: String },
-    #[error("grain delimiter must not be empty")]
+    /// A grain or pillar target (`what`) without a key/value separator.
+    #[error("{what} target '{expr}' has no '{delimiter}' between key and value")]
+    KeyWithoutValue {
+        what: &'static str,
+        expr: String,
+        delimiter: String,
+    },
+    #[error("grain and pillar delimiter must not be empty")]
     EmptyDelimiter,
     #[error("list target names no minion")]
     EmptyList,
@@ -141,6 +154,14 @@ impl Node {
         }
     }
 
+    fn has_pillar(&self) -> bool {
+        match self {
+            Node::Leaf { leaf, .. } => matches!(leaf, Leaf::Pillar(_)),
+            Node::Not(inner) | Node::Paren(inner) | Node::Group(inner) => inner.has_pillar(),
+            Node::And(items) | Node::Or(items) => items.iter().any(Node::has_pillar),
+        }
+    }
+
     fn has_group(&self) -> bool {
         match self {
             Node::Leaf { .. } => false,
@@ -190,6 +211,10 @@ enum Leaf {
     Pcre(Regex),
     List(IdList),
     Grain(GrainMatcher),
+    /// Matched against the pillar, with the grain rules (Salt's
+    /// `pillar_match` is `subdict_match` on the pillar as `grain_match`
+    /// is on the grains).
+    Pillar(GrainMatcher),
     Ipcidr(Cidr),
 }
 
@@ -243,8 +268,30 @@ pub fn parse_with_delimiter(
         TargetType::Glob => Node::bare(Leaf::Glob(Glob::new(expr))),
         TargetType::Pcre => Node::bare(Leaf::Pcre(compile_regex(expr, false)?)),
         TargetType::List => Node::bare(Leaf::List(parse_list(expr)?)),
-        TargetType::Grain => Node::bare(Leaf::Grain(GrainMatcher::new(expr, false, delimiter)?)),
-        TargetType::GrainPcre => Node::bare(Leaf::Grain(GrainMatcher::new(expr, true, delimiter)?)),
+        TargetType::Grain => Node::bare(Leaf::Grain(GrainMatcher::new(
+            expr,
+            false,
+            delimiter,
+            Subject::Grains,
+        )?)),
+        TargetType::GrainPcre => Node::bare(Leaf::Grain(GrainMatcher::new(
+            expr,
+            true,
+            delimiter,
+            Subject::Grains,
+        )?)),
+        TargetType::Pillar => Node::bare(Leaf::Pillar(GrainMatcher::new(
+            expr,
+            false,
+            delimiter,
+            Subject::Pillar,
+        )?)),
+        TargetType::PillarPcre => Node::bare(Leaf::Pillar(GrainMatcher::new(
+            expr,
+            true,
+            delimiter,
+            Subject::Pillar,
+        )?)),
         TargetType::Ipcidr => Node::bare(Leaf::Ipcidr(parse_cidr(expr.trim())?)),
         TargetType::Compound => parse_compound(expr, &mut ctx, 0)?,
         TargetType::Nodegroup => expand_nodegroup(expr.trim(), &mut ctx, 0)?,
@@ -253,11 +300,50 @@ pub fn parse_with_delimiter(
 }
 
 impl Target {
-    /// Whether the minion `id` with these `grains` (a JSON object) is
-    /// targeted. `delimiter` is the grain key path delimiter (":" by
-    /// default); an empty delimiter makes grain matchers never match.
+    /// Whether the minion `id` with these `grains` (a JSON object) may be
+    /// targeted when its pillar is not known here: the same as
+    /// [`Target::matches_with`] with `pillar: None`, so exact for a target
+    /// without pillar terms. `delimiter` is the grain and pillar key path
+    /// delimiter (":" by default); an empty delimiter makes grain and
+    /// pillar matchers never match.
     pub fn matches(&self, id: &str, grains: &Value, delimiter: &str) -> bool {
-        eval(&self.root, id, grains, delimiter)
+        self.matches_with(id, grains, None, delimiter)
+    }
+
+    /// Whether the minion `id` with these `grains` and this compiled
+    /// `pillar` (a JSON object) is targeted. With `Some(pillar)` the answer
+    /// is exact. With `None` (the pillar is not known here) every pillar
+    /// term is unknown and the expression is evaluated three-valued
+    /// (Kleene `and`/`or`/`not`); the answer is true for "yes" and for
+    /// "unknown": the minion *may* match, and only it can tell. So
+    /// `not I@role:web` may match a minion whose pillar is unknown, while
+    /// `G@os:Debian and I@role:web` does not match a minion that is not
+    /// Debian, whatever its pillar.
+    pub fn matches_with(
+        &self,
+        id: &str,
+        grains: &Value,
+        pillar: Option<&Value>,
+        delimiter: &str,
+    ) -> bool {
+        self.truth(id, grains, pillar, delimiter) != Truth::No
+    }
+
+    /// The three-valued answer behind [`Target::matches_with`].
+    fn truth(&self, id: &str, grains: &Value, pillar: Option<&Value>, delimiter: &str) -> Truth {
+        let minion = Minion {
+            id,
+            grains,
+            pillar,
+            delimiter,
+        };
+        eval(&self.root, &minion)
+    }
+
+    /// Whether the target has a pillar term (`-I`, `-J`, `I@`, `J@`, also
+    /// inside a nodegroup): only then does the pillar change the answer.
+    pub fn uses_pillar(&self) -> bool {
+        self.root.has_pillar()
     }
 
     /// For a pure list target (`-L`, a compound that is a single `L@`, or a
@@ -291,24 +377,92 @@ impl Target {
     }
 }
 
-fn eval(node: &Node, id: &str, grains: &Value, delimiter: &str) -> bool {
+/// What one minion is matched on.
+struct Minion<'a> {
+    id: &'a str,
+    grains: &'a Value,
+    /// `None`: not known here (pillar terms are unknown).
+    pillar: Option<&'a Value>,
+    delimiter: &'a str,
+}
+
+/// A three-valued (Kleene) truth value: a pillar term whose pillar is not
+/// known is `Unknown`, and so is an expression whose value depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truth {
+    No,
+    Unknown,
+    Yes,
+}
+
+impl Truth {
+    fn of(b: bool) -> Truth {
+        if b {
+            Truth::Yes
+        } else {
+            Truth::No
+        }
+    }
+
+    fn not(self) -> Truth {
+        match self {
+            Truth::No => Truth::Yes,
+            Truth::Unknown => Truth::Unknown,
+            Truth::Yes => Truth::No,
+        }
+    }
+}
+
+/// Kleene `and`: no if any is no, else unknown if any is unknown, else
+/// yes. Stops at the first no.
+fn eval_and(items: &[Node], minion: &Minion<'_>) -> Truth {
+    let mut out = Truth::Yes;
+    for n in items {
+        match eval(n, minion) {
+            Truth::No => return Truth::No,
+            Truth::Unknown => out = Truth::Unknown,
+            Truth::Yes => {}
+        }
+    }
+    out
+}
+
+/// Kleene `or`: yes if any is yes, else unknown if any is unknown, else
+/// no. Stops at the first yes.
+fn eval_or(items: &[Node], minion: &Minion<'_>) -> Truth {
+    let mut out = Truth::No;
+    for n in items {
+        match eval(n, minion) {
+            Truth::Yes => return Truth::Yes,
+            Truth::Unknown => out = Truth::Unknown,
+            Truth::No => {}
+        }
+    }
+    out
+}
+
+fn eval(node: &Node, minion: &Minion<'_>) -> Truth {
     match node {
-        Node::Leaf { leaf, .. } => leaf.matches(id, grains, delimiter),
-        Node::Paren(inner) | Node::Group(inner) => eval(inner, id, grains, delimiter),
-        Node::Not(inner) => !eval(inner, id, grains, delimiter),
-        Node::And(items) => items.iter().all(|n| eval(n, id, grains, delimiter)),
-        Node::Or(items) => items.iter().any(|n| eval(n, id, grains, delimiter)),
+        Node::Leaf { leaf, .. } => leaf.eval(minion),
+        Node::Paren(inner) | Node::Group(inner) => eval(inner, minion),
+        Node::Not(inner) => eval(inner, minion).not(),
+        Node::And(items) => eval_and(items, minion),
+        Node::Or(items) => eval_or(items, minion),
     }
 }
 
 impl Leaf {
-    fn matches(&self, id: &str, grains: &Value, delimiter: &str) -> bool {
+    fn eval(&self, m: &Minion<'_>) -> Truth {
         match self {
-            Leaf::Glob(glob) => glob.matches(id),
-            Leaf::Pcre(re) => match_at_start(re, id),
-            Leaf::List(list) => list.set.contains(id),
-            Leaf::Grain(matcher) => matcher.matches(grains, delimiter),
-            Leaf::Ipcidr(cidr) => cidr.matches(grains),
+            Leaf::Glob(glob) => Truth::of(glob.matches(m.id)),
+            Leaf::Pcre(re) => Truth::of(match_at_start(re, m.id)),
+            Leaf::List(list) => Truth::of(list.set.contains(m.id)),
+            Leaf::Grain(matcher) => Truth::of(matcher.matches(m.grains, m.delimiter)),
+            Leaf::Pillar(matcher) => match m.pillar {
+                Some(pillar) => Truth::of(matcher.matches(pillar, m.delimiter)),
+                None => Truth::Unknown,
+            },
+            Leaf::Ipcidr(cidr) => Truth::of(cidr.matches(m.grains)),
         }
     }
 }
@@ -404,10 +558,27 @@ impl Cidr {
 // ---------------------------------------------------------------------------
 // grains
 
-/// `key:value` against nested grains, as Salt's `subdict_match`: every way
-/// of splitting the expression at a delimiter is tried (so `ipv6:::1` and
-/// `kernelrelease:5.1:x` work); values compare case-insensitively, by
-/// fnmatch (`-G`) or by a regex anchored at the start (`-P`).
+/// What a key/value matcher looks into (named in its parse errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    Grains,
+    Pillar,
+}
+
+impl Subject {
+    fn name(self) -> &'static str {
+        match self {
+            Subject::Grains => "grain",
+            Subject::Pillar => "pillar",
+        }
+    }
+}
+
+/// `key:value` against nested grains (or pillar), as Salt's
+/// `subdict_match`: every way of splitting the expression at a delimiter
+/// is tried (so `ipv6:::1` and `kernelrelease:5.1:x` work); values compare
+/// case-insensitively, by fnmatch (`-G`, `-I`) or by a regex anchored at
+/// the start (`-P`, `-J`).
 #[derive(Debug, Clone)]
 struct GrainMatcher {
     expr: String,
@@ -484,8 +655,13 @@ fn build_splits(expr: &str, delimiter: &str, regex: bool) -> Vec<GrainSplit> {
 }
 
 impl GrainMatcher {
-    fn new(expr: &str, regex: bool, delimiter: &str) -> Result<GrainMatcher, TargetError> {
-        GrainMatcher::build(expr, regex, delimiter, None)
+    fn new(
+        expr: &str,
+        regex: bool,
+        delimiter: &str,
+        subject: Subject,
+    ) -> Result<GrainMatcher, TargetError> {
+        GrainMatcher::build(expr, regex, delimiter, None, subject)
     }
 
     fn build(
@@ -493,12 +669,14 @@ impl GrainMatcher {
         regex: bool,
         delimiter: &str,
         own_delimiter: Option<String>,
+        subject: Subject,
     ) -> Result<GrainMatcher, TargetError> {
         let split_with = own_delimiter
             .clone()
             .unwrap_or_else(|| delimiter.to_string());
         if !expr.contains(split_with.as_str()) {
-            return Err(TargetError::GrainWithoutValue {
+            return Err(TargetError::KeyWithoutValue {
+                what: subject.name(),
                 expr: expr.to_string(),
                 delimiter: split_with,
             });
@@ -948,9 +1126,8 @@ fn parse_atom(
         pos,
     };
     match engine {
-        'I' | 'J' => return Err(unsupported("pillar")),
         'R' => return Err(unsupported("range")),
-        'G' | 'P' | 'E' | 'L' | 'S' | 'N' => {}
+        'G' | 'P' | 'I' | 'J' | 'E' | 'L' | 'S' | 'N' => {}
         _ => {
             return Err(TargetError::UnknownPrefix {
                 prefix: prefix.to_string(),
@@ -965,17 +1142,19 @@ fn parse_atom(
         });
     }
     let leaf = match engine {
-        'G' => Leaf::Grain(GrainMatcher::build(
+        'G' | 'P' => Leaf::Grain(GrainMatcher::build(
             pattern,
-            false,
+            engine == 'P',
             ctx.delimiter,
             own_delim,
+            Subject::Grains,
         )?),
-        'P' => Leaf::Grain(GrainMatcher::build(
+        'I' | 'J' => Leaf::Pillar(GrainMatcher::build(
             pattern,
-            true,
+            engine == 'J',
             ctx.delimiter,
             own_delim,
+            Subject::Pillar,
         )?),
         'E' => Leaf::Pcre(compile_regex(pattern, false)?),
         'L' => Leaf::List(parse_list(pattern)?),
@@ -1240,10 +1419,10 @@ mod tests {
         // Compound per-atom delimiter override: G%@.
         assert!(c("G%@locale_info%timezone%UTC", "x"));
         assert!(c("P;@os;deb.*", "x"));
-        assert!(matches!(
-            err("os", TargetType::Grain),
-            TargetError::GrainWithoutValue { .. }
-        ));
+        assert_eq!(
+            err("os", TargetType::Grain).to_string(),
+            "grain target 'os' has no ':' between key and value"
+        );
         assert!(matches!(
             parse_with_delimiter("a:b", TargetType::Grain, &BTreeMap::new(), ""),
             Err(TargetError::EmptyDelimiter)
@@ -1371,14 +1550,6 @@ mod tests {
             err("web* or X@foo", ty).to_string(),
             "unknown prefix 'X@' at position 9"
         );
-        assert!(matches!(
-            err("I@role:web", ty),
-            TargetError::Unsupported { .. }
-        ));
-        assert!(matches!(
-            err("J@role:w.*", ty),
-            TargetError::Unsupported { .. }
-        ));
         assert!(matches!(
             err("R@%cluster", ty),
             TargetError::Unsupported { .. }
@@ -1670,12 +1841,249 @@ mod tests {
         assert!(!t(&miss, TargetType::Grain).matches("x", &g, ":"));
     }
 
+    fn pillar() -> Value {
+        json!({
+            "role": "web",
+            "env": "prod",
+            "apps": ["nginx", "Redis"],
+            "db": {"host": "db1.example.com", "port": 5432},
+            "users": [{"name": "alice"}, {"name": "bob"}],
+            "feature": {"beta": true},
+        })
+    }
+
+    /// Match with a known pillar (exact).
+    fn mp(expr: &str, ty: TargetType, id: &str, pillar: &Value) -> bool {
+        t(expr, ty).matches_with(id, &grains(), Some(pillar), ":")
+    }
+
+    /// The three-valued answer with the pillar unknown.
+    fn unknown(expr: &str, id: &str) -> Truth {
+        t(expr, TargetType::Compound).truth(id, &grains(), None, ":")
+    }
+
+    #[test]
+    fn pillar_glob_matches_like_grains() {
+        let p = pillar();
+        let ty = TargetType::Pillar;
+        assert!(mp("role:web", ty, "x", &p));
+        assert!(mp("role:WEB", ty, "x", &p), "case-insensitive like Salt");
+        assert!(mp("role:w*", ty, "x", &p));
+        assert!(!mp("role:db", ty, "x", &p));
+        assert!(mp("apps:redis", ty, "x", &p), "any list element");
+        assert!(!mp("apps:postgres", ty, "x", &p));
+        assert!(mp("db:host:db1.*", ty, "x", &p), "nested");
+        assert!(mp("db:port:5432", ty, "x", &p));
+        assert!(mp("db:host", ty, "x", &p), "names a key");
+        assert!(mp("feature:beta:True", ty, "x", &p));
+        assert!(mp("users:name:bob", ty, "x", &p), "dicts in lists");
+        assert!(!mp("missing:x", ty, "x", &p));
+        // Grains are not pillar: `os` is a grain only.
+        assert!(!mp("os:Debian", ty, "x", &p));
+        assert!(!mp("role:web", ty, "x", &json!({})), "an empty pillar");
+        assert!(!mp("role:web", ty, "x", &Value::Null));
+        // And a grain target does not look into the pillar.
+        assert!(!t("role:web", TargetType::Grain).matches_with("x", &grains(), Some(&p), ":"));
+    }
+
+    #[test]
+    fn pillar_pcre_matches_like_grain_pcre() {
+        let p = pillar();
+        let ty = TargetType::PillarPcre;
+        assert!(mp("env:pr.*", ty, "x", &p));
+        assert!(mp("env:PROD$", ty, "x", &p), "case-insensitive");
+        assert!(mp("env:pr", ty, "x", &p), "anchored at start only");
+        assert!(!mp("env:rod", ty, "x", &p));
+        assert!(mp("apps:(nginx|apache)$", ty, "x", &p));
+        assert!(mp("db:host:db\\d\\.", ty, "x", &p));
+        assert!(matches!(err("env:(", ty), TargetError::InvalidRegex { .. }));
+    }
+
+    #[test]
+    fn pillar_parse_errors_name_the_pillar() {
+        assert_eq!(
+            err("role", TargetType::Pillar).to_string(),
+            "pillar target 'role' has no ':' between key and value"
+        );
+        assert_eq!(
+            err("role", TargetType::PillarPcre),
+            TargetError::KeyWithoutValue {
+                what: "pillar",
+                expr: "role".into(),
+                delimiter: ":".into()
+            }
+        );
+        assert_eq!(
+            err("web* and I@role", TargetType::Compound).to_string(),
+            "pillar target 'role' has no ':' between key and value"
+        );
+        assert!(matches!(
+            err("I@", TargetType::Compound),
+            TargetError::EmptyPattern { .. }
+        ));
+        assert!(matches!(
+            err("J@env:(", TargetType::Compound),
+            TargetError::InvalidRegex { .. }
+        ));
+        assert!(matches!(
+            parse_with_delimiter("role:web", TargetType::Pillar, &BTreeMap::new(), ""),
+            Err(TargetError::EmptyDelimiter)
+        ));
+    }
+
+    #[test]
+    fn pillar_in_compound_expressions_and_delimiters() {
+        let p = pillar();
+        let ty = TargetType::Compound;
+        assert!(mp("I@role:web and not J@env:dev.*", ty, "x", &p));
+        assert!(!mp("I@role:web and not J@env:pr.*", ty, "x", &p));
+        assert!(mp("G@os:Debian and I@apps:nginx", ty, "x", &p));
+        assert!(!mp("G@os:RedHat and I@apps:nginx", ty, "x", &p));
+        assert!(mp("db* or I@role:web", ty, "web1", &p));
+        assert!(mp("I%@db%host%db1.example.com", ty, "x", &p), "I<d>@");
+        assert!(mp("J;@db;port;54", ty, "x", &p), "J<d>@");
+        let dot = parse_with_delimiter("db.port.5432", TargetType::Pillar, &BTreeMap::new(), ".")
+            .expect("must parse");
+        assert!(dot.matches_with("x", &grains(), Some(&p), "."));
+        assert!(
+            !dot.matches_with("x", &grains(), Some(&p), ""),
+            "empty delimiter"
+        );
+    }
+
+    #[test]
+    fn uses_pillar_sees_every_pillar_term() {
+        let groups = ng(&[("web", "I@role:web"), ("plain", "a b")]);
+        let uses = |e: &str, ty| parse(e, ty, &groups).expect("must parse").uses_pillar();
+        assert!(uses("role:web", TargetType::Pillar));
+        assert!(uses("role:w.*", TargetType::PillarPcre));
+        assert!(uses("web* and not (I@role:web)", TargetType::Compound));
+        assert!(uses("G@os:Debian or J@x:y", TargetType::Compound));
+        assert!(uses("web", TargetType::Nodegroup), "inside a nodegroup");
+        assert!(uses("N@web or a", TargetType::Compound));
+        assert!(!uses("plain", TargetType::Nodegroup));
+        assert!(!uses("G@os:Debian and web*", TargetType::Compound));
+        assert!(!uses("role:web", TargetType::Grain));
+        assert!(!uses("*", TargetType::Glob));
+    }
+
+    #[test]
+    fn unknown_pillar_is_three_valued() {
+        use Truth::{No, Unknown, Yes};
+        // A lone pillar term, and its negation: unknown, so may match.
+        assert_eq!(unknown("I@role:web", "x"), Unknown);
+        assert_eq!(unknown("not I@role:web", "x"), Unknown);
+        assert!(t("not I@role:web", TargetType::Compound).matches("x", &grains(), ":"));
+        // The rest of the expression decides where it can.
+        assert_eq!(unknown("G@os:Debian and I@x:y", "x"), Unknown);
+        assert_eq!(unknown("G@os:Arch and I@x:y", "x"), No);
+        assert!(!t("G@os:Arch and I@x:y", TargetType::Compound).matches("x", &grains(), ":"));
+        assert_eq!(unknown("G@os:Debian or I@x:y", "x"), Yes);
+        assert_eq!(unknown("G@os:Arch or I@x:y", "x"), Unknown);
+        assert_eq!(unknown("not (G@os:Debian or I@x:y)", "x"), No);
+        assert_eq!(unknown("not (G@os:Arch and J@x:y)", "x"), Yes);
+        assert_eq!(unknown("web* and not I@x:y", "db1"), No);
+        assert_eq!(unknown("web* and not I@x:y", "web1"), Unknown);
+        // Kleene: unknown or not unknown stays unknown (never a false no).
+        assert_eq!(unknown("I@x:y or not I@x:y", "x"), Unknown);
+        assert_eq!(unknown("I@x:y and not I@x:y", "x"), Unknown);
+        // Without pillar terms nothing is unknown.
+        assert_eq!(unknown("G@os:Debian and web*", "web1"), Yes);
+        assert_eq!(unknown("G@os:Debian and web*", "db1"), No);
+        // Bare -I / -J targets.
+        let bare = t("role:web", TargetType::Pillar);
+        assert_eq!(bare.truth("x", &grains(), None, ":"), Unknown);
+        assert!(bare.matches("x", &grains(), ":"));
+        assert!(!bare.matches_with("x", &grains(), Some(&json!({"role": "db"})), ":"));
+    }
+
+    #[test]
+    fn pillar_terms_survive_nodegroup_expansion() {
+        let g = ng(&[
+            ("web", "I@role:web or L@special"),
+            ("prod", "J@env:pr.* and N@web"),
+        ]);
+        let (text, ty) = published("prod", TargetType::Nodegroup, &g);
+        assert_eq!(text, "J@env:pr.* and ( I@role:web or L@special )");
+        let master = parse("prod", TargetType::Nodegroup, &g).expect("must parse");
+        let minion = parse(&text, ty, &BTreeMap::new()).expect("minions parse it");
+        let p = pillar();
+        for id in ["x", "special"] {
+            for pil in [Some(&p), Some(&json!({"env": "prod"})), None] {
+                assert_eq!(
+                    master.matches_with(id, &grains(), pil, ":"),
+                    minion.matches_with(id, &grains(), pil, ":"),
+                    "{id} {pil:?}"
+                );
+            }
+        }
+    }
+
     fn ids() -> impl Strategy<Value = String> {
         "[a-c]{1,3}[0-9]?"
     }
 
     fn glob_atoms() -> impl Strategy<Value = String> {
         "[a-c*?]{1,3}[0-9*]?"
+    }
+
+    /// A compound expression over id globs, grains and pillar terms, kept
+    /// as a tree so the test can write it out with its own parentheses.
+    #[derive(Debug, Clone)]
+    enum Expr {
+        Word(String),
+        Not(Box<Expr>),
+        And(Box<Expr>, Box<Expr>),
+        Or(Box<Expr>, Box<Expr>),
+    }
+
+    impl Expr {
+        fn text(&self) -> String {
+            match self {
+                Expr::Word(w) => w.clone(),
+                Expr::Not(e) => format!("not ( {} )", e.text()),
+                Expr::And(a, b) => format!("( {} ) and ( {} )", a.text(), b.text()),
+                Expr::Or(a, b) => format!("( {} ) or ( {} )", a.text(), b.text()),
+            }
+        }
+    }
+
+    fn exprs() -> impl Strategy<Value = Expr> {
+        let word = prop_oneof![
+            glob_atoms(),
+            "G@os:(Debian|Arch)",
+            "I@(a|b):[12*]",
+            "J@(a|b):[12]",
+        ]
+        .prop_map(Expr::Word);
+        word.prop_recursive(4, 16, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| Expr::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner).prop_map(|(a, b)| Expr::Or(Box::new(a), Box::new(b))),
+            ]
+        })
+    }
+
+    /// Every pillar the generated pillar terms can tell apart: keys `a`
+    /// and `b` each missing, 1 or 2.
+    fn all_pillars() -> Vec<Value> {
+        let choices = [None, Some(1), Some(2)];
+        let mut out = Vec::new();
+        for a in choices {
+            for b in choices {
+                let mut map = Map::new();
+                if let Some(v) = a {
+                    map.insert("a".into(), json!(v));
+                }
+                if let Some(v) = b {
+                    map.insert("b".into(), json!(v));
+                }
+                out.push(Value::Object(map));
+            }
+        }
+        out
     }
 
     proptest! {
@@ -1687,13 +2095,54 @@ mod tests {
                 TargetType::Glob, TargetType::Pcre, TargetType::List,
                 TargetType::Grain, TargetType::GrainPcre, TargetType::Ipcidr,
                 TargetType::Compound, TargetType::Nodegroup,
+                TargetType::Pillar, TargetType::PillarPcre,
             ] {
                 if let Ok(target) = parse(&expr, ty, &groups) {
                     let _ = target.matches(&id, &g, ":");
                     let _ = target.matches(&id, &g, "");
+                    let _ = target.matches_with(&id, &g, Some(&g), ":");
                     let _ = target.listed_ids();
                 }
             }
+        }
+
+
+        #[test]
+        fn unknown_pillar_is_sound_three_valued_logic(e in exprs(), id in ids()) {
+            let target = t(&e.text(), TargetType::Compound);
+            let g = grains();
+            let known: Vec<bool> = all_pillars()
+                .iter()
+                .map(|p| target.matches_with(&id, &g, Some(p), ":"))
+                .collect();
+            let truth = target.truth(&id, &g, None, ":");
+            // Never a false "no": a minion some pillar makes match may match.
+            if known.iter().any(|k| *k) {
+                prop_assert!(target.matches_with(&id, &g, None, ":"));
+            }
+            // "Yes" and "no" with the pillar unknown hold for every pillar.
+            match truth {
+                Truth::Yes => prop_assert!(known.iter().all(|k| *k)),
+                Truth::No => prop_assert!(known.iter().all(|k| !*k)),
+                Truth::Unknown => prop_assert!(target.uses_pillar()),
+            }
+            prop_assert_eq!(target.matches(&id, &g, ":"), truth != Truth::No);
+        }
+
+        #[test]
+        fn kleene_connectives(a in exprs(), b in exprs(), id in ids()) {
+            let g = grains();
+            let truth = |e: &Expr| t(&e.text(), TargetType::Compound).truth(&id, &g, None, ":");
+            let (ta, tb) = (truth(&a), truth(&b));
+            let and = truth(&Expr::And(Box::new(a.clone()), Box::new(b.clone())));
+            let or = truth(&Expr::Or(Box::new(a.clone()), Box::new(b)));
+            let not = truth(&Expr::Not(Box::new(a)));
+            // With No < Unknown < Yes, Kleene and/or are min/max.
+            let rank = |t: Truth| t as u8;
+            prop_assert_eq!(rank(and), rank(ta).min(rank(tb)));
+            prop_assert_eq!(rank(or), rank(ta).max(rank(tb)));
+            prop_assert_eq!(not, ta.not());
+            prop_assert_eq!(rank(not), 2 - rank(ta));
         }
 
         #[test]

@@ -3,8 +3,9 @@
 //!
 //! A return is admitted only for a jid this master sent out, from a minion
 //! the job's target reaches (matched against the roster entry of the
-//! minion, so a minion that joined after the publish still counts), or
-//! that was in the job's expected set. Without this, an accepted minion
+//! minion, so a minion that joined after the publish still counts; pillar
+//! terms count as may-match, so they never refuse a return), or that was
+//! in the job's expected set. Without this, an accepted minion
 //! could store returns for jobs that never existed or push its own answer
 //! into somebody else's job.
 //!
@@ -89,9 +90,14 @@ impl JobScope {
         self.origin.as_deref()
     }
 
-    /// Whether the job's target reaches minion `id` with `grains`.
+    /// Whether the job's target may reach minion `id` with `grains`. A
+    /// pillar term never refuses a return: it counts as unknown (the
+    /// target is evaluated three-valued, [`Target::matches_with`] with no
+    /// pillar), so only the rest of the target can rule the minion out.
+    /// The minion matched with its own pillar, and its match is
+    /// authoritative.
     pub fn reaches(&self, id: &str, grains: &serde_json::Value) -> bool {
-        self.target.matches(id, grains, &self.delimiter)
+        self.target.matches_with(id, grains, None, &self.delimiter)
     }
 }
 
@@ -245,6 +251,26 @@ mod tests {
         let s = JobScope::of(&g, &BTreeMap::new()).expect("scope");
         assert!(s.reaches("x", &json!({"os": "Debian"})));
         assert!(!s.reaches("x", &json!({"os": "Arch"})));
+    }
+
+    #[test]
+    fn pillar_terms_never_refuse_a_return() {
+        let scope = |tgt: &str, tt| {
+            JobScope::of(&load("20261202000000000004", tgt, tt), &BTreeMap::new()).expect("scope")
+        };
+        let debian = json!({"os": "Debian"});
+        let arch = json!({"os": "Arch"});
+        // Any minion may hold the pillar: the minion decides.
+        assert!(scope("role:web", TargetType::Pillar).reaches("x", &arch));
+        assert!(scope("role:w.*", TargetType::PillarPcre).reaches("x", &json!(null)));
+        let c = |tgt: &str| scope(tgt, TargetType::Compound);
+        assert!(c("not I@role:web").reaches("x", &arch));
+        // The rest of the target still rules minions out.
+        assert!(c("G@os:Debian and I@role:web").reaches("x", &debian));
+        assert!(!c("G@os:Debian and I@role:web").reaches("x", &arch));
+        assert!(!c("web* and not J@env:pr.*").reaches("db1", &debian));
+        assert!(c("web* and not J@env:pr.*").reaches("web1", &debian));
+        assert!(c("db* or I@role:web").reaches("web1", &arch));
     }
 
     #[test]

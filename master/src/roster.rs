@@ -9,6 +9,13 @@
 //! and name the ones that did not return) and which syndics need a job at
 //! all (targeted fan-out). Every change bumps a version, so a syndic can
 //! report its subtree upward as deltas.
+//!
+//! Beside the entries it keeps the pillars this master compiled (for
+//! pillar targeting, `-I`/`I@`): in memory only (never in the snapshot, never
+//! reported upward), dropped with the minion. A minion whose pillar is not
+//! known here (not compiled yet, or behind a syndic, which never sees its
+//! minions' pillars) *may* match a pillar term, so it is expected; its own
+//! match decides whether it answers.
 
 use crate::keys::KeyStore;
 use brine_common::proto::{RosterDelta, RosterEntry};
@@ -17,8 +24,9 @@ use brine_common::target::Target;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::warn;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -58,6 +66,16 @@ struct SyndicInfo {
 
 /// Conflicting claims remembered per syndic (the count goes on).
 const MAX_CONFLICTS: usize = 1000;
+
+/// Pillars kept for ids without a roster entry (yet), at most: a pillar
+/// may be compiled before the minion's grains arrive. Beyond that a new
+/// one is not kept (counted, logged); its minion then may match any
+/// pillar term, which is safe.
+pub const MAX_PENDING_PILLARS: usize = 10_000;
+
+/// A pillar whose minion has no roster entry this long after it was set
+/// is forgotten ([`Roster::sweep`]).
+pub const PENDING_PILLAR_AGE: Duration = Duration::from_secs(600);
 
 /// Why a syndic's roster report may not name an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +128,14 @@ pub struct SyndicStatus {
     pub claims_refused: u64,
 }
 
+/// A compiled pillar and when it was set (to forget one whose minion
+/// never gets a roster entry).
+#[derive(Debug, Clone)]
+struct PillarSlot {
+    pillar: Arc<Value>,
+    set: Instant,
+}
+
 #[derive(Default)]
 struct Inner {
     minions: HashMap<String, Entry>,
@@ -117,6 +143,22 @@ struct Inner {
     /// Removed ids and the version of their removal.
     tombstones: Vec<(String, u64)>,
     version: u64,
+    /// Compiled pillars by id. Beside `minions`, not in the entries: a
+    /// pillar may arrive before its minion's entry, and a syndic's full
+    /// report replaces entries without touching what was compiled here.
+    pillars: HashMap<String, PillarSlot>,
+    /// Pillars not kept because [`MAX_PENDING_PILLARS`] was reached.
+    pillars_not_kept: u64,
+}
+
+impl Inner {
+    /// Take `id` out of the roster at version `v` (its pillar goes too).
+    fn drop_minion(&mut self, id: &str, v: u64) {
+        if self.minions.remove(id).is_some() {
+            self.tombstones.push((id.to_string(), v));
+        }
+        self.pillars.remove(id);
+    }
 }
 
 pub struct Roster {
@@ -241,8 +283,7 @@ impl Roster {
                 .collect();
             for k in stale {
                 if !delta.upsert.iter().any(|u| u.id == k) {
-                    g.minions.remove(&k);
-                    g.tombstones.push((k, v));
+                    g.drop_minion(&k, v);
                 }
             }
         }
@@ -252,8 +293,7 @@ impl Roster {
                 .get(id)
                 .is_some_and(|e| e.via.first().map(String::as_str) == Some(syndic));
             if owned {
-                g.minions.remove(id);
-                g.tombstones.push((id.clone(), v));
+                g.drop_minion(id, v);
             }
         }
         let mut refused_entries = Vec::new();
@@ -403,16 +443,14 @@ impl Roster {
         }
     }
 
-    /// Forget a minion or a syndic (its key was deleted). A syndic's whole
-    /// subtree goes with it: nothing can reach those minions any more, so
-    /// no job may expect them.
+    /// Forget a minion or a syndic (its key was deleted), with its pillar.
+    /// A syndic's whole subtree goes with it: nothing can reach those
+    /// minions any more, so no job may expect them.
     pub fn remove(&self, id: &str) {
         let mut g = self.lock();
         g.version += 1;
         let v = g.version;
-        if g.minions.remove(id).is_some() {
-            g.tombstones.push((id.to_string(), v));
-        }
+        g.drop_minion(id, v);
         if g.syndics.remove(id).is_some() {
             let subtree: Vec<String> = g
                 .minions
@@ -421,10 +459,56 @@ impl Roster {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in subtree {
-                g.minions.remove(&k);
-                g.tombstones.push((k, v));
+                g.drop_minion(&k, v);
             }
         }
+    }
+
+    /// Keep the pillar this master compiled for minion `id` (replacing the
+    /// one before), for pillar targeting. `id` need not have an entry yet;
+    /// such pending pillars are bounded ([`MAX_PENDING_PILLARS`]) and
+    /// forgotten after [`PENDING_PILLAR_AGE`] if the entry never comes.
+    pub fn set_pillar(&self, id: &str, pillar: Arc<Value>) {
+        let mut g = self.lock();
+        let pending = !g.minions.contains_key(id) && !g.pillars.contains_key(id);
+        if pending && g.pillars.len() >= g.minions.len() + MAX_PENDING_PILLARS {
+            g.pillars_not_kept += 1;
+            let n = g.pillars_not_kept;
+            drop(g);
+            if n.is_power_of_two() {
+                warn!(minion = %id.escape_debug(), count = n, max = MAX_PENDING_PILLARS, "pillar not kept for targeting: too many pillars of minions not in the roster (it may match any pillar target)");
+            }
+            return;
+        }
+        g.pillars.insert(
+            id.to_string(),
+            PillarSlot {
+                pillar,
+                set: Instant::now(),
+            },
+        );
+    }
+
+    /// The pillar this master compiled for `id`, if it has one.
+    pub fn pillar(&self, id: &str) -> Option<Arc<Value>> {
+        self.lock().pillars.get(id).map(|p| p.pillar.clone())
+    }
+
+    /// Pillars not kept because too many were pending (see
+    /// [`Roster::set_pillar`]).
+    pub fn pillars_not_kept(&self) -> u64 {
+        self.lock().pillars_not_kept
+    }
+
+    /// Forget the pillars set before `now - PENDING_PILLAR_AGE` whose
+    /// minion has no roster entry.
+    fn prune_pending_pillars(g: &mut Inner, now: Instant) {
+        let Inner {
+            pillars, minions, ..
+        } = g;
+        pillars.retain(|id, slot| {
+            minions.contains_key(id) || now.saturating_duration_since(slot.set) < PENDING_PILLAR_AGE
+        });
     }
 
     /// Is `id` a minion behind `syndic` (so the syndic may return for it)?
@@ -435,13 +519,28 @@ impl Roster {
             .is_some_and(|e| e.via.first().map(String::as_str) == Some(syndic))
     }
 
-    /// The exact expected set of a target, sorted by id.
+    /// The exact expected set of a target, sorted by id. Pillar terms are
+    /// matched against the pillar compiled here; a minion whose pillar is
+    /// not known here (not compiled yet, or behind a syndic, which never
+    /// sees its minions' pillars) is expected when it *may* match (the
+    /// rest of the target does not rule it out, see
+    /// [`Target::matches_with`]): only the minion can tell, and a job it
+    /// does not match it does not answer. Salt's greedy matching keeps
+    /// minions without cached data in the same way.
     pub fn expected(&self, target: &Target, delimiter: &str) -> Vec<Expected> {
         let g = self.lock();
+        let use_pillar = target.uses_pillar();
         let mut out: Vec<Expected> = g
             .minions
             .iter()
-            .filter(|(id, e)| target.matches(id, &e.grains, delimiter))
+            .filter(|(id, e)| {
+                let pillar = if use_pillar {
+                    g.pillars.get(id.as_str()).map(|p| &*p.pillar)
+                } else {
+                    None
+                };
+                target.matches_with(id, &e.grains, pillar, delimiter)
+            })
             .map(|(id, e)| self.expected_entry(&g, id, e))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -473,7 +572,14 @@ impl Roster {
     /// Whether a job's target reaches `id` as the roster knows it (its
     /// grains; an id it does not know is matched on the id alone), and,
     /// for a job that came up from a syndic, whether `id` is behind it.
+    /// Pillar terms are never held against a return, not even with the
+    /// pillar compiled here: the minion matched with the pillar it holds,
+    /// which may be older than this master's (a pillar compiled for
+    /// `pillar.items` or a refresh racing the publish), and its match is
+    /// authoritative; so they count as may-match ([`JobScope::reaches`]).
     /// One lock, no copy of the grains (it runs for every return).
+    ///
+    /// [`JobScope::reaches`]: crate::published::JobScope::reaches
     pub fn reached_by(&self, id: &str, scope: &crate::published::JobScope) -> bool {
         let g = self.lock();
         let entry = g.minions.get(id);
@@ -512,9 +618,15 @@ impl Roster {
     }
 
     /// Record presence transitions (call every second or so) so that
-    /// deltas carry them.
+    /// deltas carry them, and forget pending pillars whose minion never
+    /// got an entry.
     pub fn sweep(&self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
         let mut g = self.lock();
+        Self::prune_pending_pillars(&mut g, now);
         let mut changed = Vec::new();
         for (id, e) in g.minions.iter() {
             let now = self.entry_connected(&g, e);
@@ -573,7 +685,8 @@ impl Roster {
         )
     }
 
-    /// Snapshot for persistence: id → (grains, via).
+    /// Snapshot for persistence: id → (grains, via). Pillars are not in
+    /// it: they are secrets, and compiled again when minions come back.
     pub fn snapshot(&self) -> BTreeMap<String, (Value, Vec<String>)> {
         self.lock()
             .minions
@@ -628,7 +741,8 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use brine_common::proto::TargetType;
+    use crate::published::JobScope;
+    use brine_common::proto::{JobLoad, TargetType};
     use brine_common::target;
     use serde_json::json;
 
@@ -673,6 +787,249 @@ mod tests {
             |_| false,
         );
         r
+    }
+
+    fn pil(v: Value) -> Arc<Value> {
+        Arc::new(v)
+    }
+
+    fn expect_delim(r: &Roster, tgt: &str, tt: TargetType, delim: &str) -> Vec<Expected> {
+        let t = target::parse_with_delimiter(tgt, tt, &BTreeMap::new(), delim).expect("target");
+        r.expected(&t, delim)
+    }
+
+    #[test]
+    fn pillars_are_kept_beside_entries_even_before_them() {
+        let r = Roster::new(Duration::from_secs(60));
+        assert!(r.pillar("w1").is_none());
+        // Compiled before the minion's grains arrived.
+        r.set_pillar("w1", pil(json!({"role": "web"})));
+        assert_eq!(r.pillar("w1").as_deref(), Some(&json!({"role": "web"})));
+        r.upsert_direct("w1", json!({"os": "Debian"}));
+        assert_eq!(r.pillar("w1").as_deref(), Some(&json!({"role": "web"})));
+        // A refresh replaces it; grains changes do not touch it.
+        r.set_pillar("w1", pil(json!({"role": "db"})));
+        r.upsert_direct("w1", json!({"os": "Arch"}));
+        assert_eq!(r.pillar("w1").as_deref(), Some(&json!({"role": "db"})));
+        // Not a roster change: nothing to report upward.
+        let v = r.version();
+        r.set_pillar("w1", pil(json!({"role": "web"})));
+        assert_eq!(r.version(), v);
+    }
+
+    #[test]
+    fn pillar_targets_are_exact_where_the_pillar_is_known() {
+        let r = Roster::new(Duration::from_secs(60));
+        for (id, os) in [
+            ("w1", "Debian"),
+            ("w2", "Debian"),
+            ("d1", "Arch"),
+            ("new", "Arch"),
+        ] {
+            r.upsert_direct(id, json!({ "os": os }));
+        }
+        r.set_pillar("w1", pil(json!({"role": "web", "env": "prod"})));
+        r.set_pillar("w2", pil(json!({"role": "web", "env": "dev"})));
+        r.set_pillar("d1", pil(json!({"role": "db", "env": "prod"})));
+        // "new" has no pillar compiled yet: it may match, so it is expected.
+        assert_eq!(
+            ids(&expect(&r, "role:web", TargetType::Pillar)),
+            ["new", "w1", "w2"]
+        );
+        assert_eq!(
+            ids(&expect(&r, "env:pr.*", TargetType::PillarPcre)),
+            ["d1", "new", "w1"]
+        );
+        assert_eq!(
+            ids(&expect(
+                &r,
+                "I@role:web and not J@env:pr.*",
+                TargetType::Compound
+            )),
+            ["new", "w2"]
+        );
+        // The rest of the target rules out even a minion of unknown pillar.
+        assert_eq!(
+            ids(&expect(
+                &r,
+                "G@os:Debian and I@role:web",
+                TargetType::Compound
+            )),
+            ["w1", "w2"]
+        );
+        assert_eq!(
+            ids(&expect(
+                &r,
+                "G@os:Arch and I@role:web",
+                TargetType::Compound
+            )),
+            ["new"]
+        );
+        assert!(expect(&r, "role:cache", TargetType::Pillar)
+            .iter()
+            .all(|e| e.id == "new"));
+        // The job's delimiter applies to the pillar too.
+        assert_eq!(
+            ids(&expect_delim(&r, "env.dev", TargetType::Pillar, ".")),
+            ["new", "w2"]
+        );
+        // A grain target never looks at the pillar.
+        assert!(expect(&r, "role:web", TargetType::Grain).is_empty());
+        r.set_pillar("new", pil(json!({"role": "db"})));
+        assert_eq!(
+            ids(&expect(&r, "role:web", TargetType::Pillar)),
+            ["w1", "w2"]
+        );
+    }
+
+    #[test]
+    fn pillars_go_with_their_minion() {
+        let r = sample();
+        for id in ["d1", "a", "b", "c", "pending"] {
+            r.set_pillar(id, pil(json!({"role": "web"})));
+        }
+        // Key deleted (direct minion, or one not in the roster yet).
+        r.remove("d1");
+        r.remove("pending");
+        assert!(r.pillar("d1").is_none() && r.pillar("pending").is_none());
+        // Removed by its syndic's delta.
+        r.apply_syndic_delta(
+            "s1",
+            &RosterDelta {
+                full: false,
+                upsert: vec![],
+                remove: vec!["a".into()],
+            },
+            |_| false,
+        );
+        assert!(r.pillar("a").is_none());
+        // Left out of a full report; kept while still reported.
+        r.apply_syndic_delta("s1", &full(vec![entry("c", json!({}), true, &[])]), |_| {
+            false
+        });
+        assert!(r.pillar("b").is_none());
+        assert_eq!(r.pillar("c").as_deref(), Some(&json!({"role": "web"})));
+        // Another syndic cannot drop s1's minion's pillar.
+        r.syndic_seen("s2");
+        r.apply_syndic_delta(
+            "s2",
+            &RosterDelta {
+                full: false,
+                upsert: vec![],
+                remove: vec!["c".into()],
+            },
+            |_| false,
+        );
+        assert!(r.pillar("c").is_some());
+        // The syndic goes: its whole subtree's pillars go.
+        r.remove("s1");
+        assert!(r.pillar("c").is_none());
+    }
+
+    #[test]
+    fn pillars_are_not_in_the_snapshot() {
+        let r = sample();
+        r.set_pillar("a", pil(json!({"secret": "s3cr3t"})));
+        let snap = r.snapshot();
+        let text = serde_json::to_string(&snap).expect("json");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let fresh = Roster::new(Duration::from_secs(60));
+        fresh.restore(snap);
+        assert!(fresh.pillar("a").is_none());
+        // Until compiled again, "a" may match any pillar target.
+        assert_eq!(
+            ids(&expect(&fresh, "secret:nope", TargetType::Pillar)),
+            ["a", "b", "c", "d1"]
+        );
+    }
+
+    #[test]
+    fn pending_pillars_are_forgotten_once_old_and_bounded() {
+        let r = Roster::new(Duration::from_secs(60));
+        r.upsert_direct("known", json!({}));
+        r.set_pillar("known", pil(json!({"k": 1})));
+        r.set_pillar("pending", pil(json!({"k": 2})));
+        let now = Instant::now();
+        r.sweep_at(now);
+        assert!(r.pillar("pending").is_some(), "young: kept");
+        r.sweep_at(now + PENDING_PILLAR_AGE + Duration::from_secs(1));
+        assert!(r.pillar("pending").is_none(), "old and never in the roster");
+        assert!(r.pillar("known").is_some(), "its minion is in the roster");
+        // At most MAX_PENDING_PILLARS pillars of ids without an entry.
+        for i in 0..MAX_PENDING_PILLARS {
+            r.set_pillar(&format!("p{i}"), pil(Value::Null));
+        }
+        assert_eq!(r.pillars_not_kept(), 0);
+        r.set_pillar("one-too-many", pil(Value::Null));
+        assert!(r.pillar("one-too-many").is_none());
+        assert_eq!(r.pillars_not_kept(), 1);
+        // Replacing a kept one, or a minion with an entry, still works.
+        r.set_pillar("p0", pil(json!({"k": 3})));
+        assert_eq!(r.pillar("p0").as_deref(), Some(&json!({"k": 3})));
+        r.upsert_direct("late", json!({}));
+        r.set_pillar("late", pil(json!({"k": 4})));
+        assert!(r.pillar("late").is_some());
+        assert_eq!(r.pillars_not_kept(), 1);
+    }
+
+    #[test]
+    fn a_known_pillar_never_refuses_a_return() {
+        let r = sample();
+        r.set_pillar("a", pil(json!({"role": "db"})));
+        let load = JobLoad {
+            jid: brine_common::jid::Jid::parse("20261202000000000001").expect("jid"),
+            tgt: "I@role:web and G@role:web".into(),
+            tgt_type: TargetType::Compound,
+            fun: "test.ping".into(),
+            arg: vec![],
+            kwarg: Default::default(),
+            user: "root".into(),
+            timeout: 5,
+            delimiter: ":".into(),
+            path: vec![],
+            trace: None,
+        };
+        let scope = JobScope::of(&load, &BTreeMap::new()).expect("scope");
+        // The master's pillar for "a" says no, but "a" matched with its own.
+        assert!(r.reached_by("a", &scope));
+        // Grains still decide: b and d1 are role db.
+        assert!(!r.reached_by("b", &scope) && !r.reached_by("d1", &scope));
+        assert!(r.reached_by("c", &scope));
+    }
+
+    #[test]
+    fn a_syndic_without_pillars_expects_every_possible_match() {
+        // The top compiled the pillars of the minions behind s1; s1 has
+        // none of them, as a syndic never sees its minions' pillars.
+        let top = sample();
+        top.set_pillar("a", pil(json!({"role": "web"})));
+        top.set_pillar("b", pil(json!({"role": "db"})));
+        top.set_pillar("c", pil(json!({"role": "db"})));
+        top.set_pillar("d1", pil(json!({"role": "db"})));
+        let t =
+            target::parse("I@role:web", TargetType::Compound, &BTreeMap::new()).expect("target");
+        assert_eq!(ids(&top.expected(&t, ":")), ["a"], "exact at the top");
+        let s1 = Roster::new(Duration::from_secs(60));
+        s1.upsert_direct("a", json!({"role": "web"}));
+        s1.upsert_direct("b", json!({"role": "db"}));
+        s1.syndic_seen("s1b");
+        s1.apply_syndic_delta(
+            "s1b",
+            &full(vec![entry("c", json!({"role": "web"}), true, &[])]),
+            |_| false,
+        );
+        assert_eq!(
+            ids(&s1.expected(&t, ":")),
+            ["a", "b", "c"],
+            "may match below"
+        );
+        let g = target::parse(
+            "G@role:web and I@x:y",
+            TargetType::Compound,
+            &BTreeMap::new(),
+        )
+        .expect("target");
+        assert_eq!(ids(&s1.expected(&g, ":")), ["a", "c"]);
     }
 
     #[test]

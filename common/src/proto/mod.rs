@@ -56,6 +56,10 @@ pub enum TargetType {
     Ipcidr,
     Compound,
     Nodegroup,
+    /// `-I`: a glob on a key path of the minion's compiled pillar.
+    Pillar,
+    /// `-J`: a regex on a key path of the minion's compiled pillar.
+    PillarPcre,
 }
 
 impl TargetType {
@@ -70,6 +74,8 @@ impl TargetType {
             TargetType::Ipcidr => "ipcidr",
             TargetType::Compound => "compound",
             TargetType::Nodegroup => "nodegroup",
+            TargetType::Pillar => "pillar",
+            TargetType::PillarPcre => "pillar_pcre",
         }
     }
 }

@@ -16,7 +16,7 @@ use brine_common::proto::client::{PublishRequest, Published};
 use brine_common::proto::*;
 use brine_common::sync::write;
 use brine_common::target::{self, Target, TargetType};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
@@ -241,29 +241,9 @@ impl MasterState {
         ReplyBody::Ok
     }
 
-    /// Publish to the broadcast topic if a direct minion may match, and to
-    /// each syndic whose subtree may match (or whose subtree is unknown).
+    /// Publish to the topics of [`job_topics`].
     fn send_job(&self, job: &JobLoad, minions: &[Expected]) -> Result<(), PublishError> {
-        let mut topics: Vec<Vec<u8>> = Vec::new();
-        let mut syndics: HashSet<String> = self.roster.unknown_syndics().into_iter().collect();
-        let mut direct = false;
-        for m in minions {
-            match m.via.first() {
-                None => direct = true,
-                Some(s) => {
-                    syndics.insert(s.clone());
-                }
-            }
-        }
-        if direct {
-            topics.push(TOPIC_BROADCAST.to_vec());
-        }
-        for s in syndics {
-            // Never send a job back to a master it came through.
-            if !job.path.contains(&s) {
-                topics.push(topic_for(&s));
-            }
-        }
+        let topics = job_topics(&job.path, minions, self.roster.unknown_syndics());
         let PublishKey { id: key_id, key } = self.publish_key();
         self.publisher.publish_job(job, key_id, &key, &topics)?;
         bump(&self.counters.jobs_published);
@@ -295,6 +275,181 @@ impl MasterState {
             peers = peers.len(),
             revoked = revoked.len(),
             "publish key rotated"
+        );
+    }
+}
+
+/// The topics a job goes to, given its expected set `minions`: the
+/// broadcast topic if a direct minion may match, and the topic of each
+/// syndic whose subtree may match or whose subtree is not known yet
+/// (`unknown_syndics`), never one of the masters on the job's `path`. With
+/// a pillar target the expected set holds every minion that may match
+/// ([`crate::roster::Roster::expected`]), so a syndic below gets the job
+/// whenever one of its minions may hold the pillar; on the top, where the
+/// pillars are compiled, only when one does.
+fn job_topics(path: &[String], minions: &[Expected], unknown_syndics: Vec<String>) -> Vec<Vec<u8>> {
+    let mut syndics: BTreeSet<String> = unknown_syndics.into_iter().collect();
+    let mut direct = false;
+    for m in minions {
+        match m.via.first() {
+            None => direct = true,
+            Some(s) => {
+                syndics.insert(s.clone());
+            }
+        }
+    }
+    let mut topics: Vec<Vec<u8>> = Vec::new();
+    if direct {
+        topics.push(TOPIC_BROADCAST.to_vec());
+    }
+    for s in syndics {
+        // Never send a job back to a master it came through.
+        if !path.contains(&s) {
+            topics.push(topic_for(&s));
+        }
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roster::Roster;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn entry(id: &str, grains: Value) -> RosterEntry {
+        RosterEntry {
+            id: id.into(),
+            grains,
+            connected: true,
+            via: vec![],
+        }
+    }
+
+    /// A top master: direct minion d1, s1 with a1, a2, s2 with b1.
+    fn top() -> Roster {
+        let r = Roster::new(Duration::from_secs(60));
+        r.upsert_direct("d1", json!({"os": "Debian"}));
+        for (s, ids) in [("s1", vec!["a1", "a2"]), ("s2", vec!["b1"])] {
+            r.syndic_seen(s);
+            let upsert = ids
+                .into_iter()
+                .map(|id| entry(id, json!({"os": "Debian"})))
+                .collect();
+            r.apply_syndic_delta(
+                s,
+                &RosterDelta {
+                    full: true,
+                    upsert,
+                    remove: vec![],
+                },
+                |_| false,
+            );
+        }
+        r
+    }
+
+    fn topics(r: &Roster, tgt: &str, tt: TargetType, path: &[&str]) -> Vec<String> {
+        let t = target::parse(tgt, tt, &BTreeMap::new()).expect("target");
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        job_topics(&path, &r.expected(&t, ":"), r.unknown_syndics())
+            .into_iter()
+            .map(|t| {
+                String::from_utf8_lossy(&t)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pillar_targets_reach_only_syndics_whose_subtree_may_match() {
+        let r = top();
+        // No pillar compiled yet: every minion may match.
+        assert_eq!(
+            topics(&r, "role:web", TargetType::Pillar, &["top"]),
+            ["B", "M:s1", "M:s2"]
+        );
+        // The top compiled every pillar (direct and behind syndics).
+        for (id, role) in [("d1", "db"), ("a1", "db"), ("a2", "web"), ("b1", "db")] {
+            r.set_pillar(id, Arc::new(json!({ "role": role })));
+        }
+        assert_eq!(
+            topics(&r, "role:web", TargetType::Pillar, &["top"]),
+            ["M:s1"]
+        );
+        assert_eq!(
+            topics(
+                &r,
+                "G@os:Debian and not I@role:web and not a1",
+                TargetType::Compound,
+                &["top"]
+            ),
+            ["B", "M:s2"],
+            "d1 and b1 are not web; a2 is, a1 is left out by id"
+        );
+        assert!(topics(&r, "role:cache", TargetType::Pillar, &["top"]).is_empty());
+        // b1 gone and back (its key deleted and accepted again): its pillar
+        // is not compiled yet, so s2 may match.
+        r.remove("b1");
+        r.apply_syndic_delta(
+            "s2",
+            &RosterDelta {
+                full: false,
+                upsert: vec![entry("b1", json!({"os": "Debian"}))],
+                remove: vec![],
+            },
+            |_| false,
+        );
+        assert_eq!(
+            topics(&r, "I@role:web", TargetType::Compound, &["top"]),
+            ["M:s1", "M:s2"]
+        );
+        // Never back up the path a relayed job came down.
+        assert_eq!(
+            topics(&r, "I@role:web", TargetType::Compound, &["s1"]),
+            ["M:s2"]
+        );
+    }
+
+    #[test]
+    fn a_syndic_relays_a_pillar_job_to_every_minion_that_may_match() {
+        // The syndic's own roster: direct minions and a lower syndic, no
+        // pillars (a syndic never sees them).
+        let r = Roster::new(Duration::from_secs(60));
+        r.upsert_direct("m1", json!({"os": "Debian"}));
+        r.upsert_direct("m2", json!({"os": "Arch"}));
+        r.syndic_seen("low");
+        r.apply_syndic_delta(
+            "low",
+            &RosterDelta {
+                full: true,
+                upsert: vec![entry("x1", json!({"os": "Arch"}))],
+                remove: vec![],
+            },
+            |_| false,
+        );
+        let t =
+            target::parse("I@role:web", TargetType::Compound, &BTreeMap::new()).expect("target");
+        let expected: Vec<String> = r.expected(&t, ":").into_iter().map(|e| e.id).collect();
+        assert_eq!(expected, ["m1", "m2", "x1"]);
+        let path = ["top", "mid"];
+        assert_eq!(
+            topics(&r, "I@role:web", TargetType::Compound, &path).len(),
+            2
+        );
+        // Grains still narrow it down: only the lower syndic's minion.
+        assert_eq!(
+            topics(
+                &r,
+                "G@os:Arch and I@role:web and not m2",
+                TargetType::Compound,
+                &path
+            ),
+            ["M:low"]
         );
     }
 }

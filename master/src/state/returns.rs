@@ -341,8 +341,9 @@ impl MasterState {
 
     /// Whether a return belongs to a job this master sent out (or a
     /// syndic sent up, then only from that syndic's subtree) and to a
-    /// minion that job reaches (see [`crate::published`]). Counted when
-    /// not.
+    /// minion that job may reach (see [`crate::published`]; a pillar term
+    /// never refuses a return, the minion matched with its own pillar).
+    /// Counted when not.
     pub(crate) fn admit_return(&self, ret: &ReturnLoad) -> Result<(), NotAdmitted> {
         let scope = self.sent.get(&ret.jid).or_else(|| {
             // An older job, or one from before a restart: ask the job

@@ -37,7 +37,14 @@ pub struct SaltArgs {
     /// Target is a nodegroup from the master config.
     #[arg(short = 'N', long = "nodegroup", group = "tt")]
     pub nodegroup: bool,
-    /// Grain key path delimiter.
+    /// Target is a pillar glob: key:value (the master's cache of compiled
+    /// pillars; a minion whose pillar it has not compiled may match).
+    #[arg(short = 'I', long = "pillar", group = "tt")]
+    pub pillar: bool,
+    /// Target is a pillar regex: key:regex.
+    #[arg(short = 'J', long = "pillar-pcre", group = "tt")]
+    pub pillar_pcre: bool,
+    /// Grain and pillar key path delimiter.
     #[arg(long, default_value = ":")]
     pub delimiter: String,
     /// Seconds to wait before asking minions whether they still run the job.
@@ -108,6 +115,10 @@ impl SaltArgs {
             TargetType::Compound
         } else if self.nodegroup {
             TargetType::Nodegroup
+        } else if self.pillar {
+            TargetType::Pillar
+        } else if self.pillar_pcre {
+            TargetType::PillarPcre
         } else {
             TargetType::Glob
         }
@@ -118,6 +129,7 @@ impl SaltArgs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse(argv: &[&str]) -> Result<SaltArgs, clap::Error> {
         SaltArgs::try_parse_from(std::iter::once("salt").chain(argv.iter().copied()))
@@ -134,6 +146,11 @@ mod tests {
             (vec!["-S"], TargetType::Ipcidr),
             (vec!["-C"], TargetType::Compound),
             (vec!["-N"], TargetType::Nodegroup),
+            (vec!["-I"], TargetType::Pillar),
+            (vec!["-J"], TargetType::PillarPcre),
+            (vec!["--grain-pcre"], TargetType::GrainPcre),
+            (vec!["--pillar"], TargetType::Pillar),
+            (vec!["--pillar-pcre"], TargetType::PillarPcre),
         ];
         for (flags, want) in cases {
             let mut argv = flags.clone();
@@ -147,6 +164,23 @@ mod tests {
     fn two_target_types_are_a_usage_error() {
         let e = parse(&["-E", "-L", "x", "test.ping"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let e = parse(&["-I", "-G", "x:y", "test.ping"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let e = parse(&["-I", "-J", "x:y", "test.ping"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn pillar_targets_take_the_delimiter() {
+        let a = parse(&["-I", "--delimiter", ".", "db.host.db1", "test.ping"]).unwrap();
+        assert_eq!(a.tgt_type(), TargetType::Pillar);
+        assert_eq!(a.target, "db.host.db1");
+        assert_eq!(a.delimiter, ".");
+        let help = SaltArgs::command().render_long_help().to_string();
+        assert!(
+            help.contains("-I, --pillar\n") && help.contains("-J, --pillar-pcre\n"),
+            "{help}"
+        );
     }
 
     #[test]
