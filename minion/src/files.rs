@@ -682,7 +682,13 @@ impl FileClient {
     }
 }
 
-/// Regular files under `root` (missing root: none), depth and count capped.
+/// A download in progress (or left by a crash): see [`temp_beside`].
+fn is_partial(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".part-")
+}
+
+/// Regular files under `root` (missing root: none), depth and count capped;
+/// downloads in progress are left out.
 fn walk_files(root: &Path, out: &mut Vec<String>) -> Result<(), FileError> {
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     // Each round takes one directory off the stack; entries are capped.
@@ -697,7 +703,7 @@ fn walk_files(root: &Path, out: &mut Vec<String>) -> Result<(), FileError> {
             let ft = entry.file_type().map_err(io_err(&entry.path()))?;
             if ft.is_dir() && depth < MAX_LOCAL_DEPTH {
                 stack.push((entry.path(), depth + 1));
-            } else if ft.is_file() {
+            } else if ft.is_file() && !is_partial(&entry.file_name().to_string_lossy()) {
                 out.push(entry.path().display().to_string());
                 if out.len() >= MAX_LOCAL_ENTRIES {
                     warn!(
@@ -1195,6 +1201,7 @@ mod tests {
         std::fs::write(s.cache.join("files/base/a/x"), b"1").unwrap();
         std::fs::create_dir_all(s.cache.join("localfiles/etc")).unwrap();
         std::fs::write(s.cache.join("localfiles/etc/hosts"), b"1").unwrap();
+        std::fs::write(s.cache.join("files/base/a/.x.part-1-0"), b"half").unwrap();
         let list = c.list_local("base").unwrap();
         assert_eq!(
             list,
