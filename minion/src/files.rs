@@ -753,6 +753,8 @@ pub(crate) mod fake {
         pub refuse_push: Option<Refusal>,
         /// Do not answer at all (an `AskError::NotConnected`).
         pub down: bool,
+        /// Extra names in every `Files` listing (a hostile master).
+        pub extra_files: Vec<String>,
     }
 
     impl FakeMaster {
@@ -832,6 +834,7 @@ pub(crate) mod fake {
                     let mut dirs = Vec::new();
                     let mut empty = Vec::new();
                     list_tree(root, root, &mut files, &mut dirs, &mut empty);
+                    files.extend(self.extra_files.iter().cloned());
                     let pick = match kind {
                         ListKind::Files => files,
                         ListKind::Dirs => dirs,

@@ -1108,6 +1108,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hostile_listing_writes_nothing_outside() {
+        let mut w = World::new();
+        Arc::get_mut(&mut w.master).unwrap().extra_files =
+            vec!["web/../../../escaped.txt".into(), "web//../x".into()];
+        for (fun, args) in [
+            (
+                "cp.get_dir",
+                vec![json!("salt://web"), json!(w.path("copy"))],
+            ),
+            ("cp.cache_dir", vec![json!("salt://web")]),
+        ] {
+            let o = w.run(fun, args, json!({})).await;
+            assert!(!o.success, "{fun}: {o:?}");
+            assert!(
+                o.ret.as_str().unwrap().contains("path not allowed"),
+                "{o:?}"
+            );
+        }
+        assert!(!w.path("escaped.txt").exists());
+        assert!(!w.dir.path().parent().unwrap().join("escaped.txt").exists());
+    }
+
+    #[tokio::test]
     async fn cache_file_cache_dir_and_is_cached() {
         let w = World::new();
         let o = w
