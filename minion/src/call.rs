@@ -1,6 +1,9 @@
 //! `salt-call`: run one execution function here, with the same modules and
 //! outputters as a published job. `--local` (or not) runs it in this
-//! process; nothing is sent to the master.
+//! process; nothing is sent to the master. So there is no file server and
+//! no pillar here: `salt://` sources and `pillar.items` fail with an error
+//! saying so, while local paths, the minion's file cache (`cp.is_cached`,
+//! `cp.list_minion`) and `cp.recv_chunked` work.
 
 use crate::exec::{Ctx, Registry};
 use crate::running::RunningJobs;
@@ -60,6 +63,15 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         running: Arc::new(RunningJobs::new()),
         cancel: tokio_util::sync::CancellationToken::new(),
         events: None,
+        files: Arc::new(crate::files::FileClient::new(None, cfg.cachedir.clone())),
+        pillar: Arc::new(crate::pillar::Pillar::new(
+            None,
+            None,
+            &cfg.id,
+            cfg.pillarenv.clone(),
+            cfg.max_frame_bytes,
+        )),
+        saltenv: cfg.saltenv.clone(),
     };
     let out = Registry::new().call(ctx).await;
     let mut p = Printer::new(

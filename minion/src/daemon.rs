@@ -4,8 +4,15 @@
 //! the next one. A master name that does not resolve is said once at WARN
 //! (the name, the file that set it), then retried quietly
 //! ([`link::watch_master_name`]); the link keeps reconnecting meanwhile.
+//!
+//! Every job shares one file client ([`crate::files`], `salt://` over the
+//! link, cached under `cachedir/files`) and the pillar in memory
+//! ([`crate::pillar`]), which is fetched after each new sign-in and on
+//! `saltutil.refresh_pillar`.
 
 use crate::exec::{Ctx, MinionEvent, Registry};
+use crate::files::{Ask, FileClient};
+use crate::pillar::Pillar;
 use crate::running::{RunningInfo, RunningJobs};
 use brine_common::config::MinionConfig;
 use brine_common::crypto::KeyPair;
@@ -70,13 +77,31 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         std::time::Duration::from_millis(cfg.recon_max.max(1000)),
         shutdown.clone(),
     ));
-    let (link, mut jobs, link_task) = link::start(lcfg, Arc::new(keys), hello, shutdown.clone())?;
+    let keys = Arc::new(keys);
+    let (link, mut jobs, link_task) = link::start(lcfg, keys.clone(), hello, shutdown.clone())?;
+    let asker: Arc<dyn Ask> = Arc::new(link.clone());
+    let pillar = Arc::new(Pillar::new(
+        Some(asker.clone()),
+        Some(keys),
+        &cfg.id,
+        cfg.pillarenv.clone(),
+        cfg.max_frame_bytes,
+    ));
+    let session = link.clone();
+    tokio::spawn(pillar.clone().follow_sign_ins(
+        move || session.is_up().then(|| session.sign_ins()),
+        shutdown.clone(),
+    ));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<MinionEvent>();
     let runner = Arc::new(Runner {
         id: cfg.id.clone(),
         registry: Registry::new(),
         running: Arc::new(RunningJobs::new()),
         grains,
+        pillar: pillar.shared(),
+        pillar_source: pillar,
+        files: Arc::new(FileClient::new(Some(asker), cfg.cachedir.clone())),
+        saltenv: cfg.saltenv.clone(),
         static_grains: cfg.grains.clone(),
         pki_dir: cfg.pki_dir.clone(),
         link: link.clone(),
@@ -110,6 +135,15 @@ struct Runner {
     registry: Registry,
     running: Arc<RunningJobs>,
     grains: Arc<RwLock<serde_json::Value>>,
+    /// The live pillar (the same lock [`Pillar`] replaces), for pillar
+    /// targeting: `matches` passes it to `Target::matches_with` once that
+    /// lands (until then nothing reads it here).
+    #[allow(dead_code)]
+    pillar: Arc<RwLock<serde_json::Value>>,
+    pillar_source: Arc<Pillar>,
+    files: Arc<FileClient>,
+    /// The config's `saltenv` (`cmd.script`'s default).
+    saltenv: Option<String>,
     static_grains: serde_json::Value,
     pki_dir: std::path::PathBuf,
     link: LinkHandle,
@@ -132,6 +166,8 @@ impl Runner {
             }
         };
         let grains = self.grains.read().map(|g| g.clone()).unwrap_or_default();
+        // With pillar targeting: `let pillar = read(&self.pillar).clone();`
+        // and `t.matches_with(&self.id, &grains, Some(&pillar), &job.delimiter)`.
         t.matches(&self.id, &grains, &job.delimiter)
     }
 
@@ -171,6 +207,9 @@ impl Runner {
             running: self.running.clone(),
             cancel,
             events: Some(self.events.clone()),
+            files: self.files.clone(),
+            pillar: self.pillar_source.clone(),
+            saltenv: self.saltenv.clone(),
         };
         let out = self.registry.call(ctx).await;
         self.running.remove(&job.jid);

@@ -6,9 +6,13 @@
 //!   the authenticated link to its master ([`brine_common::link`], which
 //!   the syndic's upstream link shares).
 //! - [`call`]: the `salt-call` command.
-//! - `exec`: the execution-module registry (`test`, `cmd`, `grains`,
-//!   `sys`, `saltutil`, `key`); turns a job's `fun` + arguments into a
-//!   Salt-shaped return (`exec::Outcome`).
+//! - `exec`: the execution-module registry (`test`, `cmd`, `cp`, `grains`,
+//!   `pillar`, `sys`, `saltutil`, `key`); turns a job's `fun` + arguments
+//!   into a Salt-shaped return (`exec::Outcome`).
+//! - [`files`]: the file client: `salt://` files over the link, chunked,
+//!   checked by hash and cached under `cachedir/files/<saltenv>/`; `cp.push`.
+//! - [`pillar`]: this minion's pillar, fetched from the master (sealed to
+//!   this minion's key through syndics) and kept in memory.
 //! - `grains`: collects this host's grains (os, kernel, network, cpu,
 //!   memory, machine id) and overlays the config's static grains.
 //! - `running`: the table of jobs in flight, behind `saltutil.running`,
@@ -17,5 +21,7 @@
 pub mod call;
 pub mod daemon;
 pub(crate) mod exec;
+pub mod files;
 pub(crate) mod grains;
+pub mod pillar;
 pub(crate) mod running;

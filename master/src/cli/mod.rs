@@ -3,7 +3,9 @@
 //! - [`run`]: `salt-run` runner functions.
 //! - [`key`]: `salt-key` (list, accept, reject, delete, fingerprints, the
 //!   syndic role).
+//! - [`cp`]: `salt-cp` (local files to minions, in `cp.recv_chunked` chunks).
 
+pub mod cp;
 pub mod key;
 pub mod run;
 pub mod salt;

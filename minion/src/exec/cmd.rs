@@ -1,13 +1,19 @@
 //! The `cmd` module: run shell commands (`cmd.run`, `cmd.run_all`,
-//! `cmd.retcode`).
+//! `cmd.retcode`) and scripts (`cmd.script`).
 //!
 //! A command runs as `SHELL -c CMD` in its own process group, so a timeout or
 //! a cancelled job kills the whole group (the shell and everything it
 //! started), and the group is also killed if the call itself is dropped. The
 //! process's exit code becomes the job's retcode, as Salt does; a process
 //! killed by signal N reports `-N` like Python's `returncode`.
+//!
+//! `cmd.script` fetches its source through the file client (`salt://`, or
+//! a local path), copies it into a private directory of its own (mode
+//! 0700, removed afterwards) as an executable only its user may run, and
+//! runs it with the same runner, returning `cmd.run_all`'s shape.
 
 use super::{opt, req, Call, CallFuture, ExecError, Function, Outcome};
+use crate::files::parse_salt_url;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Pid, User};
 use serde_json::{json, Value};
@@ -65,6 +71,37 @@ macro_rules! with_args_doc {
     };
 }
 
+const SCRIPT_PARAMS: &[super::Param] = &[
+    req("source"),
+    opt("args"),
+    opt("cwd"),
+    opt("stdin"),
+    opt("runas"),
+    opt("group"),
+    opt("shell"),
+    opt("python_shell"),
+    opt("env"),
+    opt("template"),
+    opt("umask"),
+    opt("output_encoding"),
+    opt("output_loglevel"),
+    opt("log_callback"),
+    opt("hide_output"),
+    opt("timeout"),
+    opt("reset_system_locale"),
+    opt("saltenv"),
+    opt("use_vt"),
+    opt("bg"),
+    opt("password"),
+    opt("success_retcodes"),
+    opt("success_stdout"),
+    opt("success_stderr"),
+    // Salt passes these on to the runner through **kwargs.
+    opt("clean_env"),
+    opt("rstrip"),
+    opt("ignore_retcode"),
+];
+
 pub(super) const FUNCTIONS: &[Function] = &[
     Function {
         name: "cmd.run",
@@ -102,6 +139,38 @@ pub(super) const FUNCTIONS: &[Function] = &[
         ),
         handler: retcode,
     },
+    Function {
+        name: "cmd.script",
+        params: SCRIPT_PARAMS,
+        varargs: false,
+        kwargs: true,
+        doc: "Download a script from the master (``salt://``) or take a local one and\n\
+              execute it locally, returning ``pid``, ``retcode``, ``stdout`` and\n\
+              ``stderr`` (the script's exit code is also the job's retcode). The\n\
+              script runs from a private copy, so it can be written in any language\n\
+              its ``#!`` line names.\n\n\
+              :param str source: The location of the script: ``salt://spam/eggs`` or\n\
+              \x20   an absolute local path.\n\n\
+              :param str args: Command line args for the script, as a shell would read\n\
+              \x20   them (a list is passed word for word). With ``python_shell=False``\n\
+              \x20   they are split like a shell's words but never expanded.\n\n\
+              :param str cwd: The directory to run the script in (default: the home of\n\
+              \x20   ``runas``, or of the minion's user).\n\n\
+              :param str stdin: A string of standard input for the script.\n\n\
+              :param str runas: Run the script as this user (the minion must run as root).\n\n\
+              :param str shell: Shell that starts the script. Defaults to ``/bin/sh``.\n\n\
+              :param dict env: Environment variables to set for the script.\n\n\
+              :param int timeout: Seconds the script may run; it is then killed.\n\n\
+              :param str saltenv: The fileserver environment (the minion's ``saltenv``,\n\
+              \x20   else ``base``).\n\n\
+              :param bool hide_output: Return empty ``stdout`` and ``stderr``.\n\n\
+              :param list success_retcodes: Exit codes that count as success (0).\n\n\
+              A source that cannot be fetched returns ``pid`` 0, ``retcode`` 1 and\n\
+              ``cache_error: True``.\n\n\
+              CLI Example:\n\n    salt '*' cmd.script salt://scripts/runme.sh\n    \
+              salt '*' cmd.script salt://scripts/runme.sh 'arg1 arg2 \"arg 3\"'\n",
+        handler: script,
+    },
 ];
 
 /// What a finished (or killed) command produced.
@@ -136,6 +205,13 @@ fn spec_from_call(c: &Call<'_>, merge_stderr: bool) -> Result<(RunSpec, bool), E
     let cmd = c
         .str_arg("cmd")?
         .ok_or_else(|| ExecError::InvalidArgs("cmd must be given".into()))?;
+    let (spec, ignore) = spec_options(c, merge_stderr)?;
+    Ok((RunSpec { cmd, ..spec }, ignore))
+}
+
+/// Everything of a run but the command: the options `cmd.run` and
+/// `cmd.script` share, and whether to ignore the retcode.
+fn spec_options(c: &Call<'_>, merge_stderr: bool) -> Result<(RunSpec, bool), ExecError> {
     let env = match c.arg("env") {
         None => Vec::new(),
         Some(Value::Object(m)) => m
@@ -183,7 +259,7 @@ fn spec_from_call(c: &Call<'_>, merge_stderr: bool) -> Result<(RunSpec, bool), E
         }
     };
     let spec = RunSpec {
-        cmd,
+        cmd: String::new(),
         shell: c
             .str_arg("shell")?
             .unwrap_or_else(|| DEFAULT_SHELL.to_string()),
@@ -238,6 +314,259 @@ fn job_outcome(ret: Value, out: &RunOutput, ignore_retcode: bool) -> Outcome {
         );
     }
     Outcome::with_retcode(ret, if ignore_retcode { 0 } else { out.retcode })
+}
+
+/// `s` as one word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}
+
+/// Split `s` into words as Python's `shlex.split` does (POSIX rules:
+/// quotes, backslash escapes, no expansion).
+pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    // Each round consumes at least one character.
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("No closing quotation".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("No closing quotation".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("No closing quotation".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
+                }
+                None => return Err("No escaped character".into()),
+            },
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The command line that runs `script` with `args`: Salt's remote default
+/// (`python_shell`) hands the args text to the shell; otherwise each word
+/// is quoted so nothing in it is expanded. A list is passed word for word.
+fn script_command(
+    script: &std::path::Path,
+    args: Option<&Value>,
+    python_shell: bool,
+) -> Result<String, ExecError> {
+    let mut cmd = sh_quote(&script.display().to_string());
+    let words: Vec<String> = match args {
+        None => return Ok(cmd),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => sh_quote(s),
+                other => sh_quote(&other.to_string()),
+            })
+            .collect(),
+        Some(v) => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if python_shell {
+                vec![text]
+            } else {
+                shell_split(&text)
+                    .map_err(|e| ExecError::InvalidArgs(format!("args: {e}")))?
+                    .iter()
+                    .map(|w| sh_quote(w))
+                    .collect()
+            }
+        }
+    };
+    for w in words.iter().filter(|w| !w.is_empty()) {
+        cmd.push(' ');
+        cmd.push_str(w);
+    }
+    Ok(cmd)
+}
+
+/// Salt's answer when the script cannot be fetched.
+fn cache_error() -> Outcome {
+    Outcome::with_retcode(
+        json!({"pid": 0, "retcode": 1, "stdout": "", "stderr": "", "cache_error": true}),
+        1,
+    )
+}
+
+/// The script's source as a local file (fetched into the cache when it is
+/// a `salt://` URL); `None` when there is no such file.
+async fn script_source(
+    c: &Call<'_>,
+    source: &str,
+    saltenv: &str,
+) -> Result<Option<PathBuf>, ExecError> {
+    if let Some(u) = parse_salt_url(source) {
+        let env = u.saltenv.unwrap_or_else(|| saltenv.to_string());
+        return c
+            .ctx
+            .files
+            .cache_file(&env, &u.path)
+            .await
+            .map_err(|e| ExecError::Execution(e.to_string()));
+    }
+    let local = source.strip_prefix("file://").unwrap_or(source);
+    if local.contains("://") {
+        return Err(ExecError::Execution(format!(
+            "unsupported script source '{source}': Brine fetches salt:// URLs and local paths"
+        )));
+    }
+    if !std::path::Path::new(local).is_absolute() {
+        return Err(ExecError::Execution(format!(
+            "Path '{local}' is not absolute"
+        )));
+    }
+    Ok(std::path::Path::new(local)
+        .is_file()
+        .then(|| PathBuf::from(local)))
+}
+
+/// A private copy of `src`, executable by the minion's user (or `runas`,
+/// who then owns the directory and the copy) only.
+fn private_copy(
+    src: &std::path::Path,
+    source: &str,
+    runas: Option<&str>,
+) -> Result<(tempfile::TempDir, PathBuf), ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        ExecError::Execution(format!("cmd.script: {what}: {e}"))
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("brine-script-")
+        .tempdir()
+        .map_err(|e| fail("cannot create a private directory", &e))?;
+    let name = parse_salt_url(source)
+        .map(|u| u.path)
+        .unwrap_or_else(|| source.to_string());
+    let ext = std::path::Path::new(&name)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let script = dir.path().join(format!("script{ext}"));
+    std::fs::copy(src, &script).map_err(|e| fail(&format!("cannot copy {}", src.display()), &e))?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o500))
+        .map_err(|e| fail("cannot make the copy executable", &e))?;
+    if let Some(name) = runas {
+        if nix::unistd::geteuid().is_root() {
+            let user = User::from_name(name)
+                .map_err(|e| fail(&format!("cannot look up user '{name}'"), &e))?
+                .ok_or_else(|| ExecError::Execution(format!("user '{name}' is not available")))?;
+            for p in [dir.path(), script.as_path()] {
+                nix::unistd::chown(p, Some(user.uid), Some(user.gid))
+                    .map_err(|e| fail(&format!("cannot give {} to {name}", p.display()), &e))?;
+            }
+        }
+    }
+    Ok((dir, script))
+}
+
+fn script<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    Box::pin(async move {
+        let source = c
+            .str_arg("source")?
+            .ok_or_else(|| ExecError::InvalidArgs("source must be given".into()))?;
+        if let Some(t) = c.str_arg("template")?.filter(|t| !t.is_empty()) {
+            return Err(ExecError::Execution(format!(
+                "{} (template={t})",
+                super::cp::NO_TEMPLATES
+            )));
+        }
+        for unsupported in ["group", "umask"] {
+            if c.str_arg(unsupported)?.is_some_and(|v| !v.is_empty()) {
+                return Err(ExecError::Execution(format!(
+                    "cmd.script: {unsupported} is not supported by Brine"
+                )));
+            }
+        }
+        if c.bool_arg("bg", false)? {
+            return Err(ExecError::Execution(
+                "cmd.script: bg=True is not supported by Brine".into(),
+            ));
+        }
+        let saltenv = c
+            .str_arg("saltenv")?
+            .filter(|s| !s.is_empty())
+            .or_else(|| c.ctx.saltenv.clone())
+            .unwrap_or_else(|| "base".to_string());
+        let Some(src) = script_source(c, &source, &saltenv).await? else {
+            tracing::warn!(source = %source, saltenv = %saltenv, "cmd.script: source not found");
+            return Ok(cache_error());
+        };
+        let (spec, ignore) = spec_options(c, false)?;
+        let (dir, script) = private_copy(&src, &source, spec.runas.as_deref())?;
+        let cmd = script_command(&script, c.arg("args"), c.bool_arg("python_shell", true)?)?;
+        let spec = RunSpec { cmd, ..spec };
+        let out = execute(&spec, &c.ctx.cancel).await;
+        drop(dir);
+        let mut out = out?;
+        let success: Vec<i64> = match c.arg("success_retcodes") {
+            Some(Value::Array(v)) => v.iter().filter_map(Value::as_i64).collect(),
+            Some(v) => v.as_i64().into_iter().collect(),
+            None => Vec::new(),
+        };
+        if out.retcode != 0 && success.contains(&i64::from(out.retcode)) {
+            out.retcode = 0;
+        }
+        let hide = c.bool_arg("hide_output", false)?;
+        let ret = json!({
+            "pid": out.pid,
+            "retcode": out.retcode,
+            "stdout": if hide { "" } else { out.stdout.as_str() },
+            "stderr": if hide { "" } else { out.stderr.as_str() },
+        });
+        Ok(job_outcome(ret, &out, ignore))
+    })
 }
 
 /// Kills the command's process group if the call is dropped before the
@@ -669,6 +998,144 @@ mod tests {
         });
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(o.ret, json!("ERROR: job was cancelled"));
+        assert!(!o.success);
+    }
+
+    #[test]
+    fn shell_words_split_and_quote_like_python() {
+        use super::{sh_quote, shell_split};
+        assert_eq!(
+            shell_split(r#"arg1 'arg two' "arg \"3\"" a\ b "\$x" ''"#).expect("split"),
+            vec!["arg1", "arg two", "arg \"3\"", "a b", "\\$x", ""]
+        );
+        assert!(shell_split("'open").is_err());
+        assert!(shell_split("end\\").is_err());
+        assert_eq!(sh_quote("plain/path-1.sh"), "plain/path-1.sh");
+        assert_eq!(sh_quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    fn script_file(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+        let p = dir.join("s.sh");
+        std::fs::write(&p, body).expect("write");
+        p
+    }
+
+    #[tokio::test]
+    async fn script_runs_a_local_script_with_args_cwd_env_and_retcode() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cwd = dir.path().canonicalize().expect("canon");
+        let p = script_file(
+            dir.path(),
+            "#!/bin/sh\necho \"args=$# [$1] [$2] pwd=$(pwd) foo=$FOO self=$0\"\necho oops >&2\nexit 3\n",
+        );
+        let o = run(
+            "cmd.script",
+            vec![json!(p), json!("one 'two words'")],
+            json!({"cwd": cwd, "env": {"FOO": "bar"}}),
+        )
+        .await;
+        let out = o.ret["stdout"].as_str().expect("stdout");
+        assert!(
+            out.starts_with(&format!(
+                "args=2 [one] [two words] pwd={} foo=bar self=",
+                cwd.display()
+            )),
+            "{out}"
+        );
+        let self_path = out.rsplit("self=").next().expect("self");
+        assert!(
+            self_path.contains("brine-script-"),
+            "ran from a private copy: {self_path}"
+        );
+        assert!(
+            !std::path::Path::new(self_path).exists(),
+            "the private copy is removed"
+        );
+        assert_eq!(o.ret["stderr"], "oops");
+        assert_eq!(o.ret["retcode"], 3);
+        assert!(o.ret["pid"].as_u64().is_some_and(|p| p > 0));
+        assert_eq!(o.retcode, 3, "the script's exit code is the job's");
+        assert!(!o.success);
+
+        let o = run(
+            "cmd.script",
+            vec![json!(format!("file://{}", p.display()))],
+            json!({"success_retcodes": [3], "hide_output": true}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!({"pid": o.ret["pid"], "retcode": 0, "stdout": "", "stderr": ""})
+        );
+        assert!(o.success);
+    }
+
+    #[tokio::test]
+    async fn script_args_are_not_expanded_without_python_shell() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = script_file(
+            dir.path(),
+            "#!/bin/sh\nfor a in \"$@\"; do echo \"[$a]\"; done\n",
+        );
+        let o = run(
+            "cmd.script",
+            vec![json!(p), json!("$HOME 'a b'")],
+            json!({"python_shell": false}),
+        )
+        .await;
+        assert_eq!(o.ret["stdout"], "[$HOME]\n[a b]");
+        let o = run(
+            "cmd.script",
+            vec![json!(p), json!(["x y", "$z"])],
+            json!({}),
+        )
+        .await;
+        assert_eq!(o.ret["stdout"], "[x y]\n[$z]");
+    }
+
+    #[tokio::test]
+    async fn script_from_the_master_and_missing_sources() {
+        use crate::files::{fake::FakeMaster, Ask, FileClient};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("srv");
+        std::fs::create_dir_all(root.join("scripts")).expect("mkdir");
+        std::fs::write(root.join("scripts/hi.sh"), "#!/bin/sh\necho hi from $1\n").expect("w");
+        let m: Arc<dyn Ask> = Arc::new(FakeMaster::serving("base", &root));
+        let files = Arc::new(FileClient::new(Some(m), dir.path().join("cache")));
+        let call = |args: Vec<serde_json::Value>, kwargs: serde_json::Value| {
+            let mut c = ctx("cmd.script", args, kwargs);
+            c.files = files.clone();
+            async move { Registry::new().call(c).await }
+        };
+        let o = call(
+            vec![json!("salt://scripts/hi.sh"), json!("master")],
+            json!({}),
+        )
+        .await;
+        assert_eq!(o.ret["stdout"], "hi from master");
+        assert_eq!(o.retcode, 0);
+        let missing =
+            json!({"pid": 0, "retcode": 1, "stdout": "", "stderr": "", "cache_error": true});
+        let o = call(vec![json!("salt://scripts/nope.sh")], json!({})).await;
+        assert_eq!(o.ret, missing);
+        assert_eq!(o.retcode, 1);
+        let o = call(vec![json!("/no/such/script.sh")], json!({})).await;
+        assert_eq!(o.ret, missing);
+        let o = call(vec![json!("relative.sh")], json!({})).await;
+        assert_eq!(o.ret, json!("ERROR: Path 'relative.sh' is not absolute"));
+        let o = call(
+            vec![json!("salt://scripts/hi.sh")],
+            json!({"template": "jinja"}),
+        )
+        .await;
+        assert!(o
+            .ret
+            .as_str()
+            .expect("s")
+            .contains("template rendering is not available yet"));
+        let o = call(vec![json!("salt://scripts/hi.sh")], json!({"umask": "077"})).await;
         assert!(!o.success);
     }
 

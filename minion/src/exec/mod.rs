@@ -1,4 +1,5 @@
-//! Execution modules: the `module.function` table a job's `fun` names.
+//! Execution modules: the `module.function` table a job's `fun` names
+//! (`test`, `cmd`, `cp`, `grains`, `pillar`, `sys`, `saltutil`, `key`).
 //!
 //! [`Registry::call`] looks the function up, binds the job's positional and
 //! keyword arguments to the function's declared parameters (as Python would
@@ -17,8 +18,10 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub mod cmd;
+pub mod cp;
 pub mod grains;
 pub mod key;
+pub mod pillar;
 pub mod saltutil;
 pub mod sys;
 pub mod test;
@@ -49,6 +52,13 @@ pub struct Ctx {
     pub cancel: CancellationToken,
     /// Where to tell the master about changes; `None` under `salt-call --local`.
     pub events: Option<tokio::sync::mpsc::UnboundedSender<MinionEvent>>,
+    /// The `salt://` file client and the minion's cache, shared by all jobs.
+    pub files: Arc<crate::files::FileClient>,
+    /// The pillar in memory and how to fetch it again.
+    pub pillar: Arc<crate::pillar::Pillar>,
+    /// `saltenv` from the minion config (`cmd.script`'s default; `base`
+    /// when unset).
+    pub saltenv: Option<String>,
 }
 
 /// Something the link should tell the master.
@@ -232,10 +242,12 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 6] = [
+        let tables: [&'static [Function]; 8] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
+            cp::FUNCTIONS,
             grains::FUNCTIONS,
+            pillar::FUNCTIONS,
             sys::FUNCTIONS,
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
@@ -454,6 +466,9 @@ pub(crate) mod testutil {
             running: Arc::new(crate::running::RunningJobs::new()),
             cancel: CancellationToken::new(),
             events: None,
+            files: Arc::new(crate::files::FileClient::new(None, std::env::temp_dir())),
+            pillar: Arc::new(crate::pillar::Pillar::new(None, None, "m1", None, 1 << 20)),
+            saltenv: None,
         }
     }
 
@@ -557,6 +572,33 @@ mod tests {
             "saltutil.sync_grains",
             "saltutil.refresh_grains",
             "key.finger",
+            "cmd.script",
+            "cp.get_file",
+            "cp.get_dir",
+            "cp.get_url",
+            "cp.get_file_str",
+            "cp.cache_file",
+            "cp.cache_files",
+            "cp.cache_dir",
+            "cp.list_master",
+            "cp.list_master_dirs",
+            "cp.list_states",
+            "cp.list_minion",
+            "cp.envs",
+            "cp.is_cached",
+            "cp.hash_file",
+            "cp.push",
+            "cp.recv_chunked",
+            "pillar.items",
+            "pillar.data",
+            "pillar.ls",
+            "pillar.obfuscate",
+            "pillar.get",
+            "pillar.fetch",
+            "pillar.item",
+            "pillar.raw",
+            "pillar.keys",
+            "saltutil.refresh_pillar",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -567,7 +609,7 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         assert_eq!(
             r.modules(),
-            ["cmd", "grains", "key", "saltutil", "sys", "test"]
+            ["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"]
         );
     }
 }

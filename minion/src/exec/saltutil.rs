@@ -1,11 +1,15 @@
-//! The `saltutil` module: job control and grain refresh
+//! The `saltutil` module: job control, grain and pillar refresh
 //! (`saltutil.running`, `saltutil.find_job`, `saltutil.kill_job`,
-//! `saltutil.sync_grains`, `saltutil.refresh_grains`).
+//! `saltutil.sync_grains`, `saltutil.refresh_grains`,
+//! `saltutil.refresh_pillar`).
 //!
 //! Job control reads [`RunningJobs`](crate::running::RunningJobs); like Salt,
-//! a job never lists itself. A refresh re-collects grains, replaces the live
-//! grains in one write and then tells the master (when there is one), so the
-//! master never hears of grains the minion does not have.
+//! a job never lists itself. A grain refresh re-collects grains, replaces the
+//! live grains in one write and then tells the master (when there is one), so
+//! the master never hears of grains the minion does not have. A pillar
+//! refresh asks the master for a freshly compiled pillar (the master keeps
+//! it for pillar targeting) and replaces the one in memory; a failed one
+//! leaves it as it was.
 
 use super::{opt, req, Call, CallFuture, ExecError, Function, MinionEvent, Outcome};
 use brine_common::sync::write;
@@ -67,6 +71,19 @@ pub(super) const FUNCTIONS: &[Function] = &[
               and send them to the master. Returns ``True``.\n\n\
               CLI Example:\n\n    salt '*' saltutil.refresh_grains\n",
         handler: refresh_grains,
+    },
+    Function {
+        name: "saltutil.refresh_pillar",
+        params: &[opt("wait"), opt("timeout"), opt("clean_cache")],
+        varargs: false,
+        kwargs: true,
+        doc: "Ask the master for a freshly compiled pillar and keep it in memory (the\n\
+              master keeps it too, for pillar targeting). Returns ``True``; the\n\
+              refresh is done when the call returns, so ``wait`` is accepted and has\n\
+              nothing to wait for. A failed refresh is an error and leaves the pillar\n\
+              as it was.\n\n\
+              CLI Example:\n\n    salt '*' saltutil.refresh_pillar\n",
+        handler: refresh_pillar,
     },
 ];
 
@@ -142,6 +159,18 @@ fn sync_grains<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn refresh_grains<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         refresh(c).await?;
+        Ok(Outcome::ok(json!(true)))
+    })
+}
+
+fn refresh_pillar<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    Box::pin(async move {
+        c.ctx
+            .pillar
+            .refresh()
+            .await
+            .map_err(|e| ExecError::Execution(format!("pillar refresh failed: {e}")))?;
+        tracing::info!(jid = %c.ctx.jid, "pillar refreshed");
         Ok(Outcome::ok(json!(true)))
     })
 }
@@ -249,6 +278,44 @@ mod tests {
             Ok(MinionEvent::GrainsChanged(g)) => assert_eq!(g, live),
             other => panic!("expected a grains event, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn refresh_pillar_stores_or_keeps_the_old_one() {
+        use crate::files::{fake::FakeMaster, Ask};
+        use brine_common::proto::{Refusal, ReplyBody};
+        use std::sync::Arc;
+        let m = Arc::new(FakeMaster::default());
+        m.pillars
+            .lock()
+            .expect("lock")
+            .push_back(ReplyBody::Pillar(json!({"role": "web"})));
+        m.pillars
+            .lock()
+            .expect("lock")
+            .push_back(ReplyBody::Refused(Refusal::Unavailable("down".into())));
+        let asker: Arc<dyn Ask> = m;
+        let pillar = Arc::new(crate::pillar::Pillar::new(
+            Some(asker),
+            None,
+            "m1",
+            None,
+            1 << 20,
+        ));
+        let mut c = ctx("saltutil.refresh_pillar", vec![], json!({}));
+        c.pillar = pillar.clone();
+        let o = Registry::new().call(c).await;
+        assert_eq!(o.ret, json!(true));
+        assert_eq!(pillar.snapshot(), json!({"role": "web"}));
+        let mut c = ctx("saltutil.refresh_pillar", vec![], json!({"wait": true}));
+        c.pillar = pillar.clone();
+        let o = Registry::new().call(c).await;
+        assert!(!o.success);
+        assert_eq!(
+            o.ret,
+            json!("ERROR: pillar refresh failed: the master refused the pillar: down")
+        );
+        assert_eq!(pillar.snapshot(), json!({"role": "web"}), "kept");
     }
 
     #[tokio::test]

@@ -125,7 +125,7 @@ mod tests {
         let o = run("sys.list_modules", vec![], json!({})).await;
         assert_eq!(
             o.ret,
-            json!(["cmd", "grains", "key", "saltutil", "sys", "test"])
+            json!(["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"])
         );
         let o = run("sys.list_modules", vec![json!("s*")], json!({})).await;
         assert_eq!(o.ret, json!(["saltutil", "sys"]));
@@ -150,7 +150,13 @@ mod tests {
         .await;
         assert_eq!(
             o.ret,
-            json!(["cmd.retcode", "cmd.run", "cmd.run_all", "key.finger"])
+            json!([
+                "cmd.retcode",
+                "cmd.run",
+                "cmd.run_all",
+                "cmd.script",
+                "key.finger"
+            ])
         );
         let o = run("sys.list_functions", vec![json!("sy")], json!({})).await;
         assert_eq!(o.ret, json!([]));
