@@ -257,7 +257,7 @@ fn error(e: &Error, name: &str) -> RenderError {
     let message = match inner.kind() {
         ErrorKind::SyntaxError => format!("Jinja syntax error: {detail}"),
         ErrorKind::UndefinedError if detail.is_empty() => "Jinja variable is undefined".to_string(),
-        ErrorKind::UndefinedError => format!("Jinja variable is undefined: {detail}"),
+        ErrorKind::UndefinedError => format!("Jinja variable {detail}"),
         ErrorKind::InvalidOperation if !detail.is_empty() => format!("Jinja error: {detail}"),
         kind if detail.is_empty() => format!("Jinja error: {kind}"),
         kind => format!("Jinja error: {kind}: {detail}"),

@@ -140,33 +140,87 @@ pub fn render_sls(
     ctx: &Value,
     loader: Option<Arc<dyn TemplateSource>>,
 ) -> Result<Value, RenderError> {
+    render_sls_text(source, name, ctx, loader)?.load()
+}
+
+/// An SLS file rendered to its data text, not loaded yet
+/// ([`render_sls_text`]).
+#[derive(Debug, Clone)]
+pub struct RenderedSls {
+    name: String,
+    text: String,
+    /// The pipe's last stage.
+    json: bool,
+}
+
+/// [`render_sls`] in two steps: render now, load with
+/// [`RenderedSls::load`], and read the order the file wrote its keys in
+/// with [`RenderedSls::key_order`].
+pub fn render_sls_text(
+    source: &str,
+    name: &str,
+    ctx: &Value,
+    loader: Option<Arc<dyn TemplateSource>>,
+) -> Result<RenderedSls, RenderError> {
     let stages = pipe(source, name)?;
-    let text = match source.find('\n') {
-        Some(end) if source.starts_with("#!") => &source[end..],
-        None if source.starts_with("#!") => "",
-        _ => source,
+    let mut text = match source.find('\n') {
+        Some(end) if source.starts_with("#!") => source[end..].to_string(),
+        None if source.starts_with("#!") => String::new(),
+        _ => source.to_string(),
     };
-    let mut text = text.to_string();
-    for stage in stages {
-        match stage {
-            Stage::Jinja => text = render_jinja(&text, name, ctx, loader.clone())?,
-            Stage::Yaml => return Ok(empty_is_object(load_yaml(&text, name)?)),
-            Stage::Json => {
-                if text.trim().is_empty() {
-                    return Ok(Value::Object(Map::new()));
-                }
-                return serde_json::from_str(&text)
-                    .map(empty_is_object)
-                    .map_err(|e| RenderError::new(name, Some(e.line()), format!("JSON: {e}")));
-            }
-        }
+    if stages.first() == Some(&Stage::Jinja) {
+        text = render_jinja(&text, name, ctx, loader)?;
     }
-    // The pipe always ends in a data renderer (checked by `pipe`).
-    Err(RenderError::new(
-        name,
-        None,
-        "renderer pipe without a data renderer",
-    ))
+    Ok(RenderedSls {
+        name: name.to_string(),
+        text,
+        json: stages.last() == Some(&Stage::Json),
+    })
+}
+
+impl RenderedSls {
+    /// The rendered text (YAML or JSON).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Load the text: YAML as Salt reads it, or JSON; empty is `{}`.
+    pub fn load(&self) -> Result<Value, RenderError> {
+        if self.text.trim().is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        if self.json {
+            return serde_json::from_str(&self.text)
+                .map(empty_is_object)
+                .map_err(|e| RenderError::new(&self.name, Some(e.line()), format!("JSON: {e}")));
+        }
+        load_yaml(&self.text, &self.name).map(empty_is_object)
+    }
+
+    /// The keys of the top-level mapping in the order the file wrote them,
+    /// each with the keys of its value when that is a mapping: JSON maps
+    /// here sort their keys, and a top file's targets (like a state
+    /// file's ids) apply in file order. Empty when the text does not
+    /// parse ([`RenderedSls::load`] says why). Keys are spelled as
+    /// [`RenderedSls::load`] spells them, except plain scalars that YAML
+    /// 1.1 retypes (a key `yes` is `True` there): callers take the keys
+    /// this misses in sorted order after the others.
+    pub fn key_order(&self) -> Vec<(String, Vec<String>)> {
+        let Ok(serde_norway::Value::Mapping(top)) =
+            serde_norway::from_str::<serde_norway::Value>(&self.text)
+        else {
+            return Vec::new();
+        };
+        top.iter()
+            .filter_map(|(k, v)| {
+                let inner = match v {
+                    serde_norway::Value::Mapping(m) => m.keys().filter_map(yaml::key_of).collect(),
+                    _ => Vec::new(),
+                };
+                Some((yaml::key_of(k)?, inner))
+            })
+            .collect()
+    }
 }
 
 fn empty_is_object(v: Value) -> Value {

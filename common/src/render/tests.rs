@@ -88,7 +88,7 @@ fn the_trailing_newline_is_kept() {
 fn undefined_is_an_error_unless_opts_allow_undefined() {
     let e = jinja("a: 1\nb: {{ nope }}\n").unwrap_err();
     assert_eq!((e.file.as_str(), e.line), ("t.sls", Some(2)));
-    assert!(e.message.starts_with("Jinja variable is undefined"), "{e}");
+    assert_eq!(e.message, "Jinja variable `nope` is undefined");
     // Missing keys too, but default() and `is defined` work.
     assert!(jinja("{{ grains.kernel }}").is_err());
     assert_eq!(jinja("{{ grains.kernel|default('k') }}").unwrap(), "k");
@@ -386,4 +386,42 @@ fn sls_variables_follow_salt() {
     let v = sls_vars("top", "top.sls");
     assert_eq!(v["tpldir"], ".");
     assert_eq!(v["slspath"], "");
+}
+
+#[test]
+fn key_order_is_the_files() {
+    let r = render_sls_text(
+        "base:\n  'web*': [a]\n  '*': [b]\n  m1: [c]\ndev:\n  x: [d]\nz: 1\n",
+        "top.sls",
+        &ctx(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        r.key_order(),
+        vec![
+            (
+                "base".to_string(),
+                vec!["web*".to_string(), "*".to_string(), "m1".to_string()]
+            ),
+            ("dev".to_string(), vec!["x".to_string()]),
+            ("z".to_string(), vec![]),
+        ]
+    );
+    assert_eq!(r.load().unwrap()["base"]["m1"], json!(["c"]));
+    let r = render_sls_text(
+        "#!json\n{\"b\": {\"y\": 1, \"x\": 2}, \"a\": 1}",
+        "t",
+        &ctx(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        r.key_order()[0],
+        ("b".to_string(), vec!["y".to_string(), "x".to_string()])
+    );
+    assert!(render_sls_text("a: [", "t", &ctx(), None)
+        .unwrap()
+        .key_order()
+        .is_empty());
 }

@@ -220,6 +220,18 @@ fn key_text(key: Value) -> Result<String, String> {
     }
 }
 
+/// A `serde_norway` mapping key spelled as [`key_text`] spells it.
+pub(super) fn key_of(key: &serde_norway::Value) -> Option<String> {
+    match key {
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        serde_norway::Value::Bool(true) => Some("True".to_string()),
+        serde_norway::Value::Bool(false) => Some("False".to_string()),
+        serde_norway::Value::Null => Some("None".to_string()),
+        _ => None,
+    }
+}
+
 /// `value` as YAML in flow style, on one line (`{a: 1, b: [x, 'y: z']}`),
 /// strings plain where that reads back as the same string, else quoted.
 pub fn to_flow_yaml(value: &Value) -> String {
