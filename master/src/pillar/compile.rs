@@ -31,7 +31,7 @@
 //!
 //! Errors never leave an empty pillar silently: what compiled is kept and
 //! every error is listed under `_errors`, in Salt's wording where it has
-//! one ("Rendering SLS 'x' failed, render error: <file>, line N: ...",
+//! one ("Rendering SLS 'x' failed, render error: FILE, line N: ...",
 //! "Specified SLS 'x' in environment 'e' is not available on the salt
 //! master"). Salt hides render details behind `pillar_safe_render_error`;
 //! here the file and line reach the operator (the pillar goes only to the
