@@ -29,6 +29,9 @@
 //! - [`args`]: Salt's CLI argument convention (positional, `key=value`).
 //! - [`sync`]: `lock`/`read`/`write` that take a poisoned lock's data.
 //! - [`output`]: the `--out` outputters shared by every CLI.
+//! - [`render`]: Salt's renderers: Jinja ([`render::render_jinja`], with
+//!   Salt's filters and tags) and SLS files ([`render::render_sls`]: the
+//!   `#!` pipe, then YAML or JSON), for pillar and states.
 
 pub mod args;
 pub mod cli;
@@ -42,6 +45,7 @@ pub mod jid;
 pub mod link;
 pub mod output;
 pub mod proto;
+pub mod render;
 pub mod session;
 pub mod sync;
 pub mod target;
