@@ -12,6 +12,7 @@
 //! duplicate; a return for another job or an id that was not expected is
 //! counted as unexpected, never as received.
 
+pub mod fetch;
 pub mod keypool;
 pub mod sim;
 pub mod topo;
