@@ -109,6 +109,10 @@ pub struct FileBench {
     /// and those that failed.
     pub fetched: u64,
     pub failed: u64,
+    /// Fetches still running when the workers stopped (a job that timed
+    /// out); their bytes and retries are in the figures below.
+    #[serde(default)]
+    pub unfinished: u64,
     /// Chunk bytes the simulated minions received.
     pub bytes_received: u64,
     /// Questions asked again (no answer in time, new session), `Unavailable`
@@ -136,12 +140,13 @@ impl FileBench {
     /// largest RSS samples (KiB) per master, top first.
     fn lines(&self, peaks: &[(String, u64)]) -> Vec<String> {
         let mut out = vec![format!(
-            "file {} ({:.2} MiB): {} fetched, {} failed, {:.2} MiB received in {:.2} s of jobs \
-             ({} incl. warm-up); asked again {}, busy {}, started over {}",
+            "file {} ({:.2} MiB): {} fetched, {} failed, {} unfinished, {:.2} MiB received \
+             in {:.2} s ({} jobs incl. warm-up); asked again {}, busy {}, started over {}",
             self.url,
             mib(self.size),
             self.fetched,
             self.failed,
+            self.unfinished,
             mib(self.bytes_received),
             self.jobs_secs,
             self.jobs,
@@ -829,6 +834,7 @@ mod tests {
             syndic_bytes_served: BTreeMap::from([("syndic1".to_string(), 2500 << 20)]),
             fetched: 500,
             failed: 0,
+            unfinished: 0,
             bytes_received: 5000 << 20,
             asked_again: 3,
             busy: 2,
@@ -844,7 +850,10 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("file salt://big.bin (10.00 MiB): 500 fetched, 0 failed, 5000.00 MiB received in 12.50 s"),
+            t.contains(
+                "file salt://big.bin (10.00 MiB): 500 fetched, 0 failed, 0 unfinished, \
+                 5000.00 MiB received in 12.50 s (1 jobs incl. warm-up)"
+            ),
             "{t}"
         );
         assert!(t.contains("asked again 3, busy 2, started over 0"), "{t}");

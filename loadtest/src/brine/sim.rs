@@ -130,6 +130,10 @@ pub struct SimResult {
     pub files_fetched: u64,
     #[serde(default)]
     pub files_failed: u64,
+    /// Fetches still running when the worker stopped (their counts below
+    /// are included).
+    #[serde(default)]
+    pub files_unfinished: u64,
     /// File chunk bytes received (each accepted chunk once).
     #[serde(default)]
     pub file_bytes: u64,
@@ -441,6 +445,10 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     if let Some(m) = &w.memo {
         w.counts.signature_checks = m.checks;
         w.counts.signature_shared = m.hits;
+    }
+    for f in sims.iter().flat_map(|s| &s.fetches) {
+        w.counts.files_unfinished += 1;
+        add_fetch_stats(&mut w.counts, &f.fetch);
     }
     let c = &mut w.counts;
     c.minions = total as u32;
@@ -925,16 +933,11 @@ fn drive_fetches(s: &mut Sim, i: usize, now: Instant, w: &mut World) {
             continue;
         };
         let done = s.fetches.swap_remove(k);
-        let st = done.fetch.stats();
-        let c = &mut w.counts;
-        c.file_bytes += st.bytes;
-        c.file_asked_again += st.asked_again;
-        c.file_busy += st.busy;
-        c.file_restarts += st.restarts;
+        add_fetch_stats(&mut w.counts, &done.fetch);
         if matches!(verdict, Verdict::Fetched { .. }) {
-            c.files_fetched += 1;
+            w.counts.files_fetched += 1;
         } else {
-            c.files_failed += 1;
+            w.counts.files_failed += 1;
         }
         let (ret, retcode) = done.call.outcome(&done.job.fun, &verdict);
         send_result(s, i, done.job, ret, retcode, w);
@@ -952,6 +955,15 @@ fn drive_fetches(s: &mut Sim, i: usize, now: Instant, w: &mut World) {
             w.timers.add(at, Timer::Fetch(i));
         }
     }
+}
+
+/// Adds the counts of one fetch to the worker's.
+fn add_fetch_stats(c: &mut SimResult, f: &Fetch) {
+    let st = f.stats();
+    c.file_bytes += st.bytes;
+    c.file_asked_again += st.asked_again;
+    c.file_busy += st.busy;
+    c.file_restarts += st.restarts;
 }
 
 /// Heartbeat tick: heartbeat, resend stale returns, retry a stuck sign-in.
