@@ -90,7 +90,13 @@ pub struct RunConfig {
     pub key_dir: Option<PathBuf>,
     /// Brine run: also run the raw baseline for `ratio_p50`.
     pub with_baseline: bool,
+    /// Brine run: bytes of the `salt://big.bin` the top master serves
+    /// (`None`: no file).
+    pub file_size: Option<u64>,
 }
+
+/// Largest `--file-size` (the file is written to the run's temp dir).
+pub const MAX_FILE_SIZE: u64 = 16 << 30;
 
 /// The outcome of a baseline run: histograms and the facts for a report.
 #[derive(Debug)]
@@ -155,6 +161,16 @@ impl RunConfig {
         }
         if self.minions_per_context == 0 || self.minions_per_context > 500 {
             return bad("minions per context must be 1..=500 (two sockets each, limit 1023)");
+        }
+        if let Some(size) = self.file_size {
+            if self.master_config.is_some() {
+                return bad("--file-size needs a top master started by loadtest (not --master-config): its file_roots are set up by the run");
+            }
+            if size > MAX_FILE_SIZE {
+                return bad(
+                    "--file-size is at most 16 GiB (the file is written to the run's temp dir)",
+                );
+            }
         }
         raw::check_loopback(&self.master)?;
         WireTarget::parse(&self.target, self.minions)?;
@@ -374,6 +390,7 @@ mod tests {
             verify_each: false,
             key_dir: None,
             with_baseline: false,
+            file_size: None,
         }
     }
 
@@ -393,6 +410,19 @@ mod tests {
         c.rate = f64::NAN;
         assert!(c.validate().is_err());
         assert_eq!(RunConfig::relay_addr(2, 3), "127.0.2.3");
+        // A file for the top's file server: only on a top the run starts.
+        let mut c = cfg();
+        c.file_size = Some(10 << 20);
+        assert!(c.validate().is_ok());
+        c.master_config = Some(PathBuf::from("/etc/salt"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--file-size") && e.contains("--master-config"),
+            "{e}"
+        );
+        let mut c = cfg();
+        c.file_size = Some(MAX_FILE_SIZE + 1);
+        assert!(c.validate().unwrap_err().to_string().contains("16 GiB"));
     }
 
     #[test]

@@ -138,6 +138,39 @@ pub struct RunArgs {
     /// Skip the raw baseline after the Brine run (no `ratio_p50`).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Brine run: put a file of this size with random content in the top
+    /// master's `file_roots` (`base`) as `big.bin` (syndics get no
+    /// `file_roots`) and report the file server's traffic; fetch it with
+    /// `--fun cp.get_file --arg salt://big.bin`. Units: B, KiB, MiB, GiB
+    /// (K, M, G are the same), KB, MB, GB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub file_size: Option<u64>,
+}
+
+/// A byte count with an optional unit: `10MiB`, `512k`, `1GB`, `4096`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let usage = || {
+        format!("{text:?} is not a size: a whole number of bytes with an optional unit (10MiB, 512KiB, 1GB)")
+    };
+    if num.is_empty() || unit.starts_with(['.', ',']) {
+        return Err(usage());
+    }
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is too large"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(usage()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Flags of `loadtest plan`.
@@ -212,6 +245,7 @@ impl RunArgs {
             verify_each: self.verify_each,
             key_dir: self.key_dir.clone(),
             with_baseline: !self.no_baseline,
+            file_size: self.file_size,
         }
     }
 }
@@ -282,6 +316,10 @@ fn child_code(r: Result<(), crate::raw::RawError>) -> i32 {
 }
 
 fn baseline(a: &RunArgs, exe: PathBuf) -> i32 {
+    if a.file_size.is_some() {
+        eprintln!("loadtest: --file-size applies to the Brine run only (the raw baseline has no file server)");
+        return exit::USAGE;
+    }
     if a.add_syndic {
         print_add_syndic(a);
     }
@@ -386,6 +424,7 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
         verify_each: false,
         key_dir: None,
         no_baseline: true,
+        file_size: None,
     }
     .to_config(exe);
     let mode = if p.run.baseline {
@@ -452,4 +491,65 @@ fn print_add_syndic(a: &RunArgs) {
         moved * 100.0,
         100.0 / more.len() as f64
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("10MiB", 10 << 20),
+            ("10 MiB", 10 << 20),
+            ("10mib", 10 << 20),
+            ("10M", 10 << 20),
+            ("512k", 512 << 10),
+            ("512KiB", 512 << 10),
+            ("2G", 2 << 30),
+            ("1GiB", 1 << 30),
+            ("7B", 7),
+            ("3KB", 3_000),
+            ("5MB", 5_000_000),
+            ("1GB", 1_000_000_000),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "MiB", "1.5MiB", "10 XB", "-1", "ten"] {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains("not a size"), "{text}: {e}");
+        }
+        for text in ["99999999999999999999", "20000000000G"] {
+            assert!(
+                parse_size(text).unwrap_err().contains("too large"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_size_flag() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "--file-size",
+            "10MiB",
+            "--fun",
+            "cp.get_file",
+            "--arg",
+            "salt://big.bin",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.file_size, Some(10 << 20));
+        assert_eq!(cli.run.fun_args, ["salt://big.bin"]);
+        let cfg = cli.run.to_config(PathBuf::from("/nonexistent"));
+        assert_eq!(cfg.file_size, Some(10 << 20));
+        assert_eq!(
+            Cli::try_parse_from(["loadtest"]).unwrap().run.file_size,
+            None
+        );
+        let e = Cli::try_parse_from(["loadtest", "--file-size", "lots"]).unwrap_err();
+        assert!(e.to_string().contains("not a size"), "{e}");
+    }
 }

@@ -11,7 +11,8 @@
 //! - `workers`: child processes (spawn, events on stdout, kill on drop,
 //!   Ctrl-C), fd and RSS accounting, splitting minions over workers.
 //! - `baseline`: the coordinator of a baseline run.
-//! - `brine`: the Brine run: topology, simulated minions, traced jobs.
+//! - `brine`: the Brine run: topology, simulated minions (with `salt://`
+//!   fetches, `brine::fetch`), traced jobs.
 //! - `plan`: capacity planning over a grid of minion and syndic counts.
 
 // Tests may unwrap (house rules); library code may not.

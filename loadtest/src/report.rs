@@ -81,6 +81,114 @@ pub struct RunMeta {
     pub signature_checks: u64,
     #[serde(default)]
     pub signature_shared: u64,
+    /// The file server's figures of a run with `--file-size`.
+    #[serde(default)]
+    pub file: Option<FileBench>,
+}
+
+/// The file server in a run with `--file-size` (Brine run): the top
+/// serves one file, the jobs (`cp.get_file` of it) fetch it through the
+/// syndics, and the masters' `file_bytes_served` counters (`salt-run
+/// manage.stats`, read before and after the jobs) say what crossed each
+/// request port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileBench {
+    /// `salt://big.bin`.
+    pub url: String,
+    pub size: u64,
+    /// Jobs the figures cover (warm-up included) and the seconds from the
+    /// first one's publish to the end of the last.
+    pub jobs: u32,
+    pub jobs_secs: f64,
+    /// Chunk bytes the top sent on its request port during the jobs
+    /// (`None`: its `manage.stats` had no `file_bytes_served`).
+    pub top_bytes_served: Option<u64>,
+    /// The same for each syndic whose `manage.stats` answered.
+    pub syndic_bytes_served: BTreeMap<String, u64>,
+    /// Fetches by the simulated minions that ended with the master's hash,
+    /// and those that failed.
+    pub fetched: u64,
+    pub failed: u64,
+    /// Fetches still running when the workers stopped (a job that timed
+    /// out); their bytes and retries are in the figures below.
+    #[serde(default)]
+    pub unfinished: u64,
+    /// Chunk bytes the simulated minions received.
+    pub bytes_received: u64,
+    /// Questions asked again (no answer in time, new session), `Unavailable`
+    /// answers waited out, fetches started over (the file changed).
+    pub asked_again: u64,
+    pub busy: u64,
+    pub restarts: u64,
+}
+
+impl FileBench {
+    /// `bytes` as a multiple of the file's size (`None` for an empty file).
+    pub fn times_file(&self, bytes: u64) -> Option<f64> {
+        (self.size > 0).then(|| bytes as f64 / self.size as f64)
+    }
+
+    /// `bytes` in MiB and as a multiple of the file.
+    fn amount(&self, bytes: u64) -> String {
+        let times = self
+            .times_file(bytes)
+            .map_or(String::new(), |x| format!(" = {x:.2} x the file"));
+        format!("{:.2} MiB{times}", mib(bytes))
+    }
+
+    /// The console lines of the file server's figures; `peaks` are the
+    /// largest RSS samples (KiB) per master, top first.
+    fn lines(&self, peaks: &[(String, u64)]) -> Vec<String> {
+        let mut out = vec![format!(
+            "file {} ({:.2} MiB): {} fetched, {} failed, {} unfinished, {:.2} MiB received \
+             in {:.2} s ({} jobs incl. warm-up); asked again {}, busy {}, started over {}",
+            self.url,
+            mib(self.size),
+            self.fetched,
+            self.failed,
+            self.unfinished,
+            mib(self.bytes_received),
+            self.jobs_secs,
+            self.jobs,
+            self.asked_again,
+            self.busy,
+            self.restarts
+        )];
+        out.push(match self.top_bytes_served {
+            Some(b) => format!("file bytes served by the top: {}", self.amount(b)),
+            None => {
+                "file bytes served by the top: unknown (no file_bytes_served in its manage.stats)"
+                    .to_string()
+            }
+        });
+        for (id, b) in &self.syndic_bytes_served {
+            out.push(format!("file bytes served by {id}: {}", self.amount(*b)));
+        }
+        if !peaks.is_empty() {
+            let list: Vec<String> = peaks
+                .iter()
+                .map(|(who, kib)| format!("{who} {:.1} MiB", *kib as f64 / 1024.0))
+                .collect();
+            out.push(format!("peak rss: {}", list.join(", ")));
+        }
+        out
+    }
+}
+
+impl RunMeta {
+    /// The largest RSS sample (KiB) of the top and of each syndic, top
+    /// first; masters without samples are left out.
+    pub fn rss_peaks(&self) -> Vec<(String, u64)> {
+        std::iter::once(("top", &self.top_rss_kib))
+            .chain(self.syndic_rss_kib.iter().map(|(k, v)| (k.as_str(), v)))
+            .filter_map(|(who, v)| Some((who.to_string(), *v.iter().max()?)))
+            .collect()
+    }
+}
+
+/// Bytes in MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// A stretch of once-a-second memory samples: all of them
@@ -304,6 +412,11 @@ impl Report {
                 );
             }
         }
+        if let Some(f) = &m.file {
+            for line in f.lines(&m.rss_peaks()) {
+                let _ = writeln!(s, "{line}");
+            }
+        }
         s
     }
 
@@ -396,7 +509,15 @@ impl Report {
         for (k, v) in rows {
             let _ = writeln!(s, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
         }
-        s.push_str("</table>\n<h2>Latency distribution per tier</h2>\n<div class=\"plots\">\n");
+        s.push_str("</table>\n");
+        if let Some(f) = &m.file {
+            s.push_str("<h2>File server</h2>\n<table>\n");
+            for line in f.lines(&m.rss_peaks()) {
+                let _ = writeln!(s, "<tr><td>{}</td></tr>", esc(&line));
+            }
+            s.push_str("</table>\n");
+        }
+        s.push_str("<h2>Latency distribution per tier</h2>\n<div class=\"plots\">\n");
         let with_baseline = m.mode != "baseline";
         for t in Tier::ALL {
             let measured = self.histograms.get(t.name());
@@ -694,6 +815,69 @@ mod tests {
         assert!(h.contains("&lt;all&gt;") && !h.contains("<all>"));
         assert!(h.contains("no data"), "tiers without values say so");
         assert!(h.contains("raw baseline"));
+    }
+
+    #[test]
+    fn a_file_run_reports_bytes_served_and_peak_memory() {
+        let mut r = sample();
+        r.meta.top_rss_kib = vec![10_240, 40_960, 20_480];
+        r.meta
+            .syndic_rss_kib
+            .insert("syndic1".into(), vec![5_120, 81_920]);
+        r.meta.syndic_rss_kib.insert("syndic2".into(), Vec::new());
+        r.meta.file = Some(FileBench {
+            url: "salt://big.bin".into(),
+            size: 10 << 20,
+            jobs: 1,
+            jobs_secs: 12.5,
+            top_bytes_served: Some(20 << 20),
+            syndic_bytes_served: BTreeMap::from([("syndic1".to_string(), 2500 << 20)]),
+            fetched: 500,
+            failed: 0,
+            unfinished: 0,
+            bytes_received: 5000 << 20,
+            asked_again: 3,
+            busy: 2,
+            restarts: 0,
+        });
+        let t = r.table();
+        assert!(
+            t.contains("file bytes served by the top: 20.00 MiB = 2.00 x the file"),
+            "{t}"
+        );
+        assert!(
+            t.contains("file bytes served by syndic1: 2500.00 MiB = 250.00 x the file"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "file salt://big.bin (10.00 MiB): 500 fetched, 0 failed, 0 unfinished, \
+                 5000.00 MiB received in 12.50 s (1 jobs incl. warm-up)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("asked again 3, busy 2, started over 0"), "{t}");
+        // Peaks of the masters with samples, top first.
+        assert!(
+            t.contains("peak rss: top 40.0 MiB, syndic1 80.0 MiB\n"),
+            "{t}"
+        );
+        // The top's counter missing says so; an empty file has no multiple.
+        let f = r.meta.file.as_mut().unwrap();
+        f.top_bytes_served = None;
+        assert!(r.table().contains("served by the top: unknown"));
+        let f = r.meta.file.as_mut().unwrap();
+        f.size = 0;
+        assert_eq!(f.times_file(5), None);
+        assert!(r.table().contains("served by syndic1: 2500.00 MiB\n"));
+        // JSON round trip and the HTML section.
+        let back: Report = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(back, r);
+        let h = r.html();
+        assert!(h.contains("<h2>File server</h2>") && h.contains("salt://big.bin"));
+        // Runs without a file print none of it.
+        assert!(!sample().table().contains("file bytes served"));
+        assert!(!sample().html().contains("File server"));
     }
 
     #[test]

@@ -7,18 +7,22 @@
 //! signed in and the top's `manage.up` counts every minion, probe pings
 //! until one job completes (slow joiners), warmup and measured jobs, stop
 //! file, worker reports, memory samples, then the raw baseline with the
-//! same layout. Invariant: every expected return is accounted for exactly
+//! same layout. With `--file-size` the top serves `salt://big.bin`, and
+//! every master's `file_bytes_served` (`manage.stats`) is read just before
+//! the first job and after the last, so the report says what the file
+//! server moved through each request port during the jobs. Invariant: every expected return is accounted for exactly
 //! once, as received, lost (never arrived before the job timeout) or
 //! duplicate; a return for another job or an id that was not expected is
 //! counted as unexpected, never as received.
 
+pub mod fetch;
 pub mod keypool;
 pub mod sim;
 pub mod topo;
 pub mod trace;
 
 use crate::baseline::{run_baseline, HarnessError, RunConfig};
-use crate::report::RunMeta;
+use crate::report::{FileBench, RunMeta};
 use crate::ring::SyndicRing;
 use crate::stats::{Tier, TierStats};
 use crate::workers::{self, ChildEvent, ChildProc};
@@ -191,6 +195,45 @@ async fn wait_up(
     }
 }
 
+/// `file_bytes_served` of each master's `manage.stats`, by id; a master
+/// that does not answer within 10 s, or whose stats lack the counter, is
+/// left out.
+async fn file_bytes_served(
+    masters: &[(String, std::path::PathBuf, std::path::PathBuf)],
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (id, sock_dir, cachedir) in masters {
+        let ask = async {
+            let mut c = LocalClient::connect(sock_dir, cachedir).await.ok()?;
+            let stats = c
+                .runner("manage.stats", Vec::new(), BTreeMap::new())
+                .await
+                .ok()?;
+            stats.get("file_bytes_served")?.as_u64()
+        };
+        if let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(10), ask).await {
+            out.insert(id.clone(), n);
+        }
+    }
+    out
+}
+
+/// What each master served between two readings of its counter (only
+/// masters read both times; a counter that went back, a restarted master,
+/// counts from zero).
+fn served_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(id, a)| {
+            let b = before.get(id)?;
+            Some((id.clone(), if a >= b { a - b } else { *a }))
+        })
+        .collect()
+}
+
 /// Runs the Brine load test end to end.
 pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, HarnessError> {
     cfg.validate()?;
@@ -225,6 +268,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         attach_addr: cfg.master.clone(),
         bin_dir: topo::bin_dir(),
         ready_secs: 30,
+        file_size: cfg.file_size,
     })?;
     topo.start_sampling();
     // A fresh master's re-auth publishes name its key: minions that
@@ -343,6 +387,16 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     };
     let (sock_dir, cachedir) = (topo.sock_dir.clone(), topo.cachedir.clone());
     let top_id = topo.top.id.clone();
+    // Whose file server counters to read (top first), with a file only.
+    let counted: Vec<(String, std::path::PathBuf, std::path::PathBuf)> = match &topo.file {
+        Some(_) => std::iter::once((top_id.clone(), sock_dir.clone(), cachedir.clone()))
+            .chain(topo.syndic_clients())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut served_before = BTreeMap::new();
+    let mut served_after = BTreeMap::new();
+    let mut jobs_span = None;
     let job_timeout = Duration::from_secs(cfg.job_timeout_secs);
     let mut tally = Tally {
         stats: TierStats::new()?,
@@ -381,6 +435,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             }
         }
         bar.set_message("jobs");
+        served_before = file_bytes_served(&counted).await;
+        let jobs_from = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         let t0 = tokio::time::Instant::now();
         for j in 0..total_jobs {
@@ -419,6 +475,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         while let Some(r) = set.join_next().await {
             tally.add(r, &bar)?;
         }
+        jobs_span = Some(jobs_from.elapsed());
+        served_after = file_bytes_served(&counted).await;
         Ok::<(), HarnessError>(())
     })?;
     bar.finish_and_clear();
@@ -444,6 +502,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         p.finish(Duration::from_secs(3));
     }
     let samples = topo.stop_sampling();
+    let served_file = topo.file.clone();
     topo.stop();
     drop(topo);
 
@@ -455,6 +514,24 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         None
     };
 
+    let file = served_file.map(|f| {
+        let mut served = served_delta(&served_before, &served_after);
+        FileBench {
+            url: f.url(),
+            size: f.size,
+            jobs: total_jobs,
+            jobs_secs: jobs_span.map_or(0.0, |d| d.as_secs_f64()),
+            top_bytes_served: served.remove(&top_id),
+            syndic_bytes_served: served,
+            fetched: results.iter().map(|r| r.files_fetched).sum(),
+            failed: results.iter().map(|r| r.files_failed).sum(),
+            unfinished: results.iter().map(|r| r.files_unfinished).sum(),
+            bytes_received: results.iter().map(|r| r.file_bytes).sum(),
+            asked_again: results.iter().map(|r| r.file_asked_again).sum(),
+            busy: results.iter().map(|r| r.file_busy).sum(),
+            restarts: results.iter().map(|r| r.file_restarts).sum(),
+        }
+    });
     let rss: u64 = results.iter().map(|r| r.rss_kib).sum();
     let (top_rss, syndic_rss): (Vec<_>, BTreeMap<_, _>) = {
         let mut top = Vec::new();
@@ -492,6 +569,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         minion_reauths: results.iter().map(|r| r.reauths).sum(),
         signature_checks: results.iter().map(|r| r.signature_checks).sum(),
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
+        file,
         ..cfg.meta("brine")
     };
     Ok(BrineRun {
@@ -569,5 +647,23 @@ mod tests {
         assert!(job_target("list:x", 5).is_err());
         assert!(job_target(" ", 5).is_err());
         assert_eq!(job_target("lt-0*", 5).unwrap().1, TargetType::Glob);
+    }
+
+    #[test]
+    fn bytes_served_between_two_readings() {
+        let m = |v: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let before = m(&[("top", 100), ("syndic1", 0), ("syndic2", 50)]);
+        let after = m(&[
+            ("top", 300),
+            ("syndic1", 900),
+            ("syndic3", 7),
+            ("syndic2", 20),
+        ]);
+        assert_eq!(
+            served_delta(&before, &after),
+            m(&[("top", 200), ("syndic1", 900), ("syndic2", 20)])
+        );
     }
 }

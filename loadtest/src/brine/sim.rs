@@ -6,16 +6,22 @@
 //! to the publish port the sign-in answer names. It verifies and opens
 //! every publish, matches the job's target like a real minion, answers
 //! `test.ping` (`true`), `test.sleep` (fixed seconds, first argument) and
-//! `test.rand_sleep` (random up to `max`), stamps the trace (`recv` on
-//! receipt, `done` after execution) and keeps every return until the
-//! master acknowledges it, resending after a re-sign-in or after the real
-//! link's back-off (10 s, doubling to 160 s). Sockets are spread over
+//! `test.rand_sleep` (random up to `max`), `cp.get_file` and
+//! `cp.cache_file` of `salt://` files (fetched over the request channel
+//! in chunks by a [`Fetch`] per job, hashed and dropped: nothing is
+//! written, and a fetch holds at most its window of chunks), stamps the
+//! trace (`recv` on receipt, `done` after execution) and keeps every
+//! return until the master acknowledges it, resending after a re-sign-in
+//! or after the real link's back-off (10 s, doubling to 160 s). Answers
+//! are matched to questions by `req_id`: a fetch's go to that fetch, the
+//! rest acknowledge returns. Sockets are spread over
 //! several zmq contexts and read through one edge-triggered epoll (see
 //! `raw::worker`).
 //! Invariant: a socket waits for its next edge only after a `recv` said
 //! `EAGAIN`, and a DEALER is re-read after every send on it (a send can
 //! consume the edge of a pending message), so no message is missed.
 
+use super::fetch::{Fetch, FetchSpec, Verdict};
 use crate::raw::{minion_id, RawError};
 use crate::workers::{count_fds, emit, ChildEvent};
 use brine_common::crypto::KeyPair;
@@ -44,6 +50,11 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 const SIGN_IN_RETRY: Duration = Duration::from_secs(10);
 /// Most unacknowledged returns one minion keeps.
 const MAX_PENDING: usize = 10_000;
+/// Most `salt://` fetches one minion runs at once (more fail at once).
+const MAX_FETCHES: usize = 8;
+/// Where a simulated minion says `cp.cache_file` put a file (Salt's
+/// default minion `cachedir`, then `files/<saltenv>/<path>`).
+const CACHE_DIR: &str = "/var/cache/salt/minion";
 
 /// What one Brine worker runs, sent as JSON on its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +123,29 @@ pub struct SimResult {
     pub signature_checks: u64,
     #[serde(default)]
     pub signature_shared: u64,
+    /// `cp.get_file` / `cp.cache_file` jobs whose file arrived whole with
+    /// the master's hash, and those that failed (not found, refused,
+    /// wrong hash, no answer).
+    #[serde(default)]
+    pub files_fetched: u64,
+    #[serde(default)]
+    pub files_failed: u64,
+    /// Fetches still running when the worker stopped (their counts below
+    /// are included).
+    #[serde(default)]
+    pub files_unfinished: u64,
+    /// File chunk bytes received (each accepted chunk once).
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// File questions asked again (unanswered in time, or a new session),
+    /// `Unavailable` answers waited out, and fetches started over because
+    /// the file changed.
+    #[serde(default)]
+    pub file_asked_again: u64,
+    #[serde(default)]
+    pub file_busy: u64,
+    #[serde(default)]
+    pub file_restarts: u64,
 }
 
 /// Reads the spec from stdin and runs the worker.
@@ -127,6 +161,8 @@ enum Timer {
     SignIn(usize),
     /// A sleeping job is done.
     Finish(usize, Box<JobLoad>),
+    /// A minion's fetches have a question to ask again or a back-off over.
+    Fetch(usize),
 }
 
 struct Timers {
@@ -173,6 +209,17 @@ struct Sim {
     hb: Duration,
     /// Unacknowledged returns.
     pending: Unacked<ReturnLoad>,
+    /// `cp` jobs fetching a file (at most [`MAX_FETCHES`]).
+    fetches: Vec<Fetching>,
+    /// When the earliest `Timer::Fetch` of this minion fires.
+    fetch_wake: Option<Instant>,
+}
+
+/// A `cp` job and its fetch.
+struct Fetching {
+    job: JobLoad,
+    call: CpCall,
+    fetch: Fetch,
 }
 
 /// Worker-wide state besides the minions.
@@ -255,6 +302,8 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 last_heard: Instant::now(),
                 hb: Duration::from_secs(5),
                 pending: Unacked::new(MAX_PENDING),
+                fetches: Vec::new(),
+                fetch_wake: None,
             });
             sign_in(&mut sims[i], i, &mut w);
         }
@@ -337,6 +386,14 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                         finish(s, i, *job, true, &mut w);
                     }
                 }
+                Timer::Fetch(i) => {
+                    if let Some(s) = sims.get_mut(i) {
+                        if s.fetch_wake.is_some_and(|at| at <= now) {
+                            s.fetch_wake = None;
+                        }
+                        drive_fetches(s, i, now, &mut w);
+                    }
+                }
             }
         }
         signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count();
@@ -389,6 +446,10 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
         w.counts.signature_checks = m.checks;
         w.counts.signature_shared = m.hits;
     }
+    for f in sims.iter().flat_map(|s| &s.fetches) {
+        w.counts.files_unfinished += 1;
+        add_fetch_stats(&mut w.counts, &f.fetch);
+    }
     let c = &mut w.counts;
     c.minions = total as u32;
     c.contexts = w.contexts.len() as u32;
@@ -401,7 +462,12 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
 
 /// Sends one frame on the minion's DEALER; the DEALER is re-read after.
 fn send(s: &Sim, i: usize, frame: Vec<u8>, w: &mut World) -> bool {
-    let ok = s.dealer.send(frame, zmq::DONTWAIT).is_ok();
+    send_on(&s.dealer, i, frame, w)
+}
+
+/// [`send`] on minion `i`'s DEALER.
+fn send_on(dealer: &zmq::Socket, i: usize, frame: Vec<u8>, w: &mut World) -> bool {
+    let ok = dealer.send(frame, zmq::DONTWAIT).is_ok();
     if !ok {
         w.counts.send_errors += 1;
     }
@@ -426,9 +492,21 @@ fn retry_sign_in(i: usize, after: Duration, w: &mut World) {
 /// Seals and sends a request; returns its `req_id` once sealed (a failed
 /// send is counted; a kept request goes again after its back-off).
 fn request(s: &mut Sim, i: usize, body: RequestBody, w: &mut World) -> Option<u64> {
-    match s.session.seal(body) {
+    seal_send(&mut s.session, &s.dealer, i, body, w)
+}
+
+/// [`request`] on the parts of a minion it needs (so a fetch of the same
+/// minion can be borrowed meanwhile).
+fn seal_send(
+    session: &mut ClientSession,
+    dealer: &zmq::Socket,
+    i: usize,
+    body: RequestBody,
+    w: &mut World,
+) -> Option<u64> {
+    match session.seal(body) {
         Ok((req_id, frame)) => {
-            send(s, i, frame, w);
+            send_on(dealer, i, frame, w);
             Some(req_id)
         }
         Err(_) => {
@@ -491,6 +569,13 @@ fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
         w.counts.returns_resent += 1;
         send_return(s, i, r, attempts, w);
     }
+    // Answers to what the fetches asked under the old session will not
+    // come: ask again under this one.
+    let now = Instant::now();
+    for f in &mut s.fetches {
+        f.fetch.ask_again(now);
+    }
+    drive_fetches(s, i, now, w);
     Ok(())
 }
 
@@ -531,6 +616,12 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                 }
             }
             Ok(ServerMsg::Reply(r)) => {
+                if let Some(k) = s.fetches.iter().position(|f| f.fetch.owns(r.req_id)) {
+                    let now = Instant::now();
+                    s.fetches[k].fetch.on_reply(r.req_id, r.body, now);
+                    drive_fetches(s, i, now, w);
+                    continue;
+                }
                 if matches!(r.body, ReplyBody::Refused(_)) {
                     w.counts.refused += 1;
                 }
@@ -657,6 +748,9 @@ fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
             us: at_us,
         });
     }
+    if matches!(job.fun.as_str(), "cp.get_file" | "cp.cache_file") {
+        return start_fetch(s, i, job, w);
+    }
     let delay = match job.fun.as_str() {
         "test.sleep" => seconds(job.arg.first()).or_else(|| seconds(job.kwarg.get("length"))),
         "test.rand_sleep" => {
@@ -682,15 +776,8 @@ fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
     }
 }
 
-/// Sends the return of `job` (`ok`: the function exists and ran).
-fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
-    if let Some(t) = job.trace.as_mut() {
-        t.push(Stamp {
-            who: s.id.clone(),
-            what: "done".into(),
-            us: now_us(),
-        });
-    }
+/// Sends the return of a `test` job (`ok`: the function exists and ran).
+fn finish(s: &mut Sim, i: usize, job: JobLoad, ok: bool, w: &mut World) {
     let (ret, retcode) = if ok {
         (Value::Bool(true), 0)
     } else if job.fun == "test.sleep" {
@@ -698,6 +785,20 @@ fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
     } else {
         (json!(format!("'{}' is not available.", job.fun)), 1)
     };
+    send_result(s, i, job, ret, retcode, w);
+}
+
+/// Stamps `done` and sends the return of `job` (`success` when `retcode`
+/// is 0).
+fn send_result(s: &mut Sim, i: usize, mut job: JobLoad, ret: Value, retcode: i32, w: &mut World) {
+    if let Some(t) = job.trace.as_mut() {
+        t.push(Stamp {
+            who: s.id.clone(),
+            what: "done".into(),
+            us: now_us(),
+        });
+    }
+    let ok = retcode == 0;
     let mut fun_args = job.arg;
     if !job.kwarg.is_empty() {
         let mut kw: serde_json::Map<String, Value> = job.kwarg.into_iter().collect();
@@ -722,6 +823,147 @@ fn finish(s: &mut Sim, i: usize, mut job: JobLoad, ok: bool, w: &mut World) {
     };
     w.counts.returns_sent += 1;
     send_return(s, i, ret, 0, w);
+}
+
+/// A `cp.get_file` / `cp.cache_file` call, from the job's arguments.
+#[derive(Debug, Clone, PartialEq)]
+struct CpCall {
+    saltenv: String,
+    /// The path under the environment's roots (`salt://` stripped).
+    path: String,
+    /// What the job returns once the file is here: `cp.get_file`'s
+    /// destination (a directory, ending in `/`, gets the file's name), or
+    /// for `cp.cache_file` (and `cp.get_file` without one) the path in
+    /// the minion's cache, as Salt returns them.
+    ret: String,
+}
+
+impl CpCall {
+    /// `salt://path[?saltenv=ENV] [dest]`, `path=`/`dest=`/`saltenv=`
+    /// kwargs (the kwarg wins over the URL's query, as in Salt).
+    fn parse(job: &JobLoad) -> Result<Self, String> {
+        let fun = job.fun.as_str();
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let url = text(job.kwarg.get("path"))
+            .or_else(|| text(job.arg.first()))
+            .ok_or_else(|| format!("{fun} needs a salt:// path"))?;
+        let rest = url.strip_prefix("salt://").ok_or_else(|| {
+            format!("{fun}: {url}: the simulated minion fetches salt:// URLs only")
+        })?;
+        let rest = rest.strip_prefix('|').unwrap_or(rest);
+        let (path, query_env) = match rest.split_once("?saltenv=") {
+            Some((p, env)) => (p, Some(env.to_string())),
+            None => (rest, None),
+        };
+        if path.is_empty() || path.ends_with('/') {
+            return Err(format!("{fun}: {url} names no file"));
+        }
+        let saltenv = text(job.kwarg.get("saltenv"))
+            .or(query_env)
+            .unwrap_or_else(|| "base".to_string());
+        let cached = format!("{CACHE_DIR}/files/{saltenv}/{path}");
+        let dest = if fun == "cp.get_file" {
+            text(job.kwarg.get("dest")).or_else(|| text(job.arg.get(1)))
+        } else {
+            None
+        };
+        let ret = match dest {
+            Some(d) if d.ends_with('/') => {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                format!("{d}{name}")
+            }
+            Some(d) => d,
+            None => cached,
+        };
+        Ok(Self {
+            saltenv,
+            path: path.to_string(),
+            ret,
+        })
+    }
+
+    /// The job's return and retcode for how the fetch ended: the path on
+    /// success, `False` when the master has no such file, the reason
+    /// otherwise.
+    fn outcome(&self, fun: &str, v: &Verdict) -> (Value, i32) {
+        match v {
+            Verdict::Fetched { .. } => (json!(self.ret), 0),
+            Verdict::NotFound => (Value::Bool(false), 1),
+            Verdict::Failed(why) => (json!(format!("{fun}: {why}")), 1),
+        }
+    }
+}
+
+/// Starts fetching the file of a `cp` job (or answers at once when the
+/// arguments are wrong or the minion already runs [`MAX_FETCHES`]).
+fn start_fetch(s: &mut Sim, i: usize, job: JobLoad, w: &mut World) {
+    let call = match CpCall::parse(&job) {
+        Ok(c) => c,
+        Err(why) => {
+            w.counts.files_failed += 1;
+            return send_result(s, i, job, json!(why), 1, w);
+        }
+    };
+    if s.fetches.len() >= MAX_FETCHES {
+        w.counts.files_failed += 1;
+        let why = format!("{}: {MAX_FETCHES} fetches already running", job.fun);
+        return send_result(s, i, job, json!(why), 1, w);
+    }
+    let now = Instant::now();
+    let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..500));
+    let fetch = Fetch::new(FetchSpec::new(&call.saltenv, &call.path, jitter), now);
+    s.fetches.push(Fetching { job, call, fetch });
+    drive_fetches(s, i, now, w);
+}
+
+/// Sends what the minion's fetches have due, returns the jobs of those
+/// that ended, and sets a timer for the next thing one has to do.
+fn drive_fetches(s: &mut Sim, i: usize, now: Instant, w: &mut World) {
+    if s.signing_in.is_none() {
+        let (session, dealer) = (&mut s.session, &s.dealer);
+        for f in &mut s.fetches {
+            f.fetch
+                .pump(now, &mut |body| seal_send(session, dealer, i, body, w));
+        }
+    }
+    let mut k = 0;
+    while k < s.fetches.len() {
+        let Some(verdict) = s.fetches[k].fetch.verdict().cloned() else {
+            k += 1;
+            continue;
+        };
+        let done = s.fetches.swap_remove(k);
+        add_fetch_stats(&mut w.counts, &done.fetch);
+        if matches!(verdict, Verdict::Fetched { .. }) {
+            w.counts.files_fetched += 1;
+        } else {
+            w.counts.files_failed += 1;
+        }
+        let (ret, retcode) = done.call.outcome(&done.job.fun, &verdict);
+        send_result(s, i, done.job, ret, retcode, w);
+    }
+    if s.signing_in.is_some() {
+        return; // the next sign-in drives them
+    }
+    let wake = s.fetches.iter().filter_map(|f| f.fetch.next_wake()).min();
+    if let Some(at) = wake {
+        // Never a timer in the past: a question that could not be sent
+        // waits a moment instead of spinning.
+        let at = at.max(now + Duration::from_millis(10));
+        if s.fetch_wake.is_none_or(|t| at < t) {
+            s.fetch_wake = Some(at);
+            w.timers.add(at, Timer::Fetch(i));
+        }
+    }
+}
+
+/// Adds the counts of one fetch to the worker's.
+fn add_fetch_stats(c: &mut SimResult, f: &Fetch) {
+    let st = f.stats();
+    c.file_bytes += st.bytes;
+    c.file_asked_again += st.asked_again;
+    c.file_busy += st.busy;
+    c.file_restarts += st.restarts;
 }
 
 /// Heartbeat tick: heartbeat, resend stale returns, retry a stuck sign-in.
@@ -763,6 +1005,86 @@ mod tests {
         assert_eq!(seconds(Some(&json!(-1))), None);
         assert_eq!(seconds(Some(&json!("x"))), None);
         assert_eq!(seconds(None), None);
+    }
+
+    fn cp_job(fun: &str, words: &[&str]) -> JobLoad {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let (arg, kwarg) = brine_common::args::parse_cli_args(&words);
+        JobLoad {
+            jid: Jid::parse("20250101000000000001").unwrap(),
+            tgt: "*".into(),
+            tgt_type: TargetType::Glob,
+            fun: fun.into(),
+            arg,
+            kwarg,
+            user: "loadtest".into(),
+            timeout: 5,
+            delimiter: ":".into(),
+            path: Vec::new(),
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn cp_arguments_like_salt() {
+        let call = |fun: &str, words: &[&str]| CpCall::parse(&cp_job(fun, words));
+        let c = call("cp.get_file", &["salt://big.bin", "/tmp/dest.bin"]).unwrap();
+        assert_eq!(
+            (c.saltenv.as_str(), c.path.as_str(), c.ret.as_str()),
+            ("base", "big.bin", "/tmp/dest.bin")
+        );
+        // A directory destination gets the file's name.
+        let c = call("cp.get_file", &["salt://a/b/c.txt", "/tmp/d/"]).unwrap();
+        assert_eq!(
+            (c.path.as_str(), c.ret.as_str()),
+            ("a/b/c.txt", "/tmp/d/c.txt")
+        );
+        // saltenv from the URL's query, overridden by the kwarg.
+        let c = call("cp.cache_file", &["salt://x.conf?saltenv=dev"]).unwrap();
+        assert_eq!(
+            (c.saltenv.as_str(), c.path.as_str(), c.ret.as_str()),
+            ("dev", "x.conf", "/var/cache/salt/minion/files/dev/x.conf")
+        );
+        let c = call(
+            "cp.cache_file",
+            &["salt://x.conf?saltenv=dev", "saltenv=prod"],
+        )
+        .unwrap();
+        assert_eq!(c.saltenv, "prod");
+        // Keyword path and dest; no dest: the cache path.
+        let c = call("cp.get_file", &["path=salt://big.bin", "dest=/srv/b"]).unwrap();
+        assert_eq!(c.ret, "/srv/b");
+        let c = call("cp.get_file", &["salt://big.bin"]).unwrap();
+        assert_eq!(c.ret, "/var/cache/salt/minion/files/base/big.bin");
+        // Hostile paths go to the master as they are (it refuses them).
+        let c = call("cp.get_file", &["salt://../../etc/passwd", "/tmp/p"]).unwrap();
+        assert_eq!(c.path, "../../etc/passwd");
+        for (words, why) in [
+            (&[][..], "needs a salt:// path"),
+            (&["/etc/hosts"][..], "salt:// URLs only"),
+            (&["salt://"][..], "names no file"),
+            (&["salt://dir/"][..], "names no file"),
+        ] {
+            let e = call("cp.get_file", words).unwrap_err();
+            assert!(e.contains(why) && e.starts_with("cp.get_file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cp_outcomes_are_salts_returns() {
+        let c = CpCall::parse(&cp_job("cp.get_file", &["salt://big.bin", "/tmp/b"])).unwrap();
+        assert_eq!(
+            c.outcome("cp.get_file", &Verdict::Fetched { size: 3 }),
+            (json!("/tmp/b"), 0)
+        );
+        assert_eq!(
+            c.outcome("cp.get_file", &Verdict::NotFound),
+            (json!(false), 1)
+        );
+        assert_eq!(
+            c.outcome("cp.get_file", &Verdict::Failed("sha256 mismatch".into())),
+            (json!("cp.get_file: sha256 mismatch"), 1)
+        );
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! `root_dir` under one temporary directory; configs, spawning, readiness
 //! and stopping go through [`brine_deploy::launch`]. Memory of every
 //! started master is sampled once a second by a background thread.
+//! With a file size ([`TopoOptions::file_size`]) the top's `file_roots`
+//! is `{base: [<temp dir>/top/file_roots/base]}` holding [`FILE_NAME`]
+//! with random content, and every syndic's `file_roots` is empty, so a
+//! syndic serves the top's file from its cache.
 //! Invariant: every process is owned by a `Master` that stops it by PID
 //! (SIGTERM, then SIGKILL) when dropped, so whatever way a run ends, no
 //! daemon outlives it.
@@ -34,7 +38,15 @@ pub enum TopoError {
     Config(#[from] brine_common::config::ConfigError),
     #[error("cannot make {id} a syndic of its parent with salt-key: {why}")]
     Seed { id: String, why: String },
+    #[error("cannot write the file server's file {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// The file a run with a file size puts in the top's `file_roots`.
+pub const FILE_NAME: &str = "big.bin";
 
 pub use brine_deploy::launch::bin_dir;
 
@@ -56,6 +68,53 @@ pub struct TopoOptions {
     pub attach_addr: String,
     pub bin_dir: PathBuf,
     pub ready_secs: u64,
+    /// Bytes of [`FILE_NAME`] in the top's `file_roots` (`None`: no
+    /// file, and every master keeps its default `file_roots`). Not with
+    /// `attach` (`RunConfig::validate` refuses it; ignored here).
+    pub file_size: Option<u64>,
+}
+
+/// The file the top master serves (`salt://big.bin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    /// Where it is on disk, under the top's `file_roots`.
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+impl ServedFile {
+    /// Its `salt://` URL.
+    pub fn url(&self) -> String {
+        format!("salt://{FILE_NAME}")
+    }
+}
+
+/// Writes `size` random bytes to `path` (1 MiB at a time).
+pub fn write_random_file(path: &Path, size: u64) -> Result<(), TopoError> {
+    use rand::RngCore;
+    use std::io::Write;
+    let err = |source| TopoError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = std::fs::File::create(path).map_err(err)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut rng = rand::thread_rng();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        out.write_all(&buf[..n]).map_err(err)?;
+        left -= n as u64;
+    }
+    out.into_inner()
+        .map_err(|e| err(e.into_error()))?
+        .sync_all()
+        .map_err(err)
 }
 
 /// One master process of the topology.
@@ -116,6 +175,8 @@ pub struct Topo {
     /// The top's client channel.
     pub sock_dir: PathBuf,
     pub cachedir: PathBuf,
+    /// The file the top serves (with a file size).
+    pub file: Option<ServedFile>,
     sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<RssSamples>)>,
     /// When RSS sampling began (sample `i` is taken about `i` s later).
     sampling_since: Option<Instant>,
@@ -181,6 +242,7 @@ impl Topo {
             })
         };
 
+        let mut file = None;
         let mut top = match &o.attach {
             Some(dir) => {
                 let cfg = config::load_master(dir, &[])?;
@@ -199,7 +261,16 @@ impl Topo {
             }
             None => {
                 let addr = net.host(1)?;
-                let dir = write("top", &addr).write(&root.path().join("top"), "master")?;
+                let mut cfg = write("top", &addr);
+                if let Some(size) = o.file_size {
+                    let base = root.path().join("top").join("file_roots").join("base");
+                    let path = base.join(FILE_NAME);
+                    write_random_file(&path, size)?;
+                    let roots = serde_json::json!({ "base": [base] });
+                    cfg = cfg.set("file_roots", roots);
+                    file = Some(ServedFile { path, size });
+                }
+                let dir = cfg.write(&root.path().join("top"), "master")?;
                 spawn("salt-master", "top", &addr, &dir)?
             }
         };
@@ -222,10 +293,15 @@ impl Topo {
                 };
                 let addr = net.host(host)?;
                 host += 1;
-                let dir = write(&id, &addr)
+                let mut cfg = write(&id, &addr)
                     .set("syndic_master", &parent_addr)
-                    .set("syndic_master_port", parent_port)
-                    .write(&root.path().join(&id), "master")?;
+                    .set("syndic_master_port", parent_port);
+                if o.file_size.is_some() {
+                    // None of its own (not even Salt's default /srv/salt):
+                    // it serves what the master above has.
+                    cfg = cfg.set("file_roots", "{}");
+                }
+                let dir = cfg.write(&root.path().join(&id), "master")?;
                 // The parent grants the role, as an operator would.
                 brine_deploy::topology::seed_syndic(&o.bin_dir, &id, &dir, &parent_dir).map_err(
                     |e| TopoError::Seed {
@@ -256,12 +332,26 @@ impl Topo {
             ret_port,
             sock_dir: top_cfg.sock_dir.clone(),
             cachedir: top_cfg.cachedir.clone(),
+            file,
             top,
             sampler: None,
             sampling_since: None,
             _net: net,
             root,
         })
+    }
+
+    /// Client channels (id, `sock_dir`, `cachedir`) of every syndic, for
+    /// `salt-run`-style calls on each; a syndic whose config does not load
+    /// is left out.
+    pub fn syndic_clients(&self) -> Vec<(String, PathBuf, PathBuf)> {
+        self.syndics
+            .iter()
+            .filter_map(|m| {
+                let cfg = config::load_master(&m.config_dir, &[]).ok()?;
+                Some((m.id.clone(), cfg.sock_dir, cfg.cachedir))
+            })
+            .collect()
     }
 
     /// The last-tier syndic of every chain (where minions attach).
@@ -361,11 +451,32 @@ mod tests {
             attach_addr: "127.0.0.1".into(),
             bin_dir: dir.path().to_path_buf(),
             ready_secs: 1,
+            file_size: None,
         };
         let e = Topo::start(&o).err().unwrap().to_string();
         assert!(
             e.contains("salt-master not found") && e.contains("cargo build"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_served_file_has_its_size_and_random_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roots/base").join(FILE_NAME);
+        let size = (3 << 20) + 5;
+        write_random_file(&path, size).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len() as u64, size);
+        // Random: no 4 KiB block is all one byte value.
+        assert!(data.chunks(4096).all(|c| c.iter().any(|b| *b != c[0])));
+        write_random_file(&path, 0).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let f = ServedFile { path, size };
+        assert_eq!(f.url(), "salt://big.bin");
+        // A path that cannot be created names itself.
+        let blocked = dir.path().join("roots/base/big.bin/inner");
+        let e = write_random_file(&blocked, 1).unwrap_err().to_string();
+        assert!(e.contains("inner"), "{e}");
     }
 }
