@@ -136,9 +136,7 @@ struct Runner {
     running: Arc<RunningJobs>,
     grains: Arc<RwLock<serde_json::Value>>,
     /// The live pillar (the same lock [`Pillar`] replaces), for pillar
-    /// targeting: `matches` passes it to `Target::matches_with` once that
-    /// lands (until then nothing reads it here).
-    #[allow(dead_code)]
+    /// targeting (`-I`, `I@`): this minion decides with its own pillar.
     pillar: Arc<RwLock<serde_json::Value>>,
     pillar_source: Arc<Pillar>,
     files: Arc<FileClient>,
@@ -166,9 +164,11 @@ impl Runner {
             }
         };
         let grains = self.grains.read().map(|g| g.clone()).unwrap_or_default();
-        // With pillar targeting: `let pillar = read(&self.pillar).clone();`
-        // and `t.matches_with(&self.id, &grains, Some(&pillar), &job.delimiter)`.
-        t.matches(&self.id, &grains, &job.delimiter)
+        if !t.uses_pillar() {
+            return t.matches(&self.id, &grains, &job.delimiter);
+        }
+        let pillar = brine_common::sync::read(&self.pillar).clone();
+        t.matches_with(&self.id, &grains, Some(&pillar), &job.delimiter)
     }
 
     fn dispatch(self: Arc<Self>, job: JobLoad) {

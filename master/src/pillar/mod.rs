@@ -149,10 +149,11 @@ pub(crate) async fn serve(
             })
             .await;
             match done {
-                // The pillar compiled for `id` is `pillar` (an
-                // `Arc<Value>`): the point where it is recorded for pillar
-                // targeting.
-                Ok(Ok(pillar)) => ReplyBody::Pillar(pillar.as_ref().clone()),
+                Ok(Ok(pillar)) => {
+                    // Kept for pillar targeting (`-I`, `I@`).
+                    state.roster().set_pillar(&id, pillar.clone());
+                    ReplyBody::Pillar(pillar.as_ref().clone())
+                }
                 Ok(Err(why)) => unavailable(&id, why),
                 Err(e) => unavailable(&id, format!("pillar task failed: {e}")),
             }
@@ -186,9 +187,9 @@ pub(crate) async fn serve(
             let st = state.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let pillar = compile_checked(st.cfg(), &q.id, &q.grains, q.pillarenv.as_deref())?;
-                // The pillar compiled for minion `q.id` (behind the asking
-                // syndic) is `pillar`: the second point where it is
-                // recorded for pillar targeting.
+                // Kept for pillar targeting of the minions behind syndics:
+                // the top's expected sets are exact for them too.
+                st.roster().set_pillar(&q.id, pillar.clone());
                 seal(&q.id, &q.pub_pem, &pillar)
             })
             .await;
@@ -211,7 +212,14 @@ pub(crate) fn compile_checked(
 ) -> Result<Arc<Value>, String> {
     let roots =
         Roots::new(&cfg.pillar_roots, &[], &[]).map_err(|e| format!("pillar_roots: {e}"))?;
-    let pillar = compile::compile(cfg, &roots, id, grains, pillarenv);
+    // Grains come from the minion (or its syndic) and are its word; its
+    // id is not: `grains['id']` in a template is the authenticated id.
+    let mut grains = match grains {
+        Value::Object(_) => grains.clone(),
+        _ => json!({}),
+    };
+    grains["id"] = Value::String(id.to_string());
+    let pillar = compile::compile(cfg, &roots, id, &grains, pillarenv);
     let size = brine_common::codec::encode(&pillar)
         .map_err(|e| format!("pillar of {id} does not encode: {e}"))?
         .len();

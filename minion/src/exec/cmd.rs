@@ -516,12 +516,7 @@ fn script<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         let source = c
             .str_arg("source")?
             .ok_or_else(|| ExecError::InvalidArgs("source must be given".into()))?;
-        if let Some(t) = c.str_arg("template")?.filter(|t| !t.is_empty()) {
-            return Err(ExecError::Execution(format!(
-                "{} (template={t})",
-                super::cp::NO_TEMPLATES
-            )));
-        }
+        let template = super::cp::wants_template(c)?;
         for unsupported in ["group", "umask"] {
             if c.str_arg(unsupported)?.is_some_and(|v| !v.is_empty()) {
                 return Err(ExecError::Execution(format!(
@@ -545,6 +540,10 @@ fn script<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         };
         let (spec, ignore) = spec_options(c, false)?;
         let (dir, script) = private_copy(&src, &source, spec.runas.as_deref())?;
+        if template {
+            let name = parse_salt_url(&source).map_or(source.clone(), |u| u.path);
+            super::cp::render_in_place(c, &script, &name, &saltenv).await?;
+        }
         let cmd = script_command(&script, c.arg("args"), c.bool_arg("python_shell", true)?)?;
         let spec = RunSpec { cmd, ..spec };
         let out = execute(&spec, &c.ctx.cancel).await;
@@ -1127,14 +1126,14 @@ mod tests {
         assert_eq!(o.ret, json!("ERROR: Path 'relative.sh' is not absolute"));
         let o = call(
             vec![json!("salt://scripts/hi.sh")],
-            json!({"template": "jinja"}),
+            json!({"template": "cheetah"}),
         )
         .await;
         assert!(o
             .ret
             .as_str()
             .expect("s")
-            .contains("template rendering is not available yet"));
+            .contains("template engine 'cheetah' is not available"));
         let o = call(vec![json!("salt://scripts/hi.sh")], json!({"umask": "077"})).await;
         assert!(!o.success);
     }

@@ -10,7 +10,7 @@
 //! goes through [`crate::files::clean_path`] before it touches the disk, so
 //! a listing cannot make `cp.get_dir` or `cp.cache_dir` write outside their
 //! destination. `gzip` is accepted and ignored (chunks travel under the
-//! session key, uncompressed). `template=jinja` waits for the renderer:
+//! session key, uncompressed). `template=jinja` renders fetched files on the minion:
 //! until then it is refused with a clear error.
 
 use super::{opt, req, Call, CallFuture, ExecError, Function, Outcome};
@@ -28,9 +28,6 @@ use tracing::{info, warn};
 pub const MAX_STR_BYTES: u64 = 16 * 1024 * 1024;
 /// The most one `cp.recv_chunked` chunk may inflate to.
 pub const MAX_CHUNK_INFLATED: u64 = 64 * 1024 * 1024;
-/// Refusal text for `template=` until the renderer is merged.
-pub const NO_TEMPLATES: &str = "template rendering is not available yet";
-
 pub(super) const FUNCTIONS: &[Function] = &[
     Function {
         name: "cp.get_file",
@@ -303,13 +300,72 @@ fn path_arg(c: &Call<'_>, name: &str) -> Result<String, ExecError> {
         .ok_or_else(|| ExecError::InvalidArgs(format!("{name} must be given")))
 }
 
-fn no_template(c: &Call<'_>) -> Result<(), ExecError> {
-    match c.str_arg("template")? {
-        Some(t) if !t.is_empty() => Err(ExecError::Execution(format!(
-            "{NO_TEMPLATES} (template={t})"
+/// Whether `template=` asks for rendering: `jinja` (the one engine Brine
+/// has) or nothing; any other engine is an error naming it.
+pub(crate) fn wants_template(c: &Call<'_>) -> Result<bool, ExecError> {
+    match c.str_arg("template")?.as_deref() {
+        None | Some("") => Ok(false),
+        Some("jinja") => Ok(true),
+        Some(other) => Err(ExecError::Execution(format!(
+            "template engine '{other}' is not available (jinja is)"
         ))),
-        _ => Ok(()),
     }
+}
+
+/// `{% include %}`, `{% import %}` and `import_yaml` of a template fetched
+/// from the master: other `salt://` files of the same environment, through
+/// the file client (and its cache).
+struct MasterFiles {
+    files: std::sync::Arc<FileClient>,
+    saltenv: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl brine_common::render::TemplateSource for MasterFiles {
+    fn load(&self, name: &str) -> Result<Option<String>, String> {
+        let got = self
+            .runtime
+            .block_on(self.files.cache_file(&self.saltenv, name))
+            .map_err(|e| e.to_string())?;
+        match got {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(&p)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+/// Render the file at `file` (fetched from `salt://name`) as a Jinja
+/// template in place, with Salt's context on a minion: `grains`, `pillar`,
+/// `opts` (`id`, `saltenv`) and `saltenv`. Runs on a blocking thread.
+pub(crate) async fn render_in_place(
+    c: &Call<'_>,
+    file: &Path,
+    name: &str,
+    saltenv: &str,
+) -> Result<(), ExecError> {
+    let ctx = json!({
+        "grains": brine_common::sync::read(&c.ctx.grains).clone(),
+        "pillar": c.ctx.pillar.snapshot(),
+        "opts": {"id": c.ctx.id, "saltenv": saltenv},
+        "saltenv": saltenv,
+    });
+    let loader: std::sync::Arc<dyn brine_common::render::TemplateSource> =
+        std::sync::Arc::new(MasterFiles {
+            files: c.ctx.files.clone(),
+            saltenv: saltenv.to_string(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+    let (file, name) = (file.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let src = std::fs::read_to_string(&file).map_err(|e| io_exec(&file, e))?;
+        let out = brine_common::render::render_jinja(&src, &name, &ctx, Some(loader))
+            .map_err(|e| ExecError::Execution(format!("Failed to render template: {e}")))?;
+        std::fs::write(&file, out).map_err(|e| io_exec(&file, e))
+    })
+    .await
+    .map_err(|e| ExecError::Execution(format!("template task failed: {e}")))?
 }
 
 fn exec_err(e: FileError) -> ExecError {
@@ -373,14 +429,18 @@ async fn get_file_to(
 
 fn get_file<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
-        no_template(c)?;
+        let template = wants_template(c)?;
         let path = path_arg(c, "path")?;
         let dest = path_arg(c, "dest")?;
         let makedirs = c.bool_arg("makedirs", false)?;
         match source(&path, &saltenv_arg(c)?) {
-            Source::Salt { path, saltenv } => Ok(Outcome::ok(
-                get_file_to(&c.ctx.files, &saltenv, &path, &dest, makedirs).await?,
-            )),
+            Source::Salt { path, saltenv } => {
+                let got = get_file_to(&c.ctx.files, &saltenv, &path, &dest, makedirs).await?;
+                if let (true, Some(written)) = (template, got.as_str().filter(|s| !s.is_empty())) {
+                    render_in_place(c, Path::new(written), &path, &saltenv).await?;
+                }
+                Ok(Outcome::ok(got))
+            }
             Source::Local(p) if !Path::new(&p).is_file() => Ok(Outcome::ok(json!(""))),
             _ => Err(salt_only(&path)),
         }
@@ -399,7 +459,7 @@ fn inside<'p>(fn_: &'p str, dir: &str) -> Option<&'p str> {
 
 fn get_dir<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
-        no_template(c)?;
+        let template = wants_template(c)?;
         let raw = path_arg(c, "path")?;
         let dest = path_arg(c, "dest")?;
         let Source::Salt { path, saltenv } = source(&raw, &saltenv_arg(c)?) else {
@@ -421,7 +481,11 @@ fn get_dir<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             let rel = fn_[prefix.len()..].trim_start_matches('/');
             let to = Path::new(&dest).join(rel);
             let to = to.display().to_string();
-            out.push(get_file_to(fc, &saltenv, &fn_, &to, true).await?);
+            let got = get_file_to(fc, &saltenv, &fn_, &to, true).await?;
+            if let (true, Some(written)) = (template, got.as_str().filter(|s| !s.is_empty())) {
+                render_in_place(c, Path::new(written), &fn_, &saltenv).await?;
+            }
+            out.push(got);
         }
         let empty = fc
             .list(&saltenv, &dir, ListKind::EmptyDirs)
@@ -1058,7 +1122,7 @@ mod tests {
             )
             .await;
         assert_eq!(o, Outcome::ok(json!("")));
-        // Hostile paths are errors; templates wait for the renderer.
+        // Hostile paths are errors; so is a template engine Brine lacks.
         let o = w
             .run(
                 "cp.get_file",
@@ -1075,11 +1139,55 @@ mod tests {
             .run(
                 "cp.get_file",
                 vec![json!("salt://top.sls"), json!(w.path("out/t"))],
+                json!({"template": "mako"}),
+            )
+            .await;
+        assert!(
+            o.ret.as_str().unwrap().contains("'mako' is not available"),
+            "{o:?}"
+        );
+        assert_eq!(w.master.chunks_asked(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn template_jinja_renders_with_grains_pillar_and_imports() {
+        let w = World::new();
+        std::fs::write(
+            w.path("srv/base/web/app.j2"),
+            "{% from 'web/map.jinja' import port %}id={{ grains['id'] }} port={{ port }} \
+             role={{ pillar.get('role', 'none') }} env={{ saltenv }}\n",
+        )
+        .unwrap();
+        std::fs::write(w.path("srv/base/web/map.jinja"), "{% set port = 8080 %}").unwrap();
+        let mut c = w.ctx(
+            "cp.get_file",
+            vec![json!("salt://web/app.j2"), json!(w.path("out/app.conf"))],
+            json!({"template": "jinja", "makedirs": true}),
+        );
+        *c.grains.write().unwrap() = json!({"id": "m1"});
+        c.pillar.store(json!({"role": "web"}));
+        let o = Registry::new().call(c).await;
+        assert!(o.success, "{o:?}");
+        assert_eq!(
+            std::fs::read_to_string(w.path("out/app.conf")).unwrap(),
+            "id=m1 port=8080 role=web env=base\n"
+        );
+        // A template error names the file and the line, nothing half-done
+        // passes for success.
+        std::fs::write(w.path("srv/base/web/bad.j2"), "ok\n{{ nope | nofilter }}\n").unwrap();
+        let o = w
+            .run(
+                "cp.get_file",
+                vec![json!("salt://web/bad.j2"), json!(w.path("out/bad"))],
                 json!({"template": "jinja"}),
             )
             .await;
-        assert!(o.ret.as_str().unwrap().contains(NO_TEMPLATES), "{o:?}");
-        assert_eq!(w.master.chunks_asked(), 2);
+        assert!(!o.success, "{o:?}");
+        let msg = o.ret.as_str().unwrap();
+        assert!(
+            msg.contains("web/bad.j2") && msg.contains("line 2"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
