@@ -1159,7 +1159,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(w.path("srv/base/web/map.jinja"), "{% set port = 8080 %}").unwrap();
-        let mut c = w.ctx(
+        let c = w.ctx(
             "cp.get_file",
             vec![json!("salt://web/app.j2"), json!(w.path("out/app.conf"))],
             json!({"template": "jinja", "makedirs": true}),
