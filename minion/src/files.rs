@@ -413,7 +413,28 @@ impl FileClient {
             Ok(m) if m.is_file() => m.permissions().mode() & 0o7777,
             _ => 0o644,
         };
-        self.fetch_to(saltenv, path, dest, mode).await
+        // Through the cache, as Salt's get_file: a version already cached
+        // is not fetched again, whatever the destination.
+        let Some(cached) = self.cache_file(saltenv, path).await? else {
+            return Ok(None);
+        };
+        let io = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| FileError::Io { path, source }
+        };
+        let tmp = temp_beside(dest);
+        let copied = async {
+            tokio::fs::copy(&cached, &tmp).await.map_err(io(&tmp))?;
+            tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .await
+                .map_err(io(&tmp))?;
+            tokio::fs::rename(&tmp, dest).await.map_err(io(dest))
+        }
+        .await;
+        if copied.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        copied.map(|()| Some(dest.to_path_buf()))
     }
 
     async fn fetch_to(
