@@ -36,7 +36,7 @@ fn json_of(out: &Output) -> Value {
 fn salt(topo: &Topology, tgt: &str, fun: &str, args: &[&str]) -> Value {
     let mut a = vec![tgt, fun];
     a.extend_from_slice(args);
-    a.extend(["--out", "json", "-t", "30"]);
+    a.extend(["--out", "json", "--static", "-t", "30"]);
     let out = topo.salt(&a).expect("salt");
     json_of(&out)
 }

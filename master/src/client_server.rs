@@ -136,6 +136,9 @@ async fn handle_conn(
                         continue;
                     }
                 };
+                if target.uses_pillar() {
+                    crate::pillar::fill_missing(&state).await;
+                }
                 let (published, rx) = match state.publish_async(p, target, true).await {
                     Ok(x) => x,
                     Err(e) => {
@@ -168,6 +171,9 @@ async fn handle_conn(
             } => {
                 let msg = match state.parse_target(&tgt, tgt_type, &delimiter) {
                     Ok(t) => {
+                        if t.uses_pillar() {
+                            crate::pillar::fill_missing(&state).await;
+                        }
                         let (minions, missing) = state.expected(&t, &delimiter);
                         ClientMsg::Expected { minions, missing }
                     }

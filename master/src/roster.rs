@@ -489,6 +489,18 @@ impl Roster {
         );
     }
 
+    /// Up to `max` minions without a compiled pillar here, with their
+    /// grains (for [`crate::pillar::fill_missing`]).
+    pub fn without_pillar(&self, max: usize) -> Vec<(String, Value)> {
+        let g = self.lock();
+        g.minions
+            .iter()
+            .filter(|(id, _)| !g.pillars.contains_key(*id))
+            .take(max)
+            .map(|(id, e)| (id.clone(), e.grains.clone()))
+            .collect()
+    }
+
     /// The pillar this master compiled for `id`, if it has one.
     pub fn pillar(&self, id: &str) -> Option<Arc<Value>> {
         self.lock().pillars.get(id).map(|p| p.pillar.clone())

@@ -202,6 +202,38 @@ pub(crate) async fn serve(
     }
 }
 
+/// Most pillars [`fill_missing`] compiles for one job.
+const FILL_MAX: usize = 10_000;
+
+/// Before a pillar target is resolved on a master that compiles pillars
+/// (one without a master above): compile the pillar of every minion in
+/// the roster whose pillar is not known yet (one that signed in before
+/// it asked, a master restarted since), with the grains the roster has,
+/// so the expected set is exact instead of "may match" for them. At most
+/// [`FILL_MAX`] per call, on a blocking thread. A syndic never compiles:
+/// its pillar targets stay "may match" (the top's set is the exact one).
+pub(crate) async fn fill_missing(state: &Arc<MasterState>) {
+    if state.upstream().is_some() {
+        return;
+    }
+    let st = state.clone();
+    let filled = tokio::task::spawn_blocking(move || {
+        let missing = st.roster().without_pillar(FILL_MAX);
+        let n = missing.len();
+        for (id, grains) in missing {
+            match compile_checked(st.cfg(), &id, &grains, None) {
+                Ok(p) => st.roster().set_pillar(&id, p),
+                Err(e) => warn!(minion = %id, error = %e, "pillar not compiled for targeting"),
+            }
+        }
+        n
+    })
+    .await;
+    if let Ok(n @ 1..) = filled {
+        tracing::debug!(count = n, "pillars compiled for a pillar target");
+    }
+}
+
 /// Compile minion `id`'s pillar with this master's `pillar_roots`,
 /// replaced by an `_errors`-only pillar when it would not fit in a frame.
 pub(crate) fn compile_checked(
