@@ -379,3 +379,61 @@ fn hostile_paths_are_refused_and_counted() {
     assert!(topo.stat("file_paths_refused") >= before + 6);
     assert!(!topo.root.path().join("escape.txt").exists());
 }
+
+/// Two syndic tiers: a minion three hops down gets the top's files (each
+/// syndic's cache filled once) and its own pillar, sealed through both
+/// syndics, and pillar targeting from the top reaches it.
+#[test]
+fn files_and_pillar_through_two_syndic_tiers() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (base, _dev) = trees(files.path());
+    let pillar = files.path().join("pillar");
+    write(
+        &pillar.join("top.sls"),
+        b"base:\n  '*':\n    - common\n  s1m2:\n    - deep\n",
+    );
+    write(&pillar.join("common.sls"), b"tier: {{ grains['id'] }}\n");
+    write(&pillar.join("deep.sls"), b"deep_secret: kiwi\n");
+    let topo = Topology::builder()
+        .syndics(1)
+        .tiers(2)
+        .minions_per_syndic(2)
+        .top_config(&format!("file_roots: {}", json!({"base": [base]})))
+        .top_config(&format!("pillar_roots: {}", json!({"base": [pillar]})))
+        .start(WAIT)
+        .expect("topology");
+    let out = topo.root.path().join("out");
+    let before = topo.stat("file_bytes_served");
+    for m in ["s1m1", "s1m2"] {
+        let dest = out.join(m).join("big.bin").display().to_string();
+        let r = salt(
+            &topo,
+            m,
+            "cp.get_file",
+            &["salt://big.bin", &dest, "makedirs=True"],
+        );
+        assert_eq!(r[m], json!(dest), "{m}: {r}");
+        assert_eq!(std::fs::read(&dest).expect("big").len(), 1 << 20);
+    }
+    let served = topo.stat("file_bytes_served") - before;
+    assert!(
+        ((1 << 20)..(2 << 20)).contains(&served),
+        "the top served {served} bytes for two minions two tiers down"
+    );
+    let r = salt(&topo, "*", "pillar.items", &[]);
+    assert_eq!(r["s1m1"]["tier"], json!("s1m1"), "{r}");
+    assert!(r["s1m1"].get("deep_secret").is_none(), "{r}");
+    assert_eq!(r["s1m2"]["deep_secret"], json!("kiwi"), "{r}");
+    let out = topo
+        .salt(&[
+            "-I",
+            "deep_secret:kiwi",
+            "test.ping",
+            "--out",
+            "json",
+            "--static",
+        ])
+        .expect("salt");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json_of(&out), json!({"s1m2": true}));
+}
