@@ -150,19 +150,18 @@ struct Runner {
 }
 
 impl Runner {
-    fn matches(&self, job: &JobLoad) -> bool {
-        let t = match target::parse_with_delimiter(
-            &job.tgt,
-            job.tgt_type,
-            &BTreeMap::new(),
-            &job.delimiter,
-        ) {
-            Ok(t) => t,
+    fn target(&self, job: &JobLoad) -> Option<target::Target> {
+        match target::parse_with_delimiter(&job.tgt, job.tgt_type, &BTreeMap::new(), &job.delimiter)
+        {
+            Ok(t) => Some(t),
             Err(e) => {
                 warn!(jid = %job.jid, error = %e, "job with an unreadable target ignored");
-                return false;
+                None
             }
-        };
+        }
+    }
+
+    fn matches(&self, t: &target::Target, job: &JobLoad) -> bool {
         let grains = self.grains.read().map(|g| g.clone()).unwrap_or_default();
         if !t.uses_pillar() {
             return t.matches(&self.id, &grains, &job.delimiter);
@@ -172,7 +171,22 @@ impl Runner {
     }
 
     fn dispatch(self: Arc<Self>, job: JobLoad) {
-        if !self.matches(&job) {
+        let Some(t) = self.target(&job) else { return };
+        if t.uses_pillar() && !self.pillar_source.loaded() {
+            // A pillar target before this minion has its pillar (it has
+            // just started): fetch it first, then decide, so the job is
+            // neither missed nor run on an empty pillar.
+            tokio::spawn(async move {
+                if let Err(e) = self.pillar_source.refresh().await {
+                    warn!(jid = %job.jid, error = %e, "pillar target before the pillar could be fetched");
+                }
+                if self.matches(&t, &job) {
+                    self.execute(job).await;
+                }
+            });
+            return;
+        }
+        if !self.matches(&t, &job) {
             debug!(jid = %job.jid, "job not for this minion");
             return;
         }

@@ -78,6 +78,8 @@ pub struct Pillar {
     /// Largest pillar a sealed answer may decode to (`max_frame_bytes`).
     max_bytes: usize,
     failures: AtomicU64,
+    /// A pillar from the master has been stored at least once.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Pillar {
@@ -98,6 +100,7 @@ impl Pillar {
             pillarenv,
             max_bytes,
             failures: AtomicU64::new(0),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -124,6 +127,13 @@ impl Pillar {
     /// Replace the pillar in memory.
     pub fn store(&self, v: Value) {
         *write(&self.data) = v;
+        self.loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a pillar has been stored since start (until then the
+    /// pillar in memory is empty, not this minion's).
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Relaxed)
     }
 
     /// A fresh pillar of `pillarenv` from the master; memory is not
