@@ -26,8 +26,8 @@
 //! - `fileserver`: `salt://` files (roots, a syndic's cache of the
 //!   master above), chunked; `cp.push` uploads.
 //! - `pillar`: pillar compiled per minion, answered to it alone.
-//! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`).
-//! - [`cli`]: the `salt`, `salt-run` and `salt-key` commands.
+//! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`, `fileserver.*`).
+//! - [`cli`]: the `salt`, `salt-run`, `salt-key` and `salt-cp` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
 pub(crate) mod challenge;

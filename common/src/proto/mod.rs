@@ -116,7 +116,8 @@ pub struct JobLoad {
     /// Seconds the client waits before asking `saltutil.find_job`.
     #[serde(default)]
     pub timeout: u64,
-    /// Grain delimiter for `-G`/`-P` targets (`:` by default).
+    /// Key delimiter for grain and pillar targets (`-G`/`-P`/`-I`/`-J`,
+    /// `:` by default).
     #[serde(default = "default_delimiter")]
     pub delimiter: String,
     /// Ids of the masters this job came through, top first; a master that
