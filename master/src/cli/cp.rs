@@ -73,10 +73,16 @@ pub struct CpArgs {
     /// Target is a nodegroup from the master config.
     #[arg(short = 'N', long = "nodegroup", group = "tt")]
     pub nodegroup: bool,
+    /// Target is a pillar glob: key:value.
+    #[arg(short = 'I', long = "pillar", group = "tt")]
+    pub pillar: bool,
+    /// Target is a pillar regex: key:regex.
+    #[arg(short = 'J', long = "pillar-pcre", group = "tt")]
+    pub pillar_pcre: bool,
     /// Target is a compound expression (-C is --chunked in salt-cp).
     #[arg(long = "compound", group = "tt")]
     pub compound: bool,
-    /// Grain key path delimiter.
+    /// Grain and pillar key path delimiter.
     #[arg(long, default_value = ":")]
     pub delimiter: String,
     /// Seconds to wait for the minions' answer to each chunk.
@@ -100,23 +106,17 @@ pub struct CpArgs {
 
 impl CpArgs {
     pub fn tgt_type(&self) -> TargetType {
-        if self.pcre {
-            TargetType::Pcre
-        } else if self.list {
-            TargetType::List
-        } else if self.grain {
-            TargetType::Grain
-        } else if self.grain_pcre {
-            TargetType::GrainPcre
-        } else if self.ipcidr {
-            TargetType::Ipcidr
-        } else if self.compound {
-            TargetType::Compound
-        } else if self.nodegroup {
-            TargetType::Nodegroup
-        } else {
-            TargetType::Glob
-        }
+        crate::cli::salt::args::target_type(&[
+            (self.pcre, TargetType::Pcre),
+            (self.list, TargetType::List),
+            (self.grain, TargetType::Grain),
+            (self.grain_pcre, TargetType::GrainPcre),
+            (self.ipcidr, TargetType::Ipcidr),
+            (self.compound, TargetType::Compound),
+            (self.nodegroup, TargetType::Nodegroup),
+            (self.pillar, TargetType::Pillar),
+            (self.pillar_pcre, TargetType::PillarPcre),
+        ])
     }
 
     /// The sources (all but the last path) and the destination.

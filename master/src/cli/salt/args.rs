@@ -99,29 +99,28 @@ pub struct SaltArgs {
     pub args: Vec<String>,
 }
 
+/// The target type a command's flags choose (the first set; they are
+/// one clap group, so at most one is): glob when none is.
+pub fn target_type(flags: &[(bool, TargetType)]) -> TargetType {
+    flags
+        .iter()
+        .find(|(set, _)| *set)
+        .map_or(TargetType::Glob, |(_, t)| *t)
+}
+
 impl SaltArgs {
     pub fn tgt_type(&self) -> TargetType {
-        if self.pcre {
-            TargetType::Pcre
-        } else if self.list {
-            TargetType::List
-        } else if self.grain {
-            TargetType::Grain
-        } else if self.grain_pcre {
-            TargetType::GrainPcre
-        } else if self.ipcidr {
-            TargetType::Ipcidr
-        } else if self.compound {
-            TargetType::Compound
-        } else if self.nodegroup {
-            TargetType::Nodegroup
-        } else if self.pillar {
-            TargetType::Pillar
-        } else if self.pillar_pcre {
-            TargetType::PillarPcre
-        } else {
-            TargetType::Glob
-        }
+        target_type(&[
+            (self.pcre, TargetType::Pcre),
+            (self.list, TargetType::List),
+            (self.grain, TargetType::Grain),
+            (self.grain_pcre, TargetType::GrainPcre),
+            (self.ipcidr, TargetType::Ipcidr),
+            (self.compound, TargetType::Compound),
+            (self.nodegroup, TargetType::Nodegroup),
+            (self.pillar, TargetType::Pillar),
+            (self.pillar_pcre, TargetType::PillarPcre),
+        ])
     }
 }
 

@@ -27,7 +27,7 @@
 //! - `batch`: the batch size and the sliding window;
 //! - `report`: the tally, the "did not return" reasons and the exit code.
 
-mod args;
+pub(crate) mod args;
 mod batch;
 mod report;
 mod waiter;
