@@ -55,36 +55,11 @@ pub const MAX_ENTRIES: usize = 100_000;
 pub struct CpArgs {
     #[command(flatten)]
     pub client: brine_common::cli::ClientArgs,
-    /// Target is a regular expression (PCRE) on minion ids.
-    #[arg(short = 'E', long = "pcre", group = "tt")]
-    pub pcre: bool,
-    /// Target is a comma-separated list of ids.
-    #[arg(short = 'L', long = "list", group = "tt")]
-    pub list: bool,
-    /// Target is a grain glob: key:value.
-    #[arg(short = 'G', long = "grain", group = "tt")]
-    pub grain: bool,
-    /// Target is a grain regex: key:regex.
-    #[arg(short = 'P', long = "grain-pcre", group = "tt")]
-    pub grain_pcre: bool,
-    /// Target is an IP address or CIDR network.
-    #[arg(short = 'S', long = "ipcidr", group = "tt")]
-    pub ipcidr: bool,
-    /// Target is a nodegroup from the master config.
-    #[arg(short = 'N', long = "nodegroup", group = "tt")]
-    pub nodegroup: bool,
-    /// Target is a pillar glob: key:value.
-    #[arg(short = 'I', long = "pillar", group = "tt")]
-    pub pillar: bool,
-    /// Target is a pillar regex: key:regex.
-    #[arg(short = 'J', long = "pillar-pcre", group = "tt")]
-    pub pillar_pcre: bool,
+    #[command(flatten)]
+    pub flags: crate::cli::salt::args::TargetFlags,
     /// Target is a compound expression (-C is --chunked in salt-cp).
     #[arg(long = "compound", group = "tt")]
     pub compound: bool,
-    /// Grain and pillar key path delimiter.
-    #[arg(long, default_value = ":")]
-    pub delimiter: String,
     /// Seconds to wait for the minions' answer to each chunk.
     #[arg(short = 't', long)]
     pub timeout: Option<u64>,
@@ -106,17 +81,7 @@ pub struct CpArgs {
 
 impl CpArgs {
     pub fn tgt_type(&self) -> TargetType {
-        crate::cli::salt::args::target_type(&[
-            (self.pcre, TargetType::Pcre),
-            (self.list, TargetType::List),
-            (self.grain, TargetType::Grain),
-            (self.grain_pcre, TargetType::GrainPcre),
-            (self.ipcidr, TargetType::Ipcidr),
-            (self.compound, TargetType::Compound),
-            (self.nodegroup, TargetType::Nodegroup),
-            (self.pillar, TargetType::Pillar),
-            (self.pillar_pcre, TargetType::PillarPcre),
-        ])
+        self.flags.tgt_type(self.compound)
     }
 
     /// The sources (all but the last path) and the destination.
@@ -454,7 +419,7 @@ pub async fn run(args: CpArgs, master: MasterRef) -> i32 {
         &args.target,
         tgt_type,
         &master.nodegroups,
-        &args.delimiter,
+        &args.flags.delimiter,
     ) {
         eprintln!("salt-cp: invalid target '{}': {e}", args.target);
         return exit::USAGE;
@@ -479,7 +444,7 @@ pub async fn run(args: CpArgs, master: MasterRef) -> i32 {
         user: std::env::var("SUDO_USER")
             .or_else(|_| std::env::var("USER"))
             .unwrap_or_else(|_| "root".into()),
-        delimiter: args.delimiter.clone(),
+        delimiter: args.flags.delimiter.clone(),
         trace: false,
     };
     let mut results = Results::default();

@@ -16,37 +16,11 @@ use std::path::PathBuf;
 pub struct SaltArgs {
     #[command(flatten)]
     pub client: brine_common::cli::ClientArgs,
-    /// Target is a regular expression (PCRE) on minion ids.
-    #[arg(short = 'E', long = "pcre", group = "tt")]
-    pub pcre: bool,
-    /// Target is a comma-separated list of ids.
-    #[arg(short = 'L', long = "list", group = "tt")]
-    pub list: bool,
-    /// Target is a grain glob: key:value.
-    #[arg(short = 'G', long = "grain", group = "tt")]
-    pub grain: bool,
-    /// Target is a grain regex: key:regex.
-    #[arg(short = 'P', long = "grain-pcre", group = "tt")]
-    pub grain_pcre: bool,
-    /// Target is an IP address or CIDR network.
-    #[arg(short = 'S', long = "ipcidr", group = "tt")]
-    pub ipcidr: bool,
+    #[command(flatten)]
+    pub flags: TargetFlags,
     /// Target is a compound expression (G@os:Debian and web*).
     #[arg(short = 'C', long = "compound", group = "tt")]
     pub compound: bool,
-    /// Target is a nodegroup from the master config.
-    #[arg(short = 'N', long = "nodegroup", group = "tt")]
-    pub nodegroup: bool,
-    /// Target is a pillar glob: key:value (the master's cache of compiled
-    /// pillars; a minion whose pillar it has not compiled may match).
-    #[arg(short = 'I', long = "pillar", group = "tt")]
-    pub pillar: bool,
-    /// Target is a pillar regex: key:regex.
-    #[arg(short = 'J', long = "pillar-pcre", group = "tt")]
-    pub pillar_pcre: bool,
-    /// Grain and pillar key path delimiter.
-    #[arg(long, default_value = ":")]
-    pub delimiter: String,
     /// Seconds to wait before asking minions whether they still run the job.
     #[arg(short = 't', long)]
     pub timeout: Option<u64>,
@@ -99,28 +73,66 @@ pub struct SaltArgs {
     pub args: Vec<String>,
 }
 
-/// The target type a command's flags choose (the first set; they are
-/// one clap group, so at most one is): glob when none is.
-pub fn target_type(flags: &[(bool, TargetType)]) -> TargetType {
-    flags
-        .iter()
-        .find(|(set, _)| *set)
-        .map_or(TargetType::Glob, |(_, t)| *t)
+/// The targeting flags `salt` and `salt-cp` share (Salt's; `-C` is
+/// `salt`'s compound but `salt-cp`'s `--chunked`, so each command defines
+/// its own compound flag in the same `tt` group).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetFlags {
+    /// Target is a regular expression (PCRE) on minion ids.
+    #[arg(short = 'E', long = "pcre", group = "tt")]
+    pub pcre: bool,
+    /// Target is a comma-separated list of ids.
+    #[arg(short = 'L', long = "list", group = "tt")]
+    pub list: bool,
+    /// Target is a grain glob: key:value.
+    #[arg(short = 'G', long = "grain", group = "tt")]
+    pub grain: bool,
+    /// Target is a grain regex: key:regex.
+    #[arg(short = 'P', long = "grain-pcre", group = "tt")]
+    pub grain_pcre: bool,
+    /// Target is an IP address or CIDR network.
+    #[arg(short = 'S', long = "ipcidr", group = "tt")]
+    pub ipcidr: bool,
+    /// Target is a nodegroup from the master config.
+    #[arg(short = 'N', long = "nodegroup", group = "tt")]
+    pub nodegroup: bool,
+    /// Target is a pillar glob: key:value (the master's cache of compiled
+    /// pillars; a minion whose pillar it has not compiled may match).
+    #[arg(short = 'I', long = "pillar", group = "tt")]
+    pub pillar: bool,
+    /// Target is a pillar regex: key:regex.
+    #[arg(short = 'J', long = "pillar-pcre", group = "tt")]
+    pub pillar_pcre: bool,
+    /// Grain and pillar key path delimiter.
+    #[arg(long, default_value = ":")]
+    pub delimiter: String,
 }
 
-impl SaltArgs {
-    pub fn tgt_type(&self) -> TargetType {
-        target_type(&[
+impl TargetFlags {
+    /// The target type the flags choose (they are one clap group, so at
+    /// most one is set; `compound` is the command's own flag): glob when
+    /// none is.
+    pub fn tgt_type(&self, compound: bool) -> TargetType {
+        [
             (self.pcre, TargetType::Pcre),
             (self.list, TargetType::List),
             (self.grain, TargetType::Grain),
             (self.grain_pcre, TargetType::GrainPcre),
             (self.ipcidr, TargetType::Ipcidr),
-            (self.compound, TargetType::Compound),
+            (compound, TargetType::Compound),
             (self.nodegroup, TargetType::Nodegroup),
             (self.pillar, TargetType::Pillar),
             (self.pillar_pcre, TargetType::PillarPcre),
-        ])
+        ]
+        .into_iter()
+        .find(|(set, _)| *set)
+        .map_or(TargetType::Glob, |(_, t)| t)
+    }
+}
+
+impl SaltArgs {
+    pub fn tgt_type(&self) -> TargetType {
+        self.flags.tgt_type(self.compound)
     }
 }
 
@@ -174,7 +186,7 @@ mod tests {
         let a = parse(&["-I", "--delimiter", ".", "db.host.db1", "test.ping"]).unwrap();
         assert_eq!(a.tgt_type(), TargetType::Pillar);
         assert_eq!(a.target, "db.host.db1");
-        assert_eq!(a.delimiter, ".");
+        assert_eq!(a.flags.delimiter, ".");
         let help = SaltArgs::command().render_long_help().to_string();
         assert!(
             help.contains("-I, --pillar\n") && help.contains("-J, --pillar-pcre\n"),
@@ -215,7 +227,7 @@ mod tests {
         assert_eq!(a.target, "*");
         assert_eq!(a.fun, "cmd.run");
         assert_eq!(a.args, vec!["uptime", "cwd=/"]);
-        assert_eq!(a.delimiter, ":");
+        assert_eq!(a.flags.delimiter, ":");
         assert!(parse(&["*"]).is_err(), "the function is required");
     }
 }

@@ -119,7 +119,7 @@ impl Plan {
             &args.target,
             tgt_type,
             &master.nodegroups,
-            &args.delimiter,
+            &args.flags.delimiter,
         ) {
             eprintln!("salt: invalid target '{}': {e}", args.target);
             return Err(exit::USAGE);
@@ -143,7 +143,7 @@ impl Plan {
             user: std::env::var("SUDO_USER")
                 .or_else(|_| std::env::var("USER"))
                 .unwrap_or_else(|_| "root".into()),
-            delimiter: args.delimiter.clone(),
+            delimiter: args.flags.delimiter.clone(),
             trace: false,
         };
         Ok(Plan {
