@@ -109,20 +109,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     }
 }
 
-/// The name of an answer's kind, for error messages.
-pub fn reply_kind(r: &ReplyBody) -> &'static str {
-    match r {
-        ReplyBody::Ok => "Ok",
-        ReplyBody::Refused(_) => "Refused",
-        ReplyBody::Publishes(_) => "Publishes",
-        ReplyBody::FileMeta(_) => "FileMeta",
-        ReplyBody::FileChunk(_) => "FileChunk",
-        ReplyBody::FileList(_) => "FileList",
-        ReplyBody::Pillar(_) => "Pillar",
-        ReplyBody::SealedPillar(_) => "SealedPillar",
-    }
-}
-
 /// A `salt://` URL split into its path and the saltenv its query names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaltUrl {
@@ -381,7 +367,7 @@ impl FileClient {
             ReplyBody::Refused(refusal) => Err(FileError::Refused { what, refusal }),
             other => Err(FileError::Unexpected {
                 what,
-                got: reply_kind(&other),
+                got: other.kind(),
             }),
         }
     }
@@ -545,7 +531,7 @@ impl FileClient {
                 other => {
                     return Err(Failed::Fatal(FileError::Unexpected {
                         what,
-                        got: reply_kind(&other),
+                        got: other.kind(),
                     }))
                 }
             };
@@ -614,7 +600,7 @@ impl FileClient {
             ReplyBody::Refused(refusal) => Err(FileError::Refused { what, refusal }),
             other => Err(FileError::Unexpected {
                 what,
-                got: reply_kind(&other),
+                got: other.kind(),
             }),
         }
     }
@@ -691,7 +677,7 @@ impl FileClient {
                 other => {
                     return Err(FileError::Unexpected {
                         what,
-                        got: reply_kind(&other),
+                        got: other.kind(),
                     })
                 }
             }

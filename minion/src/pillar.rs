@@ -14,7 +14,7 @@
 //! master restarted (its cache of compiled pillars, which `-I` targeting
 //! reads, starts empty).
 
-use crate::files::{reply_kind, Ask};
+use crate::files::Ask;
 use brine_common::crypto::{CryptoError, KeyPair};
 use brine_common::link::AskError;
 use brine_common::proto::{Refusal, ReplyBody, RequestBody, SealedPillar};
@@ -157,7 +157,7 @@ impl Pillar {
             ReplyBody::Pillar(v) => v,
             ReplyBody::SealedPillar(sealed) => self.open(sealed).await?,
             ReplyBody::Refused(r) => return Err(PillarError::Refused(r)),
-            other => return Err(PillarError::Unexpected(reply_kind(&other))),
+            other => return Err(PillarError::Unexpected(other.kind())),
         };
         if !value.is_object() {
             return Err(PillarError::NotADict(json_kind(&value)));

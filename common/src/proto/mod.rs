@@ -445,6 +445,23 @@ pub enum ReplyBody {
     SealedPillar(SealedPillar),
 }
 
+impl ReplyBody {
+    /// The name of the answer's kind, for error messages ("the master
+    /// answered with an unexpected FileList").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplyBody::Ok => "Ok",
+            ReplyBody::Refused(_) => "Refused",
+            ReplyBody::Publishes(_) => "Publishes",
+            ReplyBody::FileMeta(_) => "FileMeta",
+            ReplyBody::FileChunk(_) => "FileChunk",
+            ReplyBody::FileList(_) => "FileList",
+            ReplyBody::Pillar(_) => "Pillar",
+            ReplyBody::SealedPillar(_) => "SealedPillar",
+        }
+    }
+}
+
 /// Why a master refused a request. Peers and tests match on the variant;
 /// the text (`Display`) is only for logs and operators.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -296,7 +296,7 @@ impl Fetch {
             (part, other) => self.fail(format!(
                 "unexpected answer to {}: {}",
                 self.describe(part),
-                answer_kind(&other)
+                other.kind()
             )),
         }
         true
@@ -432,20 +432,6 @@ impl Fetch {
 /// Wait after the `n`th `Unavailable` answer: 0.5 s doubling, at most 8 s.
 fn busy_backoff(n: u32) -> Duration {
     Duration::from_millis(500) * (1u32 << n.saturating_sub(1).min(4))
-}
-
-/// The kind of an answer, for an error message.
-fn answer_kind(b: &ReplyBody) -> &'static str {
-    match b {
-        ReplyBody::Ok => "Ok",
-        ReplyBody::Refused(_) => "Refused",
-        ReplyBody::Publishes(_) => "Publishes",
-        ReplyBody::FileMeta(_) => "FileMeta",
-        ReplyBody::FileChunk(_) => "FileChunk",
-        ReplyBody::FileList(_) => "FileList",
-        ReplyBody::Pillar(_) => "Pillar",
-        ReplyBody::SealedPillar(_) => "SealedPillar",
-    }
 }
 
 #[cfg(test)]
