@@ -15,6 +15,9 @@
 //!   this minion's key through syndics) and kept in memory.
 //! - `grains`: collects this host's grains (os, kernel, network, cpu,
 //!   memory, machine id) and overlays the config's static grains.
+//! - [`state`]: the state compiler (high data → low chunks) and the
+//!   requisite-aware scheduler, pure; state modules run through an
+//!   executor the caller passes.
 //! - `running`: the table of jobs in flight, behind `saltutil.running`,
 //!   `saltutil.find_job` and `saltutil.kill_job`.
 
@@ -25,3 +28,4 @@ pub mod files;
 pub(crate) mod grains;
 pub mod pillar;
 pub(crate) mod running;
+pub mod state;
