@@ -182,10 +182,11 @@ impl Sched<'_> {
                 .filter_map(|(_, t)| self.done[*t].as_ref().map(|o| (*t, o)))
                 .collect()
         };
-        // Hard requisites: require, watch, and (for the prereq target)
-        // the states that prereq it.
+        // A failed target fails every requisite kind but `onfail`
+        // (Salt's `check_requisite`), and a prereq target fails when the
+        // state that prereqs it failed.
         let mut failed: Vec<usize> = Vec::new();
-        for kind in ["require", "watch"] {
+        for kind in ["require", "watch", "onchanges"] {
             for (t, o) in result_of(kind) {
                 if o.result == Some(false) {
                     failed.push(t);

@@ -458,3 +458,18 @@ fn key_format_and_json_fields_match_salt() {
     assert_eq!((st[2], st[5], st[8]), (b':', b':', b'.'));
     assert_eq!(v["__run_num__"], json!(0));
 }
+
+#[test]
+fn failed_onchanges_target_fails_the_watcher() {
+    let l = low(
+        json!({
+            "src": {"test.nop": [], "__sls__": "s"},
+            "hook": {"cmd.run": [{"onchanges": ["src"]}], "__sls__": "s"},
+        }),
+        &["src", "hook"],
+    );
+    let r = run_with(&l, RunOptions::default(), &["src"], &[], &mut Vec::new());
+    let h = by_id(&r, "hook");
+    assert_eq!(h.result, Some(false));
+    assert_eq!(h.comment, "One or more requisite failed: s.src");
+}
