@@ -117,22 +117,30 @@ fn is_requisite_key(k: &str) -> bool {
     REQUISITES.contains(&base)
 }
 
-/// Compile high data into low chunks. `id_order` is the order the SLS
-/// files wrote their ids in (JSON maps sort keys); ids missing from it
-/// follow in sorted order. A top-level `extend` key is merged into the
-/// ids it names; `include` must already be resolved by the caller.
-pub fn compile(high: &Map<String, Value>, id_order: &[String]) -> Result<Lowstate, Vec<String>> {
+/// Compile high data into low chunks. `order` is the order the SLS
+/// files wrote their ids in, each with its state keys in file order
+/// (what `brine_common::render::RenderedSls::key_order` gives; JSON maps
+/// sort keys): Salt's `state_auto_order` numbers states in that order.
+/// Ids and keys missing from it follow in sorted order. A top-level
+/// `extend` key is merged into the ids it names; `include` must already
+/// be resolved by the caller.
+pub fn compile(
+    high: &Map<String, Value>,
+    order: &[(String, Vec<String>)],
+) -> Result<Lowstate, Vec<String>> {
     let mut errors = Vec::new();
     let mut high = high.clone();
     high.remove("include");
-    for body in high.values_mut() {
-        normalize_short_form(body);
+    for (id, body) in high.iter_mut() {
+        if id != "extend" {
+            normalize_short_form(body);
+        }
     }
     if let Some(ext) = high.remove("extend") {
         apply_extend(&mut high, &ext, &mut errors);
     }
     let mut ids: Vec<String> = Vec::new();
-    for id in id_order {
+    for (id, _) in order {
         if high.contains_key(id) && !ids.contains(id) {
             ids.push(id.clone());
         }
@@ -146,7 +154,12 @@ pub fn compile(high: &Map<String, Value>, id_order: &[String]) -> Result<Lowstat
     let mut auto = AUTO_ORDER_BASE;
     for id in &ids {
         let Some(body) = high.get(id) else { continue };
-        compile_id(id, body, &mut auto, &mut chunks, &mut errors);
+        let keys = order
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, k)| k.as_slice())
+            .unwrap_or(&[]);
+        compile_id(id, body, keys, &mut auto, &mut chunks, &mut errors);
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -311,6 +324,7 @@ fn split_state(key: &str) -> (&str, Option<&str>) {
 fn compile_id(
     id: &str,
     body: &Value,
+    key_order: &[String],
     auto: &mut u64,
     out: &mut Vec<LowChunk>,
     errors: &mut Vec<String>,
@@ -323,7 +337,25 @@ fn compile_id(
         return;
     };
     let sls = sls_of(body);
-    for (key, run) in body_map {
+    // State keys in file order (`pkg.installed` there is `pkg` here).
+    let mut keys: Vec<&String> = Vec::new();
+    for k in key_order {
+        let state = split_state(k).0;
+        if let Some((key, _)) = body_map.get_key_value(state) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    for key in body_map.keys() {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
+        let Some(run) = body_map.get(key) else {
+            continue;
+        };
         if key.starts_with("__") {
             continue;
         }

@@ -13,7 +13,8 @@ fn high(v: Value) -> Map<String, Value> {
 
 /// Compile with ids in the order they are written in `order`.
 fn low(v: Value, order: &[&str]) -> Lowstate {
-    let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
+    let order: Vec<(String, Vec<String>)> =
+        order.iter().map(|s| (s.to_string(), Vec::new())).collect();
     match compile(&high(v), &order) {
         Ok(l) => l,
         Err(e) => panic!("compile failed: {e:?}"),
@@ -472,4 +473,35 @@ fn failed_onchanges_target_fails_the_watcher() {
     let h = by_id(&r, "hook");
     assert_eq!(h.result, Some(false));
     assert_eq!(h.comment, "One or more requisite failed: s.src");
+}
+
+#[test]
+fn states_of_one_id_follow_file_order() {
+    let h = high(json!({
+        "nginx": {"pkg.installed": [], "service.running": [], "file": ["managed"], "__sls__": "web"},
+        "extend": {"/etc/a.conf": {"file": [{"mode": "0600"}]}},
+        "/etc/a.conf": {"file.managed": [], "__sls__": "web"},
+    }));
+    let order = vec![
+        (
+            "nginx".to_string(),
+            vec![
+                "service.running".to_string(),
+                "file".to_string(),
+                "pkg.installed".to_string(),
+            ],
+        ),
+        ("/etc/a.conf".to_string(), vec![]),
+    ];
+    let l = match compile(&h, &order) {
+        Ok(l) => l,
+        Err(e) => panic!("{e:?}"),
+    };
+    let states: Vec<&str> = l.chunks().iter().map(LowChunk::state).collect();
+    assert_eq!(states, ["service", "file", "pkg", "file"]);
+    assert_eq!(
+        l.chunks()[3].get("mode"),
+        Some(&json!("0600")),
+        "an id with dots extends"
+    );
 }
