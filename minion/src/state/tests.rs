@@ -505,3 +505,50 @@ fn states_of_one_id_follow_file_order() {
         "an id with dots extends"
     );
 }
+
+#[test]
+fn failed_prereq_watcher_fails_its_target() {
+    let l = low(
+        json!({
+            "stop": {"service.dead": [{"prereq": [{"file": "site"}]}], "__sls__": "s"},
+            "site": {"file.managed": [], "__sls__": "s"},
+        }),
+        &["site", "stop"],
+    );
+    let mut log = Vec::new();
+    let r = run_with(&l, RunOptions::default(), &["stop"], &["site"], &mut log);
+    let site = by_id(&r, "site");
+    assert_eq!(site.result, Some(false));
+    assert_eq!(site.comment, "One or more requisite failed: s.stop");
+    assert_eq!(log.len(), 2, "site ran only its test run");
+}
+
+#[test]
+fn any_forms_need_only_one_target() {
+    let l = low(
+        json!({
+            "bad": {"test.nop": [], "__sls__": "s"},
+            "good": {"test.nop": [], "__sls__": "s"},
+            "both_bad": {"test.nop": [], "__sls__": "s"},
+            "req_any": {"cmd.run": [{"require_any": ["bad", "good"]}], "__sls__": "s"},
+            "req_none": {"cmd.run": [{"require_any": ["bad", "both_bad"]}], "__sls__": "s"},
+            "fail_any": {"cmd.run": [{"onfail_any": ["bad", "good"]}], "__sls__": "s"},
+            "chg_any": {"cmd.run": [{"onchanges_any": ["bad", "good"]}], "__sls__": "s"},
+        }),
+        &[
+            "bad", "good", "both_bad", "req_any", "req_none", "fail_any", "chg_any",
+        ],
+    );
+    let mut log = Vec::new();
+    let r = run_with(
+        &l,
+        RunOptions::default(),
+        &["bad", "both_bad"],
+        &["good"],
+        &mut log,
+    );
+    let ran = |id: &str| log.iter().any(|(i, _)| i == id);
+    assert!(ran("req_any") && ran("fail_any") && ran("chg_any"));
+    assert!(!ran("req_none"));
+    assert_eq!(by_id(&r, "req_none").result, Some(false));
+}
