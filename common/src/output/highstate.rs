@@ -389,8 +389,10 @@ struct Counts {
 
 /// The `Summary for <host>` block, as lines (the first starts with `\n`).
 fn summary(host: &str, c: Counts, color: bool) -> Vec<String> {
+    // Salt measures only the result counts that occurred (none: width 0).
     let count_len = [c.succeeded, c.failed, c.not_run]
         .iter()
+        .filter(|n| **n > 0)
         .map(|n| n.to_string().len())
         .max()
         .unwrap_or(0);

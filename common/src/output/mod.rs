@@ -145,7 +145,13 @@ pub struct OutputArgs {
     )]
     pub state_output: StateOutput,
     /// `False`: hide states that succeeded without changes.
-    #[arg(long = "state-verbose", visible_alias = "state_verbose", value_parser = parse_py_bool, default_value = "True")]
+    #[arg(
+        long = "state-verbose",
+        visible_alias = "state_verbose",
+        action = clap::ArgAction::Set,
+        value_parser = parse_py_bool,
+        default_value = "True"
+    )]
     pub state_verbose: bool,
 }
 
