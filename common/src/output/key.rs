@@ -149,7 +149,8 @@ pub(crate) fn render(
         OutFormat::Json => super::json::render(doc, indent)?,
         OutFormat::Yaml => super::yaml::render(&doc.sorted())?,
         OutFormat::Txt => render_txt(doc),
-        OutFormat::Nested => render_nested(doc, color),
+        // Key lists are not state returns: highstate shows them as nested.
+        OutFormat::Nested | OutFormat::Highstate => render_nested(doc, color),
         OutFormat::Raw => {
             let parts: Vec<String> = doc
                 .0

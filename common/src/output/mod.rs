@@ -11,6 +11,7 @@
 //! `print`), and a chunk that is empty after that is not written at all.
 //! Nothing here panics on any JSON value.
 
+mod highstate;
 mod json;
 mod key;
 mod no_return;
@@ -25,6 +26,7 @@ use std::io::{self, Write};
 
 use serde_json::{Map, Value};
 
+pub use highstate::{is_state_return, HighstateOpts, StateOutput};
 pub use key::{KeyList, KeySection, KeySections, SYNDICS};
 pub use nested::{nested, nested_with_retcode};
 pub use raw::{py_float_repr, py_repr, py_str};
@@ -45,6 +47,8 @@ pub enum OutFormat {
     Raw,
     /// Prints nothing.
     Quiet,
+    /// Salt's state-run layout: a block per state, then a summary.
+    Highstate,
     /// Salt's `key` outputter (`salt-key`'s default): a header per key
     /// status, one key per line. Not a `--out` choice of the other CLIs.
     #[value(skip)]
@@ -63,6 +67,7 @@ impl OutFormat {
             "txt" | "text" => Some(OutFormat::Txt),
             "raw" => Some(OutFormat::Raw),
             "quiet" => Some(OutFormat::Quiet),
+            "highstate" => Some(OutFormat::Highstate),
             _ => None,
         }
     }
@@ -85,6 +90,8 @@ pub struct OutOpts {
     pub indent: Option<usize>,
     /// `--static`: buffer every return and print one document at `finish()`.
     pub static_mode: bool,
+    /// `--state-output` and `--state-verbose`, for the highstate outputter.
+    pub highstate: HighstateOpts,
 }
 
 impl OutOpts {
@@ -95,6 +102,7 @@ impl OutOpts {
             color: false,
             indent: Some(4),
             static_mode: false,
+            highstate: HighstateOpts::default(),
         }
     }
 
@@ -128,6 +136,32 @@ pub struct OutputArgs {
     pub no_color: bool,
     #[arg(long = "force-color", visible_alias = "force-colour")]
     pub force_color: bool,
+    /// How much of each state the highstate outputter prints.
+    #[arg(
+        long = "state-output",
+        visible_alias = "state_output",
+        value_enum,
+        default_value = "full"
+    )]
+    pub state_output: StateOutput,
+    /// `False`: hide states that succeeded without changes.
+    #[arg(
+        long = "state-verbose",
+        visible_alias = "state_verbose",
+        action = clap::ArgAction::Set,
+        value_parser = parse_py_bool,
+        default_value = "True"
+    )]
+    pub state_verbose: bool,
+}
+
+/// A boolean option value as Salt's CLI accepts it (`True`, `false`, `1`, ...).
+fn parse_py_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected True or False, got {s:?}")),
+    }
 }
 
 impl OutputArgs {
@@ -144,6 +178,10 @@ impl OutputArgs {
                 None => Some(4),
             },
             static_mode,
+            highstate: HighstateOpts {
+                state_output: self.state_output,
+                state_verbose: self.state_verbose,
+            },
         }
     }
 }
@@ -231,7 +269,7 @@ impl<W: Write> Printer<W> {
     /// an explicit `--out nested` from the default, so the hint is followed
     /// only when the format is [`OutFormat::Nested`] and names an outputter
     /// Brine has (`txt`/`text`, `raw`, `json`, `yaml`, `quiet`, `nested`,
-    /// `no_return`); any other hint (e.g. `highstate`) falls back to nested.
+    /// `highstate`, `no_return`); any other hint falls back to nested.
     pub fn minion(&mut self, id: &str, ret: &Value, out_hint: Option<&str>) -> io::Result<()> {
         self.minion_with_retcode(id, ret, out_hint, 0)
     }
@@ -332,6 +370,9 @@ impl<W: Write> Printer<W> {
             Renderer::Format(OutFormat::Txt) => txt::render(data),
             Renderer::Format(OutFormat::Raw) => raw::render(data),
             Renderer::Format(OutFormat::Quiet) => String::new(),
+            Renderer::Format(OutFormat::Highstate) => {
+                highstate::render(data, self.opts.highstate, color)
+            }
             Renderer::Format(OutFormat::Key) => key::render(
                 &KeySections::from_value(data),
                 OutFormat::Key,
@@ -406,3 +447,7 @@ pub(crate) fn py_splitlines(s: &str) -> Vec<&str> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod highstate_tests;

@@ -326,7 +326,11 @@ fn splitlines_matches_python() {
 #[test]
 fn format_names() {
     assert_eq!(OutFormat::from_salt_name("text"), Some(OutFormat::Txt));
-    assert_eq!(OutFormat::from_salt_name("highstate"), None);
+    assert_eq!(
+        OutFormat::from_salt_name("highstate"),
+        Some(OutFormat::Highstate)
+    );
+    assert_eq!(OutFormat::from_salt_name("pprint"), None);
     use clap::ValueEnum;
     assert_eq!(OutFormat::from_str("text", false), Ok(OutFormat::Txt));
     assert_eq!(OutFormat::from_str("quiet", false), Ok(OutFormat::Quiet));
