@@ -414,16 +414,14 @@ async fn publish_chunk(
 /// Run `salt-cp`; returns the exit code.
 pub async fn run(args: CpArgs, master: MasterRef) -> i32 {
     let (sources, dest) = args.sources_and_dest();
-    let tgt_type = args.tgt_type();
-    if let Err(e) = brine_common::target::parse_with_delimiter(
-        &args.target,
-        tgt_type,
-        &master.nodegroups,
-        &args.flags.delimiter,
-    ) {
-        eprintln!("salt-cp: invalid target '{}': {e}", args.target);
-        return exit::USAGE;
-    }
+    let tgt_type =
+        match args
+            .flags
+            .checked_type("salt-cp", &args.target, args.compound, &master.nodegroups)
+        {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
     let list = match collect(sources) {
         Ok(l) => l,
         Err(e) => {

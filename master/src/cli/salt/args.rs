@@ -109,6 +109,31 @@ pub struct TargetFlags {
 }
 
 impl TargetFlags {
+    /// The target type, once `target` is known to parse with it (and this
+    /// master's nodegroups); a target that does not is said on stderr,
+    /// prefixed with `prog`, and is a usage error (64).
+    pub fn checked_type(
+        &self,
+        prog: &str,
+        target: &str,
+        compound: bool,
+        nodegroups: &std::collections::BTreeMap<String, String>,
+    ) -> Result<TargetType, i32> {
+        let tgt_type = self.tgt_type(compound);
+        match brine_common::target::parse_with_delimiter(
+            target,
+            tgt_type,
+            nodegroups,
+            &self.delimiter,
+        ) {
+            Ok(_) => Ok(tgt_type),
+            Err(e) => {
+                eprintln!("{prog}: invalid target '{target}': {e}");
+                Err(brine_common::exit::USAGE)
+            }
+        }
+    }
+
     /// The target type the flags choose (they are one clap group, so at
     /// most one is set; `compound` is the command's own flag): glob when
     /// none is.

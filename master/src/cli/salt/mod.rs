@@ -114,16 +114,9 @@ impl Plan {
     /// A bad target or `--batch-wait` is a usage error (64).
     fn new(args: &SaltArgs, master: &MasterRef) -> Result<Plan, i32> {
         let (arg, kwarg) = brine_common::args::parse_cli_args(&args.args);
-        let tgt_type = args.tgt_type();
-        if let Err(e) = brine_common::target::parse_with_delimiter(
-            &args.target,
-            tgt_type,
-            &master.nodegroups,
-            &args.flags.delimiter,
-        ) {
-            eprintln!("salt: invalid target '{}': {e}", args.target);
-            return Err(exit::USAGE);
-        }
+        let tgt_type =
+            args.flags
+                .checked_type("salt", &args.target, args.compound, &master.nodegroups)?;
         let batch_wait = batch::batch_wait(args.batch_wait).map_err(|e| {
             eprintln!("salt: {e}");
             exit::USAGE
