@@ -29,3 +29,4 @@ pub(crate) mod grains;
 pub mod pillar;
 pub(crate) mod running;
 pub mod state;
+pub mod states;

@@ -61,6 +61,30 @@ pub struct Ctx {
     pub saltenv: Option<String>,
 }
 
+impl Ctx {
+    /// The context of another call made on behalf of this one (a state's
+    /// `module.run`, `salt['cmd.run']` in a template): same jid, minion,
+    /// files, pillar and cancellation.
+    pub fn derive(&self, fun: &str, args: Vec<Value>, kwargs: BTreeMap<String, Value>) -> Ctx {
+        Ctx {
+            jid: self.jid.clone(),
+            fun: fun.to_string(),
+            args,
+            kwargs,
+            grains: self.grains.clone(),
+            static_grains: self.static_grains.clone(),
+            id: self.id.clone(),
+            pki_dir: self.pki_dir.clone(),
+            running: self.running.clone(),
+            cancel: self.cancel.clone(),
+            events: self.events.clone(),
+            files: self.files.clone(),
+            pillar: self.pillar.clone(),
+            saltenv: self.saltenv.clone(),
+        }
+    }
+}
+
 /// Something the link should tell the master.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MinionEvent {

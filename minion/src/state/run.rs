@@ -36,7 +36,8 @@ pub struct StateOutcome {
 }
 
 impl StateOutcome {
-    fn has_changes(&self) -> bool {
+    /// Whether `changes` says something changed.
+    pub fn has_changes(&self) -> bool {
         match &self.changes {
             Value::Object(m) => !m.is_empty(),
             Value::Null => false,

@@ -1,0 +1,247 @@
+//! State modules: the functions a low chunk names (`file.managed`,
+//! `pkg.installed`, `service.running`...), run by the scheduler of
+//! [`crate::state`] through [`execute`].
+//!
+//! A state function is synchronous: a state run happens on one blocking
+//! thread (`spawn_blocking`), in order, and a function that needs the
+//! master (a `salt://` source) or a command waits on it with
+//! [`StateCall::block_on`]. Every function is idempotent: it first looks at
+//! the system, returns `result: True` with no changes when the system is
+//! already as asked, and in test mode (`StateCall::test`) returns
+//! `result: None` with the changes it would make and changes nothing.
+//!
+//! When a `watch`ed state changed, [`execute`] runs the function first and
+//! then, if the function itself changed nothing, the module's `mod_watch`
+//! (Salt's rule: a service that was just started is not restarted again).
+
+use crate::exec::{Ctx, Outcome, Registry};
+use crate::state::{LowChunk, RunCtx, StateOutcome};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::future::Future;
+
+pub mod test;
+
+/// A state function's body.
+pub type StateFn = fn(&StateCall<'_>) -> StateOutcome;
+
+/// One state function: `module.function`, its body and, for modules that
+/// react to `watch` (`service`, `cmd`), what a triggered watch does.
+pub struct StateFunction {
+    /// `file.managed`.
+    pub name: &'static str,
+    pub run: StateFn,
+    /// Salt's `mod_watch`; `None` when a watch is just a `require`.
+    pub mod_watch: Option<StateFn>,
+}
+
+/// Everything a state run's functions share: the `state.*` call's context
+/// (files, grains, id, cancellation), the execution modules, the runtime
+/// to wait on, and the pillar of this run (with a `pillar=` override
+/// merged in).
+pub struct StateEnv<'a> {
+    pub ctx: &'a Ctx,
+    pub registry: &'a Registry,
+    pub rt: tokio::runtime::Handle,
+    pub pillar: Value,
+}
+
+impl StateEnv<'_> {
+    /// Call an execution function (`module.run`, `salt[...]` in Jinja) with
+    /// this run's context; waits on the current thread, which must not be
+    /// a runtime worker.
+    pub fn call_exec(&self, fun: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Outcome {
+        let ctx = self
+            .ctx
+            .derive(fun, args, kwargs.into_iter().collect::<BTreeMap<_, _>>());
+        self.rt.block_on(self.registry.call(ctx))
+    }
+}
+
+/// One state function call: the chunk, its arguments, how the scheduler
+/// asks to run it, and the run's environment.
+pub struct StateCall<'a> {
+    pub chunk: &'a LowChunk,
+    /// `chunk.args()`: every argument, `name` included.
+    pub args: Map<String, Value>,
+    pub run: RunCtx,
+    pub env: &'a StateEnv<'a>,
+}
+
+impl StateCall<'_> {
+    /// Salt's `__opts__['test']` for this call.
+    pub fn test(&self) -> bool {
+        self.run.test
+    }
+
+    /// The state's `name`.
+    pub fn name(&self) -> &str {
+        self.chunk.name()
+    }
+
+    /// An argument, `None` when absent or null.
+    pub fn arg(&self, key: &str) -> Option<&Value> {
+        self.args.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A string argument; numbers and booleans are taken as their text.
+    pub fn str_arg(&self, key: &str) -> Option<String> {
+        match self.arg(key)? {
+            Value::String(s) => Some(s.clone()),
+            v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A boolean argument with Salt's truthy strings.
+    pub fn bool_arg(&self, key: &str, default: bool) -> bool {
+        match self.arg(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+            Some(Value::String(s)) => matches!(
+                s.to_ascii_lowercase().as_str(),
+                "true" | "yes" | "1" | "on"
+            ),
+            Some(_) => default,
+        }
+    }
+
+    /// A list argument: a YAML list, or one scalar as a one-item list
+    /// (Salt accepts `pkgs: foo` and a comma list where it takes names).
+    pub fn list_arg(&self, key: &str) -> Vec<Value> {
+        match self.arg(key) {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => vec![v.clone()],
+        }
+    }
+
+    /// The saltenv of this chunk (`__env__`, `base` when unset).
+    pub fn saltenv(&self) -> String {
+        match self.str_arg("saltenv") {
+            Some(s) if !s.is_empty() => s,
+            _ if !self.chunk.env().is_empty() => self.chunk.env().to_string(),
+            _ => "base".to_string(),
+        }
+    }
+
+    /// Wait for `fut` on this (blocking) thread.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.env.rt.block_on(fut)
+    }
+
+    /// Call an execution function ([`StateEnv::call_exec`]).
+    pub fn call_exec(&self, fun: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Outcome {
+        self.env.call_exec(fun, args, kwargs)
+    }
+}
+
+impl StateOutcome {
+    /// Nothing to do: the system is already as asked.
+    pub fn ok(comment: impl Into<String>) -> Self {
+        Self {
+            result: Some(true),
+            comment: comment.into(),
+            changes: Value::Object(Map::new()),
+        }
+    }
+
+    /// Changes were made.
+    pub fn changed(comment: impl Into<String>, changes: Value) -> Self {
+        Self {
+            result: Some(true),
+            comment: comment.into(),
+            changes,
+        }
+    }
+
+    /// Test mode: this would change (`result: None`, the changes it would
+    /// make).
+    pub fn would(comment: impl Into<String>, changes: Value) -> Self {
+        Self {
+            result: None,
+            comment: comment.into(),
+            changes,
+        }
+    }
+
+    /// The state failed.
+    pub fn fail(comment: impl Into<String>) -> Self {
+        Self {
+            result: Some(false),
+            comment: comment.into(),
+            changes: Value::Object(Map::new()),
+        }
+    }
+
+    /// The state failed after making some changes.
+    pub fn fail_with(comment: impl Into<String>, changes: Value) -> Self {
+        Self {
+            result: Some(false),
+            comment: comment.into(),
+            changes,
+        }
+    }
+}
+
+/// Every state function by `module.function`.
+pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
+    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS];
+    tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|f| (f.name, f))
+        .collect()
+}
+
+/// Run one chunk: look its function up, run it (and `mod_watch` when a
+/// watch fired), and turn a missing function into Salt's error. Never
+/// panics on a chunk: a function that panics fails its state with the
+/// panic message.
+pub fn execute(
+    table: &BTreeMap<&'static str, &'static StateFunction>,
+    env: &StateEnv<'_>,
+    chunk: &LowChunk,
+    run: RunCtx,
+) -> StateOutcome {
+    let key = format!("{}.{}", chunk.state(), chunk.fun());
+    let Some(f) = table.get(key.as_str()).copied() else {
+        let module_known = table.keys().any(|k| k.split('.').next() == Some(chunk.state()));
+        return StateOutcome::fail(if module_known {
+            format!("State '{key}' was not found in SLS '{}'\nReason: '{key}' is not available.", chunk.sls())
+        } else {
+            format!(
+                "State '{key}' was not found in SLS '{}'\nReason: '{}' __virtual__ returned False",
+                chunk.sls(),
+                chunk.state()
+            )
+        });
+    };
+    let call = StateCall {
+        chunk,
+        args: chunk.args(),
+        run,
+        env,
+    };
+    let guarded = |body: StateFn| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&call))).unwrap_or_else(
+            |p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(state = %key, id = chunk.id(), "state function panicked: {why}");
+                StateOutcome::fail(format!("An exception occurred in this state: {why}"))
+            },
+        )
+    };
+    let first = guarded(f.run);
+    match f.mod_watch {
+        Some(watch) if run.mod_watch && !first.has_changes() && first.result != Some(false) => {
+            guarded(watch)
+        }
+        _ => first,
+    }
+}
