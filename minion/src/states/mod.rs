@@ -99,10 +99,9 @@ impl StateCall<'_> {
             None => default,
             Some(Value::Bool(b)) => *b,
             Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-            Some(Value::String(s)) => matches!(
-                s.to_ascii_lowercase().as_str(),
-                "true" | "yes" | "1" | "on"
-            ),
+            Some(Value::String(s)) => {
+                matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on")
+            }
             Some(_) => default,
         }
     }
@@ -207,9 +206,14 @@ pub fn execute(
 ) -> StateOutcome {
     let key = format!("{}.{}", chunk.state(), chunk.fun());
     let Some(f) = table.get(key.as_str()).copied() else {
-        let module_known = table.keys().any(|k| k.split('.').next() == Some(chunk.state()));
+        let module_known = table
+            .keys()
+            .any(|k| k.split('.').next() == Some(chunk.state()));
         return StateOutcome::fail(if module_known {
-            format!("State '{key}' was not found in SLS '{}'\nReason: '{key}' is not available.", chunk.sls())
+            format!(
+                "State '{key}' was not found in SLS '{}'\nReason: '{key}' is not available.",
+                chunk.sls()
+            )
         } else {
             format!(
                 "State '{key}' was not found in SLS '{}'\nReason: '{}' __virtual__ returned False",
@@ -225,17 +229,15 @@ pub fn execute(
         env,
     };
     let guarded = |body: StateFn| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&call))).unwrap_or_else(
-            |p| {
-                let why = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(state = %key, id = chunk.id(), "state function panicked: {why}");
-                StateOutcome::fail(format!("An exception occurred in this state: {why}"))
-            },
-        )
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&call))).unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(state = %key, id = chunk.id(), "state function panicked: {why}");
+            StateOutcome::fail(format!("An exception occurred in this state: {why}"))
+        })
     };
     let first = guarded(f.run);
     match f.mod_watch {
@@ -243,5 +245,109 @@ pub fn execute(
             guarded(watch)
         }
         _ => first,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Run a state tree written as SLS text through the real compiler,
+    //! scheduler and state modules, with a test context.
+    use super::*;
+    use crate::state::{compile, run, RunOptions, StateResult};
+
+    /// Compile `sls` (YAML, Jinja-rendered with an empty context, as SLS
+    /// `test` of `base`) and run it; `test` is Salt's `test=True`.
+    /// Panics on a render or compile error.
+    pub async fn apply(sls: &str, test: bool) -> BTreeMap<String, StateResult> {
+        let sls = sls.to_string();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let rendered = brine_common::render::render_sls_text(
+                &sls,
+                "test.sls",
+                &serde_json::json!({}),
+                None,
+            )
+            .expect("render");
+            let Value::Object(mut high) = rendered.load().expect("load") else {
+                panic!("not a mapping")
+            };
+            for (_, body) in high.iter_mut() {
+                if let Value::Object(b) = body {
+                    b.insert("__sls__".into(), "test".into());
+                    b.insert("__env__".into(), "base".into());
+                }
+            }
+            let low = compile(&high, &rendered.key_order()).expect("compile");
+            let ctx = crate::exec::testutil::ctx("state.apply", vec![], serde_json::json!({}));
+            let registry = Registry::new();
+            let env = StateEnv {
+                ctx: &ctx,
+                registry: &registry,
+                rt,
+                pillar: serde_json::json!({}),
+            };
+            let table = table();
+            run(
+                &low,
+                RunOptions {
+                    test,
+                    failhard: false,
+                },
+                &mut |chunk, rc| execute(&table, &env, chunk, rc),
+            )
+        })
+        .await
+        .expect("state run thread")
+    }
+
+    /// The one result of a run of one state.
+    pub fn only(results: &BTreeMap<String, StateResult>) -> &StateResult {
+        assert_eq!(results.len(), 1, "{results:?}");
+        results.values().next().expect("one result")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{apply, only};
+    use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_states_and_watch() {
+        let r = apply(
+            "a:\n  test.succeed_with_changes: []\nb:\n  test.nop:\n    - watch:\n      - test: a\nc:\n  test.fail_without_changes:\n    - comment: nope\n",
+            false,
+        )
+        .await;
+        let a = &r["test_|-a_|-a_|-succeed_with_changes"];
+        assert_eq!(a.result, Some(true));
+        assert_eq!(a.changes["testing"]["old"], "Unchanged");
+        let b = &r["test_|-b_|-b_|-nop"];
+        assert_eq!(b.comment, "Watch statement fired.");
+        assert_eq!(b.changes, json!({"watch": true}));
+        let c = &r["test_|-c_|-c_|-fail_without_changes"];
+        assert_eq!((c.result, c.comment.as_str()), (Some(false), "nope"));
+
+        let t = apply("a:\n  test.succeed_with_changes: []\n", true).await;
+        assert_eq!(only(&t).result, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_state_function_fails_like_salt() {
+        let r = apply("a:\n  test.bogus: []\nb:\n  nosuch.thing: []\n", false).await;
+        let a = &r["test_|-a_|-a_|-bogus"];
+        assert_eq!(a.result, Some(false));
+        assert!(
+            a.comment.contains("'test.bogus' is not available"),
+            "{}",
+            a.comment
+        );
+        let b = &r["nosuch_|-b_|-b_|-thing"];
+        assert!(
+            b.comment.contains("__virtual__ returned False"),
+            "{}",
+            b.comment
+        );
     }
 }

@@ -105,11 +105,7 @@ fn configurable_test_state(c: &StateCall<'_>) -> StateOutcome {
     let changes = truthy("changes", true);
     let result = truthy("result", true);
     let text = comment(c, "");
-    let ch = if changes {
-        pretend()
-    } else {
-        json!({})
-    };
+    let ch = if changes { pretend() } else { json!({}) };
     if c.test() {
         return StateOutcome {
             result: if changes { None } else { Some(result) },
