@@ -12,7 +12,7 @@
 //! against the including template (Salt's `tpldir` rule); a name that
 //! would leave the roots is refused before the source is asked.
 
-use super::{filters, load_yaml, RenderError, TemplateSource};
+use super::{filters, load_yaml, Functions, Reach, RenderError};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, Value as JValue};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
@@ -35,9 +35,9 @@ pub(super) fn render(
     source: &str,
     name: &str,
     ctx: &Value,
-    loader: Option<Arc<dyn TemplateSource>>,
+    reach: &Reach,
 ) -> Result<String, RenderError> {
-    let mut env = environment(ctx, loader);
+    let mut env = environment(ctx, reach);
     env.add_template_owned(name.to_string(), preprocess(source))
         .map_err(|e| error(&e, name))?;
     let tmpl = env.get_template(name).map_err(|e| error(&e, name))?;
@@ -55,7 +55,7 @@ enum Import {
     Text,
 }
 
-fn environment(ctx: &Value, loader: Option<Arc<dyn TemplateSource>>) -> Environment<'static> {
+fn environment(ctx: &Value, reach: &Reach) -> Environment<'static> {
     let mut env = Environment::new();
     // The default syntax with `keep_trailing_newline`; building it cannot
     // fail (no custom delimiters), and the default stays if it did.
@@ -78,7 +78,16 @@ fn environment(ctx: &Value, loader: Option<Arc<dyn TemplateSource>>) -> Environm
             env.add_global(k.clone(), JValue::from(Serde(v)));
         }
     }
-    if let Some(source) = loader {
+    if let Some(functions) = &reach.functions {
+        env.add_global(
+            "salt",
+            JValue::from_object(SaltDict {
+                functions: functions.clone(),
+                module: None,
+            }),
+        );
+    }
+    if let Some(source) = reach.loader.clone() {
         env.set_loader(move |name: &str| {
             if leaves_root(name) {
                 return Err(Error::new(
@@ -107,6 +116,114 @@ fn environment(ctx: &Value, loader: Option<Arc<dyn TemplateSource>>) -> Environm
         });
     }
     env
+}
+
+/// Salt's `salt` dict: `salt['mod.fun']` is a callable, `salt.mod` a
+/// namespace whose attributes and methods are the module's functions.
+struct SaltDict {
+    functions: Arc<dyn Functions>,
+    /// Set for the `salt.mod` namespace.
+    module: Option<String>,
+}
+
+impl std::fmt::Debug for SaltDict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.module {
+            Some(m) => write!(f, "<salt.{m}>"),
+            None => f.write_str("<salt>"),
+        }
+    }
+}
+
+/// One execution function as a template callable.
+#[derive(Debug)]
+struct SaltFun {
+    functions: Arc<SaltDict>,
+    name: String,
+}
+
+impl SaltDict {
+    fn full(&self, key: &str) -> String {
+        match &self.module {
+            Some(m) => format!("{m}.{key}"),
+            None => key.to_string(),
+        }
+    }
+
+    fn invoke(&self, fun: &str, args: &[JValue]) -> Result<JValue, Error> {
+        let (positional, kwargs): (&[JValue], minijinja::value::Kwargs) =
+            minijinja::value::from_args(args)?;
+        let to_json = |v: &JValue| {
+            serde_json::to_value(v).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("salt['{fun}']: an argument is not data: {e}"),
+                )
+            })
+        };
+        let mut pos = Vec::with_capacity(positional.len());
+        for a in positional {
+            pos.push(to_json(a)?);
+        }
+        let mut kw = serde_json::Map::new();
+        for k in kwargs.args() {
+            let v: JValue = kwargs.get(k)?;
+            kw.insert(k.to_string(), to_json(&v)?);
+        }
+        match self.functions.call(fun, pos, kw) {
+            Ok(v) => Ok(JValue::from(Serde(v))),
+            Err(why) => Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("salt['{fun}']: {why}"),
+            )),
+        }
+    }
+}
+
+impl minijinja::value::Object for SaltDict {
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let key = key.as_str()?;
+        let full = self.full(key);
+        if self.functions.has(&full) {
+            return Some(JValue::from_object(SaltFun {
+                functions: self.clone(),
+                name: full,
+            }));
+        }
+        if self.module.is_none() && !key.contains('.') {
+            return Some(JValue::from_object(SaltDict {
+                functions: self.functions.clone(),
+                module: Some(key.to_string()),
+            }));
+        }
+        None
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        args: &[JValue],
+    ) -> Result<JValue, Error> {
+        let full = self.full(method);
+        if !self.functions.has(&full) {
+            return Err(Error::new(
+                ErrorKind::UnknownMethod,
+                format!("'{full}' is not available."),
+            ));
+        }
+        self.invoke(&full, args)
+    }
+}
+
+impl minijinja::value::Object for SaltFun {
+    fn call(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        args: &[JValue],
+    ) -> Result<JValue, Error> {
+        self.functions.invoke(&self.name, args)
+    }
 }
 
 /// Salt's `import_*`: render the template `name` (resolved against the

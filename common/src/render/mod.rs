@@ -39,6 +39,30 @@ pub trait TemplateSource: Send + Sync {
     fn load(&self, name: &str) -> Result<Option<String>, String>;
 }
 
+/// Salt's `salt` dict in templates: `salt['cmd.run']('uptime')`,
+/// `salt['pillar.get']('x', default=1)` and `salt.cmd.run(...)` call
+/// execution functions of the renderer's host (the minion) through this.
+pub trait Functions: Send + Sync {
+    /// Call `fun` (`module.function`); `Err` carries the message a render
+    /// error shows (an unknown function, bad arguments, a failed call).
+    fn call(
+        &self,
+        fun: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, String>;
+    /// Whether `fun` exists (`'x.y' in salt`).
+    fn has(&self, fun: &str) -> bool;
+}
+
+/// What a render may reach besides its variables: other templates and
+/// execution functions.
+#[derive(Clone, Default)]
+pub struct Reach {
+    pub loader: Option<Arc<dyn TemplateSource>>,
+    pub functions: Option<Arc<dyn Functions>>,
+}
+
 /// Why a template or SLS file did not render.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}, line {}: {message}", line.map_or_else(|| "?".to_string(), |l| l.to_string()))]
@@ -71,7 +95,25 @@ pub fn render_jinja(
     ctx: &Value,
     loader: Option<Arc<dyn TemplateSource>>,
 ) -> Result<String, RenderError> {
-    jinja::render(source, name, ctx, loader)
+    jinja::render(
+        source,
+        name,
+        ctx,
+        &Reach {
+            loader,
+            functions: None,
+        },
+    )
+}
+
+/// [`render_jinja`] with execution functions as `salt` ([`Reach`]).
+pub fn render_jinja_with(
+    source: &str,
+    name: &str,
+    ctx: &Value,
+    reach: &Reach,
+) -> Result<String, RenderError> {
+    jinja::render(source, name, ctx, reach)
 }
 
 /// A stage of an SLS renderer pipe.
@@ -162,6 +204,24 @@ pub fn render_sls_text(
     ctx: &Value,
     loader: Option<Arc<dyn TemplateSource>>,
 ) -> Result<RenderedSls, RenderError> {
+    render_sls_text_with(
+        source,
+        name,
+        ctx,
+        &Reach {
+            loader,
+            functions: None,
+        },
+    )
+}
+
+/// [`render_sls_text`] with execution functions as `salt` ([`Reach`]).
+pub fn render_sls_text_with(
+    source: &str,
+    name: &str,
+    ctx: &Value,
+    reach: &Reach,
+) -> Result<RenderedSls, RenderError> {
     let stages = pipe(source, name)?;
     let mut text = match source.find('\n') {
         Some(end) if source.starts_with("#!") => source[end..].to_string(),
@@ -169,7 +229,7 @@ pub fn render_sls_text(
         _ => source.to_string(),
     };
     if stages.first() == Some(&Stage::Jinja) {
-        text = render_jinja(&text, name, ctx, loader)?;
+        text = jinja::render(&text, name, ctx, reach)?;
     }
     Ok(RenderedSls {
         name: name.to_string(),

@@ -425,3 +425,58 @@ fn key_order_is_the_files() {
         .key_order()
         .is_empty());
 }
+
+/// Execution functions for templates: `test.echo` returns its first
+/// argument, `pillar.get` its `default`, `cmd.fail` fails.
+struct Funs;
+
+impl Functions for Funs {
+    fn call(
+        &self,
+        fun: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, String> {
+        match fun {
+            "test.echo" => Ok(args.first().cloned().unwrap_or(Value::Null)),
+            "pillar.get" => Ok(kwargs.get("default").cloned().unwrap_or(Value::Null)),
+            "cmd.fail" => Err("ERROR: it failed".into()),
+            other => Err(format!("'{other}' is not available.")),
+        }
+    }
+    fn has(&self, fun: &str) -> bool {
+        matches!(fun, "test.echo" | "pillar.get" | "cmd.fail")
+    }
+}
+
+#[test]
+fn salt_functions_by_key_attribute_and_kwargs() {
+    let reach = Reach {
+        loader: None,
+        functions: Some(Arc::new(Funs)),
+    };
+    let out = render_jinja_with(
+        "{{ salt['test.echo']('a') }} {{ salt.test.echo('b') }} {{ salt['pillar.get']('x', default={'k': 1}).k }}",
+        "t.sls",
+        &ctx(),
+        &reach,
+    )
+    .unwrap();
+    assert_eq!(out, "a b 1");
+    let e = render_jinja_with("{{ salt['cmd.fail']() }}", "t.sls", &ctx(), &reach).unwrap_err();
+    assert!(
+        e.message.contains("salt['cmd.fail']: ERROR: it failed"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(1));
+    let e = render_jinja_with("{{ salt['no.such']() }}", "t.sls", &ctx(), &reach).unwrap_err();
+    assert!(
+        e.message.contains("no.such") || e.message.contains("undefined"),
+        "{e}"
+    );
+    let e = render_jinja("{{ salt['test.echo']('a') }}", "t.sls", &ctx(), None).unwrap_err();
+    assert!(
+        e.message.contains("undefined"),
+        "no salt without functions: {e}"
+    );
+}
