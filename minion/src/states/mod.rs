@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub mod cmd;
+pub mod module;
 pub mod test;
 
 /// A state function's body.
@@ -187,7 +188,7 @@ impl StateOutcome {
 
 /// Every state function by `module.function`.
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
-    let tables: &[&'static [StateFunction]] = &[cmd::FUNCTIONS, test::FUNCTIONS];
+    let tables: &[&'static [StateFunction]] = &[cmd::FUNCTIONS, module::FUNCTIONS, test::FUNCTIONS];
     tables
         .iter()
         .flat_map(|t| t.iter())
