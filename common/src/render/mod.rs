@@ -17,6 +17,7 @@
 
 mod filters;
 mod jinja;
+pub mod top;
 mod yaml;
 
 #[cfg(test)]

@@ -39,15 +39,16 @@
 
 use crate::fileserver::roots::Roots;
 use brine_common::config::MasterConfig;
-use brine_common::glob::Glob;
 use brine_common::proto::ListKind;
+use brine_common::render::top::{self, Top};
 use brine_common::render::{self, TemplateSource};
-use brine_common::target::{self, TargetType};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::warn;
 
+/// How messages name a pillar top file.
+const TOP: &str = "Pillar top file";
 /// Deepest include chain followed.
 const MAX_INCLUDE_DEPTH: usize = 32;
 /// Most SLS renders one compile does (top files not counted).
@@ -75,11 +76,11 @@ pub fn compile(
         opts: opts_for(cfg, id),
         errors: Vec::new(),
         renders: 0,
-        ignored: HashMap::new(),
+        top: Top::default(),
         avail: HashMap::new(),
     };
-    let top = c.tops();
-    let matches = c.top_matches(&top);
+    c.tops();
+    let matches = c.top_matches();
     let mut pillar = c.render_pillar(&matches);
     if cfg.pillar_opts {
         pillar.insert("master".to_string(), Value::Object(c.opts.clone()));
@@ -110,18 +111,6 @@ pub fn opts_for(cfg: &MasterConfig, id: &str) -> Map<String, Value> {
     opts
 }
 
-/// One target of a merged top file.
-#[derive(Debug, Clone)]
-struct TopTarget {
-    tgt: String,
-    match_type: Option<String>,
-    sls: Vec<String>,
-    order: i64,
-}
-
-/// The merged top: per environment section, its targets in order.
-type Top = Vec<(String, Vec<TopTarget>)>;
-
 struct Compiler<'a> {
     cfg: &'a MasterConfig,
     roots: &'a Roots,
@@ -131,8 +120,8 @@ struct Compiler<'a> {
     opts: Map<String, Value>,
     errors: Vec<String>,
     renders: usize,
-    /// SLS names a top file lists with `ignore_missing: True`, per env.
-    ignored: HashMap<String, Vec<String>>,
+    /// The merged top files (also what they list with `ignore_missing`).
+    top: Top,
     /// Available SLS names per env (listed when a glob needs them).
     avail: HashMap<String, Vec<String>>,
 }
@@ -196,9 +185,8 @@ impl Compiler<'_> {
         envs
     }
 
-    /// Read, render and merge the top files.
-    fn tops(&mut self) -> Top {
-        let mut top: Top = Vec::new();
+    /// Read, render and merge the top files into `self.top`.
+    fn tops(&mut self) {
         for env in self.envs() {
             let text = match self.roots.read_to_string(&env, "top.sls") {
                 Ok(Some((text, _))) => text,
@@ -222,183 +210,23 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            self.merge_top(&env, value, &order, &mut top);
+            self.top.merge(TOP, &env, value, &order, &mut self.errors);
         }
-        for (_, targets) in &mut top {
-            targets.sort_by_key(|t| t.order);
-        }
-        top
+        self.top.finish();
     }
 
-    /// Merge one top file (of environment `env`) into `top`.
-    fn merge_top(
-        &mut self,
-        env: &str,
-        value: Value,
-        order: &[(String, Vec<String>)],
-        top: &mut Top,
-    ) {
-        let Value::Object(mut sections) = value else {
-            self.errors.push(format!(
-                "Pillar top file of environment '{env}' does not render to a dictionary"
-            ));
-            return;
-        };
-        if sections.remove("include").is_some() {
-            self.errors.push(format!(
-                "Pillar top file of environment '{env}': 'include' in a top file is not supported"
-            ));
-        }
-        for (section, body) in in_file_order(sections, order.iter().map(|(k, _)| k.as_str())) {
-            let Value::Object(targets) = body else {
-                self.errors.push(format!(
-                    "Pillar top file of environment '{env}': section '{section}' is not a dictionary of targets"
-                ));
-                continue;
-            };
-            let target_order = order
-                .iter()
-                .find(|(k, _)| *k == section)
-                .map(|(_, inner)| inner.as_slice())
-                .unwrap_or_default();
-            for (tgt, items) in in_file_order(targets, target_order.iter().map(String::as_str)) {
-                let Some(t) = self.top_target(env, &section, tgt, items) else {
-                    continue;
-                };
-                let slot = match top.iter().position(|(s, _)| *s == section) {
-                    Some(i) => &mut top[i].1,
-                    None => {
-                        top.push((section.clone(), Vec::new()));
-                        let last = top.len() - 1;
-                        &mut top[last].1
-                    }
-                };
-                match slot.iter_mut().find(|old| old.tgt == t.tgt) {
-                    Some(old) => *old = t,
-                    None => slot.push(t),
-                }
-            }
-        }
-    }
-
-    /// One `target: [items]` of a top file section.
-    fn top_target(
-        &mut self,
-        env: &str,
-        section: &str,
-        tgt: String,
-        items: Value,
-    ) -> Option<TopTarget> {
-        let Value::Array(items) = items else {
-            self.errors.push(format!(
-                "Pillar top file of environment '{env}': target '{tgt}' in section '{section}' is not a list"
-            ));
-            return None;
-        };
-        let mut t = TopTarget {
-            tgt,
-            match_type: None,
-            sls: Vec::new(),
-            order: 0,
-        };
-        let mut ignore_missing = false;
-        for item in items {
-            match item {
-                Value::String(s) if !t.sls.contains(&s) => t.sls.push(s),
-                Value::Object(m) => {
-                    if let Some(kind) = m.get("match") {
-                        t.match_type = Some(
-                            kind.as_str()
-                                .map_or_else(|| kind.to_string(), str::to_string),
-                        );
-                    }
-                    if let Some(o) = m.get("order") {
-                        t.order = o
-                            .as_i64()
-                            .or_else(|| o.as_str().and_then(|s| s.trim().parse().ok()))
-                            .unwrap_or(0);
-                    }
-                    if m.get("ignore_missing").and_then(Value::as_bool) == Some(true) {
-                        ignore_missing = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if ignore_missing {
-            self.ignored
-                .entry(section.to_string())
-                .or_default()
-                .extend(t.sls.iter().cloned());
-        }
-        Some(t)
-    }
-
-    /// Whether this minion is a target of `t`; a bad target is an error.
-    fn matches(&mut self, t: &TopTarget) -> bool {
-        let kind = t.match_type.as_deref().unwrap_or("glob");
-        let tgt_type = match kind {
-            "glob" => TargetType::Glob,
-            "pcre" => TargetType::Pcre,
-            "list" => TargetType::List,
-            "grain" => TargetType::Grain,
-            "grain_pcre" => TargetType::GrainPcre,
-            "compound" => TargetType::Compound,
-            "ipcidr" => TargetType::Ipcidr,
-            "nodegroup" => TargetType::Nodegroup,
-            "pillar" | "pillar_pcre" | "pillar_exact" => {
-                self.errors.push(format!(
-                    "Pillar top file target '{}': '{kind}' matching is not allowed in a pillar top file",
-                    t.tgt
-                ));
-                return false;
-            }
-            other => {
-                self.errors.push(format!(
-                    "Pillar top file target '{}': unknown match type '{other}'",
-                    t.tgt
-                ));
-                return false;
-            }
-        };
-        match target::parse_with_delimiter(&t.tgt, tgt_type, &self.cfg.nodegroups, ":") {
-            Ok(parsed) => parsed.matches(self.id, self.grains, ":"),
-            Err(e) => {
-                self.errors.push(format!(
-                    "Pillar top file target '{}' (match: {kind}): {e}",
-                    t.tgt
-                ));
+    /// The SLS names of each environment this minion matches, in order;
+    /// a target that cannot be matched is an error.
+    fn top_matches(&mut self) -> Vec<(String, Vec<String>)> {
+        let mut errors = Vec::new();
+        let (id, grains, nodegroups) = (self.id, self.grains, &self.cfg.nodegroups);
+        let out = self.top.matching(self.pillarenv, |t| {
+            top::target_matches(TOP, t, id, grains, None, nodegroups).unwrap_or_else(|e| {
+                errors.push(e);
                 false
-            }
-        }
-    }
-
-    /// The SLS names of each environment this minion matches, in order.
-    fn top_matches(&mut self, top: &Top) -> Vec<(String, Vec<String>)> {
-        let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for (env, targets) in top {
-            if self.pillarenv.is_some_and(|p| p != env) {
-                continue;
-            }
-            for t in targets {
-                if !self.matches(t) {
-                    continue;
-                }
-                let slot = match out.iter().position(|(e, _)| e == env) {
-                    Some(i) => &mut out[i].1,
-                    None => {
-                        out.push((env.clone(), Vec::new()));
-                        let last = out.len() - 1;
-                        &mut out[last].1
-                    }
-                };
-                for sls in &t.sls {
-                    if !slot.contains(sls) {
-                        slot.push(sls.clone());
-                    }
-                }
-            }
-        }
+            })
+        });
+        self.errors.extend(errors);
         out
     }
 
@@ -424,24 +252,9 @@ impl Compiler<'_> {
         pillar
     }
 
-    /// `name` when it has no glob characters; else the available SLS it
-    /// matches (`name` itself when none does, to be reported missing).
+    /// `name`, or the available SLS its glob matches ([`top::expand`]).
     fn expand(&mut self, env: &str, name: &str) -> Vec<String> {
-        if !name.contains(['*', '?', '[']) {
-            return vec![name.to_string()];
-        }
-        let glob = Glob::new(name);
-        let found: Vec<String> = self
-            .available(env)
-            .iter()
-            .filter(|s| glob.matches(s))
-            .cloned()
-            .collect();
-        if found.is_empty() {
-            vec![name.to_string()]
-        } else {
-            found
-        }
+        top::expand(name, || self.available(env).to_vec())
     }
 
     /// Every SLS name of `env` (`a/b.sls` and `a/b/init.sls` are `a.b`).
@@ -455,25 +268,14 @@ impl Compiler<'_> {
                     Vec::new()
                 }
             };
-            let mut names: Vec<String> = files
-                .iter()
-                .filter_map(|f| f.strip_suffix(".sls"))
-                .map(|f| {
-                    let f = f.strip_suffix("/init").unwrap_or(f);
-                    f.replace('/', ".")
-                })
-                .collect();
-            names.sort();
-            names.dedup();
-            self.avail.insert(env.to_string(), names);
+            self.avail.insert(env.to_string(), top::sls_names(&files));
         }
         self.avail.get(env).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The file of SLS `sls` in `env`: its path and text.
     fn read_sls(&self, env: &str, sls: &str) -> Result<Option<(String, String)>, String> {
-        let rel = sls.replace('.', "/");
-        for path in [format!("{rel}.sls"), format!("{rel}/init.sls")] {
+        for path in top::sls_files(sls) {
             match self.roots.read_to_string(env, &path) {
                 Ok(Some((text, _))) => return Ok(Some((path, text))),
                 Ok(None) => {}
@@ -513,11 +315,7 @@ impl Compiler<'_> {
             Ok(Some(found)) => found,
             Ok(None) => {
                 mods.insert(sls.to_string(), None);
-                if self
-                    .ignored
-                    .get(env)
-                    .is_some_and(|i| i.iter().any(|s| s == sls))
-                {
+                if self.top.ignores_missing(env, sls) {
                     return None;
                 }
                 if self
@@ -597,7 +395,7 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            let name = relative(&name, sls, &path);
+            let name = top::relative(&name, sls, &path);
             for sub in self.expand(env, &name) {
                 let nstate = match mods.get(&sub) {
                     Some(done) => done.clone(),
@@ -640,21 +438,6 @@ impl Compiler<'_> {
     }
 }
 
-/// `.x` included from SLS `sls` (file `path`): relative to the SLS's
-/// directory (its own name when it is an `init.sls`), as in Salt.
-fn relative(name: &str, sls: &str, path: &str) -> String {
-    let Some(rest) = name.strip_prefix('.') else {
-        return name.to_string();
-    };
-    let mut parts: Vec<&str> = sls.split('.').collect();
-    if !(path.ends_with("/init.sls") || path == "init.sls") {
-        parts.pop();
-    }
-    parts.push(rest);
-    parts.retain(|p| !p.is_empty());
-    parts.join(".")
-}
-
 /// Mappings merged key by key (recursively); anything else replaced,
 /// except lists appended without duplicates when `merge_lists`.
 fn merge_recurse(dest: Value, upd: Value, merge_lists: bool) -> Value {
@@ -681,22 +464,6 @@ fn merge_recurse(dest: Value, upd: Value, merge_lists: bool) -> Value {
         }
         (_, upd) => upd,
     }
-}
-
-/// The entries of `map` in the order of `order` (the file's), then any
-/// `order` missed, sorted.
-fn in_file_order<'o>(
-    mut map: Map<String, Value>,
-    order: impl Iterator<Item = &'o str>,
-) -> Vec<(String, Value)> {
-    let mut out = Vec::with_capacity(map.len());
-    for k in order {
-        if let Some(v) = map.remove(k) {
-            out.push((k.to_string(), v));
-        }
-    }
-    out.extend(map);
-    out
 }
 
 #[cfg(test)]

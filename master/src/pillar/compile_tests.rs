@@ -449,8 +449,8 @@ fn merge_recurse_follows_salt() {
         merge_recurse(json!({"l": [1, 2]}), json!({"l": [2, 3]}), true),
         json!({"l": [1, 2, 3]})
     );
-    assert_eq!(relative(".db", "app", "app/init.sls"), "app.db");
-    assert_eq!(relative(".db", "app.web", "app/web.sls"), "app.db");
-    assert_eq!(relative(".db", "top", "top.sls"), "db");
-    assert_eq!(relative("abs.x", "app", "app/init.sls"), "abs.x");
+    assert_eq!(top::relative(".db", "app", "app/init.sls"), "app.db");
+    assert_eq!(top::relative(".db", "app.web", "app/web.sls"), "app.db");
+    assert_eq!(top::relative(".db", "top", "top.sls"), "db");
+    assert_eq!(top::relative("abs.x", "app", "app/init.sls"), "abs.x");
 }
