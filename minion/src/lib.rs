@@ -28,5 +28,6 @@ pub mod files;
 pub(crate) mod grains;
 pub mod pillar;
 pub(crate) mod running;
+pub mod sls;
 pub mod state;
 pub mod states;
