@@ -51,6 +51,7 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
     };
     let (pos, kw) = brine_common::args::parse_cli_args(&rest);
     let grains = crate::grains::collect(&cfg.id, &cfg.grains);
+    let fun_name = fun.clone();
     let ctx = Ctx {
         jid: brine_common::jid::JidGen::new().next(),
         fun,
@@ -79,7 +80,10 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         args.output
             .opts(false, std::io::IsTerminal::is_terminal(&std::io::stdout())),
     );
-    if let Err(e) = p.minion("local", &out.ret, None).and_then(|_| p.finish()) {
+    if let Err(e) = p
+        .minion("local", &out.ret, crate::exec::outputter(&fun_name))
+        .and_then(|_| p.finish())
+    {
         eprintln!("salt-call: output failed: {e}");
         return exit::SOFTWARE;
     }

@@ -226,6 +226,7 @@ impl Runner {
             saltenv: self.saltenv.clone(),
         };
         let out = self.registry.call(ctx).await;
+        let outputter = crate::exec::outputter(&job.fun).map(str::to_string);
         self.running.remove(&job.jid);
         let mut trace = job.trace;
         if let Some(t) = trace.as_mut() {
@@ -250,7 +251,7 @@ impl Runner {
             ret: out.ret,
             retcode: out.retcode,
             success: out.success,
-            out: None,
+            out: outputter,
             trace,
         }));
     }

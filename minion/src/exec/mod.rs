@@ -23,6 +23,7 @@ pub mod grains;
 pub mod key;
 pub mod pillar;
 pub mod saltutil;
+pub mod state;
 pub mod sys;
 pub mod test;
 
@@ -82,6 +83,16 @@ impl Ctx {
             pillar: self.pillar.clone(),
             saltenv: self.saltenv.clone(),
         }
+    }
+}
+
+/// The outputter a function's return asks for (Salt's `__outputter__`):
+/// `highstate` for the state functions that run states.
+pub fn outputter(fun: &str) -> Option<&'static str> {
+    match fun {
+        "state.apply" | "state.highstate" | "state.sls" | "state.sls_id" | "state.single"
+        | "state.test" => Some("highstate"),
+        _ => None,
     }
 }
 
@@ -266,7 +277,8 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 8] = [
+        let tables: [&'static [Function]; 9] = [
+            state::FUNCTIONS,
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -623,6 +635,18 @@ mod tests {
             "pillar.raw",
             "pillar.keys",
             "saltutil.refresh_pillar",
+            "state.apply",
+            "state.highstate",
+            "state.sls",
+            "state.sls_id",
+            "state.single",
+            "state.test",
+            "state.show_sls",
+            "state.show_top",
+            "state.show_highstate",
+            "state.show_lowstate",
+            "state.show_low_sls",
+            "state.running",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -631,9 +655,9 @@ mod tests {
             );
         }
         assert!(r.doc("nope.nope").is_none());
-        assert_eq!(
-            r.modules(),
-            ["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"]
-        );
+        let mods = r.modules();
+        for m in ["cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test"] {
+            assert!(mods.iter().any(|x| x == m), "module {m} listed");
+        }
     }
 }

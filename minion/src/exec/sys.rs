@@ -123,12 +123,12 @@ mod tests {
     #[tokio::test]
     async fn list_modules_with_and_without_globs() {
         let o = run("sys.list_modules", vec![], json!({})).await;
-        assert_eq!(
-            o.ret,
-            json!(["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"])
-        );
-        let o = run("sys.list_modules", vec![json!("s*")], json!({})).await;
-        assert_eq!(o.ret, json!(["saltutil", "sys"]));
+        assert_eq!(o.ret, json!(Registry::new().modules()));
+        for m in ["cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test"] {
+            assert!(o.ret.as_array().is_some_and(|a| a.contains(&json!(m))), "{m}");
+        }
+        let o = run("sys.list_modules", vec![json!("sa*")], json!({})).await;
+        assert_eq!(o.ret, json!(["saltutil"]));
     }
 
     #[tokio::test]

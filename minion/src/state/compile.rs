@@ -101,6 +101,22 @@ impl Lowstate {
     pub fn chunks(&self) -> &[LowChunk] {
         &self.chunks
     }
+    /// Only the chunks of id `id`, without their requisites
+    /// (`state.sls_id`); `None` when no chunk has that id.
+    pub fn only_id(&self, id: &str) -> Option<Lowstate> {
+        let chunks: Vec<LowChunk> = self
+            .chunks
+            .iter()
+            .filter(|c| c.id() == id)
+            .cloned()
+            .collect();
+        if chunks.is_empty() {
+            return None;
+        }
+        let deps = vec![Vec::new(); chunks.len()];
+        Some(Lowstate { chunks, deps })
+    }
+
     /// `state.show_lowstate`'s list.
     pub fn to_json(&self) -> Value {
         Value::Array(
@@ -110,6 +126,18 @@ impl Lowstate {
                 .collect(),
         )
     }
+}
+
+/// High data as `state.show_sls` shows it: each id's `module.fun: [...]`
+/// short forms written out as `module: [fun, {arg: value}...]`.
+pub fn show_high(high: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = high.clone();
+    for (id, body) in out.iter_mut() {
+        if id != "extend" {
+            normalize_short_form(body);
+        }
+    }
+    out
 }
 
 fn is_requisite_key(k: &str) -> bool {

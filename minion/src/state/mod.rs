@@ -10,7 +10,7 @@
 mod compile;
 mod run;
 
-pub use compile::{compile, LowChunk, Lowstate, REQUISITES};
+pub use compile::{compile, show_high, LowChunk, Lowstate, REQUISITES};
 pub use run::{result_key, run, RunCtx, RunOptions, StateOutcome, StateResult};
 
 #[cfg(test)]
