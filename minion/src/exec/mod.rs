@@ -656,7 +656,9 @@ mod tests {
         }
         assert!(r.doc("nope.nope").is_none());
         let mods = r.modules();
-        for m in ["cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test"] {
+        for m in [
+            "cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test",
+        ] {
             assert!(mods.iter().any(|x| x == m), "module {m} listed");
         }
     }

@@ -711,12 +711,11 @@ fn execute(r: &BlockingRun, low: &Lowstate) -> BTreeMap<String, StateResult> {
     )
 }
 
+/// Ids in file order, each with its state keys.
+type KeyOrder = Vec<(String, Vec<String>)>;
+
 /// `state.single`'s high data: one id named by the state's name.
-fn single_high(
-    fun: &str,
-    args: &Map<String, Value>,
-    env: &str,
-) -> (Map<String, Value>, Vec<(String, Vec<String>)>) {
+fn single_high(fun: &str, args: &Map<String, Value>, env: &str) -> (Map<String, Value>, KeyOrder) {
     let name = match args.get("name") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -776,7 +775,7 @@ mod tests {
         assert_eq!(p, json!({"a": {"b": 3, "c": 2}, "d": 4}));
         let (h, o) = single_high(
             "pkg.installed",
-            &serde_json::from_value(json!({"name": "vim"})).unwrap(),
+            &serde_json::from_value(json!({"name": "vim"})).expect("map"),
             "base",
         );
         assert_eq!(h["vim"]["pkg"], json!(["installed", {"name": "vim"}]));

@@ -124,8 +124,13 @@ mod tests {
     async fn list_modules_with_and_without_globs() {
         let o = run("sys.list_modules", vec![], json!({})).await;
         assert_eq!(o.ret, json!(Registry::new().modules()));
-        for m in ["cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test"] {
-            assert!(o.ret.as_array().is_some_and(|a| a.contains(&json!(m))), "{m}");
+        for m in [
+            "cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test",
+        ] {
+            assert!(
+                o.ret.as_array().is_some_and(|a| a.contains(&json!(m))),
+                "{m}"
+            );
         }
         let o = run("sys.list_modules", vec![json!("sa*")], json!({})).await;
         assert_eq!(o.ret, json!(["saltutil"]));

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 pub const FUNCTIONS: &[StateFunction] = &[
     StateFunction {
         name: "cmd.run",
-        run: run,
+        run,
         mod_watch: None,
     },
     StateFunction {
