@@ -500,7 +500,12 @@ impl Session {
                 self.jids.iter().map(Jid::as_str).collect::<Vec<_>>().join(" / ")
             );
         }
-        tally.exit_code(ending)
+        let code = tally.exit_code(ending);
+        if tally.failed > 0 && code != exit::OK {
+            // Salt's words, which scripts and CI logs look for.
+            eprintln!("ERROR: Minions returned with non-zero exit code");
+        }
+        code
     }
 }
 

@@ -1,0 +1,269 @@
+//! The state system end to end: a top master with a state tree, one
+//! minion on the top and two behind a syndic, driven through the real
+//! `salt` CLI. Highstate from the top file (glob, grain and pillar
+//! matches), `state.apply`/`sls`/`test`/`single`/`show_*`, Jinja with
+//! `grains`, `pillar` and `salt[...]`, `include`, requisites (`require`
+//! failing, `watch` firing only on changes), idempotence (a second run
+//! changes nothing), `test=True` changing nothing, the highstate
+//! outputter's text, exit codes, a missing SLS, and one run at a time per
+//! minion (`queue=True` waits).
+
+use brine_deploy::topology::Topology;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+/// Generous: other test binaries share the two cores.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `salt <tgt> <fun> <args...> --out json --static`: the output and the
+/// exit code.
+fn salt(topo: &Topology, tgt: &str, fun: &str, args: &[&str]) -> (Value, i32) {
+    let mut a = vec![tgt, fun];
+    a.extend_from_slice(args);
+    a.extend(["--out", "json", "--static", "-t", "60"]);
+    let out = topo.salt(&a).expect("salt");
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{}", text(&out)));
+    (v, out.status.code().unwrap_or(-1))
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write");
+}
+
+/// The state tree; every state works under `out/<minion id>`.
+fn tree(salt: &Path, pillar: &Path, out: &Path) {
+    let o = out.display();
+    write(
+        &salt.join("top.sls"),
+        "base:\n  '*':\n    - demo\n  'os_family:Debian':\n    - match: grain\n    - extra\n  'role:edge':\n    - match: pillar\n    - edge\n",
+    );
+    write(
+        &salt.join("demo/init.sls"),
+        &format!(
+            "{{% set dir = '{o}/' ~ grains['id'] %}}\ninclude:\n  - .base\nmarker:\n  cmd.run:\n    - name: echo {{{{ salt['test.echo']('from-jinja') }}}} {{{{ pillar.get('greeting', 'none') }}}} > {{{{ dir }}}}/marker\n    - creates: {{{{ dir }}}}/marker\n    - require:\n      - cmd: demo_dir\nrestart:\n  cmd.wait:\n    - name: echo restart >> {{{{ dir }}}}/restarts\n    - watch:\n      - cmd: marker\ncheck:\n  test.succeed_without_changes:\n    - name: all good\n"
+        ),
+    );
+    write(
+        &salt.join("demo/base.sls"),
+        &format!(
+            "demo_dir:\n  cmd.run:\n    - name: mkdir -p {o}/{{{{ grains['id'] }}}}\n    - creates: {o}/{{{{ grains['id'] }}}}\n"
+        ),
+    );
+    write(&salt.join("extra.sls"), "extra_nop:\n  test.nop: []\n");
+    write(&salt.join("edge.sls"), "edge_only:\n  test.nop: []\n");
+    write(
+        &salt.join("fail.sls"),
+        "will_fail:\n  cmd.run:\n    - name: echo about to fail && exit 3\nafter_fail:\n  test.nop:\n    - require:\n      - cmd: will_fail\nunrelated:\n  test.nop: []\n",
+    );
+    write(
+        &salt.join("slow.sls"),
+        "slow:\n  cmd.run:\n    - name: sleep 4\n",
+    );
+    write(
+        &pillar.join("top.sls"),
+        "base:\n  's1m*':\n    - edge\n  '*':\n    - common\n",
+    );
+    write(&pillar.join("edge.sls"), "role: edge\n");
+    write(&pillar.join("common.sls"), "greeting: hello\n");
+}
+
+fn results(v: &Value, m: &str) -> serde_json::Map<String, Value> {
+    v[m].as_object()
+        .unwrap_or_else(|| panic!("{m}: not a state return: {v}"))
+        .clone()
+}
+
+fn by_id<'a>(r: &'a serde_json::Map<String, Value>, id: &str) -> &'a Value {
+    r.values()
+        .find(|s| s["__id__"] == id)
+        .unwrap_or_else(|| panic!("no state {id} in {r:?}"))
+}
+
+fn changed(r: &serde_json::Map<String, Value>) -> usize {
+    r.values()
+        .filter(|s| s["changes"].as_object().is_some_and(|c| !c.is_empty()))
+        .count()
+}
+
+#[test]
+fn states_apply_direct_and_behind_a_syndic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (salt_root, pillar_root, out) = (
+        dir.path().join("salt"),
+        dir.path().join("pillar"),
+        dir.path().join("out"),
+    );
+    tree(&salt_root, &pillar_root, &out);
+    let topo = Topology::builder()
+        .syndics(1)
+        .direct_minions(1)
+        .minions_per_syndic(2)
+        .top_config(&format!("file_roots: {}", json!({"base": [salt_root]})))
+        .top_config(&format!("pillar_roots: {}", json!({"base": [pillar_root]})))
+        .start(WAIT)
+        .expect("topology");
+    let all = ["minion1", "s1m1", "s1m2"];
+
+    // show_top: the pillar match only for the syndic's minions.
+    let (top, code) = salt(&topo, "*", "state.show_top", &[]);
+    assert_eq!(code, 0, "{top}");
+    assert_eq!(top["minion1"]["base"], json!(["demo", "extra"]), "{top}");
+    assert_eq!(
+        top["s1m1"]["base"],
+        json!(["demo", "extra", "edge"]),
+        "{top}"
+    );
+
+    // test=True first: nothing is made.
+    let (t, code) = salt(&topo, "*", "state.apply", &["test=True"]);
+    assert_eq!(code, 0, "{t}");
+    for m in all {
+        let r = results(&t, m);
+        assert_eq!(by_id(&r, "demo_dir")["result"], Value::Null, "{m}");
+        assert!(!out.join(m).exists(), "test=True made {m}'s directory");
+    }
+
+    // First apply: changes, the watch fires once, Jinja saw salt[] and pillar.
+    let (first, code) = salt(&topo, "*", "state.apply", &[]);
+    assert_eq!(code, 0, "{first}");
+    for m in all {
+        let r = results(&first, m);
+        assert!(r.values().all(|s| s["result"] == true), "{m}: {r:?}");
+        assert_eq!(changed(&r), 3, "{m}: demo_dir, marker, restart");
+        assert_eq!(by_id(&r, "check")["comment"], "Success!");
+        let marker = std::fs::read_to_string(out.join(m).join("marker")).expect("marker");
+        assert_eq!(marker.trim(), "from-jinja hello");
+        let key = "cmd_|-marker_|-echo from-jinja hello > ";
+        assert!(
+            r.keys().any(|k| k.starts_with(key)),
+            "{m}: keys {:?}",
+            r.keys()
+        );
+        let nums: Vec<u64> = {
+            let mut n: Vec<u64> = r
+                .values()
+                .filter_map(|s| s["__run_num__"].as_u64())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(nums, (0..r.len() as u64).collect::<Vec<_>>(), "{m}");
+        assert_eq!(by_id(&r, "demo_dir")["__sls__"], "demo.base", "{m}");
+    }
+    assert!(results(&first, "s1m2")
+        .values()
+        .any(|s| s["__id__"] == "edge_only"));
+    assert!(!results(&first, "minion1")
+        .values()
+        .any(|s| s["__id__"] == "edge_only"));
+
+    // Second apply: nothing changes, the watch does not fire.
+    let (second, code) = salt(&topo, "*", "state.highstate", &[]);
+    assert_eq!(code, 0, "{second}");
+    for m in all {
+        let r = results(&second, m);
+        assert_eq!(changed(&r), 0, "{m}: {r:?}");
+        let restarts = std::fs::read_to_string(out.join(m).join("restarts")).expect("restarts");
+        assert_eq!(restarts.lines().count(), 1, "{m}: restarted once");
+    }
+
+    // A failing state and its dependant; exit code 1 from the CLI.
+    let (f, code) = salt(&topo, "s1m1", "state.sls", &["fail"]);
+    let r = results(&f, "s1m1");
+    assert_eq!(by_id(&r, "will_fail")["result"], false);
+    assert_eq!(by_id(&r, "will_fail")["changes"]["retcode"], 3);
+    assert_eq!(
+        by_id(&r, "after_fail")["comment"],
+        "One or more requisite failed: fail.will_fail"
+    );
+    assert_eq!(by_id(&r, "unrelated")["result"], true);
+    let plain = topo
+        .salt(&["s1m1", "state.sls", "fail", "--no-color", "-t", "60"])
+        .expect("salt");
+    assert_eq!(plain.status.code(), Some(1), "{}", text(&plain));
+    let s = text(&plain);
+    assert!(s.contains("Summary for s1m1"), "{s}");
+    assert!(s.contains("Succeeded: 1 (changed=1)\nFailed:    2"), "{s}");
+    assert!(
+        s.contains("     Comment: One or more requisite failed: fail.will_fail"),
+        "{s}"
+    );
+    assert!(
+        s.contains("ERROR: Minions returned with non-zero exit code"),
+        "{s}"
+    );
+    let _ = code;
+
+    // A missing SLS: Salt's compile error and exit code 1.
+    let plain = topo
+        .salt(&[
+            "minion1",
+            "state.apply",
+            "nosuchsls",
+            "--no-color",
+            "-t",
+            "60",
+        ])
+        .expect("salt");
+    assert_eq!(plain.status.code(), Some(1), "{}", text(&plain));
+    let s = text(&plain);
+    assert!(s.contains("Data failed to compile:"), "{s}");
+    assert!(
+        s.contains("No matching sls found for 'nosuchsls' in env 'base'"),
+        "{s}"
+    );
+
+    // state.single, show_sls, show_lowstate, sls_id.
+    let (one, _) = salt(
+        &topo,
+        "s1m2",
+        "state.single",
+        &["test.succeed_with_changes", "name=solo"],
+    );
+    let r = results(&one, "s1m2");
+    assert!(
+        r.contains_key("test_|-solo_|-solo_|-succeed_with_changes"),
+        "{r:?}"
+    );
+    let (show, _) = salt(&topo, "minion1", "state.show_sls", &["fail"]);
+    assert_eq!(show["minion1"]["will_fail"]["__sls__"], "fail", "{show}");
+    assert_eq!(show["minion1"]["will_fail"]["cmd"][0], "run", "{show}");
+    let (low, _) = salt(&topo, "minion1", "state.show_lowstate", &[]);
+    let chunks = low["minion1"].as_array().expect("chunks");
+    assert_eq!(chunks[0]["__id__"], "demo_dir", "{low}");
+    assert!(chunks.iter().all(|c| c["order"].is_number()));
+    let (sid, _) = salt(&topo, "minion1", "state.sls_id", &["unrelated", "fail"]);
+    assert_eq!(results(&sid, "minion1").len(), 1, "{sid}");
+
+    // One state run at a time: a second is refused, queue=True waits.
+    let slow = topo
+        .salt_async("top", &["minion1", "state.sls", "slow"])
+        .expect("async");
+    assert!(!slow.is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (busy, code) = salt(&topo, "minion1", "state.sls", &["fail"]);
+    let msg = busy["minion1"][0].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.starts_with("The function \"state.sls\" is running as PID"),
+        "{busy}"
+    );
+    assert_eq!(code, 1);
+    let (queued, _) = salt(&topo, "minion1", "state.sls", &["extra", "queue=True"]);
+    assert_eq!(
+        results(&queued, "minion1").len(),
+        1,
+        "queued run ran: {queued}"
+    );
+}
