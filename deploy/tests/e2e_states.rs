@@ -188,6 +188,8 @@ fn states_apply_direct_and_behind_a_syndic() {
         by_id(&r, "after_fail")["comment"],
         "One or more requisite failed: fail.will_fail"
     );
+    assert_eq!(by_id(&r, "after_fail")["__state_ran__"], false);
+    assert!(by_id(&r, "will_fail").get("__state_ran__").is_none());
     assert_eq!(by_id(&r, "unrelated")["result"], true);
     let plain = topo
         .salt(&["s1m1", "state.sls", "fail", "--no-color", "-t", "60"])

@@ -63,6 +63,41 @@ pub(super) const FUNCTIONS: &[Function] = &[
         handler: sync_grains,
     },
     Function {
+        name: "saltutil.sync_all",
+        params: &[
+            opt("saltenv"),
+            opt("refresh"),
+            opt("extmod_whitelist"),
+            opt("extmod_blacklist"),
+        ],
+        varargs: false,
+        kwargs: false,
+        doc: "Sync everything syncable and refresh grains and pillar (unless\n\
+              ``refresh=False``). Brine's modules (execution, state, grains) are built\n\
+              into the minion, not files under ``_modules``/``_states``/``_grains``, so\n\
+              every list of synced modules is empty; the refresh is what remains.\n\n\
+              CLI Example:\n\n    salt '*' saltutil.sync_all\n",
+        handler: sync_all,
+    },
+    Function {
+        name: "saltutil.sync_modules",
+        params: &[opt("saltenv"), opt("refresh")],
+        varargs: false,
+        kwargs: false,
+        doc: "Sync custom execution modules. Brine's are built in, so the list is empty.\n\n\
+              CLI Example:\n\n    salt '*' saltutil.sync_modules\n",
+        handler: sync_nothing,
+    },
+    Function {
+        name: "saltutil.sync_states",
+        params: &[opt("saltenv"), opt("refresh")],
+        varargs: false,
+        kwargs: false,
+        doc: "Sync custom state modules. Brine's are built in, so the list is empty.\n\n\
+              CLI Example:\n\n    salt '*' saltutil.sync_states\n",
+        handler: sync_nothing,
+    },
+    Function {
         name: "saltutil.refresh_grains",
         params: &[],
         varargs: false,
@@ -154,6 +189,53 @@ fn sync_grains<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         }
         Ok(Outcome::ok(json!([])))
     })
+}
+
+/// The kinds `saltutil.sync_all` reports, as Salt lists them.
+const SYNC_KINDS: &[&str] = &[
+    "beacons",
+    "clouds",
+    "engines",
+    "executors",
+    "grains",
+    "log_handlers",
+    "matchers",
+    "modules",
+    "output",
+    "pillar",
+    "proxymodules",
+    "renderers",
+    "returners",
+    "sdb",
+    "serializers",
+    "states",
+    "thorium",
+    "utils",
+    "wrapper",
+];
+
+fn sync_all<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    Box::pin(async move {
+        if c.bool_arg("refresh", true)? {
+            refresh(c).await?;
+            if c.ctx.files.has_master() {
+                c.ctx
+                    .pillar
+                    .refresh()
+                    .await
+                    .map_err(|e| ExecError::Execution(format!("pillar refresh failed: {e}")))?;
+            }
+        }
+        let all: serde_json::Map<String, serde_json::Value> = SYNC_KINDS
+            .iter()
+            .map(|k| (k.to_string(), json!([])))
+            .collect();
+        Ok(Outcome::ok(serde_json::Value::Object(all)))
+    })
+}
+
+fn sync_nothing<'a>(_c: &'a Call<'a>) -> CallFuture<'a> {
+    Box::pin(async move { Ok(Outcome::ok(json!([]))) })
 }
 
 fn refresh_grains<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
@@ -316,6 +398,19 @@ mod tests {
             json!("ERROR: pillar refresh failed: the master refused the pillar: down")
         );
         assert_eq!(pillar.snapshot(), json!({"role": "web"}), "kept");
+    }
+
+    #[tokio::test]
+    async fn sync_all_lists_every_kind_empty() {
+        let o = Registry::new()
+            .call(ctx("saltutil.sync_all", vec![], json!({"refresh": false})))
+            .await;
+        assert_eq!(o.ret["states"], json!([]));
+        assert_eq!(o.ret.as_object().map(|m| m.len()), Some(19));
+        let o = Registry::new()
+            .call(ctx("saltutil.sync_states", vec![], json!({})))
+            .await;
+        assert_eq!(o.ret, json!([]));
     }
 
     #[tokio::test]

@@ -71,6 +71,11 @@ pub struct StateResult {
     pub duration: f64,
     #[serde(rename = "__id__")]
     pub id: String,
+    /// `false` when the state was not run (a failed requisite, an
+    /// `onchanges`/`onfail` that did not trigger, a `prereq` that found
+    /// nothing to do); absent when it ran, as in Salt.
+    #[serde(rename = "__state_ran__", skip_serializing_if = "Option::is_none")]
+    pub state_ran: Option<bool>,
 }
 
 /// Salt's key for one chunk's return: `<module>_|-<id>_|-<name>_|-<fun>`.
@@ -211,7 +216,9 @@ impl Sched<'_> {
             failed.extend(result_of("require_any").iter().map(|(t, _)| *t));
             failed.extend(result_of("watch_any").iter().map(|(t, _)| *t));
         }
+        let mut ran = true;
         let outcome = if !failed.is_empty() {
+            ran = false;
             let refs: Vec<String> = failed.iter().map(|&t| self.failed_ref(t)).collect();
             StateOutcome {
                 result: Some(false),
@@ -219,6 +226,7 @@ impl Sched<'_> {
                 changes: Value::Object(Map::new()),
             }
         } else if let Some(skip) = self.skip_reason(i) {
+            ran = false;
             skip
         } else {
             let watched = ["watch", "watch_any"]
@@ -229,8 +237,13 @@ impl Sched<'_> {
                 mod_watch: watched,
                 prerequired: false,
             };
-            self.prereq_gate(i)
-                .unwrap_or_else(|| (self.exec)(chunk, ctx))
+            match self.prereq_gate(i) {
+                Some(o) => {
+                    ran = false;
+                    o
+                }
+                None => (self.exec)(chunk, ctx),
+            }
         };
         let duration = t0.elapsed().as_secs_f64() * 1000.0;
         let hard = chunk
@@ -252,6 +265,7 @@ impl Sched<'_> {
                 start_time: start_time(wall),
                 duration: (duration * 1000.0).round() / 1000.0,
                 id: chunk.id().to_string(),
+                state_ran: (!ran).then_some(false),
             },
         );
         self.run_num += 1;
