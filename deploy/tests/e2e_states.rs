@@ -61,6 +61,10 @@ fn tree(salt: &Path, pillar: &Path, out: &Path) {
             "demo_dir:\n  cmd.run:\n    - name: mkdir -p {o}/{{{{ grains['id'] }}}}\n    - creates: {o}/{{{{ grains['id'] }}}}\n"
         ),
     );
+    write(
+        &salt.join("big.sls"),
+        "{% for i in range(2000) %}\nbig_{{ i }}:\n  test.succeed_with_changes:\n    - name: state number {{ i }} of a large run\n{% endfor %}\n",
+    );
     write(&salt.join("extra.sls"), "extra_nop:\n  test.nop: []\n");
     write(&salt.join("edge.sls"), "edge_only:\n  test.nop: []\n");
     write(
@@ -248,6 +252,40 @@ fn states_apply_direct_and_behind_a_syndic() {
     assert!(chunks.iter().all(|c| c["order"].is_number()));
     let (sid, _) = salt(&topo, "minion1", "state.sls_id", &["unrelated", "fail"]);
     assert_eq!(results(&sid, "minion1").len(), 1, "{sid}");
+
+    // A large return (2000 states, ~1 MB) crosses the syndic whole, and a
+    // ping started meanwhile is answered.
+    let big = topo
+        .salt_async("top", &["s1m*", "state.sls", "big"])
+        .expect("async big");
+    let (ping, code) = salt(&topo, "*", "test.ping", &[]);
+    assert_eq!((ping["s1m1"].clone(), code), (json!(true), 0), "{ping}");
+    topo.eventually(WAIT, "the large state returns", || {
+        let r = topo.lookup_jid("top", &big);
+        ["s1m1", "s1m2"]
+            .iter()
+            .all(|m| r[m].as_object().is_some_and(|o| o.len() == 2000))
+    })
+    .unwrap_or_else(|e| {
+        let r = topo.lookup_jid("top", &big);
+        let sizes: Vec<String> = ["s1m1", "s1m2"]
+            .iter()
+            .map(|m| {
+                format!(
+                    "{m}: {}",
+                    r[m].as_object().map_or_else(
+                        || r[m].to_string().chars().take(300).collect(),
+                        |o| o.len().to_string()
+                    )
+                )
+            })
+            .collect();
+        panic!(
+            "{e}: {sizes:?}\n{}\n{}",
+            topo.log("s1m1"),
+            topo.log("syndic1")
+        )
+    });
 
     // One state run at a time: a second is refused, queue=True waits.
     let slow = topo
