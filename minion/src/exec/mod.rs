@@ -20,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 pub mod cmd;
 pub mod cp;
 pub mod grains;
+pub mod group;
 pub mod key;
 pub mod pillar;
 pub mod saltutil;
 pub mod sys;
 pub mod test;
+pub mod user;
 
 /// Retcode of a call to a function this minion does not have.
 pub const RETCODE_NOT_AVAILABLE: i32 = 254;
@@ -266,7 +268,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 8] = [
+        let tables: [&'static [Function]; 10] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -275,6 +277,8 @@ impl Registry {
             sys::FUNCTIONS,
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
+            user::FUNCTIONS,
+            group::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -623,6 +627,27 @@ mod tests {
             "pillar.raw",
             "pillar.keys",
             "saltutil.refresh_pillar",
+            "user.add",
+            "user.delete",
+            "user.info",
+            "user.list_users",
+            "user.getent",
+            "user.list_groups",
+            "user.chshell",
+            "user.chhome",
+            "user.chuid",
+            "user.chgid",
+            "user.chgroups",
+            "user.chfullname",
+            "user.rename",
+            "group.add",
+            "group.delete",
+            "group.info",
+            "group.getent",
+            "group.adduser",
+            "group.deluser",
+            "group.members",
+            "group.chgid",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -633,7 +658,7 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         assert_eq!(
             r.modules(),
-            ["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"]
+            ["cmd", "cp", "grains", "group", "key", "pillar", "saltutil", "sys", "test", "user"]
         );
     }
 }
