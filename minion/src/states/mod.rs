@@ -20,7 +20,9 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
 
+pub mod group;
 pub mod test;
+pub mod user;
 
 /// A state function's body.
 pub type StateFn = fn(&StateCall<'_>) -> StateOutcome;
@@ -186,7 +188,7 @@ impl StateOutcome {
 
 /// Every state function by `module.function`.
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
-    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS];
+    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS, user::FUNCTIONS, group::FUNCTIONS];
     tables
         .iter()
         .flat_map(|t| t.iter())
