@@ -5,13 +5,131 @@
 //! id) and then deep-merges the minion config's static `grains:` on top, so a
 //! value an operator set always wins over a detected one. Collection never
 //! fails: a fact that cannot be read is left out (or empty), never invented.
+//!
+//! Grains set at run time (`grains.setval`) live in the grains file, Salt's
+//! `/etc/salt/grains` (`<config dir>/grains`, a YAML mapping): it overlays
+//! the detected grains and is overlaid by the config's `grains:` in turn.
+//! The file is only rewritten whole (a temporary file renamed over it),
+//! under one lock, so concurrent updates never lose each other's keys.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
 /// Collect real grains of this host, then overlay `static_grains`.
 pub fn collect(id: &str, static_grains: &Value) -> Value {
+    collect_with_file(id, static_grains, None)
+}
+
+/// Collect real grains, overlay the grains file (when there is one and it
+/// reads; a broken one is logged and skipped), then `static_grains`.
+pub fn collect_with_file(id: &str, static_grains: &Value, grains_file: Option<&Path>) -> Value {
+    let mut grains = detect(id);
+    if let Some(path) = grains_file {
+        match read_grains_file(path) {
+            Ok(m) => deep_merge(&mut grains, &Value::Object(m)),
+            Err(e) => tracing::warn!("grains file skipped: {e}"),
+        }
+    }
+    deep_merge(&mut grains, static_grains);
+    grains
+}
+
+/// The grains file next to the main config file (`/etc/salt/minion` →
+/// `/etc/salt/grains`); `None` when no config file path is known.
+pub fn grains_file_for(main_file: &Path) -> Option<PathBuf> {
+    let dir = main_file.parent()?;
+    (!main_file.as_os_str().is_empty()).then(|| dir.join("grains"))
+}
+
+/// The grains file's mapping; a missing or empty file is an empty one.
+pub fn read_grains_file(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(format!("Unable to read existing grains file: {e}")),
+    };
+    match brine_common::render::load_yaml(&text, &path.display().to_string()) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err(format!("{} is not a mapping", path.display())),
+        Err(e) => Err(format!("Unable to read existing grains file: {e}")),
+    }
+}
+
+/// The grains file's text: one `key: value` line per grain, values in
+/// YAML flow style.
+pub fn grains_file_text(grains: &Map<String, Value>) -> String {
+    grains
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}: {}\n",
+                brine_common::render::to_flow_yaml(&Value::String(k.clone())),
+                brine_common::render::to_flow_yaml(v)
+            )
+        })
+        .collect()
+}
+
+/// Serialises read-modify-write of grains files in this process.
+static FILE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Salt's `grains.setvals`: write `updates` into the grains file and into
+/// `live`; with `destructive`, a null value removes the key instead.
+pub fn set_file_grains(
+    path: &Path,
+    live: &RwLock<Value>,
+    updates: &Map<String, Value>,
+    destructive: bool,
+) -> Result<(), String> {
+    let _held = FILE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut file = read_grains_file(path)?;
+    for (k, v) in updates {
+        if v.is_null() && destructive {
+            file.remove(k);
+        } else {
+            file.insert(k.clone(), v.clone());
+        }
+    }
+    let text = grains_file_text(&file);
+    let unwritable = |e: std::io::Error| {
+        format!(
+            "Unable to write to grains file at {}. Check permissions. ({e})",
+            path.display()
+        )
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(unwritable)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(unwritable)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(unwritable)?;
+    }
+    tmp.persist(path).map_err(|e| unwritable(e.error))?;
+    let mut g = brine_common::sync::write(live);
+    if !g.is_object() {
+        *g = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = &mut *g {
+        for (k, v) in updates {
+            if v.is_null() && destructive {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The grains detected on this host, nothing overlaid.
+fn detect(id: &str) -> Value {
     let mut g = Map::new();
     g.insert("id".into(), json!(id));
     g.insert("saltversion".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -81,10 +199,7 @@ pub fn collect(id: &str, static_grains: &Value) -> Value {
     if let Some(mid) = machine_id {
         g.insert("machine_id".into(), json!(mid));
     }
-
-    let mut grains = Value::Object(g);
-    deep_merge(&mut grains, static_grains);
-    grains
+    Value::Object(g)
 }
 
 /// Merge `overlay` into `base`: objects merge key by key (recursively),
@@ -361,6 +476,42 @@ mod tests {
         assert_eq!(
             base,
             json!({"a": {"x": 1, "y": 3, "z": 4}, "l": [2], "s": "keep"})
+        );
+    }
+
+    #[test]
+    fn grains_file_overlays_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("grains");
+        assert_eq!(
+            grains_file_for(&dir.path().join("minion")),
+            Some(path.clone())
+        );
+        assert_eq!(grains_file_for(Path::new("")), None);
+        assert_eq!(read_grains_file(&path), Ok(Map::new()));
+        let live = RwLock::new(json!({"id": "web1"}));
+        let mut up = Map::new();
+        up.insert("roles".into(), json!(["web", "a: b"]));
+        up.insert("os".into(), json!("FileOS"));
+        up.insert("deep".into(), json!({"x": {"y": 1}, "on": "yes"}));
+        set_file_grains(&path, &live, &up, false).expect("set");
+        let back = read_grains_file(&path).expect("read");
+        assert_eq!(Value::Object(back), Value::Object(up.clone()));
+        assert_eq!(live.read().expect("lock")["roles"], json!(["web", "a: b"]));
+        let g = collect_with_file("web1", &json!({"os": "Config"}), Some(&path));
+        assert_eq!(g["roles"], json!(["web", "a: b"]));
+        assert_eq!(g["os"], "Config", "config grains win over the file");
+        assert_eq!(g["deep"]["on"], "yes");
+        let mut del = Map::new();
+        del.insert("os".into(), Value::Null);
+        set_file_grains(&path, &live, &del, true).expect("delete");
+        assert!(!read_grains_file(&path).expect("read").contains_key("os"));
+        assert!(live.read().expect("lock").get("os").is_none());
+        std::fs::write(&path, "- not a mapping\n").expect("write");
+        assert!(read_grains_file(&path).is_err());
+        assert_eq!(
+            collect_with_file("web1", &json!({}), Some(&path))["id"],
+            "web1"
         );
     }
 

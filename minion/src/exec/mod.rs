@@ -45,6 +45,9 @@ pub struct Ctx {
     pub grains: Arc<RwLock<Value>>,
     /// `grains:` from the minion config; they win over collected ones.
     pub static_grains: Value,
+    /// The grains file (`<config dir>/grains`) `grains.setval` writes;
+    /// `None` when the config directory is unknown.
+    pub grains_file: Option<PathBuf>,
     /// Minion id.
     pub id: String,
     /// Holds `minion.pem` / `minion.pub` (`key.finger`).
@@ -75,6 +78,7 @@ impl Ctx {
             kwargs,
             grains: self.grains.clone(),
             static_grains: self.static_grains.clone(),
+            grains_file: self.grains_file.clone(),
             id: self.id.clone(),
             pki_dir: self.pki_dir.clone(),
             running: self.running.clone(),
@@ -489,6 +493,7 @@ pub(crate) mod testutil {
             kwargs,
             grains: Arc::new(RwLock::new(serde_json::json!({"id": "m1"}))),
             static_grains: serde_json::json!({}),
+            grains_file: None,
             id: "m1".into(),
             pki_dir: std::env::temp_dir(),
             running: Arc::new(crate::running::RunningJobs::new()),
@@ -648,6 +653,13 @@ mod tests {
             "group.deluser",
             "group.members",
             "group.chgid",
+            "grains.setval",
+            "grains.setvals",
+            "grains.set",
+            "grains.append",
+            "grains.remove",
+            "grains.delval",
+            "grains.delkey",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
