@@ -1,6 +1,6 @@
 //! Grains: facts about this host, collected the way Salt's core grains are.
 //!
-//! [`collect`] reads the real system (`/etc/os-release`, `uname`,
+//! [`collect_with_file`] reads the real system (`/etc/os-release`, `uname`,
 //! `/proc/meminfo`, `/proc/cpuinfo`, interface addresses, hostname, machine
 //! id) and then deep-merges the minion config's static `grains:` on top, so a
 //! value an operator set always wins over a detected one. Collection never
@@ -17,11 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-
-/// Collect real grains of this host, then overlay `static_grains`.
-pub fn collect(id: &str, static_grains: &Value) -> Value {
-    collect_with_file(id, static_grains, None)
-}
 
 /// Collect real grains, overlay the grains file (when there is one and it
 /// reads; a broken one is logged and skipped), then `static_grains`.
@@ -432,7 +427,7 @@ mod tests {
 
     #[test]
     fn real_grains_have_salt_shape() {
-        let g = collect("web1", &json!({}));
+        let g = collect_with_file("web1", &json!({}), None);
         assert_eq!(g["id"], "web1");
         for key in [
             "os",
@@ -465,9 +460,10 @@ mod tests {
 
     #[test]
     fn static_grains_win_and_merge_deeply() {
-        let g = collect(
+        let g = collect_with_file(
             "web1",
             &json!({"os": "Custom", "roles": ["web"], "deep": {"a": 1}}),
+            None,
         );
         assert_eq!(g["os"], "Custom");
         assert_eq!(g["roles"], json!(["web"]));
