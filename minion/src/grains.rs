@@ -14,7 +14,7 @@
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -402,20 +402,85 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
+/// One IPv4 address of an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inet4 {
+    pub address: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+    pub broadcast: Option<Ipv4Addr>,
+    /// The address's label (`eth0`, or an alias such as `eth0:1`).
+    pub label: String,
+}
+
+/// One IPv6 address of an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inet6 {
+    pub address: Ipv6Addr,
+    pub prefixlen: u32,
+}
+
+/// A network interface as `getifaddrs` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interface {
+    pub up: bool,
+    /// `aa:bb:cc:dd:ee:ff`, when the interface has a link address.
+    pub hwaddr: Option<String>,
+    pub inet: Vec<Inet4>,
+    pub inet6: Vec<Inet6>,
+}
+
+/// Every interface by name (aliases folded into their interface); empty
+/// when the system will not say.
+pub fn interfaces() -> BTreeMap<String, Interface> {
+    let mut out: BTreeMap<String, Interface> = BTreeMap::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        let label = ifa.interface_name.clone();
+        let name = label.split(':').next().unwrap_or(&label).to_string();
+        let entry = out.entry(name).or_default();
+        entry.up |= ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let Some(addr) = ifa.address else { continue };
+        if let Some(sin) = addr.as_sockaddr_in() {
+            let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| {
+                a.and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+            };
+            entry.inet.push(Inet4 {
+                address: sin.ip(),
+                netmask: v4(ifa.netmask),
+                broadcast: v4(ifa.broadcast),
+                label,
+            });
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            let prefixlen = ifa
+                .netmask
+                .and_then(|m| m.as_sockaddr_in6().map(|s| u128::from(s.ip()).count_ones()))
+                .unwrap_or(128);
+            entry.inet6.push(Inet6 {
+                address: sin6.ip(),
+                prefixlen,
+            });
+        } else if let Some(mac) = addr.as_link_addr().and_then(|l| l.addr()) {
+            entry.hwaddr = Some(
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
+    }
+    out
+}
+
 /// Every address on every interface, sorted, loopback included (Salt's
 /// `ipv4` / `ipv6` grains).
 fn interface_addresses() -> (Vec<String>, Vec<String>) {
     let mut v4 = BTreeSet::new();
     let mut v6 = BTreeSet::new();
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for ifa in addrs {
-            let Some(addr) = ifa.address else { continue };
-            if let Some(sin) = addr.as_sockaddr_in() {
-                v4.insert(IpAddr::V4(sin.ip()));
-            } else if let Some(sin6) = addr.as_sockaddr_in6() {
-                v6.insert(IpAddr::V6(sin6.ip()));
-            }
-        }
+    for iface in interfaces().into_values() {
+        v4.extend(iface.inet.into_iter().map(|a| IpAddr::V4(a.address)));
+        v6.extend(iface.inet6.into_iter().map(|a| IpAddr::V6(a.address)));
     }
     let strings = |s: BTreeSet<IpAddr>| s.into_iter().map(|a| a.to_string()).collect();
     (strings(v4), strings(v6))

@@ -19,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cmd;
 pub mod cp;
+pub mod disk;
 pub mod grains;
 pub mod group;
 pub mod key;
+pub mod network;
 pub mod pillar;
 pub mod saltutil;
+pub mod status;
 pub mod sys;
+pub mod system;
 pub mod test;
 pub mod user;
 
@@ -272,7 +276,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 10] = [
+        let tables: [&'static [Function]; 14] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -283,6 +287,10 @@ impl Registry {
             key::FUNCTIONS,
             user::FUNCTIONS,
             group::FUNCTIONS,
+            status::FUNCTIONS,
+            disk::FUNCTIONS,
+            network::FUNCTIONS,
+            system::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -660,6 +668,23 @@ mod tests {
             "grains.remove",
             "grains.delval",
             "grains.delkey",
+            "status.uptime",
+            "status.loadavg",
+            "status.meminfo",
+            "status.cpuinfo",
+            "status.diskusage",
+            "status.procs",
+            "disk.usage",
+            "disk.inodeusage",
+            "network.interfaces",
+            "network.ip_addrs",
+            "network.ip_addrs6",
+            "network.hw_addr",
+            "network.get_hostname",
+            "system.reboot",
+            "system.shutdown",
+            "system.poweroff",
+            "system.halt",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -670,7 +695,10 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         assert_eq!(
             r.modules(),
-            ["cmd", "cp", "grains", "group", "key", "pillar", "saltutil", "sys", "test", "user"]
+            [
+                "cmd", "cp", "disk", "grains", "group", "key", "network", "pillar", "saltutil",
+                "status", "sys", "system", "test", "user"
+            ]
         );
     }
 }
