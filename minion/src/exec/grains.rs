@@ -438,7 +438,8 @@ async fn edit_list(
     Ok(Outcome::ok(Value::Object(m)))
 }
 
-fn val_text(v: &Value) -> String {
+/// A value as text: strings bare, anything else as JSON.
+pub fn val_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

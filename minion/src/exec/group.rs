@@ -6,7 +6,7 @@
 //! Reads come from `/etc/group` directly, writes only through the tools;
 //! the sync functions here are what the `group` state module calls too.
 
-use super::user::{blocking, handler, names, run_tool};
+use super::user::{blocking, handler, name_arg, names, run_tool};
 use super::{opt, req, Call, CallFuture, ExecError, Function, Outcome};
 use serde_json::{json, Value};
 
@@ -143,12 +143,6 @@ pub fn chgid(name: &str, gid: u32) -> Result<bool, String> {
         &["-g".to_string(), gid.to_string(), name.to_string()],
     )?;
     Ok(existing(name)?.gid == gid)
-}
-
-fn name_arg(c: &Call<'_>, key: &str) -> Result<String, ExecError> {
-    c.str_arg(key)?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ExecError::InvalidArgs(format!("{key} must be given")))
 }
 
 handler!(add_h, |c| {

@@ -6,7 +6,7 @@
 //! `getifaddrs` walk the `ipv4`/`ipv6` grains use, so the two never
 //! disagree. Read-only; nothing here changes the system.
 
-use super::user::handler;
+use super::user::{blocking, handler};
 use super::{opt, req, Call, CallFuture, ExecError, Function, Outcome};
 use crate::grains::{interfaces, Interface};
 use serde_json::{json, Map, Value};
@@ -125,9 +125,7 @@ pub fn ip_addrs(
 }
 
 handler!(interfaces_h, |_c| {
-    let all = tokio::task::spawn_blocking(interfaces)
-        .await
-        .map_err(|e| ExecError::Execution(format!("task failed: {e}")))?;
+    let all = blocking(|| Ok(interfaces())).await?;
     let m: Map<String, Value> = all
         .iter()
         .map(|(k, v)| (k.clone(), interface_value(v)))
@@ -139,9 +137,7 @@ async fn addrs(c: &Call<'_>, v6: bool) -> Result<Outcome, ExecError> {
     let interface = c.str_arg("interface")?;
     let include_loopback = c.bool_arg("include_loopback", false)?;
     let cidr = c.str_arg("cidr")?;
-    let all = tokio::task::spawn_blocking(interfaces)
-        .await
-        .map_err(|e| ExecError::Execution(format!("task failed: {e}")))?;
+    let all = blocking(|| Ok(interfaces())).await?;
     let list = ip_addrs(
         &all,
         v6,
@@ -158,9 +154,7 @@ handler!(ip_addrs6_h, |c| { addrs(c, true).await });
 
 handler!(hw_addr_h, |c| {
     let iface = c.str_arg("iface")?.unwrap_or_default();
-    let all = tokio::task::spawn_blocking(interfaces)
-        .await
-        .map_err(|e| ExecError::Execution(format!("task failed: {e}")))?;
+    let all = blocking(|| Ok(interfaces())).await?;
     Ok(Outcome::ok(
         match all.get(&iface).and_then(|i| i.hwaddr.clone()) {
             Some(hw) => json!(hw),

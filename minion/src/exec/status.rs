@@ -164,6 +164,7 @@ pub fn diskusage(args: &[String]) -> Result<Value, String> {
             types.push(a);
         }
     }
+    let explicit = paths.clone();
     if !types.is_empty() {
         for m in mounts()? {
             if types
@@ -176,7 +177,13 @@ pub fn diskusage(args: &[String]) -> Result<Value, String> {
     }
     let mut out = Map::new();
     for p in paths {
-        let s = statvfs_of(&p)?;
+        // A path asked for by name must answer; one found by type that
+        // cannot be queried (a stale mount) is left out.
+        let s = match statvfs_of(&p) {
+            Ok(s) => s,
+            Err(e) if explicit.contains(&p) => return Err(e),
+            Err(_) => continue,
+        };
         out.insert(
             p,
             json!({"available": s.bavail * s.bsize, "total": s.blocks * s.bsize}),
@@ -250,15 +257,7 @@ handler!(cpuinfo_h, |_c| {
     ))
 });
 handler!(diskusage_h, |c| {
-    let args: Vec<String> = c
-        .args
-        .varargs
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect();
+    let args: Vec<String> = c.args.varargs.iter().map(super::grains::val_text).collect();
     Ok(Outcome::ok(blocking(move || diskusage(&args)).await?))
 });
 handler!(procs_h, |_c| { Ok(Outcome::ok(blocking(procs).await?)) });

@@ -398,7 +398,8 @@ where
         .map_err(ExecError::Execution)
 }
 
-fn name_arg(c: &Call<'_>, key: &str) -> Result<String, ExecError> {
+/// A required, non-empty string argument.
+pub fn name_arg(c: &Call<'_>, key: &str) -> Result<String, ExecError> {
     c.str_arg(key)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ExecError::InvalidArgs(format!("{key} must be given")))

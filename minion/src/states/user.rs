@@ -8,6 +8,7 @@
 //! [`crate::exec::group`], the same ones `user.*` execution calls run.
 
 use super::{StateCall, StateFunction};
+use crate::exec::grains::val_text;
 use crate::exec::group::{self as grp, GrEntry};
 use crate::exec::user::{self as usr, PwEntry, GECOS_KEYS};
 use crate::state::StateOutcome;
@@ -181,10 +182,7 @@ fn redacted(ch: &Map<String, Value>) -> Map<String, Value> {
 pub(crate) fn listing(head: &str, ch: &Map<String, Value>) -> String {
     let mut s = head.to_string();
     for (k, v) in ch {
-        let v = match v {
-            Value::String(t) => t.clone(),
-            other => other.to_string(),
-        };
+        let v = val_text(v);
         s.push_str(&format!("{k}: {v}\n"));
     }
     s
@@ -298,10 +296,7 @@ fn update(c: &StateCall<'_>, name: &str, u: &PwEntry, w: &Want) -> Result<StateO
     let pre_hash = usr::shadow_hash(name)?;
     let mut errors = Vec::new();
     for (key, val) in &wanted {
-        let text = match val {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        let text = val_text(val);
         let done = match key.as_str() {
             "uid" | "gid" | "home" | "shell" => usr::change_field(name, key, &text).map(|_| ()),
             "groups" => {
