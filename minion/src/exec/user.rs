@@ -277,6 +277,19 @@ pub fn change_field(name: &str, field: &str, value: &str) -> Result<bool, String
     })
 }
 
+/// `user.chhome`; with `persist` the old home's contents are moved to the
+/// new one (`usermod -m`).
+pub fn chhome(name: &str, home: &str, persist: bool) -> Result<bool, String> {
+    if !persist || existing(name)?.home == home {
+        return change_field(name, "home", home);
+    }
+    run_tool(
+        "usermod",
+        &["-m".into(), "-d".into(), home.into(), name.into()],
+    )?;
+    Ok(existing(name)?.home == home)
+}
+
 /// A gid given as a number or a group name.
 pub fn resolve_gid(gid: &str) -> Result<u32, String> {
     if let Ok(n) = gid.parse::<u32>() {
@@ -501,7 +514,14 @@ async fn change(c: &Call<'_>, field: &'static str) -> Result<Outcome, ExecError>
 }
 
 handler!(chshell_h, |c| { change(c, "shell").await });
-handler!(chhome_h, |c| { change(c, "home").await });
+handler!(chhome_h, |c| {
+    let name = name_arg(c, "name")?;
+    let home = name_arg(c, "home")?;
+    let persist = c.bool_arg("persist", false)?;
+    Ok(Outcome::ok(json!(
+        blocking(move || chhome(&name, &home, persist)).await?
+    )))
+});
 handler!(chuid_h, |c| { change(c, "uid").await });
 handler!(chgid_h, |c| { change(c, "gid").await });
 
@@ -621,7 +641,8 @@ pub(super) const FUNCTIONS: &[Function] = &[
         params: &[req("name"), req("home"), opt("persist")],
         varargs: false,
         kwargs: false,
-        doc: "Change the home directory of the user (the files are not moved)\n\n\
+        doc: "Change the home directory of the user; ``persist=True`` moves the old\n\
+              home's contents to the new one.\n\n\
               CLI Example:\n\n    salt '*' user.chhome foo /home/users/foo\n",
         handler: chhome_h,
     },
@@ -798,6 +819,18 @@ mod tests {
         let mut want = vec![name.clone(), grp.clone()];
         want.sort();
         assert_eq!(g, json!(want));
+        let home = format!("/tmp/{name}-moved");
+        let o = run(
+            "user.chhome",
+            vec![json!(name), json!(home)],
+            json!({"persist": false}),
+        )
+        .await;
+        assert_eq!(o.ret, json!(true));
+        assert_eq!(
+            run("user.info", vec![json!(name)], json!({})).await.ret["home"],
+            json!(home)
+        );
         let o = run(
             "user.chfullname",
             vec![json!(name), json!("New Name")],
