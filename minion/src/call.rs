@@ -50,7 +50,8 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         }
     };
     let (pos, kw) = brine_common::args::parse_cli_args(&rest);
-    let grains = crate::grains::collect(&cfg.id, &cfg.grains);
+    let grains_file = crate::grains::grains_file_for(&cfg.load_notes.main_file);
+    let grains = crate::grains::collect_with_file(&cfg.id, &cfg.grains, grains_file.as_deref());
     let fun_name = fun.clone();
     let ctx = Ctx {
         jid: brine_common::jid::JidGen::new().next(),
@@ -59,6 +60,7 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         kwargs: kw,
         grains: Arc::new(RwLock::new(grains)),
         static_grains: cfg.grains.clone(),
+        grains_file,
         id: cfg.id.clone(),
         pki_dir: cfg.pki_dir.clone(),
         running: Arc::new(RunningJobs::new()),

@@ -59,7 +59,12 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         info!(pki_dir = %cfg.pki_dir.display(), "generated minion key pair");
     }
     info!(id = %cfg.id, fingerprint = %keys.public().fingerprint(), "minion key");
-    let grains = Arc::new(RwLock::new(crate::grains::collect(&cfg.id, &cfg.grains)));
+    let grains_file = crate::grains::grains_file_for(&cfg.load_notes.main_file);
+    let grains = Arc::new(RwLock::new(crate::grains::collect_with_file(
+        &cfg.id,
+        &cfg.grains,
+        grains_file.as_deref(),
+    )));
     let g2 = grains.clone();
     let hello: link::HelloFn = Box::new(move || RequestBody::Hello {
         grains: g2.read().map(|g| g.clone()).unwrap_or_default(),
@@ -103,6 +108,7 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         files: Arc::new(FileClient::new(Some(asker), cfg.cachedir.clone())),
         saltenv: cfg.saltenv.clone(),
         static_grains: cfg.grains.clone(),
+        grains_file,
         pki_dir: cfg.pki_dir.clone(),
         link: link.clone(),
         events: ev_tx,
@@ -143,6 +149,7 @@ struct Runner {
     /// The config's `saltenv` (`cmd.script`'s default).
     saltenv: Option<String>,
     static_grains: serde_json::Value,
+    grains_file: Option<std::path::PathBuf>,
     pki_dir: std::path::PathBuf,
     link: LinkHandle,
     events: mpsc::UnboundedSender<MinionEvent>,
@@ -216,6 +223,7 @@ impl Runner {
             kwargs: job.kwarg.clone(),
             grains: self.grains.clone(),
             static_grains: self.static_grains.clone(),
+            grains_file: self.grains_file.clone(),
             id: self.id.clone(),
             pki_dir: self.pki_dir.clone(),
             running: self.running.clone(),

@@ -1,17 +1,130 @@
 //! Grains: facts about this host, collected the way Salt's core grains are.
 //!
-//! [`collect`] reads the real system (`/etc/os-release`, `uname`,
+//! [`collect_with_file`] reads the real system (`/etc/os-release`, `uname`,
 //! `/proc/meminfo`, `/proc/cpuinfo`, interface addresses, hostname, machine
 //! id) and then deep-merges the minion config's static `grains:` on top, so a
 //! value an operator set always wins over a detected one. Collection never
 //! fails: a fact that cannot be read is left out (or empty), never invented.
+//!
+//! Grains set at run time (`grains.setval`) live in the grains file, Salt's
+//! `/etc/salt/grains` (`<config dir>/grains`, a YAML mapping): it overlays
+//! the detected grains and is overlaid by the config's `grains:` in turn.
+//! The file is only rewritten whole (a temporary file renamed over it),
+//! under one lock, so concurrent updates never lose each other's keys.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
-/// Collect real grains of this host, then overlay `static_grains`.
-pub fn collect(id: &str, static_grains: &Value) -> Value {
+/// Collect real grains, overlay the grains file (when there is one and it
+/// reads; a broken one is logged and skipped), then `static_grains`.
+pub fn collect_with_file(id: &str, static_grains: &Value, grains_file: Option<&Path>) -> Value {
+    let mut grains = detect(id);
+    if let Some(path) = grains_file {
+        match read_grains_file(path) {
+            Ok(m) => deep_merge(&mut grains, &Value::Object(m)),
+            Err(e) => tracing::warn!("grains file skipped: {e}"),
+        }
+    }
+    deep_merge(&mut grains, static_grains);
+    grains
+}
+
+/// The grains file next to the main config file (`/etc/salt/minion` →
+/// `/etc/salt/grains`); `None` when no config file path is known.
+pub fn grains_file_for(main_file: &Path) -> Option<PathBuf> {
+    let dir = main_file.parent()?;
+    (!main_file.as_os_str().is_empty()).then(|| dir.join("grains"))
+}
+
+/// The grains file's mapping; a missing or empty file is an empty one.
+pub fn read_grains_file(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(format!("Unable to read existing grains file: {e}")),
+    };
+    match brine_common::render::load_yaml(&text, &path.display().to_string()) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err(format!("{} is not a mapping", path.display())),
+        Err(e) => Err(format!("Unable to read existing grains file: {e}")),
+    }
+}
+
+/// The grains file's text: one `key: value` line per grain, values in
+/// YAML flow style.
+pub fn grains_file_text(grains: &Map<String, Value>) -> String {
+    grains
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}: {}\n",
+                brine_common::render::to_flow_yaml(&Value::String(k.clone())),
+                brine_common::render::to_flow_yaml(v)
+            )
+        })
+        .collect()
+}
+
+/// Serialises read-modify-write of grains files in this process.
+static FILE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Salt's `grains.setvals`: write `updates` into the grains file and into
+/// `live`; with `destructive`, a null value removes the key instead.
+pub fn set_file_grains(
+    path: &Path,
+    live: &RwLock<Value>,
+    updates: &Map<String, Value>,
+    destructive: bool,
+) -> Result<(), String> {
+    let _held = FILE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut file = read_grains_file(path)?;
+    for (k, v) in updates {
+        if v.is_null() && destructive {
+            file.remove(k);
+        } else {
+            file.insert(k.clone(), v.clone());
+        }
+    }
+    let text = grains_file_text(&file);
+    let unwritable = |e: std::io::Error| {
+        format!(
+            "Unable to write to grains file at {}. Check permissions. ({e})",
+            path.display()
+        )
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(unwritable)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(unwritable)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(unwritable)?;
+    }
+    tmp.persist(path).map_err(|e| unwritable(e.error))?;
+    let mut g = brine_common::sync::write(live);
+    if !g.is_object() {
+        *g = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = &mut *g {
+        for (k, v) in updates {
+            if v.is_null() && destructive {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The grains detected on this host, nothing overlaid.
+fn detect(id: &str) -> Value {
     let mut g = Map::new();
     g.insert("id".into(), json!(id));
     g.insert("saltversion".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -81,10 +194,7 @@ pub fn collect(id: &str, static_grains: &Value) -> Value {
     if let Some(mid) = machine_id {
         g.insert("machine_id".into(), json!(mid));
     }
-
-    let mut grains = Value::Object(g);
-    deep_merge(&mut grains, static_grains);
-    grains
+    Value::Object(g)
 }
 
 /// Merge `overlay` into `base`: objects merge key by key (recursively),
@@ -292,20 +402,85 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
+/// One IPv4 address of an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inet4 {
+    pub address: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+    pub broadcast: Option<Ipv4Addr>,
+    /// The address's label (`eth0`, or an alias such as `eth0:1`).
+    pub label: String,
+}
+
+/// One IPv6 address of an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inet6 {
+    pub address: Ipv6Addr,
+    pub prefixlen: u32,
+}
+
+/// A network interface as `getifaddrs` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interface {
+    pub up: bool,
+    /// `aa:bb:cc:dd:ee:ff`, when the interface has a link address.
+    pub hwaddr: Option<String>,
+    pub inet: Vec<Inet4>,
+    pub inet6: Vec<Inet6>,
+}
+
+/// Every interface by name (aliases folded into their interface); empty
+/// when the system will not say.
+pub fn interfaces() -> BTreeMap<String, Interface> {
+    let mut out: BTreeMap<String, Interface> = BTreeMap::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        let label = ifa.interface_name.clone();
+        let name = label.split(':').next().unwrap_or(&label).to_string();
+        let entry = out.entry(name).or_default();
+        entry.up |= ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let Some(addr) = ifa.address else { continue };
+        if let Some(sin) = addr.as_sockaddr_in() {
+            let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| {
+                a.and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+            };
+            entry.inet.push(Inet4 {
+                address: sin.ip(),
+                netmask: v4(ifa.netmask),
+                broadcast: v4(ifa.broadcast),
+                label,
+            });
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            let prefixlen = ifa
+                .netmask
+                .and_then(|m| m.as_sockaddr_in6().map(|s| u128::from(s.ip()).count_ones()))
+                .unwrap_or(128);
+            entry.inet6.push(Inet6 {
+                address: sin6.ip(),
+                prefixlen,
+            });
+        } else if let Some(mac) = addr.as_link_addr().and_then(|l| l.addr()) {
+            entry.hwaddr = Some(
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
+    }
+    out
+}
+
 /// Every address on every interface, sorted, loopback included (Salt's
 /// `ipv4` / `ipv6` grains).
 fn interface_addresses() -> (Vec<String>, Vec<String>) {
     let mut v4 = BTreeSet::new();
     let mut v6 = BTreeSet::new();
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for ifa in addrs {
-            let Some(addr) = ifa.address else { continue };
-            if let Some(sin) = addr.as_sockaddr_in() {
-                v4.insert(IpAddr::V4(sin.ip()));
-            } else if let Some(sin6) = addr.as_sockaddr_in6() {
-                v6.insert(IpAddr::V6(sin6.ip()));
-            }
-        }
+    for iface in interfaces().into_values() {
+        v4.extend(iface.inet.into_iter().map(|a| IpAddr::V4(a.address)));
+        v6.extend(iface.inet6.into_iter().map(|a| IpAddr::V6(a.address)));
     }
     let strings = |s: BTreeSet<IpAddr>| s.into_iter().map(|a| a.to_string()).collect();
     (strings(v4), strings(v6))
@@ -317,7 +492,7 @@ mod tests {
 
     #[test]
     fn real_grains_have_salt_shape() {
-        let g = collect("web1", &json!({}));
+        let g = collect_with_file("web1", &json!({}), None);
         assert_eq!(g["id"], "web1");
         for key in [
             "os",
@@ -350,9 +525,10 @@ mod tests {
 
     #[test]
     fn static_grains_win_and_merge_deeply() {
-        let g = collect(
+        let g = collect_with_file(
             "web1",
             &json!({"os": "Custom", "roles": ["web"], "deep": {"a": 1}}),
+            None,
         );
         assert_eq!(g["os"], "Custom");
         assert_eq!(g["roles"], json!(["web"]));
@@ -361,6 +537,42 @@ mod tests {
         assert_eq!(
             base,
             json!({"a": {"x": 1, "y": 3, "z": 4}, "l": [2], "s": "keep"})
+        );
+    }
+
+    #[test]
+    fn grains_file_overlays_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("grains");
+        assert_eq!(
+            grains_file_for(&dir.path().join("minion")),
+            Some(path.clone())
+        );
+        assert_eq!(grains_file_for(Path::new("")), None);
+        assert_eq!(read_grains_file(&path), Ok(Map::new()));
+        let live = RwLock::new(json!({"id": "web1"}));
+        let mut up = Map::new();
+        up.insert("roles".into(), json!(["web", "a: b"]));
+        up.insert("os".into(), json!("FileOS"));
+        up.insert("deep".into(), json!({"x": {"y": 1}, "on": "yes"}));
+        set_file_grains(&path, &live, &up, false).expect("set");
+        let back = read_grains_file(&path).expect("read");
+        assert_eq!(Value::Object(back), Value::Object(up.clone()));
+        assert_eq!(live.read().expect("lock")["roles"], json!(["web", "a: b"]));
+        let g = collect_with_file("web1", &json!({"os": "Config"}), Some(&path));
+        assert_eq!(g["roles"], json!(["web", "a: b"]));
+        assert_eq!(g["os"], "Config", "config grains win over the file");
+        assert_eq!(g["deep"]["on"], "yes");
+        let mut del = Map::new();
+        del.insert("os".into(), Value::Null);
+        set_file_grains(&path, &live, &del, true).expect("delete");
+        assert!(!read_grains_file(&path).expect("read").contains_key("os"));
+        assert!(live.read().expect("lock").get("os").is_none());
+        std::fs::write(&path, "- not a mapping\n").expect("write");
+        assert!(read_grains_file(&path).is_err());
+        assert_eq!(
+            collect_with_file("web1", &json!({}), Some(&path))["id"],
+            "web1"
         );
     }
 

@@ -19,13 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cmd;
 pub mod cp;
+pub mod disk;
 pub mod grains;
+pub mod group;
 pub mod key;
+pub mod network;
 pub mod pillar;
 pub mod saltutil;
 pub mod state;
+pub mod status;
 pub mod sys;
+pub mod system;
 pub mod test;
+pub mod user;
 
 /// Retcode of a call to a function this minion does not have.
 pub const RETCODE_NOT_AVAILABLE: i32 = 254;
@@ -44,6 +50,9 @@ pub struct Ctx {
     pub grains: Arc<RwLock<Value>>,
     /// `grains:` from the minion config; they win over collected ones.
     pub static_grains: Value,
+    /// The grains file (`<config dir>/grains`) `grains.setval` writes;
+    /// `None` when the config directory is unknown.
+    pub grains_file: Option<PathBuf>,
     /// Minion id.
     pub id: String,
     /// Holds `minion.pem` / `minion.pub` (`key.finger`).
@@ -74,6 +83,7 @@ impl Ctx {
             kwargs,
             grains: self.grains.clone(),
             static_grains: self.static_grains.clone(),
+            grains_file: self.grains_file.clone(),
             id: self.id.clone(),
             pki_dir: self.pki_dir.clone(),
             running: self.running.clone(),
@@ -277,7 +287,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 9] = [
+        let tables: [&'static [Function]; 15] = [
             state::FUNCTIONS,
             test::FUNCTIONS,
             cmd::FUNCTIONS,
@@ -287,6 +297,12 @@ impl Registry {
             sys::FUNCTIONS,
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
+            user::FUNCTIONS,
+            group::FUNCTIONS,
+            status::FUNCTIONS,
+            disk::FUNCTIONS,
+            network::FUNCTIONS,
+            system::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -497,6 +513,7 @@ pub(crate) mod testutil {
             kwargs,
             grains: Arc::new(RwLock::new(serde_json::json!({"id": "m1"}))),
             static_grains: serde_json::json!({}),
+            grains_file: None,
             id: "m1".into(),
             pki_dir: std::env::temp_dir(),
             running: Arc::new(crate::running::RunningJobs::new()),
@@ -647,6 +664,51 @@ mod tests {
             "state.show_lowstate",
             "state.show_low_sls",
             "state.running",
+            "user.add",
+            "user.delete",
+            "user.info",
+            "user.list_users",
+            "user.getent",
+            "user.list_groups",
+            "user.chshell",
+            "user.chhome",
+            "user.chuid",
+            "user.chgid",
+            "user.chgroups",
+            "user.chfullname",
+            "user.rename",
+            "group.add",
+            "group.delete",
+            "group.info",
+            "group.getent",
+            "group.adduser",
+            "group.deluser",
+            "group.members",
+            "group.chgid",
+            "grains.setval",
+            "grains.setvals",
+            "grains.set",
+            "grains.append",
+            "grains.remove",
+            "grains.delval",
+            "grains.delkey",
+            "status.uptime",
+            "status.loadavg",
+            "status.meminfo",
+            "status.cpuinfo",
+            "status.diskusage",
+            "status.procs",
+            "disk.usage",
+            "disk.inodeusage",
+            "network.interfaces",
+            "network.ip_addrs",
+            "network.ip_addrs6",
+            "network.hw_addr",
+            "network.get_hostname",
+            "system.reboot",
+            "system.shutdown",
+            "system.poweroff",
+            "system.halt",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -657,7 +719,8 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         let mods = r.modules();
         for m in [
-            "cmd", "cp", "grains", "key", "pillar", "saltutil", "state", "sys", "test",
+            "cmd", "cp", "disk", "grains", "group", "key", "network", "pillar", "saltutil",
+            "state", "status", "sys", "system", "test", "user",
         ] {
             assert!(mods.iter().any(|x| x == m), "module {m} listed");
         }

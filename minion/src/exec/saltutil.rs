@@ -169,10 +169,12 @@ fn kill_job<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 /// Collect grains again, store them and tell the master.
 pub async fn refresh(c: &Call<'_>) -> Result<Value, ExecError> {
     let id = c.ctx.id.clone();
-    let statics = c.ctx.static_grains.clone();
-    let fresh = tokio::task::spawn_blocking(move || crate::grains::collect(&id, &statics))
-        .await
-        .map_err(|e| ExecError::Execution(format!("grain collection failed: {e}")))?;
+    let (statics, file) = (c.ctx.static_grains.clone(), c.ctx.grains_file.clone());
+    let fresh = tokio::task::spawn_blocking(move || {
+        crate::grains::collect_with_file(&id, &statics, file.as_deref())
+    })
+    .await
+    .map_err(|e| ExecError::Execution(format!("grain collection failed: {e}")))?;
     *write(&c.ctx.grains) = fresh.clone();
     if let Some(tx) = &c.ctx.events {
         if tx.send(MinionEvent::GrainsChanged(fresh.clone())).is_err() {

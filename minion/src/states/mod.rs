@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub mod cmd;
+pub mod group;
 pub mod module;
 pub mod test;
+pub mod user;
 
 /// A state function's body.
 pub type StateFn = fn(&StateCall<'_>) -> StateOutcome;
@@ -188,7 +190,13 @@ impl StateOutcome {
 
 /// Every state function by `module.function`.
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
-    let tables: &[&'static [StateFunction]] = &[cmd::FUNCTIONS, module::FUNCTIONS, test::FUNCTIONS];
+    let tables: &[&'static [StateFunction]] = &[
+        cmd::FUNCTIONS,
+        group::FUNCTIONS,
+        module::FUNCTIONS,
+        test::FUNCTIONS,
+        user::FUNCTIONS,
+    ];
     tables
         .iter()
         .flat_map(|t| t.iter())
