@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex};
 pub const RETCODE_COMPILE: i32 = 1;
 /// Retcode of a run with a failed state (Salt's `EX_STATE_FAILURE`).
 pub const RETCODE_FAILED: i32 = 2;
+/// Retcode of a run refused because the pillar has render errors
+/// (Salt's `EX_PILLAR_FAILURE`).
+pub const RETCODE_PILLAR: i32 = 5;
 
 pub(super) const FUNCTIONS: &[Function] = &[
     Function {
@@ -461,6 +464,13 @@ async fn state_run(
     }
     if let Some(over) = &o.pillar {
         merge(&mut pillar, over);
+    }
+    if let (View::Run, Some(Value::Array(errors))) = (view, pillar.get("_errors")) {
+        // Salt refuses to apply states with a pillar that did not render:
+        // the states would see data that is not there.
+        let mut list = vec![json!("Pillar failed to render with the following messages:")];
+        list.extend(errors.iter().cloned());
+        return Ok(Outcome::with_retcode(Value::Array(list), RETCODE_PILLAR));
     }
     let ctx = c.ctx.derive(&c.ctx.fun, Vec::new(), BTreeMap::new());
     let rt = tokio::runtime::Handle::current();
