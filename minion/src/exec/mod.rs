@@ -1,5 +1,5 @@
 //! Execution modules: the `module.function` table a job's `fun` names
-//! (`test`, `cmd`, `cp`, `grains`, `pillar`, `sys`, `saltutil`, `key`).
+//! (`test`, `cmd`, `cp`, `grains`, `pillar`, `sys`, `saltutil`, `key`, `file`).
 //!
 //! [`Registry::call`] looks the function up, binds the job's positional and
 //! keyword arguments to the function's declared parameters (as Python would
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cmd;
 pub mod cp;
+pub mod file;
 pub mod grains;
 pub mod key;
 pub mod pillar;
@@ -266,7 +267,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 8] = [
+        let tables: [&'static [Function]; 9] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -275,6 +276,7 @@ impl Registry {
             sys::FUNCTIONS,
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
+            file::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -623,6 +625,29 @@ mod tests {
             "pillar.raw",
             "pillar.keys",
             "saltutil.refresh_pillar",
+            "file.file_exists",
+            "file.directory_exists",
+            "file.get_hash",
+            "file.chown",
+            "file.set_mode",
+            "file.get_mode",
+            "file.get_user",
+            "file.get_group",
+            "file.touch",
+            "file.remove",
+            "file.read",
+            "file.write",
+            "file.append",
+            "file.replace",
+            "file.blockreplace",
+            "file.search",
+            "file.stats",
+            "file.mkdir",
+            "file.copy",
+            "file.symlink",
+            "file.readlink",
+            "file.contains",
+            "file.get_diff",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -633,7 +658,7 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         assert_eq!(
             r.modules(),
-            ["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"]
+            ["cmd", "cp", "file", "grains", "key", "pillar", "saltutil", "sys", "test"]
         );
     }
 }
