@@ -1,0 +1,1240 @@
+//! Salt's `file` state module: `file.managed`, `file.directory`,
+//! `file.absent`, `file.symlink`, `file.append`, `file.replace`,
+//! `file.blockreplace`, `file.recurse`, `file.touch` and `file.copy`, with
+//! Salt's arguments, comments and `changes` shapes.
+//!
+//! The invariant: each function first compares the system with what is
+//! asked and returns `result: True` with no changes when they agree; in
+//! test mode it returns `result: None` and the changes it would make
+//! without touching the target (fetching a `salt://` source into the
+//! minion's cache is the only write, as in Salt). File contents change
+//! only through [`crate::exec::file::write_atomic`]. The filesystem work is
+//! shared with the `file` execution module ([`crate::exec::file`]).
+
+use super::{StateCall, StateFunction};
+use crate::exec::file::{
+    self as fx, blockreplace_text, check_perms, content_diff, edit_file, parse_flags, parse_mode,
+    replace_text, write_atomic, BlockSpec, Perms, ReplaceSpec,
+};
+use crate::state::StateOutcome;
+use brine_common::proto::ListKind;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub const FUNCTIONS: &[StateFunction] = &[
+    StateFunction {
+        name: "file.managed",
+        run: managed,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.directory",
+        run: directory,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.absent",
+        run: absent,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.symlink",
+        run: symlink,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.append",
+        run: append,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.replace",
+        run: replace,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.blockreplace",
+        run: blockreplace,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.recurse",
+        run: recurse,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.touch",
+        run: touch,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.copy",
+        run: copy,
+        mod_watch: None,
+    },
+];
+
+/// Salt's note on a test-mode change of `file.managed`.
+const TEST_NOTE: &str = "\nNote: No changes made, actual changes may\nbe different due to other states.";
+
+/// Turn a body's `Err(message)` into a failed state.
+fn outcome(r: Result<StateOutcome, String>) -> StateOutcome {
+    r.unwrap_or_else(StateOutcome::fail)
+}
+
+/// The state's `name` as an absolute path, or Salt's error.
+fn abs_name(c: &StateCall<'_>) -> Result<PathBuf, String> {
+    let name = fx::expand_user(c.name());
+    if name.is_empty() || !name.starts_with('/') {
+        return Err(format!("Specified file {name} is not an absolute path"));
+    }
+    Ok(PathBuf::from(name))
+}
+
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn mode_arg(c: &StateCall<'_>, key: &str) -> Result<Option<u32>, String> {
+    c.arg(key).map(parse_mode).transpose()
+}
+
+fn perms(c: &StateCall<'_>, mode_key: &str) -> Result<Perms, String> {
+    let p = Perms {
+        user: c.str_arg("user").filter(|s| !s.is_empty()),
+        group: c.str_arg("group").filter(|s| !s.is_empty()),
+        mode: mode_arg(c, mode_key)?,
+    };
+    p.ids()?;
+    Ok(p)
+}
+
+fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    into.extend(from);
+}
+
+/// Create the missing ancestors of `path` (not `path`) with `mode` and
+/// the owner of `perms`.
+fn make_parents(path: &Path, perms: &Perms, mode: u32) -> Result<(), String> {
+    let mut missing = Vec::new();
+    let mut cur = path.parent();
+    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    let dir_perms = Perms {
+        mode: Some(mode),
+        ..perms.clone()
+    };
+    for d in missing.iter().rev() {
+        std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        check_perms(d, &dir_perms, true, true)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// file.managed (and the per-file work of file.recurse)
+// ---------------------------------------------------------------------
+
+/// What one managed file should be.
+struct Managed {
+    name: PathBuf,
+    /// `None`: content is not managed (an empty file when created).
+    content: Option<Vec<u8>>,
+    perms: Perms,
+    makedirs: bool,
+    dir_mode: u32,
+    backup: bool,
+    show_changes: bool,
+    follow_symlinks: bool,
+}
+
+/// Compare (and outside test mode, apply) one managed file; Salt's
+/// `changes` for it.
+fn manage(c: &StateCall<'_>, m: &Managed) -> Result<Map<String, Value>, String> {
+    let is_link = std::fs::symlink_metadata(&m.name).is_ok_and(|md| md.file_type().is_symlink());
+    let target = if is_link && m.follow_symlinks {
+        std::fs::canonicalize(&m.name).unwrap_or_else(|_| m.name.clone())
+    } else {
+        m.name.clone()
+    };
+    if target.is_dir() && !(is_link && !m.follow_symlinks) {
+        return Err(format!("Specified target {} is a directory", shown(&m.name)));
+    }
+    let exists = target.is_file() && !(is_link && !m.follow_symlinks);
+    let mut changes = Map::new();
+    if exists {
+        let old = std::fs::read(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let new_content = m.content.as_ref().filter(|n| **n != old);
+        if new_content.is_some() {
+            let diff = if m.show_changes {
+                content_diff(&old, m.content.as_deref().unwrap_or_default())
+            } else {
+                "<show_changes=False>".to_string()
+            };
+            changes.insert("diff".into(), json!(diff));
+        }
+        merge(
+            &mut changes,
+            check_perms(&target, &m.perms, true, false)?,
+        );
+        if c.test() || changes.is_empty() {
+            return Ok(changes);
+        }
+        if let Some(new) = new_content {
+            if m.backup {
+                backup_minion(c, &target)?;
+            }
+            let md = std::fs::metadata(&target).map_err(|e| e.to_string())?;
+            write_atomic(
+                &target,
+                new,
+                md.mode() & 0o7777,
+                (Some(md.uid()), Some(md.gid())),
+            )?;
+        }
+        check_perms(&target, &m.perms, true, true)?;
+        return Ok(changes);
+    }
+    let parent_ok = target.parent().is_some_and(Path::is_dir);
+    if !parent_ok && !m.makedirs {
+        return Err("Parent directory not present".into());
+    }
+    if c.test() {
+        changes.insert("newfile".into(), json!(shown(&m.name)));
+        return Ok(changes);
+    }
+    if !parent_ok {
+        make_parents(&target, &m.perms, m.dir_mode)?;
+    }
+    if is_link {
+        std::fs::remove_file(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    let (uid, gid) = m.perms.ids()?;
+    let mode = m.perms.mode.unwrap_or(0o644);
+    write_atomic(
+        &target,
+        m.content.as_deref().unwrap_or_default(),
+        mode,
+        (uid, gid),
+    )?;
+    changes.insert("diff".into(), json!("New file"));
+    // Salt creates the file 0600 as the minion's user, then sets what was
+    // asked: those are its metadata changes.
+    if m.perms.mode.is_some_and(|md| md != 0o600) {
+        changes.insert("mode".into(), json!(fx::mode_str(mode)));
+    }
+    if let (Some(u), Some(name)) = (uid, &m.perms.user) {
+        if u != nix::unistd::geteuid().as_raw() {
+            changes.insert("user".into(), json!(name));
+        }
+    }
+    if let (Some(g), Some(name)) = (gid, &m.perms.group) {
+        if g != nix::unistd::getegid().as_raw() {
+            changes.insert("group".into(), json!(name));
+        }
+    }
+    Ok(changes)
+}
+
+/// Salt's `backup: minion`: a copy of `path` under
+/// `cachedir/file_backup/<dir>/<name>_<Day_Mon_DD_HH:MM:SS_micros_YYYY>`.
+fn backup_minion(c: &StateCall<'_>, path: &Path) -> Result<PathBuf, String> {
+    let root = c.env.ctx.files.cachedir().join("file_backup");
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let dir = root.join(rel.parent().unwrap_or(Path::new("")));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let stamp = chrono::Local::now().format("%a_%b_%d_%H:%M:%S_%6f_%Y");
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let to = dir.join(format!("{base}_{stamp}"));
+    std::fs::copy(path, &to).map_err(|e| format!("backup of {}: {e}", path.display()))?;
+    if let Ok(md) = std::fs::metadata(path) {
+        let _ = std::os::unix::fs::chown(&to, Some(md.uid()), Some(md.gid()));
+    }
+    Ok(to)
+}
+
+/// One source of `source:` fetched: its bytes, or `None` when there is
+/// no such file.
+fn fetch_source(c: &StateCall<'_>, src: &str) -> Result<Option<Vec<u8>>, String> {
+    if let Some(url) = crate::files::parse_salt_url(src) {
+        let env = url.saltenv.unwrap_or_else(|| c.saltenv());
+        let got = c
+            .block_on(c.env.ctx.files.cache_file(&env, &url.path))
+            .map_err(|e| e.to_string())?;
+        return match got {
+            None => Ok(None),
+            Some(p) => std::fs::read(&p)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+        };
+    }
+    let local = src.strip_prefix("file://").unwrap_or(src);
+    if local.starts_with('/') {
+        return match std::fs::read(local) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{local}: {e}")),
+        };
+    }
+    Err(format!(
+        "Unable to manage file: source {src} is not supported here (salt://, file:// and absolute paths are)"
+    ))
+}
+
+/// Check `data` against `source_hash` (`sha256=<hex>`, `md5=<hex>` or a
+/// bare hex digest whose length names the hash).
+fn verify_hash(src: &str, data: &[u8], source_hash: &str) -> Result<(), String> {
+    let sh = source_hash.trim();
+    let (form, want) = match sh.split_once('=') {
+        Some((f, h)) => (f.trim().to_ascii_lowercase(), h.trim().to_ascii_lowercase()),
+        None => (
+            fx::form_of_len(sh.len())
+                .ok_or_else(|| format!("Invalid source_hash '{sh}'"))?
+                .to_string(),
+            sh.to_ascii_lowercase(),
+        ),
+    };
+    let got = fx::hash_bytes(data, &form)?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "Specified {form} checksum for {src} ({want}) does not match actual checksum ({got})"
+        ))
+    }
+}
+
+/// A pillar or grains value by `a:b:c`.
+fn traverse<'v>(mut v: &'v Value, key: &str) -> Option<&'v Value> {
+    for part in key.split(':') {
+        v = v.get(part)?;
+    }
+    Some(v)
+}
+
+/// Lines given as a string or a list, as text ending in a newline.
+fn text_of(v: &Value) -> String {
+    let line = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = match v {
+        Value::Array(items) => items.iter().map(line).collect::<Vec<_>>().join("\n"),
+        other => line(other),
+    };
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// Render `text` (named `name`) as Jinja with Salt's context: grains,
+/// pillar, opts, saltenv, sls, `defaults` overlaid by `context`.
+fn render(c: &StateCall<'_>, text: &str, name: &str, saltenv: &str) -> Result<String, String> {
+    match c.str_arg("template").as_deref() {
+        None | Some("") => return Ok(text.to_string()),
+        Some("jinja") => {}
+        Some(other) => {
+            return Err(format!(
+                "Specified template format {other} is not supported (jinja is)"
+            ))
+        }
+    }
+    let mut ctx = Map::new();
+    ctx.insert(
+        "grains".into(),
+        brine_common::sync::read(&c.env.ctx.grains).clone(),
+    );
+    ctx.insert("pillar".into(), c.env.pillar.clone());
+    ctx.insert(
+        "opts".into(),
+        json!({"id": c.env.ctx.id, "saltenv": saltenv}),
+    );
+    ctx.insert("saltenv".into(), json!(saltenv));
+    ctx.insert("sls".into(), json!(c.chunk.sls()));
+    ctx.insert("source".into(), json!(name));
+    for key in ["defaults", "context"] {
+        match c.arg(key) {
+            Some(Value::Object(m)) => ctx.extend(m.clone()),
+            None => {}
+            Some(_) => return Err(format!("{key} must be a dictionary")),
+        }
+    }
+    let loader: std::sync::Arc<dyn brine_common::render::TemplateSource> =
+        std::sync::Arc::new(crate::exec::cp::MasterFiles {
+            files: c.env.ctx.files.clone(),
+            saltenv: saltenv.to_string(),
+            runtime: c.env.rt.clone(),
+        });
+    brine_common::render::render_jinja(text, name, &Value::Object(ctx), Some(loader))
+        .map_err(|e| format!("Unable to manage file: {e}"))
+}
+
+/// The content `file.managed` asks for (`None`: none asked).
+fn desired_content(c: &StateCall<'_>) -> Result<Option<Vec<u8>>, String> {
+    let given: Vec<&str> = ["contents", "contents_pillar", "contents_grains"]
+        .into_iter()
+        .filter(|k| c.arg(k).is_some())
+        .collect();
+    if given.len() > 1 {
+        return Err(
+            "Only one of 'contents', 'contents_pillar', and 'contents_grains' is permitted".into(),
+        );
+    }
+    let sources = c.list_arg("source");
+    if !given.is_empty() && !sources.is_empty() {
+        return Err("'source' cannot be used in combination with 'contents', 'contents_pillar', or 'contents_grains'".into());
+    }
+    let saltenv = c.saltenv();
+    if let Some(key) = given.first() {
+        let v = match *key {
+            "contents" => c.arg("contents").cloned(),
+            "contents_pillar" => {
+                let k = c.str_arg(key).unwrap_or_default();
+                Some(
+                    traverse(&c.env.pillar, &k)
+                        .cloned()
+                        .ok_or_else(|| format!("Pillar {k} does not exist"))?,
+                )
+            }
+            _ => {
+                let k = c.str_arg(key).unwrap_or_default();
+                let grains = brine_common::sync::read(&c.env.ctx.grains).clone();
+                Some(
+                    traverse(&grains, &k)
+                        .cloned()
+                        .ok_or_else(|| format!("Grain {k} does not exist"))?,
+                )
+            }
+        };
+        let text = v.map(|v| text_of(&v)).unwrap_or_default();
+        return render(c, &text, c.name(), &saltenv).map(|t| Some(t.into_bytes()));
+    }
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    for src in &sources {
+        let Some(src) = src.as_str() else {
+            return Err(format!("Invalid source {src}"));
+        };
+        let Some(data) = fetch_source(c, src)? else {
+            continue;
+        };
+        if let Some(sh) = c.str_arg("source_hash").filter(|s| !s.is_empty()) {
+            verify_hash(src, &data, &sh)?;
+        }
+        if c.str_arg("template").is_some_and(|t| !t.is_empty()) {
+            let text = String::from_utf8(data)
+                .map_err(|_| format!("Unable to manage file: {src} is not text"))?;
+            let env = crate::files::parse_salt_url(src)
+                .and_then(|u| u.saltenv)
+                .unwrap_or_else(|| saltenv.clone());
+            let name = crate::files::parse_salt_url(src).map_or(src.to_string(), |u| u.path);
+            return render(c, &text, &name, &env).map(|t| Some(t.into_bytes()));
+        }
+        return Ok(Some(data));
+    }
+    Err(match sources.as_slice() {
+        [one] => format!(
+            "Source file {} not found in saltenv '{saltenv}'",
+            one.as_str().unwrap_or_default()
+        ),
+        _ => "none of the specified sources were found".into(),
+    })
+}
+
+fn managed(c: &StateCall<'_>) -> StateOutcome {
+    outcome(managed_body(c))
+}
+
+fn managed_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let perms = perms(c, "mode")?;
+    let exists = std::fs::symlink_metadata(&name).is_ok();
+    if !exists && !c.bool_arg("create", true) {
+        return Ok(StateOutcome::ok(format!(
+            "File {n} is not present and is not set for creation"
+        )));
+    }
+    let replace = c.bool_arg("replace", true);
+    let content = if exists && !replace {
+        None
+    } else {
+        desired_content(c)?
+    };
+    let m = Managed {
+        name: name.clone(),
+        content,
+        perms,
+        makedirs: c.bool_arg("makedirs", false),
+        dir_mode: mode_arg(c, "dir_mode")?.unwrap_or(0o755),
+        backup: c.str_arg("backup").as_deref() == Some("minion"),
+        show_changes: c.bool_arg("show_changes", true),
+        follow_symlinks: c.bool_arg("follow_symlinks", true),
+    };
+    let changes = manage(c, &m)?;
+    if exists && !replace {
+        return Ok(if changes.is_empty() {
+            StateOutcome::ok(format!(
+                "File {n} exists with proper permissions. No changes made."
+            ))
+        } else if c.test() {
+            StateOutcome::would(format!("File {n} not updated"), Value::Object(changes))
+        } else {
+            StateOutcome::changed(format!("File {n} updated"), Value::Object(changes))
+        });
+    }
+    Ok(if changes.is_empty() {
+        StateOutcome::ok(format!("File {n} is in the correct state"))
+    } else if c.test() {
+        StateOutcome::would(
+            format!("The file {n} is set to be changed{TEST_NOTE}"),
+            Value::Object(changes),
+        )
+    } else {
+        StateOutcome::changed(format!("File {n} updated"), Value::Object(changes))
+    })
+}
+
+// ---------------------------------------------------------------------
+// file.directory
+// ---------------------------------------------------------------------
+
+/// Every entry under `root` (not following symlinks), parents before
+/// children; at most a million.
+fn walk(root: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            if is_dir {
+                stack.push(p.clone());
+            }
+            out.push((p, is_dir));
+            if out.len() >= 1_000_000 {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Files `require`d by the state (`- file: /x`): kept by `clean`.
+fn required_files(c: &StateCall<'_>) -> BTreeSet<PathBuf> {
+    let mut keep = BTreeSet::new();
+    if let Some(Value::Array(reqs)) = c.chunk.get("require") {
+        for r in reqs {
+            if let Some(p) = r.get("file").and_then(Value::as_str) {
+                keep.insert(PathBuf::from(p));
+            }
+        }
+    }
+    keep
+}
+
+/// What `clean` removes under `root`: entries that are not kept and
+/// hold nothing kept (a kept path keeps its ancestors), outermost first.
+fn to_clean(root: &Path, keep: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    let kept = |p: &Path| keep.iter().any(|k| k.starts_with(p));
+    let mut removed: Vec<PathBuf> = Vec::new();
+    for (p, _) in walk(root) {
+        if kept(&p) || removed.iter().any(|r| p.starts_with(r)) {
+            continue;
+        }
+        removed.push(p);
+    }
+    removed
+}
+
+fn directory(c: &StateCall<'_>) -> StateOutcome {
+    outcome(directory_body(c))
+}
+
+fn directory_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let base = perms(c, "mode")?;
+    let dir_mode = mode_arg(c, "dir_mode")?.or(base.mode);
+    let file_mode = mode_arg(c, "file_mode")?.or(base.mode);
+    let dir_perms = Perms {
+        mode: dir_mode,
+        ..base.clone()
+    };
+    if let Ok(md) = std::fs::symlink_metadata(&name) {
+        if md.is_file() {
+            return Err(format!("Specified location {n} exists and is a file"));
+        }
+        if md.file_type().is_symlink() && !name.is_dir() {
+            return Err(format!("Specified location {n} exists and is a symlink"));
+        }
+    }
+    let recurse: Vec<String> = c
+        .list_arg("recurse")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if let Some(bad) = recurse.iter().find(|r| {
+        !matches!(
+            r.as_str(),
+            "user" | "group" | "mode" | "ignore_files" | "ignore_dirs" | "silent"
+        )
+    }) {
+        return Err(format!(
+            "Types for \"recurse\" limited to \"user\", \"group\", \"mode\", \"ignore_files\", \"ignore_dirs\" and \"silent\" (not \"{bad}\")"
+        ));
+    }
+    let rec = |k: &str| recurse.iter().any(|r| r == k);
+    let rec_perms = |mode: Option<u32>| Perms {
+        user: base.user.clone().filter(|_| rec("user")),
+        group: base.group.clone().filter(|_| rec("group")),
+        mode: mode.filter(|_| rec("mode")),
+    };
+    let (rec_file, rec_dir) = (rec_perms(file_mode), rec_perms(dir_mode));
+    let clean = c.bool_arg("clean", false);
+    let keep = required_files(c);
+    let exists = name.is_dir();
+    if !exists && !name.parent().is_some_and(Path::is_dir) && !c.bool_arg("makedirs", false) {
+        return Err(format!("No directory to create {n} in"));
+    }
+
+    if c.test() {
+        // Salt's test mode names each path that would change.
+        let mut would = Map::new();
+        if !exists {
+            would.insert(n.clone(), json!({"directory": "new"}));
+        } else {
+            let ch = check_perms(&name, &dir_perms, true, false)?;
+            if !ch.is_empty() {
+                would.insert(n.clone(), Value::Object(ch));
+            }
+            if !recurse.is_empty() {
+                for (p, is_dir) in walk(&name) {
+                    let (want, skip) = if is_dir {
+                        (&rec_dir, rec("ignore_dirs"))
+                    } else {
+                        (&rec_file, rec("ignore_files"))
+                    };
+                    if skip {
+                        continue;
+                    }
+                    let ch = check_perms(&p, want, false, false)?;
+                    if !ch.is_empty() {
+                        would.insert(shown(&p), Value::Object(ch));
+                    }
+                }
+            }
+            if clean {
+                for p in to_clean(&name, &keep) {
+                    would.insert(shown(&p), json!({"removed": "Removed due to clean"}));
+                }
+            }
+        }
+        if would.is_empty() {
+            return Ok(StateOutcome::ok(format!(
+                "The directory {n} is in the correct state"
+            )));
+        }
+        let mut comment = String::from("The following files will be changed:\n");
+        for (p, ch) in &would {
+            if let Some((k, v)) = ch.as_object().and_then(|m| m.iter().next()) {
+                let v = v.as_str().map_or(v.to_string(), str::to_string);
+                comment.push_str(&format!("{p}: {k} - {v}\n"));
+            }
+        }
+        return Ok(StateOutcome::would(comment, Value::Object(would)));
+    }
+
+    let mut changes = Map::new();
+    if !exists {
+        make_parents(&name, &dir_perms, dir_mode.unwrap_or(0o755))?;
+        std::fs::DirBuilder::new()
+            .mode(dir_mode.unwrap_or(0o755))
+            .create(&name)
+            .map_err(|e| format!("Failed to create directory {n}: {e}"))?;
+        changes.insert(n.clone(), json!("New Dir"));
+    }
+    let mut meta = check_perms(&name, &dir_perms, true, true)?;
+    if !recurse.is_empty() {
+        for (p, is_dir) in walk(&name) {
+            let (want, skip) = if is_dir {
+                (&rec_dir, rec("ignore_dirs"))
+            } else {
+                (&rec_file, rec("ignore_files"))
+            };
+            if !skip {
+                merge(&mut meta, check_perms(&p, want, false, true)?);
+            }
+        }
+    }
+    if exists || dir_mode.is_none() {
+        merge(&mut changes, meta);
+    }
+    if clean {
+        let gone = to_clean(&name, &keep);
+        for p in &gone {
+            fx::remove_path(p)?;
+        }
+        if !gone.is_empty() {
+            changes.insert(
+                "removed".into(),
+                json!(gone.iter().map(|p| shown(p)).collect::<Vec<_>>()),
+            );
+        }
+    }
+    Ok(if changes.is_empty() {
+        StateOutcome::ok(format!("Directory {n} is in the correct state"))
+    } else {
+        StateOutcome::changed(format!("Directory {n} updated"), Value::Object(changes))
+    })
+}
+
+// ---------------------------------------------------------------------
+// file.absent, file.symlink, file.touch, file.copy
+// ---------------------------------------------------------------------
+
+fn absent(c: &StateCall<'_>) -> StateOutcome {
+    outcome(absent_body(c))
+}
+
+fn absent_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    if name == Path::new("/") {
+        return Err("Refusing to make \"/\" absent".into());
+    }
+    let Ok(md) = std::fs::symlink_metadata(&name) else {
+        return Ok(StateOutcome::ok(format!("File {n} is not present")));
+    };
+    let kind = if md.is_dir() { "Directory" } else { "File" };
+    let changes = json!({"removed": n});
+    if c.test() {
+        return Ok(StateOutcome::would(
+            format!("{kind} {n} is set for removal"),
+            changes,
+        ));
+    }
+    fx::remove_path(&name)?;
+    let what = if md.is_dir() { "directory" } else { "file" };
+    Ok(StateOutcome::changed(format!("Removed {what} {n}"), changes))
+}
+
+fn symlink(c: &StateCall<'_>) -> StateOutcome {
+    outcome(symlink_body(c))
+}
+
+fn symlink_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let target = c
+        .str_arg("target")
+        .filter(|t| !t.is_empty())
+        .ok_or("A target must be given")?;
+    let perms = perms(c, "mode")?;
+    let user = perms
+        .user
+        .clone()
+        .unwrap_or_else(|| fx::user_name(nix::unistd::geteuid().as_raw()));
+    let group = perms
+        .group
+        .clone()
+        .unwrap_or_else(|| fx::group_name(nix::unistd::getegid().as_raw()));
+    let link_perms = Perms {
+        user: Some(user.clone()),
+        group: Some(group.clone()),
+        mode: None,
+    };
+    let force = c.bool_arg("force", false);
+    let md = std::fs::symlink_metadata(&name).ok();
+    let current = std::fs::read_link(&name).ok();
+    if current.as_deref() == Some(Path::new(&target)) {
+        let ch = check_perms(&name, &link_perms, false, !c.test())?;
+        if ch.is_empty() {
+            return Ok(StateOutcome::ok(format!(
+                "Symlink {n} is present and owned by {user}:{group}"
+            )));
+        }
+        return Ok(if c.test() {
+            StateOutcome::would(
+                format!("Ownership of symlink {n} is set to be changed"),
+                Value::Object(ch),
+            )
+        } else {
+            StateOutcome::changed(
+                format!("Set ownership of symlink {n} to {user}:{group}"),
+                Value::Object(ch),
+            )
+        });
+    }
+    let parent_ok = name.parent().is_some_and(Path::is_dir);
+    if !parent_ok && !c.bool_arg("makedirs", false) {
+        let dir = name.parent().map(shown).unwrap_or_default();
+        return Err(format!("Directory {dir} for symlink is not present"));
+    }
+    let (changes, comment, test_comment) = match (&md, &current) {
+        (None, _) => (
+            json!({"new": n}),
+            format!("Created new symlink {n} -> {target}"),
+            format!("Symlink {n} to {target} is set for creation"),
+        ),
+        (Some(_), Some(_)) => (
+            json!({"change": n}),
+            format!("Set symlink {n} -> {target}"),
+            format!("Link {n} target is set to be changed to {target}"),
+        ),
+        (Some(m), None) => {
+            if !force {
+                let what = if m.is_dir() { "Directory" } else { "File" };
+                return Err(format!("{what} exists where the symlink {n} should be"));
+            }
+            (
+                json!({"forced": "Symlink was forcibly replaced", "new": n}),
+                format!("Created new symlink {n} -> {target}"),
+                format!("Symlink {n} to {target} is set for creation"),
+            )
+        }
+    };
+    if c.test() {
+        return Ok(StateOutcome::would(test_comment, changes));
+    }
+    if !parent_ok {
+        make_parents(&name, &perms, 0o755)?;
+    }
+    if md.is_some() {
+        fx::remove_path(&name)?;
+    }
+    std::os::unix::fs::symlink(&target, &name)
+        .map_err(|e| format!("Unable to create new symlink {n} -> {target}: {e}"))?;
+    check_perms(&name, &link_perms, false, true)?;
+    Ok(StateOutcome::changed(comment, changes))
+}
+
+fn touch(c: &StateCall<'_>) -> StateOutcome {
+    outcome(touch_body(c))
+}
+
+fn num_arg(c: &StateCall<'_>, key: &str) -> Option<f64> {
+    match c.arg(key)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn touch_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let (atime, mtime) = (num_arg(c, "atime"), num_arg(c, "mtime"));
+    let exists = name.exists();
+    if c.test() {
+        if !exists {
+            return Ok(StateOutcome::would(
+                format!("File {n} is set to be created"),
+                json!({"new": n}),
+            ));
+        }
+        let st = fx::stats(&name, None, false)?;
+        let differs = |want: Option<f64>, key: &str| {
+            want.is_some_and(|w| st[key].as_f64().is_none_or(|h| h.trunc() != w.trunc()))
+        };
+        if differs(atime, "atime") || differs(mtime, "mtime") {
+            return Ok(StateOutcome::would(
+                format!("Times set to be updated on file {n}"),
+                json!({"touched": n}),
+            ));
+        }
+        return Ok(StateOutcome::ok(format!(
+            "File {n} exists and has the correct times"
+        )));
+    }
+    if !exists && c.bool_arg("makedirs", false) {
+        make_parents(&name, &Perms::default(), 0o755)?;
+    }
+    fx::touch_path(&name, atime, mtime)?;
+    Ok(if exists {
+        StateOutcome::changed(format!("Updated times on file {n}"), json!({"touched": n}))
+    } else {
+        StateOutcome::changed(format!("Created empty file {n}"), json!({"new": n}))
+    })
+}
+
+fn copy(c: &StateCall<'_>) -> StateOutcome {
+    outcome(copy_body(c))
+}
+
+fn copy_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let mut name = abs_name(c)?;
+    let source = c.str_arg("source").unwrap_or_default();
+    let src = PathBuf::from(fx::expand_user(&source));
+    if !src.is_absolute() {
+        return Err(format!("Specified file {source} is not an absolute path"));
+    }
+    if !src.exists() {
+        return Err(format!("Source file \"{source}\" is not present"));
+    }
+    if c.bool_arg("subdir", false) && name.is_dir() {
+        if let Some(f) = src.file_name() {
+            name = name.join(f);
+        }
+    }
+    let n = shown(&name);
+    let perms = perms(c, "mode")?;
+    let force = c.bool_arg("force", false);
+    let same = src.is_file()
+        && name.is_file()
+        && fx::hash_file(&src, "sha256").ok() == fx::hash_file(&name, "sha256").ok();
+    if std::fs::symlink_metadata(&name).is_ok() && (!force || same) {
+        let ch = check_perms(&name, &perms, true, !c.test())?;
+        let comment = format!("The target file \"{n}\" exists and will not be overwritten");
+        return Ok(if ch.is_empty() {
+            StateOutcome::ok(comment)
+        } else if c.test() {
+            StateOutcome::would(comment, Value::Object(ch))
+        } else {
+            StateOutcome::changed(comment, Value::Object(ch))
+        });
+    }
+    let changes = json!({ n.clone(): source });
+    if c.test() {
+        return Ok(StateOutcome::would(
+            format!("File \"{source}\" is set to be copied to \"{n}\""),
+            changes,
+        ));
+    }
+    if !name.parent().is_some_and(Path::is_dir) {
+        if !c.bool_arg("makedirs", false) {
+            return Err(format!(
+                "The target directory {} is not present",
+                name.parent().map(shown).unwrap_or_default()
+            ));
+        }
+        make_parents(&name, &perms, 0o755)?;
+    }
+    if name.exists() {
+        fx::remove_path(&name)?;
+    }
+    fx::copy_tree(&src, &name)?;
+    if !c.bool_arg("preserve", false) {
+        check_perms(&name, &perms, true, true)?;
+    }
+    Ok(StateOutcome::changed(
+        format!("Copied \"{source}\" to \"{n}\""),
+        changes,
+    ))
+}
+
+// ---------------------------------------------------------------------
+// file.append, file.replace, file.blockreplace
+// ---------------------------------------------------------------------
+
+/// Whitespace runs collapsed, ends trimmed: how `file.append` compares.
+fn squash(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the lines of `chunk` occur, in order and adjacent, in `lines`.
+fn has_chunk(lines: &[String], chunk: &str) -> bool {
+    let want: Vec<String> = chunk.lines().map(squash).collect();
+    if want.is_empty() {
+        return true;
+    }
+    lines.windows(want.len()).any(|w| w == want.as_slice())
+}
+
+fn append(c: &StateCall<'_>) -> StateOutcome {
+    outcome(append_body(c))
+}
+
+fn append_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let chunks: Vec<String> = c
+        .list_arg("text")
+        .iter()
+        .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+        .collect();
+    if chunks.is_empty() {
+        return Err("No text to append was given".into());
+    }
+    if !name.exists() {
+        if !name.parent().is_some_and(Path::is_dir) && !c.bool_arg("makedirs", false) {
+            return Err(format!("{n}: file not found"));
+        }
+        if c.test() {
+            return Ok(StateOutcome::would(
+                format!("File {n} is set to be created"),
+                json!({"new": n}),
+            ));
+        }
+        make_parents(&name, &Perms::default(), 0o755)?;
+        fx::touch_path(&name, None, None)?;
+    }
+    let old = fx::read_text(&name)?;
+    let mut lines: Vec<String> = old.lines().map(squash).collect();
+    let mut add: Vec<String> = Vec::new();
+    for chunk in &chunks {
+        if !has_chunk(&lines, chunk) {
+            add.extend(chunk.lines().map(|l| format!("{l}\n")));
+            lines.extend(chunk.lines().map(squash));
+        }
+    }
+    if add.is_empty() {
+        return Ok(StateOutcome::ok(format!("File {n} is in correct state")));
+    }
+    let mut new = old.clone();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&add.concat());
+    let changes = json!({"diff": fx::unified_diff(&old, &new, "", "")});
+    if c.test() {
+        return Ok(StateOutcome::would(
+            format!("File {n} is set to be updated"),
+            changes,
+        ));
+    }
+    fx::append_lines(&name, &add)?;
+    Ok(StateOutcome::changed(
+        format!("Appended {} lines", add.len()),
+        changes,
+    ))
+}
+
+/// `backup=` of the editing states: a suffix (`.bak` by default), none
+/// for `False`/`''`.
+fn backup_suffix(c: &StateCall<'_>) -> Option<String> {
+    match c.arg("backup") {
+        None => Some(".bak".into()),
+        Some(Value::Bool(false)) => None,
+        Some(_) => c
+            .str_arg("backup")
+            .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("false")),
+    }
+}
+
+/// The shared end of `file.replace` and `file.blockreplace`: apply the
+/// edit (a dry run in test mode) and say what changed as Salt does.
+fn edit_state(
+    c: &StateCall<'_>,
+    edit: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    if !name.is_file() {
+        if c.bool_arg("ignore_if_missing", false) {
+            return Ok(StateOutcome::ok("No changes needed to be made"));
+        }
+        return Err(format!("{}: file not found", shown(&name)));
+    }
+    let diff = edit_file(&name, c.test(), backup_suffix(c).as_deref(), edit)?;
+    if diff.is_empty() {
+        return Ok(StateOutcome::ok("No changes needed to be made"));
+    }
+    let changes = if c.bool_arg("show_changes", true) {
+        json!({"diff": diff})
+    } else {
+        json!({"diff": true})
+    };
+    Ok(if c.test() {
+        StateOutcome::would("Changes would have been made", changes)
+    } else {
+        StateOutcome::changed("Changes were made", changes)
+    })
+}
+
+fn replace(c: &StateCall<'_>) -> StateOutcome {
+    outcome(replace_body(c))
+}
+
+fn replace_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let spec = ReplaceSpec {
+        pattern: c.str_arg("pattern").ok_or("pattern must be given")?,
+        repl: c.str_arg("repl").unwrap_or_default(),
+        count: num_arg(c, "count").map_or(0, |n| n.max(0.0) as usize),
+        flags: parse_flags(c.arg("flags"))?,
+        append_if_not_found: c.bool_arg("append_if_not_found", false),
+        prepend_if_not_found: c.bool_arg("prepend_if_not_found", false),
+        not_found_content: c.str_arg("not_found_content"),
+        backslash_literal: c.bool_arg("backslash_literal", false),
+    };
+    edit_state(c, |t| replace_text(t, &spec))
+}
+
+fn blockreplace(c: &StateCall<'_>) -> StateOutcome {
+    outcome(blockreplace_body(c))
+}
+
+fn blockreplace_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let content = match c.arg("content") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => text_of(v),
+    };
+    let spec = BlockSpec {
+        marker_start: c
+            .str_arg("marker_start")
+            .unwrap_or_else(|| "#-- start managed zone --".into()),
+        marker_end: c
+            .str_arg("marker_end")
+            .unwrap_or_else(|| "#-- end managed zone --".into()),
+        content,
+        append_if_not_found: c.bool_arg("append_if_not_found", false),
+        prepend_if_not_found: c.bool_arg("prepend_if_not_found", false),
+        append_newline: c
+            .arg("append_newline")
+            .map(|_| c.bool_arg("append_newline", true)),
+    };
+    edit_state(c, |t| blockreplace_text(t, &spec))
+}
+
+// ---------------------------------------------------------------------
+// file.recurse
+// ---------------------------------------------------------------------
+
+fn recurse(c: &StateCall<'_>) -> StateOutcome {
+    outcome(recurse_body(c))
+}
+
+fn recurse_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let n = shown(&name);
+    let source = c
+        .list_arg("source")
+        .first()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or("A source must be given")?;
+    let url = crate::files::parse_salt_url(&source)
+        .ok_or_else(|| format!("Invalid source {source} (a salt:// URL is needed)"))?;
+    let env = url.saltenv.clone().unwrap_or_else(|| c.saltenv());
+    let prefix = crate::files::clean_path(&url.path).map_err(|e| e.to_string())?;
+    let under = format!("{prefix}/");
+    let list = |kind| -> Result<Vec<String>, String> {
+        Ok(c
+            .block_on(c.env.ctx.files.list(&env, &under, kind))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|p| p.starts_with(&under))
+            .collect())
+    };
+    let files = list(ListKind::Files)?;
+    let empty = if c.bool_arg("include_empty", false) {
+        list(ListKind::EmptyDirs)?
+    } else {
+        Vec::new()
+    };
+    if files.is_empty() && empty.is_empty() {
+        return Err(format!(
+            "The directory '{}' does not exist on the salt fileserver in saltenv '{env}'",
+            url.path
+        ));
+    }
+    if name.exists() && !name.is_dir() {
+        return Err(format!("The path {n} exists and is not a directory"));
+    }
+    let base = perms(c, "mode")?;
+    let file_perms = Perms {
+        mode: mode_arg(c, "file_mode")?,
+        ..base.clone()
+    };
+    let dir_mode = mode_arg(c, "dir_mode")?.unwrap_or(0o755);
+    let dir_perms = Perms {
+        mode: Some(dir_mode),
+        ..base.clone()
+    };
+    let mut changes = Map::new();
+    let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut test_notes = Vec::new();
+    for rel in &empty {
+        // Each name was checked: no '..', not absolute.
+        let clean = crate::files::clean_path(rel).map_err(|e| e.to_string())?;
+        let dest = name.join(clean.strip_prefix(&under).unwrap_or(&clean));
+        keep.insert(dest.clone());
+        if !dest.is_dir() {
+            if !c.test() {
+                make_parents(&dest, &dir_perms, dir_mode)?;
+                std::fs::DirBuilder::new()
+                    .mode(dir_mode)
+                    .create(&dest)
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                check_perms(&dest, &dir_perms, true, true)?;
+            }
+            changes.insert(shown(&dest), json!({"directory": "new"}));
+        }
+    }
+    for rel in &files {
+        let clean = crate::files::clean_path(rel).map_err(|e| e.to_string())?;
+        let dest = name.join(clean.strip_prefix(&under).unwrap_or(&clean));
+        keep.insert(dest.clone());
+        let data = fetch_source(c, &format!("salt://{clean}?saltenv={env}"))?
+            .ok_or_else(|| format!("Source file salt://{clean} not found in saltenv '{env}'"))?;
+        let data = if c.str_arg("template").is_some_and(|t| !t.is_empty()) {
+            let text = String::from_utf8(data)
+                .map_err(|_| format!("Unable to manage file: salt://{clean} is not text"))?;
+            render(c, &text, &clean, &env)?.into_bytes()
+        } else {
+            data
+        };
+        let m = Managed {
+            name: dest.clone(),
+            content: Some(data),
+            perms: file_perms.clone(),
+            makedirs: true,
+            dir_mode,
+            backup: c.str_arg("backup").as_deref() == Some("minion"),
+            show_changes: c.bool_arg("show_changes", true),
+            follow_symlinks: true,
+        };
+        let ch = manage(c, &m)?;
+        if !ch.is_empty() {
+            test_notes.push(format!(
+                "#### {} ####\nThe file {} is set to be changed",
+                shown(&dest),
+                shown(&dest)
+            ));
+            changes.insert(shown(&dest), Value::Object(ch));
+        }
+    }
+    if c.bool_arg("clean", false) && name.is_dir() {
+        keep.extend(required_files(c));
+        let gone = to_clean(&name, &keep);
+        if !gone.is_empty() {
+            if !c.test() {
+                for p in &gone {
+                    fx::remove_path(p)?;
+                }
+            }
+            changes.insert(
+                "removed".into(),
+                json!(gone.iter().map(|p| shown(p)).collect::<Vec<_>>()),
+            );
+        }
+    }
+    Ok(if changes.is_empty() {
+        StateOutcome::ok(format!("The directory {n} is in the correct state"))
+    } else if c.test() {
+        let comment = if test_notes.is_empty() {
+            format!("The directory {n} is set to be changed")
+        } else {
+            test_notes.join("\n\n")
+        };
+        StateOutcome::would(comment, Value::Object(changes))
+    } else {
+        StateOutcome::changed(format!("Recursively updated {n}"), Value::Object(changes))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {}
