@@ -574,7 +574,12 @@ pub(crate) fn write_atomic(
 /// (a new file gets `0644` and the process's owner).
 pub(crate) fn rewrite(path: &Path, data: &[u8]) -> Result<(), String> {
     match std::fs::metadata(path) {
-        Ok(m) => write_atomic(path, data, m.mode() & 0o7777, (Some(m.uid()), Some(m.gid()))),
+        Ok(m) => write_atomic(
+            path,
+            data,
+            m.mode() & 0o7777,
+            (Some(m.uid()), Some(m.gid())),
+        ),
         Err(_) => write_atomic(path, data, 0o644, (None, None)),
     }
 }
@@ -618,21 +623,23 @@ pub(crate) fn read_text(path: &Path) -> Result<String, String> {
 /// `'IGNORECASE'`) as a bitmask.
 pub(crate) fn parse_flags(v: Option<&Value>) -> Result<u32, String> {
     let name_bit = |s: &str| -> Result<u32, String> {
-        Ok(match s.trim().to_ascii_uppercase().trim_start_matches("RE.") {
-            "I" | "IGNORECASE" => 2,
-            "L" | "LOCALE" => 4,
-            "M" | "MULTILINE" => 8,
-            "S" | "DOTALL" => 16,
-            "U" | "UNICODE" => 32,
-            "X" | "VERBOSE" => 64,
-            "" => 0,
-            other => {
-                if let Ok(n) = other.parse::<u32>() {
-                    return Ok(n);
+        Ok(
+            match s.trim().to_ascii_uppercase().trim_start_matches("RE.") {
+                "I" | "IGNORECASE" => 2,
+                "L" | "LOCALE" => 4,
+                "M" | "MULTILINE" => 8,
+                "S" | "DOTALL" => 16,
+                "U" | "UNICODE" => 32,
+                "X" | "VERBOSE" => 64,
+                "" => 0,
+                other => {
+                    if let Ok(n) = other.parse::<u32>() {
+                        return Ok(n);
+                    }
+                    return Err(format!("Invalid re flag given: {other}"));
                 }
-                return Err(format!("Invalid re flag given: {other}"));
-            }
-        })
+            },
+        )
     };
     match v {
         None | Some(Value::Null) => Ok(8),
@@ -916,7 +923,11 @@ pub(crate) fn remove_path(path: &Path) -> Result<bool, String> {
 
 /// Set `path`'s times (seconds since the epoch; now when `None`), creating
 /// the file when it is missing.
-pub(crate) fn touch_path(path: &Path, atime: Option<f64>, mtime: Option<f64>) -> Result<(), String> {
+pub(crate) fn touch_path(
+    path: &Path,
+    atime: Option<f64>,
+    mtime: Option<f64>,
+) -> Result<(), String> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -958,7 +969,7 @@ fn path_of(c: &Call<'_>, name: &str) -> Result<PathBuf, ExecError> {
 }
 
 /// `~` and `~user` at the start of a path, as `os.path.expanduser`.
-fn expand_user(p: &str) -> String {
+pub(crate) fn expand_user(p: &str) -> String {
     let Some(rest) = p.strip_prefix('~') else {
         return p.to_string();
     };
@@ -1116,10 +1127,9 @@ fn read<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             std::fs::read(&path)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => format!(
-                        "[Errno 2] No such file or directory: '{}'",
-                        path.display()
-                    ),
+                    std::io::ErrorKind::NotFound => {
+                        format!("[Errno 2] No such file or directory: '{}'", path.display())
+                    }
                     _ => io_msg(&path, e),
                 })
         })
@@ -1151,11 +1161,11 @@ fn write<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         let lines = lines_of(c);
         let n = lines.len();
         let shown = path.display().to_string();
-        blocking(move || {
-            std::fs::write(&path, lines.concat()).map_err(|e| io_msg(&path, e))
-        })
-        .await?;
-        Ok(Outcome::ok(json!(format!("Wrote {n} lines to \"{shown}\""))))
+        blocking(move || std::fs::write(&path, lines.concat()).map_err(|e| io_msg(&path, e)))
+            .await?;
+        Ok(Outcome::ok(json!(format!(
+            "Wrote {n} lines to \"{shown}\""
+        ))))
     })
 }
 
@@ -1184,7 +1194,9 @@ fn append<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         let n = lines.len();
         let shown = path.display().to_string();
         blocking(move || append_lines(&path, &lines)).await?;
-        Ok(Outcome::ok(json!(format!("Wrote {n} lines to \"{shown}\""))))
+        Ok(Outcome::ok(json!(format!(
+            "Wrote {n} lines to \"{shown}\""
+        ))))
     })
 }
 
@@ -1239,7 +1251,9 @@ fn replace<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             if ignore_missing && !path.is_file() {
                 return Ok(String::new());
             }
-            edit_file(&path, dry_run, backup.as_deref(), |t| replace_text(t, &spec))
+            edit_file(&path, dry_run, backup.as_deref(), |t| {
+                replace_text(t, &spec)
+            })
         })
         .await?;
         Ok(Outcome::ok(if show_changes {
@@ -1536,7 +1550,10 @@ mod tests {
         let t = replace_text("a=1", &app).unwrap();
         assert_eq!(t, "a=1\nc=3\n");
         assert_eq!(replace_text(&t, &app).unwrap(), t);
-        assert_eq!(parse_flags(Some(&json!(["IGNORECASE", "MULTILINE"]))).unwrap(), 10);
+        assert_eq!(
+            parse_flags(Some(&json!(["IGNORECASE", "MULTILINE"]))).unwrap(),
+            10
+        );
         assert_eq!(parse_flags(None).unwrap(), 8);
         assert!(parse_flags(Some(&json!("BOGUS"))).is_err());
     }
@@ -1573,7 +1590,12 @@ mod tests {
     async fn write_read_append_hash_and_stats() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f.txt");
-        let o = call("file.write", vec![s(&f), json!("one"), json!("two")], json!({})).await;
+        let o = call(
+            "file.write",
+            vec![s(&f), json!("one"), json!("two")],
+            json!({}),
+        )
+        .await;
         assert_eq!(
             o.ret,
             json!(format!("Wrote 2 lines to \"{}\"", f.display()))
@@ -1583,7 +1605,10 @@ mod tests {
         let o = call("file.read", vec![s(&f)], json!({})).await;
         assert_eq!(o.ret, json!("one\ntwo\nthree\n"));
         let o = call("file.get_hash", vec![s(&f)], json!({})).await;
-        assert_eq!(o.ret, json!(hash_bytes(b"one\ntwo\nthree\n", "sha256").unwrap()));
+        assert_eq!(
+            o.ret,
+            json!(hash_bytes(b"one\ntwo\nthree\n", "sha256").unwrap())
+        );
         let o = call("file.get_hash", vec![s(&f)], json!({"form": "md5"})).await;
         assert_eq!(o.ret.as_str().unwrap().len(), 32);
         let o = call("file.get_hash", vec![s(&f)], json!({"form": "bogus"})).await;
@@ -1667,7 +1692,12 @@ mod tests {
         let o = call("file.touch", vec![s(&f)], json!({"mtime": 1000})).await;
         assert_eq!(o.ret, json!(true));
         assert_eq!(std::fs::metadata(&f).unwrap().mtime(), 1000);
-        let o = call("file.chown", vec![s(&f), json!("nobody"), json!("root")], json!({})).await;
+        let o = call(
+            "file.chown",
+            vec![s(&f), json!("nobody"), json!("root")],
+            json!({}),
+        )
+        .await;
         assert_eq!(o.ret, Value::Null);
         let o = call("file.get_user", vec![s(&f)], json!({})).await;
         assert_eq!(o.ret, json!("nobody"));
@@ -1690,7 +1720,12 @@ mod tests {
         let o = call("file.copy", vec![s(&f), s(&g)], json!({})).await;
         assert_eq!(o.ret, json!(true));
         assert!(g.is_file());
-        let o = call("file.copy", vec![s(&dir.path().join("a")), s(&dir.path().join("c"))], json!({})).await;
+        let o = call(
+            "file.copy",
+            vec![s(&dir.path().join("a")), s(&dir.path().join("c"))],
+            json!({}),
+        )
+        .await;
         assert!(!o.success);
         let o = call(
             "file.copy",

@@ -125,7 +125,7 @@ mod tests {
         let o = run("sys.list_modules", vec![], json!({})).await;
         assert_eq!(
             o.ret,
-            json!(["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"])
+            json!(["cmd", "cp", "file", "grains", "key", "pillar", "saltutil", "sys", "test"])
         );
         let o = run("sys.list_modules", vec![json!("s*")], json!({})).await;
         assert_eq!(o.ret, json!(["saltutil", "sys"]));
