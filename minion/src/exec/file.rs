@@ -194,6 +194,30 @@ pub(super) const FUNCTIONS: &[Function] = &[
         handler: blockreplace,
     },
     Function {
+        name: "file.line",
+        params: &[
+            req("path"),
+            opt("content"),
+            opt("match"),
+            opt("mode"),
+            opt("location"),
+            opt("before"),
+            opt("after"),
+            opt("show_changes"),
+            opt("backup"),
+            opt("quiet"),
+            opt("indent"),
+        ],
+        varargs: false,
+        kwargs: false,
+        doc: "Line-focused editing of a file: ``mode`` is ensure, replace, delete\n\
+              or insert (with ``location`` start/end or ``before``/``after``\n\
+              regular expressions). Returns the diff when ``show_changes``\n\
+              (default), else whether the file changed.\n\n\
+              CLI Example:\n\n    salt '*' file.line /etc/nsswitch.conf \"networks:\tfiles dns\" after=\"hosts:.*?\" mode='ensure'\n",
+        handler: line,
+    },
+    Function {
         name: "file.search",
         params: &[
             req("path"),
@@ -852,6 +876,150 @@ pub(crate) fn blockreplace_text(text: &str, b: &BlockSpec) -> Result<String, Str
     }
 }
 
+/// What `file.line` does to a text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LineSpec {
+    pub content: Option<String>,
+    /// A regular expression; the content when not given.
+    pub matching: Option<String>,
+    /// ensure, replace, delete or insert.
+    pub mode: String,
+    /// start or end (insert).
+    pub location: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// Keep the indentation of the line next to (or replaced by) the
+    /// content.
+    pub indent: bool,
+}
+
+/// A regular expression from `file.line`'s `match`/`before`/`after`;
+/// text that is not a valid expression is matched literally (`None`: too
+/// big even then, matches nothing).
+fn line_regex(pattern: &str) -> Option<regex::Regex> {
+    regex::Regex::new(pattern)
+        .or_else(|_| regex::Regex::new(&regex::escape(pattern)))
+        .ok()
+}
+
+/// Salt's errors for a `file.line` call that cannot work on any file: no
+/// or an unknown mode, no content to put.
+pub(crate) fn check_line_spec(s: &LineSpec) -> Result<(), String> {
+    let mode = s.mode.to_ascii_lowercase();
+    if mode.is_empty() {
+        return Err("Mode was not defined. How to process the file?".into());
+    }
+    if !matches!(mode.as_str(), "ensure" | "replace" | "delete" | "insert") {
+        return Err(format!("Unknown mode \"{mode}\""));
+    }
+    if s.content.is_none() && mode != "delete" {
+        return Err("Content can only be empty if mode is \"delete\"".into());
+    }
+    Ok(())
+}
+
+/// `text` with one `file.line` edit applied.
+pub(crate) fn line_text(text: &str, s: &LineSpec) -> Result<String, String> {
+    check_line_spec(s)?;
+    let mode = s.mode.to_ascii_lowercase();
+    let content = s.content.clone().unwrap_or_default();
+    let matching = s.matching.clone().unwrap_or_else(|| content.clone());
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let same = |l: &str| l.trim() == content.trim();
+    let indented = |like: &str| {
+        if s.indent && !content.starts_with(char::is_whitespace) {
+            let ws: String = like.chars().take_while(|c| c.is_whitespace()).collect();
+            format!("{ws}{}", content.trim_start())
+        } else {
+            content.clone()
+        }
+    };
+    let find = |what: &str, lines: &[String]| -> Result<usize, String> {
+        let re = line_regex(what);
+        lines
+            .iter()
+            .position(|l| re.as_ref().is_some_and(|r| r.is_match(l)))
+            .ok_or_else(|| format!("Found 0 expected occurrences in \"{what}\" expression"))
+    };
+    match mode.as_str() {
+        "delete" => {
+            let re = line_regex(&matching);
+            lines.retain(|l| !re.as_ref().is_some_and(|r| r.is_match(l)));
+        }
+        "replace" => {
+            let re = line_regex(&matching);
+            for l in lines.iter_mut() {
+                if re.as_ref().is_some_and(|r| r.is_match(l)) && !same(l) {
+                    *l = indented(l);
+                }
+            }
+        }
+        "insert" => {
+            if !lines.iter().any(|l| same(l)) {
+                match (&s.before, &s.after, s.location.as_deref()) {
+                    (None, None, Some("start")) => lines.insert(0, content.clone()),
+                    (None, None, Some("end")) => lines.push(content.clone()),
+                    (_, Some(after), _) => {
+                        let i = find(after, &lines)?;
+                        let new = indented(&lines[i]);
+                        lines.insert(i + 1, new);
+                    }
+                    (Some(before), None, _) => {
+                        let i = find(before, &lines)?;
+                        let new = indented(&lines[i]);
+                        lines.insert(i, new);
+                    }
+                    _ => {
+                        return Err("On insert must be defined either \"location\" or \"before/after\" conditions.".into())
+                    }
+                }
+            }
+        }
+        _ => match (&s.before, &s.after) {
+            (Some(before), Some(after)) => {
+                let a = find(after, &lines)?;
+                let b = find(before, &lines)?;
+                if b <= a {
+                    return Err("\"before\" must come after \"after\" in the file".into());
+                }
+                match b - a {
+                    1 => {
+                        let new = indented(&lines[a]);
+                        lines.insert(b, new);
+                    }
+                    2 if same(&lines[a + 1]) => {}
+                    2 => lines[a + 1] = indented(&lines[a + 1]),
+                    _ => {
+                        return Err("Found more than one line between boundaries \"before\" and \"after\".".into())
+                    }
+                }
+            }
+            (None, Some(after)) => {
+                let a = find(after, &lines)?;
+                if !lines.get(a + 1).is_some_and(|l| same(l)) {
+                    let new = indented(&lines[a]);
+                    lines.insert(a + 1, new);
+                }
+            }
+            (Some(before), None) => {
+                let b = find(before, &lines)?;
+                if !(b > 0 && same(&lines[b - 1])) {
+                    let new = indented(&lines[b]);
+                    lines.insert(b, new);
+                }
+            }
+            (None, None) => {
+                return Err("Wrong conditions? Unable to ensure line without knowing where to put it before and/or after.".into())
+            }
+        },
+    }
+    let mut out = lines.join("\n");
+    if !lines.is_empty() && (text.ends_with('\n') || text.is_empty()) {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Copy the old `path` aside as `<path><suffix>` (a `file.replace`
 /// backup).
 fn backup_beside(path: &Path, suffix: &str) -> Result<(), String> {
@@ -1200,15 +1368,20 @@ fn append<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     })
 }
 
-/// `backup=` of `file.replace`/`file.blockreplace`: a suffix, or none for
-/// `False`/`''`.
-fn backup_arg(c: &Call<'_>) -> Result<Option<String>, ExecError> {
-    Ok(match c.arg("backup") {
-        None => Some(".bak".into()),
-        Some(Value::Bool(false)) => None,
-        Some(Value::String(s)) if s.is_empty() || s.eq_ignore_ascii_case("false") => None,
-        Some(_) => c.str_arg("backup")?,
-    })
+/// `backup=` of `file.replace`, `file.blockreplace`, `file.line` (exec
+/// and state): a suffix; `True` is `.bak`; `False`/`''` none; absent is
+/// `default`.
+pub(crate) fn backup_suffix(v: Option<&Value>, default: Option<&str>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => default.map(str::to_string),
+        Some(Value::Bool(b)) => b.then(|| ".bak".to_string()),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "" | "false" | "no" | "off" => None,
+            "true" | "yes" | "on" => Some(".bak".into()),
+            _ => Some(s.clone()),
+        },
+        Some(other) => Some(other.to_string()),
+    }
 }
 
 fn count_arg(c: &Call<'_>) -> Result<usize, ExecError> {
@@ -1232,7 +1405,7 @@ fn replace<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         let dry_run = c.bool_arg("dry_run", false)? || search_only;
         let show_changes = c.bool_arg("show_changes", true)?;
         let ignore_missing = c.bool_arg("ignore_if_missing", false)?;
-        let backup = backup_arg(c)?;
+        let backup = backup_suffix(c.arg("backup"), Some(".bak"));
         if search_only {
             let found = blocking(move || {
                 if !path.is_file() {
@@ -1284,13 +1457,43 @@ fn blockreplace<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         };
         let dry_run = c.bool_arg("dry_run", false)?;
         let show_changes = c.bool_arg("show_changes", true)?;
-        let backup = backup_arg(c)?;
+        let backup = backup_suffix(c.arg("backup"), Some(".bak"));
         let diff = blocking(move || {
             edit_file(&path, dry_run, backup.as_deref(), |t| {
                 blockreplace_text(t, &spec)
             })
         })
         .await?;
+        Ok(Outcome::ok(if show_changes {
+            json!(diff)
+        } else {
+            json!(!diff.is_empty())
+        }))
+    })
+}
+
+/// `file.line`'s arguments (exec and state take the same).
+pub(crate) fn line_spec(get: impl Fn(&str) -> Option<String>, indent: bool) -> LineSpec {
+    LineSpec {
+        content: get("content"),
+        matching: get("match"),
+        mode: get("mode").unwrap_or_default(),
+        location: get("location"),
+        before: get("before"),
+        after: get("after"),
+        indent,
+    }
+}
+
+fn line<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    Box::pin(async move {
+        let path = path_of(c, "path")?;
+        let spec = line_spec(|k| c.str_arg(k).ok().flatten(), c.bool_arg("indent", true)?);
+        let show_changes = c.bool_arg("show_changes", true)?;
+        let backup = backup_suffix(c.arg("backup"), None);
+        let diff =
+            blocking(move || edit_file(&path, false, backup.as_deref(), |t| line_text(t, &spec)))
+                .await?;
         Ok(Outcome::ok(if show_changes {
             json!(diff)
         } else {
@@ -1584,6 +1787,46 @@ mod tests {
         assert!(blockreplace_text("# START\nq\n", &b)
             .unwrap_err()
             .contains("Unterminated"));
+    }
+
+    #[test]
+    fn lines_are_ensured_replaced_inserted_deleted() {
+        let spec = |mode: &str, content: Option<&str>| LineSpec {
+            content: content.map(str::to_string),
+            mode: mode.into(),
+            indent: true,
+            ..Default::default()
+        };
+        let text = "[main]\n  a=1\nb=2\n";
+        let ensure = LineSpec {
+            after: Some(r"^\[main\]".into()),
+            ..spec("ensure", Some("x=0"))
+        };
+        let out = line_text(text, &ensure).unwrap();
+        assert_eq!(out, "[main]\nx=0\n  a=1\nb=2\n");
+        assert_eq!(line_text(&out, &ensure).unwrap(), out);
+        let rep = LineSpec {
+            matching: Some("^ *a=".into()),
+            ..spec("replace", Some("a=5"))
+        };
+        assert_eq!(line_text(text, &rep).unwrap(), "[main]\n  a=5\nb=2\n");
+        let del = LineSpec {
+            matching: Some("^b=".into()),
+            ..spec("delete", None)
+        };
+        assert_eq!(line_text(text, &del).unwrap(), "[main]\n  a=1\n");
+        let ins = LineSpec {
+            location: Some("end".into()),
+            ..spec("insert", Some("c=3"))
+        };
+        let out = line_text(text, &ins).unwrap();
+        assert_eq!(out, "[main]\n  a=1\nb=2\nc=3\n");
+        assert_eq!(line_text(&out, &ins).unwrap(), out);
+        assert!(line_text(text, &spec("insert", Some("q"))).is_err());
+        assert!(line_text(text, &spec("", Some("q")))
+            .unwrap_err()
+            .contains("Mode was not defined"));
+        assert!(line_text(text, &spec("ensure", None)).is_err());
     }
 
     #[tokio::test]

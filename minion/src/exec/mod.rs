@@ -640,6 +640,7 @@ mod tests {
             "file.append",
             "file.replace",
             "file.blockreplace",
+            "file.line",
             "file.search",
             "file.stats",
             "file.mkdir",

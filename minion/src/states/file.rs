@@ -1,7 +1,7 @@
 //! Salt's `file` state module: `file.managed`, `file.directory`,
 //! `file.absent`, `file.symlink`, `file.append`, `file.replace`,
-//! `file.blockreplace`, `file.recurse`, `file.touch` and `file.copy`, with
-//! Salt's arguments, comments and `changes` shapes.
+//! `file.blockreplace`, `file.line`, `file.recurse`, `file.touch` and
+//! `file.copy`, with Salt's arguments, comments and `changes` shapes.
 //!
 //! The invariant: each function first compares the system with what is
 //! asked and returns `result: True` with no changes when they agree; in
@@ -57,6 +57,11 @@ pub const FUNCTIONS: &[StateFunction] = &[
     StateFunction {
         name: "file.blockreplace",
         run: blockreplace,
+        mod_watch: None,
+    },
+    StateFunction {
+        name: "file.line",
+        run: line,
         mod_watch: None,
     },
     StateFunction {
@@ -1019,22 +1024,13 @@ fn append_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
     ))
 }
 
-/// `backup=` of the editing states: a suffix (`.bak` by default), none
-/// for `False`/`''`.
-fn backup_suffix(c: &StateCall<'_>) -> Option<String> {
-    match c.arg("backup") {
-        None => Some(".bak".into()),
-        Some(Value::Bool(false)) => None,
-        Some(_) => c
-            .str_arg("backup")
-            .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("false")),
-    }
-}
-
-/// The shared end of `file.replace` and `file.blockreplace`: apply the
-/// edit (a dry run in test mode) and say what changed as Salt does.
+/// The shared end of `file.replace`, `file.blockreplace` and
+/// `file.line`: apply the edit (a dry run in test mode) and say what
+/// changed as Salt does (`would` is the test-mode comment).
 fn edit_state(
     c: &StateCall<'_>,
+    would: &str,
+    default_backup: Option<&str>,
     edit: impl FnOnce(&str) -> Result<String, String>,
 ) -> Result<StateOutcome, String> {
     let name = abs_name(c)?;
@@ -1044,7 +1040,8 @@ fn edit_state(
         }
         return Err(format!("{}: file not found", shown(&name)));
     }
-    let diff = edit_file(&name, c.test(), backup_suffix(c).as_deref(), edit)?;
+    let backup = fx::backup_suffix(c.arg("backup"), default_backup);
+    let diff = edit_file(&name, c.test(), backup.as_deref(), edit)?;
     if diff.is_empty() {
         return Ok(StateOutcome::ok("No changes needed to be made"));
     }
@@ -1054,7 +1051,7 @@ fn edit_state(
         json!({"diff": true})
     };
     Ok(if c.test() {
-        StateOutcome::would("Changes would have been made", changes)
+        StateOutcome::would(would, changes)
     } else {
         StateOutcome::changed("Changes were made", changes)
     })
@@ -1075,7 +1072,9 @@ fn replace_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
         not_found_content: c.str_arg("not_found_content"),
         backslash_literal: c.bool_arg("backslash_literal", false),
     };
-    edit_state(c, |t| replace_text(t, &spec))
+    edit_state(c, "Changes would have been made", Some(".bak"), |t| {
+        replace_text(t, &spec)
+    })
 }
 
 fn blockreplace(c: &StateCall<'_>) -> StateOutcome {
@@ -1102,7 +1101,39 @@ fn blockreplace_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
             .arg("append_newline")
             .map(|_| c.bool_arg("append_newline", true)),
     };
-    edit_state(c, |t| blockreplace_text(t, &spec))
+    edit_state(c, "Changes would have been made", Some(".bak"), |t| {
+        blockreplace_text(t, &spec)
+    })
+}
+
+fn line(c: &StateCall<'_>) -> StateOutcome {
+    outcome(line_body(c))
+}
+
+fn line_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    let name = abs_name(c)?;
+    let spec = fx::line_spec(|k| c.str_arg(k), c.bool_arg("indent", true));
+    // Check the arguments before anything is created.
+    fx::check_line_spec(&spec)?;
+    if !name.exists() && c.bool_arg("create", false) {
+        if c.test() {
+            return Ok(StateOutcome::would(
+                "Changes would be made",
+                json!({"diff": format!("{} would be created", shown(&name))}),
+            ));
+        }
+        let perms = Perms {
+            user: c.str_arg("user"),
+            group: c.str_arg("group"),
+            mode: mode_arg(c, "file_mode")?,
+        };
+        make_parents(&name, &perms, 0o755)?;
+        fx::touch_path(&name, None, None)?;
+        check_perms(&name, &perms, true, true)?;
+    }
+    edit_state(c, "Changes would be made", None, |t| {
+        fx::line_text(t, &spec)
+    })
 }
 
 // ---------------------------------------------------------------------
@@ -1585,6 +1616,39 @@ mod tests {
             )
             .await;
         assert_eq!(r.comment, format!("{missing}: file not found"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn line_ensures_once() {
+        let e = Env::new();
+        let f = e.p("nsswitch");
+        let n = f.display().to_string();
+        std::fs::write(&f, "passwd: files\nhosts: files dns\n").unwrap();
+        let sls = format!(
+            "{n}:\n  file.line:\n    - content: 'networks: files'\n    - after: '^hosts:'\n    - mode: ensure\n"
+        );
+        let t = e.run(&sls, true).await;
+        assert_eq!(
+            (t.result, t.comment.as_str()),
+            (None, "Changes would be made")
+        );
+        assert_eq!(read(&f), "passwd: files\nhosts: files dns\n");
+        let r = e.run(&sls, false).await;
+        assert_eq!(r.comment, "Changes were made");
+        assert_eq!(
+            read(&f),
+            "passwd: files\nhosts: files dns\nnetworks: files\n"
+        );
+        assert_eq!(e.run(&sls, false).await.changes, json!({}));
+        let bad = sls.replace("mode: ensure", "mode: sideways");
+        assert_eq!(e.run(&bad, false).await.result, Some(false));
+        let missing = e.p("new/file").display().to_string();
+        let create = format!(
+            "{missing}:\n  file.line:\n    - content: first\n    - location: start\n    - mode: insert\n    - create: True\n"
+        );
+        let r = e.run(&create, false).await;
+        assert_eq!(r.result, Some(true), "{}", r.comment);
+        assert_eq!(read(Path::new(&missing)), "first\n");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
