@@ -1384,6 +1384,16 @@ pub(crate) fn backup_suffix(v: Option<&Value>, default: Option<&str>) -> Option<
     }
 }
 
+/// Salt's return of the editing functions: the diff, or with
+/// `show_changes=False` whether there was one.
+fn diff_or_changed(diff: String, show_changes: bool) -> Outcome {
+    Outcome::ok(if show_changes {
+        json!(diff)
+    } else {
+        json!(!diff.is_empty())
+    })
+}
+
 fn count_arg(c: &Call<'_>) -> Result<usize, ExecError> {
     Ok(c.f64_arg("count")?.map_or(0, |n| n.max(0.0) as usize))
 }
@@ -1429,11 +1439,7 @@ fn replace<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             })
         })
         .await?;
-        Ok(Outcome::ok(if show_changes {
-            json!(diff)
-        } else {
-            json!(!diff.is_empty())
-        }))
+        Ok(diff_or_changed(diff, show_changes))
     })
 }
 
@@ -1464,11 +1470,7 @@ fn blockreplace<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             })
         })
         .await?;
-        Ok(Outcome::ok(if show_changes {
-            json!(diff)
-        } else {
-            json!(!diff.is_empty())
-        }))
+        Ok(diff_or_changed(diff, show_changes))
     })
 }
 
@@ -1494,11 +1496,7 @@ fn line<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         let diff =
             blocking(move || edit_file(&path, false, backup.as_deref(), |t| line_text(t, &spec)))
                 .await?;
-        Ok(Outcome::ok(if show_changes {
-            json!(diff)
-        } else {
-            json!(!diff.is_empty())
-        }))
+        Ok(diff_or_changed(diff, show_changes))
     })
 }
 
@@ -1686,11 +1684,7 @@ fn get_diff<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             })
         })
         .await?;
-        Ok(Outcome::ok(if show {
-            json!(diff)
-        } else {
-            json!(!diff.is_empty())
-        }))
+        Ok(diff_or_changed(diff, show))
     })
 }
 

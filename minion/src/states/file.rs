@@ -1471,6 +1471,48 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn managed_contents_pillar_and_symlinks() {
+        let mut e = Env::new();
+        e.pillar = json!({"app": {"key": "s3cret"}});
+        let real = e.p("real");
+        std::fs::write(&real, "old\n").unwrap();
+        let link = e.p("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let ln = link.display().to_string();
+        let sls = format!("{ln}:\n  file.managed:\n    - contents_pillar: app:key\n");
+        let r = e.run(&sls, false).await;
+        assert_eq!(r.result, Some(true), "{}", r.comment);
+        assert_eq!(read(&real), "s3cret\n", "the link's target is managed");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let nofollow = format!("{sls}    - follow_symlinks: False\n");
+        let r = e.run(&nofollow, false).await;
+        assert_eq!(r.changes, json!({"diff": "New file"}));
+        assert!(
+            std::fs::symlink_metadata(&link).unwrap().is_file(),
+            "the link is replaced"
+        );
+        let r = e
+            .run(
+                &format!("{ln}:\n  file.managed:\n    - contents_pillar: app:nope\n"),
+                false,
+            )
+            .await;
+        assert_eq!(
+            (r.result, r.comment.as_str()),
+            (Some(false), "Pillar app:nope does not exist")
+        );
+        let both = format!("{ln}:\n  file.managed:\n    - contents: a\n    - source: salt://x\n");
+        assert!(e
+            .run(&both, false)
+            .await
+            .comment
+            .contains("'source' cannot be used"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn managed_owner_mode_makedirs_and_backup() {
         let e = Env::new();
         let f = e.p("a/b/conf");
