@@ -606,6 +606,13 @@ fn directory_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
         ));
     }
     let rec = |k: &str| recurse.iter().any(|r| r == k);
+    for (key, given) in [("user", &base.user), ("group", &base.group)] {
+        if rec(key) && given.is_none() {
+            return Err(format!(
+                "{key} not specified, but configured as a target for recursive ownership management"
+            ));
+        }
+    }
     let rec_perms = |mode: Option<u32>| Perms {
         user: base.user.clone().filter(|_| rec("user")),
         group: base.group.clone().filter(|_| rec("group")),
@@ -705,6 +712,11 @@ fn directory_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
     }
     Ok(if changes.is_empty() {
         StateOutcome::ok(format!("Directory {n} is in the correct state"))
+    } else if changes.contains_key("removed") {
+        StateOutcome::changed(
+            format!("Files cleaned from directory {n}"),
+            Value::Object(changes),
+        )
     } else {
         StateOutcome::changed(format!("Directory {n} updated"), Value::Object(changes))
     })
@@ -1145,6 +1157,12 @@ fn recurse(c: &StateCall<'_>) -> StateOutcome {
 }
 
 fn recurse_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
+    if c.arg("mode").is_some() {
+        return Err(
+            "'mode' is not allowed in 'file.recurse'. Please use 'file_mode' and 'dir_mode'."
+                .into(),
+        );
+    }
     let name = abs_name(c)?;
     let n = shown(&name);
     let source = c
@@ -1179,40 +1197,37 @@ fn recurse_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
     if name.exists() && !name.is_dir() {
         return Err(format!("The path {n} exists and is not a directory"));
     }
+    // No `mode` (refused above): directories and files have their own.
     let base = perms(c, "mode")?;
     let file_perms = Perms {
         mode: mode_arg(c, "file_mode")?,
         ..base.clone()
     };
-    let dir_mode = mode_arg(c, "dir_mode")?.unwrap_or(0o755);
-    let dir_perms = Perms {
-        mode: Some(dir_mode),
-        ..base.clone()
+    let dir_mode = mode_arg(c, "dir_mode")?;
+    let dirs = RecurseDirs {
+        perms: Perms {
+            mode: dir_mode,
+            ..base.clone()
+        },
+        create_mode: dir_mode.unwrap_or(0o755),
+        seen: BTreeSet::new(),
     };
+    let mut dirs = dirs;
+    if !name.is_dir() && !c.test() {
+        make_parents(&name, &dirs.perms, dirs.create_mode)?;
+        dirs.create(&name)?;
+    }
     let mut changes = Map::new();
     let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut test_notes = Vec::new();
-    for rel in &empty {
-        // Each name was checked: no '..', not absolute.
-        let clean = crate::files::clean_path(rel).map_err(|e| e.to_string())?;
-        let dest = name.join(clean.strip_prefix(&under).unwrap_or(&clean));
-        keep.insert(dest.clone());
-        if !dest.is_dir() {
-            if !c.test() {
-                make_parents(&dest, &dir_perms, dir_mode)?;
-                std::fs::DirBuilder::new()
-                    .mode(dir_mode)
-                    .create(&dest)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
-                check_perms(&dest, &dir_perms, true, true)?;
-            }
-            changes.insert(shown(&dest), json!({"directory": "new"}));
-        }
-    }
+    let mut notes: Vec<(String, String)> = Vec::new();
     for rel in &files {
+        // Each name is checked: no '..', not absolute.
         let clean = crate::files::clean_path(rel).map_err(|e| e.to_string())?;
         let dest = name.join(clean.strip_prefix(&under).unwrap_or(&clean));
         keep.insert(dest.clone());
+        if let Some(parent) = dest.parent() {
+            dirs.ensure(c, parent, &mut changes, &mut notes)?;
+        }
         let data = fetch_source(c, &format!("salt://{clean}?saltenv={env}"))?
             .ok_or_else(|| format!("Source file salt://{clean} not found in saltenv '{env}'"))?;
         let data = if c.str_arg("template").is_some_and(|t| !t.is_empty()) {
@@ -1227,48 +1242,107 @@ fn recurse_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
             content: Some(data),
             perms: file_perms.clone(),
             makedirs: true,
-            dir_mode,
+            dir_mode: dirs.create_mode,
             backup: c.str_arg("backup").as_deref() == Some("minion"),
             show_changes: c.bool_arg("show_changes", true),
             follow_symlinks: true,
         };
         let ch = manage(c, &m)?;
         if !ch.is_empty() {
-            test_notes.push(format!(
-                "#### {} ####\nThe file {} is set to be changed",
-                shown(&dest),
-                shown(&dest)
-            ));
+            if c.test() {
+                notes.push((
+                    shown(&dest),
+                    format!("The file {} is set to be changed{TEST_NOTE}", shown(&dest)),
+                ));
+            }
             changes.insert(shown(&dest), Value::Object(ch));
         }
     }
+    for rel in &empty {
+        let clean = crate::files::clean_path(rel).map_err(|e| e.to_string())?;
+        let dest = name.join(clean.strip_prefix(&under).unwrap_or(&clean));
+        dirs.ensure(c, &dest, &mut changes, &mut notes)?;
+        keep.insert(dest);
+    }
     if c.bool_arg("clean", false) && name.is_dir() {
         keep.extend(required_files(c));
-        let gone = to_clean(&name, &keep);
+        let gone: Vec<String> = to_clean(&name, &keep).iter().map(|p| shown(p)).collect();
         if !gone.is_empty() {
-            if !c.test() {
+            if c.test() {
+                // Salt lists what clean would remove in the comment.
+                notes.push(("removed".into(), gone.join("\n")));
+            } else {
                 for p in &gone {
-                    fx::remove_path(p)?;
+                    fx::remove_path(Path::new(p))?;
                 }
+                changes.insert("removed".into(), json!(gone));
             }
-            changes.insert(
-                "removed".into(),
-                json!(gone.iter().map(|p| shown(p)).collect::<Vec<_>>()),
-            );
         }
     }
-    Ok(if changes.is_empty() {
+    let comment = notes
+        .iter()
+        .map(|(k, v)| format!("#### {k} ####\n{v}"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    Ok(if changes.is_empty() && notes.is_empty() {
         StateOutcome::ok(format!("The directory {n} is in the correct state"))
     } else if c.test() {
-        let comment = if test_notes.is_empty() {
-            format!("The directory {n} is set to be changed")
-        } else {
-            test_notes.join("\n\n")
-        };
         StateOutcome::would(comment, Value::Object(changes))
     } else {
         StateOutcome::changed(format!("Recursively updated {n}"), Value::Object(changes))
     })
+}
+
+/// The directories `file.recurse` manages, each once, as Salt's
+/// `file.directory` would (`user`, `group`, `dir_mode`).
+struct RecurseDirs {
+    perms: Perms,
+    create_mode: u32,
+    seen: BTreeSet<PathBuf>,
+}
+
+impl RecurseDirs {
+    fn create(&self, dir: &Path) -> Result<(), String> {
+        std::fs::DirBuilder::new()
+            .mode(self.create_mode)
+            .create(dir)
+            .map_err(|e| format!("Failed to create directory {}: {e}", dir.display()))?;
+        check_perms(dir, &self.perms, true, true).map(|_| ())
+    }
+
+    /// Create or check `dir`; its changes go under its path, keyed as
+    /// Salt's `file.directory` keys them.
+    fn ensure(
+        &mut self,
+        c: &StateCall<'_>,
+        dir: &Path,
+        changes: &mut Map<String, Value>,
+        notes: &mut Vec<(String, String)>,
+    ) -> Result<(), String> {
+        if !self.seen.insert(dir.to_path_buf()) {
+            return Ok(());
+        }
+        let d = shown(dir);
+        if !dir.is_dir() {
+            if c.test() {
+                changes.insert(d.clone(), json!({ d.clone(): {"directory": "new"} }));
+                notes.push((
+                    d.clone(),
+                    format!("The following files will be changed:\n{d}: directory - new\n"),
+                ));
+                return Ok(());
+            }
+            make_parents(dir, &self.perms, self.create_mode)?;
+            self.create(dir)?;
+            changes.insert(d.clone(), json!({ d.clone(): "New Dir" }));
+            return Ok(());
+        }
+        let ch = check_perms(dir, &self.perms, true, !c.test())?;
+        if !ch.is_empty() {
+            changes.insert(d, Value::Object(ch));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1748,6 +1822,7 @@ mod tests {
         let r = &r[&key];
         assert_eq!(r.result, Some(true), "{}", r.comment);
         assert_eq!(r.changes["removed"], json!([format!("{n}/stale")]));
+        assert_eq!(r.comment, format!("Files cleaned from directory {n}"));
         assert_eq!(r.changes["user"], "nobody");
         assert!(!d.join("stale").exists());
         assert!(d.join("sub/f").exists(), "required file kept");
@@ -1778,13 +1853,31 @@ mod tests {
             t.changes[format!("{n}/a.txt")],
             json!({"newfile": format!("{n}/a.txt")})
         );
-        assert_eq!(t.changes["removed"], json!([format!("{n}/stale.txt")]));
+        assert!(
+            t.comment
+                .contains(&format!("#### removed ####\n{n}/stale.txt")),
+            "{}",
+            t.comment
+        );
+        assert!(t.comment.contains(&format!(
+            "#### {n}/a.txt ####\nThe file {n}/a.txt is set to be changed"
+        )));
         assert!(!d.join("a.txt").exists() && d.join("stale.txt").exists());
+        assert!(!d.join("sub").exists());
 
         let r = e.run(&sls, false).await;
         assert_eq!(r.result, Some(true), "{}", r.comment);
         assert_eq!(r.comment, format!("Recursively updated {n}"));
         assert_eq!(r.changes[format!("{n}/sub/b.txt")]["diff"], "New file");
+        assert_eq!(
+            r.changes[format!("{n}/sub")],
+            json!({format!("{n}/sub"): "New Dir"})
+        );
+        assert_eq!(
+            r.changes[format!("{n}/empty")],
+            json!({format!("{n}/empty"): "New Dir"})
+        );
+        assert_eq!(r.changes["removed"], json!([format!("{n}/stale.txt")]));
         assert_eq!(read(&d.join("a.txt")), "a for ops\n");
         assert_eq!(read(&d.join("sub/b.txt")), "b\n");
         assert_eq!(mode(&d.join("sub/b.txt")), 0o600);
@@ -1798,6 +1891,13 @@ mod tests {
             format!("The directory {n} is in the correct state")
         );
 
+        let r = e
+            .run(
+                &format!("{n}:\n  file.recurse:\n    - source: salt://tree\n    - mode: 644\n"),
+                false,
+            )
+            .await;
+        assert!(r.comment.contains("'mode' is not allowed"), "{}", r.comment);
         let r = e
             .run(
                 &format!("{n}:\n  file.recurse:\n    - source: salt://nothing\n"),
