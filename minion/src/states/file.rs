@@ -319,6 +319,42 @@ fn verify_hash(src: &str, data: &[u8], source_hash: &str) -> Result<(), String> 
     }
 }
 
+/// `source_hash` as a hash: itself, or read from a hash file
+/// (`salt://`, `file://` or an absolute path) the way Salt reads one: the
+/// hash on the line naming the source's file name, else the first hash in
+/// the file.
+fn resolve_source_hash(c: &StateCall<'_>, src: &str, sh: &str) -> Result<String, String> {
+    if !(sh.starts_with("salt://") || sh.starts_with("file://") || sh.starts_with('/')) {
+        return Ok(sh.to_string());
+    }
+    let bytes = fetch_source(c, sh)?.ok_or_else(|| format!("Source hash file {sh} not found"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let file_name = src
+        .split('?')
+        .next()
+        .unwrap_or(src)
+        .rsplit('/')
+        .next()
+        .unwrap_or(src);
+    let hash_in = |line: &str| {
+        line.split(|ch: char| ch.is_whitespace() || ch == '=')
+            .find(|w| {
+                fx::form_of_len(w.len()).is_some() && w.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .map(str::to_string)
+    };
+    let named = text
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|w| w.trim_start_matches('*').rsplit('/').next() == Some(file_name))
+        })
+        .find_map(hash_in);
+    named
+        .or_else(|| text.lines().find_map(hash_in))
+        .ok_or_else(|| format!("Source hash file {sh} contains no valid hash"))
+}
+
 /// A pillar or grains value by `a:b:c`.
 fn traverse<'v>(mut v: &'v Value, key: &str) -> Option<&'v Value> {
     for part in key.split(':') {
@@ -422,7 +458,10 @@ fn desired_content(c: &StateCall<'_>) -> Result<Option<Vec<u8>>, String> {
                 )
             }
         };
-        let text = v.map(|v| text_of(&v)).unwrap_or_default();
+        let mut text = v.map(|v| text_of(&v)).unwrap_or_default();
+        if !c.bool_arg("contents_newline", true) && text.ends_with('\n') {
+            text.pop();
+        }
         return render(c, &text, c.name(), &saltenv).map(|t| Some(t.into_bytes()));
     }
     if sources.is_empty() {
@@ -436,7 +475,7 @@ fn desired_content(c: &StateCall<'_>) -> Result<Option<Vec<u8>>, String> {
             continue;
         };
         if let Some(sh) = c.str_arg("source_hash").filter(|s| !s.is_empty()) {
-            verify_hash(src, &data, &sh)?;
+            verify_hash(src, &data, &resolve_source_hash(c, src, &sh)?)?;
         }
         if c.str_arg("template").is_some_and(|t| !t.is_empty()) {
             let text = String::from_utf8(data)
@@ -1527,6 +1566,26 @@ mod tests {
             r.comment,
             "Source file salt://nope not found in saltenv 'base'"
         );
+
+        // A hash file on the master, the line naming the file.
+        e.serve(
+            "SHA256SUMS",
+            &format!("{} other.txt\n{sum}  plain.txt\n", "0".repeat(64)),
+        );
+        let k = e.p("from-sums");
+        let sums = format!(
+            "{}:\n  file.managed:\n    - source: salt://plain.txt\n    - source_hash: salt://SHA256SUMS\n",
+            k.display()
+        );
+        let r = e.run(&sums, false).await;
+        assert_eq!(r.result, Some(true), "{}", r.comment);
+        assert_eq!(read(&k), "plain\n");
+        let nl = format!(
+            "{}:\n  file.managed:\n    - contents: raw\n    - contents_newline: False\n",
+            k.display()
+        );
+        e.run(&nl, false).await;
+        assert_eq!(read(&k), "raw");
 
         // A local absolute source.
         let l = e.p("local-copy");
