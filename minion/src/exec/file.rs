@@ -1042,7 +1042,10 @@ pub(crate) fn edit_file(
     if !path.is_file() {
         return Err(format!("File not found: {}", path.display()));
     }
-    let old = read_text(path)?;
+    let bytes = std::fs::read(path).map_err(|e| io_msg(path, e))?;
+    // Editing a binary file as text would corrupt it: refuse.
+    let old = String::from_utf8(bytes)
+        .map_err(|_| format!("Cannot edit {}: it is not UTF-8 text", path.display()))?;
     let new = edit(&old)?;
     if new == old {
         return Ok(String::new());
@@ -1282,6 +1285,9 @@ fn remove<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let path = path_of(c, "path")?;
         absolute(&path)?;
+        if path.parent().is_none() {
+            return Err(ExecError::Execution("Refusing to remove \"/\"".into()));
+        }
         Ok(Outcome::ok(json!(
             blocking(move || remove_path(&path)).await?
         )))

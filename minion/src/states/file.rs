@@ -580,13 +580,19 @@ fn walk(root: &Path) -> Vec<(PathBuf, bool)> {
     out
 }
 
-/// Files `require`d by the state (`- file: /x`): kept by `clean`.
+/// Files `require`d by the state (`- file: /x`), and what a required
+/// directory holds: kept by `clean`.
 fn required_files(c: &StateCall<'_>) -> BTreeSet<PathBuf> {
     let mut keep = BTreeSet::new();
     if let Some(Value::Array(reqs)) = c.chunk.get("require") {
         for r in reqs {
             if let Some(p) = r.get("file").and_then(Value::as_str) {
-                keep.insert(PathBuf::from(p));
+                let p = PathBuf::from(p);
+                // A required directory keeps everything in it.
+                if p.is_dir() {
+                    keep.extend(walk(&p).into_iter().map(|(q, _)| q));
+                }
+                keep.insert(p);
             }
         }
     }
@@ -596,12 +602,14 @@ fn required_files(c: &StateCall<'_>) -> BTreeSet<PathBuf> {
 /// What `clean` removes under `root`: entries that are not kept and
 /// hold nothing kept (a kept path keeps its ancestors), outermost first.
 fn to_clean(root: &Path, keep: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
-    let kept = |p: &Path| keep.iter().any(|k| k.starts_with(p));
+    let kept: BTreeSet<&Path> = keep.iter().flat_map(|k| k.ancestors()).collect();
+    let mut gone: BTreeSet<PathBuf> = BTreeSet::new();
     let mut removed: Vec<PathBuf> = Vec::new();
     for (p, _) in walk(root) {
-        if kept(&p) || removed.iter().any(|r| p.starts_with(r)) {
+        if kept.contains(p.as_path()) || p.ancestors().skip(1).any(|a| gone.contains(a)) {
             continue;
         }
+        gone.insert(p.clone());
         removed.push(p);
     }
     removed
