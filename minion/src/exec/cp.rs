@@ -315,10 +315,10 @@ pub(crate) fn wants_template(c: &Call<'_>) -> Result<bool, ExecError> {
 /// `{% include %}`, `{% import %}` and `import_yaml` of a template fetched
 /// from the master: other `salt://` files of the same environment, through
 /// the file client (and its cache).
-struct MasterFiles {
-    files: std::sync::Arc<FileClient>,
-    saltenv: String,
-    runtime: tokio::runtime::Handle,
+pub(crate) struct MasterFiles {
+    pub(crate) files: std::sync::Arc<FileClient>,
+    pub(crate) saltenv: String,
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl brine_common::render::TemplateSource for MasterFiles {

@@ -1,5 +1,5 @@
 //! Execution modules: the `module.function` table a job's `fun` names
-//! (`test`, `cmd`, `cp`, `grains`, `pillar`, `sys`, `saltutil`, `key`).
+//! (`test`, `cmd`, `cp`, `grains`, `pillar`, `sys`, `saltutil`, `key`, `file`).
 //!
 //! [`Registry::call`] looks the function up, binds the job's positional and
 //! keyword arguments to the function's declared parameters (as Python would
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub mod cmd;
 pub mod cp;
 pub mod disk;
+pub mod file;
 pub mod grains;
 pub mod group;
 pub mod key;
@@ -287,7 +288,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 15] = [
+        let tables: [&'static [Function]; 16] = [
             state::FUNCTIONS,
             test::FUNCTIONS,
             cmd::FUNCTIONS,
@@ -303,6 +304,7 @@ impl Registry {
             disk::FUNCTIONS,
             network::FUNCTIONS,
             system::FUNCTIONS,
+            file::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -709,6 +711,30 @@ mod tests {
             "system.shutdown",
             "system.poweroff",
             "system.halt",
+            "file.file_exists",
+            "file.directory_exists",
+            "file.get_hash",
+            "file.chown",
+            "file.set_mode",
+            "file.get_mode",
+            "file.get_user",
+            "file.get_group",
+            "file.touch",
+            "file.remove",
+            "file.read",
+            "file.write",
+            "file.append",
+            "file.replace",
+            "file.blockreplace",
+            "file.line",
+            "file.search",
+            "file.stats",
+            "file.mkdir",
+            "file.copy",
+            "file.symlink",
+            "file.readlink",
+            "file.contains",
+            "file.get_diff",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -719,7 +745,7 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         let mods = r.modules();
         for m in [
-            "cmd", "cp", "disk", "grains", "group", "key", "network", "pillar", "saltutil",
+            "cmd", "cp", "disk", "file", "grains", "group", "key", "network", "pillar", "saltutil",
             "state", "status", "sys", "system", "test", "user",
         ] {
             assert!(mods.iter().any(|x| x == m), "module {m} listed");

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub mod cmd;
+pub mod file;
 pub mod group;
 pub mod module;
 pub mod test;
@@ -192,6 +193,7 @@ impl StateOutcome {
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
     let tables: &[&'static [StateFunction]] = &[
         cmd::FUNCTIONS,
+        file::FUNCTIONS,
         group::FUNCTIONS,
         module::FUNCTIONS,
         test::FUNCTIONS,
@@ -269,6 +271,18 @@ pub(crate) mod testutil {
     /// `test` of `base`) and run it; `test` is Salt's `test=True`.
     /// Panics on a render or compile error.
     pub async fn apply(sls: &str, test: bool) -> BTreeMap<String, StateResult> {
+        let files = crate::exec::testutil::ctx("state.apply", vec![], serde_json::json!({})).files;
+        apply_with(sls, test, files, serde_json::json!({})).await
+    }
+
+    /// [`apply`] with this file client (a fake master's, in tests of
+    /// `salt://` sources) and this pillar.
+    pub async fn apply_with(
+        sls: &str,
+        test: bool,
+        files: std::sync::Arc<crate::files::FileClient>,
+        pillar: Value,
+    ) -> BTreeMap<String, StateResult> {
         let sls = sls.to_string();
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
@@ -289,13 +303,14 @@ pub(crate) mod testutil {
                 }
             }
             let low = compile(&high, &rendered.key_order()).expect("compile");
-            let ctx = crate::exec::testutil::ctx("state.apply", vec![], serde_json::json!({}));
+            let mut ctx = crate::exec::testutil::ctx("state.apply", vec![], serde_json::json!({}));
+            ctx.files = files;
             let registry = Registry::new();
             let env = StateEnv {
                 ctx: &ctx,
                 registry: &registry,
                 rt,
-                pillar: serde_json::json!({}),
+                pillar,
             };
             let table = table();
             run(
