@@ -52,8 +52,16 @@ fn tree(salt: &Path, pillar: &Path, out: &Path) {
     write(
         &salt.join("demo/init.sls"),
         &format!(
-            "{{% set dir = '{o}/' ~ grains['id'] %}}\ninclude:\n  - .base\nmarker:\n  cmd.run:\n    - name: echo {{{{ salt['test.echo']('from-jinja') }}}} {{{{ pillar.get('greeting', 'none') }}}} > {{{{ dir }}}}/marker\n    - creates: {{{{ dir }}}}/marker\n    - require:\n      - cmd: demo_dir\nrestart:\n  cmd.wait:\n    - name: echo restart >> {{{{ dir }}}}/restarts\n    - watch:\n      - cmd: marker\ncheck:\n  test.succeed_without_changes:\n    - name: all good\n"
+            "{{% from 'demo/map.jinja' import settings with context %}}\n{{% set dir = '{o}/' ~ grains['id'] %}}\ninclude:\n  - .base\nmarker:\n  cmd.run:\n    - name: echo {{{{ salt['test.echo']('from-jinja') }}}} {{{{ pillar.get('greeting', 'none') }}}} > {{{{ dir }}}}/marker\n    - creates: {{{{ dir }}}}/marker\n    - require:\n      - cmd: demo_dir\nconf:\n  file.managed:\n    - name: {{{{ dir }}}}/app.conf\n    - source: salt://demo/app.conf.j2\n    - template: jinja\n    - mode: '0640'\n    - context:\n        port: {{{{ settings.port }}}}\n    - require:\n      - cmd: demo_dir\nrestart:\n  cmd.wait:\n    - name: echo restart >> {{{{ dir }}}}/restarts\n    - watch:\n      - file: conf\ncheck:\n  test.succeed_without_changes:\n    - name: all good\n"
         ),
+    );
+    write(
+        &salt.join("demo/map.jinja"),
+        "{% set settings = {'port': 8000 + (grains['id'] | length)} %}\n",
+    );
+    write(
+        &salt.join("demo/app.conf.j2"),
+        "# {{ grains['id'] }}\nport = {{ port }}\ngreeting = {{ pillar['greeting'] }}\n",
     );
     write(
         &salt.join("demo/base.sls"),
@@ -145,7 +153,13 @@ fn states_apply_direct_and_behind_a_syndic() {
     for m in all {
         let r = results(&first, m);
         assert!(r.values().all(|s| s["result"] == true), "{m}: {r:?}");
-        assert_eq!(changed(&r), 3, "{m}: demo_dir, marker, restart");
+        assert_eq!(changed(&r), 4, "{m}: demo_dir, marker, conf, restart");
+        let conf = std::fs::read_to_string(out.join(m).join("app.conf")).expect("app.conf");
+        assert_eq!(
+            conf,
+            format!("# {m}\nport = {}\ngreeting = hello\n", 8000 + m.len())
+        );
+        assert_eq!(by_id(&r, "conf")["changes"]["diff"], "New file", "{m}");
         assert_eq!(by_id(&r, "check")["comment"], "Success!");
         let marker = std::fs::read_to_string(out.join(m).join("marker")).expect("marker");
         assert_eq!(marker.trim(), "from-jinja hello");
@@ -181,6 +195,23 @@ fn states_apply_direct_and_behind_a_syndic() {
         assert_eq!(changed(&r), 0, "{m}: {r:?}");
         let restarts = std::fs::read_to_string(out.join(m).join("restarts")).expect("restarts");
         assert_eq!(restarts.lines().count(), 1, "{m}: restarted once");
+    }
+
+    // The template changes on the master: the file is updated with a diff
+    // and the watch fires again, everywhere.
+    write(
+        &salt_root.join("demo/app.conf.j2"),
+        "# {{ grains['id'] }}\nport = {{ port }}\ngreeting = {{ pillar['greeting'] }}\nworkers = 4\n",
+    );
+    let (third, code) = salt(&topo, "*", "state.apply", &[]);
+    assert_eq!(code, 0, "{third}");
+    for m in all {
+        let r = results(&third, m);
+        let diff = by_id(&r, "conf")["changes"]["diff"].as_str().unwrap_or_default().to_string();
+        assert!(diff.contains("+workers = 4"), "{m}: {diff}");
+        assert_eq!(changed(&r), 2, "{m}: conf and restart: {r:?}");
+        let restarts = std::fs::read_to_string(out.join(m).join("restarts")).expect("restarts");
+        assert_eq!(restarts.lines().count(), 2, "{m}: restarted again");
     }
 
     // A failing state and its dependant; exit code 1 from the CLI.
