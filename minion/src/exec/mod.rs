@@ -22,6 +22,7 @@ pub mod cp;
 pub mod grains;
 pub mod key;
 pub mod pillar;
+pub mod pkg;
 pub mod saltutil;
 pub mod sys;
 pub mod test;
@@ -266,7 +267,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 8] = [
+        let tables: [&'static [Function]; 9] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -275,6 +276,7 @@ impl Registry {
             sys::FUNCTIONS,
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
+            pkg::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
