@@ -24,6 +24,7 @@ pub mod key;
 pub mod pillar;
 pub mod pkg;
 pub mod saltutil;
+pub mod service;
 pub mod sys;
 pub mod test;
 
@@ -267,7 +268,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 9] = [
+        let tables: [&'static [Function]; 10] = [
             test::FUNCTIONS,
             cmd::FUNCTIONS,
             cp::FUNCTIONS,
@@ -277,6 +278,7 @@ impl Registry {
             saltutil::FUNCTIONS,
             key::FUNCTIONS,
             pkg::FUNCTIONS,
+            service::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -625,6 +627,31 @@ mod tests {
             "pillar.raw",
             "pillar.keys",
             "saltutil.refresh_pillar",
+            "pkg.install",
+            "pkg.remove",
+            "pkg.purge",
+            "pkg.version",
+            "pkg.list_pkgs",
+            "pkg.latest_version",
+            "pkg.available_version",
+            "pkg.upgrade_available",
+            "pkg.refresh_db",
+            "pkg.info_installed",
+            "service.start",
+            "service.stop",
+            "service.restart",
+            "service.reload",
+            "service.force_reload",
+            "service.status",
+            "service.enable",
+            "service.disable",
+            "service.enabled",
+            "service.disabled",
+            "service.available",
+            "service.missing",
+            "service.get_all",
+            "service.get_enabled",
+            "service.get_disabled",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -635,7 +662,7 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         assert_eq!(
             r.modules(),
-            ["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"]
+            ["cmd", "cp", "grains", "key", "pillar", "pkg", "saltutil", "service", "sys", "test"]
         );
     }
 }

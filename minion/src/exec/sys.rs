@@ -125,10 +125,12 @@ mod tests {
         let o = run("sys.list_modules", vec![], json!({})).await;
         assert_eq!(
             o.ret,
-            json!(["cmd", "cp", "grains", "key", "pillar", "saltutil", "sys", "test"])
+            json!([
+                "cmd", "cp", "grains", "key", "pillar", "pkg", "saltutil", "service", "sys", "test"
+            ])
         );
         let o = run("sys.list_modules", vec![json!("s*")], json!({})).await;
-        assert_eq!(o.ret, json!(["saltutil", "sys"]));
+        assert_eq!(o.ret, json!(["saltutil", "service", "sys"]));
     }
 
     #[tokio::test]
