@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
 
+pub mod pkg;
 pub mod test;
 
 /// A state function's body.
@@ -186,7 +187,7 @@ impl StateOutcome {
 
 /// Every state function by `module.function`.
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
-    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS];
+    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS, pkg::FUNCTIONS];
     tables
         .iter()
         .flat_map(|t| t.iter())
