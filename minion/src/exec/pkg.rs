@@ -280,11 +280,12 @@ pub(crate) fn split_spec(spec: &str) -> Result<(&'static str, &str), String> {
     Err(format!("Invalid version specification '{spec}'"))
 }
 
-/// `apt-cache policy` of `names`: name → (installed, candidate), `None`
+/// `apt-cache policy` per package: name → (installed, candidate), `None`
 /// for `(none)`.
-pub(crate) fn policy(
-    names: &[String],
-) -> Result<BTreeMap<String, (Option<String>, Option<String>)>, String> {
+pub(crate) type Policy = BTreeMap<String, (Option<String>, Option<String>)>;
+
+/// `apt-cache policy` of `names`.
+pub(crate) fn policy(names: &[String]) -> Result<Policy, String> {
     let mut argv = vec!["apt-cache", "-q", "policy"];
     argv.extend(names.iter().map(String::as_str));
     let o = run_cmd(&argv, APT_ENV, QUERY_TIMEOUT)?;
@@ -294,7 +295,7 @@ pub(crate) fn policy(
     Ok(parse_policy(&o.stdout))
 }
 
-pub(crate) fn parse_policy(text: &str) -> BTreeMap<String, (Option<String>, Option<String>)> {
+pub(crate) fn parse_policy(text: &str) -> Policy {
     let mut m = BTreeMap::new();
     let mut cur: Option<String> = None;
     let val = |s: &str| {
@@ -369,30 +370,37 @@ pub(crate) fn refresh_db() -> Result<Map<String, Value>, String> {
         APT_ENV,
         CHANGE_TIMEOUT,
     )?;
+    let ret = parse_update(&o.stdout);
+    if o.retcode != 0 && ret.is_empty() {
+        return Err(format!("Error updating the package database: {}", o.said()));
+    }
+    Ok(ret)
+}
+
+/// The repository lines of `apt-get update` output.
+pub(crate) fn parse_update(text: &str) -> Map<String, Value> {
+    let size = regex::Regex::new(r" \[[^\]]+B\]$").ok();
     let mut ret = Map::new();
-    for line in o.stdout.lines() {
+    for line in text.lines() {
         let mut cols = line.split_whitespace();
         let Some(kind) = cols.next() else { continue };
         let ident = cols.collect::<Vec<_>>().join(" ");
-        let v = if kind.starts_with("Get") {
-            let ident = regex::Regex::new(r" \[[^\]]+B\]$")
-                .map(|re| re.replace(&ident, "").to_string())
-                .unwrap_or(ident);
-            ret.insert(ident, Value::Bool(true));
-            continue;
+        let (ident, v) = if kind.starts_with("Get") {
+            let ident = match &size {
+                Some(re) => re.replace(&ident, "").to_string(),
+                None => ident,
+            };
+            (ident, Value::Bool(true))
         } else if kind.starts_with("Hit") {
-            Value::Null
+            (ident, Value::Null)
         } else if kind.starts_with("Ign") || kind.starts_with("Err") {
-            Value::Bool(false)
+            (ident, Value::Bool(false))
         } else {
             continue;
         };
         ret.insert(ident, v);
     }
-    if o.retcode != 0 && ret.is_empty() {
-        return Err(format!("Error updating the package database: {}", o.said()));
-    }
-    Ok(ret)
+    ret
 }
 
 /// What to install: packages from the repositories (name, version spec)
@@ -1242,6 +1250,20 @@ mod tests {
         let m = parse_policy(p);
         assert_eq!(m["bash"], (Some("5.2-1".into()), Some("5.2-2".into())));
         assert_eq!(m["nope"], (None, None));
+
+        let u = parse_update(
+            "Hit:1 http://deb.debian.org/debian bookworm InRelease\n\
+             Get:2 http://deb.debian.org/debian bookworm-updates InRelease [55.4 kB]\n\
+             Err:3 http://x.invalid/debian y InRelease\nReading package lists...\n",
+        );
+        assert_eq!(
+            Value::Object(u),
+            json!({
+                "http://deb.debian.org/debian bookworm InRelease": null,
+                "http://deb.debian.org/debian bookworm-updates InRelease": true,
+                "http://x.invalid/debian y InRelease": false,
+            })
+        );
     }
 
     #[test]
