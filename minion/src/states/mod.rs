@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub mod pkg;
+pub mod service;
 pub mod test;
 
 /// A state function's body.
@@ -187,7 +188,8 @@ impl StateOutcome {
 
 /// Every state function by `module.function`.
 pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
-    let tables: &[&'static [StateFunction]] = &[test::FUNCTIONS, pkg::FUNCTIONS];
+    let tables: &[&'static [StateFunction]] =
+        &[test::FUNCTIONS, pkg::FUNCTIONS, service::FUNCTIONS];
     tables
         .iter()
         .flat_map(|t| t.iter())
