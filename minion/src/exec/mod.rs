@@ -637,6 +637,8 @@ mod tests {
             "pkg.upgrade_available",
             "pkg.refresh_db",
             "pkg.info_installed",
+            "pkg.hold",
+            "pkg.unhold",
             "service.start",
             "service.stop",
             "service.restart",

@@ -631,6 +631,79 @@ pub(crate) fn info_installed(names: &[String]) -> Result<Map<String, Value>, Str
     Ok(ret)
 }
 
+/// `apt-mark hold` (or `unhold`) each of `names`; Salt's per-package
+/// `{name, changes, result, comment}`.
+pub(crate) fn set_hold(
+    names: &[String],
+    hold: bool,
+    test: bool,
+) -> Result<Map<String, Value>, String> {
+    for n in names {
+        check_name(n)?;
+    }
+    let entries = dpkg_entries()?;
+    let mut ret = Map::new();
+    for n in names {
+        let entry = entries
+            .iter()
+            .find(|e| &e.name == n && e.status == "installed");
+        let held = entry.is_some_and(|e| e.want == "hold");
+        let (result, comment, changes) = match entry {
+            None => (
+                Value::Bool(false),
+                format!("Package {n} not installed."),
+                json!({}),
+            ),
+            Some(_) if held == hold => (
+                Value::Bool(true),
+                if hold {
+                    format!("Package {n} is already set to be held.")
+                } else {
+                    format!("Package {n} is already set not to be held.")
+                },
+                json!({}),
+            ),
+            Some(_) if test => (
+                Value::Null,
+                if hold {
+                    format!("Package {n} is set to be held.")
+                } else {
+                    format!("Package {n} is set not to be held.")
+                },
+                json!({}),
+            ),
+            Some(_) => {
+                let verb = if hold { "hold" } else { "unhold" };
+                let o = run_cmd(&["apt-mark", verb, n], APT_ENV, QUERY_TIMEOUT)?;
+                if o.retcode != 0 {
+                    (
+                        Value::Bool(false),
+                        format!("apt-mark {verb} {n} failed: {}", o.said()),
+                        json!({}),
+                    )
+                } else if hold {
+                    (
+                        Value::Bool(true),
+                        format!("Package {n} is now being held."),
+                        json!({"old": "install", "new": "hold"}),
+                    )
+                } else {
+                    (
+                        Value::Bool(true),
+                        format!("Package {n} is no longer being held."),
+                        json!({"old": "hold", "new": "install"}),
+                    )
+                }
+            }
+        };
+        ret.insert(
+            n.clone(),
+            json!({"name": n, "changes": changes, "result": result, "comment": comment}),
+        );
+    }
+    Ok(ret)
+}
+
 /// `pkgs:` as Salt takes it: a list of names or `{name: version}`
 /// mappings (a comma list or JSON text from the command line).
 pub(crate) fn parse_pkgs(v: &Value) -> Result<Vec<(String, Option<String>)>, String> {
@@ -896,19 +969,43 @@ pub(super) const FUNCTIONS: &[Function] = &[
               salt '*' pkg.info_installed <package1> <package2> <package3> ...\n",
         handler: exec_info_installed,
     },
+    Function {
+        name: "pkg.hold",
+        params: &[opt("name"), opt("pkgs")],
+        varargs: false,
+        kwargs: true,
+        doc: "Set package in 'hold' state, meaning it will not be upgraded\n\
+              (``apt-mark hold``).\n\n\
+              Returns per package ``{'name', 'changes', 'result', 'comment'}``.\n\n\
+              CLI Example:\n\n    salt '*' pkg.hold <package name>\n    \
+              salt '*' pkg.hold pkgs='[\"foo\", \"bar\"]'\n",
+        handler: exec_hold,
+    },
+    Function {
+        name: "pkg.unhold",
+        params: &[opt("name"), opt("pkgs")],
+        varargs: false,
+        kwargs: true,
+        doc: "Set package current in 'hold' state to install state, meaning it will\n\
+              be upgraded (``apt-mark unhold``).\n\n\
+              CLI Example:\n\n    salt '*' pkg.unhold <package name>\n    \
+              salt '*' pkg.unhold pkgs='[\"foo\", \"bar\"]'\n",
+        handler: exec_unhold,
+    },
 ];
 
 fn exec_err(e: String) -> ExecError {
     ExecError::Execution(e)
 }
 
-/// Run a blocking package function on the blocking pool.
-async fn blocking<T: Send + 'static>(
+/// Run a blocking function of this module or `service` on the blocking
+/// pool; its error string becomes an execution error.
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, ExecError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ExecError::Execution(format!("package task failed: {e}")))?
+        .map_err(|e| ExecError::Execution(format!("task failed: {e}")))?
         .map_err(exec_err)
 }
 
@@ -1153,6 +1250,23 @@ fn exec_refresh_db<'a>(_c: &'a Call<'a>) -> CallFuture<'a> {
     })
 }
 
+fn exec_hold<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    hold_outcome(c, true)
+}
+
+fn exec_unhold<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
+    hold_outcome(c, false)
+}
+
+fn hold_outcome<'a>(c: &'a Call<'a>, hold: bool) -> CallFuture<'a> {
+    Box::pin(async move {
+        let names = remove_names(c)?;
+        let test = kwarg_bool(c, "test", false)?;
+        let m = blocking(move || set_hold(&names, hold, test)).await?;
+        Ok(Outcome::ok(Value::Object(m)))
+    })
+}
+
 fn exec_info_installed<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let names = varargs_names(c)?;
@@ -1354,6 +1468,21 @@ mod tests {
         )
         .await;
         assert_eq!(o.ret, json!(false));
+        let o = run("pkg.hold", vec![json!(name)], json!({})).await;
+        assert_eq!(
+            o.ret[&name]["comment"],
+            format!("Package {name} is now being held.")
+        );
+        assert_eq!(
+            o.ret[&name]["changes"],
+            json!({"old": "install", "new": "hold"})
+        );
+        let o = run("pkg.hold", vec![json!(name)], json!({})).await;
+        assert_eq!(o.ret[&name]["changes"], json!({}));
+        let o = run("pkg.list_pkgs", vec![], json!({})).await;
+        assert_eq!(o.ret[&name], "1.0", "a held package is installed");
+        let o = run("pkg.unhold", vec![json!(name)], json!({})).await;
+        assert_eq!(o.ret[&name]["result"], true);
         let o = run("pkg.info_installed", vec![json!(name)], json!({})).await;
         assert_eq!(o.ret[&name]["version"], "1.0");
         let o = run("pkg.remove", vec![json!(name)], json!({})).await;

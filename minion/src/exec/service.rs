@@ -9,7 +9,7 @@
 //! before any command sees it. The sync functions here are shared with
 //! the `service` state module.
 
-use super::pkg::{run_cmd, CmdOut};
+use super::pkg::{blocking, run_cmd, CmdOut};
 use super::{opt, req, Call, CallFuture, ExecError, Function, Outcome};
 use brine_common::glob::fnmatch;
 use serde_json::{Map, Value};
@@ -215,7 +215,10 @@ pub(crate) fn get_disabled() -> Result<Vec<String>, String> {
 pub(crate) fn enabled(name: &str) -> Result<bool, String> {
     check_name(name)?;
     match init() {
-        Init::Systemd => Ok(run(&["systemctl", "is-enabled", name])?.retcode == 0),
+        Init::Systemd => {
+            let o = run(&["systemctl", "is-enabled", name])?;
+            Ok(o.retcode == 0 && matches!(o.stdout.trim(), "enabled" | "enabled-runtime"))
+        }
         Init::SysV => Ok(sysv_enabled_in(Path::new("/etc"), &runlevel()).contains(name)),
     }
 }
@@ -391,15 +394,6 @@ pub(super) const FUNCTIONS: &[Function] = &[
         handler: exec_get_disabled,
     },
 ];
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, ExecError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ExecError::Execution(format!("service task failed: {e}")))?
-        .map_err(ExecError::Execution)
-}
 
 /// Run `f(name)` on the blocking pool and return its boolean.
 fn by_name<'a>(c: &'a Call<'a>, f: fn(&str) -> Result<bool, String>) -> CallFuture<'a> {

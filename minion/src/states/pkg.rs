@@ -150,6 +150,11 @@ fn installed(c: &StateCall<'_>) -> StateOutcome {
             }
         ));
     }
+    if w.sources.is_empty() {
+        if let Err(e) = preflight(&targets, &cur) {
+            return StateOutcome::fail(e);
+        }
+    }
     let labels: Vec<String> = targets
         .iter()
         .map(|(n, s)| {
@@ -256,6 +261,35 @@ fn installed(c: &StateCall<'_>) -> StateOutcome {
         return StateOutcome::fail_with(comment.join("\n"), changes);
     }
     StateOutcome::changed(comment.join("\n"), changes)
+}
+
+/// Salt's pre-flight check: a package that is neither installed nor
+/// known to apt cannot be installed.
+fn preflight(
+    targets: &[(String, Option<String>)],
+    cur: &BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
+    let fresh: Vec<String> = targets
+        .iter()
+        .filter(|(n, _)| !cur.contains_key(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let pol = p::policy(&fresh)?;
+    let unknown: Vec<&str> = fresh
+        .iter()
+        .filter(|n| pol.get(*n).is_none_or(|x| x.1.is_none()))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "The following package(s) were not found, and no possible matches were found in the package db: {}",
+        unknown.join(", ")
+    ))
 }
 
 fn latest(c: &StateCall<'_>) -> StateOutcome {

@@ -152,9 +152,56 @@ fn check_available(c: &StateCall<'_>, name: &str, verb: &str) -> Option<StateOut
     }
 }
 
+/// What `running` and `dead` say and do; they differ only in direction.
+struct Toggle {
+    /// The service should be up.
+    up: bool,
+    /// `start` / `stop`.
+    verb: &'static str,
+    /// `running` / `dead`, for "The service x is already ...".
+    state: &'static str,
+    /// Test-mode comment after "Service x ".
+    test: &'static str,
+    /// Failure comment after "Service x ".
+    failed: &'static str,
+    /// For "not present; ... it would have been ...".
+    participle: &'static str,
+    started: Started,
+}
+
+const RUNNING: Toggle = Toggle {
+    up: true,
+    verb: "start",
+    state: "running",
+    test: "is set to start",
+    failed: "failed to start",
+    participle: "started",
+    started: Started::Running,
+};
+
+const DEAD: Toggle = Toggle {
+    up: false,
+    verb: "stop",
+    state: "dead",
+    test: "is set to be killed",
+    failed: "failed to die",
+    participle: "stopped",
+    started: Started::Dead,
+};
+
 fn running(c: &StateCall<'_>) -> StateOutcome {
+    toggle(c, &RUNNING)
+}
+
+fn dead(c: &StateCall<'_>) -> StateOutcome {
+    toggle(c, &DEAD)
+}
+
+/// Bring the service up or down (`t`), then its boot setting when
+/// `enable` is given.
+fn toggle(c: &StateCall<'_>, t: &Toggle) -> StateOutcome {
     let name = c.name().to_string();
-    if let Some(o) = check_available(c, &name, "started") {
+    if let Some(o) = check_available(c, &name, t.participle) {
         return o;
     }
     let sig = c.str_arg("sig");
@@ -163,8 +210,8 @@ fn running(c: &StateCall<'_>) -> StateOutcome {
         Ok(b) => b,
         Err(e) => return StateOutcome::fail(e),
     };
-    if up {
-        let base = StateOutcome::ok(format!("The service {name} is already running"));
+    if up == t.up {
+        let base = StateOutcome::ok(format!("The service {name} is already {}", t.state));
         return match enable {
             Some(want) => {
                 let out = set_boot(c, &name, want, Started::Either, base.clone());
@@ -179,85 +226,27 @@ fn running(c: &StateCall<'_>) -> StateOutcome {
     }
     if c.test() {
         return StateOutcome::would(
-            format!("Service {name} is set to start"),
+            format!("Service {name} {}", t.test),
             json!({ name.clone(): true }),
         );
     }
-    let started = match svc::action(&name, "start") {
+    let done = match svc::action(&name, t.verb) {
         Ok(b) => b,
         Err(e) => return StateOutcome::fail(e),
     };
     init_delay(c);
-    let now = svc::status(&name, sig.as_deref()).unwrap_or(false);
-    if !started || !now {
-        let failed = StateOutcome::fail(format!("Service {name} failed to start"));
-        return match enable {
-            Some(want) => {
-                let out = set_boot(c, &name, want, Started::Dead, failed);
-                StateOutcome {
-                    result: Some(false),
-                    ..out
-                }
-            }
-            None => failed,
-        };
+    let now = svc::status(&name, sig.as_deref()).unwrap_or(!t.up);
+    if !done || now != t.up {
+        return StateOutcome::fail(format!("Service {name} {}", t.failed));
     }
-    let base = StateOutcome::changed(
-        format!("Started service {name}"),
-        json!({ name.clone(): true }),
-    );
-    match enable {
-        Some(want) => set_boot(c, &name, want, Started::Running, base),
-        None => base,
-    }
-}
-
-fn dead(c: &StateCall<'_>) -> StateOutcome {
-    let name = c.name().to_string();
-    if let Some(o) = check_available(c, &name, "stopped") {
-        return o;
-    }
-    let sig = c.str_arg("sig");
-    let enable = enable_arg(c);
-    let up = match svc::status(&name, sig.as_deref()) {
-        Ok(b) => b,
-        Err(e) => return StateOutcome::fail(e),
+    let comment = if t.up {
+        format!("Started service {name}")
+    } else {
+        format!("Service {name} was killed")
     };
-    if !up {
-        let base = StateOutcome::ok(format!("The service {name} is already dead"));
-        return match enable {
-            Some(want) => {
-                let out = set_boot(c, &name, want, Started::Dead, base.clone());
-                if out.has_changes() || out.result != Some(true) {
-                    out
-                } else {
-                    base
-                }
-            }
-            None => base,
-        };
-    }
-    if c.test() {
-        return StateOutcome::would(
-            format!("Service {name} is set to be killed"),
-            json!({ name.clone(): true }),
-        );
-    }
-    let stopped = match svc::action(&name, "stop") {
-        Ok(b) => b,
-        Err(e) => return StateOutcome::fail(e),
-    };
-    init_delay(c);
-    let still = svc::status(&name, sig.as_deref()).unwrap_or(true);
-    if !stopped || still {
-        return StateOutcome::fail(format!("Service {name} failed to die"));
-    }
-    let base = StateOutcome::changed(
-        format!("Service {name} was killed"),
-        json!({ name.clone(): true }),
-    );
+    let base = StateOutcome::changed(comment, json!({ name.clone(): true }));
     match enable {
-        Some(want) => set_boot(c, &name, want, Started::Dead, base),
+        Some(want) => set_boot(c, &name, want, t.started, base),
         None => base,
     }
 }
