@@ -135,12 +135,22 @@ fn set_boot(
 
 /// The named service must exist; in test mode a missing one may be
 /// created earlier in the run, as Salt says.
-fn check_available(c: &StateCall<'_>, name: &str, verb: &str) -> Option<StateOutcome> {
+/// For `dead` and `disabled` (`absent_ok`) a missing service already is
+/// what was asked: result True.
+fn check_available(
+    c: &StateCall<'_>,
+    name: &str,
+    verb: &str,
+    absent_ok: bool,
+) -> Option<StateOutcome> {
     if let Err(e) = svc::check_name(name) {
         return Some(StateOutcome::fail(e));
     }
     match svc::available(name) {
         Ok(true) => None,
+        Ok(false) if absent_ok => Some(StateOutcome::ok(format!(
+            "The named service {name} is not available"
+        ))),
         Ok(false) if c.test() => Some(StateOutcome::would(
             format!("Service {name} not present; if created in this state run, it would have been {verb}"),
             json!({}),
@@ -201,7 +211,7 @@ fn dead(c: &StateCall<'_>) -> StateOutcome {
 /// `enable` is given.
 fn toggle(c: &StateCall<'_>, t: &Toggle) -> StateOutcome {
     let name = c.name().to_string();
-    if let Some(o) = check_available(c, &name, t.participle) {
+    if let Some(o) = check_available(c, &name, t.participle, !t.up) {
         return o;
     }
     let sig = c.str_arg("sig");
@@ -261,7 +271,7 @@ fn disabled(c: &StateCall<'_>) -> StateOutcome {
 
 fn boot_only(c: &StateCall<'_>, want: bool) -> StateOutcome {
     let name = c.name().to_string();
-    if let Some(o) = check_available(c, &name, if want { "enabled" } else { "disabled" }) {
+    if let Some(o) = check_available(c, &name, if want { "enabled" } else { "disabled" }, !want) {
         return o;
     }
     set_boot(
@@ -457,5 +467,8 @@ mod tests {
         );
         let t = apply(missing, true).await;
         assert_eq!(only(&t).result, None);
+        let gone = "brine-test-no-such-service:\n  service.dead: []\n";
+        let t = apply(gone, false).await;
+        assert_eq!(only(&t).result, Some(true));
     }
 }
