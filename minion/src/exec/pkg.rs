@@ -18,6 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Time limit of a query (`dpkg-query`, `apt-cache`).
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -53,6 +54,17 @@ pub(crate) fn run_cmd(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<CmdOut, String> {
+    run_cmd_until(argv, env, timeout, None)
+}
+
+/// [`run_cmd`] that also stops (kills the group) when `cancel` fires
+/// (`saltutil.kill_job`, shutdown).
+pub(crate) fn run_cmd_until(
+    argv: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    cancel: Option<&CancellationToken>,
+) -> Result<CmdOut, String> {
     let Some((prog, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
@@ -73,7 +85,7 @@ pub(crate) fn run_cmd(
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None) if Instant::now() >= deadline || cancel.is_some_and(|c| c.is_cancelled()) => {
                 if let Ok(pid) = i32::try_from(child.id()) {
                     let _ = nix::sys::signal::killpg(
                         nix::unistd::Pid::from_raw(pid),
@@ -81,6 +93,9 @@ pub(crate) fn run_cmd(
                     );
                 }
                 let _ = child.wait();
+                if Instant::now() < deadline {
+                    return Err(format!("{what} was cancelled"));
+                }
                 return Err(format!("{what} timed out after {}s", timeout.as_secs()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
@@ -328,12 +343,13 @@ pub(crate) fn parse_policy(text: &str) -> Policy {
 pub(crate) fn latest_versions(
     names: &[String],
     refresh: bool,
+    cancel: Option<&CancellationToken>,
 ) -> Result<BTreeMap<String, String>, String> {
     for n in names {
         check_name(n)?;
     }
     if refresh {
-        refresh_db()?;
+        refresh_db(cancel)?;
     }
     let pol = policy(names)?;
     let cur = installed(false)?;
@@ -364,11 +380,12 @@ pub(crate) fn latest_versions(
 
 /// `apt-get update`; Salt's shape: repo line → `true` (fetched), `null`
 /// (unchanged), `false` (ignored or failed).
-pub(crate) fn refresh_db() -> Result<Map<String, Value>, String> {
-    let o = run_cmd(
+pub(crate) fn refresh_db(cancel: Option<&CancellationToken>) -> Result<Map<String, Value>, String> {
+    let o = run_cmd_until(
         &["apt-get", "-q", "update", "-o", "DPkg::Lock::Timeout=60"],
         APT_ENV,
         CHANGE_TIMEOUT,
+        cancel,
     )?;
     let ret = parse_update(&o.stdout);
     if o.retcode != 0 && ret.is_empty() {
@@ -412,6 +429,8 @@ pub(crate) struct InstallRequest {
     pub refresh: bool,
     pub fromrepo: Option<String>,
     pub reinstall: bool,
+    /// The job's cancellation: kills apt or dpkg.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// The outcome of an install or removal: what changed, and the errors of
@@ -467,7 +486,7 @@ pub(crate) fn install(req: &InstallRequest) -> Result<Applied, String> {
     let old = installed(false)?;
     let mut errors = Vec::new();
     if req.refresh {
-        if let Err(e) = refresh_db() {
+        if let Err(e) = refresh_db(req.cancel.as_ref()) {
             errors.push(e);
         }
     }
@@ -479,7 +498,7 @@ pub(crate) fn install(req: &InstallRequest) -> Result<Applied, String> {
             .collect();
         let mut argv = vec!["dpkg", "-i", "--force-confold", "--force-confdef"];
         argv.extend(paths.iter().map(String::as_str));
-        let o = run_cmd(&argv, APT_ENV, CHANGE_TIMEOUT)?;
+        let o = run_cmd_until(&argv, APT_ENV, CHANGE_TIMEOUT, req.cancel.as_ref())?;
         if o.retcode != 0 {
             errors.push(format!("dpkg -i failed: {}", o.said()));
         }
@@ -512,7 +531,7 @@ pub(crate) fn install(req: &InstallRequest) -> Result<Applied, String> {
         }
         argv.push("install");
         argv.extend(targets.iter().map(String::as_str));
-        let o = run_cmd(&argv, APT_ENV, CHANGE_TIMEOUT)?;
+        let o = run_cmd_until(&argv, APT_ENV, CHANGE_TIMEOUT, req.cancel.as_ref())?;
         if o.retcode != 0 {
             errors.push(format!("apt-get install failed: {}", o.said()));
         }
@@ -527,7 +546,11 @@ pub(crate) fn install(req: &InstallRequest) -> Result<Applied, String> {
 /// `apt-get remove` (or `purge`) of those of `names` that are installed
 /// (or, for purge, have configuration files left). Purge reports Salt's
 /// `{"removed": {...}, "installed": {...}}`.
-pub(crate) fn remove(names: &[String], purge: bool) -> Result<Applied, String> {
+pub(crate) fn remove(
+    names: &[String],
+    purge: bool,
+    cancel: Option<&CancellationToken>,
+) -> Result<Applied, String> {
     for n in names {
         check_name(n)?;
     }
@@ -544,7 +567,7 @@ pub(crate) fn remove(names: &[String], purge: bool) -> Result<Applied, String> {
     let mut argv = vec!["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=60"];
     argv.push(if purge { "purge" } else { "remove" });
     argv.extend(targets.iter().copied());
-    let o = run_cmd(&argv, APT_ENV, CHANGE_TIMEOUT)?;
+    let o = run_cmd_until(&argv, APT_ENV, CHANGE_TIMEOUT, cancel)?;
     let mut errors = Vec::new();
     if o.retcode != 0 {
         errors.push(format!(
@@ -1100,6 +1123,7 @@ fn exec_install<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             refresh,
             reinstall,
             fromrepo,
+            cancel: Some(c.ctx.cancel.clone()),
             ..Default::default()
         };
         if let Some(s) = c.arg("sources") {
@@ -1146,7 +1170,8 @@ fn exec_install<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn exec_remove<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let names = remove_names(c)?;
-        let a = blocking(move || remove(&names, false)).await?;
+        let cancel = c.ctx.cancel.clone();
+        let a = blocking(move || remove(&names, false, Some(&cancel))).await?;
         applied_outcome(a, "removing")
     })
 }
@@ -1154,7 +1179,8 @@ fn exec_remove<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn exec_purge<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let names = remove_names(c)?;
-        let a = blocking(move || remove(&names, true)).await?;
+        let cancel = c.ctx.cancel.clone();
+        let a = blocking(move || remove(&names, true, Some(&cancel))).await?;
         applied_outcome(a, "purging")
     })
 }
@@ -1222,7 +1248,8 @@ fn exec_latest_version<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         }
         let refresh = kwarg_bool(c, "refresh", true)?;
         let n2 = names.clone();
-        let m = blocking(move || latest_versions(&n2, refresh)).await?;
+        let cancel = c.ctx.cancel.clone();
+        let m = blocking(move || latest_versions(&n2, refresh, Some(&cancel))).await?;
         let m = m.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         Ok(Outcome::ok(one_or_dict(&names, m)))
     })
@@ -1236,16 +1263,18 @@ fn exec_upgrade_available<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         check_name(&name).map_err(ExecError::InvalidArgs)?;
         let refresh = kwarg_bool(c, "refresh", true)?;
         let n = vec![name.clone()];
-        let m = blocking(move || latest_versions(&n, refresh)).await?;
+        let cancel = c.ctx.cancel.clone();
+        let m = blocking(move || latest_versions(&n, refresh, Some(&cancel))).await?;
         Ok(Outcome::ok(Value::Bool(
             m.get(&name).is_some_and(|v| !v.is_empty()),
         )))
     })
 }
 
-fn exec_refresh_db<'a>(_c: &'a Call<'a>) -> CallFuture<'a> {
+fn exec_refresh_db<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
-        let m = blocking(refresh_db).await?;
+        let cancel = c.ctx.cancel.clone();
+        let m = blocking(move || refresh_db(Some(&cancel))).await?;
         Ok(Outcome::ok(Value::Object(m)))
     })
 }
@@ -1430,6 +1459,17 @@ mod tests {
         );
         let e = run_cmd(&["sleep", "5"], &[], Duration::from_millis(200)).expect_err("timeout");
         assert!(e.contains("timed out"), "{e}");
+        let token = CancellationToken::new();
+        let t2 = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            t2.cancel();
+        });
+        let started = Instant::now();
+        let e = run_cmd_until(&["sleep", "5"], &[], QUERY_TIMEOUT, Some(&token))
+            .expect_err("cancelled");
+        assert!(e.contains("cancelled"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
         assert!(run_cmd(&["/nonexistent/brine"], &[], QUERY_TIMEOUT).is_err());
     }
 

@@ -185,6 +185,7 @@ fn installed(c: &StateCall<'_>) -> StateOutcome {
 
     let mut req = InstallRequest {
         refresh: c.bool_arg("refresh", false),
+        cancel: Some(c.env.ctx.cancel.clone()),
         fromrepo: c.str_arg("fromrepo"),
         reinstall,
         ..Default::default()
@@ -299,7 +300,7 @@ fn latest(c: &StateCall<'_>) -> StateOutcome {
     };
     let names: Vec<String> = w.pkgs.iter().map(|(n, _)| n.clone()).collect();
     if c.bool_arg("refresh", false) && !c.test() {
-        if let Err(e) = p::refresh_db() {
+        if let Err(e) = p::refresh_db(Some(&c.env.ctx.cancel)) {
             return StateOutcome::fail(e);
         }
     }
@@ -371,6 +372,7 @@ fn latest(c: &StateCall<'_>) -> StateOutcome {
             .map(|(n, v)| (n.clone(), Some(v.clone())))
             .collect(),
         fromrepo: c.str_arg("fromrepo"),
+        cancel: Some(c.env.ctx.cancel.clone()),
         ..Default::default()
     };
     let applied = match p::install(&req) {
@@ -466,7 +468,7 @@ fn uninstall(c: &StateCall<'_>, purge: bool) -> StateOutcome {
             Value::Object(changes),
         );
     }
-    let applied = match p::remove(&targets, purge) {
+    let applied = match p::remove(&targets, purge, Some(&c.env.ctx.cancel)) {
         Ok(a) => a,
         Err(e) => return StateOutcome::fail(e),
     };
