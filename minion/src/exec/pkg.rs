@@ -1530,6 +1530,32 @@ mod tests {
         assert!(!dpkg_installed(&name));
         let o = run("pkg.remove", vec![json!(name)], json!({})).await;
         assert_eq!(o.ret, json!({}));
+
+        // From the master: salt://debs/<name>.deb, cached then dpkg -i.
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(srv.join("debs")).expect("mkdir srv");
+        let v2 = build(dir.path(), &name, "2.0");
+        std::fs::copy(&v2, srv.join(format!("debs/{name}.deb"))).expect("copy deb");
+        let master: std::sync::Arc<dyn crate::files::Ask> =
+            std::sync::Arc::new(crate::files::fake::FakeMaster::serving("base", &srv));
+        let mut ctx = crate::exec::testutil::ctx(
+            "pkg.install",
+            vec![],
+            json!({"sources": [{ name.clone(): format!("salt://debs/{name}.deb") }]}),
+        );
+        ctx.files = std::sync::Arc::new(FileClient::new(Some(master), dir.path().join("cache")));
+        let o = crate::exec::Registry::new().call(ctx).await;
+        assert_eq!(
+            o.ret,
+            json!({ name.clone(): {"old": "", "new": "2.0"} }),
+            "{o:?}"
+        );
+        let o = run("pkg.purge", vec![json!(name)], json!({})).await;
+        assert_eq!(
+            o.ret["installed"],
+            json!({ name.clone(): {"old": "2.0", "new": ""} })
+        );
+        assert!(!dpkg_installed(&name));
         let o = run(
             "pkg.install",
             vec![],
