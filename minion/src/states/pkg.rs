@@ -629,4 +629,150 @@ mod tests {
             only(&t).comment
         );
     }
+
+    /// A flat apt repository in a temp dir, listed in
+    /// /etc/apt/sources.list.d while the guard lives; its index files in
+    /// /var/lib/apt/lists go with it.
+    struct LocalRepo {
+        dir: tempfile::TempDir,
+        list: std::path::PathBuf,
+    }
+
+    impl LocalRepo {
+        fn new(name: &str, versions: &[&str]) -> Self {
+            use sha2::Digest;
+            let dir = tempfile::Builder::new()
+                .prefix("brine-test-repo")
+                .tempdir_in("/var/tmp")
+                .expect("repo dir");
+            let mut index = String::new();
+            for v in versions {
+                let deb = build(dir.path(), name, v);
+                let data = std::fs::read(&deb).expect("read deb");
+                index.push_str(&format!(
+                    "Package: {name}\nVersion: {v}\nArchitecture: all\n\
+                     Maintainer: Brine tests <brine@example.invalid>\nSection: misc\n\
+                     Priority: optional\nFilename: ./{}\nSize: {}\nSHA256: {}\n\
+                     Description: Brine test package\n\n",
+                    deb.file_name().expect("file name").to_string_lossy(),
+                    data.len(),
+                    hex::encode(sha2::Sha256::digest(&data)),
+                ));
+            }
+            std::fs::write(dir.path().join("Packages"), index).expect("Packages");
+            let list = std::path::PathBuf::from(format!("/etc/apt/sources.list.d/{name}.list"));
+            let repo = LocalRepo { dir, list };
+            std::fs::write(
+                &repo.list,
+                format!("deb [trusted=yes] file:{} ./\n", repo.dir.path().display()),
+            )
+            .expect("write sources list");
+            let o = std::process::Command::new("apt-get")
+                .args(["-q", "update", "-o"])
+                .arg(format!("Dir::Etc::SourceList={}", repo.list.display()))
+                .args([
+                    "-o",
+                    "Dir::Etc::SourceParts=/nonexistent",
+                    "-o",
+                    "APT::Get::List-Cleanup=0",
+                ])
+                .output()
+                .expect("apt-get update");
+            assert!(o.status.success(), "apt-get update: {o:?}");
+            repo
+        }
+    }
+
+    impl Drop for LocalRepo {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.list);
+            if let Ok(rd) = std::fs::read_dir("/var/lib/apt/lists") {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().contains("brine-test-repo") {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn installed_and_latest_through_apt_from_a_local_repository() {
+        let _lock = DPKG_LOCK.lock().await;
+        let name = unique("a");
+        let _guard = PurgeGuard(name.clone());
+        let _repo = LocalRepo::new(&name, &["1.0", "2.0"]);
+
+        let o = crate::exec::testutil::run(
+            "pkg.latest_version",
+            vec![json!(name)],
+            json!({"refresh": false}),
+        )
+        .await;
+        assert_eq!(o.ret, json!("2.0"), "{o:?}");
+
+        let pinned = format!("{name}:\n  pkg.installed:\n    - version: '1.0'\n");
+        let t = apply(&pinned, true).await;
+        assert_eq!(only(&t).result, None, "{:?}", only(&t));
+        assert!(!dpkg_installed(&name));
+        let t = apply(&pinned, false).await;
+        let r = only(&t);
+        assert_eq!(r.result, Some(true), "{r:?}");
+        assert_eq!(
+            r.changes,
+            json!({ name.clone(): {"old": "", "new": "1.0"} })
+        );
+        let t = apply(&pinned, false).await;
+        assert_eq!(
+            only(&t).comment,
+            format!("Version 1.0 of package '{name}' is already installed")
+        );
+
+        let o = crate::exec::testutil::run(
+            "pkg.upgrade_available",
+            vec![json!(name)],
+            json!({"refresh": false}),
+        )
+        .await;
+        assert_eq!(o.ret, json!(true));
+
+        let latest = format!("{name}:\n  pkg.latest: []\n");
+        let t = apply(&latest, true).await;
+        let r = only(&t);
+        assert_eq!(r.result, None, "{r:?}");
+        assert_eq!(
+            r.comment,
+            format!("The following packages would be installed/upgraded: {name}")
+        );
+        let t = apply(&latest, false).await;
+        let r = only(&t);
+        assert_eq!(r.result, Some(true), "{r:?}");
+        assert_eq!(
+            r.changes,
+            json!({ name.clone(): {"old": "1.0", "new": "2.0"} })
+        );
+        let t = apply(&latest, false).await;
+        assert_eq!(
+            only(&t).comment,
+            format!("Package {name} is already up-to-date")
+        );
+
+        let many = format!("p:\n  pkg.removed:\n    - pkgs:\n      - {name}\n");
+        let t = apply(&many, false).await;
+        assert_eq!(
+            only(&t).changes,
+            json!({ name.clone(): {"old": "2.0", "new": ""} })
+        );
+        let o = crate::exec::testutil::run(
+            "pkg.install",
+            vec![],
+            json!({"pkgs": [{ name.clone(): "1.0" }]}),
+        )
+        .await;
+        assert_eq!(
+            o.ret,
+            json!({ name.clone(): {"old": "", "new": "1.0"} }),
+            "{o:?}"
+        );
+    }
 }
