@@ -536,6 +536,10 @@ case "$1" in
   restart|force-reload)
     "$0" stop; "$0" start
     ;;
+  reload)
+    running || exit 7
+    touch "$PIDFILE.reloaded"
+    ;;
   status)
     running && {{ echo "{name} is running"; exit 0; }}
     echo "{name} is not running"; exit 3
@@ -565,6 +569,13 @@ exit 0
             std::fs::read_to_string(&self.pidfile)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
+        }
+
+        /// The file the script's `reload` touches.
+        pub fn reloaded(&self) -> PathBuf {
+            let mut p = self.pidfile.clone().into_os_string();
+            p.push(".reloaded");
+            PathBuf::from(p)
         }
 
         /// rc links pointing at the script.
@@ -601,6 +612,7 @@ exit 0
             }
             let _ = std::fs::remove_file(&self.script);
             let _ = std::fs::remove_file(&self.pidfile);
+            let _ = std::fs::remove_file(self.reloaded());
         }
     }
 }

@@ -393,6 +393,19 @@ mod tests {
         let pid2 = s.pid().expect("restarted");
         assert_ne!(pid2, pid1);
 
+        let reload = format!(
+            "a:\n  test.succeed_with_changes: []\n{n}:\n  service.running:\n    - reload: True\n    - watch:\n      - test: a\n"
+        );
+        let t = apply(&reload, false).await;
+        let r = &t[&format!("service_|-{n}_|-{n}_|-running")];
+        assert_eq!(
+            (r.result, r.comment.as_str()),
+            (Some(true), "Service reloaded"),
+            "{r:?}"
+        );
+        assert_eq!(s.pid(), Some(pid2), "a reload keeps the process");
+        assert!(s.reloaded().exists());
+
         let en = format!("{n}:\n  service.enabled: []\n");
         let t = apply(&en, true).await;
         assert_eq!(only(&t).result, None);
