@@ -133,22 +133,30 @@ fn installed(c: &StateCall<'_>) -> StateOutcome {
             targets.push((name.clone(), spec.clone()));
         }
     }
+    let names: Vec<String> = w.pkgs.iter().map(|(n, _)| n.clone()).collect();
+    let hold = c.arg("hold").map(|_| c.bool_arg("hold", false));
     if targets.is_empty() {
-        if w.single {
+        let comment = if w.single {
             let (name, spec) = &w.pkgs[0];
-            return StateOutcome::ok(match spec {
+            match spec {
                 Some(v) => format!("Version {v} of package '{name}' is already installed"),
                 None => format!("Package {name} is already installed"),
-            });
-        }
-        return StateOutcome::ok(format!(
-            "All specified packages are already installed{}",
-            if version_spec && w.sources.is_empty() {
-                " and are at the desired version"
-            } else {
-                ""
             }
-        ));
+        } else {
+            format!(
+                "All specified packages are already installed{}",
+                if version_spec && w.sources.is_empty() {
+                    " and are at the desired version"
+                } else {
+                    ""
+                }
+            )
+        };
+        let mut out = StateOutcome::ok(comment);
+        if let Some(h) = hold {
+            apply_hold(c, &names, h, &mut out, ".\n");
+        }
+        return out;
     }
     if w.sources.is_empty() {
         if let Err(e) = preflight(&targets, &cur) {
@@ -261,7 +269,61 @@ fn installed(c: &StateCall<'_>) -> StateOutcome {
         comment.extend(applied.errors);
         return StateOutcome::fail_with(comment.join("\n"), changes);
     }
-    StateOutcome::changed(comment.join("\n"), changes)
+    let mut out = StateOutcome::changed(comment.join("\n"), changes);
+    if let Some(h) = hold {
+        apply_hold(c, &names, h, &mut out, "\n");
+    }
+    out
+}
+
+/// `hold: True/False` of `pkg.installed`: hold or unhold each package,
+/// adding the comments and, for a package whose hold changed, its
+/// `old`/`new` selection to `changes` (appended on a new line when the
+/// package also changed version, as Salt does).
+fn apply_hold(c: &StateCall<'_>, names: &[String], hold: bool, out: &mut StateOutcome, sep: &str) {
+    let res = match p::set_hold(names, hold, c.test()) {
+        Ok(r) => r,
+        Err(e) => {
+            out.result = Some(false);
+            out.comment.push_str(&format!("{sep}{e}"));
+            return;
+        }
+    };
+    let Value::Object(changes) = &mut out.changes else {
+        return;
+    };
+    for (name, r) in res {
+        let comment = r["comment"].as_str().unwrap_or_default();
+        let ch = r
+            .get("changes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        match r["result"] {
+            Value::Bool(false) => out.result = Some(false),
+            Value::Null if out.result == Some(true) => out.result = None,
+            _ => {}
+        }
+        if ch.is_empty() && r["result"] == Value::Bool(true) {
+            continue;
+        }
+        out.comment.push_str(&format!("{sep}{comment}"));
+        if ch.is_empty() {
+            continue;
+        }
+        let entry = changes
+            .entry(name)
+            .or_insert_with(|| json!({"old": "", "new": ""}));
+        for key in ["old", "new"] {
+            let add = ch.get(key).and_then(Value::as_str).unwrap_or_default();
+            let before = entry[key].as_str().unwrap_or_default().to_string();
+            entry[key] = Value::String(if before.is_empty() {
+                add.to_string()
+            } else {
+                format!("{before}\n{add}")
+            });
+        }
+    }
 }
 
 /// Salt's pre-flight check: a package that is neither installed nor
@@ -566,6 +628,29 @@ mod tests {
         assert_eq!(
             only(&r).comment,
             format!("Package {name} is already installed")
+        );
+
+        let held = format!("{name}:\n  pkg.installed:\n    - hold: True\n");
+        let t = apply(&held, true).await;
+        assert_eq!(only(&t).result, None, "{:?}", only(&t));
+        let t = apply(&held, false).await;
+        let r = only(&t);
+        assert_eq!(r.result, Some(true), "{r:?}");
+        assert_eq!(
+            r.comment,
+            format!("Package {name} is already installed.\nPackage {name} is now being held.")
+        );
+        assert_eq!(
+            r.changes,
+            json!({ name.clone(): {"old": "install", "new": "hold"} })
+        );
+        let t = apply(&held, false).await;
+        assert_eq!(only(&t).changes, json!({}));
+        let unheld = format!("{name}:\n  pkg.installed:\n    - hold: False\n");
+        let t = apply(&unheld, false).await;
+        assert_eq!(
+            only(&t).changes,
+            json!({ name.clone(): {"old": "hold", "new": "install"} })
         );
 
         let sls2 = format!(
