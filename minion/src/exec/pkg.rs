@@ -1041,12 +1041,18 @@ fn varargs_names(c: &Call<'_>) -> Result<Vec<String>, ExecError> {
             Value::Number(_) | Value::Bool(_) => v.to_string(),
             other => return Err(ExecError::InvalidArgs(format!("invalid name {other}"))),
         };
-        names.extend(
-            s.split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty()),
-        );
+        names.extend(split_names(&s)?);
     }
+    Ok(names)
+}
+
+/// A comma list of package names, each checked.
+fn split_names(s: &str) -> Result<Vec<String>, ExecError> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect();
     for n in &names {
         check_name(n).map_err(ExecError::InvalidArgs)?;
     }
@@ -1077,17 +1083,9 @@ fn remove_names(c: &Call<'_>) -> Result<Vec<String>, ExecError> {
             .map(|(n, _)| n)
             .collect());
     }
-    let name = c.str_arg("name")?.unwrap_or_default();
-    let names: Vec<String> = name
-        .split(',')
-        .map(|x| x.trim().to_string())
-        .filter(|x| !x.is_empty())
-        .collect();
+    let names = split_names(&c.str_arg("name")?.unwrap_or_default())?;
     if names.is_empty() {
         return Err(ExecError::InvalidArgs("name or pkgs is required".into()));
-    }
-    for n in &names {
-        check_name(n).map_err(ExecError::InvalidArgs)?;
     }
     Ok(names)
 }
@@ -1145,19 +1143,11 @@ fn exec_install<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         } else if let Some(p) = c.arg("pkgs") {
             req.repo = parse_pkgs(p).map_err(ExecError::InvalidArgs)?;
         } else {
-            let name = c.str_arg("name")?.unwrap_or_default();
-            let names: Vec<String> = name
-                .split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect();
+            let names = split_names(&c.str_arg("name")?.unwrap_or_default())?;
             if names.is_empty() {
                 return Err(ExecError::InvalidArgs(
                     "name, pkgs or sources is required".into(),
                 ));
-            }
-            for n in &names {
-                check_name(n).map_err(ExecError::InvalidArgs)?;
             }
             let v = if names.len() == 1 { version } else { None };
             req.repo = names.into_iter().map(|n| (n, v.clone())).collect();
