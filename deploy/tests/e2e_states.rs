@@ -207,7 +207,10 @@ fn states_apply_direct_and_behind_a_syndic() {
     assert_eq!(code, 0, "{third}");
     for m in all {
         let r = results(&third, m);
-        let diff = by_id(&r, "conf")["changes"]["diff"].as_str().unwrap_or_default().to_string();
+        let diff = by_id(&r, "conf")["changes"]["diff"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(diff.contains("+workers = 4"), "{m}: {diff}");
         assert_eq!(changed(&r), 2, "{m}: conf and restart: {r:?}");
         let restarts = std::fs::read_to_string(out.join(m).join("restarts")).expect("restarts");

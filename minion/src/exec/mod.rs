@@ -26,7 +26,9 @@ pub mod group;
 pub mod key;
 pub mod network;
 pub mod pillar;
+pub mod pkg;
 pub mod saltutil;
+pub mod service;
 pub mod state;
 pub mod status;
 pub mod sys;
@@ -288,7 +290,7 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 16] = [
+        let tables: [&'static [Function]; 18] = [
             state::FUNCTIONS,
             test::FUNCTIONS,
             cmd::FUNCTIONS,
@@ -305,6 +307,8 @@ impl Registry {
             network::FUNCTIONS,
             system::FUNCTIONS,
             file::FUNCTIONS,
+            pkg::FUNCTIONS,
+            service::FUNCTIONS,
         ];
         let funs = tables.into_iter().flatten().map(|f| (f.name, f)).collect();
         Self { funs }
@@ -735,6 +739,33 @@ mod tests {
             "file.readlink",
             "file.contains",
             "file.get_diff",
+            "pkg.install",
+            "pkg.remove",
+            "pkg.purge",
+            "pkg.version",
+            "pkg.list_pkgs",
+            "pkg.latest_version",
+            "pkg.available_version",
+            "pkg.upgrade_available",
+            "pkg.refresh_db",
+            "pkg.info_installed",
+            "pkg.hold",
+            "pkg.unhold",
+            "service.start",
+            "service.stop",
+            "service.restart",
+            "service.reload",
+            "service.force_reload",
+            "service.status",
+            "service.enable",
+            "service.disable",
+            "service.enabled",
+            "service.disabled",
+            "service.available",
+            "service.missing",
+            "service.get_all",
+            "service.get_enabled",
+            "service.get_disabled",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -745,8 +776,8 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         let mods = r.modules();
         for m in [
-            "cmd", "cp", "disk", "file", "grains", "group", "key", "network", "pillar", "saltutil",
-            "state", "status", "sys", "system", "test", "user",
+            "cmd", "cp", "disk", "file", "grains", "group", "key", "network", "pillar", "pkg",
+            "saltutil", "service", "state", "status", "sys", "system", "test", "user",
         ] {
             assert!(mods.iter().any(|x| x == m), "module {m} listed");
         }

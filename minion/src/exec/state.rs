@@ -468,7 +468,9 @@ async fn state_run(
     if let (View::Run, Some(Value::Array(errors))) = (view, pillar.get("_errors")) {
         // Salt refuses to apply states with a pillar that did not render:
         // the states would see data that is not there.
-        let mut list = vec![json!("Pillar failed to render with the following messages:")];
+        let mut list = vec![json!(
+            "Pillar failed to render with the following messages:"
+        )];
         list.extend(errors.iter().cloned());
         return Ok(Outcome::with_retcode(Value::Array(list), RETCODE_PILLAR));
     }

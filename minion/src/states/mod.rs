@@ -24,6 +24,8 @@ pub mod cmd;
 pub mod file;
 pub mod group;
 pub mod module;
+pub mod pkg;
+pub mod service;
 pub mod test;
 pub mod user;
 
@@ -196,6 +198,8 @@ pub fn table() -> BTreeMap<&'static str, &'static StateFunction> {
         file::FUNCTIONS,
         group::FUNCTIONS,
         module::FUNCTIONS,
+        pkg::FUNCTIONS,
+        service::FUNCTIONS,
         test::FUNCTIONS,
         user::FUNCTIONS,
     ];
