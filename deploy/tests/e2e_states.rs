@@ -343,3 +343,178 @@ fn states_apply_direct_and_behind_a_syndic() {
         "queued run ran: {queued}"
     );
 }
+
+/// What the system test creates, removed on drop (also when it fails).
+struct SystemGuard {
+    name: String,
+}
+
+impl Drop for SystemGuard {
+    fn drop(&mut self) {
+        let n = &self.name;
+        let script = format!("/etc/init.d/{n}");
+        let quiet = |cmd: &str, args: &[&str]| {
+            let _ = std::process::Command::new(cmd)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        if Path::new(&script).exists() {
+            quiet(&script, &["stop"]);
+        }
+        quiet("update-rc.d", &["-f", n, "remove"]);
+        let _ = std::fs::remove_file(&script);
+        let _ = std::fs::remove_file(format!("/run/{n}.pid"));
+        quiet("dpkg", &["--purge", n]);
+        quiet("userdel", &["-r", n]);
+        quiet("groupdel", &[n]);
+    }
+}
+
+/// A `.deb` named `name` at `version`, built with `dpkg-deb`.
+fn build_deb(dir: &Path, name: &str, version: &str) -> std::path::PathBuf {
+    let root = dir.join(format!("{name}-{version}"));
+    write(
+        &root.join("DEBIAN/control"),
+        &format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Brine tests <brine@localhost>\nDescription: Brine e2e test package\n"
+        ),
+    );
+    write(
+        &root.join(format!("usr/share/{name}/VERSION")),
+        &format!("{version}\n"),
+    );
+    let deb = dir.join(format!("{name}_{version}_all.deb"));
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb: {}", text(&out));
+    deb
+}
+
+/// The daemon's pid from its pidfile.
+fn daemon_pid(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/run/{name}.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+#[test]
+fn system_states_pkg_user_service_behind_a_syndic() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!("brine-test-e{:x}", (std::process::id() ^ nanos) & 0xffffff);
+    let _guard = SystemGuard { name: name.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let salt_root = dir.path().join("salt");
+    let deb = build_deb(dir.path(), &name, "1.0");
+    write(&salt_root.join("pkgs/placeholder"), "");
+    std::fs::copy(&deb, salt_root.join("pkgs/app.deb")).expect("deb into the tree");
+    let home = dir.path().join("home");
+    write(
+        &salt_root.join("svc/init.sh"),
+        &format!(
+            "#!/bin/sh\n### BEGIN INIT INFO\n# Provides:          {name}\n# Required-Start:\n# Required-Stop:\n# Default-Start:     2 3 4 5\n# Default-Stop:      0 1 6\n# Short-Description: Brine e2e daemon\n### END INIT INFO\nPIDFILE=/run/{name}.pid\nrunning() {{ [ -f \"$PIDFILE\" ] && kill -0 \"$(cat \"$PIDFILE\")\" 2>/dev/null; }}\ncase \"$1\" in\n  start) running && exit 0; sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo $! > \"$PIDFILE\" ;;\n  stop) if running; then kill \"$(cat \"$PIDFILE\")\"; fi; rm -f \"$PIDFILE\" ;;\n  restart|force-reload) \"$0\" stop; \"$0\" start ;;\n  status) running && exit 0; exit 3 ;;\n  *) exit 2 ;;\nesac\nexit 0\n"
+        ),
+    );
+    write(&salt_root.join("svc/app.conf"), "workers = 1\n");
+    write(
+        &salt_root.join("system.sls"),
+        &format!(
+            "app_pkg:\n  pkg.installed:\n    - sources:\n      - {name}: salt://pkgs/app.deb\napp_user:\n  user.present:\n    - name: {name}\n    - shell: /bin/sh\n    - home: {home}\n    - createhome: True\napp_init:\n  file.managed:\n    - name: /etc/init.d/{name}\n    - source: salt://svc/init.sh\n    - mode: '0755'\napp_conf:\n  file.managed:\n    - name: {conf}\n    - source: salt://svc/app.conf\n    - makedirs: True\napp_service:\n  service.running:\n    - name: {name}\n    - enable: True\n    - require:\n      - pkg: app_pkg\n      - user: app_user\n      - file: app_init\n    - watch:\n      - file: app_conf\n",
+            home = home.display(),
+            conf = dir.path().join("etc/app.conf").display()
+        ),
+    );
+    let topo = Topology::builder()
+        .syndics(1)
+        .direct_minions(0)
+        .minions_per_syndic(1)
+        .top_config(&format!("file_roots: {}", json!({"base": [salt_root]})))
+        .start(WAIT)
+        .expect("topology");
+    let m = "s1m1";
+
+    // test=True: nothing installed, created or started.
+    let (t, code) = salt(&topo, m, "state.sls", &["system", "test=True"]);
+    assert_eq!(code, 0, "{t}");
+    let r = results(&t, m);
+    assert_eq!(by_id(&r, "app_pkg")["result"], Value::Null, "{r:?}");
+    assert_eq!(by_id(&r, "app_user")["result"], Value::Null, "{r:?}");
+    assert!(nix_user(&name).is_none(), "test=True created the user");
+    assert!(!Path::new(&format!("/var/lib/dpkg/info/{name}.list")).exists());
+    assert!(daemon_pid(&name).is_none());
+
+    // First run: the package, the user, the script, the config, the service.
+    let (first, code) = salt(&topo, m, "state.sls", &["system"]);
+    assert_eq!(code, 0, "{first}");
+    let r = results(&first, m);
+    assert!(r.values().all(|s| s["result"] == true), "{r:?}");
+    assert_eq!(
+        by_id(&r, "app_pkg")["changes"][name.as_str()],
+        json!({"old": "", "new": "1.0"})
+    );
+    assert_eq!(
+        by_id(&r, "app_user")["comment"],
+        format!("New user {name} created")
+    );
+    assert!(nix_user(&name).is_some(), "user exists");
+    let dpkg = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", &name])
+        .output()
+        .expect("dpkg-query");
+    assert_eq!(String::from_utf8_lossy(&dpkg.stdout), "1.0");
+    let pid1 = daemon_pid(&name).expect("the service runs");
+
+    // Second run: nothing changes, the service keeps its process.
+    let (second, code) = salt(&topo, m, "state.sls", &["system"]);
+    assert_eq!(code, 0, "{second}");
+    let r = results(&second, m);
+    assert_eq!(changed(&r), 0, "{r:?}");
+    assert_eq!(
+        daemon_pid(&name),
+        Some(pid1),
+        "not restarted without a change"
+    );
+
+    // The config changes on the master: the watch restarts the service.
+    write(&salt_root.join("svc/app.conf"), "workers = 4\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (third, code) = salt(&topo, m, "state.sls", &["system"]);
+    assert_eq!(code, 0, "{third}");
+    let r = results(&third, m);
+    assert_eq!(
+        by_id(&r, "app_service")["changes"],
+        json!({name.as_str(): true}),
+        "{r:?}"
+    );
+    let pid2 = daemon_pid(&name).expect("running after restart");
+    assert_ne!(pid1, pid2, "restarted by the watch");
+
+    // Removal through states, and the execution modules on their own.
+    write(
+        &salt_root.join("gone.sls"),
+        &format!("app_service:\n  service.dead:\n    - name: {name}\n    - enable: False\napp_pkg:\n  pkg.removed:\n    - name: {name}\napp_user:\n  user.absent:\n    - name: {name}\n    - purge: True\n"),
+    );
+    let (gone, code) = salt(&topo, m, "state.sls", &["gone"]);
+    assert_eq!(code, 0, "{gone}");
+    assert!(daemon_pid(&name).is_none(), "stopped");
+    assert!(nix_user(&name).is_none(), "user removed");
+    let (v, _) = salt(&topo, m, "pkg.version", &[&name]);
+    assert_eq!(v[m], "", "package removed: {v}");
+}
+
+/// Whether the system knows user `name`.
+fn nix_user(name: &str) -> Option<String> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find(|l| l.split(':').next() == Some(name))
+        .map(str::to_string)
+}
