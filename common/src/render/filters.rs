@@ -176,7 +176,7 @@ fn regex_replace(
 
 /// Python's `\1`/`\g<1>`/`\g<name>` → regex's `${1}`/`${name}`; a `$`
 /// stays literal.
-fn python_replacement(r: &str) -> String {
+pub fn python_replacement(r: &str) -> String {
     let mut out = String::new();
     let mut chars = r.chars().peekable();
     // Bounded by the replacement's length.

@@ -26,6 +26,7 @@ mod tests;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+pub use filters::python_replacement;
 pub use yaml::{load_yaml, to_flow_yaml};
 
 /// Where `{% include %}`, `{% import %}`, `{% from %}` and the

@@ -702,51 +702,7 @@ fn convert_repl(repl: &str, literal: bool) -> String {
     if literal {
         return repl.replace('$', "$$");
     }
-    let mut out = String::new();
-    let mut chars = repl.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '$' => out.push_str("$$"),
-            '\\' => match chars.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut num = String::new();
-                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                        num.push(d);
-                        chars.next();
-                        if num.len() == 2 {
-                            break;
-                        }
-                    }
-                    out.push_str(&format!("${{{num}}}"));
-                }
-                Some('g') => {
-                    chars.next();
-                    if chars.peek() == Some(&'<') {
-                        chars.next();
-                        let name: String = chars.by_ref().take_while(|c| *c != '>').collect();
-                        out.push_str(&format!("${{{name}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    chars.next();
-                    out.push('\n');
-                }
-                Some('t') => {
-                    chars.next();
-                    out.push('\t');
-                }
-                Some('\\') => {
-                    chars.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            c => out.push(c),
-        }
-    }
-    out
+    brine_common::render::python_replacement(repl)
 }
 
 /// What `file.replace` does to a text.

@@ -258,21 +258,36 @@ impl Call<'_> {
 
     /// A boolean parameter; Salt's truthy strings are accepted.
     pub fn bool_arg(&self, name: &str, default: bool) -> Result<bool, ExecError> {
-        match self.arg(name) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::Number(n)) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Ok(true),
-                "false" | "no" | "0" | "off" | "" => Ok(false),
-                _ => Err(ExecError::InvalidArgs(format!(
-                    "{name} must be a boolean, not {s:?}"
-                ))),
-            },
-            Some(v) => Err(ExecError::InvalidArgs(format!(
-                "{name} must be a boolean, not {v}"
+        truthy(name, self.arg(name), default)
+    }
+
+    /// A boolean among the `**kwargs` (`test=True`, `queue=True`).
+    pub fn kwarg_bool(&self, key: &str, default: bool) -> Result<bool, ExecError> {
+        truthy(
+            key,
+            self.args.kwargs.get(key).filter(|v| !v.is_null()),
+            default,
+        )
+    }
+}
+
+/// A boolean argument as Salt reads one: booleans, numbers, and the
+/// strings `true/yes/1/on` and `false/no/0/off/""`.
+fn truthy(name: &str, v: Option<&Value>, default: bool) -> Result<bool, ExecError> {
+    match v {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" | "" => Ok(false),
+            _ => Err(ExecError::InvalidArgs(format!(
+                "{name} must be a boolean, not {s:?}"
             ))),
-        }
+        },
+        Some(v) => Err(ExecError::InvalidArgs(format!(
+            "{name} must be a boolean, not {v}"
+        ))),
     }
 }
 

@@ -1059,21 +1059,6 @@ fn split_names(s: &str) -> Result<Vec<String>, ExecError> {
     Ok(names)
 }
 
-fn kwarg_bool(c: &Call<'_>, key: &str, default: bool) -> Result<bool, ExecError> {
-    match c.args.kwargs.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) => Ok(matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "yes" | "1" | "on"
-        )),
-        Some(Value::Number(n)) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-        Some(v) => Err(ExecError::InvalidArgs(format!(
-            "{key} must be a boolean, not {v}"
-        ))),
-    }
-}
-
 /// `name` (maybe a comma list) or `pkgs`.
 fn remove_names(c: &Call<'_>) -> Result<Vec<String>, ExecError> {
     if let Some(p) = c.arg("pkgs") {
@@ -1192,7 +1177,7 @@ fn exec_version<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         if names.is_empty() {
             return Err(ExecError::InvalidArgs("no package names given".into()));
         }
-        let as_list = kwarg_bool(c, "versions_as_list", false)?;
+        let as_list = c.kwarg_bool("versions_as_list", false)?;
         let cur = blocking(|| installed(false)).await?;
         let m: BTreeMap<String, Value> = names
             .iter()
@@ -1236,7 +1221,7 @@ fn exec_latest_version<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
         if names.is_empty() {
             return Ok(Outcome::ok(json!("")));
         }
-        let refresh = kwarg_bool(c, "refresh", true)?;
+        let refresh = c.kwarg_bool("refresh", true)?;
         let n2 = names.clone();
         let cancel = c.ctx.cancel.clone();
         let m = blocking(move || latest_versions(&n2, refresh, Some(&cancel))).await?;
@@ -1251,7 +1236,7 @@ fn exec_upgrade_available<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             .str_arg("name")?
             .ok_or_else(|| ExecError::InvalidArgs("name is required".into()))?;
         check_name(&name).map_err(ExecError::InvalidArgs)?;
-        let refresh = kwarg_bool(c, "refresh", true)?;
+        let refresh = c.kwarg_bool("refresh", true)?;
         let n = vec![name.clone()];
         let cancel = c.ctx.cancel.clone();
         let m = blocking(move || latest_versions(&n, refresh, Some(&cancel))).await?;
@@ -1280,7 +1265,7 @@ fn exec_unhold<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 fn hold_outcome<'a>(c: &'a Call<'a>, hold: bool) -> CallFuture<'a> {
     Box::pin(async move {
         let names = remove_names(c)?;
-        let test = kwarg_bool(c, "test", false)?;
+        let test = c.kwarg_bool("test", false)?;
         let m = blocking(move || set_hold(&names, hold, test)).await?;
         Ok(Outcome::ok(Value::Object(m)))
     })

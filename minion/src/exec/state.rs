@@ -223,20 +223,7 @@ struct Opts {
 
 fn opts(c: &Call<'_>, force_test: bool) -> Result<Opts, ExecError> {
     let kw = &c.args.kwargs;
-    let truthy = |k: &str| -> Result<bool, ExecError> {
-        match kw.get(k) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) => Ok(matches!(
-                s.to_ascii_lowercase().as_str(),
-                "true" | "yes" | "1" | "on"
-            )),
-            Some(Value::Number(n)) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-            Some(v) => Err(ExecError::InvalidArgs(format!(
-                "{k} must be a boolean, not {v}"
-            ))),
-        }
-    };
+    let truthy = |k: &str| c.kwarg_bool(k, false);
     let pillar = match kw.get("pillar") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -301,15 +288,18 @@ fn mods_of(v: Option<&Value>) -> Vec<String> {
 }
 
 fn apply<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
-    Box::pin(async move {
-        let mods = mods_of(c.arg("mods"));
-        let job = if mods.is_empty() {
-            Job::High
-        } else {
-            Job::Sls(mods)
-        };
-        state_run(c, job, View::Run, false).await
-    })
+    Box::pin(apply_mods(c, false))
+}
+
+/// `state.apply`/`state.test`: the highstate, or the named SLS.
+async fn apply_mods(c: &Call<'_>, test: bool) -> Result<Outcome, ExecError> {
+    let mods = mods_of(c.arg("mods"));
+    let job = if mods.is_empty() {
+        Job::High
+    } else {
+        Job::Sls(mods)
+    };
+    state_run(c, job, View::Run, test).await
 }
 
 fn highstate<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
@@ -357,15 +347,7 @@ fn single<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
 }
 
 fn test<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
-    Box::pin(async move {
-        let mods = mods_of(c.arg("mods"));
-        let job = if mods.is_empty() {
-            Job::High
-        } else {
-            Job::Sls(mods)
-        };
-        state_run(c, job, View::Run, true).await
-    })
+    Box::pin(apply_mods(c, true))
 }
 
 fn show_sls<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
