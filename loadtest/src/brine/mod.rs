@@ -599,6 +599,7 @@ fn state_job_bench(results: &[sim::SimResult]) -> Result<Option<StateJobBench>, 
     Ok(Some(StateJobBench {
         jobs,
         cost_us: merged(|r| &r.state_job_us)?,
+        wall_us: merged(|r| &r.state_job_wall_us)?,
         return_bytes: merged(|r| &r.state_return_bytes)?,
     }))
 }
@@ -671,6 +672,30 @@ mod tests {
         assert!(job_target("list:x", 5).is_err());
         assert!(job_target(" ", 5).is_err());
         assert_eq!(job_target("lt-0*", 5).unwrap().1, TargetType::Glob);
+    }
+
+    #[test]
+    fn state_job_figures_merge_the_workers() {
+        assert_eq!(state_job_bench(&[sim::SimResult::default()]).unwrap(), None);
+        let w = |jobs: u64, us: u64, bytes: u64| sim::SimResult {
+            state_jobs: jobs,
+            state_job_us: vec![(us, jobs)],
+            state_job_wall_us: vec![(us + 10, jobs)],
+            state_return_bytes: vec![(bytes, jobs)],
+            ..sim::SimResult::default()
+        };
+        let b = state_job_bench(&[w(90, 200, 2845), w(10, 5000, 2843)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.jobs, 100);
+        assert_eq!((b.cost_us.p50, b.cost_us.p90), (200, 200));
+        assert!(b.cost_us.p99 >= 4990 && b.cost_us.max >= 4990, "{b:?}");
+        assert_eq!(b.return_bytes.p50, 2845);
+        let line = b.line();
+        assert!(
+            line.contains("p50 200 µs") && line.contains("2845 B p50"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn watched(c: &StateCall<'_>) -> StateOutcome {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
