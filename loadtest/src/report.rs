@@ -84,6 +84,65 @@ pub struct RunMeta {
     /// The file server's figures of a run with `--file-size`.
     #[serde(default)]
     pub file: Option<FileBench>,
+    /// What the simulated minions' state jobs cost them (a run of
+    /// `state.apply` & co.; `None` when no state job ran).
+    #[serde(default)]
+    pub state_job: Option<StateJobBench>,
+}
+
+/// The simulated minions' side of state jobs (Brine run with `--fun
+/// state.apply`, `state.sls`, `state.highstate` or `state.test`): each
+/// minion renders, compiles and runs the built-in tree itself
+/// (`brine::state_job`), inline on its worker's event loop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateJobBench {
+    /// Minion-jobs answered (warm-up jobs included).
+    pub jobs: u64,
+    /// Worker CPU time per minion-job for render + compile + run, µs.
+    pub cost_us: MicroPercentiles,
+    /// The same in wall time on the worker's event loop (the CPU time plus
+    /// any preemption by the daemons and other workers sharing the cores).
+    #[serde(default)]
+    pub wall_us: MicroPercentiles,
+    /// Size of one return's `return` as JSON, bytes.
+    pub return_bytes: MicroPercentiles,
+}
+
+/// p50/p90/p99/max of a histogram in its own unit (not milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MicroPercentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl MicroPercentiles {
+    /// The percentiles of `h` (all zero when empty).
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        }
+    }
+}
+
+impl StateJobBench {
+    /// The report line.
+    pub fn line(&self) -> String {
+        let (c, w, b) = (&self.cost_us, &self.wall_us, &self.return_bytes);
+        format!(
+            "state job ({} minion-jobs, warm-up included): render+compile+run per minion \
+             CPU p50 {} µs, p90 {} µs, p99 {} µs, max {} µs (wall p50 {} µs, p99 {} µs); \
+             return {} B p50, {} B max (JSON)",
+            self.jobs, c.p50, c.p90, c.p99, c.max, w.p50, w.p99, b.p50, b.max
+        )
+    }
 }
 
 /// The file server in a run with `--file-size` (Brine run): the top
@@ -417,6 +476,9 @@ impl Report {
                 let _ = writeln!(s, "{line}");
             }
         }
+        if let Some(sj) = &m.state_job {
+            let _ = writeln!(s, "{}", sj.line());
+        }
         s
     }
 
@@ -516,6 +578,9 @@ impl Report {
                 let _ = writeln!(s, "<tr><td>{}</td></tr>", esc(&line));
             }
             s.push_str("</table>\n");
+        }
+        if let Some(sj) = &m.state_job {
+            let _ = writeln!(s, "<h2>State jobs</h2>\n<p>{}</p>", esc(&sj.line()));
         }
         s.push_str("<h2>Latency distribution per tier</h2>\n<div class=\"plots\">\n");
         let with_baseline = m.mode != "baseline";

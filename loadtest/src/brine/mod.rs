@@ -18,11 +18,12 @@
 pub mod fetch;
 pub mod keypool;
 pub mod sim;
+pub mod state_job;
 pub mod topo;
 pub mod trace;
 
 use crate::baseline::{run_baseline, HarnessError, RunConfig};
-use crate::report::{FileBench, RunMeta};
+use crate::report::{FileBench, MicroPercentiles, RunMeta, StateJobBench};
 use crate::ring::SyndicRing;
 use crate::stats::{Tier, TierStats};
 use crate::workers::{self, ChildEvent, ChildProc};
@@ -532,6 +533,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             restarts: results.iter().map(|r| r.file_restarts).sum(),
         }
     });
+    let state_job = state_job_bench(&results)?;
     let rss: u64 = results.iter().map(|r| r.rss_kib).sum();
     let (top_rss, syndic_rss): (Vec<_>, BTreeMap<_, _>) = {
         let mut top = Vec::new();
@@ -570,6 +572,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         signature_checks: results.iter().map(|r| r.signature_checks).sum(),
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
         file,
+        state_job,
         ..cfg.meta("brine")
     };
     Ok(BrineRun {
@@ -577,6 +580,28 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         baseline,
         meta,
     })
+}
+
+/// The workers' state-job histograms merged (`None` when no worker ran
+/// a state job).
+fn state_job_bench(results: &[sim::SimResult]) -> Result<Option<StateJobBench>, HarnessError> {
+    let jobs: u64 = results.iter().map(|r| r.state_jobs).sum();
+    if jobs == 0 {
+        return Ok(None);
+    }
+    let merged = |pick: fn(&sim::SimResult) -> &crate::stats::Recorded| {
+        let mut h = crate::stats::new_histogram()?;
+        for (v, n) in results.iter().flat_map(|r| pick(r).iter()) {
+            h.saturating_record_n((*v).clamp(1, crate::stats::MAX_MICROS), *n);
+        }
+        Ok::<_, crate::stats::StatsError>(MicroPercentiles::of(&h))
+    };
+    Ok(Some(StateJobBench {
+        jobs,
+        cost_us: merged(|r| &r.state_job_us)?,
+        wall_us: merged(|r| &r.state_job_wall_us)?,
+        return_bytes: merged(|r| &r.state_return_bytes)?,
+    }))
 }
 
 /// Figures of the measured jobs (warm-up jobs are not counted), added up
@@ -647,6 +672,30 @@ mod tests {
         assert!(job_target("list:x", 5).is_err());
         assert!(job_target(" ", 5).is_err());
         assert_eq!(job_target("lt-0*", 5).unwrap().1, TargetType::Glob);
+    }
+
+    #[test]
+    fn state_job_figures_merge_the_workers() {
+        assert_eq!(state_job_bench(&[sim::SimResult::default()]).unwrap(), None);
+        let w = |jobs: u64, us: u64, bytes: u64| sim::SimResult {
+            state_jobs: jobs,
+            state_job_us: vec![(us, jobs)],
+            state_job_wall_us: vec![(us + 10, jobs)],
+            state_return_bytes: vec![(bytes, jobs)],
+            ..sim::SimResult::default()
+        };
+        let b = state_job_bench(&[w(90, 200, 2845), w(10, 5000, 2843)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.jobs, 100);
+        assert_eq!((b.cost_us.p50, b.cost_us.p90), (200, 200));
+        assert!(b.cost_us.p99 >= 4990 && b.cost_us.max >= 4990, "{b:?}");
+        assert_eq!(b.return_bytes.p50, 2845);
+        let line = b.line();
+        assert!(
+            line.contains("p50 200 µs") && line.contains("2845 B p50"),
+            "{line}"
+        );
     }
 
     #[test]

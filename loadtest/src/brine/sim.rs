@@ -9,7 +9,10 @@
 //! `test.rand_sleep` (random up to `max`), `cp.get_file` and
 //! `cp.cache_file` of `salt://` files (fetched over the request channel
 //! in chunks by a [`Fetch`] per job, hashed and dropped: nothing is
-//! written, and a fetch holds at most its window of chunks), stamps the
+//! written, and a fetch holds at most its window of chunks), state jobs
+//! (`state.apply`/`sls`/`highstate`/`test`: the built-in tree of
+//! [`super::state_job`], rendered, compiled and run inline, its cost and
+//! return size recorded per job), stamps the
 //! trace (`recv` on receipt, `done` after execution) and keeps every
 //! return until the master acknowledges it, resending after a re-sign-in
 //! or after the real link's back-off (10 s, doubling to 160 s). Answers
@@ -22,7 +25,9 @@
 //! consume the edge of a pending message), so no message is missed.
 
 use super::fetch::{Fetch, FetchSpec, Verdict};
+use super::state_job;
 use crate::raw::{minion_id, RawError};
+use crate::stats::{new_histogram, recorded, Recorded, MAX_MICROS};
 use crate::workers::{count_fds, emit, ChildEvent};
 use brine_common::crypto::KeyPair;
 use brine_common::jid::Jid;
@@ -146,6 +151,18 @@ pub struct SimResult {
     pub file_busy: u64,
     #[serde(default)]
     pub file_restarts: u64,
+    /// State jobs answered (warm-up included), the worker thread's CPU
+    /// time to render + compile + run the tree for one minion (µs), the
+    /// wall time the event loop spent on it (µs, preemption included), and
+    /// the size of each return's `return` as JSON (bytes), as histograms.
+    #[serde(default)]
+    pub state_jobs: u64,
+    #[serde(default)]
+    pub state_job_us: Recorded,
+    #[serde(default)]
+    pub state_job_wall_us: Recorded,
+    #[serde(default)]
+    pub state_return_bytes: Recorded,
 }
 
 /// Reads the spec from stdin and runs the worker.
@@ -235,6 +252,11 @@ struct World {
     targets: HashMap<Jid, Option<Target>>,
     /// Shared signature checks (None: `verify_each`).
     memo: Option<SignatureMemo>,
+    /// Per state job: render + compile + run, CPU and wall (µs), return
+    /// bytes.
+    state_us: hdrhistogram::Histogram<u64>,
+    state_wall_us: hdrhistogram::Histogram<u64>,
+    state_bytes: hdrhistogram::Histogram<u64>,
 }
 
 fn token(i: usize, sub: bool) -> Token {
@@ -264,6 +286,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
         pad: "x".repeat(spec.payload),
         targets: HashMap::new(),
         memo: (!spec.verify_each).then(SignatureMemo::default),
+        state_us: new_histogram()?,
+        state_wall_us: new_histogram()?,
+        state_bytes: new_histogram()?,
     };
     let mut sims: Vec<Sim> = Vec::new();
     let mut rng = rand::thread_rng();
@@ -456,6 +481,10 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     c.fds_per_minion = fds_per_minion.unwrap_or(0.0);
     c.rss_kib = rss_kib(std::process::id());
     c.signed_in = sims.iter().filter(|s| s.signing_in.is_none()).count() as u32;
+    c.state_jobs = w.state_us.len();
+    c.state_job_us = recorded(&w.state_us);
+    c.state_job_wall_us = recorded(&w.state_wall_us);
+    c.state_return_bytes = recorded(&w.state_bytes);
     emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
     Ok(())
 }
@@ -751,6 +780,9 @@ fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
     if matches!(job.fun.as_str(), "cp.get_file" | "cp.cache_file") {
         return start_fetch(s, i, job, w);
     }
+    if state_job::is_state_fun(&job.fun) {
+        return state_job(s, i, job, w);
+    }
     let delay = match job.fun.as_str() {
         "test.sleep" => seconds(job.arg.first()).or_else(|| seconds(job.kwarg.get("length"))),
         "test.rand_sleep" => {
@@ -776,6 +808,34 @@ fn on_job(s: &mut Sim, i: usize, mut job: JobLoad, at_us: u64, w: &mut World) {
     }
 }
 
+/// Runs the built-in state tree for minion `i` inline (a small tree: one
+/// job costs about a millisecond, see the README) and sends the return;
+/// the time it took and the return's size go into the worker's figures.
+fn state_job(s: &mut Sim, i: usize, job: JobLoad, w: &mut World) {
+    let test = state_job::test_mode(&job.fun, &job.kwarg);
+    let (cpu, t) = (thread_cpu_us(), Instant::now());
+    let (ret, retcode) = state_job::answer(&s.id, &s.grains, test);
+    let wall = u64::try_from(t.elapsed().as_micros()).unwrap_or(MAX_MICROS);
+    w.state_wall_us.saturating_record(wall.clamp(1, MAX_MICROS));
+    // Without a thread CPU clock, the wall time stands in.
+    let used = match (cpu, thread_cpu_us()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall,
+    };
+    w.state_us.saturating_record(used.clamp(1, MAX_MICROS));
+    let bytes = serde_json::to_vec(&ret).map_or(0, |v| v.len() as u64);
+    w.state_bytes.saturating_record(bytes.clamp(1, MAX_MICROS));
+    send_result(s, i, job, ret, retcode, w);
+}
+
+/// CPU time this thread has used, µs (`None` if the clock is missing).
+fn thread_cpu_us() -> Option<u64> {
+    use nix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    let us = t.tv_sec() as i128 * 1_000_000 + t.tv_nsec() as i128 / 1000;
+    u64::try_from(us).ok()
+}
+
 /// Sends the return of a `test` job (`ok`: the function exists and ran).
 fn finish(s: &mut Sim, i: usize, job: JobLoad, ok: bool, w: &mut World) {
     let (ret, retcode) = if ok {
@@ -799,6 +859,8 @@ fn send_result(s: &mut Sim, i: usize, mut job: JobLoad, ret: Value, retcode: i32
         });
     }
     let ok = retcode == 0;
+    // The real minion's outputter for state runs.
+    let out = state_job::is_state_fun(&job.fun).then(|| "highstate".to_string());
     let mut fun_args = job.arg;
     if !job.kwarg.is_empty() {
         let mut kw: serde_json::Map<String, Value> = job.kwarg.into_iter().collect();
@@ -818,7 +880,7 @@ fn send_result(s: &mut Sim, i: usize, mut job: JobLoad, ret: Value, retcode: i32
         ret,
         retcode,
         success: ok,
-        out: None,
+        out,
         trace: job.trace,
     };
     w.counts.returns_sent += 1;
