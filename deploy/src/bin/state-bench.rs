@@ -30,7 +30,8 @@ static:\n  file.managed:\n    - name: {{{{ dir }}}}/static.txt\n    - source: sa
 marker:\n  cmd.run:\n    - name: touch {{{{ dir }}}}/marker\n    - creates: {{{{ dir }}}}/marker\n    - require:\n      - file: bench_dir\n\
 reload:\n  cmd.wait:\n    - name: echo reload >> {{{{ dir }}}}/reloads\n    - watch:\n      - file: static\n\
 link:\n  file.symlink:\n    - name: {{{{ dir }}}}/motd.link\n    - target: {{{{ dir }}}}/motd\n    - require:\n      - file: motd\n\
-line:\n  file.append:\n    - name: {{{{ dir }}}}/motd\n    - text: 'second line'\n    - require:\n      - file: motd\n\
+line:\n  file.append:\n    - name: {{{{ dir }}}}/notes\n    - text: 'appended once'\n    - require:\n      - file: bench_dir\n\
+stale:\n  file.absent:\n    - name: {{{{ dir }}}}/stale.tmp\n\
 check:\n  test.succeed_without_changes:\n    - name: all good\n"
             ),
         ),
