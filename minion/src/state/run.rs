@@ -33,6 +33,9 @@ pub struct StateOutcome {
     pub comment: String,
     /// A JSON object; `{}` when nothing changed.
     pub changes: Value,
+    /// Salt's `skip_watch`: a check (`unless`, `onlyif`, `creates`) said
+    /// not to run, so a fired `watch` must not run `mod_watch` either.
+    pub skip_watch: bool,
 }
 
 impl StateOutcome {
@@ -76,6 +79,9 @@ pub struct StateResult {
     /// nothing to do); absent when it ran, as in Salt.
     #[serde(rename = "__state_ran__", skip_serializing_if = "Option::is_none")]
     pub state_ran: Option<bool>,
+    /// Salt's `skip_watch: true`, present only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_watch: Option<bool>,
 }
 
 /// Salt's key for one chunk's return: `<module>_|-<id>_|-<name>_|-<fun>`.
@@ -221,6 +227,7 @@ impl Sched<'_> {
             ran = false;
             let refs: Vec<String> = failed.iter().map(|&t| self.failed_ref(t)).collect();
             StateOutcome {
+                skip_watch: false,
                 result: Some(false),
                 comment: format!("One or more requisite failed: {}", refs.join(", ")),
                 changes: Value::Object(Map::new()),
@@ -266,6 +273,7 @@ impl Sched<'_> {
                 duration: (duration * 1000.0).round() / 1000.0,
                 id: chunk.id().to_string(),
                 state_ran: (!ran).then_some(false),
+                skip_watch: outcome.skip_watch.then_some(true),
             },
         );
         self.run_num += 1;
@@ -282,6 +290,7 @@ impl Sched<'_> {
                 .collect()
         };
         let skip = |comment: &str| StateOutcome {
+            skip_watch: false,
             result: Some(true),
             comment: comment.to_string(),
             changes: Value::Object(Map::new()),
@@ -328,6 +337,7 @@ impl Sched<'_> {
             let o = (self.exec)(&self.low.chunks()[t], ctx);
             if o.result == Some(false) {
                 return Some(StateOutcome {
+                    skip_watch: false,
                     result: Some(false),
                     comment: format!("One or more requisite failed: {}", self.failed_ref(t)),
                     changes: Value::Object(Map::new()),
@@ -339,6 +349,7 @@ impl Sched<'_> {
             None
         } else {
             Some(StateOutcome {
+                skip_watch: false,
                 result: Some(true),
                 comment: "No changes detected".into(),
                 changes: Value::Object(Map::new()),

@@ -30,6 +30,7 @@ fn errs(v: Value) -> Vec<String> {
 
 fn ok(changes: Value) -> StateOutcome {
     StateOutcome {
+        skip_watch: false,
         result: Some(true),
         comment: String::new(),
         changes,
@@ -49,6 +50,7 @@ fn run_with(
         log.push((c.id().to_string(), ctx));
         if fail.contains(&c.id()) {
             StateOutcome {
+                skip_watch: false,
                 result: Some(false),
                 comment: "boom".into(),
                 changes: json!({}),

@@ -76,6 +76,14 @@ fn retcode(c: &StateCall<'_>, cmd: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("check '{cmd}' did not run: {}", out.ret))
 }
 
+/// A check said not to run: success, and no `mod_watch` either.
+fn skip(comment: &str) -> StateOutcome {
+    StateOutcome {
+        skip_watch: true,
+        ..StateOutcome::ok(comment)
+    }
+}
+
 /// Salt's `_run_check`: `Some(outcome)` when the command must not run.
 fn check(c: &StateCall<'_>) -> Option<StateOutcome> {
     let onlyif = match commands(c, "onlyif") {
@@ -85,7 +93,7 @@ fn check(c: &StateCall<'_>) -> Option<StateOutcome> {
     for cmd in &onlyif {
         match retcode(c, cmd) {
             Ok(0) => {}
-            Ok(_) => return Some(StateOutcome::ok("onlyif condition is false")),
+            Ok(_) => return Some(skip("onlyif condition is false")),
             Err(e) => return Some(StateOutcome::fail(e)),
         }
     }
@@ -106,7 +114,7 @@ fn check(c: &StateCall<'_>) -> Option<StateOutcome> {
             }
         }
         if all_true {
-            return Some(StateOutcome::ok("unless condition is true"));
+            return Some(skip("unless condition is true"));
         }
     }
     let creates: Vec<String> = c
@@ -120,7 +128,7 @@ fn check(c: &StateCall<'_>) -> Option<StateOutcome> {
         } else {
             format!("{creates:?}")
         };
-        return Some(StateOutcome::ok(format!("{shown} exists")));
+        return Some(skip(&format!("{shown} exists")));
     }
     None
 }

@@ -730,7 +730,8 @@ fn directory_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
             .mode(dir_mode.unwrap_or(0o755))
             .create(&name)
             .map_err(|e| format!("Failed to create directory {n}: {e}"))?;
-        changes.insert(n.clone(), json!("New Dir"));
+        // Salt 3008's change for a directory it made (and no comment).
+        changes.insert(n.clone(), json!({"directory": "new"}));
     }
     let mut meta = check_perms(&name, &dir_perms, true, true)?;
     if !recurse.is_empty() {
@@ -761,12 +762,14 @@ fn directory_body(c: &StateCall<'_>) -> Result<StateOutcome, String> {
         }
     }
     Ok(if changes.is_empty() {
-        StateOutcome::ok(format!("Directory {n} is in the correct state"))
+        StateOutcome::ok(format!("The directory {n} is in the correct state"))
     } else if changes.contains_key("removed") {
         StateOutcome::changed(
             format!("Files cleaned from directory {n}"),
             Value::Object(changes),
         )
+    } else if !exists {
+        StateOutcome::changed("", Value::Object(changes))
     } else {
         StateOutcome::changed(format!("Directory {n} updated"), Value::Object(changes))
     })
@@ -1852,12 +1855,12 @@ mod tests {
         );
         assert!(!d.exists());
         let r = e.run(&sls, false).await;
-        assert_eq!(r.changes, json!({n.clone(): "New Dir"}));
-        assert_eq!(r.comment, format!("Directory {n} updated"));
+        assert_eq!(r.changes, json!({n.clone(): {"directory": "new"}}));
+        assert_eq!(r.comment, "");
         assert!(d.is_dir());
         assert_eq!(
             e.run(&sls, false).await.comment,
-            format!("Directory {n} is in the correct state")
+            format!("The directory {n} is in the correct state")
         );
 
         std::fs::create_dir_all(d.join("sub")).unwrap();

@@ -29,6 +29,9 @@ pub mod service;
 pub mod test;
 pub mod user;
 
+#[cfg(test)]
+mod golden;
+
 /// A state function's body.
 pub type StateFn = fn(&StateCall<'_>) -> StateOutcome;
 
@@ -147,6 +150,7 @@ impl StateOutcome {
     /// Nothing to do: the system is already as asked.
     pub fn ok(comment: impl Into<String>) -> Self {
         Self {
+            skip_watch: false,
             result: Some(true),
             comment: comment.into(),
             changes: Value::Object(Map::new()),
@@ -156,6 +160,7 @@ impl StateOutcome {
     /// Changes were made.
     pub fn changed(comment: impl Into<String>, changes: Value) -> Self {
         Self {
+            skip_watch: false,
             result: Some(true),
             comment: comment.into(),
             changes,
@@ -166,6 +171,7 @@ impl StateOutcome {
     /// make).
     pub fn would(comment: impl Into<String>, changes: Value) -> Self {
         Self {
+            skip_watch: false,
             result: None,
             comment: comment.into(),
             changes,
@@ -175,6 +181,7 @@ impl StateOutcome {
     /// The state failed.
     pub fn fail(comment: impl Into<String>) -> Self {
         Self {
+            skip_watch: false,
             result: Some(false),
             comment: comment.into(),
             changes: Value::Object(Map::new()),
@@ -184,6 +191,7 @@ impl StateOutcome {
     /// The state failed after making some changes.
     pub fn fail_with(comment: impl Into<String>, changes: Value) -> Self {
         Self {
+            skip_watch: false,
             result: Some(false),
             comment: comment.into(),
             changes,
@@ -257,7 +265,12 @@ pub fn execute(
     };
     let first = guarded(f.run);
     match f.mod_watch {
-        Some(watch) if run.mod_watch && !first.has_changes() && first.result != Some(false) => {
+        Some(watch)
+            if run.mod_watch
+                && !first.has_changes()
+                && !first.skip_watch
+                && first.result != Some(false) =>
+        {
             guarded(watch)
         }
         _ => first,

@@ -86,6 +86,7 @@ fn set_boot(
     };
     if now == want {
         return StateOutcome {
+            skip_watch: false,
             comment: format!("Service {name} is already {word}, {}", tail(started)),
             ..base
         };
@@ -109,6 +110,7 @@ fn set_boot(
             let mut changes = base.changes.as_object().cloned().unwrap_or_default();
             changes.insert(name.to_string(), Value::Bool(true));
             StateOutcome {
+                skip_watch: false,
                 result: base.result,
                 comment: format!("Service {name} has been {word}, {}", tail(started)),
                 changes: Value::Object(changes),

@@ -137,6 +137,7 @@ fn configurable(args: &Map<String, Value>, test: bool) -> StateOutcome {
     let ch = if changes { pretend() } else { json!({}) };
     if test {
         return StateOutcome {
+            skip_watch: false,
             result: if changes { None } else { Some(result) },
             comment: if comment.is_empty() {
                 "This is a test".into()
@@ -147,6 +148,7 @@ fn configurable(args: &Map<String, Value>, test: bool) -> StateOutcome {
         };
     }
     StateOutcome {
+        skip_watch: false,
         result: Some(result),
         comment,
         changes: ch,
