@@ -89,7 +89,11 @@ fn compare(
     salt: &serde_json::Map<String, Value>,
     root: &str,
 ) {
-    let map = |s: &str| s.replace("/run/demo", root);
+    // Paths, and requisite messages name `sls.id` (SLS `test` here).
+    let map = |s: &str| {
+        s.replace("/run/demo", root)
+            .replace("demo_fail.demo_fail", "test.demo_fail")
+    };
     let mut want: Vec<String> = salt.keys().map(|k| map(k)).collect();
     want.sort();
     let got: Vec<String> = ours.keys().cloned().collect();
@@ -129,6 +133,13 @@ fn compare(
     }
 }
 
+/// A file client over a fake master serving `dir/srv`, caching in
+/// `dir/cache`.
+fn files_again(dir: &tempfile::TempDir) -> Arc<FileClient> {
+    let master: Arc<dyn Ask> = Arc::new(FakeMaster::serving("base", &dir.path().join("srv")));
+    Arc::new(FileClient::new(Some(master), dir.path().join("cache")))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salt_demo_tree_first_and_second_run_match_salt() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,13 +148,27 @@ async fn salt_demo_tree_first_and_second_run_match_salt() {
     std::fs::write(srv.join("demo/app.conf"), "port = 80\n").unwrap();
     let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
     std::fs::write(srv.join("demo/big1m.bin"), big).unwrap();
-    let master: Arc<dyn Ask> = Arc::new(FakeMaster::serving("base", &srv));
-    let files = Arc::new(FileClient::new(Some(master), dir.path().join("cache")));
     let root = dir.path().join("run-demo").display().to_string();
     let sls = tree(&root);
 
-    let first = apply_with(&sls, false, files.clone(), json!({})).await;
+    let first = apply_with(&sls, false, files_again(&dir), json!({})).await;
     compare(&first, &salt_run("first"), &root);
-    let second = apply_with(&sls, false, files, json!({})).await;
+    let second = apply_with(&sls, false, files_again(&dir), json!({})).await;
     compare(&second, &salt_run("second"), &root);
+
+    // Salt's failing variant: a command that exits 3 and a file that
+    // requires it.
+    let d = format!("{root}/data/m0000");
+    let failing = format!(
+        "{sls}demo_fail:\n  cmd.run:\n    - name: echo \"about to fail\" && exit 3\ndemo_after_fail:\n  file.managed:\n    - name: {d}/after_fail\n    - contents: never\n    - require:\n      - cmd: demo_fail\n"
+    );
+    let fail = apply_with(&failing, false, files_again(&dir), json!({})).await;
+    let salt_fail = salt_run("fail");
+    compare(&fail, &salt_fail, &root);
+    let after = &fail[&format!("file_|-demo_after_fail_|-{d}/after_fail_|-managed")];
+    assert_eq!(
+        after.comment,
+        "One or more requisite failed: test.demo_fail"
+    );
+    assert!(!std::path::Path::new(&format!("{d}/after_fail")).exists());
 }
