@@ -522,6 +522,10 @@ pub enum Refusal {
     /// server error); the text says why.
     #[error("{0}")]
     Unavailable(String),
+    /// An event whose tag or data is not allowed (too large, empty, in the
+    /// master's namespace); the text says why.
+    #[error("event refused: {0}")]
+    BadEvent(String),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
