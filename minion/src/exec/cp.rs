@@ -18,7 +18,6 @@ use crate::files::{self, parse_salt_url, FileClient, FileError};
 use base64::Engine;
 use brine_common::proto::{ListKind, Refusal};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -751,21 +750,6 @@ fn envs<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     })
 }
 
-/// SLS names from a file list: `a/b.sls` → `a.b`, `a/init.sls` → `a`;
-/// sorted, without duplicates.
-pub fn states_of(files: &[String]) -> Vec<String> {
-    let states: BTreeSet<String> = files
-        .iter()
-        .filter_map(|p| {
-            if let Some(dir) = p.strip_suffix("/init.sls") {
-                Some(dir.replace('/', "."))
-            } else {
-                p.strip_suffix(".sls").map(|s| s.replace('/', "."))
-            }
-        })
-        .collect();
-    states.into_iter().collect()
-}
 
 fn list_states<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
@@ -776,7 +760,7 @@ fn list_states<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             .list(&saltenv, "", ListKind::Files)
             .await
             .map_err(exec_err)?;
-        Ok(Outcome::ok(json!(states_of(&list))))
+        Ok(Outcome::ok(json!(brine_common::render::top::sls_names(&list))))
     })
 }
 
@@ -1422,7 +1406,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(states_of(&files), vec!["a", "a.b", "init", "top"]);
+        assert_eq!(brine_common::render::top::sls_names(&files), vec!["a", "a.b", "init", "top"]);
     }
 
     #[tokio::test]
