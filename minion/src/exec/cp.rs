@@ -750,7 +750,6 @@ fn envs<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     })
 }
 
-
 fn list_states<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
     Box::pin(async move {
         let saltenv = saltenv_arg(c)?;
@@ -760,7 +759,9 @@ fn list_states<'a>(c: &'a Call<'a>) -> CallFuture<'a> {
             .list(&saltenv, "", ListKind::Files)
             .await
             .map_err(exec_err)?;
-        Ok(Outcome::ok(json!(brine_common::render::top::sls_names(&list))))
+        Ok(Outcome::ok(json!(brine_common::render::top::sls_names(
+            &list
+        ))))
     })
 }
 
@@ -1406,7 +1407,10 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(brine_common::render::top::sls_names(&files), vec!["a", "a.b", "init", "top"]);
+        assert_eq!(
+            brine_common::render::top::sls_names(&files),
+            vec!["a", "a.b", "init", "top"]
+        );
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@
 //! test mode it returns `result: None` and the changes it would make
 //! without touching the target (fetching a `salt://` source into the
 //! minion's cache is the only write, as in Salt). File contents change
-//! only through [`crate::exec::file::write_atomic`]. The filesystem work is
-//! shared with the `file` execution module ([`crate::exec::file`]).
+//! only through `crate::exec::file::write_atomic`. The filesystem work is
+//! shared with the `file` execution module (`crate::exec::file`).
 
 use super::{StateCall, StateFunction};
 use crate::exec::file::{

@@ -4,7 +4,7 @@
 //! The invariant: the group is compared with what was asked first, test
 //! mode changes nothing, and after changing the group it is compared
 //! again, so what could not be applied fails the state and a second run
-//! reports no changes. System work goes through [`crate::exec::group`].
+//! reports no changes. System work goes through `crate::exec::group`.
 
 use super::user::listing;
 use super::{StateCall, StateFunction};

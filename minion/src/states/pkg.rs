@@ -1,6 +1,6 @@
 //! Salt's `pkg` state module for the Debian family: `pkg.installed`,
 //! `pkg.latest`, `pkg.removed`, `pkg.purged`, on the functions of
-//! [`crate::exec::pkg`].
+//! `crate::exec::pkg`.
 //!
 //! The invariant: the installed set is read first and only the packages
 //! that are missing or at the wrong version are touched; test mode reads

@@ -1,7 +1,7 @@
 //! Salt's `service` state module: `service.running`, `service.dead`,
 //! `service.enabled`, `service.disabled`, and `mod_watch` (restart, or
 //! reload with `reload: True`, when a watched state changed), on the
-//! functions of [`crate::exec::service`].
+//! functions of `crate::exec::service`.
 //!
 //! The invariant: the service's state is read first and only what differs
 //! is changed; test mode reads but never starts, stops, enables or

@@ -4,8 +4,8 @@
 //! asked (the `changes` it would make), makes nothing in test mode, and
 //! after making changes compares again, so a second run reports no
 //! changes and a change the system refused fails the state. All system
-//! work goes through the sync functions of [`crate::exec::user`] and
-//! [`crate::exec::group`], the same ones `user.*` execution calls run.
+//! work goes through the sync functions of `crate::exec::user` and
+//! `crate::exec::group`, the same ones `user.*` execution calls run.
 
 use super::{StateCall, StateFunction};
 use crate::exec::grains::val_text;
