@@ -5,7 +5,7 @@
 //! of a runner (printed as Salt prints them, `<tag>\t<json>`),
 //! `salt/presence/change` when the minion stops (`presence_events: True`,
 //! `loop_interval: 1`), `salt/auth` and `salt/minion/<id>/start` when it
-//! starts again; and a hand-driven minion's events: one in its own
+//! starts again, `salt/key` when `salt-key` deletes a key; and a hand-driven minion's events: one in its own
 //! namespace published in Salt's shape, ones in the master's refused with
 //! `BadEvent` and counted. Every watcher process is killed by its guard.
 
@@ -268,6 +268,17 @@ fn the_event_bus_as_salts() {
     assert_eq!(d["id"], hand, "the sender's own id, whatever it claims");
     assert_eq!(d["1m"], 0.5);
     assert!(topo.stat("events_refused") >= refused_before + 5);
+
+    // salt-key deletes the hand peer's key: `salt/key`.
+    let key = Watch::start(&topo, &["salt/key", "count=1", "--out", "json"]);
+    let out = topo
+        .cli("top", "salt-key", &["-d", hand, "-y"])
+        .expect("salt-key");
+    assert!(out.status.success(), "{out:?}");
+    let (_, k) = key.events(1).remove(0);
+    assert_eq!(k["id"], hand);
+    assert_eq!(k["act"], "delete");
+    assert_eq!(k["result"], true);
     let stats = topo.stats();
     assert!(
         stats["events_published"].as_u64().unwrap_or(0) >= 8,
