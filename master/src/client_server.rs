@@ -151,6 +151,9 @@ async fn handle_conn(
                 let Some(rx) = rx else { continue };
                 return stream_returns(&state, s, &jid, rx, &shutdown).await;
             }
+            ClientReq::Runner { fun, args, kwargs } if fun == crate::runner::STATE_EVENT => {
+                return stream_events(&state, s, &args, &kwargs, &shutdown).await;
+            }
             ClientReq::Runner { fun, args, kwargs } => {
                 let msg = match crate::runner::run(&state, &fun, &args, &kwargs).await {
                     Ok(v) => ClientMsg::Runner(v),
@@ -162,6 +165,7 @@ async fn handle_conn(
                 if !revoked.is_empty() {
                     state.rotate_publish_key(&revoked);
                 }
+                crate::events::fire_key_changes(state.events(), state.keys());
                 write_frame(&mut s, &ClientMsg::Runner(Value::Bool(true))).await?;
             }
             ClientReq::Expected {
@@ -184,6 +188,60 @@ async fn handle_conn(
         }
     }
     Ok(())
+}
+
+/// `salt-run state.event`: subscribe to the bus with the call's `tagmatch`
+/// (default `*`) and send each matching event as a `Runner` frame
+/// `{"tag", "data"}` until `count` of them were sent (when `count` > 0),
+/// the client hangs up or the master stops. A `Ready` frame first says the
+/// subscription is in place. The queue is the bus's bounded one: a client
+/// that does not read loses events (counted `events_dropped`).
+async fn stream_events(
+    state: &Arc<MasterState>,
+    s: UnixStream,
+    args: &[Value],
+    kwargs: &std::collections::BTreeMap<String, Value>,
+    shutdown: &CancellationToken,
+) -> Result<(), FrameError> {
+    let (mut rd, mut wr) = s.into_split();
+    let opts = crate::runner::EventArgs::of(args, kwargs);
+    let mut sub = match state
+        .events()
+        .subscribe(&opts.tagmatch, crate::events::SUBSCRIBER_QUEUE)
+    {
+        Ok(sub) => sub,
+        Err(e) => {
+            return write_frame(
+                &mut wr,
+                &refusal(ClientErrorKind::Unavailable, e.to_string()),
+            )
+            .await;
+        }
+    };
+    write_frame(&mut wr, &ClientMsg::Ready).await?;
+    let mut probe = [0u8; 1];
+    let mut sent: u64 = 0;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = rd.read(&mut probe) => {
+                if matches!(r, Ok(0) | Err(_)) { return Ok(()); }
+                continue;
+            }
+            ev = sub.rx.recv() => match ev {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+        };
+        let v = serde_json::json!({"tag": ev.tag, "data": ev.data});
+        if wr.write_all(&frame(&ClientMsg::Runner(v))?).await.is_err() {
+            return Ok(());
+        }
+        sent += 1;
+        if opts.count > 0 && sent >= opts.count {
+            return Ok(());
+        }
+    }
 }
 
 /// Stream a job's returns to the client until it hangs up: the live ones

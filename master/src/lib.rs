@@ -21,6 +21,8 @@
 //!   rejected, denied) and Salt's sign-in decision.
 //! - [`job_cache`]: SQLite job cache with a batching writer thread, and a
 //!   syndic's outbox (returns on their way up, written with the return).
+//! - [`events`]: the event bus (Salt's master events, minion events,
+//!   `salt-run state.event`); bounded per subscriber, never blocking.
 //! - `client_server`: the master's side of the local unix-socket channel
 //!   the CLIs use (`brine_common::client` is theirs).
 //! - `fileserver`: `salt://` files (roots, a syndic's cache of the
@@ -33,6 +35,7 @@
 pub(crate) mod challenge;
 pub mod cli;
 pub(crate) mod client_server;
+pub mod events;
 pub(crate) mod fileserver;
 pub mod job_cache;
 pub(crate) mod keys;

@@ -115,6 +115,9 @@ impl Master {
             files,
             cfg,
         }));
+        if let Some(seen) = crate::events::key_states(state.keys()) {
+            state.events().keys_seen(seen);
+        }
         info!(
             id = %state.cfg().id,
             publish_port = state.publisher().port,
@@ -195,11 +198,14 @@ fn save_roster(state: &MasterState) {
     }
 }
 
-/// Presence sweeps, roster snapshots, counters in the log.
+/// Presence sweeps, roster snapshots, counters in the log, and Salt's
+/// presence events every `loop_interval` seconds when `presence_events`.
 async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     let mut last_version = 0;
+    let mut last_present = None;
+    let loop_interval = state.cfg().loop_interval.max(1);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -212,6 +218,15 @@ async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
             info!(minion = %m, syndic = %to, before = ?from, "claim refused earlier granted: its owner is gone");
         }
         state.forget_closed_watchers();
+        if state.cfg().presence_events && n.is_multiple_of(loop_interval) {
+            let present = roster
+                .presence()
+                .into_iter()
+                .filter(|m| m.connected)
+                .map(|m| m.id)
+                .collect();
+            crate::events::presence(state.events(), &mut last_present, present);
+        }
         if n.is_multiple_of(10) {
             let v = roster.version();
             if v != last_version {

@@ -13,6 +13,7 @@
 //! them. Queues are bounded and every drop is counted.
 
 use crate::challenge::{Challenges, Check};
+use crate::events;
 use crate::keys::{KeyStore, SignIn};
 use crate::sessions::Seq;
 use crate::state::{bump, MasterState, PublishKey};
@@ -371,11 +372,12 @@ impl RequestServer {
         let peer = match st.keys().sign_in(&req.id, &req.pub_pem) {
             Ok(SignIn::Accepted(k)) => k,
             Ok(other) => {
-                let status = match other {
-                    SignIn::Pending => AuthStatus::Pending,
-                    SignIn::Rejected => AuthStatus::Rejected,
-                    _ => AuthStatus::Denied,
+                let (status, act) = match other {
+                    SignIn::Pending => (AuthStatus::Pending, "pend"),
+                    SignIn::Rejected => (AuthStatus::Rejected, "reject"),
+                    _ => (AuthStatus::Denied, "denied"),
                 };
+                events::sign_in(st.events(), &req.id, act, &req.pub_pem);
                 if status != AuthStatus::Pending {
                     bump(&counters.auth_refused);
                 }
@@ -404,6 +406,7 @@ impl RequestServer {
         if st.sessions().full_for(&req.id, cfg.max_minions) {
             bump(&counters.auth_refused);
             warn!(id = %req.id, max_minions = cfg.max_minions, "sign-in refused: master is full");
+            events::sign_in(st.events(), &req.id, "full", &req.pub_pem);
             return self.reply(routing, Wire::Error("master is full (max_minions)".into()));
         }
         let session = AesKey::random();
@@ -435,6 +438,7 @@ impl RequestServer {
         match built {
             Ok(reply) => {
                 st.sessions().insert(&req.id, session, req.role);
+                events::sign_in(st.events(), &req.id, "accept", &req.pub_pem);
                 if req.role == Role::Syndic {
                     st.roster().syndic_seen(&req.id);
                 }
@@ -521,9 +525,14 @@ impl RequestServer {
             RequestBody::Return(_) | RequestBody::SyndicReturns(_)
         );
         let body = match req.body {
-            RequestBody::Hello { grains, .. } | RequestBody::Grains(grains) => {
+            RequestBody::Hello { grains, .. } => {
+                if role == Role::Minion {
+                    events::minion_start(self.state.events(), id);
+                }
                 self.on_grains(id, role, grains)
             }
+            RequestBody::Grains(grains) => self.on_grains(id, role, grains),
+            RequestBody::Event(load) => self.on_event(id, load),
             RequestBody::Heartbeat => ReplyBody::Ok,
             RequestBody::Catchup { after_seq } => self.on_catchup(id, role, after_seq),
             RequestBody::Return(ret) => self.on_return(id, role, ret, plain_len),
@@ -612,6 +621,20 @@ impl RequestServer {
         if role == Role::Minion {
             self.state.roster().upsert_direct(id, grains);
         }
+        ReplyBody::Ok
+    }
+
+    /// `Event`: a minion's event, checked ([`events::check_minion_event`])
+    /// and fired on the bus in Salt's shape, or refused and counted.
+    fn on_event(&self, id: &str, load: EventLoad) -> ReplyBody {
+        let bus = self.state.events();
+        let max = self.state.cfg().max_event_size;
+        if let Err(why) = events::check_minion_event(id, &load.tag, &load.data, max) {
+            bus.refuse(id, &why);
+            return ReplyBody::Refused(Refusal::BadEvent(why));
+        }
+        let data = events::minion_event_data(id, &load.tag, load.data);
+        bus.fire(&load.tag, data);
         ReplyBody::Ok
     }
 

@@ -140,6 +140,16 @@ pub struct MasterConfig {
     pub pillar_source_merging_strategy: String,
     /// Merge lists instead of replacing them when pillar data is merged.
     pub pillar_merge_lists: bool,
+    /// Fire `salt/presence/present` and `salt/presence/change` on the event
+    /// bus every `loop_interval` seconds (Salt's option, off by default).
+    pub presence_events: bool,
+    /// Seconds between the master's maintenance rounds that fire the
+    /// presence events (Salt's `loop_interval`).
+    pub loop_interval: u64,
+    /// Largest event (tag plus JSON data, in bytes) a minion may send to
+    /// the master's event bus (Salt's `max_event_size`); larger ones are
+    /// refused and counted (`events_refused`).
+    pub max_event_size: usize,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -205,6 +215,9 @@ impl Default for MasterConfig {
             pillar_opts: false,
             pillar_source_merging_strategy: "smart".to_string(),
             pillar_merge_lists: false,
+            presence_events: false,
+            loop_interval: 60,
+            max_event_size: 1_048_576,
             load_notes: LoadNotes::default(),
         }
     }
@@ -268,7 +281,9 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
                 .map_err(|e| loaded.invalid("log_level_logfile", e.to_string()))?,
         );
     }
-    let positive: [(&str, u64); 8] = [
+    let positive: [(&str, u64); 10] = [
+        ("loop_interval", cfg.loop_interval),
+        ("max_event_size", cfg.max_event_size as u64),
         ("max_return_bytes", cfg.max_return_bytes as u64),
         ("timeout", cfg.timeout),
         ("gather_job_timeout", cfg.gather_job_timeout),

@@ -409,6 +409,17 @@ pub enum RequestBody {
         pub_pem: String,
         pillarenv: Option<String>,
     },
+    /// An event from the peer (`event.send`, beacons): published on the
+    /// master's event bus when its tag and data are allowed, else refused
+    /// with [`Refusal::BadEvent`].
+    Event(EventLoad),
+}
+
+/// An event a peer sends its master: a tag and a JSON object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EventLoad {
+    pub tag: String,
+    pub data: Value,
 }
 
 /// A sealed request with its replay-protection counter.

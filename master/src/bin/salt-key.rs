@@ -1,7 +1,8 @@
 //! `salt-key`: load the master config, run [`brine_master::cli::key::run`]
 //! against its `pki_dir`, and tell a running master about keys that were
 //! rejected or deleted, or syndic grants revoked, so it ends their sessions
-//! and rotates its publish key at once.
+//! and rotates its publish key at once (and of any change, for its
+//! `salt/key` events).
 
 brine_common::global_allocator!();
 
@@ -16,6 +17,8 @@ fn main() {
     let cfg = cli::client_config("salt-key", &args.client, config::load_master);
     let pki_dir = args.pki_dir.clone().unwrap_or_else(|| cfg.pki_dir.clone());
     let mut revoked: Vec<String> = Vec::new();
+    // Any change at all is told to the master (it fires `salt/key`).
+    let mut changed = false;
     let code = {
         let stdin = std::io::stdin();
         let mut stdin = stdin.lock();
@@ -27,17 +30,20 @@ fn main() {
             cfg.auto_accept,
             &mut stdin,
             &mut stdout,
-            &mut |change| match change {
-                // A revoked syndic loses its session like a deleted key:
-                // it must sign in again, and is refused the role.
-                KeyChange::Rejected(ids)
-                | KeyChange::Deleted(ids)
-                | KeyChange::SyndicRevoked(ids) => revoked.extend(ids),
-                KeyChange::Accepted(_) | KeyChange::SyndicGranted(_) => {}
+            &mut |change| {
+                changed = true;
+                match change {
+                    // A revoked syndic loses its session like a deleted
+                    // key: it must sign in again, and is refused the role.
+                    KeyChange::Rejected(ids)
+                    | KeyChange::Deleted(ids)
+                    | KeyChange::SyndicRevoked(ids) => revoked.extend(ids),
+                    KeyChange::Accepted(_) | KeyChange::SyndicGranted(_) => {}
+                }
             },
         )
     };
-    if !revoked.is_empty() {
+    if changed {
         notify_master(&cfg, revoked);
     }
     std::process::exit(code);

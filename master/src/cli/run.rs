@@ -95,6 +95,9 @@ pub async fn run(mut args: RunArgs, cfg: &MasterConfig) -> i32 {
     }
     let words = normalise_words(&args.args);
     let (pos, kw) = brine_common::args::parse_cli_args(&words);
+    if args.fun == crate::runner::STATE_EVENT {
+        return super::event::run(&cfg.sock_dir, &cfg.cachedir, pos, kw, args.output.out).await;
+    }
     let mut client = match LocalClient::connect(&cfg.sock_dir, &cfg.cachedir).await {
         Ok(c) => c,
         Err(e) => {

@@ -183,6 +183,15 @@ fn stats<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
                 "request_peers_dropped".into(),
                 json!(state.request_peers_dropped()),
             );
+            let bus = state.events();
+            for (k, c) in [
+                ("events_published", &bus.published),
+                ("events_dropped", &bus.dropped),
+                ("events_refused", &bus.refused),
+            ] {
+                m.insert(k.into(), json!(c.load(Ordering::Relaxed)));
+            }
+            m.insert("event_subscribers".into(), json!(bus.subscribers()));
             m.insert(
                 "job_cache".into(),
                 serde_json::to_value(state.jobs().stats()).unwrap_or(Value::Null),

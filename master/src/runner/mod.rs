@@ -2,6 +2,7 @@
 //! [`Function`] has a name, a docstring and a handler, grouped by module
 //! ([`jobs`]: reads the job cache; [`manage`]: reads the roster and the
 //! key store; [`fileserver`]: lists and refreshes the file server;
+//! [`state`]: `state.event`, which streams the event bus;
 //! `doc.runner` lists every docstring). One place to add a
 //! runner, like the minion's execution module registry.
 //!
@@ -14,6 +15,9 @@
 mod fileserver;
 mod jobs;
 mod manage;
+mod state;
+
+pub(crate) use state::{EventArgs, STATE_EVENT};
 
 use crate::state::{JobError, MasterState};
 use brine_common::jid::Jid;
@@ -124,15 +128,18 @@ pub(crate) enum RunnerError {
     Task(#[from] tokio::task::JoinError),
     #[error("file server: {0}")]
     FileServer(brine_common::proto::Refusal),
+    #[error("{fun} streams events: run it with salt-run")]
+    Streams { fun: String },
 }
 
 impl RunnerError {
     /// The kind of refusal the client channel carries.
     pub(crate) fn kind(&self) -> ClientErrorKind {
         match self {
-            Self::NotAvailable { .. } | Self::MissingArg { .. } | Self::BadJid { .. } => {
-                ClientErrorKind::BadRequest
-            }
+            Self::NotAvailable { .. }
+            | Self::MissingArg { .. }
+            | Self::BadJid { .. }
+            | Self::Streams { .. } => ClientErrorKind::BadRequest,
             Self::Job(JobError::Target(_)) => ClientErrorKind::BadTarget,
             Self::Job(JobError::Publish(_)) => ClientErrorKind::Unavailable,
             Self::FileServer(brine_common::proto::Refusal::BadPath { .. }) => {
@@ -164,11 +171,12 @@ fn doc_runner<'a>(_: &'a Call<'a>) -> RunFuture<'a> {
 }
 
 /// Every runner function, by module.
-const TABLES: [&[Function]; 4] = [
+const TABLES: [&[Function]; 5] = [
     DOC,
     fileserver::FUNCTIONS,
     jobs::FUNCTIONS,
     manage::FUNCTIONS,
+    state::FUNCTIONS,
 ];
 
 /// The function called `name`.
@@ -206,7 +214,36 @@ pub(crate) async fn run(
         args,
         kwargs,
     };
-    (f.run)(&call).await
+    // Salt's runner events: `salt/run/<jid>/new`, then `.../ret`.
+    let jid = state.next_jid();
+    let bus = state.events();
+    let fun_args = crate::events::runner_args(args, kwargs);
+    let user = "root";
+    bus.fire(
+        &format!("salt/run/{jid}/new"),
+        serde_json::json!({
+            "fun": format!("runner.{fun}"),
+            "fun_args": fun_args,
+            "jid": jid.as_str(),
+            "user": user,
+        }),
+    );
+    let out = (f.run)(&call).await;
+    bus.fire_with(&format!("salt/run/{jid}/ret"), || {
+        let (ret, success) = match &out {
+            Ok(v) => (v.clone(), true),
+            Err(e) => (Value::String(e.to_string()), false),
+        };
+        serde_json::json!({
+            "fun": format!("runner.{fun}"),
+            "fun_args": fun_args,
+            "jid": jid.as_str(),
+            "return": ret,
+            "success": success,
+            "user": user,
+        })
+    });
+    out
 }
 
 #[cfg(test)]
@@ -238,6 +275,7 @@ mod tests {
                 "manage.status",
                 "manage.up",
                 "manage.versions",
+                "state.event",
             ]
         );
         for t in TABLES {

@@ -148,6 +148,8 @@ pub struct MasterState {
     upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
     /// The file server (`file_roots`, a syndic's cache, `cp.push`).
     files: crate::fileserver::FileServer,
+    /// The event bus (`salt-run state.event`).
+    events: crate::events::EventBus,
 }
 
 /// The long-lived parts a [`MasterState`] is made of.
@@ -189,7 +191,18 @@ impl MasterState {
             request_peers_dropped: p.request_peers_dropped,
             upstream: std::sync::OnceLock::new(),
             files: p.files,
+            events: crate::events::EventBus::default(),
         }
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.events
+    }
+
+    /// A fresh jid (runner calls are jobs too, for their events).
+    pub(crate) fn next_jid(&self) -> brine_common::jid::Jid {
+        self.jidgen.next()
     }
 
     /// The master's config (as loaded and validated).

@@ -92,6 +92,7 @@ impl MasterState {
         self.sent
             .insert(&jid, JobScope::new(target, job.delimiter.clone()));
         self.jobs.record_job(&job, &ids);
+        crate::events::job_new(&self.events, &job, &ids, &missing);
         if !minions.is_empty() {
             self.send_job(&job, &minions)?;
         }
@@ -151,6 +152,7 @@ impl MasterState {
             JobScope::new(tgt, job.delimiter.clone()).relayed(),
         );
         self.jobs.record_job(&job, &ids);
+        crate::events::job_new(&self.events, &job, &ids, &[]);
         self.send_job(&job, &minions)?;
         Ok(minions)
     }

@@ -252,6 +252,7 @@ impl MasterState {
             None => {}
         }
         bump(&self.counters.returns);
+        crate::events::job_ret(&self.events, &ret);
         if let Some(t) = ret.trace.as_mut() {
             t.push(Stamp {
                 who: self.cfg.id.clone(),
