@@ -409,6 +409,18 @@ pub enum RequestBody {
         pub_pem: String,
         pillarenv: Option<String>,
     },
+    /// An event for the master's event bus (`event.send`,
+    /// `event.fire_master`, beacons), answered `Ok` or
+    /// [`Refusal::BadEvent`].
+    Event(EventLoad),
+}
+
+/// One event a minion sends up: Salt's `_minion_event` load without the
+/// id (the session says who sent it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EventLoad {
+    pub tag: String,
+    pub data: Value,
 }
 
 /// A sealed request with its replay-protection counter.
