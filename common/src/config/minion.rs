@@ -183,10 +183,7 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
         cfg.beacons = serde_json::Value::Object(serde_json::Map::new());
     }
     if !cfg.beacons.is_object() {
-        return Err(loaded.invalid(
-            "beacons",
-            "expected a mapping of beacon name to its config",
-        ));
+        return Err(loaded.invalid("beacons", "expected a mapping of beacon name to its config"));
     }
     if cfg.max_frame_bytes == 0 {
         return Err(loaded.invalid("max_frame_bytes", "must be greater than 0"));
