@@ -8,7 +8,8 @@
 //!
 //! Semantics follow Salt's beacon modules: `diskusage` and `memusage` fire
 //! at every run while at or above their threshold (Salt has no
-//! `onchangeonly` for them; `interval` bounds the rate); `load` fires every
+//! `onchangeonly` for them and reactors written for Salt expect the
+//! repeats; `interval` bounds the rate); `load` fires every
 //! run while outside a range, or with `onchangeonly` once per crossing;
 //! `service` reports every run, or with `onchangeonly` once per change;
 //! `inotify` (here by polling) reports each change seen; `status` reports
@@ -35,7 +36,10 @@ pub const LOAD_KEYS: [&str; 3] = ["1m", "5m", "15m"];
 /// it fires whenever an average is outside its range. With it, it fires
 /// when an average goes above its upper bound (from at or below it) or
 /// below its lower bound (from at or above it): once per crossing; at the
-/// first run it fires when out of range unless `emitatstartup` is false.
+/// first run it fires when out of range unless `emitatstartup` is false
+/// (the option's documented meaning; Salt's own code seeds its memory with
+/// the first reading and so never fires at start-up).
+
 pub fn load(cfg: &LoadCfg, now: [f64; 3], last: &mut Option<[f64; 3]>) -> Vec<Value> {
     let outside = |i: usize, v: f64| cfg.ranges[i].is_some_and(|(lo, hi)| v < lo || v > hi);
     let fire = if !cfg.onchangeonly {

@@ -925,6 +925,9 @@ pub async fn run(
         }
         let snapshot = brine_common::sync::read(&pillar).clone();
         beacons.set_pillar(&snapshot);
+        if beacons.list(true, true).is_empty() {
+            continue;
+        }
         let (b, i) = (beacons.clone(), id.clone());
         let events = match tokio::task::spawn_blocking(move || b.tick(Instant::now(), &i)).await {
             Ok(ev) => ev,
