@@ -75,6 +75,12 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
             cfg.max_frame_bytes,
         )),
         saltenv: cfg.saltenv.clone(),
+        master: None,
+        beacons: Arc::new(crate::beacons::Beacons::new(
+            &cfg.beacons,
+            crate::beacons::Beacons::save_path_for(&cfg.load_notes.main_file),
+            None,
+        )),
     };
     let out = Registry::new().call(ctx).await;
     let mut p = Printer::new(

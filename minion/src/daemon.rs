@@ -9,7 +9,12 @@
 //! link, cached under `cachedir/files`) and the pillar in memory
 //! ([`crate::pillar`]), which is fetched after each new sign-in and on
 //! `saltutil.refresh_pillar`.
+//!
+//! Beside the jobs runs the beacon loop ([`crate::beacons::run`]): the
+//! config's and the pillar's `beacons:`, their events sent to the master
+//! over the same link.
 
+use crate::beacons::Beacons;
 use crate::exec::{Ctx, MinionEvent, Registry};
 use crate::files::{Ask, FileClient};
 use crate::pillar::Pillar;
@@ -98,14 +103,29 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         shutdown.clone(),
     ));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<MinionEvent>();
+    let running = Arc::new(RunningJobs::new());
+    let beacons = Arc::new(Beacons::new(
+        &cfg.beacons,
+        Beacons::save_path_for(&cfg.load_notes.main_file),
+        Some(running.clone()),
+    ));
+    tokio::spawn(crate::beacons::run(
+        beacons.clone(),
+        cfg.id.clone(),
+        pillar.shared(),
+        asker.clone(),
+        shutdown.clone(),
+    ));
     let runner = Arc::new(Runner {
         id: cfg.id.clone(),
         registry: Registry::new(),
-        running: Arc::new(RunningJobs::new()),
+        running,
         grains,
         pillar: pillar.shared(),
         pillar_source: pillar,
-        files: Arc::new(FileClient::new(Some(asker), cfg.cachedir.clone())),
+        files: Arc::new(FileClient::new(Some(asker.clone()), cfg.cachedir.clone())),
+        master: asker,
+        beacons,
         saltenv: cfg.saltenv.clone(),
         static_grains: cfg.grains.clone(),
         grains_file,
@@ -154,6 +174,10 @@ struct Runner {
     link: LinkHandle,
     events: mpsc::UnboundedSender<MinionEvent>,
     shutdown: CancellationToken,
+    /// The master, for `event.send` / `event.fire_master`.
+    master: Arc<dyn Ask>,
+    /// The running beacons (`beacons.*` change them, the loop runs them).
+    beacons: Arc<Beacons>,
 }
 
 impl Runner {
@@ -232,6 +256,8 @@ impl Runner {
             files: self.files.clone(),
             pillar: self.pillar_source.clone(),
             saltenv: self.saltenv.clone(),
+            master: Some(self.master.clone()),
+            beacons: self.beacons.clone(),
         };
         let out = self.registry.call(ctx).await;
         let outputter = crate::exec::outputter(&job.fun).map(str::to_string);

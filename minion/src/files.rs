@@ -762,6 +762,8 @@ pub(crate) mod fake {
         pub down: bool,
         /// Extra names in every `Files` listing (a hostile master).
         pub extra_files: Vec<String>,
+        /// Refuse events with this (else they are answered `Ok`).
+        pub refuse_event: Option<Refusal>,
     }
 
     impl FakeMaster {
@@ -865,6 +867,10 @@ pub(crate) mod fake {
                 RequestBody::Pillar { .. } => lock(&self.pillars)
                     .pop_front()
                     .unwrap_or_else(|| ReplyBody::Pillar(serde_json::json!({}))),
+                RequestBody::Event(_) => match &self.refuse_event {
+                    Some(r) => ReplyBody::Refused(r.clone()),
+                    None => ReplyBody::Ok,
+                },
                 _ => ReplyBody::Refused(Refusal::Unavailable("not faked".into())),
             }
         }

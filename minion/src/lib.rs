@@ -5,6 +5,9 @@
 //! - [`daemon`]: the minion daemon: matcher and one task per job, over
 //!   the authenticated link to its master ([`brine_common::link`], which
 //!   the syndic's upstream link shares).
+//! - [`beacons`]: Salt's beacons (`diskusage`, `load`, `memusage`,
+//!   `service`, `inotify` by polling, `status`) and the loop that runs
+//!   them and sends their events to the master.
 //! - [`call`]: the `salt-call` command.
 //! - `exec`: the execution-module registry (`test`, `cmd`, `cp`, `grains`,
 //!   `pillar`, `sys`, `saltutil`, `key`); turns a job's `fun` + arguments
@@ -21,6 +24,7 @@
 //! - `running`: the table of jobs in flight, behind `saltutil.running`,
 //!   `saltutil.find_job` and `saltutil.kill_job`.
 
+pub mod beacons;
 pub mod call;
 pub mod daemon;
 pub(crate) mod exec;

@@ -62,6 +62,11 @@ pub struct MinionConfig {
     pub saltenv: Option<String>,
     /// Compile only this pillar environment (Salt's `pillarenv`).
     pub pillarenv: Option<String>,
+    /// Salt's `beacons:` option: beacon name → its config, in Salt's form
+    /// (a list of single-key dicts, e.g. `load: [{averages: {1m: [0, 2]}},
+    /// {interval: 10}]`). Must be a mapping; each beacon's own config is
+    /// checked by the minion when it loads it (a bad one is skipped).
+    pub beacons: serde_json::Value,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -93,6 +98,7 @@ impl Default for MinionConfig {
             max_frame_bytes: 16 * 1024 * 1024,
             saltenv: None,
             pillarenv: None,
+            beacons: serde_json::Value::Object(serde_json::Map::new()),
             load_notes: LoadNotes::default(),
         }
     }
@@ -172,6 +178,12 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
     }
     if !cfg.grains.is_object() {
         return Err(loaded.invalid("grains", "expected a mapping of grain name to value"));
+    }
+    if cfg.beacons.is_null() {
+        cfg.beacons = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if !cfg.beacons.is_object() {
+        return Err(loaded.invalid("beacons", "expected a mapping of beacon name to its config"));
     }
     if cfg.max_frame_bytes == 0 {
         return Err(loaded.invalid("max_frame_bytes", "must be greater than 0"));
@@ -294,6 +306,12 @@ mod tests {
             err.contains("'recon_randomize'") && err.contains("expected a boolean"),
             "{err}"
         );
+        fs::write(&file, "beacons: [load]\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("beacons").to_string();
+        assert!(err.contains("'beacons'"), "{err}");
+        fs::write(&file, "beacons:\n  load:\n    - interval: 5\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("beacons map");
+        assert_eq!(cfg.beacons, json!({"load": [{"interval": 5}]}));
         fs::write(&file, "flibble: 1\n").expect("write");
         assert_eq!(
             load(dir.path(), &[], &[])

@@ -17,9 +17,11 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
+pub mod beacons;
 pub mod cmd;
 pub mod cp;
 pub mod disk;
+pub mod event;
 pub mod file;
 pub mod grains;
 pub mod group;
@@ -72,6 +74,10 @@ pub struct Ctx {
     /// `saltenv` from the minion config (`cmd.script`'s default; `base`
     /// when unset).
     pub saltenv: Option<String>,
+    /// The master, for `event.send`; `None` under `salt-call`.
+    pub master: Option<Arc<dyn crate::files::Ask>>,
+    /// The running beacon config (`beacons.*`), shared with the loop.
+    pub beacons: Arc<crate::beacons::Beacons>,
 }
 
 impl Ctx {
@@ -95,6 +101,8 @@ impl Ctx {
             files: self.files.clone(),
             pillar: self.pillar.clone(),
             saltenv: self.saltenv.clone(),
+            master: self.master.clone(),
+            beacons: self.beacons.clone(),
         }
     }
 }
@@ -305,7 +313,9 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in function.
     pub fn new() -> Self {
-        let tables: [&'static [Function]; 18] = [
+        let tables: [&'static [Function]; 20] = [
+            beacons::FUNCTIONS,
+            event::FUNCTIONS,
             state::FUNCTIONS,
             test::FUNCTIONS,
             cmd::FUNCTIONS,
@@ -543,6 +553,12 @@ pub(crate) mod testutil {
             files: Arc::new(crate::files::FileClient::new(None, std::env::temp_dir())),
             pillar: Arc::new(crate::pillar::Pillar::new(None, None, "m1", None, 1 << 20)),
             saltenv: None,
+            master: None,
+            beacons: Arc::new(crate::beacons::Beacons::new(
+                &serde_json::json!({}),
+                None,
+                None,
+            )),
         }
     }
 
@@ -781,6 +797,19 @@ mod tests {
             "service.get_all",
             "service.get_enabled",
             "service.get_disabled",
+            "event.send",
+            "event.fire_master",
+            "event.fire",
+            "beacons.list",
+            "beacons.list_available",
+            "beacons.add",
+            "beacons.modify",
+            "beacons.delete",
+            "beacons.enable",
+            "beacons.disable",
+            "beacons.enable_beacon",
+            "beacons.disable_beacon",
+            "beacons.save",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
@@ -791,8 +820,9 @@ mod tests {
         assert!(r.doc("nope.nope").is_none());
         let mods = r.modules();
         for m in [
-            "cmd", "cp", "disk", "file", "grains", "group", "key", "network", "pillar", "pkg",
-            "saltutil", "service", "state", "status", "sys", "system", "test", "user",
+            "beacons", "cmd", "cp", "disk", "event", "file", "grains", "group", "key", "network",
+            "pillar", "pkg", "saltutil", "service", "state", "status", "sys", "system", "test",
+            "user",
         ] {
             assert!(mods.iter().any(|x| x == m), "module {m} listed");
         }
