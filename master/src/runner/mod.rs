@@ -13,7 +13,7 @@
 
 mod fileserver;
 mod jobs;
-mod manage;
+pub(crate) mod manage;
 
 use crate::state::{JobError, MasterState};
 use brine_common::jid::Jid;

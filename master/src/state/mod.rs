@@ -148,6 +148,8 @@ pub struct MasterState {
     upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
     /// The file server (`file_roots`, a syndic's cache, `cp.push`).
     files: crate::fileserver::FileServer,
+    /// The metric values not read from the fields above (`crate::metrics`).
+    metrics: crate::metrics::MasterMetrics,
 }
 
 /// The long-lived parts a [`MasterState`] is made of.
@@ -189,7 +191,13 @@ impl MasterState {
             request_peers_dropped: p.request_peers_dropped,
             upstream: std::sync::OnceLock::new(),
             files: p.files,
+            metrics: crate::metrics::MasterMetrics::default(),
         }
+    }
+
+    /// The metric values kept for the metrics endpoint (return latency).
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.metrics
     }
 
     /// The master's config (as loaded and validated).

@@ -252,6 +252,7 @@ impl MasterState {
             None => {}
         }
         bump(&self.counters.returns);
+        self.metrics.return_accepted(&ret.jid);
         if let Some(t) = ret.trace.as_mut() {
             t.push(Stamp {
                 who: self.cfg.id.clone(),
