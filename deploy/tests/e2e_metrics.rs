@@ -174,6 +174,16 @@ fn metrics_count_what_the_cli_received() {
     assert_eq!(sample(&text, "brine_minion_jobs_failed_total"), Some(0.0));
     assert_eq!(get(minion, "/healthz").0, 200);
 
+    // Every brine metric the sample dashboard queries is exported.
+    let exported = [get(top, "/metrics").1, get(syndic, "/metrics").1, text].concat();
+    for name in dashboard_metrics() {
+        assert!(
+            exported.contains(&format!("\n{name}"))
+                || exported.contains(&format!("# TYPE {name} ")),
+            "deploy/grafana/brine.json queries {name}, which no process exports"
+        );
+    }
+
     // A minion whose master is gone is alive but not ready.
     topo.stop("top", false).expect("stop top");
     eventually("minion not ready without its master", || {
@@ -183,4 +193,38 @@ fn metrics_count_what_the_cli_received() {
         )
     });
     assert_eq!(get(minion, "/healthz").0, 200);
+}
+
+/// The `brine_*` names (and the alternatives of `__name__=~"brine_x_(a|b)_total"`)
+/// the sample dashboard's queries use, histogram suffixes removed.
+fn dashboard_metrics() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/brine.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard"))
+        .expect("dashboard is JSON");
+    let mut names = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let word = |s: &str| -> String {
+                s.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            };
+            for (i, _) in expr.match_indices("brine_") {
+                let rest = &expr[i..];
+                let w = word(rest);
+                if rest[w.len()..].starts_with('(') {
+                    // brine_master_(a|b)_total
+                    let inner = &rest[w.len() + 1..];
+                    let (alts, tail) = inner.split_once(')').expect("group");
+                    let tail = word(tail);
+                    names.extend(alts.split('|').map(|a| format!("{w}{a}{tail}")));
+                } else {
+                    names.push(w.trim_end_matches("_bucket").to_string());
+                }
+            }
+        }
+    }
+    assert!(names.len() > 20, "{names:?}");
+    names
 }
