@@ -16,6 +16,8 @@
 //!   a SUB, with config-derived back-off ([`link::LinkConfig`]).
 //! - [`unfinished`]: the request port's bound on what a peer's unfinished
 //!   multipart message makes libzmq hold (per-connection TCP counters).
+//! - [`metrics`]: the opt-in `/metrics`, `/healthz`, `/readyz` endpoint
+//!   (`metrics_bind`), bounded, and the `process_*` collector.
 //! - [`jid`]: Salt-shaped job ids.
 //! - [`exit`]: the exit codes of every command; [`cli`]: what every `main`
 //!   shares (argument parsing, open-files limit, shutdown signal).
@@ -43,6 +45,7 @@ pub mod exit;
 pub mod glob;
 pub mod jid;
 pub mod link;
+pub mod metrics;
 pub mod output;
 pub mod proto;
 pub mod render;

@@ -29,6 +29,8 @@
 //!   master above), chunked; `cp.push` uploads.
 //! - `pillar`: pillar compiled per minion, answered to it alone.
 //! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`, `fileserver.*`).
+//! - [`metrics`]: what the metrics endpoint (`metrics_bind`) exports:
+//!   `manage.stats` flattened, presence, return latency.
 //! - [`cli`]: the `salt`, `salt-run`, `salt-key` and `salt-cp` commands.
 //! - [`output`]: the outputters, shared with `salt-call` (lives in common).
 
@@ -40,6 +42,7 @@ pub(crate) mod fileserver;
 pub mod job_cache;
 pub(crate) mod keys;
 pub mod master;
+pub mod metrics;
 pub(crate) mod pillar;
 pub mod published;
 pub(crate) mod publisher;

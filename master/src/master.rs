@@ -124,7 +124,24 @@ impl Master {
             ret_port = state.ret_port(),
             "master listening"
         );
+        // A syndic serves its own endpoint (ready = signed in above).
+        let bind = match state.cfg().is_syndic() {
+            true => None,
+            false => state.cfg().metrics_bind.clone(),
+        };
+        let metrics_task = brine_common::metrics::start_if_configured(
+            bind.as_deref(),
+            || crate::metrics::registry(&state),
+            crate::metrics::ready(&state),
+            &shutdown,
+        )
+        .await
+        .map_err(|source| MasterError::Io {
+            path: "metrics endpoint".into(),
+            source,
+        })?;
         let mut tasks = request_server::spawn(state.clone(), bound, shutdown.clone());
+        tasks.extend(metrics_task);
         tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(crate::client_server::serve(
             state.clone(),

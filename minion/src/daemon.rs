@@ -103,7 +103,19 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         shutdown.clone(),
     ));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<MinionEvent>();
+    let counts = JobCounts::default();
     let running = Arc::new(RunningJobs::new());
+    let _metrics = brine_common::metrics::start_if_configured(
+        cfg.metrics_bind.as_deref(),
+        || counts.registry(&link, &running),
+        metrics_ready(&link),
+        &shutdown,
+    )
+    .await
+    .map_err(|source| MinionError::Io {
+        path: "metrics endpoint".into(),
+        source,
+    })?;
     let beacons = Arc::new(Beacons::new(
         &cfg.beacons,
         Beacons::save_path_for(&cfg.load_notes.main_file),
@@ -120,6 +132,7 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         id: cfg.id.clone(),
         registry: Registry::new(),
         running,
+        counts,
         grains,
         pillar: pillar.shared(),
         pillar_source: pillar,
@@ -160,6 +173,7 @@ struct Runner {
     id: String,
     registry: Registry,
     running: Arc<RunningJobs>,
+    counts: JobCounts,
     grains: Arc<RwLock<serde_json::Value>>,
     /// The live pillar (the same lock [`Pillar`] replaces), for pillar
     /// targeting (`-I`, `I@`): this minion decides with its own pillar.
@@ -260,6 +274,7 @@ impl Runner {
             beacons: self.beacons.clone(),
         };
         let out = self.registry.call(ctx).await;
+        self.counts.finished(out.success);
         let outputter = crate::exec::outputter(&job.fun).map(str::to_string);
         self.running.remove(&job.jid);
         let mut trace = job.trace;
@@ -288,5 +303,110 @@ impl Runner {
             out: outputter,
             trace,
         }));
+    }
+}
+
+/// The minion's metrics (`metrics_bind`): jobs run and failed, counted
+/// here; the link and the running jobs, read at scrape time.
+#[derive(Debug, Clone, Default)]
+struct JobCounts {
+    run: brine_common::metrics::Counter,
+    failed: brine_common::metrics::Counter,
+}
+
+impl JobCounts {
+    fn finished(&self, success: bool) {
+        self.run.inc();
+        if !success {
+            self.failed.inc();
+        }
+    }
+
+    fn registry(
+        &self,
+        link: &LinkHandle,
+        running: &Arc<RunningJobs>,
+    ) -> brine_common::metrics::Registry {
+        let mut r = brine_common::metrics::registry();
+        r.register(
+            "brine_minion_jobs",
+            "Jobs this minion ran to the end.",
+            self.run.clone(),
+        );
+        r.register(
+            "brine_minion_jobs_failed",
+            "Jobs that ended unsuccessfully (success false).",
+            self.failed.clone(),
+        );
+        r.register_collector(Box::new(LinkCollector {
+            link: link.clone(),
+            running: running.clone(),
+        }));
+        r
+    }
+}
+
+/// Ready while signed in to the master.
+fn metrics_ready(link: &LinkHandle) -> brine_common::metrics::ReadyFn {
+    let link = link.clone();
+    Arc::new(move || match link.is_up() {
+        true => Ok(()),
+        false => Err("not signed in to the master".into()),
+    })
+}
+
+struct LinkCollector {
+    link: LinkHandle,
+    running: Arc<RunningJobs>,
+}
+
+impl std::fmt::Debug for LinkCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkCollector")
+    }
+}
+
+impl brine_common::metrics::Collector for LinkCollector {
+    fn encode(&self, enc: brine_common::metrics::DescriptorEncoder) -> std::fmt::Result {
+        let mut s = brine_common::metrics::Scrape::new(enc);
+        s.gauge(
+            "brine_minion_signed_in",
+            "1 while this minion is signed in to its master.",
+            i64::from(self.link.is_up()),
+        )?;
+        s.counter(
+            "brine_minion_sign_ins",
+            "Sign-ins to the master since start.",
+            self.link.sign_ins(),
+        )?;
+        s.gauge(
+            "brine_minion_jobs_running",
+            "Jobs running now.",
+            self.running.list().len() as i64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+    use brine_common::metrics::{render, sample};
+
+    #[test]
+    fn job_counts_show_in_the_exposition() {
+        let counts = JobCounts::default();
+        counts.finished(true);
+        counts.finished(false);
+        counts.finished(true);
+        let mut r = brine_common::metrics::registry();
+        r.register("brine_minion_jobs", "run", counts.run.clone());
+        r.register("brine_minion_jobs_failed", "failed", counts.failed.clone());
+        let t = render(&r).expect("render");
+        assert_eq!(sample(&t, "brine_minion_jobs_total"), Some(3.0), "{t}");
+        assert_eq!(
+            sample(&t, "brine_minion_jobs_failed_total"),
+            Some(1.0),
+            "{t}"
+        );
     }
 }

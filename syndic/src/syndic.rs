@@ -59,6 +59,17 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
     let (up, mut jobs) = upstream::start(&syn, Arc::new(keys), shutdown.clone());
     // File server and pillar questions this syndic cannot answer go up.
     state.set_upstream(Arc::new(up.clone()));
+    let metrics_task = brine_common::metrics::start_if_configured(
+        syn.metrics_bind.as_deref(),
+        || metrics_registry(&state, &up),
+        metrics_ready(&up),
+        &shutdown,
+    )
+    .await
+    .map_err(|source| brine_master::master::MasterError::Io {
+        path: "metrics endpoint".into(),
+        source,
+    })?;
     let forwarder = Forwarder::new(
         SyndicBelow::new(state.clone()),
         up.clone(),
@@ -68,6 +79,7 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         },
     );
     let mut tasks = vec![tokio::spawn(forwarder.run(shutdown.clone()))];
+    tasks.extend(metrics_task);
     let st = state.clone();
     let sd = shutdown.clone();
     let me = syn.id.clone();
@@ -95,6 +107,51 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
     }
     master.join().await;
     Ok(())
+}
+
+/// The syndic's metrics: its master's (`brine_master_*`, see
+/// `brine_master::metrics`) and its link above, read at scrape time.
+fn metrics_registry(
+    state: &Arc<brine_master::state::MasterState>,
+    up: &upstream::Upstream,
+) -> brine_common::metrics::Registry {
+    let mut r = brine_master::metrics::registry(state);
+    r.register_collector(Box::new(UpstreamCollector(up.clone())));
+    r
+}
+
+/// Ready once signed in to a master above (jobs can come down).
+fn metrics_ready(up: &upstream::Upstream) -> brine_common::metrics::ReadyFn {
+    let up = up.clone();
+    Arc::new(move || match up.session() {
+        Some(_) => Ok(()),
+        None => Err("not signed in to a master above".into()),
+    })
+}
+
+struct UpstreamCollector(upstream::Upstream);
+
+impl std::fmt::Debug for UpstreamCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamCollector")
+    }
+}
+
+impl brine_common::metrics::Collector for UpstreamCollector {
+    fn encode(&self, enc: brine_common::metrics::DescriptorEncoder) -> std::fmt::Result {
+        let mut s = brine_common::metrics::Scrape::new(enc);
+        let link = self.0.link();
+        s.gauge(
+            "brine_syndic_upstream_up",
+            "1 while the syndic is signed in to a master above.",
+            i64::from(link.as_ref().is_some_and(|l| l.is_up())),
+        )?;
+        s.counter(
+            "brine_syndic_upstream_sign_ins",
+            "Sign-ins of the current link above.",
+            link.map_or(0, |l| l.sign_ins()),
+        )
+    }
 }
 
 /// Import a spool file left by an older version into the outbox (once;

@@ -150,6 +150,10 @@ pub struct MasterConfig {
     /// the master's event bus (Salt's `max_event_size`); larger ones are
     /// refused and counted (`events_refused`).
     pub max_event_size: usize,
+    /// `host:port` of the opt-in Prometheus endpoint (`/metrics`,
+    /// `/healthz`, `/readyz`); unset = no endpoint. See
+    /// `brine_common::metrics`.
+    pub metrics_bind: Option<String>,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -218,6 +222,7 @@ impl Default for MasterConfig {
             presence_events: false,
             loop_interval: 60,
             max_event_size: 1_048_576,
+            metrics_bind: None,
             load_notes: LoadNotes::default(),
         }
     }
@@ -357,6 +362,9 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
     }
     if let Some(f) = &cfg.syndic_finger {
         cfg.syndic_finger = Some(check_finger(f).map_err(|m| loaded.invalid("syndic_finger", m))?);
+    }
+    if let Some(bind) = &cfg.metrics_bind {
+        crate::metrics::check_bind(bind).map_err(|m| loaded.invalid("metrics_bind", m))?;
     }
     if cfg.root_dir.as_os_str().is_empty() {
         return Err(loaded.invalid("root_dir", "must not be empty"));
@@ -810,5 +818,27 @@ mod tests {
         .expect("load");
         assert_eq!(cfg.log_level, "debug");
         assert_eq!(cfg.logfile_level(), "info");
+    }
+
+    #[test]
+    fn metrics_bind_is_off_by_default_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(dir.path(), &[], &[]).expect("defaults");
+        assert_eq!(cfg.metrics_bind, None);
+        fs::write(dir.path().join("master"), "metrics_bind: 127.0.0.1:9105\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.metrics_bind.as_deref(), Some("127.0.0.1:9105"));
+        let cfg = load(dir.path(), &[("SALT_METRICS_BIND", "[::1]:9200")], &[]).expect("env");
+        assert_eq!(cfg.metrics_bind.as_deref(), Some("[::1]:9200"));
+        fs::write(dir.path().join("master"), "metrics_bind: nowhere\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("no port").to_string();
+        assert!(
+            err.starts_with("invalid value for 'metrics_bind' in ") && err.contains("host:port"),
+            "{err}"
+        );
+        let err = load(dir.path(), &[], &[("metrics_bind", json!("h:70000"))])
+            .expect_err("port range")
+            .to_string();
+        assert!(err.contains("'metrics_bind' in command line"), "{err}");
     }
 }

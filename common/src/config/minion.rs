@@ -67,6 +67,10 @@ pub struct MinionConfig {
     /// {interval: 10}]`). Must be a mapping; each beacon's own config is
     /// checked by the minion when it loads it (a bad one is skipped).
     pub beacons: serde_json::Value,
+    /// `host:port` of the opt-in Prometheus endpoint (`/metrics`,
+    /// `/healthz`, `/readyz`); unset = no endpoint. See
+    /// `brine_common::metrics`.
+    pub metrics_bind: Option<String>,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
@@ -99,6 +103,7 @@ impl Default for MinionConfig {
             saltenv: None,
             pillarenv: None,
             beacons: serde_json::Value::Object(serde_json::Map::new()),
+            metrics_bind: None,
             load_notes: LoadNotes::default(),
         }
     }
@@ -187,6 +192,9 @@ fn finish(loaded: Loaded<MinionConfig>, config_dir: &Path) -> Result<MinionConfi
     }
     if cfg.max_frame_bytes == 0 {
         return Err(loaded.invalid("max_frame_bytes", "must be greater than 0"));
+    }
+    if let Some(bind) = &cfg.metrics_bind {
+        crate::metrics::check_bind(bind).map_err(|m| loaded.invalid("metrics_bind", m))?;
     }
     if cfg.root_dir.as_os_str().is_empty() {
         return Err(loaded.invalid("root_dir", "must not be empty"));
@@ -336,5 +344,27 @@ mod tests {
         assert_eq!(cfg.cachedir, root.join("var/cache/salt/minion"));
         assert_eq!(cfg.sock_dir, root.join("var/run/salt/minion"));
         assert_eq!(cfg.log_file, root.join("var/log/salt/minion"));
+    }
+
+    #[test]
+    fn metrics_bind_is_off_by_default_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(dir.path(), &[], &[]).expect("defaults");
+        assert_eq!(cfg.metrics_bind, None);
+        fs::write(dir.path().join("minion"), "metrics_bind: 127.0.0.1:9105\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.metrics_bind.as_deref(), Some("127.0.0.1:9105"));
+        let cfg = load(dir.path(), &[("SALT_METRICS_BIND", "[::1]:9200")], &[]).expect("env");
+        assert_eq!(cfg.metrics_bind.as_deref(), Some("[::1]:9200"));
+        fs::write(dir.path().join("minion"), "metrics_bind: nowhere\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("no port").to_string();
+        assert!(
+            err.starts_with("invalid value for 'metrics_bind' in ") && err.contains("host:port"),
+            "{err}"
+        );
+        let err = load(dir.path(), &[], &[("metrics_bind", json!("h:70000"))])
+            .expect_err("port range")
+            .to_string();
+        assert!(err.contains("'metrics_bind' in command line"), "{err}");
     }
 }

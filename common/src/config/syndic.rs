@@ -78,6 +78,9 @@ pub struct SyndicConfig {
     pub masters_origin: String,
     /// The main config file (named when `syndic_master` is not set).
     pub main_file: PathBuf,
+    /// The syndic process's metrics endpoint (the master config's
+    /// `metrics_bind`; checked when that was loaded).
+    pub metrics_bind: Option<String>,
 }
 
 impl SyndicConfig {
@@ -123,6 +126,7 @@ impl SyndicConfig {
             max_frame_bytes: cfg.max_frame_bytes,
             masters_origin: cfg.load_notes.origin("syndic_master").to_string(),
             main_file: cfg.load_notes.main_file.clone(),
+            metrics_bind: cfg.metrics_bind.clone(),
         })
     }
 }

@@ -162,43 +162,47 @@ fn list_syndics<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
 }
 
 fn stats<'a>(c: &'a Call<'a>) -> RunFuture<'a> {
-    Box::pin(async move {
-        let state = c.state;
-        let mut v = serde_json::to_value(state.counters())?;
-        if let Value::Object(m) = &mut v {
-            m.insert(
-                "publishes_dropped_hwm".into(),
-                json!(state.publisher().dropped()),
-            );
-            let subs = &state.publisher().subscriptions;
-            m.insert(
-                "subscriptions_refused".into(),
-                json!(subs.refused.load(Ordering::Relaxed)),
-            );
-            m.insert(
-                "publish_peers_dropped".into(),
-                json!(subs.peers_dropped.load(Ordering::Relaxed)),
-            );
-            m.insert(
-                "request_peers_dropped".into(),
-                json!(state.request_peers_dropped()),
-            );
-            let bus = state.events();
-            for (k, c) in [
-                ("events_published", &bus.published),
-                ("events_dropped", &bus.dropped),
-                ("events_refused", &bus.refused),
-            ] {
-                m.insert(k.into(), json!(c.load(Ordering::Relaxed)));
-            }
-            m.insert("event_subscribers".into(), json!(bus.subscribers()));
-            m.insert(
-                "job_cache".into(),
-                serde_json::to_value(state.jobs().stats()).unwrap_or(Value::Null),
-            );
+    Box::pin(async move { Ok(stats_of(c.state)) })
+}
+
+/// `manage.stats`: the master's counters, the publisher's and the request
+/// port's drops, and the job cache's counters (`job_cache`). The metrics
+/// endpoint exports the same value (`crate::metrics`).
+pub(crate) fn stats_of(state: &MasterState) -> Value {
+    let mut v = serde_json::to_value(state.counters()).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "publishes_dropped_hwm".into(),
+            json!(state.publisher().dropped()),
+        );
+        let subs = &state.publisher().subscriptions;
+        m.insert(
+            "subscriptions_refused".into(),
+            json!(subs.refused.load(Ordering::Relaxed)),
+        );
+        m.insert(
+            "publish_peers_dropped".into(),
+            json!(subs.peers_dropped.load(Ordering::Relaxed)),
+        );
+        m.insert(
+            "request_peers_dropped".into(),
+            json!(state.request_peers_dropped()),
+        );
+        let bus = state.events();
+        for (k, c) in [
+            ("events_published", &bus.published),
+            ("events_dropped", &bus.dropped),
+            ("events_refused", &bus.refused),
+        ] {
+            m.insert(k.into(), json!(c.load(Ordering::Relaxed)));
         }
-        Ok(v)
-    })
+        m.insert("event_subscribers".into(), json!(bus.subscribers()));
+        m.insert(
+            "job_cache".into(),
+            serde_json::to_value(state.jobs().stats()).unwrap_or(Value::Null),
+        );
+    }
+    v
 }
 
 fn ids(state: &MasterState, up: bool) -> Vec<String> {

@@ -14,7 +14,7 @@
 
 mod fileserver;
 mod jobs;
-mod manage;
+pub(crate) mod manage;
 mod state;
 
 pub(crate) use state::{EventArgs, STATE_EVENT};

@@ -150,6 +150,8 @@ pub struct MasterState {
     files: crate::fileserver::FileServer,
     /// The event bus (`salt-run state.event`).
     events: crate::events::EventBus,
+    /// The metric values not read from the fields above (`crate::metrics`).
+    metrics: crate::metrics::MasterMetrics,
 }
 
 /// The long-lived parts a [`MasterState`] is made of.
@@ -192,12 +194,18 @@ impl MasterState {
             upstream: std::sync::OnceLock::new(),
             files: p.files,
             events: crate::events::EventBus::default(),
+            metrics: crate::metrics::MasterMetrics::default(),
         }
     }
 
     /// The event bus.
     pub fn events(&self) -> &crate::events::EventBus {
         &self.events
+    }
+
+    /// The metric values kept for the metrics endpoint (return latency).
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.metrics
     }
 
     /// A fresh jid (runner calls are jobs too, for their events).

@@ -253,6 +253,7 @@ impl MasterState {
         }
         bump(&self.counters.returns);
         crate::events::job_ret(&self.events, &ret);
+        self.metrics.return_accepted(&ret.jid);
         if let Some(t) = ret.trace.as_mut() {
             t.push(Stamp {
                 who: self.cfg.id.clone(),
