@@ -286,3 +286,77 @@ fn the_event_bus_as_salts() {
     );
     assert!(stats["events_dropped"].is_u64(), "{stats}");
 }
+
+/// A minion's own events reach the top's bus: `event.send` and
+/// `event.fire_master` through the CLI, a `load` beacon (out of its range
+/// it fires every interval, as Salt's does without `onchangeonly`), and a
+/// tag in the master's namespace
+/// refused with the reason.
+#[test]
+fn minion_events_and_a_beacon_reach_the_bus() {
+    // Any load is above 0.0: the beacon's range is crossed at once.
+    let topo = Topology::builder()
+        .direct_minions(1)
+        .minion_config("beacons: {load: [{averages: {1m: [0.0, 0.0]}}, {interval: 1}]}")
+        .start(WAIT)
+        .expect("topology");
+    let w = Watch::start(&topo, &["tagmatch=myapp/*", "--out", "json"]);
+    let out = topo
+        .salt(&[
+            "minion1",
+            "event.send",
+            "myapp/deploy/done",
+            r#"data={"version": 3}"#,
+            "--out",
+            "json",
+            "--static",
+            "-t",
+            "30",
+        ])
+        .expect("salt");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["minion1"], json!(true), "{v}");
+    let ev = w.events(1);
+    assert_eq!(ev[0].0, "myapp/deploy/done");
+    assert_eq!(ev[0].1["id"], "minion1", "{}", ev[0].1);
+    assert_eq!(ev[0].1["data"]["version"], 3, "{}", ev[0].1);
+
+    let out = topo
+        .salt(&[
+            "minion1",
+            "event.send",
+            "salt/auth",
+            r#"data={"forged": true}"#,
+            "--out",
+            "json",
+            "--static",
+            "-t",
+            "30",
+        ])
+        .expect("salt");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let msg = v["minion1"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("event refused"), "{v}");
+    assert!(topo.stat("events_refused") >= 1);
+
+    let b = Watch::start(
+        &topo,
+        &[
+            "tagmatch=salt/beacon/minion1/load/*",
+            "count=1",
+            "--out",
+            "json",
+        ],
+    );
+    let ev = b.events(1);
+    assert!(
+        ev[0].0.starts_with("salt/beacon/minion1/load/"),
+        "{}",
+        ev[0].0
+    );
+    assert!(
+        ev[0].1["1m"].is_number(),
+        "Salt's load beacon data: {}",
+        ev[0].1
+    );
+}
