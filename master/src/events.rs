@@ -136,10 +136,7 @@ impl EventBus {
         }
         let (tx, rx) = mpsc::channel(queue.max(1));
         subs.push(Subscriber {
-            patterns: patterns
-                .iter()
-                .map(|p| (p.clone(), Glob::new(p)))
-                .collect(),
+            patterns: patterns.iter().map(|p| (p.clone(), Glob::new(p))).collect(),
             skip,
             tx,
         });
