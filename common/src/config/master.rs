@@ -795,6 +795,32 @@ mod tests {
     }
 
     #[test]
+    fn syndic_forward_events_is_a_glob_or_a_list_all_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_forward_events, ["*"]);
+        fs::write(&file, "syndic_forward_events: myapp/*\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_forward_events, ["myapp/*"]);
+        fs::write(
+            &file,
+            "syndic_forward_events: [salt/beacon/*, 'salt/minion/*/start']\n",
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(
+            cfg.syndic_forward_events,
+            ["salt/beacon/*", "salt/minion/*/start"]
+        );
+        fs::write(&file, "syndic_forward_events: []\n").expect("write");
+        assert!(load(dir.path(), &[], &[])
+            .expect("load")
+            .syndic_forward_events
+            .is_empty());
+    }
+
+    #[test]
     fn nodegroups_string_and_list_forms() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("master");
