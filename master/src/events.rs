@@ -45,9 +45,18 @@ pub struct Subscription {
 }
 
 struct Subscriber {
-    pattern: String,
-    glob: Glob,
+    /// The tag patterns it listens to (any of them).
+    patterns: Vec<(String, Glob)>,
+    /// Tags it never gets, whatever the patterns say.
+    skip: Option<fn(&str) -> bool>,
     tx: mpsc::Sender<Arc<Event>>,
+}
+
+impl Subscriber {
+    fn wants(&self, tag: &str) -> bool {
+        !self.skip.is_some_and(|f| f(tag))
+            && self.patterns.iter().any(|(p, g)| tag_matches(p, g, tag))
+    }
 }
 
 /// The bus: subscribers and counters.
@@ -60,6 +69,16 @@ pub struct EventBus {
     pub dropped: AtomicU64,
     /// Events from minions refused (namespace, size, shape).
     pub refused: AtomicU64,
+    /// Events this syndic sent to the master above (acknowledged).
+    pub forwarded: AtomicU64,
+    /// Events this syndic did not send up: its queue was full, or the
+    /// master above did not take the batch.
+    pub forward_dropped: AtomicU64,
+    /// Events a syndic below forwarded and this master fired.
+    pub from_below: AtomicU64,
+    /// Events a syndic below forwarded and this master refused (shape,
+    /// size, path, or a sender without the syndic role).
+    pub from_below_refused: AtomicU64,
     /// Key states as last seen, to tell `salt/key` changes apart.
     keys_seen: Mutex<BTreeMap<String, &'static str>>,
 }
@@ -97,6 +116,19 @@ impl EventBus {
         tagmatch: &str,
         queue: usize,
     ) -> Result<Subscription, TooManySubscribers> {
+        self.subscribe_any(&[tagmatch.to_string()], None, queue)
+    }
+
+    /// Subscribe to the tags any of `patterns` matches (as
+    /// [`EventBus::subscribe`]; none: nothing) except those `skip` names,
+    /// with a queue of `queue` events. Tags skipped cost the bus nothing
+    /// (their data is not built for this subscriber).
+    pub fn subscribe_any(
+        &self,
+        patterns: &[String],
+        skip: Option<fn(&str) -> bool>,
+        queue: usize,
+    ) -> Result<Subscription, TooManySubscribers> {
         let mut subs = lock(&self.subs);
         subs.retain(|s| !s.tx.is_closed());
         if subs.len() >= MAX_SUBSCRIBERS {
@@ -104,8 +136,8 @@ impl EventBus {
         }
         let (tx, rx) = mpsc::channel(queue.max(1));
         subs.push(Subscriber {
-            pattern: tagmatch.to_string(),
-            glob: Glob::new(tagmatch),
+            patterns: patterns.iter().map(|p| (p.clone(), Glob::new(p))).collect(),
+            skip,
             tx,
         });
         Ok(Subscription { rx })
@@ -139,7 +171,7 @@ impl EventBus {
             if s.tx.is_closed() {
                 return false;
             }
-            if !tag_matches(&s.pattern, &s.glob, tag) {
+            if !s.wants(tag) {
                 return true;
             }
             let ev = event
@@ -285,6 +317,99 @@ pub fn minion_event_data(id: &str, tag: &str, data: Value) -> Value {
             "data": data,
             "pretag": null,
         })
+    }
+}
+
+/// The data key that names the syndics a forwarded event came through
+/// (in the order it travelled, the sender last).
+pub const SYNDIC_PATH: &str = "__syndic_path";
+
+/// Tags a syndic never forwards whatever `syndic_forward_events` says:
+/// `salt/job/<jid>/ret/<id>`. The master above fires its own when it
+/// accepts the forwarded return, so forwarding it would show it twice.
+pub fn never_forwarded(tag: &str) -> bool {
+    let mut parts = tag.split('/');
+    parts.next() == Some("salt")
+        && parts.next() == Some("job")
+        && parts.next().is_some()
+        && parts.next() == Some("ret")
+}
+
+/// Check an event syndic `sender` forwarded, as received by `me`: a tag
+/// as for a minion's (not empty, at most [`MAX_TAG_BYTES`], no control
+/// characters; the `salt/` namespace is allowed, a syndic relays its
+/// master's events), data an object within `max_bytes`, a path of syndic
+/// ids ending with the sender and not naming `me` (a loop). On success the
+/// data to fire: the event's data with [`SYNDIC_PATH`] set to the path.
+pub fn check_forwarded_event(
+    sender: &str,
+    me: &str,
+    ev: brine_common::proto::ForwardedEvent,
+    max_bytes: usize,
+) -> Result<(String, Value), String> {
+    let brine_common::proto::ForwardedEvent { tag, data, path } = ev;
+    if tag.is_empty() {
+        return Err("empty tag".into());
+    }
+    if tag.len() > MAX_TAG_BYTES {
+        return Err(format!(
+            "tag of {} bytes (at most {MAX_TAG_BYTES})",
+            tag.len()
+        ));
+    }
+    if tag.chars().any(char::is_control) {
+        return Err("tag with control characters".into());
+    }
+    if never_forwarded(&tag) {
+        return Err("a return event (this master fires its own for the return)".into());
+    }
+    if path.last().map(String::as_str) != Some(sender) {
+        return Err(format!("path {path:?} does not end with the sender"));
+    }
+    if path.iter().any(|p| p == me) {
+        return Err(format!("path {path:?} already came through {me} (loop)"));
+    }
+    if path.len() > 64 || path.iter().any(|p| p.is_empty() || p.len() > 256) {
+        return Err("path too long".into());
+    }
+    let Value::Object(mut m) = data else {
+        return Err("data is not a dict".into());
+    };
+    m.remove("_stamp");
+    m.insert(
+        SYNDIC_PATH.into(),
+        Value::Array(path.into_iter().map(Value::String).collect()),
+    );
+    let data = Value::Object(m);
+    let size = tag.len() + serde_json::to_vec(&data).map_or(usize::MAX, |b| b.len());
+    if size > max_bytes {
+        return Err(format!(
+            "event of {size} bytes (at most {max_bytes}, max_event_size)"
+        ));
+    }
+    Ok((tag, data))
+}
+
+/// The event as a syndic `me` forwards it upward: its data without the
+/// stamp and path, and the path it came by (from below, if it did) with
+/// `me` appended.
+pub fn to_forward(me: &str, ev: &Event) -> brine_common::proto::ForwardedEvent {
+    let mut data = ev.data.clone();
+    let mut path = Vec::new();
+    if let Value::Object(m) = &mut data {
+        m.remove("_stamp");
+        if let Some(Value::Array(p)) = m.remove(SYNDIC_PATH) {
+            path = p
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
+    }
+    path.push(me.to_string());
+    brine_common::proto::ForwardedEvent {
+        tag: ev.tag.clone(),
+        data,
+        path,
     }
 }
 
@@ -515,6 +640,30 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriber_may_listen_to_several_patterns_and_skip_some_tags() {
+        let bus = EventBus::default();
+        let pats = ["myapp/*".to_string(), "salt/job/*".to_string()];
+        let mut sub = bus
+            .subscribe_any(&pats, Some(never_forwarded), 8)
+            .expect("sub");
+        let mut none = bus.subscribe_any(&[], None, 8).expect("sub");
+        let mut built = 0;
+        bus.fire_with("salt/job/1/ret/a", || {
+            built += 1;
+            json!({})
+        });
+        assert_eq!(built, 0, "skipped tags cost nothing");
+        bus.fire("salt/job/1/new", json!({}));
+        bus.fire("myapp/x", json!({}));
+        bus.fire("other", json!({}));
+        let tags: Vec<String> = std::iter::from_fn(|| recv_now(&mut sub))
+            .map(|e| e.tag.clone())
+            .collect();
+        assert_eq!(tags, ["salt/job/1/new", "myapp/x"]);
+        assert!(recv_now(&mut none).is_none());
+    }
+
+    #[test]
     fn subscribers_are_bounded() {
         let bus = EventBus::default();
         let subs: Vec<Subscription> = (0..MAX_SUBSCRIBERS)
@@ -580,6 +729,46 @@ mod tests {
             json!({"1m": 0.5, "id": "x"}),
         );
         assert_eq!(d, json!({"1m": 0.5, "id": "web1"}), "the sender's own id");
+    }
+
+    #[test]
+    fn forwarded_events_carry_their_path_and_rets_never_go_up() {
+        assert!(never_forwarded("salt/job/20260101/ret/web1"));
+        assert!(!never_forwarded("salt/job/20260101/new"));
+        assert!(!never_forwarded("myapp/job/1/ret/x"));
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe("*", 4).expect("sub");
+        bus.fire("myapp/x", json!({"a": 1}));
+        let ev = recv_now(&mut sub).expect("ev");
+        let f = to_forward("syn2", &ev);
+        assert_eq!(f.path, ["syn2"]);
+        assert_eq!(f.data, json!({"a": 1}), "no stamp");
+        let (tag, data) = check_forwarded_event("syn2", "syn1", f, 1 << 20).expect("ok");
+        assert_eq!(tag, "myapp/x");
+        assert_eq!(data, json!({"a": 1, SYNDIC_PATH: ["syn2"]}));
+        bus.fire(&tag, data);
+        let ev = recv_now(&mut sub).expect("again");
+        let f = to_forward("syn1", &ev);
+        assert_eq!(f.path, ["syn2", "syn1"], "appended, origin side first");
+        let ok = check_forwarded_event("syn1", "top", f.clone(), 1 << 20).expect("ok");
+        assert_eq!(ok.1[SYNDIC_PATH], json!(["syn2", "syn1"]));
+        let bad = |sender: &str, me: &str, f: brine_common::proto::ForwardedEvent| {
+            check_forwarded_event(sender, me, f, 1 << 20).expect_err("refused")
+        };
+        assert!(bad("other", "top", f.clone()).contains("sender"));
+        assert!(bad("syn1", "syn2", f.clone()).contains("loop"));
+        let mut g = f.clone();
+        g.tag = "salt/job/1/ret/m".into();
+        assert!(bad("syn1", "top", g).contains("return"));
+        let mut g = f.clone();
+        g.data = json!([1]);
+        assert!(bad("syn1", "top", g).contains("dict"));
+        let mut g = f.clone();
+        g.tag = String::new();
+        assert!(bad("syn1", "top", g).contains("empty"));
+        assert!(check_forwarded_event("syn1", "top", f, 10)
+            .expect_err("big")
+            .contains("max_event_size"));
     }
 
     #[test]

@@ -533,6 +533,7 @@ impl RequestServer {
             }
             RequestBody::Grains(grains) => self.on_grains(id, role, grains),
             RequestBody::Event(load) => self.on_event(id, load),
+            RequestBody::SyndicEvents(evs) => self.on_syndic_events(id, role, evs),
             RequestBody::Heartbeat => ReplyBody::Ok,
             RequestBody::Catchup { after_seq } => self.on_catchup(id, role, after_seq),
             RequestBody::Return(ret) => self.on_return(id, role, ret, plain_len),
@@ -635,6 +636,37 @@ impl RequestServer {
         }
         let data = events::minion_event_data(id, &load.tag, load.data);
         bus.fire(&load.tag, data);
+        ReplyBody::Ok
+    }
+
+    /// `SyndicEvents`: events a syndic forwarded from its bus, each
+    /// checked ([`events::check_forwarded_event`]) and fired with its
+    /// syndic path, or counted as refused; the batch is answered `Ok`
+    /// unless the sender is not a syndic (events are not resent).
+    fn on_syndic_events(&self, id: &str, role: Role, evs: Vec<ForwardedEvent>) -> ReplyBody {
+        let bus = self.state.events();
+        if role != Role::Syndic {
+            bus.from_below_refused
+                .fetch_add(evs.len() as u64, Ordering::Relaxed);
+            bump(&self.state.counters().syndic_refused);
+            return ReplyBody::Refused(Refusal::NotASyndic);
+        }
+        let max = self.state.cfg().max_event_size;
+        let me = &self.state.cfg().id;
+        for ev in evs {
+            match events::check_forwarded_event(id, me, ev, max) {
+                Ok((tag, data)) => {
+                    bus.from_below.fetch_add(1, Ordering::Relaxed);
+                    bus.fire(&tag, data);
+                }
+                Err(why) => {
+                    let n = bus.from_below_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        warn!(syndic = %id, count = n, why, "event forwarded from below refused");
+                    }
+                }
+            }
+        }
         ReplyBody::Ok
     }
 

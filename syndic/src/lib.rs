@@ -12,9 +12,12 @@
 //! - `upstream`: the link to the master above (`brine_common::link` with
 //!   the syndic role and the `syndic_*` timings), with failover over a
 //!   `syndic_master` list.
+//! - `events_up`: forwards the syndic's bus events (its subtree's, with
+//!   their syndic path) upward in bounded, counted batches.
 //! - `legacy_spool`: imports a `syndic_spool.sqlite` left by an older
 //!   version into the outbox once, at start.
 
+pub(crate) mod events_up;
 pub(crate) mod forward;
 pub(crate) mod legacy_spool;
 pub mod syndic;

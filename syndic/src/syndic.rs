@@ -7,7 +7,8 @@
 //! With `syndic_forward_all` so do the jobs published here (an operator's
 //! `salt` on the syndic) with their returns, as Salt's syndic does. The
 //! downstream master is a complete master: its own keys, job cache, roster
-//! and `salt` CLI.
+//! and `salt` CLI. Its bus's events go up too (`crate::events_up`,
+//! `syndic_forward_events`), marked with the syndics they came through.
 
 use crate::forward::{Forwarder, Pace, SyndicBelow};
 use crate::{legacy_spool, upstream};
@@ -79,6 +80,15 @@ pub async fn run(cfg: MasterConfig, shutdown: CancellationToken) -> Result<(), S
         },
     );
     let mut tasks = vec![tokio::spawn(forwarder.run(shutdown.clone()))];
+    if let Some(sub) = crate::events_up::subscribe(state.events(), &syn.forward_events) {
+        tasks.push(tokio::spawn(crate::events_up::run(
+            state.clone(),
+            sub,
+            up.clone(),
+            syn.id.clone(),
+            shutdown.clone(),
+        )));
+    }
     tasks.extend(metrics_task);
     let st = state.clone();
     let sd = shutdown.clone();

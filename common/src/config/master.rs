@@ -86,6 +86,14 @@ pub struct MasterConfig {
     /// syndic's job cache, and the master above holds only the jobs it
     /// sent (see ARCHITECTURE.md, "Jobs published at a syndic").
     pub syndic_forward_all: bool,
+    /// Tag globs of the events a syndic forwards from its bus to the
+    /// master above (Salt's `tagmatch`: exact or `fnmatch`). Default
+    /// `["*"]`: everything, as Salt's syndic forwards its whole bus.
+    /// `salt/job/<jid>/ret/<id>` never goes up whatever this says: the
+    /// master above fires its own when it accepts the forwarded returns,
+    /// so each return shows once on its bus. Empty: no events go up.
+    #[serde(deserialize_with = "load::string_or_list")]
+    pub syndic_forward_events: Vec<String>,
     /// Most returns a syndic's outbox holds for the master above (the
     /// option keeps its old name); past it the oldest are dropped,
     /// counted and logged.
@@ -196,6 +204,7 @@ impl Default for MasterConfig {
             syndic_forward_interval_ms: 100,
             syndic_forward_batch: 500,
             syndic_forward_all: false,
+            syndic_forward_events: vec!["*".to_string()],
             syndic_spool_max: 1_000_000,
             syndic_acceptance_wait_time: 5,
             syndic_acceptance_wait_time_max: 30,
@@ -783,6 +792,32 @@ mod tests {
         fs::write(&file, "pki_dir: /srv/pki\n").expect("write");
         let cfg = load(dir.path(), &[], &[]).expect("load");
         assert_eq!(cfg.load_notes.origin("pki_dir"), file.display().to_string());
+    }
+
+    #[test]
+    fn syndic_forward_events_is_a_glob_or_a_list_all_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_forward_events, ["*"]);
+        fs::write(&file, "syndic_forward_events: myapp/*\n").expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(cfg.syndic_forward_events, ["myapp/*"]);
+        fs::write(
+            &file,
+            "syndic_forward_events: [salt/beacon/*, 'salt/minion/*/start']\n",
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("load");
+        assert_eq!(
+            cfg.syndic_forward_events,
+            ["salt/beacon/*", "salt/minion/*/start"]
+        );
+        fs::write(&file, "syndic_forward_events: []\n").expect("write");
+        assert!(load(dir.path(), &[], &[])
+            .expect("load")
+            .syndic_forward_events
+            .is_empty());
     }
 
     #[test]

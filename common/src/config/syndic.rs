@@ -70,6 +70,9 @@ pub struct SyndicConfig {
     /// Forward the jobs published here and their returns too
     /// (`syndic_forward_all`).
     pub forward_all: bool,
+    /// Tag globs of the events forwarded upward
+    /// (`syndic_forward_events`); rets never go up.
+    pub forward_events: Vec<String>,
     /// Most returns waiting in the outbox (`syndic_spool_max`).
     pub outbox_max: usize,
     /// Largest frame on the link (`max_frame_bytes`).
@@ -122,6 +125,7 @@ impl SyndicConfig {
             forward_interval: Duration::from_millis(cfg.syndic_forward_interval_ms.max(1)),
             forward_batch: cfg.syndic_forward_batch.max(1),
             forward_all: cfg.syndic_forward_all,
+            forward_events: cfg.syndic_forward_events.clone(),
             outbox_max: cfg.syndic_spool_max,
             max_frame_bytes: cfg.max_frame_bytes,
             masters_origin: cfg.load_notes.origin("syndic_master").to_string(),

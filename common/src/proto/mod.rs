@@ -413,6 +413,11 @@ pub enum RequestBody {
     /// master's event bus when its tag and data are allowed, else refused
     /// with [`Refusal::BadEvent`].
     Event(EventLoad),
+    /// A syndic's batch of events from its own bus (its subtree's events
+    /// and its downstream master's own), fired again on the receiver's
+    /// bus with the path marked; refused with [`Refusal::NotASyndic`]
+    /// from a peer without the syndic role.
+    SyndicEvents(Vec<ForwardedEvent>),
 }
 
 /// An event a peer sends its master: a tag and a JSON object.
@@ -420,6 +425,17 @@ pub enum RequestBody {
 pub struct EventLoad {
     pub tag: String,
     pub data: Value,
+}
+
+/// One event a syndic forwards upward.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ForwardedEvent {
+    pub tag: String,
+    /// The data as fired where the event came from (without the path).
+    pub data: Value,
+    /// The syndics the event came through, in the order it travelled:
+    /// the one nearest its origin first, the sender last.
+    pub path: Vec<String>,
 }
 
 /// A sealed request with its replay-protection counter.

@@ -193,6 +193,10 @@ pub(crate) fn stats_of(state: &MasterState) -> Value {
             ("events_published", &bus.published),
             ("events_dropped", &bus.dropped),
             ("events_refused", &bus.refused),
+            ("events_forwarded", &bus.forwarded),
+            ("events_forward_dropped", &bus.forward_dropped),
+            ("events_from_below", &bus.from_below),
+            ("events_from_below_refused", &bus.from_below_refused),
         ] {
             m.insert(k.into(), json!(c.load(Ordering::Relaxed)));
         }
