@@ -39,7 +39,6 @@ pub const LOAD_KEYS: [&str; 3] = ["1m", "5m", "15m"];
 /// first run it fires when out of range unless `emitatstartup` is false
 /// (the option's documented meaning; Salt's own code seeds its memory with
 /// the first reading and so never fires at start-up).
-
 pub fn load(cfg: &LoadCfg, now: [f64; 3], last: &mut Option<[f64; 3]>) -> Vec<Value> {
     let outside = |i: usize, v: f64| cfg.ranges[i].is_some_and(|(lo, hi)| v < lo || v > hi);
     let fire = if !cfg.onchangeonly {
