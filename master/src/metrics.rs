@@ -5,7 +5,7 @@
 //! RSS and CPU.
 //!
 //! Invariant: nothing is counted twice. The collector reads, at scrape
-//! time, the same value `manage.stats` answers ([`stats_of`]), flattened:
+//! time, the same value `manage.stats` answers (`runner::manage::stats_of`), flattened:
 //! `returns` is `brine_master_returns_total`, `job_cache.batches` is
 //! `brine_master_job_cache_batches_total`; a counter added to `Counters`
 //! is exported without a change here. Levels (not counts) are gauges:
