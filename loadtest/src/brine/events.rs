@@ -149,6 +149,17 @@ impl EventTally {
     pub fn latency(&self) -> MicroPercentiles {
         MicroPercentiles::of(&self.latency_us)
     }
+
+    /// The latency percentiles of several tallies together.
+    pub fn merged_latency(tallies: &[&EventTally]) -> Result<MicroPercentiles, StatsError> {
+        let mut h = new_histogram()?;
+        for t in tallies {
+            for v in t.latency_us.iter_recorded() {
+                h.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+        Ok(MicroPercentiles::of(&h))
+    }
 }
 
 /// Figures of an event benchmark, in the report.
@@ -186,6 +197,13 @@ pub struct EventBench {
     /// fired and events dropped for slow subscribers.
     pub top_events_published: Option<u64>,
     pub top_events_dropped: Option<u64>,
+    /// Events each last-tier syndic's own bus delivered (its minions'
+    /// events, before any forwarding up), and their send-to-syndic-bus
+    /// latency over all of them, µs.
+    #[serde(default)]
+    pub syndic_delivered: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub syndic_latency_us: MicroPercentiles,
 }
 
 impl EventBench {
@@ -218,6 +236,22 @@ impl EventBench {
             cpu.push_str(&format!(", {id} {c:.2} s"));
         }
         out.push(cpu);
+        if !self.syndic_delivered.is_empty() {
+            let l = &self.syndic_latency_us;
+            let per: Vec<String> = self
+                .syndic_delivered
+                .iter()
+                .map(|(id, n)| format!("{id} {n}"))
+                .collect();
+            out.push(format!(
+                "events on the syndics' own buses: {} (total {}); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                per.join(", "),
+                self.syndic_delivered.values().sum::<u64>(),
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.max)
+            ));
+        }
         if let (Some(p), Some(d)) = (self.top_events_published, self.top_events_dropped) {
             out.push(format!(
                 "top event bus: {p} events fired, {d} dropped for slow subscribers"
@@ -328,6 +362,9 @@ pub struct Phase<'a> {
     /// The top's process (`None` when attached) and each syndic's.
     pub top_pid: Option<u32>,
     pub syndic_pids: Vec<(String, u32)>,
+    /// Client channels (id, `sock_dir`, `cachedir`) of the last-tier
+    /// syndics, whose own buses are watched too.
+    pub leaves: Vec<(String, PathBuf, PathBuf)>,
     /// Longest wait after the last send for events still on their way.
     pub grace: std::time::Duration,
     pub interrupted: &'a std::sync::atomic::AtomicBool,
@@ -358,6 +395,16 @@ pub async fn run_phase(p: &Phase<'_>) -> Result<EventBench, String> {
         EventTally::new().map_err(|e| e.to_string())?,
     ));
     let reader = tokio::spawn(collect(stream, tally.clone()));
+    let mut leaf_readers = Vec::new();
+    for (id, sd, cd) in &p.leaves {
+        let s = subscribe(sd, cd, &format!("{TAG_PREFIX}*"))
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
+        let t = std::sync::Arc::new(std::sync::Mutex::new(
+            EventTally::new().map_err(|e| e.to_string())?,
+        ));
+        leaf_readers.push((id.clone(), tokio::spawn(collect(s, t.clone())), t));
+    }
     let start_us = now_us() + 1_000_000;
     let tmp = p.plan.go_file.with_extension("tmp");
     std::fs::write(&tmp, start_us.to_string())
@@ -375,12 +422,23 @@ pub async fn run_phase(p: &Phase<'_>) -> Result<EventBench, String> {
     while delivered(&tally) < want && now_us() < grace_end {
         if p.interrupted.load(Ordering::SeqCst) {
             reader.abort();
+            leaf_readers.iter().for_each(|(_, r, _)| r.abort());
             return Err("interrupted".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let waited = now_us().saturating_sub(end_us) as f64 / 1e6;
     reader.abort();
+    leaf_readers.iter().for_each(|(_, r, _)| r.abort());
+    let mut syndic_delivered = BTreeMap::new();
+    let mut leaf_tallies = Vec::new();
+    for (id, _, t) in &leaf_readers {
+        let t = t.lock().map_err(|_| "event tally poisoned".to_string())?;
+        syndic_delivered.insert(id.clone(), t.delivered);
+        leaf_tallies.push(t);
+    }
+    let refs: Vec<&EventTally> = leaf_tallies.iter().map(|t| &**t).collect();
+    let syndic_latency_us = EventTally::merged_latency(&refs).map_err(|e| e.to_string())?;
     let bus1 = bus_counters(p.sock_dir, p.cachedir).await;
     let t = tally
         .lock()
@@ -406,6 +464,8 @@ pub async fn run_phase(p: &Phase<'_>) -> Result<EventBench, String> {
             .collect(),
         top_events_published: published,
         top_events_dropped: dropped,
+        syndic_delivered,
+        syndic_latency_us,
         ..EventBench::default()
     })
 }
@@ -478,6 +538,12 @@ mod tests {
         let l = t.latency();
         assert!(l.p50 >= 1990 && l.p50 <= 2010, "{l:?}");
         assert!(l.max >= 9990 && l.max <= 10_010, "{l:?}");
+        // Several buses' latencies together.
+        let mut u = EventTally::new().unwrap();
+        let (tag2, data2) = event_load(1, 0, 0);
+        u.on_event(&tag2, &data2, 50_000);
+        let m = EventTally::merged_latency(&[&t, &u]).unwrap();
+        assert!(m.p50 >= 1990 && m.p50 <= 10_010 && m.max >= 49_000, "{m:?}");
     }
 
     #[test]

@@ -435,6 +435,12 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         .iter()
         .filter_map(|m| Some((m.id.clone(), m.pid()?)))
         .collect();
+    let leaf_ids: HashSet<&str> = leaves.iter().map(|(id, _)| id.as_str()).collect();
+    let leaf_clients: Vec<_> = topo
+        .syndic_clients()
+        .into_iter()
+        .filter(|(id, _, _)| leaf_ids.contains(id.as_str()))
+        .collect();
     rt.block_on(async {
         bar.set_message("waiting for manage.up");
         wait_up(&sock_dir, &cachedir, ids.len(), ready_by, interrupted).await?;
@@ -471,6 +477,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                 plan,
                 top_pid,
                 syndic_pids,
+                leaves: leaf_clients,
                 grace: EVENT_GRACE,
                 interrupted,
             };
