@@ -155,6 +155,10 @@ impl RunConfig {
         if events && !(1..=3600).contains(&self.events_secs) {
             return bad("--events-secs must be 1..=3600");
         }
+        let total = f64::from(self.minions) * self.events_per_sec * self.events_secs as f64;
+        if total > crate::brine::events::MAX_EVENTS {
+            return bad("--minions x --events-per-sec x --events-secs must be at most 1e9 events");
+        }
         // Minions straight on the top: only for the event benchmark.
         let least = if events { 0 } else { 1 };
         if !(least..=254).contains(&self.syndics) {
@@ -454,6 +458,11 @@ mod tests {
         c.events_secs = 3;
         c.events_per_sec = f64::INFINITY;
         assert!(c.validate().is_err());
+        c.events_per_sec = 1000.0;
+        c.events_secs = 3600;
+        c.minions = 1000;
+        c.target = "all".into();
+        assert!(c.validate().unwrap_err().to_string().contains("1e9"));
     }
 
     #[test]

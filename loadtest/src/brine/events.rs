@@ -20,7 +20,7 @@ use brine_common::proto::client::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
 
@@ -72,6 +72,14 @@ pub fn planned(offset: f64, rate: f64, secs: f64) -> u64 {
     k
 }
 
+/// Most events one minion sends (minion 0, offset 0).
+pub fn max_per_minion(p: &EventPlan) -> u64 {
+    planned(0.0, p.rate, p.secs)
+}
+
+/// Most events a run may plan: the subscriber keeps one bit per event.
+pub const MAX_EVENTS: f64 = 1e9;
+
 /// Events the whole fleet sends (the subscriber stops waiting once it
 /// has them all).
 pub fn planned_total(p: &EventPlan) -> u64 {
@@ -108,7 +116,11 @@ fn stamp(data: &Value) -> Option<(u64, u64)> {
 
 /// What the subscriber saw.
 pub struct EventTally {
-    seen: HashSet<(u32, u64)>,
+    /// Per minion that sent here, one bit per sequence number (memory:
+    /// per_minion bits for each minion seen).
+    seen: std::collections::HashMap<u32, Vec<u64>>,
+    minions: u32,
+    per_minion: u64,
     pub delivered: u64,
     pub duplicate: u64,
     /// Events under the tag prefix without a readable minion number,
@@ -118,9 +130,12 @@ pub struct EventTally {
 }
 
 impl EventTally {
-    pub fn new() -> Result<Self, StatsError> {
+    /// A tally for `minions` minions sending at most `per_minion` events.
+    pub fn new(minions: u32, per_minion: u64) -> Result<Self, StatsError> {
         Ok(Self {
-            seen: HashSet::new(),
+            seen: std::collections::HashMap::new(),
+            minions,
+            per_minion,
             delivered: 0,
             duplicate: 0,
             malformed: 0,
@@ -137,10 +152,22 @@ impl EventTally {
             self.malformed += 1;
             return;
         };
-        if !self.seen.insert((idx, k)) {
+        if idx >= self.minions || k >= self.per_minion {
+            self.malformed += 1;
+            return;
+        }
+        let words = self.per_minion.div_ceil(64) as usize;
+        let bits = self.seen.entry(idx).or_insert_with(|| vec![0; words]);
+        let (word, mask) = ((k / 64) as usize, 1u64 << (k % 64));
+        let Some(w) = bits.get_mut(word) else {
+            self.malformed += 1;
+            return;
+        };
+        if *w & mask != 0 {
             self.duplicate += 1;
             return;
         }
+        *w |= mask;
         self.delivered += 1;
         let us = now_us.saturating_sub(sent).clamp(1, MAX_MICROS);
         self.latency_us.saturating_record(us);
@@ -392,7 +419,7 @@ pub async fn run_phase(p: &Phase<'_>) -> Result<EventBench, String> {
     let stream = subscribe(p.sock_dir, p.cachedir, &format!("{TAG_PREFIX}*")).await?;
     let bus0 = bus_counters(p.sock_dir, p.cachedir).await;
     let tally = std::sync::Arc::new(std::sync::Mutex::new(
-        EventTally::new().map_err(|e| e.to_string())?,
+        EventTally::new(p.plan.minions, max_per_minion(p.plan)).map_err(|e| e.to_string())?,
     ));
     let reader = tokio::spawn(collect(stream, tally.clone()));
     let mut leaf_readers = Vec::new();
@@ -401,7 +428,7 @@ pub async fn run_phase(p: &Phase<'_>) -> Result<EventBench, String> {
             .await
             .map_err(|e| format!("{id}: {e}"))?;
         let t = std::sync::Arc::new(std::sync::Mutex::new(
-            EventTally::new().map_err(|e| e.to_string())?,
+            EventTally::new(p.plan.minions, max_per_minion(p.plan)).map_err(|e| e.to_string())?,
         ));
         leaf_readers.push((id.clone(), tokio::spawn(collect(s, t.clone())), t));
     }
@@ -522,7 +549,7 @@ mod tests {
 
     #[test]
     fn the_tally_counts_once_and_measures_latency() {
-        let mut t = EventTally::new().unwrap();
+        let mut t = EventTally::new(10, 2).unwrap();
         let (tag, data) = event_load(7, 0, 1_000_000);
         // As the top delivers a minion event.
         let wrapped = json!({"cmd": "_minion_event", "id": "lt-00007", "tag": tag, "data": data});
@@ -534,12 +561,15 @@ mod tests {
         t.on_event("salt/auth", &json!({}), 5);
         t.on_event("loadtest/event/x", &wrapped, 5);
         t.on_event("loadtest/event/3", &json!({"data": {}}), 5);
-        assert_eq!((t.delivered, t.duplicate, t.malformed), (2, 1, 2));
+        // Beyond the plan: another minion or sequence number.
+        t.on_event("loadtest/event/10", &event_load(10, 0, 0).1, 5);
+        t.on_event(&tag, &event_load(7, 2, 0).1, 5);
+        assert_eq!((t.delivered, t.duplicate, t.malformed), (2, 1, 4));
         let l = t.latency();
         assert!(l.p50 >= 1990 && l.p50 <= 2010, "{l:?}");
         assert!(l.max >= 9990 && l.max <= 10_010, "{l:?}");
         // Several buses' latencies together.
-        let mut u = EventTally::new().unwrap();
+        let mut u = EventTally::new(10, 2).unwrap();
         let (tag2, data2) = event_load(1, 0, 0);
         u.on_event(&tag2, &data2, 50_000);
         let m = EventTally::merged_latency(&[&t, &u]).unwrap();
