@@ -93,6 +93,10 @@ pub struct RunConfig {
     /// Brine run: bytes of the `salt://big.bin` the top master serves
     /// (`None`: no file).
     pub file_size: Option<u64>,
+    /// Brine run: the event benchmark's events per second per minion (0:
+    /// no event benchmark, the jobs run instead) and its seconds.
+    pub events_per_sec: f64,
+    pub events_secs: u64,
 }
 
 /// Largest `--file-size` (the file is written to the run's temp dir).
@@ -144,8 +148,21 @@ impl RunConfig {
         if self.minions == 0 {
             return bad("--minions must be at least 1");
         }
-        if !(1..=254).contains(&self.syndics) {
-            return bad("--syndics must be 1..=254 (one loopback address each)");
+        if !self.events_per_sec.is_finite() || !(0.0..=1000.0).contains(&self.events_per_sec) {
+            return bad("--events-per-sec must be 0..=1000");
+        }
+        let events = self.events_per_sec > 0.0;
+        if events && !(1..=3600).contains(&self.events_secs) {
+            return bad("--events-secs must be 1..=3600");
+        }
+        let total = f64::from(self.minions) * self.events_per_sec * self.events_secs as f64;
+        if total > crate::brine::events::MAX_EVENTS {
+            return bad("--minions x --events-per-sec x --events-secs must be at most 1e9 events");
+        }
+        // Minions straight on the top: only for the event benchmark.
+        let least = if events { 0 } else { 1 };
+        if !(least..=254).contains(&self.syndics) {
+            return bad("--syndics must be 1..=254 (one loopback address each; 0 only with --events-per-sec)");
         }
         if !(1..=254).contains(&self.tiers) {
             return bad("--tiers must be 1..=254");
@@ -391,6 +408,8 @@ mod tests {
             key_dir: None,
             with_baseline: false,
             file_size: None,
+            events_per_sec: 0.0,
+            events_secs: 0,
         }
     }
 
@@ -423,6 +442,27 @@ mod tests {
         let mut c = cfg();
         c.file_size = Some(MAX_FILE_SIZE + 1);
         assert!(c.validate().unwrap_err().to_string().contains("16 GiB"));
+        // The event benchmark: minions may sit on the top (no syndics).
+        let mut c = cfg();
+        c.syndics = 0;
+        assert!(c.validate().is_err());
+        c.events_per_sec = 1.0;
+        c.events_secs = 3;
+        assert!(c.validate().is_ok());
+        c.events_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--events-secs"));
+        c.events_secs = 3;
+        c.events_per_sec = f64::INFINITY;
+        assert!(c.validate().is_err());
+        c.events_per_sec = 1000.0;
+        c.events_secs = 3600;
+        c.minions = 1000;
+        c.target = "all".into();
+        assert!(c.validate().unwrap_err().to_string().contains("1e9"));
     }
 
     #[test]

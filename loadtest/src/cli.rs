@@ -145,6 +145,16 @@ pub struct RunArgs {
     /// (K, M, G are the same), KB, MB, GB.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub file_size: Option<u64>,
+    /// Brine run: the event-bus benchmark instead of jobs. Every simulated
+    /// minion sends `loadtest/event/<n>` events at this rate (spread
+    /// evenly over the fleet) to its master, and a subscriber on the top
+    /// counts what arrives: delivered, lost, latency, the masters' CPU.
+    /// `--syndics 0` puts the minions straight on the top.
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub events_per_sec: f64,
+    /// Seconds the event benchmark sends for.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub events_secs: u64,
 }
 
 /// A byte count with an optional unit: `10MiB`, `512k`, `1GB`, `4096`.
@@ -246,6 +256,8 @@ impl RunArgs {
             key_dir: self.key_dir.clone(),
             with_baseline: !self.no_baseline,
             file_size: self.file_size,
+            events_per_sec: self.events_per_sec,
+            events_secs: self.events_secs,
         }
     }
 }
@@ -320,6 +332,10 @@ fn baseline(a: &RunArgs, exe: PathBuf) -> i32 {
         eprintln!("loadtest: --file-size applies to the Brine run only (the raw baseline has no file server)");
         return exit::USAGE;
     }
+    if a.events_per_sec > 0.0 {
+        eprintln!("loadtest: --events-per-sec applies to the Brine run only (the raw baseline has no event bus)");
+        return exit::USAGE;
+    }
     if a.add_syndic {
         print_add_syndic(a);
     }
@@ -357,7 +373,8 @@ fn emit_report(report: &Report, a: &RunArgs) -> i32 {
             return c;
         }
     }
-    if report.meta.lost_returns > 0 || report.meta.timed_out_jobs > 0 {
+    let lost_events = report.meta.events.as_ref().is_some_and(|e| e.lost > 0);
+    if report.meta.lost_returns > 0 || report.meta.timed_out_jobs > 0 || lost_events {
         exit::DID_NOT_RETURN
     } else {
         exit::OK
@@ -425,6 +442,8 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
         key_dir: None,
         no_baseline: true,
         file_size: None,
+        events_per_sec: 0.0,
+        events_secs: 10,
     }
     .to_config(exe);
     let mode = if p.run.baseline {

@@ -88,6 +88,9 @@ pub struct RunMeta {
     /// `state.apply` & co.; `None` when no state job ran).
     #[serde(default)]
     pub state_job: Option<StateJobBench>,
+    /// The event-bus benchmark's figures (`--events-per-sec`).
+    #[serde(default)]
+    pub events: Option<crate::brine::events::EventBench>,
 }
 
 /// The simulated minions' side of state jobs (Brine run with `--fun
@@ -479,6 +482,11 @@ impl Report {
         if let Some(sj) = &m.state_job {
             let _ = writeln!(s, "{}", sj.line());
         }
+        if let Some(ev) = &m.events {
+            for line in ev.lines() {
+                let _ = writeln!(s, "{line}");
+            }
+        }
         s
     }
 
@@ -581,6 +589,13 @@ impl Report {
         }
         if let Some(sj) = &m.state_job {
             let _ = writeln!(s, "<h2>State jobs</h2>\n<p>{}</p>", esc(&sj.line()));
+        }
+        if let Some(ev) = &m.events {
+            s.push_str("<h2>Event bus</h2>\n<table>\n");
+            for line in ev.lines() {
+                let _ = writeln!(s, "<tr><td>{}</td></tr>", esc(&line));
+            }
+            s.push_str("</table>\n");
         }
         s.push_str("<h2>Latency distribution per tier</h2>\n<div class=\"plots\">\n");
         let with_baseline = m.mode != "baseline";

@@ -5,7 +5,8 @@
 //! Order of a run: key pool, topology (`topo`), minion workers (`sim`,
 //! placed on the last-tier syndics with the ring), wait until every worker
 //! signed in and the top's `manage.up` counts every minion, probe pings
-//! until one job completes (slow joiners), warmup and measured jobs, stop
+//! until one job completes (slow joiners), warmup and measured jobs (or,
+//! with `--events-per-sec`, the event benchmark of `events` instead), stop
 //! file, worker reports, memory samples, then the raw baseline with the
 //! same layout. With `--file-size` the top serves `salt://big.bin`, and
 //! every master's `file_bytes_served` (`manage.stats`) is read just before
@@ -15,6 +16,7 @@
 //! duplicate; a return for another job or an id that was not expected is
 //! counted as unexpected, never as received.
 
+pub mod events;
 pub mod fetch;
 pub mod keypool;
 pub mod sim;
@@ -39,6 +41,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use topo::{Topo, TopoOptions};
+
+/// How long the event benchmark waits after the last send for events
+/// still on their way before it counts them lost.
+const EVENT_GRACE: Duration = Duration::from_secs(10);
 
 /// The outcome of a Brine run.
 #[derive(Debug)]
@@ -285,8 +291,22 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     let balance = ring.balance(&ids);
     let moved = ring.moved_fraction(&ids, &format!("syndic{}", cfg.syndics + 1))?;
 
-    let total_jobs = cfg.jobs + cfg.warmup;
-    let run_budget = cfg.run_budget(2, Duration::from_secs(60));
+    let event_plan = (cfg.events_per_sec > 0.0).then(|| events::EventPlan {
+        rate: cfg.events_per_sec,
+        secs: cfg.events_secs as f64,
+        minions: cfg.minions,
+        go_file: topo.root.path().join("events-go"),
+    });
+    // The event benchmark runs instead of the jobs.
+    let total_jobs = if event_plan.is_some() {
+        0
+    } else {
+        cfg.jobs + cfg.warmup
+    };
+    let run_budget = cfg.run_budget(
+        2,
+        Duration::from_secs(60 + cfg.events_secs + EVENT_GRACE.as_secs()),
+    );
     let stop_file = topo.root.path().join("stop-workers");
     let mut procs: Vec<ChildProc> = Vec::new();
     let mut first = 0usize;
@@ -313,6 +333,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             stop_file: stop_file.clone(),
             groups,
             verify_each: cfg.verify_each,
+            events: event_plan.clone(),
         };
         let mut cmd = Command::new(&cfg.exe);
         cmd.arg("brine-worker");
@@ -407,6 +428,19 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         done: 0,
     };
     let mut measured_from = None;
+    let mut event_bench = None;
+    let top_pid = topo.top.pid();
+    let syndic_pids: Vec<(String, u32)> = topo
+        .syndics
+        .iter()
+        .filter_map(|m| Some((m.id.clone(), m.pid()?)))
+        .collect();
+    let leaf_ids: HashSet<&str> = leaves.iter().map(|(id, _)| id.as_str()).collect();
+    let leaf_clients: Vec<_> = topo
+        .syndic_clients()
+        .into_iter()
+        .filter(|(id, _, _)| leaf_ids.contains(id.as_str()))
+        .collect();
     rt.block_on(async {
         bar.set_message("waiting for manage.up");
         wait_up(&sock_dir, &cachedir, ids.len(), ready_by, interrupted).await?;
@@ -434,6 +468,24 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
                     want: o.expected as usize,
                 });
             }
+        }
+        if let Some(plan) = &event_plan {
+            bar.set_message("events");
+            let phase = events::Phase {
+                sock_dir: &sock_dir,
+                cachedir: &cachedir,
+                plan,
+                top_pid,
+                syndic_pids,
+                leaves: leaf_clients,
+                grace: EVENT_GRACE,
+                interrupted,
+            };
+            let b = events::run_phase(&phase)
+                .await
+                .map_err(|e| HarnessError::Client(format!("event benchmark: {e}")))?;
+            event_bench = Some(b);
+            return Ok(());
         }
         bar.set_message("jobs");
         served_before = file_bytes_served(&counted).await;
@@ -507,7 +559,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     topo.stop();
     drop(topo);
 
-    let baseline = if cfg.with_baseline {
+    // No raw baseline for the event benchmark (it has no event bus).
+    let baseline = if cfg.with_baseline && event_plan.is_none() {
         let mut b = cfg.clone();
         b.progress = false;
         Some(run_baseline(&b, interrupted)?.stats)
@@ -534,6 +587,17 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         }
     });
     let state_job = state_job_bench(&results)?;
+    let events = event_bench.map(|mut b| {
+        let sum = |f: fn(&sim::SimResult) -> u64| results.iter().map(f).sum::<u64>();
+        events::add_sent(
+            &mut b,
+            sum(|r| r.events_sent),
+            sum(|r| r.events_unsent),
+            sum(|r| r.events_acked),
+            sum(|r| r.events_refused),
+        );
+        b
+    });
     let rss: u64 = results.iter().map(|r| r.rss_kib).sum();
     let (top_rss, syndic_rss): (Vec<_>, BTreeMap<_, _>) = {
         let mut top = Vec::new();
@@ -573,7 +637,18 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
         file,
         state_job,
+        events,
         ..cfg.meta("brine")
+    };
+    let meta = if meta.events.is_some() {
+        // The event benchmark ran instead of the jobs.
+        RunMeta {
+            jobs: 0,
+            warmup: 0,
+            ..meta
+        }
+    } else {
+        meta
     };
     Ok(BrineRun {
         stats: tally.stats,

@@ -24,6 +24,7 @@
 //! `EAGAIN`, and a DEALER is re-read after every send on it (a send can
 //! consume the edge of a pending message), so no message is missed.
 
+use super::events::{self, EventPlan};
 use super::fetch::{Fetch, FetchSpec, Verdict};
 use super::state_job;
 use crate::raw::{minion_id, RawError};
@@ -44,7 +45,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +80,10 @@ pub struct SimSpec {
     /// worker's minions share one check per distinct publish).
     #[serde(default)]
     pub verify_each: bool,
+    /// Send `loadtest/event/<n>` events at this plan's pace once its go
+    /// file appears (the event benchmark; see `super::events`).
+    #[serde(default)]
+    pub events: Option<EventPlan>,
 }
 
 /// Minions attached to one (last-tier) syndic.
@@ -163,6 +168,16 @@ pub struct SimResult {
     pub state_job_wall_us: Recorded,
     #[serde(default)]
     pub state_return_bytes: Recorded,
+    /// Events handed to a socket, not sent (signing in, socket full),
+    /// answered `Ok`, and refused by the master.
+    #[serde(default)]
+    pub events_sent: u64,
+    #[serde(default)]
+    pub events_unsent: u64,
+    #[serde(default)]
+    pub events_acked: u64,
+    #[serde(default)]
+    pub events_refused: u64,
 }
 
 /// Reads the spec from stdin and runs the worker.
@@ -180,6 +195,8 @@ enum Timer {
     Finish(usize, Box<JobLoad>),
     /// A minion's fetches have a question to ask again or a back-off over.
     Fetch(usize),
+    /// Minion `i` sends its event number `k`.
+    Event(usize, u64),
 }
 
 struct Timers {
@@ -210,6 +227,8 @@ impl Timers {
 
 struct Sim {
     id: String,
+    /// The minion's number in the run.
+    idx: u32,
     group: usize,
     ctx: usize,
     session: ClientSession,
@@ -230,6 +249,8 @@ struct Sim {
     fetches: Vec<Fetching>,
     /// When the earliest `Timer::Fetch` of this minion fires.
     fetch_wake: Option<Instant>,
+    /// `req_id`s of events sent and not yet answered.
+    event_reqs: HashSet<u64>,
 }
 
 /// A `cp` job and its fetch.
@@ -317,6 +338,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 session: ClientSession::new(&id, Role::Minion, key, None, None, MAX_FRAME),
                 grains: json!({"id": id, "loadtest": true, "worker": spec.worker}),
                 id,
+                idx,
                 group: g,
                 ctx,
                 dealer,
@@ -329,6 +351,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 pending: Unacked::new(MAX_PENDING),
                 fetches: Vec::new(),
                 fetch_wake: None,
+                event_reqs: HashSet::new(),
             });
             sign_in(&mut sims[i], i, &mut w);
         }
@@ -347,6 +370,8 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     let mut next_stop_check = Instant::now();
     let mut next_progress = Instant::now();
     let mut signed_in;
+    // When the event benchmark's sends begin (once its go file is read).
+    let mut events_from: Option<Instant> = None;
     w.counts.timed_out = true;
     while Instant::now() < deadline {
         // Read every socket that may hold messages.
@@ -411,6 +436,13 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                         finish(s, i, *job, true, &mut w);
                     }
                 }
+                Timer::Event(i, k) => {
+                    if let (Some(s), Some(p), Some(t0)) =
+                        (sims.get_mut(i), spec.events.as_ref(), events_from)
+                    {
+                        send_event(s, i, k, p, t0, &mut w);
+                    }
+                }
                 Timer::Fetch(i) => {
                     if let Some(s) = sims.get_mut(i) {
                         if s.fetch_wake.is_some_and(|at| at <= now) {
@@ -447,6 +479,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
             if spec.stop_file.exists() {
                 w.counts.timed_out = false;
                 break;
+            }
+            if let (Some(p), None) = (spec.events.as_ref(), events_from) {
+                events_from = start_events(p, &sims, &mut w);
             }
         }
         let wait = if !w.ready.is_empty() {
@@ -487,6 +522,50 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     c.state_return_bytes = recorded(&w.state_bytes);
     emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
     Ok(())
+}
+
+/// Reads the event plan's go file: once it holds the start time, every
+/// minion's first event is scheduled at its offset after it; `None`
+/// while the file is not there (or not yet whole).
+fn start_events(p: &EventPlan, sims: &[Sim], w: &mut World) -> Option<Instant> {
+    let text = std::fs::read_to_string(&p.go_file).ok()?;
+    let start_us: u64 = text.trim().parse().ok()?;
+    let t0 = Instant::now() + Duration::from_micros(start_us.saturating_sub(now_us()));
+    for (i, s) in sims.iter().enumerate() {
+        let off = events::send_offset(s.idx, p.minions, p.rate);
+        if events::planned(off, p.rate, p.secs) > 0 {
+            w.timers
+                .add(t0 + Duration::from_secs_f64(off), Timer::Event(i, 0));
+        }
+    }
+    Some(t0)
+}
+
+/// Sends event `k` of minion `i` (counted unsent while it signs in or
+/// when the socket refuses it) and schedules the next one.
+fn send_event(s: &mut Sim, i: usize, k: u64, p: &EventPlan, t0: Instant, w: &mut World) {
+    let off = events::send_offset(s.idx, p.minions, p.rate);
+    if k + 1 < events::planned(off, p.rate, p.secs) {
+        let at = t0 + Duration::from_secs_f64(events::send_at(off, k + 1, p.rate));
+        w.timers.add(at, Timer::Event(i, k + 1));
+    }
+    if s.signing_in.is_some() {
+        w.counts.events_unsent += 1;
+        return;
+    }
+    if s.event_reqs.len() >= MAX_PENDING {
+        // Unanswered for long: forget the oldest answers' ids.
+        s.event_reqs.clear();
+    }
+    let (tag, data) = events::event_load(s.idx, k, now_us());
+    let errors = w.counts.send_errors;
+    match request(s, i, RequestBody::Event(EventLoad { tag, data }), w) {
+        Some(req_id) if w.counts.send_errors == errors => {
+            s.event_reqs.insert(req_id);
+            w.counts.events_sent += 1;
+        }
+        _ => w.counts.events_unsent += 1,
+    }
 }
 
 /// Sends one frame on the minion's DEALER; the DEALER is re-read after.
@@ -649,6 +728,13 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                     let now = Instant::now();
                     s.fetches[k].fetch.on_reply(r.req_id, r.body, now);
                     drive_fetches(s, i, now, w);
+                    continue;
+                }
+                if s.event_reqs.remove(&r.req_id) {
+                    match r.body {
+                        ReplyBody::Refused(_) => w.counts.events_refused += 1,
+                        _ => w.counts.events_acked += 1,
+                    }
                     continue;
                 }
                 if matches!(r.body, ReplyBody::Refused(_)) {

@@ -354,8 +354,12 @@ impl Topo {
             .collect()
     }
 
-    /// The last-tier syndic of every chain (where minions attach).
+    /// The last-tier syndic of every chain (where minions attach); the
+    /// top itself when there are no syndics (`--syndics 0`).
     pub fn leaves(&self) -> Vec<&Master> {
+        if self.syndics.is_empty() {
+            return vec![&self.top];
+        }
         let t = self.tiers.max(1) as usize;
         self.syndics.iter().skip(t - 1).step_by(t).collect()
     }
