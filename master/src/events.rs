@@ -254,16 +254,9 @@ fn with_stamp(data: Value) -> Value {
     Value::Object(m)
 }
 
-/// Check an event a minion (or syndic) `id` sent: a tag of 1 to
-/// [`MAX_TAG_BYTES`] bytes without control characters, outside `salt/`
-/// except `salt/beacon/<id>/...`, data a JSON object, tag and data
-/// together at most `max_bytes`. `Err` says why, for the sender.
-pub fn check_minion_event(
-    id: &str,
-    tag: &str,
-    data: &Value,
-    max_bytes: usize,
-) -> Result<(), String> {
+/// A tag any event may carry: non-empty, at most [`MAX_TAG_BYTES`], no
+/// control characters.
+fn check_tag(tag: &str) -> Result<(), String> {
     if tag.is_empty() {
         return Err("empty tag".into());
     }
@@ -276,6 +269,20 @@ pub fn check_minion_event(
     if tag.chars().any(char::is_control) {
         return Err("tag with control characters".into());
     }
+    Ok(())
+}
+
+/// Check an event a minion (or syndic) `id` sent: a tag of 1 to
+/// [`MAX_TAG_BYTES`] bytes without control characters, outside `salt/`
+/// except `salt/beacon/<id>/...`, data a JSON object, tag and data
+/// together at most `max_bytes`. `Err` says why, for the sender.
+pub fn check_minion_event(
+    id: &str,
+    tag: &str,
+    data: &Value,
+    max_bytes: usize,
+) -> Result<(), String> {
+    check_tag(&tag)?;
     if tag.starts_with("salt/") {
         let own = format!("salt/beacon/{id}/");
         if !tag.starts_with(&own) || tag.len() == own.len() {
@@ -348,18 +355,7 @@ pub fn check_forwarded_event(
     max_bytes: usize,
 ) -> Result<(String, Value), String> {
     let brine_common::proto::ForwardedEvent { tag, data, path } = ev;
-    if tag.is_empty() {
-        return Err("empty tag".into());
-    }
-    if tag.len() > MAX_TAG_BYTES {
-        return Err(format!(
-            "tag of {} bytes (at most {MAX_TAG_BYTES})",
-            tag.len()
-        ));
-    }
-    if tag.chars().any(char::is_control) {
-        return Err("tag with control characters".into());
-    }
+    check_tag(&tag)?;
     if never_forwarded(&tag) {
         return Err("a return event (this master fires its own for the return)".into());
     }
