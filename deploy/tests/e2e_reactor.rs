@@ -5,10 +5,14 @@
 //! reaches the top's bus through the syndic), makes the file appear. A
 //! broken reactor file (a Jinja error, a malformed action) is logged with
 //! its file and line and counted (`reactor_errors`), and the master still
-//! answers `test.ping`; a reactor on `salt/job/*/ret/*` that would run
+//! answers `test.ping`; `wheel.key.delete` deletes a key and ends its
+//! session as `salt-key` does; a reactor on `salt/job/*/ret/*` that would run
 //! `cmd.run` for every `cmd.run` return does not loop on its own jobs. Everything the test writes is in its tempdirs.
 
+use brine_common::proto::{EventLoad, ReplyBody, RequestBody, Role};
+use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,9 +21,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn reactor_config(dir: &Path) -> String {
     format!(
-        "reactor:\n  - 'myapp/deploy/*':\n    - {deploy}\n  - 'salt/job/*/ret/*':\n    - {ret}\n  - 'myapp/broken/*':\n    - {jinja}\n    - {form}\n",
+        "reactor:\n  - 'myapp/deploy/*':\n    - {deploy}\n  - 'salt/job/*/ret/*':\n    - {ret}\n  - 'myapp/leave/*':\n    - {leave}\n  - 'myapp/broken/*':\n    - {jinja}\n    - {form}\n",
         deploy = dir.join("deploy.sls").display(),
         ret = dir.join("ret.sls").display(),
+        leave = dir.join("leave.sls").display(),
         jinja = dir.join("broken_jinja.sls").display(),
         form = dir.join("broken_form.sls").display(),
     )
@@ -34,6 +39,11 @@ fn write_reactors(dir: &Path, out: &Path) {
         ),
     )
     .expect("write deploy.sls");
+    std::fs::write(
+        dir.join("leave.sls"),
+        "forget_{{ data['id'] }}:\n  wheel.key.delete:\n    - args:\n      - match: {{ data['id'] }}\n",
+    )
+    .expect("write leave.sls");
     // Reacting to the return of its own cmd.run job would loop forever.
     std::fs::write(
         dir.join("ret.sls"),
@@ -72,6 +82,15 @@ fn ping_works(topo: &Topology, ids: &[&str]) {
     for id in ids {
         assert_eq!(v[*id], true, "{v}");
     }
+}
+
+/// `salt-key -L --out json` on the top, as text.
+fn keys(topo: &Topology) -> String {
+    let out = topo
+        .cli("top", "salt-key", &["-L", "--out", "json"])
+        .expect("salt-key");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -125,6 +144,40 @@ fn the_reactor_reacts_on_the_top_and_survives_broken_files() {
         "the malformed action names its file and line:\n{log}"
     );
     ping_works(&topo, &[direct, below]);
+
+    // wheel.key.delete: a hand-driven minion says it leaves; the reaction
+    // deletes its key as salt-key does, and its session ends with it.
+    let ctx = zmq::Context::new();
+    let hand = "brine-test-reactor-hand";
+    let mut peer = HandPeer::new(&ctx, &topo.top.addr, hand, Role::Minion).expect("peer");
+    assert!(brine_deploy::launch::poll_until(
+        WAIT,
+        Duration::from_millis(200),
+        || peer.sign_in().is_ok()
+    ));
+    assert!(keys(&topo).contains(hand));
+    let r = peer
+        .request(RequestBody::Event(EventLoad {
+            tag: "myapp/leave/now".into(),
+            data: json!({}),
+        }))
+        .expect("answer");
+    assert_eq!(r, ReplyBody::Ok);
+    topo.eventually(WAIT, "the leaving minion's key deleted", || {
+        !keys(&topo).contains(hand)
+    })
+    .unwrap_or_else(|e| panic!("{e}\ntop log:\n{}", topo.log("top")));
+    let mut last = None;
+    topo.eventually(WAIT, "the deleted key's session ended", || {
+        let r = peer.request(RequestBody::Event(EventLoad {
+            tag: "myapp/still/here".into(),
+            data: json!({}),
+        }));
+        let ended = !matches!(r, Ok(ReplyBody::Ok));
+        last = Some(r);
+        ended
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last:?}\ntop log:\n{}", topo.log("top")));
 
     // A minion behind the syndic: its event reaches the top's reactor.
     send(&topo, below, "myapp/deploy/y");

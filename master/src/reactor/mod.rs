@@ -23,6 +23,7 @@ mod parse;
 
 use crate::events::{Event, SUBSCRIBER_QUEUE};
 use crate::fileserver::roots::Roots;
+use crate::keys::KeyState;
 use crate::state::{bump, MasterState};
 use brine_common::proto::client::PublishRequest;
 use brine_common::render::{self, TemplateSource};
@@ -433,10 +434,10 @@ fn flag(kw: &Kw, name: &str) -> bool {
 }
 
 /// `wheel.key.accept` / `reject` / `delete` with `match` (a glob; Salt's
-/// `include_rejected`, `include_accepted`, `include_denied`), then what
-/// salt-key's notice does: end the sessions of rejected or deleted keys
-/// (a new publish key they do not get) and fire `salt/key`. The ids
-/// changed.
+/// `include_rejected`, `include_accepted`, `include_denied`), with what
+/// salt-key's notice does: the sessions of keys to be rejected or deleted
+/// end (a new publish key they do not get), and `salt/key` is fired. The
+/// ids changed.
 fn wheel_key(st: &MasterState, fun: &str, kw: &Kw) -> Result<Vec<String>, String> {
     let glob = match kw.get("match") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -450,35 +451,47 @@ fn wheel_key(st: &MasterState, fun: &str, kw: &Kw) -> Result<Vec<String>, String
     if glob.is_empty() {
         return Err(format!("wheel.{fun} needs a match (a minion id glob)"));
     }
+    if !parse::WHEEL_FUNCTIONS.contains(&fun) {
+        return Err(format!("wheel function '{fun}' is not available"));
+    }
     let keys = st.keys();
     let denied = flag(kw, "include_denied");
-    let (changed, revoke) = match fun {
-        "key.accept" => (
-            keys.accept(&glob, flag(kw, "include_rejected"), denied),
-            false,
-        ),
-        "key.reject" => (
-            keys.reject(&glob, flag(kw, "include_accepted"), denied),
-            true,
-        ),
-        "key.delete" => (
-            keys.delete(&glob).map(|v| {
-                let mut ids: Vec<String> = Vec::new();
-                for (id, _) in v {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-                ids
-            }),
-            true,
-        ),
-        other => return Err(format!("wheel function '{other}' is not available")),
-    };
-    let changed = changed.map_err(|e| e.to_string())?;
-    if revoke && !changed.is_empty() {
-        st.rotate_publish_key(&changed);
+    let mut states = vec![KeyState::Pending];
+    match fun {
+        "key.accept" if flag(kw, "include_rejected") => states.push(KeyState::Rejected),
+        "key.reject" if flag(kw, "include_accepted") => states.push(KeyState::Accepted),
+        "key.delete" => states = KeyState::ALL.to_vec(),
+        _ => {}
     }
+    if denied && fun != "key.delete" {
+        states.push(KeyState::Denied);
+    }
+    let planned = keys.matching(&glob, &states).map_err(|e| e.to_string())?;
+    // A key about to be rejected or deleted loses its session first, so
+    // there is no moment when the key is gone and the session is not.
+    if fun != "key.accept" {
+        let mut revoked: Vec<String> = planned.iter().map(|(_, id)| id.clone()).collect();
+        revoked.sort();
+        revoked.dedup();
+        if !revoked.is_empty() {
+            st.rotate_publish_key(&revoked);
+        }
+    }
+    let changed = match fun {
+        "key.accept" => keys.accept_planned(&planned),
+        "key.reject" => keys.reject_planned(&planned),
+        "key.delete" => keys.delete_planned(&planned).map(|v| {
+            let mut ids: Vec<String> = Vec::new();
+            for (id, _) in v {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        }),
+        other => return Err(format!("wheel function '{other}' is not available")),
+    }
+    .map_err(|e| e.to_string())?;
     crate::events::fire_key_changes(st.events(), st.keys());
     Ok(changed)
 }
