@@ -28,6 +28,8 @@
 //! - `fileserver`: `salt://` files (roots, a syndic's cache of the
 //!   master above), chunked; `cp.push` uploads.
 //! - `pillar`: pillar compiled per minion, answered to it alone.
+//! - `reactor`: Salt's reactor: event tag globs → reactor SLS files →
+//!   jobs, runner calls and key changes, with bounded concurrency.
 //! - `runner`: `salt-run` functions (`jobs.*`, `manage.*`, `fileserver.*`).
 //! - [`metrics`]: what the metrics endpoint (`metrics_bind`) exports:
 //!   `manage.stats` flattened, presence, return latency.
@@ -46,6 +48,7 @@ pub mod metrics;
 pub(crate) mod pillar;
 pub mod published;
 pub(crate) mod publisher;
+pub(crate) mod reactor;
 pub(crate) mod request_server;
 pub(crate) mod roster;
 pub(crate) mod runner;

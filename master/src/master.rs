@@ -147,6 +147,7 @@ impl Master {
             state.clone(),
             shutdown.clone(),
         )));
+        tasks.extend(crate::reactor::spawn(&state, &shutdown));
         tasks.push(tokio::spawn(ask_to_sign_in_again(
             state.clone(),
             shutdown.clone(),

@@ -162,11 +162,73 @@ pub struct MasterConfig {
     /// `/healthz`, `/readyz`); unset = no endpoint. See
     /// `brine_common::metrics`.
     pub metrics_bind: Option<String>,
+    /// Salt's `reactor`: a list of one-key mappings, event tag glob →
+    /// reactor SLS files (a path or a list; absolute paths or `salt://`
+    /// paths in the `base` file roots), in the order written.
+    #[serde(deserialize_with = "reactor_map")]
+    pub reactor: Vec<BTreeMap<String, Vec<String>>>,
+    /// Reactions run at once (Salt's `reactor_worker_threads`).
+    pub reactor_worker_threads: usize,
+    /// Reactions waiting for a worker before new ones are dropped and
+    /// counted `reactor_dropped` (Salt's `reactor_worker_hwm`).
+    pub reactor_worker_hwm: usize,
+    /// React also to the `salt/job/<jid>/...` events of jobs the reactor
+    /// itself published (and to events whose `user` is `Reactor`). Off by
+    /// default, so a reaction to its own job's return cannot loop forever.
+    pub reactor_react_to_own_jobs: bool,
     /// Keys found in the files (or overrides) that this struct does not
     /// know, with their files, and skipped includes; filled by the loader
     /// for the daemon to log.
     #[serde(skip)]
     pub load_notes: LoadNotes,
+}
+
+/// `reactor`: Salt's list of one-key mappings `{tag glob: sls or [sls]}`;
+/// a single mapping (several globs) is taken too. Empty globs or paths
+/// are refused by name.
+fn reactor_map<'de, D>(de: D) -> Result<Vec<BTreeMap<String, Vec<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Files {
+        One(String),
+        Many(Vec<String>),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Map {
+        List(Vec<BTreeMap<String, Files>>),
+        One(BTreeMap<String, Files>),
+        Nothing(()),
+    }
+    let entries = match Map::deserialize(de).map_err(|_| {
+        serde::de::Error::custom(
+            "expected a list of mappings of a tag glob to a reactor SLS file or a list of them",
+        )
+    })? {
+        Map::List(v) => v,
+        Map::One(m) => m.into_iter().map(|e| BTreeMap::from([e])).collect(),
+        Map::Nothing(()) => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        for (glob, files) in entry {
+            let files = match files {
+                Files::One(f) => vec![f],
+                Files::Many(v) => v,
+            };
+            let files: Vec<String> = files.into_iter().map(|f| f.trim().to_string()).collect();
+            if glob.trim().is_empty() || files.iter().any(String::is_empty) {
+                return Err(serde::de::Error::custom(format!(
+                    "reactor entry '{glob}': empty tag glob or empty file name"
+                )));
+            }
+            out.push(BTreeMap::from([(glob, files)]));
+        }
+    }
+    Ok(out)
 }
 
 /// Salt's `file_buffer_size` default (256 KiB).
@@ -232,6 +294,10 @@ impl Default for MasterConfig {
             loop_interval: 60,
             max_event_size: 1_048_576,
             metrics_bind: None,
+            reactor: Vec::new(),
+            reactor_worker_threads: 10,
+            reactor_worker_hwm: 10_000,
+            reactor_react_to_own_jobs: false,
             load_notes: LoadNotes::default(),
         }
     }
@@ -295,7 +361,9 @@ fn finish(loaded: Loaded<MasterConfig>) -> Result<MasterConfig, ConfigError> {
                 .map_err(|e| loaded.invalid("log_level_logfile", e.to_string()))?,
         );
     }
-    let positive: [(&str, u64); 10] = [
+    let positive: [(&str, u64); 12] = [
+        ("reactor_worker_threads", cfg.reactor_worker_threads as u64),
+        ("reactor_worker_hwm", cfg.reactor_worker_hwm as u64),
         ("loop_interval", cfg.loop_interval),
         ("max_event_size", cfg.max_event_size as u64),
         ("max_return_bytes", cfg.max_return_bytes as u64),
@@ -875,5 +943,34 @@ mod tests {
             .expect_err("port range")
             .to_string();
         assert!(err.contains("'metrics_bind' in command line"), "{err}");
+    }
+
+    #[test]
+    fn reactor_takes_salts_list_and_its_worker_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load(dir.path(), &[], &[]).expect("defaults");
+        assert!(cfg.reactor.is_empty());
+        assert_eq!(cfg.reactor_worker_threads, 10);
+        assert_eq!(cfg.reactor_worker_hwm, 10_000);
+        assert!(!cfg.reactor_react_to_own_jobs);
+        fs::write(
+            dir.path().join("master"),
+            "reactor:\n  - 'salt/beacon/*/load/':\n    - /srv/reactor/load.sls\n    - salt://r/two.sls\n  - 'myapp/*': /srv/reactor/app.sls\nreactor_worker_threads: 2\n",
+        )
+        .expect("write");
+        let cfg = load(dir.path(), &[], &[]).expect("reactor");
+        assert_eq!(cfg.reactor.len(), 2);
+        assert_eq!(
+            cfg.reactor[0]["salt/beacon/*/load/"],
+            ["/srv/reactor/load.sls", "salt://r/two.sls"]
+        );
+        assert_eq!(cfg.reactor[1]["myapp/*"], ["/srv/reactor/app.sls"]);
+        assert_eq!(cfg.reactor_worker_threads, 2);
+        fs::write(dir.path().join("master"), "reactor: [3]\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("bad").to_string();
+        assert!(err.contains("reactor"), "{err}");
+        fs::write(dir.path().join("master"), "reactor_worker_threads: 0\n").expect("write");
+        let err = load(dir.path(), &[], &[]).expect_err("zero").to_string();
+        assert!(err.contains("reactor_worker_threads"), "{err}");
     }
 }

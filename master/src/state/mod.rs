@@ -79,6 +79,12 @@ pub struct Counters {
     /// Pillar requests refused (another subtree's minion, a role that may
     /// not ask).
     pub pillar_refused: AtomicU64,
+    /// Reactions the reactor ran (jobs published, runners, wheel calls).
+    pub reactor_jobs: AtomicU64,
+    /// Reactor files that did not render or parse, reactions that failed.
+    pub reactor_errors: AtomicU64,
+    /// Reactions dropped because `reactor_worker_hwm` were waiting.
+    pub reactor_dropped: AtomicU64,
 }
 
 /// A syndic's way to ask the master above (file server and pillar
