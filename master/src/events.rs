@@ -282,7 +282,7 @@ pub fn check_minion_event(
     data: &Value,
     max_bytes: usize,
 ) -> Result<(), String> {
-    check_tag(&tag)?;
+    check_tag(tag)?;
     if tag.starts_with("salt/") {
         let own = format!("salt/beacon/{id}/");
         if !tag.starts_with(&own) || tag.len() == own.len() {
