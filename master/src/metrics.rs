@@ -230,24 +230,10 @@ mod tests {
         );
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_master_exports_its_counters_and_answers_health() {
-        use brine_common::config::MasterConfig;
-        use brine_common::metrics::{http_get, sample};
-        use std::sync::atomic::Ordering;
-        use std::time::Duration;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        let port = free_port();
-        let cfg = MasterConfig {
-            id: "metrics_test_master".into(),
+    /// A master on loopback with every path under `d` and its metrics on
+    /// `port`.
+    fn test_config(d: &std::path::Path, port: u16) -> brine_common::config::MasterConfig {
+        brine_common::config::MasterConfig {
             interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             publish_port: 0,
             ret_port: 0,
@@ -259,7 +245,28 @@ mod tests {
             file_roots: [("base".to_string(), vec![d.join("srv")])].into(),
             pillar_roots: [("base".to_string(), vec![d.join("pillar")])].into(),
             metrics_bind: Some(format!("127.0.0.1:{port}")),
-            ..MasterConfig::default()
+            ..brine_common::config::MasterConfig::default()
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_exports_its_counters_and_answers_health() {
+        use brine_common::metrics::{http_get, sample};
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let port = free_port();
+        let cfg = brine_common::config::MasterConfig {
+            id: "metrics_test_master".into(),
+            ..test_config(d, port)
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         let master = crate::master::Master::start(cfg, shutdown.clone())
@@ -340,25 +347,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_taken_metrics_address_fails_the_start() {
-        use brine_common::config::MasterConfig;
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = taken.local_addr().expect("addr").port();
-        let cfg = MasterConfig {
-            interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            publish_port: 0,
-            ret_port: 0,
-            pki_dir: d.join("pki"),
-            cachedir: d.join("cache"),
-            sock_dir: d.join("sock"),
-            root_dir: d.to_path_buf(),
-            log_file: d.join("master.log"),
-            file_roots: [("base".to_string(), vec![d.join("srv")])].into(),
-            pillar_roots: [("base".to_string(), vec![d.join("pillar")])].into(),
-            metrics_bind: Some(format!("127.0.0.1:{port}")),
-            ..MasterConfig::default()
-        };
+        let cfg = test_config(d, port);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let err = match crate::master::Master::start(cfg, shutdown.clone()).await {
             Ok(_) => panic!("started on a taken metrics address"),

@@ -196,25 +196,20 @@ handler!(delete_h, |c| {
     )
 });
 
-handler!(enable_h, |c| {
+/// `beacons.enable`/`beacons.disable`: all beacons, or one with `name=`.
+fn set_enabled(c: &Call<'_>, on: bool) -> super::CallResult {
     refresh(c);
     let n = c.str_arg("name")?;
     done(
         c.ctx
             .beacons
-            .set_enabled(n.as_deref(), true, c.kwarg_bool("test", false)?),
+            .set_enabled(n.as_deref(), on, c.kwarg_bool("test", false)?),
     )
-});
+}
 
-handler!(disable_h, |c| {
-    refresh(c);
-    let n = c.str_arg("name")?;
-    done(
-        c.ctx
-            .beacons
-            .set_enabled(n.as_deref(), false, c.kwarg_bool("test", false)?),
-    )
-});
+handler!(enable_h, |c| { set_enabled(c, true) });
+
+handler!(disable_h, |c| { set_enabled(c, false) });
 
 handler!(enable_one_h, |c| {
     refresh(c);
