@@ -7,6 +7,8 @@
 //! - [`topology`]: start a top master, syndic tiers and minions as real
 //!   processes of the workspace's binaries, each master on its own loopback
 //!   address, run the CLIs against them, and stop every process by PID.
+//! - [`watch`]: `salt-run state.event` on a master, its events read
+//!   line by line.
 //! - [`memory`]: a process's resident memory (`VmRSS`).
 //! - [`peer`], [`mitm`], [`hostile`]: protocol peers driven by hand, a
 //!   man in the middle and raw ZMTP, for hostile-input tests.
@@ -20,3 +22,4 @@ pub mod memory;
 pub mod mitm;
 pub mod peer;
 pub mod topology;
+pub mod watch;

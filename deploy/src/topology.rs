@@ -230,7 +230,8 @@ impl Topology {
         Builder::default()
     }
 
-    fn node(&self, id: &str) -> Option<&Node> {
+    /// The top master or the syndic named `id`.
+    pub fn node(&self, id: &str) -> Option<&Node> {
         if self.top.id == id {
             Some(&self.top)
         } else {
@@ -420,7 +421,13 @@ impl Topology {
     /// `salt-run manage.stats` of the top master as JSON (`Null` when it
     /// cannot be read: the master is down, or answered something else).
     pub fn stats(&self) -> serde_json::Value {
-        self.cli("top", "salt-run", &["manage.stats", "--out", "json"])
+        self.stats_on("top")
+    }
+
+    /// `salt-run manage.stats` of master `on` (the top or a syndic), as
+    /// [`Topology::stats`].
+    pub fn stats_on(&self, on: &str) -> serde_json::Value {
+        self.cli(on, "salt-run", &["manage.stats", "--out", "json"])
             .ok()
             .and_then(|o| serde_json::from_slice(&o.stdout).ok())
             .unwrap_or(serde_json::Value::Null)

@@ -10,95 +10,12 @@
 use brine_common::proto::{ForwardedEvent, Refusal, ReplyBody, RequestBody, Role};
 use brine_deploy::peer::HandPeer;
 use brine_deploy::topology::Topology;
+use brine_deploy::watch::EventWatch;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Generous: other test binaries share the two cores.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `salt-run state.event --out json` on the top; killed and reaped on drop.
-struct TopWatch {
-    child: Child,
-    events: mpsc::Receiver<(String, Value)>,
-}
-
-impl Drop for TopWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TopWatch {
-    /// Start it and wait until the top counts one more subscriber.
-    fn start(topo: &Topology) -> TopWatch {
-        let before = topo.stat("event_subscribers");
-        let mut child = Command::new(topo.bin.join("salt-run"))
-            .arg("-c")
-            .arg(&topo.top.config_dir)
-            .args(["state.event", "--out", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("salt-run state.event");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                let tag = v["tag"].as_str().unwrap_or_default().to_string();
-                if tx.send((tag, v["data"].clone())).is_err() {
-                    return;
-                }
-            }
-        });
-        let w = TopWatch { child, events };
-        topo.eventually(WAIT, "the watcher subscribed", || {
-            topo.stat("event_subscribers") > before
-        })
-        .expect("subscribed");
-        w
-    }
-
-    /// Every event printed during `d`.
-    fn during(&self, d: Duration) -> Vec<(String, Value)> {
-        let until = Instant::now() + d;
-        let mut out = Vec::new();
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match self.events.recv_timeout(left) {
-                Ok(e) => out.push(e),
-                Err(_) => break,
-            }
-        }
-        out
-    }
-
-    /// The first event `want` accepts (panics after [`WAIT`]).
-    fn first(&self, what: &str, want: impl Fn(&str, &Value) -> bool) -> (String, Value) {
-        let until = Instant::now() + WAIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok((t, d)) if want(&t, &d) => return (t, d),
-                Ok(_) => {}
-                Err(e) => panic!("{what}: not seen on the top's bus ({e})"),
-            }
-        }
-    }
-}
-
-fn stats_of(topo: &Topology, on: &str) -> Value {
-    topo.cli(on, "salt-run", &["manage.stats", "--out", "json"])
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or(Value::Null)
-}
 
 #[test]
 fn events_of_a_minion_two_tiers_down_reach_the_top_once_with_their_path() {
@@ -116,7 +33,7 @@ fn events_of_a_minion_two_tiers_down_reach_the_top_once_with_their_path() {
     );
 
     // One ping: one ret event on the top, whatever the syndics forward.
-    let w = TopWatch::start(&topo);
+    let w = EventWatch::start(&topo, "top", WAIT).expect("watch");
     let out = topo
         .salt(&["*", "test.ping", "--out", "json", "--static", "-t", "60"])
         .expect("salt");
@@ -124,9 +41,11 @@ fn events_of_a_minion_two_tiers_down_reach_the_top_once_with_their_path() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v[&bottom], json!(true), "{v}");
     let suffix = format!("/ret/{bottom}");
-    let (tag, ret) = w.first("the ret", |t, _| {
-        t.starts_with("salt/job/") && t.ends_with(&suffix)
-    });
+    let (tag, ret) = w
+        .first("the ret", |t, _| {
+            t.starts_with("salt/job/") && t.ends_with(&suffix)
+        })
+        .expect("ret");
     assert_eq!(ret["fun"], "test.ping");
     assert_eq!(ret["return"], true);
     // Anything forwarded would come within a few batches.
@@ -150,7 +69,7 @@ fn events_of_a_minion_two_tiers_down_reach_the_top_once_with_their_path() {
         .expect("salt");
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v[&bottom], json!(true), "{v}");
-    let (_, d) = w.first("myapp/x", |t, _| t == "myapp/x");
+    let (_, d) = w.first("myapp/x", |t, _| t == "myapp/x").expect("myapp/x");
     assert_eq!(d["__syndic_path"], json!([t2, t1]), "{d}");
     assert_eq!(d["id"], json!(bottom), "{d}");
     assert_eq!(d["cmd"], "_minion_event", "{d}");
@@ -189,13 +108,13 @@ fn events_of_a_minion_two_tiers_down_reach_the_top_once_with_their_path() {
         "{top}"
     );
     for s in [&t1, &t2] {
-        let st = stats_of(&topo, s);
+        let st = topo.stats_on(s);
         assert!(
             st["events_forwarded"].as_u64().unwrap_or(0) >= 1,
             "{s}: {st}"
         );
         assert!(st["events_forward_dropped"].is_u64(), "{s}: {st}");
     }
-    let mid = stats_of(&topo, &t1);
+    let mid = topo.stats_on(&t1);
     assert!(mid["events_from_below"].as_u64().unwrap_or(0) >= 1, "{mid}");
 }

@@ -7,9 +7,9 @@
 //! [`super::read`].
 //!
 //! Semantics follow Salt's beacon modules: `diskusage` and `memusage` fire
-//! at every run while at or above their threshold (Salt has no
-//! `onchangeonly` for them and reactors written for Salt expect the
-//! repeats; `interval` bounds the rate); `load` fires every
+//! at every run while at or above their threshold (reactors written for
+//! Salt expect the repeats; `interval` bounds the rate), or with Brine's
+//! `onchangeonly` once per upward crossing ([`only_crossings`]); `load` fires every
 //! run while outside a range, or with `onchangeonly` once per crossing;
 //! `service` reports every run, or with `onchangeonly` once per change;
 //! `inotify` (here by polling) reports each change seen; `status` reports
@@ -92,6 +92,27 @@ pub fn diskusage(watches: &[DiskWatch], usage: &[(String, f64)]) -> Vec<Value> {
             }
         }
     }
+    out
+}
+
+/// `onchangeonly` for the threshold beacons (`diskusage`, `memusage`), a
+/// Brine option named after `load`'s and `service`'s: of this run's
+/// events, keep those whose key (the mount point, or the beacon) was not
+/// above its threshold at the previous run, and remember which keys are
+/// above now. So a beacon fires once when its value crosses the threshold
+/// upward and fires again only after it went below and crossed again;
+/// without the option Salt's rule (fire every run while above) holds.
+pub fn only_crossings(
+    fired: Vec<Value>,
+    key: impl Fn(&Value) -> String,
+    above: &mut BTreeSet<String>,
+) -> Vec<Value> {
+    let now: BTreeSet<String> = fired.iter().map(&key).collect();
+    let out = fired
+        .into_iter()
+        .filter(|e| !above.contains(&key(e)))
+        .collect();
+    *above = now;
     out
 }
 
@@ -371,6 +392,22 @@ mod tests {
         assert!(memusage(63.0, 62.9).is_empty());
         assert_eq!(memusage(63.0, 63.04), vec![json!({"memusage": 63.0})]);
         assert_eq!(memusage(63.0, 80.0).len(), 1);
+    }
+
+    #[test]
+    fn only_crossings_fires_once_per_upward_crossing_per_key() {
+        let mount = |e: &Value| e["mount"].as_str().unwrap_or_default().to_string();
+        let ev = |m: &str| json!({"diskusage": 70.0, "mount": m});
+        let mut above = BTreeSet::new();
+        let mut run = |fired: Vec<Value>| only_crossings(fired, mount, &mut above).len();
+        assert_eq!(run(vec![]), 0, "below");
+        assert_eq!(run(vec![ev("/a")]), 1, "/a crossed");
+        assert_eq!(run(vec![ev("/a")]), 0, "/a stays above");
+        assert_eq!(run(vec![ev("/a"), ev("/b")]), 1, "/b crossed, /a still up");
+        assert_eq!(run(vec![ev("/b")]), 0, "/a went below");
+        assert_eq!(run(vec![ev("/a"), ev("/b")]), 1, "/a crossed again");
+        assert_eq!(run(vec![]), 0);
+        assert_eq!(run(vec![ev("/a"), ev("/b")]), 2, "both re-armed");
     }
 
     #[test]

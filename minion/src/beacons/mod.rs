@@ -68,9 +68,11 @@ pub struct Meta {
 /// A beacon module's own config, checked.
 #[derive(Debug, Clone)]
 pub enum Kind {
-    DiskUsage(Vec<DiskWatch>),
+    /// The watches and `onchangeonly`.
+    DiskUsage(Vec<DiskWatch>, bool),
     Load(LoadCfg),
-    MemUsage(f64),
+    /// The threshold and `onchangeonly`.
+    MemUsage(f64, bool),
     Service(BTreeMap<String, ServiceCfg>),
     Inotify(Vec<FileWatch>),
     Status(Vec<(String, Vec<Value>)>),
@@ -191,7 +193,8 @@ fn unknown(beacon: &str, m: &Map<String, Value>) -> Result<(), String> {
     }
 }
 
-fn parse_diskusage(m: Map<String, Value>) -> Result<Kind, String> {
+fn parse_diskusage(mut m: Map<String, Value>) -> Result<Kind, String> {
+    let onchangeonly = take_bool(&mut m, "onchangeonly", false)?;
     if m.is_empty() {
         return Err(
             "Configuration for diskusage beacon requires at least one mount point (e.g. - /: 63%)"
@@ -205,7 +208,7 @@ fn parse_diskusage(m: Map<String, Value>) -> Result<Kind, String> {
             .map_err(|e| format!("mount point {mount:?} is not a valid regular expression: {e}"))?;
         watches.push(DiskWatch { mount, re, percent });
     }
-    Ok(Kind::DiskUsage(watches))
+    Ok(Kind::DiskUsage(watches, onchangeonly))
 }
 
 fn parse_load(mut m: Map<String, Value>) -> Result<Kind, String> {
@@ -248,13 +251,14 @@ fn parse_load(mut m: Map<String, Value>) -> Result<Kind, String> {
 }
 
 fn parse_memusage(mut m: Map<String, Value>) -> Result<Kind, String> {
+    let onchangeonly = take_bool(&mut m, "onchangeonly", false)?;
     let Some(p) = m.remove("percent") else {
         return Err(
             "Configuration for memusage beacon requires percent (e.g. - percent: 63%)".into(),
         );
     };
     unknown("memusage", &m)?;
-    Ok(Kind::MemUsage(as_f64("percent", &p)?))
+    Ok(Kind::MemUsage(as_f64("percent", &p)?, onchangeonly))
 }
 
 fn parse_service(mut m: Map<String, Value>) -> Result<Kind, String> {
@@ -442,6 +446,8 @@ enum Memory {
     Nothing,
     Load(Option<[f64; 3]>),
     Service(BTreeMap<String, Option<ServiceLast>>),
+    /// What a threshold beacon with `onchangeonly` saw above its threshold.
+    Above(std::collections::BTreeSet<String>),
     Files(Vec<Option<Snapshot>>),
 }
 
@@ -818,6 +824,25 @@ fn secs(now: Instant) -> f64 {
         .as_secs_f64()
 }
 
+/// A threshold beacon's events, kept once per crossing with `onchangeonly`.
+fn crossings(
+    onchangeonly: bool,
+    fired: Vec<Value>,
+    memory: &mut Memory,
+    key: impl Fn(&Value) -> String,
+) -> Vec<Value> {
+    if !onchangeonly {
+        return fired;
+    }
+    if !matches!(memory, Memory::Above(_)) {
+        *memory = Memory::Above(Default::default());
+    }
+    match memory {
+        Memory::Above(above) => checks::only_crossings(fired, key, above),
+        _ => fired,
+    }
+}
+
 fn run_one(
     kind: &Kind,
     memory: &mut Memory,
@@ -834,8 +859,16 @@ fn run_one(
             };
             checks::load(cfg, read::loadavg()?, last)
         }
-        Kind::MemUsage(t) => checks::memusage(*t, read::mem_percent()?),
-        Kind::DiskUsage(w) => checks::diskusage(w, &read::disk_usage()?),
+        Kind::MemUsage(t, onchange) => {
+            let fired = checks::memusage(*t, read::mem_percent()?);
+            crossings(*onchange, fired, memory, |_| String::new())
+        }
+        Kind::DiskUsage(w, onchange) => {
+            let fired = checks::diskusage(w, &read::disk_usage()?);
+            crossings(*onchange, fired, memory, |e| {
+                e["mount"].as_str().unwrap_or_default().to_string()
+            })
+        }
         Kind::Service(svcs) => {
             let names = procs
                 .get_or_insert_with(read::process_names)

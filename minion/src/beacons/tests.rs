@@ -30,7 +30,7 @@ fn salt_list_of_dicts_and_meta_options() {
     .expect("valid");
     assert_eq!(p.meta.module, "memusage");
     assert!(!p.meta.enabled);
-    assert!(matches!(p.kind, Kind::MemUsage(t) if t == 63.0));
+    assert!(matches!(p.kind, Kind::MemUsage(t, false) if t == 63.0));
     assert_eq!(
         parse("status", &json!(null)).expect("ok").meta.interval,
         1.0
@@ -287,4 +287,33 @@ async fn the_loop_sends_events_to_the_master() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].tag, "salt/beacon/m1/memusage/");
     assert_eq!(ev[0].data["id"], "m1");
+}
+
+#[test]
+fn onchangeonly_threshold_beacons_fire_once_while_above() {
+    let b = Beacons::new(
+        &json!({
+            "memusage": [{"percent": 0}, {"onchangeonly": true}, {"interval": 1}],
+            "diskusage": [{"/": 0}, {"onchangeonly": true}, {"interval": 1}],
+            "mem_every": [{"beacon_module": "memusage"}, {"percent": 0}, {"interval": 1}],
+        }),
+        None,
+        None,
+    );
+    let t0 = Instant::now();
+    let mut tags: Vec<String> = b.tick(t0, "m1").into_iter().map(|e| e.tag).collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            "salt/beacon/m1/diskusage/",
+            "salt/beacon/m1/mem_every/",
+            "salt/beacon/m1/memusage/"
+        ]
+    );
+    for k in 1..4 {
+        let ev = b.tick(t0 + Duration::from_secs(k), "m1");
+        let tags: Vec<&str> = ev.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(tags, ["salt/beacon/m1/mem_every/"], "run {k}: still above");
+    }
 }
