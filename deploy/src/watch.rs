@@ -78,7 +78,11 @@ impl EventWatch {
     }
 
     /// The first event `want` accepts, within the watch's deadline.
-    pub fn first(&self, what: &str, want: impl Fn(&str, &Value) -> bool) -> Result<(String, Value)> {
+    pub fn first(
+        &self,
+        what: &str,
+        want: impl Fn(&str, &Value) -> bool,
+    ) -> Result<(String, Value)> {
         let until = Instant::now() + self.wait;
         loop {
             let left = until.saturating_duration_since(Instant::now());

@@ -32,7 +32,10 @@ impl Tmpfs {
             .arg(at)
             .status()
             .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs failed: {st} (the test needs root)");
+        assert!(
+            st.success(),
+            "mount -t tmpfs failed: {st} (the test needs root)"
+        );
         Tmpfs(at.to_path_buf())
     }
 }

@@ -127,6 +127,9 @@ fn metrics_count_what_the_cli_received() {
         Some(RUNS as f64),
         "{text}"
     );
+    // Every return the CLI printed was committed first: at least one batch.
+    let commits = sample(&text, "brine_master_job_cache_commit_seconds_count").unwrap_or(0.0);
+    assert!(commits >= 1.0, "{text}");
     assert_eq!(
         sample(&text, "brine_master_minions_up"),
         Some(all.len() as f64)

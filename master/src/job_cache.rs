@@ -46,6 +46,7 @@ use crate::published::ForwardUp;
 use brine_common::codec;
 use brine_common::glob::Glob;
 use brine_common::jid::{is_jid, Jid};
+use brine_common::metrics::Histogram;
 use brine_common::proto::{JobLoad, ReturnLoad, TargetType};
 use brine_common::sync::lock;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -284,6 +285,21 @@ struct Counters {
     /// Kept by the writer (the only one that changes the outbox).
     outbox_len: AtomicU64,
     outbox_dropped: AtomicU64,
+    commit_seconds: CommitSeconds,
+}
+
+/// Seconds each committed batch took to write (its transaction, from the
+/// first statement to the commit), exported as a histogram.
+#[derive(Debug, Clone)]
+struct CommitSeconds(Histogram);
+
+impl Default for CommitSeconds {
+    fn default() -> Self {
+        // 0.1 ms .. ~3.3 s.
+        CommitSeconds(Histogram::new(brine_common::metrics::exponential_buckets(
+            0.0001, 2.0, 16,
+        )))
+    }
 }
 
 /// Called on the writer thread once a queued return is committed or its
@@ -1016,6 +1032,12 @@ impl JobCache {
         }
     }
 
+    /// The histogram of batch commit times (seconds), for the metrics
+    /// endpoint (a handle: observations made later show in it).
+    pub fn commit_seconds(&self) -> Histogram {
+        self.inner.counters.commit_seconds.0.clone()
+    }
+
     /// Whether the last batch failed: the job cache cannot write now.
     pub fn failing(&self) -> bool {
         self.inner.counters.failing.load(Ordering::Relaxed)
@@ -1411,9 +1433,11 @@ impl Writer {
                 len: self.counters.outbox_len.load(Ordering::Relaxed),
                 max: self.outbox_max,
             };
+            let started = Instant::now();
             match apply(&mut self.conn, ops, now_us(), outbox) {
                 Ok(c) => {
                     let k = &self.counters;
+                    k.commit_seconds.0.observe(started.elapsed().as_secs_f64());
                     k.jobs_written.fetch_add(c.jobs, Ordering::Relaxed);
                     k.returns_written.fetch_add(c.returns, Ordering::Relaxed);
                     k.duplicates.fetch_add(c.duplicates, Ordering::Relaxed);

@@ -1,8 +1,8 @@
 //! What a master (and the master inside a syndic) exports on its metrics
 //! endpoint (`metrics_bind`, see `brine_common::metrics`): every number of
 //! `manage.stats`, presence from the roster (per syndic too), the job
-//! cache's size on disk, the return latency histogram and the process'
-//! RSS and CPU.
+//! cache's size on disk and commit time histogram, the return latency
+//! histogram and the process' RSS and CPU.
 //!
 //! Invariant: nothing is counted twice. The collector reads, at scrape
 //! time, the same value `manage.stats` answers (`runner::manage::stats_of`), flattened:
@@ -183,6 +183,11 @@ pub fn registry(state: &Arc<MasterState>) -> Registry {
         "Seconds from a job's publish (its jid) to one of its returns accepted.",
         state.metrics().return_latency.clone(),
     );
+    r.register(
+        format!("{PREFIX}job_cache_commit_seconds"),
+        "Seconds each job cache batch took to commit (its transaction).",
+        state.jobs().commit_seconds(),
+    );
     r
 }
 
@@ -325,6 +330,10 @@ mod tests {
         let sum = sample(&text, "brine_master_return_latency_seconds_sum").expect("sum");
         assert!((0.4..5.0).contains(&sum), "two returns ~0.25 s each: {sum}");
         assert!(sample(&text, "brine_master_job_cache_bytes").unwrap_or(0.0) > 0.0);
+        assert!(
+            sample(&text, "brine_master_job_cache_commit_seconds_count").is_some(),
+            "{text}"
+        );
         assert!(sample(&text, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
 
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
