@@ -208,37 +208,119 @@ async fn run(r: Arc<Reactor>, shutdown: CancellationToken) {
 
 /// Render every file of rule `i` for `ev` and run its reactions.
 async fn react(r: &Arc<Reactor>, i: usize, ev: &Arc<Event>) {
-    for file in &r.rules[i].files {
-        let (r2, ev2, f2) = (r.clone(), ev.clone(), file.clone());
-        let rendered = tokio::task::spawn_blocking(move || r2.render(&f2, &ev2)).await;
-        let actions = match rendered {
-            Ok(Ok(a)) => a,
-            Ok(Err(errors)) => {
-                for e in errors {
-                    bump(&r.state.counters().reactor_errors);
-                    error!(file = %file, tag = %ev.tag, "reactor file not run: {e}");
-                }
-                continue;
-            }
+    for pattern in &r.rules[i].files {
+        let (r2, ev2, p2) = (r.clone(), ev.clone(), pattern.clone());
+        let rendered = tokio::task::spawn_blocking(move || {
+            expand(&p2)
+                .into_iter()
+                .map(|f| match f {
+                    Ok(f) => {
+                        let actions = r2.render(&f, &ev2);
+                        (f, actions)
+                    }
+                    Err(e) => (p2.clone(), Err(vec![e])),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let files = match rendered {
+            Ok(files) => files,
             Err(e) => {
                 bump(&r.state.counters().reactor_errors);
-                error!(file = %file, tag = %ev.tag, error = %e, "reactor render task failed");
+                error!(file = %pattern, tag = %ev.tag, error = %e, "reactor render task failed");
                 continue;
             }
         };
-        for a in actions {
-            match execute(r, &a).await {
-                Ok(what) => {
-                    bump(&r.state.counters().reactor_jobs);
-                    info!(file = %file, id = %a.id(), fun = %a.name(), tag = %ev.tag, "reaction: {what}");
-                }
-                Err(e) => {
-                    bump(&r.state.counters().reactor_errors);
-                    error!(file = %file, id = %a.id(), fun = %a.name(), tag = %ev.tag, "reaction failed: {e}");
-                }
+        for (file, rendered) in files {
+            react_file(r, &file, ev, rendered).await;
+        }
+    }
+}
+
+/// Run the reactions of one rendered file (or log why it is not run).
+async fn react_file(
+    r: &Arc<Reactor>,
+    file: &str,
+    ev: &Arc<Event>,
+    rendered: Result<Vec<Action>, Vec<String>>,
+) {
+    let actions = match rendered {
+        Ok(a) => a,
+        Err(errors) => {
+            for e in errors {
+                bump(&r.state.counters().reactor_errors);
+                error!(file = %file, tag = %ev.tag, "reactor file not run: {e}");
+            }
+            return;
+        }
+    };
+    for a in actions {
+        match execute(r, &a).await {
+            Ok(what) => {
+                bump(&r.state.counters().reactor_jobs);
+                info!(file = %file, id = %a.id(), fun = %a.name(), tag = %ev.tag, "reaction: {what}");
+            }
+            Err(e) => {
+                bump(&r.state.counters().reactor_errors);
+                error!(file = %file, id = %a.id(), fun = %a.name(), tag = %ev.tag, "reaction failed: {e}");
             }
         }
     }
+}
+
+/// Most files one reactor path pattern expands to.
+const MAX_GLOB_FILES: usize = 1000;
+
+/// The files a reactor path names: an absolute path with glob characters
+/// (`*`, `?`, `[`) expands as Salt's `glob.glob` does (sorted here; names
+/// starting with `.` only when the pattern's part does; at most
+/// [`MAX_GLOB_FILES`]), each file one entry; no match is one error (Salt:
+/// "File missing or not found"). Anything else is itself.
+fn expand(pattern: &str) -> Vec<Result<String, String>> {
+    let magic = |s: &str| s.contains(['*', '?', '[']);
+    if !pattern.starts_with('/') || !magic(pattern) {
+        return vec![Ok(pattern.to_string())];
+    }
+    let mut found = vec![std::path::PathBuf::from("/")];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        if !magic(part) {
+            found = found
+                .into_iter()
+                .map(|d| d.join(part))
+                .filter(|p| p.exists())
+                .collect();
+            continue;
+        }
+        let glob = brine_common::glob::Glob::new(part);
+        let mut next = Vec::new();
+        for dir in &found {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| (part.starts_with('.') || !n.starts_with('.')) && glob.matches(n))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|n| dir.join(n)));
+            if next.len() > MAX_GLOB_FILES {
+                return vec![Err(format!(
+                    "reactor path matches more than {MAX_GLOB_FILES} files"
+                ))];
+            }
+        }
+        found = next;
+    }
+    let files: Vec<Result<String, String>> = found
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| Ok(p.display().to_string()))
+        .collect();
+    if files.is_empty() {
+        return vec![Err("no file matches this reactor path".into())];
+    }
+    files
 }
 
 /// Templates of one `file_roots` environment, for includes and imports.
@@ -546,6 +628,34 @@ mod tests {
             !own.set.contains("20261203010101000001"),
             "oldest forgotten"
         );
+    }
+
+    #[test]
+    fn reactor_paths_glob_like_salt() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for f in ["a/x.sls", "a/y.sls", "a/.hidden.sls", "b/x.sls", "b/z.txt"] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+            std::fs::write(p, "").expect("write");
+        }
+        let root = d.path().display().to_string();
+        let ok = |pat: &str| -> Vec<String> {
+            expand(&format!("{root}/{pat}"))
+                .into_iter()
+                .map(|r| r.expect("a file").replacen(&root, "", 1))
+                .collect()
+        };
+        assert_eq!(ok("a/*.sls"), ["/a/x.sls", "/a/y.sls"], "no dot files");
+        assert_eq!(ok("*/x.sls"), ["/a/x.sls", "/b/x.sls"]);
+        assert_eq!(ok("a/.h*"), ["/a/.hidden.sls"]);
+        assert_eq!(ok("[ab]/[!y].*"), ["/a/x.sls", "/b/x.sls", "/b/z.txt"]);
+        assert_eq!(ok("a/x.sls"), ["/a/x.sls"], "no glob: itself");
+        let none = expand(&format!("{root}/c/*.sls"));
+        assert!(
+            matches!(&none[..], [Err(e)] if e.contains("no file")),
+            "{none:?}"
+        );
+        assert_eq!(expand("salt://r/*.sls"), [Ok("salt://r/*.sls".to_string())]);
     }
 
     #[test]
