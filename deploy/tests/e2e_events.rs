@@ -242,6 +242,19 @@ fn the_event_bus_as_salts() {
             "{tag}: {r:?}"
         );
     }
+    // A payload over max_event_size (1 MiB) and data that is not a mapping.
+    for data in [json!({"blob": "x".repeat(1_200_000)}), json!([1, 2])] {
+        let r = peer
+            .request(RequestBody::Event(EventLoad {
+                tag: "myapp/big".into(),
+                data,
+            }))
+            .expect("answer");
+        assert!(
+            matches!(r, ReplyBody::Refused(Refusal::BadEvent(_))),
+            "{r:?}"
+        );
+    }
     let r = peer
         .request(RequestBody::Event(EventLoad {
             tag: "myapp/deploy/done".into(),
@@ -267,7 +280,7 @@ fn the_event_bus_as_salts() {
     assert_eq!(tag, format!("salt/beacon/{hand}/load/"));
     assert_eq!(d["id"], hand, "the sender's own id, whatever it claims");
     assert_eq!(d["1m"], 0.5);
-    assert!(topo.stat("events_refused") >= refused_before + 5);
+    assert!(topo.stat("events_refused") >= refused_before + 7);
 
     // salt-key deletes the hand peer's key: `salt/key`.
     let key = Watch::start(&topo, &["salt/key", "count=1", "--out", "json"]);
