@@ -422,7 +422,7 @@ pub fn resolve(file: &FleetFile, base: &Path) -> Result<Vec<Daemon>, Problems> {
     for dc in &dcs {
         let s = dc.spec;
         if s.syndics.is_empty()
-            && s.hosts.is_empty()
+            && !placed.iter().any(|p| p.level.as_deref() == Some(&dc.name))
             && s.roster.is_none()
             && !dcs.iter().any(|c| c.parent.as_deref() == Some(&dc.name))
         {

@@ -112,3 +112,6 @@ impl Fleet {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;
