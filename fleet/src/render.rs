@@ -148,7 +148,7 @@ pub fn write(outputs: &[(PathBuf, String)]) -> std::io::Result<Vec<(PathBuf, Wri
     Ok(done)
 }
 
-/// Loads every daemon's rendered config (written under `dir` by [`write`])
+/// Loads every daemon's rendered config (written under `dir` by [`write()`])
 /// with Brine's own loader (masters and syndics with `MasterConfig`,
 /// syndics also through `SyndicConfig::of`, minions with `MinionConfig`),
 /// with no `SALT_*` environment; the first error of each daemon.
