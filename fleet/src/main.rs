@@ -118,6 +118,12 @@ fn run(cli: Cli) -> i32 {
                         done.len() - changed,
                         out.display()
                     );
+                    for stale in render::stale_dirs(&daemons, &out) {
+                        println!(
+                            "note: {} is not a daemon of this fleet any more (left alone)",
+                            stale.display()
+                        );
+                    }
                     exit::OK
                 }
                 Err(e) => {

@@ -119,6 +119,21 @@ pub fn outputs(daemons: &[Daemon], dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Directories under `dir` that are no daemon's (a daemon removed from
+/// the fleet since an earlier render), sorted; render leaves them alone.
+pub fn stale_dirs(daemons: &[Daemon], dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !daemons.iter().any(|d| e.file_name() == d.id.as_str()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
 /// What happened to one output file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
