@@ -15,6 +15,10 @@ pub const JOB_CACHE_FAILING: i32 = 74;
 pub const USAGE: i32 = 64;
 /// The master could not be reached or refused the client (`EX_UNAVAILABLE`).
 pub const UNAVAILABLE: i32 = 69;
+/// The input data was wrong (a fleet file that does not check out; sysexits' `EX_DATAERR`).
+pub const DATA: i32 = 65;
+/// An output file or directory could not be created (sysexits' `EX_CANTCREAT`).
+pub const CANT_CREATE: i32 = 73;
 /// Internal error (`EX_SOFTWARE`).
 pub const SOFTWARE: i32 = 70;
 /// Bad configuration (sysexits `EX_CONFIG`).

@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod output;
 pub mod proto;
 pub mod render;
+pub mod ring;
 pub mod session;
 pub mod sync;
 pub mod target;

@@ -9,7 +9,11 @@
 //! The result depends only on the file and the rosters it reads: the same
 //! input gives the same daemons in the same order.
 
-use crate::ring::Ring;
+use brine_common::ring::SyndicRing as Ring;
+
+/// Virtual nodes per syndic: enough for an even spread over a handful of
+/// syndics, cheap to build for hundreds.
+const VNODES: u32 = 160;
 use crate::spec::{DatacenterSpec, Defaults, FleetFile, NodeSpec, Opts, RosterEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -344,7 +348,7 @@ pub fn resolve(file: &FleetFile, base: &Path) -> Result<Vec<Daemon>, Problems> {
                 continue;
             }
             let up = match above {
-                Some(ring) => find_upstream(&daemons, ring.owner(&id)),
+                Some(ring) => find_upstream(&daemons, ring.assign(&id)),
                 None => Some(top.clone()),
             };
             let d = master_like(
@@ -359,7 +363,7 @@ pub fn resolve(file: &FleetFile, base: &Path) -> Result<Vec<Daemon>, Problems> {
             daemons.push(d);
             ids.push(id);
         }
-        if let Some(ring) = Ring::new(&ids) {
+        if let Ok(ring) = Ring::new(&ids, VNODES) {
             rings.insert(dc.name.clone(), ring);
         }
     }
@@ -395,7 +399,7 @@ pub fn resolve(file: &FleetFile, base: &Path) -> Result<Vec<Daemon>, Problems> {
             }
         }
         let up = match nearest_with_syndics(&levels, false, &rings) {
-            Some(ring) => find_upstream(&daemons, ring.owner(&id)),
+            Some(ring) => find_upstream(&daemons, ring.assign(&id)),
             None => Some(top.clone()),
         };
         let mut d = base_daemon(Kind::Minion, &id, level, &spec, &defaults, &mut found);

@@ -13,19 +13,12 @@
 
 pub mod layout;
 pub mod render;
-pub mod ring;
 pub mod spec;
 
 pub use layout::{ConfigFile, Daemon, Kind, Listen, Problem, Problems, Ssh, Upstream};
 pub use spec::LoadError;
 
 use std::path::{Path, PathBuf};
-
-/// sysexits `EX_DATAERR`: the fleet file (or a roster it names) is wrong.
-/// `brine_common::exit` has no constant for it yet.
-pub const EXIT_DATAERR: i32 = 65;
-/// sysexits `EX_CANTCREAT`: an output file could not be written.
-pub const EXIT_CANTCREAT: i32 = 73;
 
 /// A fleet file, read and parsed.
 #[derive(Debug, Clone)]

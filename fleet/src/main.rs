@@ -3,7 +3,8 @@
 //! line, 65 bad fleet file (every problem printed), 73 output not writable.
 
 use brine_common::exit;
-use brine_fleet::{render, Fleet, EXIT_CANTCREAT, EXIT_DATAERR};
+use brine_common::exit::{CANT_CREATE, DATA};
+use brine_fleet::{render, Fleet};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -62,7 +63,7 @@ fn run(cli: Cli) -> i32 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("brine-fleet: {e}");
-            return EXIT_DATAERR;
+            return DATA;
         }
     };
     let daemons = match fleet.plan() {
@@ -76,7 +77,7 @@ fn run(cli: Cli) -> i32 {
             for p in &problems.0 {
                 eprintln!("  {p}");
             }
-            return EXIT_DATAERR;
+            return DATA;
         }
     };
     match cli.cmd {
@@ -128,7 +129,7 @@ fn run(cli: Cli) -> i32 {
                 }
                 Err(e) => {
                     eprintln!("brine-fleet: cannot write into {}: {e}", out.display());
-                    EXIT_CANTCREAT
+                    CANT_CREATE
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! Layout:
 //! - `cli`: the `loadtest` command line (Salt-style flags, hidden child
 //!   subcommands).
-//! - `ring`: consistent hashing of minion ids onto syndics.
+//! - `ring` (from `brine_common::ring`): consistent hashing of minion ids onto syndics.
 //! - `stats`: per-tier latency histograms (hdrhistogram, µs).
 //! - `report`: console table, JSON report and self-contained HTML page.
 //! - `raw`: the raw ZeroMQ baseline processes (top, relay, minion worker)
@@ -24,6 +24,6 @@ pub mod cli;
 pub(crate) mod plan;
 pub(crate) mod raw;
 pub(crate) mod report;
-pub(crate) mod ring;
+pub(crate) use brine_common::ring;
 pub(crate) mod stats;
 pub(crate) mod workers;

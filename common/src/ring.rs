@@ -1,4 +1,6 @@
-//! Consistent hashing of minion ids onto syndics, with virtual nodes.
+//! Consistent hashing of ids onto syndics, with virtual nodes: where the
+//! load test puts its simulated minions and where `brine-fleet` puts a
+//! datacenter's hosts (and a nested datacenter's syndics).
 //!
 //! Each syndic is placed on a `hashring` ring `vnodes` times (as the
 //! replica key `name#k`), so ids spread evenly and adding one syndic moves
