@@ -10,7 +10,7 @@ async fn main() {
     let args: CallArgs = cli::parse_args();
     if args.ssh_stdio {
         // salt-ssh's runner: options come over the channel, logs to stderr.
-        brine_common::telemetry::init(&args.client.log_level, None, "warning");
+        cli::client_config("salt-call", &args.client, |_, _| Ok(()));
         let code = brine_minion::ssh_run::serve(tokio::io::stdin(), tokio::io::stdout()).await;
         std::process::exit(code);
     }
