@@ -40,12 +40,12 @@ pub(crate) mod challenge;
 pub mod cli;
 pub(crate) mod client_server;
 pub mod events;
-pub mod fileserver;
+pub(crate) mod fileserver;
 pub mod job_cache;
 pub(crate) mod keys;
 pub mod master;
 pub mod metrics;
-pub mod pillar;
+pub(crate) mod pillar;
 pub mod published;
 pub(crate) mod publisher;
 pub(crate) mod reactor;
@@ -56,3 +56,7 @@ pub(crate) mod sessions;
 pub mod state;
 
 pub use brine_common::output;
+/// For `salt-ssh`, which answers its hosts' file server and pillar
+/// questions from the local master config.
+pub use fileserver::{Ctx as FileServerCtx, FileServer};
+pub use pillar::compile_checked as compile_pillar;

@@ -10,8 +10,8 @@ use crate::command::{self, sh_quote, Common, Target};
 use crate::roster::Host;
 use brine_common::config::MasterConfig;
 use brine_common::proto::{Refusal, ReplyBody, RequestBody, Role};
-use brine_master::fileserver::{Ctx as FsCtx, FileServer};
 use brine_master::state::Counters;
+use brine_master::{FileServer, FileServerCtx as FsCtx};
 use brine_minion::ssh_run::{read_frame, write_frame, FromRunner, RunSpec, ToRunner, MAX_FRAME};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -223,7 +223,7 @@ async fn answer(env: &Env, id: &str, grains: &Value, body: RequestBody) -> Reply
         RequestBody::Pillar { pillarenv } => {
             let (cfg, id, grains) = (env.master.clone(), id.to_string(), grains.clone());
             let r = tokio::task::spawn_blocking(move || {
-                brine_master::pillar::compile_checked(&cfg, &id, &grains, pillarenv.as_deref())
+                brine_master::compile_pillar(&cfg, &id, &grains, pillarenv.as_deref())
             })
             .await;
             match r {

@@ -200,7 +200,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             return exit::CONFIG;
         }
     };
-    let files = match brine_master::fileserver::FileServer::new(&master) {
+    let files = match brine_master::FileServer::new(&master) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("salt-ssh: file server: {e}");
@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(a.max_procs, 5);
         assert_eq!(a.timeout, 3);
         assert_eq!(a.words, ["web.*", "test.ping"]);
-        let a = SshArgs::try_parse_from(["salt-ssh", "-r", "*", "uname", "-a"]).expect("raw");
+        let a = SshArgs::try_parse_from(["salt-ssh", "-r", "*", "uname -a"]).expect("raw");
         match job_of(&a, &a.words[1..]).expect("job") {
             Job::Raw(c) => assert_eq!(c, "uname -a"),
             j => panic!("{j:?}"),
