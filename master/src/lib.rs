@@ -56,3 +56,7 @@ pub(crate) mod sessions;
 pub mod state;
 
 pub use brine_common::output;
+/// For `salt-ssh`, which answers its hosts' file server and pillar
+/// questions from the local master config.
+pub use fileserver::{Ctx as FileServerCtx, FileServer};
+pub use pillar::compile_checked as compile_pillar;

@@ -33,6 +33,10 @@ pub struct CallArgs {
     /// Exit with the function's retcode.
     #[arg(long = "retcode-passthrough")]
     pub retcode_passthrough: bool,
+    /// Serve one `salt-ssh` run over stdin/stdout (`ssh_run`); the
+    /// function and the options come over the channel.
+    #[arg(long = "ssh-stdio", hide = true)]
+    pub ssh_stdio: bool,
     /// Function (module.function) and its arguments.
     pub words: Vec<String>,
 }
@@ -50,38 +54,8 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         }
     };
     let (pos, kw) = brine_common::args::parse_cli_args(&rest);
-    let grains_file = crate::grains::grains_file_for(&cfg.load_notes.main_file);
-    let grains = crate::grains::collect_with_file(&cfg.id, &cfg.grains, grains_file.as_deref());
     let fun_name = fun.clone();
-    let ctx = Ctx {
-        jid: brine_common::jid::JidGen::new().next(),
-        fun,
-        args: pos,
-        kwargs: kw,
-        grains: Arc::new(RwLock::new(grains)),
-        static_grains: cfg.grains.clone(),
-        grains_file,
-        id: cfg.id.clone(),
-        pki_dir: cfg.pki_dir.clone(),
-        running: Arc::new(RunningJobs::new()),
-        cancel: tokio_util::sync::CancellationToken::new(),
-        events: None,
-        files: Arc::new(crate::files::FileClient::new(None, cfg.cachedir.clone())),
-        pillar: Arc::new(crate::pillar::Pillar::new(
-            None,
-            None,
-            &cfg.id,
-            cfg.pillarenv.clone(),
-            cfg.max_frame_bytes,
-        )),
-        saltenv: cfg.saltenv.clone(),
-        master: None,
-        beacons: Arc::new(crate::beacons::Beacons::new(
-            &cfg.beacons,
-            crate::beacons::Beacons::save_path_for(&cfg.load_notes.main_file),
-            None,
-        )),
-    };
+    let ctx = local_ctx(&cfg, fun, pos, kw, None);
     let out = Registry::new().call(ctx).await;
     let mut p = Printer::new(
         std::io::stdout(),
@@ -101,6 +75,52 @@ pub async fn run(args: CallArgs, cfg: MinionConfig) -> i32 {
         exit::OK
     } else {
         exit::JOB_FAILED
+    }
+}
+
+/// The context of one function run in this process: grains collected
+/// here, the file client and pillar asking through `asker` (`None`: no
+/// master, as plain `salt-call`; `salt-ssh` gives its channel).
+pub fn local_ctx(
+    cfg: &MinionConfig,
+    fun: String,
+    args: Vec<serde_json::Value>,
+    kwargs: std::collections::BTreeMap<String, serde_json::Value>,
+    asker: Option<Arc<dyn crate::files::Ask>>,
+) -> Ctx {
+    let grains_file = crate::grains::grains_file_for(&cfg.load_notes.main_file);
+    let grains = crate::grains::collect_with_file(&cfg.id, &cfg.grains, grains_file.as_deref());
+    Ctx {
+        jid: brine_common::jid::JidGen::new().next(),
+        fun,
+        args,
+        kwargs,
+        grains: Arc::new(RwLock::new(grains)),
+        static_grains: cfg.grains.clone(),
+        grains_file,
+        id: cfg.id.clone(),
+        pki_dir: cfg.pki_dir.clone(),
+        running: Arc::new(RunningJobs::new()),
+        cancel: tokio_util::sync::CancellationToken::new(),
+        events: None,
+        files: Arc::new(crate::files::FileClient::new(
+            asker.clone(),
+            cfg.cachedir.clone(),
+        )),
+        pillar: Arc::new(crate::pillar::Pillar::new(
+            asker,
+            None,
+            &cfg.id,
+            cfg.pillarenv.clone(),
+            cfg.max_frame_bytes,
+        )),
+        saltenv: cfg.saltenv.clone(),
+        master: None,
+        beacons: Arc::new(crate::beacons::Beacons::new(
+            &cfg.beacons,
+            crate::beacons::Beacons::save_path_for(&cfg.load_notes.main_file),
+            None,
+        )),
     }
 }
 

@@ -33,5 +33,6 @@ pub(crate) mod grains;
 pub mod pillar;
 pub(crate) mod running;
 pub mod sls;
+pub mod ssh_run;
 pub mod state;
 pub mod states;

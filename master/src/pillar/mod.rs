@@ -236,7 +236,7 @@ pub(crate) async fn fill_missing(state: &Arc<MasterState>) {
 
 /// Compile minion `id`'s pillar with this master's `pillar_roots`,
 /// replaced by an `_errors`-only pillar when it would not fit in a frame.
-pub(crate) fn compile_checked(
+pub fn compile_checked(
     cfg: &MasterConfig,
     id: &str,
     grains: &Value,

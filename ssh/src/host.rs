@@ -1,0 +1,457 @@
+//! One host's run: connect with `ssh`, make sure this build's runner (the
+//! "thin", our `salt-call`) is on the host, run the function through it and
+//! answer its file server and pillar questions from the local master
+//! config. Invariant: every path ends in one [`HostResult`] (a return, or
+//! Salt-ssh's `{retcode, stderr, stdout}` when the host could not run it),
+//! and the `ssh` child dies with the future (kill on drop), so a deadline
+//! around [`run`] bounds the host completely.
+
+use crate::command::{self, sh_quote, Common, Target};
+use crate::roster::Host;
+use brine_common::config::MasterConfig;
+use brine_common::proto::{Refusal, ReplyBody, RequestBody, Role};
+use brine_master::state::Counters;
+use brine_master::{FileServer, FileServerCtx as FsCtx};
+use brine_minion::ssh_run::{read_frame, write_frame, FromRunner, RunSpec, ToRunner, MAX_FRAME};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Exit code of the remote script when the thin is missing (then it is
+/// uploaded and the run tried once more).
+pub const NO_THIN: i32 = 120;
+/// Most stderr kept per host.
+const STDERR_MAX: usize = 64 * 1024;
+
+/// The runner binary this build uploads.
+#[derive(Debug, Clone)]
+pub struct Thin {
+    pub path: PathBuf,
+    /// First 16 hex digits of its sha256.
+    pub short_hash: String,
+}
+
+impl Thin {
+    /// Hash the runner at `path`.
+    pub fn at(path: PathBuf) -> std::io::Result<Thin> {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(&path)?;
+        let h = hex::encode(Sha256::digest(&bytes));
+        Ok(Thin {
+            path,
+            short_hash: h[..16].to_string(),
+        })
+    }
+}
+
+/// What a run does on each host.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Fun {
+        fun: String,
+        args: Vec<Value>,
+        kwargs: BTreeMap<String, Value>,
+    },
+    /// `-r`: a shell command.
+    Raw(String),
+}
+
+/// Settings shared by every host of one run.
+pub struct Env {
+    pub common: Common,
+    pub thin: Thin,
+    pub master: Arc<MasterConfig>,
+    pub files: Arc<FileServer>,
+    pub counters: Counters,
+    pub user: String,
+    pub privkey: Option<PathBuf>,
+    pub passwd: Option<String>,
+    pub timeout: u64,
+    pub thin_dir: Option<String>,
+    pub key_deploy: bool,
+    pub log_level: String,
+}
+
+/// One host's outcome.
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    pub id: String,
+    pub ret: Value,
+    pub retcode: i32,
+    pub success: bool,
+    pub out: Option<String>,
+    /// The thin was uploaded during this run.
+    pub uploaded: bool,
+}
+
+impl HostResult {
+    /// Salt-ssh's shape for a host that could not run the function.
+    pub fn failed(id: &str, retcode: i32, stderr: &str, stdout: &str) -> HostResult {
+        HostResult {
+            id: id.to_string(),
+            ret: json!({"retcode": retcode, "stderr": stderr, "stdout": stdout}),
+            retcode: if retcode == 0 { 1 } else { retcode },
+            success: false,
+            out: None,
+            uploaded: false,
+        }
+    }
+}
+
+/// Where the thin lives on `h`.
+pub fn thin_dir(env: &Env, h: &Host, user: &str) -> String {
+    if let Some(d) = h.thin_dir.as_ref().or(env.thin_dir.as_ref()) {
+        return d.clone();
+    }
+    let root = h.root_dir.as_deref().unwrap_or("").trim_end_matches('/');
+    format!("{root}/var/tmp/.{user}_brine")
+}
+
+fn target(env: &Env, h: &Host) -> Target {
+    Target {
+        host: h.host.clone(),
+        port: h.port.unwrap_or(22),
+        user: h.user.clone().unwrap_or_else(|| env.user.clone()),
+        privkey: h.privkey.clone().or_else(|| env.privkey.clone()),
+        passwd: h.passwd.clone().or_else(|| env.passwd.clone()),
+        connect_timeout: h.timeout.unwrap_or(env.timeout),
+        ssh_options: h.ssh_options.clone(),
+    }
+}
+
+/// The minion options of the runner on `h`: everything it writes goes
+/// under the thin dir's `running_data` (so under `root_dir` too).
+pub fn runner_opts(h: &Host, thin_dir: &str) -> (Map<String, Value>, String) {
+    let data = format!("{thin_dir}/running_data");
+    let mut o = Map::new();
+    o.insert(
+        "cachedir".into(),
+        json!(format!("{data}/var/cache/salt/minion")),
+    );
+    o.insert(
+        "pki_dir".into(),
+        json!(format!("{data}/etc/salt/pki/minion")),
+    );
+    for (k, v) in &h.minion_opts {
+        o.insert(k.clone(), v.clone());
+    }
+    o.insert("id".into(), json!(h.id));
+    (o, format!("{data}/etc/salt"))
+}
+
+/// What one `ssh` invocation gave.
+struct Exec {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+async fn read_stderr(mut e: tokio::process::ChildStderr) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    // Bounded by the stream: ends at its end or on an error.
+    loop {
+        match e.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if buf.len() < STDERR_MAX {
+                    buf.extend_from_slice(&chunk[..n.min(STDERR_MAX - buf.len())]);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Run `remote` with `input` on stdin and collect everything.
+async fn exec(env: &Env, t: &Target, remote: &str, input: &[u8], pw: bool) -> Exec {
+    let mut child = match command::command(&env.common, t, remote, pw).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Exec {
+                code: 255,
+                stdout: Vec::new(),
+                stderr: format!("cannot run ssh: {e}"),
+            }
+        }
+    };
+    let (Some(mut si), Some(mut so), Some(se)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Exec {
+            code: 255,
+            stdout: Vec::new(),
+            stderr: "ssh: no pipes".into(),
+        };
+    };
+    let err = tokio::spawn(read_stderr(se));
+    let data = input.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = si.write_all(&data).await;
+        drop(si);
+    });
+    let mut stdout = Vec::new();
+    let _ = so.read_to_end(&mut stdout).await;
+    let _ = writer.await;
+    let code = child
+        .wait()
+        .await
+        .ok()
+        .and_then(|s| s.code())
+        .unwrap_or(255);
+    Exec {
+        code,
+        stdout,
+        stderr: err.await.unwrap_or_default(),
+    }
+}
+
+/// Answer one question of the runner on host `id`.
+async fn answer(env: &Env, id: &str, grains: &Value, body: RequestBody) -> ReplyBody {
+    match body {
+        b @ (RequestBody::FileFind { .. }
+        | RequestBody::FileChunk { .. }
+        | RequestBody::FileList { .. }) => {
+            let cx = FsCtx {
+                counters: &env.counters,
+                upstream: None,
+            };
+            env.files.answer(cx, id, Role::Minion, b).await
+        }
+        RequestBody::Pillar { pillarenv } => {
+            let (cfg, id, grains) = (env.master.clone(), id.to_string(), grains.clone());
+            let r = tokio::task::spawn_blocking(move || {
+                brine_master::compile_pillar(&cfg, &id, &grains, pillarenv.as_deref())
+            })
+            .await;
+            match r {
+                Ok(Ok(p)) => ReplyBody::Pillar((*p).clone()),
+                Ok(Err(e)) => ReplyBody::Refused(Refusal::Unavailable(e)),
+                Err(e) => ReplyBody::Refused(Refusal::Unavailable(e.to_string())),
+            }
+        }
+        _ => ReplyBody::Refused(Refusal::Unavailable(
+            "not available over salt-ssh".to_string(),
+        )),
+    }
+}
+
+/// Run the function through the thin: `Ok(result)`, or the ssh/script
+/// exit code and stderr when no `Done` came.
+async fn run_thin(
+    env: &Env,
+    h: &Host,
+    t: &Target,
+    pw: bool,
+    remote: &str,
+    spec: &RunSpec,
+) -> Result<HostResult, (i32, String)> {
+    let mut child = command::command(&env.common, t, remote, pw)
+        .spawn()
+        .map_err(|e| (255, format!("cannot run ssh: {e}")))?;
+    let (Some(mut si), Some(mut so), Some(se)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err((255, "ssh: no pipes".into()));
+    };
+    let err = tokio::spawn(read_stderr(se));
+    let _ = write_frame(&mut si, &ToRunner::Run(spec.clone())).await;
+    let mut grains = json!({});
+    let mut done = None;
+    // Bounded by the channel (and the caller's deadline).
+    loop {
+        match read_frame::<_, FromRunner>(&mut so, MAX_FRAME).await {
+            Ok(Some(FromRunner::Hello { grains: g })) => grains = g,
+            Ok(Some(FromRunner::Ask { n, body })) => {
+                let body = answer(env, &h.id, &grains, body).await;
+                if write_frame(&mut si, &ToRunner::Answer { n, body })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(Some(FromRunner::Done {
+                ret,
+                retcode,
+                success,
+                out,
+            })) => {
+                done = Some(HostResult {
+                    id: h.id.clone(),
+                    ret,
+                    retcode,
+                    success,
+                    out,
+                    uploaded: false,
+                });
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(host = %h.id, error = %e, "bad frame from the runner");
+                break;
+            }
+        }
+    }
+    drop(si);
+    let code = child
+        .wait()
+        .await
+        .ok()
+        .and_then(|s| s.code())
+        .unwrap_or(255);
+    let stderr = err.await.unwrap_or_default();
+    match done {
+        Some(d) => Ok(d),
+        None => Err((code, stderr)),
+    }
+}
+
+/// `--key-deploy`: add the public key of `priv` to the host's
+/// authorized_keys, logging in with the password.
+async fn deploy_key(env: &Env, t: &Target) -> Result<(), String> {
+    let Some(k) = &t.privkey else {
+        return Err("--key-deploy needs --priv".into());
+    };
+    let pubfile = PathBuf::from(format!("{}.pub", k.display()));
+    let key = std::fs::read(&pubfile).map_err(|e| format!("{}: {e}", pubfile.display()))?;
+    let remote = "umask 077; mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys";
+    let r = exec(env, t, remote, &key, true).await;
+    if r.code == 0 {
+        Ok(())
+    } else {
+        Err(r.stderr)
+    }
+}
+
+fn auth_failed(code: i32, stderr: &str) -> bool {
+    code == 255 && stderr.contains("Permission denied")
+}
+
+/// Run `job` on host `h`.
+pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
+    let t = target(env, h);
+    let mut pw = t.passwd.is_some() && !env.key_deploy;
+    let sudo = if h.sudo { "sudo -n " } else { "" };
+    match job {
+        Job::Raw(cmd) => {
+            let remote = if h.sudo {
+                format!("sudo -n sh -c {}", sh_quote(cmd))
+            } else {
+                cmd.clone()
+            };
+            let mut r = exec(env, &t, &remote, &[], pw).await;
+            if auth_failed(r.code, &r.stderr) && env.key_deploy && t.passwd.is_some() {
+                if let Err(e) = deploy_key(env, &t).await {
+                    return HostResult::failed(&h.id, 255, &e, "");
+                }
+                r = exec(env, &t, &remote, &[], pw).await;
+            }
+            let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
+            let mut res = HostResult::failed(&h.id, r.code, &r.stderr, &stdout);
+            res.retcode = r.code;
+            res.success = r.code == 0;
+            res
+        }
+        Job::Fun { fun, args, kwargs } => {
+            let dir = thin_dir(env, h, &t.user);
+            let bin_dir = format!("{dir}/brine-{}", env.thin.short_hash);
+            let bin = format!("{bin_dir}/salt-call");
+            let remote = format!(
+                "T={}; [ -x \"$T\" ] || exit {NO_THIN}; exec {sudo}\"$T\" --ssh-stdio -l {}",
+                sh_quote(&bin),
+                sh_quote(&env.log_level)
+            );
+            let (opts, config_dir) = runner_opts(h, &dir);
+            let spec = RunSpec {
+                fun: fun.clone(),
+                args: args.clone(),
+                kwargs: kwargs.clone(),
+                opts,
+                config_dir,
+            };
+            let mut uploaded = false;
+            let mut deployed = false;
+            // First try, then at most one upload and one key deploy.
+            for _ in 0..3 {
+                match run_thin(env, h, &t, pw, &remote, &spec).await {
+                    Ok(mut r) => {
+                        r.uploaded = uploaded;
+                        return r;
+                    }
+                    Err((code, stderr)) if code == NO_THIN && !uploaded => {
+                        let q = sh_quote(&bin_dir);
+                        let tmp = format!("{bin_dir}/salt-call.tmp.$$");
+                        let script = format!(
+                            "mkdir -p {q} && cat > {t} && chmod 700 {t} && mv -f {t} {b}",
+                            t = sh_quote(&tmp).replace("$$'", "'$$"),
+                            b = sh_quote(&bin)
+                        );
+                        let remote_up = if h.sudo {
+                            format!("sudo -n sh -c {}", sh_quote(&script))
+                        } else {
+                            script
+                        };
+                        let bytes = match std::fs::read(&env.thin.path) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                return HostResult::failed(
+                                    &h.id,
+                                    1,
+                                    &format!("{}: {e}", env.thin.path.display()),
+                                    &stderr,
+                                )
+                            }
+                        };
+                        let r = exec(env, &t, &remote_up, &bytes, pw).await;
+                        if r.code != 0 {
+                            return HostResult::failed(&h.id, r.code, &r.stderr, "");
+                        }
+                        tracing::info!(host = %h.id, dir = %bin_dir, "thin uploaded");
+                        uploaded = true;
+                    }
+                    Err((code, stderr))
+                        if auth_failed(code, &stderr)
+                            && env.key_deploy
+                            && t.passwd.is_some()
+                            && !deployed =>
+                    {
+                        if let Err(e) = deploy_key(env, &t).await {
+                            return HostResult::failed(&h.id, 255, &e, "");
+                        }
+                        deployed = true;
+                        pw = false;
+                    }
+                    Err((code, stderr)) => return HostResult::failed(&h.id, code, &stderr, ""),
+                }
+            }
+            HostResult::failed(&h.id, 1, "the runner did not start after upload", "")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_writes_under_its_thin_dir() {
+        let h = Host {
+            id: "h1".into(),
+            minion_opts: serde_json::from_value(json!({"log_level": "debug", "id": "evil"}))
+                .expect("map"),
+            ..Host::default()
+        };
+        let (o, cfgdir) = runner_opts(&h, "/r/var/tmp/.root_brine");
+        assert_eq!(o["id"], json!("h1"));
+        assert_eq!(o["log_level"], json!("debug"));
+        assert!(o["cachedir"]
+            .as_str()
+            .expect("str")
+            .starts_with("/r/var/tmp/.root_brine/running_data/"));
+        assert!(cfgdir.starts_with("/r/var/tmp/.root_brine/"));
+    }
+}

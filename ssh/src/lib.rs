@@ -1,0 +1,334 @@
+//! `salt-ssh`: run Brine execution functions on hosts of a Salt roster that
+//! have no minion, over the system OpenSSH client with connection sharing.
+//! This build's `salt-call` is the "thin", kept on each host under a
+//! directory named by its hash and uploaded only when missing; the file
+//! server and pillar questions of a run are answered here from the local
+//! master config. Invariant: every targeted host gets exactly one line in
+//! the output (its return, or Salt-ssh's `{retcode, stderr, stdout}`), and
+//! no host waits longer than its deadline.
+
+pub mod command;
+pub mod host;
+pub mod roster;
+
+use brine_common::exit;
+use brine_common::output::{OutputArgs, Printer};
+use clap::Parser;
+use command::{Common, HostKeys};
+use host::{Env, HostResult, Job, Thin};
+use roster::TgtType;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Salt's exit code when any host failed (`EX_AGGREGATE`).
+pub const EX_AGGREGATE: i32 = 20;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "salt-ssh",
+    version,
+    about = "Run functions on hosts over SSH, without a minion"
+)]
+pub struct SshArgs {
+    #[command(flatten)]
+    pub client: brine_common::cli::ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The target is a regular expression over roster ids.
+    #[arg(short = 'E', long = "pcre")]
+    pub pcre: bool,
+    /// The target is a comma-separated list of roster ids.
+    #[arg(short = 'L', long = "list")]
+    pub list: bool,
+    /// Do not check host keys (StrictHostKeyChecking=no).
+    #[arg(short = 'i', long = "ignore-host-keys")]
+    pub ignore_host_keys: bool,
+    /// Remove all host key checking.
+    #[arg(long = "no-host-keys")]
+    pub no_host_keys: bool,
+    /// known_hosts file to check host keys against.
+    #[arg(long = "known-hosts-file")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Private key for login.
+    #[arg(long = "priv")]
+    pub privkey: Option<PathBuf>,
+    /// Default user for login.
+    #[arg(long = "user")]
+    pub user: Option<String>,
+    /// Default password for login (prefer the roster or a key: command
+    /// lines are visible to other users).
+    #[arg(long = "passwd")]
+    pub passwd: Option<String>,
+    /// Hosts run at once.
+    #[arg(long = "max-procs", default_value_t = 25)]
+    pub max_procs: usize,
+    /// Run the arguments as a shell command.
+    #[arg(short = 'r', long = "raw-shell", visible_alias = "raw")]
+    pub raw: bool,
+    /// When key login fails and a password is known, install the key of
+    /// --priv with the password and go on with the key.
+    #[arg(long = "key-deploy")]
+    pub key_deploy: bool,
+    /// Roster file (default: the master config's roster_file, else
+    /// CONFIG_DIR/roster).
+    #[arg(long = "roster-file")]
+    pub roster_file: Option<PathBuf>,
+    /// Print all returns at the end as one document.
+    #[arg(long = "static")]
+    pub static_out: bool,
+    /// SSH connect timeout in seconds.
+    #[arg(short = 't', long = "timeout", default_value_t = 60)]
+    pub timeout: u64,
+    /// The longest one host may take, connection and run, in seconds.
+    #[arg(long = "deadline", default_value_t = 600)]
+    pub deadline: u64,
+    /// Where the thin lives on the hosts (default /var/tmp/.USER_brine).
+    #[arg(long = "thin-dir")]
+    pub thin_dir: Option<String>,
+    /// The runner to upload (default: salt-call beside salt-ssh).
+    #[arg(long = "thin-bin")]
+    pub thin_bin: Option<PathBuf>,
+    /// Target, function and its arguments (or the shell command with -r).
+    #[arg(required = true)]
+    pub words: Vec<String>,
+}
+
+/// Askpass mode: when `ssh` runs this executable for a password, print
+/// the one its environment holds. `Some(exit code)` when in that mode.
+pub fn askpass() -> Option<i32> {
+    let secret = std::env::var_os(command::ASKPASS_ENV)?;
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let mut line = secret.into_encoded_bytes();
+    line.push(b'\n');
+    Some(match out.write_all(&line).and_then(|_| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    })
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".to_string())
+}
+
+/// `roster_file` from the master config file, if it sets one.
+fn roster_from_master(dir: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("master")).ok()?;
+    let v: serde_json::Value = serde_norway::from_str(&text).ok()?;
+    v.get("roster_file")?.as_str().map(PathBuf::from)
+}
+
+fn job_of(args: &SshArgs, rest: &[String]) -> Result<Job, String> {
+    if args.raw {
+        if rest.is_empty() {
+            return Err("-r needs a command".into());
+        }
+        return Ok(Job::Raw(rest.join(" ")));
+    }
+    let Some((fun, words)) = rest.split_first() else {
+        return Err("a function is required (e.g. salt-ssh '*' test.ping)".into());
+    };
+    let (args, kwargs) = brine_common::args::parse_cli_args(words);
+    Ok(Job::Fun {
+        fun: fun.clone(),
+        args,
+        kwargs,
+    })
+}
+
+/// The whole command; returns the exit code.
+pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i32 {
+    let Some((tgt, rest)) = args.words.split_first() else {
+        eprintln!("salt-ssh: a target is required");
+        return exit::USAGE;
+    };
+    let job = match job_of(&args, rest) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("salt-ssh: {e}");
+            return exit::USAGE;
+        }
+    };
+    let roster_path = args
+        .roster_file
+        .clone()
+        .or_else(|| roster_from_master(&args.client.config_dir))
+        .unwrap_or_else(|| args.client.config_dir.join("roster"));
+    let hosts = match roster::load(&roster_path) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("salt-ssh: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let kind = if args.pcre {
+        TgtType::Pcre
+    } else if args.list {
+        TgtType::List
+    } else {
+        TgtType::Glob
+    };
+    let selected = match roster::select(&hosts, tgt, kind) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("salt-ssh: {e}");
+            return exit::USAGE;
+        }
+    };
+    if selected.is_empty() {
+        eprintln!("No hosts found with target {tgt} of type {kind:?}");
+        return exit::NO_MATCH;
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let thin_path = args.thin_bin.clone().unwrap_or_else(|| {
+        exe.parent()
+            .map(|d| d.join("salt-call"))
+            .unwrap_or_default()
+    });
+    let thin = match Thin::at(thin_path.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "salt-ssh: the runner {}: {e} (give it with --thin-bin)",
+                thin_path.display()
+            );
+            return exit::CONFIG;
+        }
+    };
+    let files = match brine_master::FileServer::new(&master) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("salt-ssh: file server: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let host_keys = if args.ignore_host_keys || args.no_host_keys {
+        HostKeys::Ignore
+    } else {
+        HostKeys::Strict
+    };
+    let base = std::env::var_os("BRINE_SSH_CONTROL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/brine-ssh-{}", nix::unistd::getuid())));
+    let control_dir = command::control_dir(&base, host_keys, args.known_hosts_file.as_deref());
+    if let Err(e) = command::private_dir(&base).and_then(|_| command::private_dir(&control_dir)) {
+        eprintln!("salt-ssh: {}: {e}", control_dir.display());
+        return exit::CONFIG;
+    }
+    let env = Arc::new(Env {
+        common: Common {
+            host_keys,
+            known_hosts: args.known_hosts_file.clone(),
+            control_dir,
+            control_persist: 60,
+            askpass: exe,
+        },
+        thin,
+        master: Arc::new(master),
+        files: Arc::new(files),
+        counters: Default::default(),
+        user: args.user.clone().unwrap_or_else(current_user),
+        privkey: args.privkey.clone(),
+        passwd: args.passwd.clone(),
+        timeout: args.timeout,
+        thin_dir: args.thin_dir.clone(),
+        key_deploy: args.key_deploy,
+        log_level: args.client.log_level.clone(),
+    });
+    let job = Arc::new(job);
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.max_procs.max(1)));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HostResult>();
+    let deadline = Duration::from_secs(args.deadline.max(1));
+    let total = selected.len();
+    for h in selected {
+        let (env, job, sem, tx) = (env.clone(), job.clone(), sem.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let r = match tokio::time::timeout(deadline, host::run(&env, &h, &job)).await {
+                Ok(r) => r,
+                Err(_) => HostResult::failed(
+                    &h.id,
+                    255,
+                    &format!("salt-ssh: {} did not finish within {deadline:?}", h.id),
+                    "",
+                ),
+            };
+            let _ = tx.send(r);
+        });
+    }
+    drop(tx);
+    let mut p = Printer::new(
+        std::io::stdout(),
+        args.output.opts(
+            args.static_out,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
+    );
+    let mut failed = 0usize;
+    let mut seen = 0usize;
+    while let Some(r) = rx.recv().await {
+        seen += 1;
+        if !(r.success && r.retcode == 0) {
+            failed += 1;
+        }
+        if let Err(e) = p.minion_with_retcode(&r.id, &r.ret, r.out.as_deref(), r.retcode) {
+            eprintln!("salt-ssh: output failed: {e}");
+            return exit::SOFTWARE;
+        }
+    }
+    if let Err(e) = p.finish() {
+        eprintln!("salt-ssh: output failed: {e}");
+        return exit::SOFTWARE;
+    }
+    if seen < total {
+        eprintln!("salt-ssh: {} hosts gave no result", total - seen);
+        return exit::SOFTWARE;
+    }
+    if failed > 0 {
+        EX_AGGREGATE
+    } else {
+        exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salt_flags_parse() {
+        let a = SshArgs::try_parse_from([
+            "salt-ssh",
+            "-i",
+            "-E",
+            "web.*",
+            "--priv",
+            "/k",
+            "--user",
+            "u",
+            "--max-procs",
+            "5",
+            "-t",
+            "3",
+            "--static",
+            "--out",
+            "json",
+            "test.ping",
+        ])
+        .expect("parse");
+        assert!(a.ignore_host_keys && a.pcre && a.static_out);
+        assert_eq!(a.max_procs, 5);
+        assert_eq!(a.timeout, 3);
+        assert_eq!(a.words, ["web.*", "test.ping"]);
+        let a = SshArgs::try_parse_from(["salt-ssh", "-r", "*", "uname -a"]).expect("raw");
+        match job_of(&a, &a.words[1..]).expect("job") {
+            Job::Raw(c) => assert_eq!(c, "uname -a"),
+            j => panic!("{j:?}"),
+        }
+    }
+}
