@@ -705,6 +705,18 @@ impl Beacons {
         Change::ok(format!("{word} beacon {name} on minion."))
     }
 
+    /// `beacons.reset`: forget the beacons of the config and those added
+    /// at run time (as Salt's reset empties `opts['beacons']`); the
+    /// pillar's stay. Nothing is written: a restart reads the config files
+    /// again.
+    pub fn reset(&self, test: bool) -> Change {
+        if test {
+            return Change::ok("Beacons would be reset.".into());
+        }
+        self.lock().opts.clear();
+        Change::ok("Beacon configuration reset.".into())
+    }
+
     /// Writes the config's beacons (not the pillar's) to
     /// `<config dir>/minion.d/beacons.conf`, as Salt does.
     pub fn save(&self) -> Change {

@@ -96,6 +96,15 @@ pub(super) const FUNCTIONS: &[Function] = &[
         disable_one_h,
     ),
     f(
+        "beacons.reset",
+        &[],
+        "Reset the beacon configuration on the minion: the beacons of the\n\
+         config and those added at run time stop (the pillar's stay) until\n\
+         the minion restarts.\n\n\
+         CLI Example:\n\n    salt '*' beacons.reset\n",
+        reset_h,
+    ),
+    f(
         "beacons.save",
         &[],
         "Save the beacons configured on the minion (not the pillar's) to\n\
@@ -229,6 +238,11 @@ handler!(disable_one_h, |c| {
             .beacons
             .set_enabled(Some(&n), false, c.kwarg_bool("test", false)?),
     )
+});
+
+handler!(reset_h, |c| {
+    refresh(c);
+    done(c.ctx.beacons.reset(c.kwarg_bool("test", false)?))
 });
 
 handler!(save_h, |c| {
@@ -405,6 +419,22 @@ mod tests {
             json!({"averages": {"1m": [0.0, 2.0]}})
         );
         assert_eq!(saved["beacons"]["enabled"], true);
+
+        let r = run(&b, "beacons.reset", vec![], json!({"test": true})).await;
+        assert_eq!(r["comment"], "Beacons would be reset.");
+        assert_ne!(
+            run(&b, "beacons.list", vec![], json!({"return_yaml": false})).await,
+            json!({"beacons": {}})
+        );
+        let r = run(&b, "beacons.reset", vec![], json!({})).await;
+        assert_eq!(
+            r,
+            json!({"comment": "Beacon configuration reset.", "result": true})
+        );
+        assert_eq!(
+            run(&b, "beacons.list", vec![], json!({"return_yaml": false})).await,
+            json!({"beacons": {}})
+        );
     }
 
     #[tokio::test]

@@ -810,6 +810,7 @@ mod tests {
             "beacons.enable_beacon",
             "beacons.disable_beacon",
             "beacons.save",
+            "beacons.reset",
         ] {
             assert!(funs.iter().any(|x| x == f), "{f} registered");
             assert!(
