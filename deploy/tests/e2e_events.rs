@@ -353,6 +353,34 @@ fn minion_events_and_a_beacon_reach_the_bus() {
     assert!(msg.contains("event refused"), "{v}");
     assert!(topo.stat("events_refused") >= 1);
 
+    // `salt-call event.send`: through the running daemon's link, then,
+    // with the daemon stopped, over salt-call's own sign-in.
+    let mut topo = topo;
+    let calls = Watch::start(&topo, &["tagmatch=myapp/call/*", "--out", "json"]);
+    let salt_call = |topo: &Topology, tag: &str| {
+        let out = std::process::Command::new(topo.bin.join("salt-call"))
+            .arg("-c")
+            .arg(&topo.minions[0].config_dir)
+            .args(["event.send", tag, r#"data={"n": 1}"#, "--out", "json"])
+            .output()
+            .expect("salt-call");
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["local"], json!(true), "{v}");
+    };
+    salt_call(&topo, "myapp/call/daemon");
+    let ev = calls.events(1);
+    assert_eq!(ev[0].0, "myapp/call/daemon");
+    assert_eq!(ev[0].1["id"], "minion1", "{}", ev[0].1);
+    assert_eq!(ev[0].1["data"]["n"], 1, "{}", ev[0].1);
+    topo.stop("minion1", false).expect("stop minion1");
+    salt_call(&topo, "myapp/call/alone");
+    let ev = calls.events(1);
+    assert_eq!(ev[0].0, "myapp/call/alone");
+    assert_eq!(ev[0].1["id"], "minion1", "{}", ev[0].1);
+    drop(calls);
+    topo.spawn_minion("minion1").expect("restart minion1");
+
     let b = Watch::start(
         &topo,
         &[

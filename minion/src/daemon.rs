@@ -128,6 +128,12 @@ pub async fn run(cfg: MinionConfig, shutdown: CancellationToken) -> Result<(), M
         asker.clone(),
         shutdown.clone(),
     ));
+    // `salt-call` asks the master through this link (one session per id);
+    // without the socket it signs in itself.
+    let call_socket = crate::caller::socket_path(&cfg);
+    if let Err(e) = crate::caller::serve(&call_socket, asker.clone(), shutdown.clone()) {
+        warn!(path = %call_socket.display(), error = %e, "no salt-call socket: salt-call will sign in on its own");
+    }
     let runner = Arc::new(Runner {
         id: cfg.id.clone(),
         registry: Registry::new(),

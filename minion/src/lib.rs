@@ -8,7 +8,8 @@
 //! - [`beacons`]: Salt's beacons (`diskusage`, `load`, `memusage`,
 //!   `service`, `inotify` by polling, `status`) and the loop that runs
 //!   them and sends their events to the master.
-//! - [`call`]: the `salt-call` command.
+//! - [`call`]: the `salt-call` command; [`caller`]: how it reaches the
+//!   master (the daemon's call socket, or a link of its own).
 //! - `exec`: the execution-module registry (`test`, `cmd`, `cp`, `grains`,
 //!   `pillar`, `sys`, `saltutil`, `key`); turns a job's `fun` + arguments
 //!   into a Salt-shaped return (`exec::Outcome`).
@@ -26,6 +27,7 @@
 
 pub mod beacons;
 pub mod call;
+pub mod caller;
 pub mod daemon;
 pub(crate) mod exec;
 pub mod files;
