@@ -342,6 +342,23 @@ fn states_apply_direct_and_behind_a_syndic() {
         1,
         "queued run ran: {queued}"
     );
+
+    // salt-call state.apply on a minion behind the syndic, through its
+    // daemon's link: the top file matched with its pillar (edge), files
+    // from the top master's tree, nothing left to change.
+    let m = topo.minions.iter().find(|m| m.id == "s1m1").expect("s1m1");
+    let out = std::process::Command::new(topo.bin.join("salt-call"))
+        .arg("-c")
+        .arg(&m.config_dir)
+        .args(["state.apply", "--out", "json"])
+        .output()
+        .expect("salt-call");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = results(&v, "local");
+    assert!(r.contains_key("test_|-edge_only_|-edge_only_|-nop"), "{v}");
+    assert_eq!(by_id(&r, "conf")["result"], json!(true), "{v}");
+    assert_eq!(changed(&r), 0, "{v}");
 }
 
 /// What the system test creates, removed on drop (also when it fails).
