@@ -123,12 +123,18 @@ impl Remote {
         else {
             return Output::failed("ssh: no pipes".into());
         };
-        let data = input.to_vec();
-        let writer = tokio::spawn(async move {
-            let _ = si.write_all(&data).await;
+        // Write, read stdout and read stderr at once, borrowing `input`
+        // (a binary of many MB is not copied per host).
+        let write = async move {
+            let _ = si.write_all(input).await;
             drop(si);
-        });
-        let errors = tokio::spawn(async move {
+        };
+        let read_out = async move {
+            let mut stdout = Vec::new();
+            let _ = so.read_to_end(&mut stdout).await;
+            stdout
+        };
+        let read_err = async move {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             while let Ok(n) = se.read(&mut chunk).await {
@@ -139,10 +145,8 @@ impl Remote {
                 buf.extend_from_slice(&chunk[..n.min(room)]);
             }
             String::from_utf8_lossy(&buf).into_owned()
-        });
-        let mut stdout = Vec::new();
-        let _ = so.read_to_end(&mut stdout).await;
-        let _ = writer.await;
+        };
+        let ((), stdout, stderr) = tokio::join!(write, read_out, read_err);
         let code = child
             .wait()
             .await
@@ -152,7 +156,7 @@ impl Remote {
         Output {
             code,
             stdout,
-            stderr: errors.await.unwrap_or_default(),
+            stderr,
         }
     }
 
