@@ -309,18 +309,20 @@ pub fn parse_probe(out: &str) -> Probe {
 fn process_script(p: &Paths, restart: bool) -> String {
     format!(
         "B={b}; C={c}; P={pid}; L={log}; R={r}\n\
+         live() {{ tr -d '\\0' < /proc/$1/cmdline 2>/dev/null | grep -q .; }}\n\
          pid=$(cat \"$P\" 2>/dev/null)\n\
-         if [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null && tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null | grep -qF -- \"$B\"; then\n\
+         if [ -n \"$pid\" ] && live \"$pid\" && tr '\\0' ' ' < /proc/$pid/cmdline | grep -qF -- \"$B\"; then\n\
            [ \"$R\" = 1 ] || exit 0\n\
            kill \"$pid\"; i=0\n\
-           while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
-           kill -9 \"$pid\" 2>/dev/null\n\
+           while live \"$pid\" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+           live \"$pid\" && kill -9 \"$pid\"\n\
          fi\n\
          mkdir -p \"$(dirname \"$P\")\" \"$(dirname \"$L\")\"\n\
          setsid nohup \"$B\" -c \"$C\" </dev/null >>\"$L\" 2>&1 &\n\
          new=$!; echo \"$new\" > \"$P\"\n\
          sleep 0.5\n\
-         if ! kill -0 \"$new\" 2>/dev/null; then echo \"salt-minion exited at once: $(tail -n 2 \"$L\" | tr '\\n' ' ')\" >&2; exit 1; fi\n",
+         if ! live \"$new\"; then echo \"salt-minion exited at once: $(tail -n 2 \"$L\" | tr '\\n' ' ')\" >&2; exit 1; fi\n\
+         exit 0\n",
         b = sh_quote(&p.bin),
         c = sh_quote(&p.config_dir),
         pid = sh_quote(&p.pid_file),
