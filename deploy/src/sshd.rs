@@ -107,8 +107,8 @@ impl Sshd {
         let conf = dir.join("sshd_config");
         std::fs::write(&conf, cfg).map_err(|e| format!("{}: {e}", conf.display()))?;
         let log_path = dir.join("sshd.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let child = Command::new("/usr/sbin/sshd")
             .arg("-D")
             .arg("-e")

@@ -185,17 +185,16 @@ pub fn paths(d: &Daemon) -> Paths {
     let unit = if d.root_dir.is_none() {
         format!("{}.service", d.kind.binary())
     } else {
-        let clean: String = d
-            .id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let clean: String =
+            d.id.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
         format!("{}-{clean}.service", d.kind.binary())
     };
     Paths {
@@ -412,7 +411,8 @@ impl KeyHome {
                 let o = r
                     .run(&format!("if [ -f {f} ]; then cat {f}; fi"), b"")
                     .await;
-                o.ok().map_err(|e| format!("reading its master's keys: {e}"))?;
+                o.ok()
+                    .map_err(|e| format!("reading its master's keys: {e}"))?;
                 let t = o.text();
                 Ok((!t.trim().is_empty()).then_some(t))
             }
@@ -432,7 +432,11 @@ impl KeyHome {
                     .and_then(|_| std::fs::rename(&tmp, &path))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 let _ = std::fs::remove_file(l.pki_dir.join("minions_pre").join(id));
-                let revoked = if replaced { vec![id.to_string()] } else { vec![] };
+                let revoked = if replaced {
+                    vec![id.to_string()]
+                } else {
+                    vec![]
+                };
                 if let Ok(mut c) =
                     brine_common::client::LocalClient::connect(&l.sock_dir, &l.cachedir).await
                 {
@@ -668,9 +672,8 @@ fn setup(opts: Options, daemons: Vec<Daemon>) -> Result<Ctx, SetupError> {
     let local = match &opts.master_config {
         None => None,
         Some(dir) => {
-            let cfg = brine_common::config::load_master(dir, &[]).map_err(|e| {
-                SetupError(format!("--master-config {}: {e}", dir.display()))
-            })?;
+            let cfg = brine_common::config::load_master(dir, &[])
+                .map_err(|e| SetupError(format!("--master-config {}: {e}", dir.display())))?;
             let masters: Vec<&Daemon> = daemons.iter().filter(|d| d.kind != Kind::Minion).collect();
             // Its id names the master of the fleet it is; a config
             // without a fleet id is taken as the top master's.
@@ -872,10 +875,7 @@ mod tests {
         assert_eq!(p.bin.as_deref(), Some("abc"));
         assert_eq!(p.cfg, None);
         assert!(!p.systemd && p.running && p.pem);
-        assert_eq!(
-            p.public.as_deref(),
-            Some("-----BEGIN PUBLIC KEY-----\nx\n")
-        );
+        assert_eq!(p.public.as_deref(), Some("-----BEGIN PUBLIC KEY-----\nx\n"));
         let p = parse_probe("bin=none\npem=no\n");
         assert_eq!(p, Probe::default());
     }
@@ -902,7 +902,10 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ID   HOST"), "{t}");
         assert!(lines[1].contains("installed  binary, config"), "{t}");
-        assert!(lines[2].ends_with("failed     -               Connection refused"), "{t}");
+        assert!(
+            lines[2].ends_with("failed     -               Connection refused"),
+            "{t}"
+        );
         assert_eq!(summary(&r), "2 host(s): 1 installed, 1 failed");
     }
 

@@ -194,9 +194,13 @@ hosts: [{}]
     )
     .expect("start the master");
     let ret = format!("{top}:4506");
-    launch::wait_ready("top", Some(&mut child), &log, Duration::from_secs(30), || {
-        std::net::TcpStream::connect(&ret).is_ok()
-    })
+    launch::wait_ready(
+        "top",
+        Some(&mut child),
+        &log,
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(&ret).is_ok(),
+    )
     .expect("master ready");
     let _master = Master(child);
     let root = |id: &str| dir.join("hosts").join(id);
