@@ -44,6 +44,10 @@ pub enum ServiceMode {
 pub struct Options {
     /// The `salt-minion` binary to install.
     pub minion_bin: PathBuf,
+    /// Deploy the syndics too (`salt-syndic`, with their role granted).
+    pub syndics: bool,
+    /// The `salt-syndic` binary to install (with `syndics`).
+    pub syndic_bin: PathBuf,
     /// Replace a binary of another version.
     pub upgrade: bool,
     /// Probe and report only.
@@ -126,8 +130,8 @@ struct LocalMaster {
 struct Ctx {
     opts: Options,
     common: Common,
-    binary: Vec<u8>,
-    binary_sha: String,
+    /// The binaries to install by kind, with their sha256.
+    binaries: BTreeMap<Kind, (Vec<u8>, String)>,
     hosts: BTreeMap<String, Host>,
     daemons: Vec<Daemon>,
     local: Option<LocalMaster>,
@@ -168,6 +172,9 @@ pub struct Paths {
     pub config_dir: String,
     /// Its `pki_dir`.
     pub pki_dir: String,
+    /// Where its own key pair goes (`minion.pem`/`.pub`): the `pki_dir` of
+    /// a minion, the `syndic_pki_dir` of a syndic.
+    pub key_dir: String,
     /// `<root>/var/run/salt-minion.pid` (process mode).
     pub pid_file: String,
     /// Its stdout/stderr in process mode.
@@ -197,7 +204,14 @@ pub fn paths(d: &Daemon) -> Paths {
                 .collect();
         format!("{}-{clean}.service", d.kind.binary())
     };
+    let key_dir = match d.kind {
+        Kind::Minion => pki.clone(),
+        Kind::Master | Kind::Syndic => {
+            setting(d, "syndic_pki_dir").unwrap_or_else(|| format!("{pki}/syndic"))
+        }
+    };
     Paths {
+        key_dir,
         bin: s(root.join("usr/bin").join(d.kind.binary())),
         config: d
             .files
@@ -215,10 +229,11 @@ pub fn paths(d: &Daemon) -> Paths {
 /// The systemd unit of minion `d`.
 pub fn unit_text(d: &Daemon, p: &Paths) -> String {
     format!(
-        "# Written by brine-fleet deploy.\n[Unit]\nDescription=Brine minion {id}\n\
+        "# Written by brine-fleet deploy.\n[Unit]\nDescription=Brine {kind} {id}\n\
          After=network-online.target\nWants=network-online.target\n\n[Service]\n\
          Type=simple\nExecStart={bin} -c {dir}\nRestart=on-failure\nRestartSec=2\n\
          KillMode=mixed\nTimeoutStopSec=15\n\n[Install]\nWantedBy=multi-user.target\n",
+        kind = d.kind,
         id = d.id,
         bin = p.bin,
         dir = p.config_dir
@@ -247,7 +262,7 @@ fn probe_script(p: &Paths) -> String {
          if [ -f \"$K/minion.pub\" ]; then echo --pub--; cat \"$K/minion.pub\"; fi\n",
         b = sh_quote(&p.bin),
         c = sh_quote(&p.config),
-        k = sh_quote(&p.pki_dir),
+        k = sh_quote(&p.key_dir),
         pid = sh_quote(&p.pid_file),
         u = sh_quote(&unit_path(p)),
         n = sh_quote(&p.unit),
@@ -320,7 +335,7 @@ fn process_script(p: &Paths, restart: bool) -> String {
          setsid nohup \"$B\" -c \"$C\" </dev/null >>\"$L\" 2>&1 &\n\
          new=$!; echo \"$new\" > \"$P\"\n\
          sleep 0.5\n\
-         if ! live \"$new\"; then echo \"salt-minion exited at once: $(tail -n 2 \"$L\" | tr '\\n' ' ')\" >&2; exit 1; fi\n\
+         if ! live \"$new\"; then echo \"$(basename \"$B\") exited at once: $(tail -n 2 \"$L\" | tr '\\n' ' ')\" >&2; exit 1; fi\n\
          exit 0\n",
         b = sh_quote(&p.bin),
         c = sh_quote(&p.config_dir),
@@ -395,43 +410,84 @@ impl KeyHome {
         Ok((KeyHome::Remote(ctx.remote(&up.id)?, pki), up.id.clone()))
     }
 
-    /// The accepted key stored for `id`, if any.
-    async fn accepted(&self, id: &str) -> Result<Option<String>, String> {
+    /// The accepted key stored for `id` and its syndic grant (the
+    /// fingerprint it was granted to), each if any.
+    async fn accepted(&self, id: &str) -> Result<(Option<String>, Option<String>), String> {
         match self {
             KeyHome::Local(l) => {
-                let path = l.pki_dir.join("minions").join(id);
-                match std::fs::read_to_string(&path) {
+                let read = |path: PathBuf| match std::fs::read_to_string(&path) {
                     Ok(t) => Ok(Some(t)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(format!("{}: {e}", path.display())),
-                }
+                };
+                Ok((
+                    read(l.pki_dir.join("minions").join(id))?,
+                    read(l.pki_dir.join("syndics").join(id))?,
+                ))
             }
             KeyHome::Remote(r, pki) => {
                 let f = sh_quote(&format!("{pki}/minions/{id}"));
+                let g = sh_quote(&format!("{pki}/syndics/{id}"));
                 let o = r
-                    .run(&format!("if [ -f {f} ]; then cat {f}; fi"), b"")
+                    .run(
+                        &format!(
+                            "if [ -f {g} ]; then cat {g}; fi; echo; echo --key--; \
+                             if [ -f {f} ]; then cat {f}; fi"
+                        ),
+                        b"",
+                    )
                     .await;
                 o.ok()
                     .map_err(|e| format!("reading its master's keys: {e}"))?;
                 let t = o.text();
-                Ok((!t.trim().is_empty()).then_some(t))
+                let (grant, key) = t.split_once("--key--\n").unwrap_or(("", ""));
+                let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+                Ok((some(key), some(grant)))
             }
         }
     }
 
     /// Stores `pem` as the accepted key of `id` (a pending key of the id
-    /// is dropped: this one supersedes it) and tells a local master.
-    async fn accept(&self, id: &str, pem: &str, replaced: bool) -> Result<(), String> {
+    /// is dropped: this one supersedes it) and, with `grant`, the syndic
+    /// role for that key's fingerprint; a local master is told.
+    async fn accept(
+        &self,
+        id: &str,
+        pem: Option<&str>,
+        grant: Option<&str>,
+        replaced: bool,
+    ) -> Result<(), String> {
         match self {
             KeyHome::Local(l) => {
-                let dir = l.pki_dir.join("minions");
-                let path = dir.join(id);
-                let tmp = dir.join(format!(".{id}.brine-tmp"));
-                std::fs::create_dir_all(&dir)
-                    .and_then(|_| std::fs::write(&tmp, pem))
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let _ = std::fs::remove_file(l.pki_dir.join("minions_pre").join(id));
+                let write = |sub: &str, text: &str, mode: u32| {
+                    use std::io::Write;
+                    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                    let dir = l.pki_dir.join(sub);
+                    let path = dir.join(id);
+                    let tmp = dir.join(format!(".{id}.brine-tmp"));
+                    let _ = std::fs::remove_file(&tmp);
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)
+                        .and_then(|_| {
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(mode)
+                                .open(&tmp)
+                        })
+                        .and_then(|mut f| f.write_all(text.as_bytes()))
+                        .and_then(|_| std::fs::rename(&tmp, &path))
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                };
+                if let Some(pem) = pem {
+                    write("minions", pem, 0o644)?;
+                    let _ = std::fs::remove_file(l.pki_dir.join("minions_pre").join(id));
+                }
+                if let Some(fp) = grant {
+                    write("syndics", fp, 0o600)?;
+                }
                 let revoked = if replaced {
                     vec![id.to_string()]
                 } else {
@@ -447,11 +503,18 @@ impl KeyHome {
                 Ok(())
             }
             KeyHome::Remote(r, pki) => {
-                r.upload(&format!("{pki}/minions/{id}"), pem.as_bytes(), 0o644, 0o700)
-                    .await
-                    .map_err(|e| format!("writing the accepted key: {e}"))?;
-                let pre = sh_quote(&format!("{pki}/minions_pre/{id}"));
-                let _ = r.run(&format!("rm -f {pre}"), b"").await;
+                if let Some(pem) = pem {
+                    r.upload(&format!("{pki}/minions/{id}"), pem.as_bytes(), 0o644, 0o700)
+                        .await
+                        .map_err(|e| format!("writing the accepted key: {e}"))?;
+                    let pre = sh_quote(&format!("{pki}/minions_pre/{id}"));
+                    let _ = r.run(&format!("rm -f {pre}"), b"").await;
+                }
+                if let Some(fp) = grant {
+                    r.upload(&format!("{pki}/syndics/{id}"), fp.as_bytes(), 0o600, 0o700)
+                        .await
+                        .map_err(|e| format!("granting the syndic role: {e}"))?;
+                }
                 Ok(())
             }
         }
@@ -491,6 +554,10 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
         .first()
         .map(|f| f.text.clone())
         .ok_or_else(|| "no rendered config".to_string())?;
+    let (binary, binary_sha) = ctx
+        .binaries
+        .get(&d.kind)
+        .ok_or_else(|| format!("no {} binary to install", d.kind.binary()))?;
     let out = r.run(&probe_script(&p), b"").await;
     out.ok()?;
     let probe = parse_probe(&out.text());
@@ -503,13 +570,13 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
             changes.push("binary".into());
             true
         }
-        Some(h) if *h == ctx.binary_sha => false,
+        Some(h) if h == binary_sha => false,
         Some(h) if ctx.opts.upgrade => {
             outcome = Outcome::Upgraded;
             changes.push(format!(
                 "binary {} -> {}",
                 &h[..h.len().min(12)],
-                &ctx.binary_sha[..12]
+                &binary_sha[..12]
             ));
             true
         }
@@ -529,13 +596,13 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
     let (new_pair, public) = match (&probe.public, probe.pem) {
         (Some(public), true) => {
             PublicKey::from_pem(public)
-                .map_err(|e| format!("{}/minion.pub does not parse: {e}", p.pki_dir))?;
+                .map_err(|e| format!("{}/minion.pub does not parse: {e}", p.key_dir))?;
             (None, public.clone())
         }
         (None, true) => {
             return Err(format!(
                 "{}/minion.pem is there without minion.pub: remove both or add the public key",
-                p.pki_dir
+                p.key_dir
             ))
         }
         (_, false) if dry => {
@@ -557,7 +624,7 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
     };
     // Pre-accepted on its master.
     let (home, master) = KeyHome::of(ctx, d)?;
-    let accepted = home.accepted(&d.id).await?;
+    let (accepted, granted) = home.accepted(&d.id).await?;
     let accept = match &accepted {
         _ if public.is_empty() => {
             changes.push(format!("accepted on {master}"));
@@ -573,6 +640,16 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
             Some(false)
         }
     };
+    // A syndic's role, granted to this key's fingerprint.
+    let fingerprint = PublicKey::from_pem(&public)
+        .map(|k| k.fingerprint())
+        .unwrap_or_default();
+    let grant = (d.kind == Kind::Syndic
+        && (fingerprint.is_empty() || granted.as_deref().map(str::trim) != Some(&fingerprint)))
+    .then(|| {
+        changes.push(format!("syndic role on {master}"));
+        fingerprint.clone()
+    });
     // The service.
     let systemd = match ctx.opts.service {
         ServiceMode::Auto => probe.systemd,
@@ -599,7 +676,7 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
     }
 
     if bin_write {
-        r.upload(&p.bin, &ctx.binary, 0o755, 0o755)
+        r.upload(&p.bin, binary, 0o755, 0o755)
             .await
             .map_err(|e| format!("uploading the binary: {e}"))?;
     }
@@ -610,7 +687,7 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
     }
     if let Some((pem, public)) = &new_pair {
         r.upload(
-            &format!("{}/minion.pem", p.pki_dir),
+            &format!("{}/minion.pem", p.key_dir),
             pem.as_bytes(),
             0o600,
             0o700,
@@ -618,7 +695,7 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
         .await
         .map_err(|e| format!("writing the key pair: {e}"))?;
         r.upload(
-            &format!("{}/minion.pub", p.pki_dir),
+            &format!("{}/minion.pub", p.key_dir),
             public.as_bytes(),
             0o644,
             0o700,
@@ -626,8 +703,10 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
         .await
         .map_err(|e| format!("writing the key pair: {e}"))?;
     }
-    if let Some(replaced) = accept {
-        home.accept(&d.id, &public, replaced).await?;
+    if accept.is_some() || grant.is_some() {
+        let pem = accept.is_some().then_some(public.as_str());
+        home.accept(&d.id, pem, grant.as_deref(), accept == Some(true))
+            .await?;
     }
     if systemd {
         if unit_write {
@@ -645,7 +724,7 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
         r.run(&process_script(&p, restart), b"")
             .await
             .ok()
-            .map_err(|e| format!("starting salt-minion: {e}"))?;
+            .map_err(|e| format!("starting {}: {e}", d.kind.binary()))?;
     }
     if outcome == Outcome::Unchanged && !changes.is_empty() {
         outcome = Outcome::Updated;
@@ -656,13 +735,22 @@ async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Resul
 /// Reads the binary and the local master config, and opens the ssh
 /// control directory: everything checked before a host is touched.
 fn setup(opts: Options, daemons: Vec<Daemon>) -> Result<Ctx, SetupError> {
-    let binary = std::fs::read(&opts.minion_bin).map_err(|e| {
-        SetupError(format!(
-            "the minion binary {}: {e} (give it with --minion-bin)",
-            opts.minion_bin.display()
-        ))
-    })?;
-    let binary_sha = sha256(&binary);
+    let mut binaries = BTreeMap::new();
+    let mut wanted = vec![(Kind::Minion, &opts.minion_bin, "--minion-bin")];
+    if opts.syndics {
+        wanted.push((Kind::Syndic, &opts.syndic_bin, "--syndic-bin"));
+    }
+    for (kind, path, flag) in wanted {
+        let bytes = std::fs::read(path).map_err(|e| {
+            SetupError(format!(
+                "the {} binary {}: {e} (give it with {flag})",
+                kind.binary(),
+                path.display()
+            ))
+        })?;
+        let sha = sha256(&bytes);
+        binaries.insert(kind, (bytes, sha));
+    }
     let roster = render::roster_text(&daemons);
     let hosts = brine_ssh::roster::parse(&roster, "<fleet plan>")
         .map_err(|e| SetupError(format!("the plan's ssh access: {e}")))?
@@ -711,8 +799,7 @@ fn setup(opts: Options, daemons: Vec<Daemon>) -> Result<Ctx, SetupError> {
     Ok(Ctx {
         opts,
         common,
-        binary,
-        binary_sha,
+        binaries,
         hosts,
         daemons,
         local,
@@ -732,7 +819,7 @@ pub async fn deploy(
         .daemons
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.kind == Kind::Minion)
+        .filter(|(_, d)| d.kind == Kind::Minion || (ctx.opts.syndics && d.kind == Kind::Syndic))
         .map(|(i, _)| i)
         .collect();
     let total = targets.len();
@@ -854,13 +941,13 @@ pub fn summary(reports: &[Report]) -> String {
     format!("{} host(s): {}", reports.len(), parts.join(", "))
 }
 
-/// Where `salt-minion` is by default: beside this executable.
-pub fn default_minion_bin() -> PathBuf {
+/// Where a binary is by default: beside this executable.
+pub fn beside_me(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
         .unwrap_or_default()
-        .join("salt-minion")
+        .join(name)
 }
 
 #[cfg(test)]
@@ -916,6 +1003,7 @@ mod tests {
             config: "/r/etc/salt/minion".into(),
             config_dir: "/r/etc/salt".into(),
             pki_dir: "/r/etc/salt/pki/minion".into(),
+            key_dir: "/r/etc/salt/pki/minion".into(),
             pid_file: "/r/var/run/salt-minion.pid".into(),
             console_log: "/r/var/log/salt/salt-minion.out".into(),
             unit: "salt-minion-m1.service".into(),

@@ -62,6 +62,13 @@ struct DeployArgs {
     /// The salt-minion binary to install (default: beside brine-fleet).
     #[arg(long = "minion-bin")]
     minion_bin: Option<PathBuf>,
+    /// Deploy the syndics too (salt-syndic, key accepted and the syndic
+    /// role granted on their master).
+    #[arg(long)]
+    syndics: bool,
+    /// The salt-syndic binary to install (default: beside brine-fleet).
+    #[arg(long = "syndic-bin")]
+    syndic_bin: Option<PathBuf>,
     /// The config directory of the fleet's master on this machine: keys
     /// are pre-accepted there directly (else over ssh on its host).
     #[arg(long = "master-config")]
@@ -197,7 +204,12 @@ fn run_deploy(args: DeployArgs, daemons: Vec<Daemon>) -> i32 {
         minion_bin: args
             .minion_bin
             .clone()
-            .unwrap_or_else(deploy::default_minion_bin),
+            .unwrap_or_else(|| deploy::beside_me("salt-minion")),
+        syndics: args.syndics,
+        syndic_bin: args
+            .syndic_bin
+            .clone()
+            .unwrap_or_else(|| deploy::beside_me("salt-syndic")),
         upgrade: args.upgrade,
         dry_run: args.dry_run,
         max_procs: args.max_procs,
@@ -223,7 +235,10 @@ fn run_deploy(args: DeployArgs, daemons: Vec<Daemon>) -> i32 {
     };
     let total = daemons
         .iter()
-        .filter(|d| d.kind == brine_fleet::Kind::Minion)
+        .filter(|d| {
+            d.kind == brine_fleet::Kind::Minion
+                || (args.syndics && d.kind == brine_fleet::Kind::Syndic)
+        })
         .count();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = tty.then(|| {

@@ -112,12 +112,36 @@ fn result_of<'a>(out: &'a str, id: &str) -> &'a str {
     row(out, id).split_whitespace().nth(2).unwrap_or("")
 }
 
-#[test]
-fn bulk_deploy_installs_ten_minions_that_sign_in_accepted() {
+/// sshd on `n` loopback addresses (key login with the test's client key,
+/// host keys checked against the test's known_hosts, which also lists one
+/// address where nothing listens), in a fresh temporary directory.
+struct Setup {
+    _sshd: Sshd,
+    bin: PathBuf,
+    fleet_bin: PathBuf,
+    dir: PathBuf,
+    top: String,
+    addrs: Vec<String>,
+    unreachable: String,
+    port: u16,
+    _net: Net,
+    _tmp: tempfile::TempDir,
+}
+
+fn setup(n: usize) -> Setup {
     launch::ensure_built().expect("workspace binaries");
     let bin = launch::bin_dir();
-    launch::require_binaries(&bin, &["salt-master", "salt-minion", "salt", "salt-key"])
-        .expect("binaries");
+    launch::require_binaries(
+        &bin,
+        &[
+            "salt-master",
+            "salt-minion",
+            "salt-syndic",
+            "salt",
+            "salt-key",
+        ],
+    )
+    .expect("binaries");
     let fleet_bin = PathBuf::from(env!("CARGO_BIN_EXE_brine-fleet"));
     let tmp = tempfile::Builder::new()
         .prefix("bdep")
@@ -126,18 +150,13 @@ fn bulk_deploy_installs_ten_minions_that_sign_in_accepted() {
     let dir = tmp.path().to_path_buf();
     let net = Net::fresh().expect("loopback block");
     let top = net.host(1).unwrap();
-    let addrs: Vec<String> = (0..HOSTS)
-        .map(|n| net.host(n as u32 + 2).unwrap())
-        .collect();
-    let unreachable = net.host(HOSTS as u32 + 2).unwrap();
+    let addrs: Vec<String> = (0..n).map(|i| net.host(i as u32 + 2).unwrap()).collect();
+    let unreachable = net.host(n as u32 + 2).unwrap();
     let port = sshd::free_port(&addrs[0]).unwrap();
-
-    // sshd on ten addresses, key login with the test's client key, host
-    // keys checked against the test's known_hosts.
     let host_pub = sshd::keygen(&dir.join("host_key")).unwrap();
     let client_pub = sshd::keygen(&dir.join("id_client")).unwrap();
     std::fs::write(dir.join("authorized_keys"), &client_pub).unwrap();
-    let _sshd = Sshd::start(&dir, port, &addrs, dir.join("c")).expect("sshd");
+    let sshd = Sshd::start(&dir, port, &addrs, dir.join("c")).expect("sshd");
     let key = sshd::key_of(&host_pub);
     let known: String = addrs
         .iter()
@@ -145,6 +164,98 @@ fn bulk_deploy_installs_ten_minions_that_sign_in_accepted() {
         .map(|a| format!("[{a}]:{port} {key}\n"))
         .collect();
     std::fs::write(dir.join("known_hosts"), known).unwrap();
+    Setup {
+        _sshd: sshd,
+        bin,
+        fleet_bin,
+        dir,
+        top,
+        addrs,
+        unreachable,
+        port,
+        _net: net,
+        _tmp: tmp,
+    }
+}
+
+impl Setup {
+    /// Renders `fleet` into `out/` and starts its top master from there.
+    fn render_and_start_master(&self, fleet: &str) -> (Master, PathBuf) {
+        let dir = &self.dir;
+        let render = Command::new(&self.fleet_bin)
+            .arg("render")
+            .arg(dir.join(fleet))
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .unwrap();
+        assert_eq!(render.status.code(), Some(0), "{}", text(&render));
+        let log = dir.join("top.log");
+        let mut child = launch::spawn_daemon(
+            &self.bin.join("salt-master"),
+            &dir.join("out/top"),
+            &log,
+            &launch::DAEMON_ENV,
+        )
+        .expect("start the master");
+        let ret = format!("{}:4506", self.top);
+        launch::wait_ready(
+            "top",
+            Some(&mut child),
+            &log,
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(&ret).is_ok(),
+        )
+        .expect("master ready");
+        (Master(child), log)
+    }
+
+    fn rig(&self) -> Rig {
+        Rig {
+            dir: self.dir.clone(),
+            fleet_bin: self.fleet_bin.clone(),
+        }
+    }
+
+    /// A CLI of the top master.
+    fn cli(&self, exe: &str, args: &[&str]) -> Output {
+        Command::new(self.bin.join(exe))
+            .arg("-c")
+            .arg(self.dir.join("out/top"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cli")
+    }
+
+    /// Polls `salt '*' test.ping` on the top until every id answers.
+    fn all_answer(&self, ids: &[String], wait: Duration) -> Result<(), String> {
+        let mut last = String::new();
+        let ok = launch::poll_until(wait, Duration::from_millis(500), || {
+            let o = self.cli("salt", &["*", "test.ping", "--out", "json", "--static"]);
+            last = text(&o);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            ids.iter().all(|id| v[id] == Value::Bool(true))
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(last)
+        }
+    }
+}
+
+#[test]
+fn bulk_deploy_installs_ten_minions_that_sign_in_accepted() {
+    let su = setup(HOSTS);
+    let (dir, top, addrs, unreachable, port, bin) = (
+        su.dir.clone(),
+        su.top.clone(),
+        su.addrs.clone(),
+        su.unreachable.clone(),
+        su.port,
+        su.bin.clone(),
+    );
 
     // The fleet: ten minions of the top master, each under its own root.
     let ids: Vec<String> = (1..=HOSTS).map(|n| format!("dm{n:02}")).collect();
@@ -175,44 +286,14 @@ hosts: [{}]
     std::fs::write(dir.join("down.yaml"), fleet(&with_down)).unwrap();
     std::fs::write(dir.join("one.yaml"), fleet(&hosts[..1])).unwrap();
 
-    let render = Command::new(&fleet_bin)
-        .arg("render")
-        .arg(dir.join("fleet.yaml"))
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
-    assert_eq!(render.status.code(), Some(0), "{}", text(&render));
-
-    // The top master, from its rendered config.
-    let log = dir.join("top.log");
-    let mut child = launch::spawn_daemon(
-        &bin.join("salt-master"),
-        &dir.join("out/top"),
-        &log,
-        &launch::DAEMON_ENV,
-    )
-    .expect("start the master");
-    let ret = format!("{top}:4506");
-    launch::wait_ready(
-        "top",
-        Some(&mut child),
-        &log,
-        Duration::from_secs(30),
-        || std::net::TcpStream::connect(&ret).is_ok(),
-    )
-    .expect("master ready");
-    let _master = Master(child);
+    let (_master, log) = su.render_and_start_master("fleet.yaml");
     let root = |id: &str| dir.join("hosts").join(id);
     let _minions = Minions(
         ids.iter()
             .map(|id| root(id).join("var/run/salt-minion.pid"))
             .collect(),
     );
-    let rig = Rig {
-        dir: dir.clone(),
-        fleet_bin,
-    };
+    let rig = su.rig();
 
     // --dry-run: every host would change, nothing is written.
     let o = rig.deploy("fleet.yaml", &["--dry-run"]);
@@ -230,7 +311,9 @@ hosts: [{}]
     );
 
     // The deploy: all ten installed and started.
+    let t0 = std::time::Instant::now();
     let o = rig.deploy("fleet.yaml", &[]);
+    eprintln!("first deploy of ten: {:?}", t0.elapsed());
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(out.contains("10 host(s): 10 installed"), "{}", text(&o));
@@ -256,27 +339,16 @@ hosts: [{}]
 
     // They sign in accepted: no salt-key -A, nothing pending, and all ten
     // answer test.ping.
-    let cli = |exe: &str, args: &[&str]| {
-        Command::new(bin.join(exe))
-            .arg("-c")
-            .arg(dir.join("out/top"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cli")
-    };
+    let t0 = std::time::Instant::now();
+    if let Err(last) = su.all_answer(&ids, Duration::from_secs(90)) {
+        panic!(
+            "not all ten answered: {last}\nmaster log: {}",
+            launch::log_tail(&log)
+        );
+    }
+    eprintln!("all ten answered {:?} after the deploy", t0.elapsed());
+    let cli = |exe: &str, args: &[&str]| su.cli(exe, args);
     let mut last = String::new();
-    let answered = launch::poll_until(Duration::from_secs(90), Duration::from_millis(500), || {
-        let o = cli("salt", &["*", "test.ping", "--out", "json", "--static"]);
-        last = text(&o);
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        ids.iter().all(|id| v[id] == Value::Bool(true))
-    });
-    assert!(
-        answered,
-        "not all ten answered: {last}\nmaster log: {}",
-        launch::log_tail(&log)
-    );
     let keys: Value =
         serde_json::from_slice(&cli("salt-key", &["-L", "--out", "json"]).stdout).unwrap();
     assert_eq!(keys["minions_pre"], serde_json::json!([]), "{keys}");
@@ -291,7 +363,9 @@ hosts: [{}]
         .iter()
         .map(|id| std::fs::read_to_string(root(id).join("var/run/salt-minion.pid")).unwrap())
         .collect();
+    let t0 = std::time::Instant::now();
     let o = rig.deploy("fleet.yaml", &[]);
+    eprintln!("second deploy of ten (no changes): {:?}", t0.elapsed());
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(out.contains("10 host(s): 10 unchanged"), "{}", text(&o));
@@ -354,4 +428,74 @@ hosts: [{}]
         v["dm01"] == Value::Bool(true)
     });
     assert!(answered, "the upgraded dm01 does not answer: {last}");
+}
+
+#[test]
+fn syndics_deploy_with_their_role_and_minions_answer_through_them() {
+    let su = setup(3);
+    let dir = su.dir.clone();
+    let syn = &su.addrs[0];
+    let (pubp, retp) = (sshd::free_port(syn).unwrap(), sshd::free_port(syn).unwrap());
+    let ids = ["ds-m1".to_string(), "ds-m2".to_string()];
+    let fleet = format!(
+        "\
+master: {{id: top, host: {top}}}
+defaults:
+  ssh_port: {port}
+  root_dir: '{root}/{{id}}'
+  master_opts: {{log_level: info, heartbeat_interval: 1, syndic_forward_interval_ms: 20,
+                 syndic_acceptance_wait_time: 1, syndic_recon_default: 200}}
+  minion_opts: {{log_level: info, acceptance_wait_time: 1, recon_default: 200,
+                 recon_max: 2000, random_reauth_delay: 1}}
+datacenters:
+  dc1:
+    syndics: [{{id: ds-syn, host: {syn}, publish_port: {pubp}, ret_port: {retp}}}]
+    hosts: [{{id: ds-m1, host: {a1}}}, {{id: ds-m2, host: {a2}}}]
+",
+        top = su.top,
+        port = su.port,
+        root = dir.join("hosts").display(),
+        a1 = su.addrs[1],
+        a2 = su.addrs[2],
+    );
+    std::fs::write(dir.join("fleet.yaml"), fleet).unwrap();
+    let (_master, log) = su.render_and_start_master("fleet.yaml");
+    let root = |id: &str| dir.join("hosts").join(id);
+    let _daemons = Minions(vec![
+        root("ds-m1").join("var/run/salt-minion.pid"),
+        root("ds-m2").join("var/run/salt-minion.pid"),
+        root("ds-syn").join("var/run/salt-syndic.pid"),
+    ]);
+    let rig = su.rig();
+    let o = rig.deploy("fleet.yaml", &["--syndics"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(out.contains("3 host(s): 3 installed"), "{}", text(&o));
+    assert!(
+        row(&out, "ds-syn").contains("accepted on top, syndic role on top"),
+        "{}",
+        text(&o)
+    );
+    for id in &ids {
+        assert!(row(&out, id).contains("accepted on ds-syn"), "{}", text(&o));
+    }
+    // The syndic's key pair is in its syndic_pki_dir, granted on the top.
+    let syn_pki = root("ds-syn").join("etc/salt/pki/master");
+    assert!(syn_pki.join("syndic/minion.pem").exists());
+    assert!(root("top")
+        .join("etc/salt/pki/master/syndics/ds-syn")
+        .exists());
+    for id in &ids {
+        assert!(syn_pki.join("minions").join(id).exists(), "{id}");
+    }
+    if let Err(last) = su.all_answer(&ids, Duration::from_secs(90)) {
+        panic!(
+            "the minions did not answer through the syndic: {last}\nmaster log: {}",
+            launch::log_tail(&log)
+        );
+    }
+    let o = rig.deploy("fleet.yaml", &["--syndics"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(out.contains("3 host(s): 3 unchanged"), "{}", text(&o));
 }
