@@ -5,7 +5,9 @@
 //! deploying side (only when the host has none) and pre-accepted on the
 //! master the minion reports to (Salt's `--gen-keys` + preseed), and a
 //! service (a systemd unit when PID 1 is systemd, else a background process
-//! with a pid file under the root).
+//! with a pid file under the root). With `--syndics` the syndics go too:
+//! `salt-syndic`, its key pair in its `syndic_pki_dir`, accepted on the
+//! master above it and granted the syndic role there.
 //!
 //! Invariant: every host is first probed read-only (hashes of what is
 //! installed, its public key, whether the minion runs), and only what
@@ -141,6 +143,10 @@ struct Ctx {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SetupError(pub String);
+
+/// The key store's staging directory under a master's `pki_dir` (never
+/// listed as keys): temporary files of accepted keys and grants go there.
+const STAGING: &str = ".staging";
 
 /// hex sha256.
 fn sha256(bytes: &[u8]) -> String {
@@ -464,12 +470,14 @@ impl KeyHome {
                     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
                     let dir = l.pki_dir.join(sub);
                     let path = dir.join(id);
-                    let tmp = dir.join(format!(".{id}.brine-tmp"));
+                    // Staged where the key store stages (never listed).
+                    let staging = l.pki_dir.join(STAGING);
+                    let tmp = staging.join(format!("{id}.brine-tmp.{}", std::process::id()));
                     let _ = std::fs::remove_file(&tmp);
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&dir)
+                    let mut mk = std::fs::DirBuilder::new();
+                    mk.recursive(true).mode(0o700);
+                    mk.create(&dir)
+                        .and_then(|_| mk.create(&staging))
                         .and_then(|_| {
                             std::fs::OpenOptions::new()
                                 .write(true)
@@ -504,16 +512,28 @@ impl KeyHome {
             }
             KeyHome::Remote(r, pki) => {
                 if let Some(pem) = pem {
-                    r.upload(&format!("{pki}/minions/{id}"), pem.as_bytes(), 0o644, 0o700)
-                        .await
-                        .map_err(|e| format!("writing the accepted key: {e}"))?;
+                    r.upload_via(
+                        &format!("{pki}/minions/{id}"),
+                        pem.as_bytes(),
+                        0o644,
+                        0o700,
+                        Some(&format!("{pki}/{STAGING}")),
+                    )
+                    .await
+                    .map_err(|e| format!("writing the accepted key: {e}"))?;
                     let pre = sh_quote(&format!("{pki}/minions_pre/{id}"));
                     let _ = r.run(&format!("rm -f {pre}"), b"").await;
                 }
                 if let Some(fp) = grant {
-                    r.upload(&format!("{pki}/syndics/{id}"), fp.as_bytes(), 0o600, 0o700)
-                        .await
-                        .map_err(|e| format!("granting the syndic role: {e}"))?;
+                    r.upload_via(
+                        &format!("{pki}/syndics/{id}"),
+                        fp.as_bytes(),
+                        0o600,
+                        0o700,
+                        Some(&format!("{pki}/{STAGING}")),
+                    )
+                    .await
+                    .map_err(|e| format!("granting the syndic role: {e}"))?;
                 }
                 Ok(())
             }

@@ -163,7 +163,7 @@ impl Remote {
     /// Writes `bytes` to `path` on the host with `mode` (octal, e.g.
     /// 0o644): into a temporary file beside it, then renamed over it, so a
     /// reader never sees half a file and a running binary is replaced
-    /// safely. The parent directory is created (0755, or 0700 for `dir_mode`).
+    /// safely. The parent directory is created (with `dir_mode`).
     pub async fn upload(
         &self,
         path: &str,
@@ -171,7 +171,21 @@ impl Remote {
         mode: u32,
         dir_mode: u32,
     ) -> Result<(), String> {
-        let script = upload_script(path, mode, dir_mode);
+        self.upload_via(path, bytes, mode, dir_mode, None).await
+    }
+
+    /// [`Remote::upload`] with the temporary file in `staging` (created
+    /// 0700; on the same file system), for directories whose every file
+    /// is read, such as a master's key directories.
+    pub async fn upload_via(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+        dir_mode: u32,
+        staging: Option<&str>,
+    ) -> Result<(), String> {
+        let script = upload_script(path, mode, dir_mode, staging);
         self.run(&script, bytes).await.ok()
     }
 
@@ -194,13 +208,20 @@ impl Remote {
     }
 }
 
-/// The script [`Remote::upload`] runs: stdin into `path` atomically.
-pub fn upload_script(path: &str, mode: u32, dir_mode: u32) -> String {
+/// The script [`Remote::upload_via`] runs: stdin into `path` atomically.
+pub fn upload_script(path: &str, mode: u32, dir_mode: u32, staging: Option<&str>) -> String {
     let p = sh_quote(path);
+    let tmp = match staging {
+        Some(dir) => format!(
+            "s={}; [ -d \"$s\" ] || mkdir -p -m 700 \"$s\"; t=\"$s/$(basename \"$f\").brine-tmp.$$\"",
+            sh_quote(dir)
+        ),
+        None => "t=\"$f.brine-tmp.$$\"".to_string(),
+    };
     format!(
         "set -e; f={p}; d=$(dirname \"$f\"); \
          [ -d \"$d\" ] || mkdir -p -m {dir_mode:o} \"$d\"; \
-         t=\"$f.brine-tmp.$$\"; trap 'rm -f \"$t\"' EXIT; \
+         {tmp}; trap 'rm -f \"$t\"' EXIT; \
          umask 077; cat > \"$t\"; chmod {mode:o} \"$t\"; mv -f \"$t\" \"$f\"; trap - EXIT"
     )
 }
@@ -211,11 +232,14 @@ mod tests {
 
     #[test]
     fn upload_script_quotes_and_renames() {
-        let s = upload_script("/r/it's/etc/salt/minion", 0o644, 0o755);
+        let s = upload_script("/r/it's/etc/salt/minion", 0o644, 0o755, None);
         assert!(s.contains(r"f='/r/it'\''s/etc/salt/minion'"), "{s}");
         assert!(s.contains("chmod 644"), "{s}");
         assert!(s.contains("mkdir -p -m 755"), "{s}");
         assert!(s.contains("mv -f"), "{s}");
+        let s = upload_script("/p/minions/m1", 0o644, 0o700, Some("/p/.staging"));
+        assert!(s.contains("s='/p/.staging'"), "{s}");
+        assert!(s.contains(r#"t="$s/$(basename "$f").brine-tmp.$$""#), "{s}");
     }
 
     #[test]
