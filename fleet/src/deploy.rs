@@ -256,6 +256,7 @@ fn unit_path(p: &Paths) -> String {
 fn probe_script(p: &Paths) -> String {
     format!(
         "B={b}; C={c}; K={k}; P={pid}; U={u}; N={n}\n\
+         command -v sha256sum >/dev/null || {{ echo 'sha256sum (coreutils) not found on the host' >&2; exit 3; }}\n\
          h() {{ if [ -f \"$1\" ]; then sha256sum \"$1\" | cut -d' ' -f1; else echo none; fi; }}\n\
          echo \"bin=$(h \"$B\")\"; echo \"cfg=$(h \"$C\")\"; echo \"unit=$(h \"$U\")\"\n\
          if [ \"$(cat /proc/1/comm 2>/dev/null)\" = systemd ]; then echo systemd=yes; \
@@ -541,6 +542,22 @@ impl KeyHome {
     }
 }
 
+/// The id names a file in its master's key directories: refused when it
+/// could not be one there (as the master's key store refuses it).
+pub fn key_file_name(id: &str) -> Result<(), String> {
+    let bad = id.is_empty()
+        || id.starts_with('.')
+        || id
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control() || c.is_whitespace());
+    if bad {
+        return Err(format!(
+            "{id:?} cannot be a minion key name (no '/', '\\', leading '.', spaces or control characters)"
+        ));
+    }
+    Ok(())
+}
+
 fn same_key(a: &str, b: &str) -> bool {
     match (PublicKey::from_pem(a), PublicKey::from_pem(b)) {
         (Ok(x), Ok(y)) => x.pem() == y.pem(),
@@ -567,6 +584,7 @@ async fn deploy_one(ctx: &Ctx, d: &Daemon) -> Report {
 
 async fn deploy_steps(ctx: &Ctx, d: &Daemon, changes: &mut Vec<String>) -> Result<Outcome, String> {
     let dry = ctx.opts.dry_run;
+    key_file_name(&d.id)?;
     let r = ctx.remote(&d.id)?;
     let p = paths(d);
     let cfg_text = d
@@ -1014,6 +1032,14 @@ mod tests {
             "{t}"
         );
         assert_eq!(summary(&r), "2 host(s): 1 installed, 1 failed");
+    }
+
+    #[test]
+    fn key_names() {
+        assert!(key_file_name("web1.dc1").is_ok());
+        for bad in ["", ".hidden", "../x", "a/b", "a b", "a\\b", "a\nb"] {
+            assert!(key_file_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
