@@ -4,9 +4,13 @@
 //! `brine-fleet deploy`: `--dry-run` writes nothing; the deploy installs
 //! all ten, their salt-minion processes start and sign in already accepted
 //! (no `salt-key -A`), and `salt '*' test.ping` answers from all ten; a
-//! second deploy reports ten unchanged; an unreachable host is reported
+//! second deploy reports ten unchanged and restarts nothing; a minion that
+//! was killed is started again by the next deploy (that host alone
+//! `updated`); an unreachable host is reported
 //! failed with its reason and exit 20 while the others are fine; a binary
 //! of another version is refused without `--upgrade` and replaced with it.
+//! A second test deploys a syndic (`--syndics`) and two minions behind it,
+//! which answer on the top through it.
 //! Every minion is stopped by the PID of its pid file, the master and sshd
 //! by PID, also when the test fails.
 
@@ -373,6 +377,28 @@ hosts: [{}]
         let now = std::fs::read_to_string(root(id).join("var/run/salt-minion.pid")).unwrap();
         assert_eq!(&now, pid, "{id} was restarted");
     }
+
+    // A minion that died is started again, and only that one.
+    let dead = pids[1].trim().to_string();
+    let _ = Command::new("kill").args(["-KILL", &dead]).status();
+    assert!(
+        launch::poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !alive(&dead)
+        }),
+        "dm02 did not die"
+    );
+    let o = rig.deploy("fleet.yaml", &[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        out.contains("10 host(s): 1 updated, 9 unchanged"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(result_of(&out, "dm02"), "updated", "{}", text(&o));
+    assert!(row(&out, "dm02").contains("started"), "{}", text(&o));
+    let again = std::fs::read_to_string(root("dm02").join("var/run/salt-minion.pid")).unwrap();
+    assert!(alive(again.trim()), "dm02 was not started again");
 
     // An unreachable host fails with its reason; the others are fine.
     let o = rig.deploy("down.yaml", &[]);
