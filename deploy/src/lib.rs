@@ -10,6 +10,7 @@
 //! - [`watch`]: `salt-run state.event` on a master, its events read
 //!   line by line.
 //! - [`memory`]: a process's resident memory (`VmRSS`).
+//! - [`sshd`]: a real OpenSSH server on loopback for the ssh tests.
 //! - [`peer`], [`mitm`], [`hostile`]: protocol peers driven by hand, a
 //!   man in the middle and raw ZMTP, for hostile-input tests.
 //!
@@ -21,5 +22,6 @@ pub mod launch;
 pub mod memory;
 pub mod mitm;
 pub mod peer;
+pub mod sshd;
 pub mod topology;
 pub mod watch;

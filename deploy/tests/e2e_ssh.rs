@@ -9,56 +9,18 @@
 //! end (by PID and by `ssh -O exit`), also on failure.
 
 use brine_deploy::launch::{self, Net};
+use brine_deploy::sshd::{self, Sshd};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Sshd {
-    child: Child,
-    control: PathBuf,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        // Close the shared connections first (their ssh masters would
-        // otherwise linger for ControlPersist), then sshd itself.
-        for sub in std::fs::read_dir(&self.control)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for sock in std::fs::read_dir(sub.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = Command::new("ssh")
-                    .arg("-o")
-                    .arg(format!("ControlPath={}", sock.path().display()))
-                    .args(["-O", "exit", "x"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        launch::stop(&mut self.child, launch::Stop::Term(Duration::from_secs(5)));
-    }
-}
-
 fn keygen(path: &Path) -> String {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    std::fs::read_to_string(path.with_extension("pub")).expect("pub")
+    sshd::keygen(path).expect("ssh-keygen")
 }
 
 fn free_port(host: &str) -> u16 {
-    let l = std::net::TcpListener::bind((host, 0)).expect("bind");
-    l.local_addr().expect("addr").port()
+    sshd::free_port(host).expect("free port")
 }
 
 fn write(path: &Path, text: &str) {
@@ -140,52 +102,10 @@ fn salt_ssh_end_to_end() {
     let other_pub = keygen(&dir.join("other_key"));
     let client_pub = keygen(&dir.join("id_client"));
     write(&dir.join("authorized_keys"), &client_pub);
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let mut cfg = format!(
-        "Port {port}\nHostKey {}\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
-         AuthorizedKeysFile {}\nPidFile {}\nPasswordAuthentication no\n\
-         MaxSessions 50\nMaxStartups 100\n",
-        dir.join("host_key").display(),
-        dir.join("authorized_keys").display(),
-        dir.join("sshd.pid").display()
-    );
     // Four listening "hosts"; the fifth address has nothing listening.
-    for a in &addrs[..4] {
-        cfg.push_str(&format!("ListenAddress {a}\n"));
-    }
-    write(&dir.join("sshd_config"), &cfg);
-    let log = std::fs::File::create(dir.join("sshd.log")).expect("log");
-    let child = Command::new("/usr/sbin/sshd")
-        .arg("-D")
-        .arg("-e")
-        .arg("-f")
-        .arg(dir.join("sshd_config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("sshd");
-    let _sshd = Sshd {
-        child,
-        control: dir.join("c"),
-    };
-    assert!(
-        launch::poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
-            std::net::TcpStream::connect((addrs[3].as_str(), port)).is_ok()
-        }),
-        "sshd did not listen: {}",
-        launch::log_tail(&dir.join("sshd.log"))
-    );
-    let key = host_pub
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let wrong = other_pub
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let _sshd = Sshd::start(&dir, port, &addrs[..4], dir.join("c")).expect("sshd");
+    let key = sshd::key_of(&host_pub);
+    let wrong = sshd::key_of(&other_pub);
     let mut kh = String::new();
     for a in &addrs[..3] {
         kh.push_str(&format!("[{a}]:{port} {key}\n"));

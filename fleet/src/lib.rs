@@ -11,6 +11,7 @@
 //! passed every check, and it is deterministic (same file and rosters,
 //! same daemons, same bytes).
 
+pub mod deploy;
 pub mod layout;
 pub mod render;
 pub mod spec;

@@ -9,6 +9,7 @@
 
 pub mod command;
 pub mod host;
+pub mod remote;
 pub mod roster;
 
 use brine_common::exit;
