@@ -75,6 +75,10 @@ pub struct RunMeta {
     /// unknown publish key) or that a silent master caused.
     #[serde(default)]
     pub minion_reauths: u64,
+    /// The simulated minions' sign-ins by the syndic (or master) they
+    /// sign in to, with the cause of every sign-in after a minion's first.
+    #[serde(default)]
+    pub sign_ins_by_tier: BTreeMap<String, crate::brine::sim::SignIns>,
     /// Publish signatures the simulated minions checked with RSA, and
     /// checks they shared within a worker (0 with `--verify-each`).
     #[serde(default)]
@@ -437,6 +441,20 @@ impl Report {
                 m.returns_resent,
                 m.trace_over_completion
             );
+            for (id, n) in &m.sign_ins_by_tier {
+                let _ = writeln!(
+                    s,
+                    "  sign-ins via {id}: {} ({} again: re-auth answer {}, re-auth publish {}, unknown publish key {}, silent master {}; sign-in requests resent {}, slowest first sign-in {} ms)",
+                    n.accepted,
+                    n.again,
+                    n.reauth_reply,
+                    n.reauth_publish,
+                    n.unknown_key,
+                    n.silent_master,
+                    n.resent,
+                    n.first_max_ms
+                );
+            }
             let _ = writeln!(
                 s,
                 "publish signatures checked with RSA {}, answered from the worker's memo {}{}",

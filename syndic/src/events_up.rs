@@ -1,7 +1,8 @@
 //! Events upward: one task subscribes to the syndic's own bus with the
 //! `syndic_forward_events` globs and sends what it gets to the master
-//! above in [`RequestBody::SyndicEvents`] batches (up to [`BATCH`] events,
-//! or every [`EVERY`]), each event with its syndic path: the path it came
+//! above in [`RequestBody::SyndicEvents`] batches (up to [`BATCH`] events;
+//! by the forwarder's adaptive rule [`batch_due`]: at once while none is
+//! on its way, else on an answer, a full batch, or after [`EVERY`]), each event with its syndic path: the path it came
 //! by from below (if it did) with this syndic appended, so a tier above
 //! that is itself a syndic forwards it further with its own id.
 //!
@@ -13,7 +14,7 @@
 //! when it accepts the forwarded return (see
 //! [`brine_master::events::never_forwarded`]).
 
-use crate::forward::Uplink;
+use crate::forward::{batch_due, Uplink};
 use brine_common::proto::{ForwardedEvent, RequestBody};
 use brine_master::events::{self, EventBus, Subscription};
 use std::collections::VecDeque;
@@ -32,7 +33,7 @@ pub const QUEUE: usize = 10_000;
 /// Most events in one request.
 pub const BATCH: usize = 100;
 
-/// How long an event waits for more to fill its batch, at most.
+/// How long an event waits behind a batch on its way, at most.
 pub const EVERY: Duration = Duration::from_millis(50);
 
 /// Batches on their way up and not yet answered, at most.
@@ -93,7 +94,13 @@ pub async fn run<U: Uplink>(
         let signed_in = up.session().is_some();
         while signed_in
             && window.len() < IN_FLIGHT
-            && (queue.len() >= BATCH || (!queue.is_empty() && last_flush.elapsed() >= EVERY))
+            && batch_due(
+                queue.len(),
+                BATCH,
+                window.len(),
+                last_flush.elapsed(),
+                EVERY,
+            )
         {
             let n = queue.len().min(BATCH);
             let batch: Vec<ForwardedEvent> = queue.drain(..n).collect();

@@ -6,9 +6,10 @@
 //! (jobs relayed from above, and with `syndic_forward_all` the jobs
 //! published here or sent up from below), before it acknowledged it to its
 //! minion. The forwarder reads the outbox from a cursor, sends batches
-//! (every `syndic_forward_interval_ms`, or as soon as
-//! `syndic_forward_batch` returns wait) with up to [`MAX_IN_FLIGHT`]
-//! requests on their way at once, and deletes a batch from the outbox
+//! by an adaptive rule ([`batch_due`]: at once while no batch is on its
+//! way, else when an answer comes, when `syndic_forward_batch` returns
+//! wait, or `syndic_forward_interval_ms` after the last batch at most)
+//! with up to [`MAX_IN_FLIGHT`] requests on their way at once, and deletes a batch from the outbox
 //! ([`Below::outbox_ack`]) only once the master above answered it. After a
 //! new upstream session, or a request not answered in time, it starts
 //! again from the oldest unacknowledged return (the master above keeps the
@@ -72,6 +73,31 @@ const LINK_POLL: Duration = Duration::from_millis(200);
 /// above keeps them in its job cache, so this outlives sessions); the
 /// oldest are forgotten first, and a forgotten one is only sent again.
 const JOBS_UP_MAX: usize = 100_000;
+
+/// Batches on their way up below which a partial batch leaves at once.
+/// One is Nagle's rule: a quiet fleet's return goes up as soon as it is
+/// written; under load, returns gather while one batch is on its way and
+/// leave together when its answer comes (or the batch fills).
+pub const EAGER_IN_FLIGHT: usize = 1;
+
+/// Whether a batch leaves now, given `waiting` returns not yet on their
+/// way, the batch size `full`, `on_way` batches sent and not answered,
+/// the time `since_last` batch left and the pacing `interval`.
+///
+/// A full batch always leaves (the window permitting). A partial one
+/// leaves at once while fewer than [`EAGER_IN_FLIGHT`] batches are on
+/// their way, so nothing waits when nothing is in flight; otherwise it
+/// waits for an answer or the batch to fill, but never longer than
+/// `interval` after the last batch (the bound the fixed pacing gave).
+pub fn batch_due(
+    waiting: usize,
+    full: usize,
+    on_way: usize,
+    since_last: Duration,
+    interval: Duration,
+) -> bool {
+    waiting > 0 && (waiting >= full || on_way < EAGER_IN_FLIGHT || since_last >= interval)
+}
 
 /// The side below the forwarder: the outbox and the roster of the subtree.
 pub trait Below: Send + Sync + 'static {
@@ -326,6 +352,15 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
         self.below.outbox_len().saturating_sub(on_way)
     }
 
+    /// Batches of returns on their way (roster reports and job loads
+    /// not counted).
+    fn batches_on_way(&self) -> usize {
+        self.window
+            .iter()
+            .filter(|f| matches!(f.item, Item::Batch { .. }))
+            .count()
+    }
+
     /// Send what is due, in order, while the window has room.
     async fn fill(&mut self) -> Fill {
         // Bounded: every round sends one request into a window of
@@ -349,9 +384,13 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
                 self.report_roster();
                 continue;
             }
-            let waiting = self.waiting();
-            let due = waiting >= self.pace.batch
-                || (waiting > 0 && self.last_batch.elapsed() >= self.pace.interval);
+            let due = batch_due(
+                self.waiting(),
+                self.pace.batch,
+                self.batches_on_way(),
+                self.last_batch.elapsed(),
+                self.pace.interval,
+            );
             if !due {
                 return Fill::Idle;
             }

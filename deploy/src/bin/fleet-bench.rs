@@ -3,7 +3,11 @@
 //! same run (`salt-run manage.up`: the same client round trip to the master
 //! without any fan-out), and report each process's memory.
 //!
-//! `fleet-bench [MINIONS] [ROUNDS]` (defaults 10 and 20).
+//! `fleet-bench [MINIONS] [ROUNDS] [direct|syndic|both]` (defaults 10,
+//! 20 and direct). `syndic` puts the minions behind one syndic under the
+//! top master; `both` runs the direct fleet, then the same fleet behind a
+//! syndic, and prints the ratio of their `test.ping` medians (how much the
+//! syndic tier adds to the whole round trip).
 
 brine_common::global_allocator!();
 
@@ -33,16 +37,26 @@ fn time_cmd(topo: &Topology, bin: &str, args: &[&str]) -> Result<f64> {
     Ok(ms)
 }
 
-fn main() -> Result<()> {
-    let mut a = std::env::args().skip(1);
-    let n: usize = a.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
-    let rounds: usize = a.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
+/// One fleet's figures (ms, sorted).
+struct Bench {
+    ping: Vec<f64>,
+    base: Vec<f64>,
+    ratio: Vec<f64>,
+}
+
+/// Start `n` minions (directly under the top, or behind one syndic) and
+/// time `rounds` pings against the same-run baseline.
+fn bench(n: usize, rounds: usize, via_syndic: bool) -> Result<Bench> {
     let t = Instant::now();
-    let topo = Topology::builder()
-        .direct_minions(n)
+    let builder = Topology::builder()
         .minion_config("log_level: warning")
-        .master_config("log_level: warning")
-        .start(Duration::from_secs(60 + n as u64))?;
+        .master_config("log_level: warning");
+    let builder = if via_syndic {
+        builder.syndics(1).minions_per_syndic(n)
+    } else {
+        builder.direct_minions(n)
+    };
+    let topo = builder.start(Duration::from_secs(60 + n as u64))?;
     let up_ms = t.elapsed().as_millis();
     // Warm-up.
     time_cmd(&topo, "salt", &["*", "test.ping", "--out", "quiet"])?;
@@ -68,7 +82,12 @@ fn main() -> Result<()> {
         .collect();
     rss.sort_by(|x, y| x.total_cmp(y));
     let master_rss = topo.pid("top").map_or(0, rss_kib);
-    println!("minions: {n} (up in {up_ms} ms), rounds: {rounds}");
+    let how = if via_syndic {
+        "behind one syndic"
+    } else {
+        "direct"
+    };
+    println!("minions: {n} {how} (up in {up_ms} ms), rounds: {rounds}");
     println!("                         p50        p90        max");
     println!(
         "salt '*' test.ping  {:>8.1} ms {:>8.1} ms {:>8.1} ms",
@@ -94,5 +113,29 @@ fn main() -> Result<()> {
         pct(&rss, 1.0) / 1024.0,
         master_rss as f64 / 1024.0
     );
-    Ok(())
+    Ok(Bench { ping, base, ratio })
+}
+
+fn main() -> Result<()> {
+    let mut a = std::env::args().skip(1);
+    let n: usize = a.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let rounds: usize = a.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let mode = a.next().unwrap_or_else(|| "direct".into());
+    match mode.as_str() {
+        "direct" => bench(n, rounds, false).map(drop),
+        "syndic" => bench(n, rounds, true).map(drop),
+        "both" => {
+            let direct = bench(n, rounds, false)?;
+            let via = bench(n, rounds, true)?;
+            println!(
+                "via syndic / direct: test.ping p50 {:.2}, ping/baseline p50 {:.2} (baselines {:.1} / {:.1} ms)",
+                pct(&via.ping, 0.5) / pct(&direct.ping, 0.5).max(f64::MIN_POSITIVE),
+                pct(&via.ratio, 0.5) / pct(&direct.ratio, 0.5).max(f64::MIN_POSITIVE),
+                pct(&via.base, 0.5),
+                pct(&direct.base, 0.5)
+            );
+            Ok(())
+        }
+        other => bail!("unknown mode {other:?}: direct, syndic or both"),
+    }
 }

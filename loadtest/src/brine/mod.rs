@@ -313,7 +313,8 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
     for (w, &count) in plan.iter().enumerate() {
         let mut groups: Vec<SimGroup> = leaves
             .iter()
-            .map(|(_, addr)| SimGroup {
+            .map(|(id, addr)| SimGroup {
+                id: id.clone(),
                 master: addr.clone(),
                 ret_port: topo.ret_port,
                 minions: Vec::new(),
@@ -633,6 +634,13 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         returns_resent: results.iter().map(|r| r.returns_resent).sum(),
         trace_over_completion: tally.totals.over_completion,
         minion_reauths: results.iter().map(|r| r.reauths).sum(),
+        sign_ins_by_tier: {
+            let mut by: BTreeMap<String, sim::SignIns> = BTreeMap::new();
+            for (id, n) in results.iter().flat_map(|r| &r.sign_ins_by_group) {
+                by.entry(id.clone()).or_default().add(n);
+            }
+            by
+        },
         signature_checks: results.iter().map(|r| r.signature_checks).sum(),
         signature_shared: results.iter().map(|r| r.signature_shared).sum(),
         file,

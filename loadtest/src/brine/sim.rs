@@ -54,6 +54,15 @@ use std::time::{Duration, Instant};
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// A sign-in not answered after this long is sent again.
 const SIGN_IN_RETRY: Duration = Duration::from_secs(10);
+/// How long a sign-in whose challenge the master answered waits for the
+/// acceptance before it is sent again. The master answers challenges at
+/// once but queues the proof for its few RSA workers, in order: 5000
+/// minions signing in at once wait up to ~40 s on this machine. Sending
+/// again after [`SIGN_IN_RETRY`] then only queued one more RSA check per
+/// minion (the master accepted both, the second replacing the first's
+/// session): ~1900 of 5000 were resent, the "second sign-ins" the
+/// master counted, and the backlog grew by a third.
+const SIGN_IN_PROVEN_WAIT: Duration = Duration::from_secs(60);
 /// Most unacknowledged returns one minion keeps.
 const MAX_PENDING: usize = 10_000;
 /// Most `salt://` fetches one minion runs at once (more fail at once).
@@ -89,6 +98,9 @@ pub struct SimSpec {
 /// Minions attached to one (last-tier) syndic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimGroup {
+    /// The syndic's id (the key of its sign-in counts).
+    #[serde(default)]
+    pub id: String,
     /// The syndic's address; the publish port comes from the sign-in answer.
     pub master: String,
     pub ret_port: u16,
@@ -178,6 +190,59 @@ pub struct SimResult {
     pub events_acked: u64,
     #[serde(default)]
     pub events_refused: u64,
+    /// Sign-ins of each group's minions, by the id of the syndic (or
+    /// master) they sign in to.
+    #[serde(default)]
+    pub sign_ins_by_group: BTreeMap<String, SignIns>,
+}
+
+/// Sign-ins of the minions of one syndic (or master), and why a minion
+/// signed in more than once: each sign-in after a minion's first is
+/// counted once, under the cause that started it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignIns {
+    /// Accepted sign-ins, first and later ones.
+    pub accepted: u64,
+    /// Accepted sign-ins after a minion's first.
+    pub again: u64,
+    /// ... because the master answered a request with `ReAuth` (no
+    /// session for the id, or a request that does not open under it).
+    pub reauth_reply: u64,
+    /// ... because the master published a re-auth.
+    pub reauth_publish: u64,
+    /// ... because a publish came under an unknown publish key.
+    pub unknown_key: u64,
+    /// ... because the master answered nothing for 4 heartbeats.
+    pub silent_master: u64,
+    /// Sign-in requests sent again because no answer came in time (each
+    /// a new nonce; not a sign-in of its own).
+    pub resent: u64,
+    /// The slowest first sign-in, from the first request to acceptance,
+    /// ms.
+    pub first_max_ms: u64,
+}
+
+impl SignIns {
+    /// Adds `o`'s counts (the slowest of both).
+    pub fn add(&mut self, o: &SignIns) {
+        self.accepted += o.accepted;
+        self.again += o.again;
+        self.reauth_reply += o.reauth_reply;
+        self.reauth_publish += o.reauth_publish;
+        self.unknown_key += o.unknown_key;
+        self.silent_master += o.silent_master;
+        self.resent += o.resent;
+        self.first_max_ms = self.first_max_ms.max(o.first_max_ms);
+    }
+}
+
+/// What started a minion's sign-in after its first.
+#[derive(Debug, Clone, Copy)]
+enum Again {
+    ReauthReply,
+    ReauthPublish,
+    UnknownKey,
+    SilentMaster,
 }
 
 /// Reads the spec from stdin and runs the worker.
@@ -245,6 +310,12 @@ struct Sim {
     hb: Duration,
     /// Unacknowledged returns.
     pending: Unacked<ReturnLoad>,
+    /// Accepted sign-ins of this minion.
+    accepted: u32,
+    /// When its first sign-in began.
+    created: Instant,
+    /// What started the sign-in under way, if it is not the first.
+    again: Option<Again>,
     /// `cp` jobs fetching a file (at most [`MAX_FETCHES`]).
     fetches: Vec<Fetching>,
     /// When the earliest `Timer::Fetch` of this minion fires.
@@ -269,6 +340,8 @@ struct World {
     /// Sockets that may have more to read: (minion, is_sub).
     ready: Vec<(usize, bool)>,
     counts: SimResult,
+    /// Sign-ins of each group's minions (by group index).
+    sign_ins: Vec<SignIns>,
     pad: String,
     targets: HashMap<Jid, Option<Target>>,
     /// Shared signature checks (None: `verify_each`).
@@ -304,6 +377,7 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
             worker: spec.worker,
             ..SimResult::default()
         },
+        sign_ins: vec![SignIns::default(); spec.groups.len()],
         pad: "x".repeat(spec.payload),
         targets: HashMap::new(),
         memo: (!spec.verify_each).then(SignatureMemo::default),
@@ -349,6 +423,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
                 last_heard: Instant::now(),
                 hb: Duration::from_secs(5),
                 pending: Unacked::new(MAX_PENDING),
+                accepted: 0,
+                created: Instant::now(),
+                again: None,
                 fetches: Vec::new(),
                 fetch_wake: None,
                 event_reqs: HashSet::new(),
@@ -520,6 +597,9 @@ pub fn run(spec: &SimSpec) -> Result<(), RawError> {
     c.state_job_us = recorded(&w.state_us);
     c.state_job_wall_us = recorded(&w.state_wall_us);
     c.state_return_bytes = recorded(&w.state_bytes);
+    for (g, n) in w.spec_groups.iter().zip(&w.sign_ins) {
+        c.sign_ins_by_group.entry(g.id.clone()).or_default().add(n);
+    }
     emit(&ChildEvent::SimResult(Box::new(c.clone())))?;
     Ok(())
 }
@@ -593,6 +673,29 @@ fn sign_in(s: &mut Sim, i: usize, w: &mut World) {
     }
 }
 
+/// Counts an accepted sign-in of `s` in its group, and its cause if it
+/// is not the minion's first.
+fn count_sign_in(s: &mut Sim, w: &mut World) {
+    let Some(g) = w.sign_ins.get_mut(s.group) else {
+        return;
+    };
+    g.accepted += 1;
+    if s.accepted == 0 {
+        let ms = u64::try_from(s.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        g.first_max_ms = g.first_max_ms.max(ms);
+    } else {
+        g.again += 1;
+        match s.again.take() {
+            Some(Again::ReauthReply) => g.reauth_reply += 1,
+            Some(Again::ReauthPublish) => g.reauth_publish += 1,
+            Some(Again::UnknownKey) => g.unknown_key += 1,
+            Some(Again::SilentMaster) => g.silent_master += 1,
+            None => {}
+        }
+    }
+    s.accepted = s.accepted.saturating_add(1);
+}
+
 fn retry_sign_in(i: usize, after: Duration, w: &mut World) {
     w.timers.add(Instant::now() + after, Timer::SignIn(i));
 }
@@ -647,6 +750,7 @@ fn after_sign_in(s: &mut Sim, i: usize, w: &mut World) -> Result<(), RawError> {
     s.retry_after = SIGN_IN_RETRY;
     s.hb = Duration::from_secs(est.heartbeat_interval.max(1));
     w.counts.sign_ins += 1;
+    count_sign_in(s, w);
     if s.sub.is_none() || s.sub_port != est.publish_port {
         if let Some(old) = s.sub.take() {
             let fd = old.get_fd()?;
@@ -748,6 +852,10 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                 }
                 match s.session.answer_challenge(&nonce, challenge) {
                     Ok(f) => {
+                        // The master is up and has our proof queued:
+                        // wait for its turn rather than queue another.
+                        s.signing_in = Some(Instant::now());
+                        s.retry_after = s.retry_after.max(SIGN_IN_PROVEN_WAIT);
                         send(s, i, f, w);
                     }
                     // For an earlier attempt: wait for the latest one's.
@@ -762,6 +870,7 @@ fn drain_dealer(s: &mut Sim, i: usize, w: &mut World) -> bool {
                 if s.session.reauth_hint() {
                     w.counts.reauths += 1;
                     w.counts.reauth_replies += 1;
+                    s.again = Some(Again::ReauthReply);
                     sign_in(s, i, w);
                 } else {
                     w.counts.reauth_ignored += 1;
@@ -816,6 +925,7 @@ fn on_publish(s: &mut Sim, i: usize, at_us: u64, frames: &[Vec<u8>], w: &mut Wor
         Ok(PubEvent::Reauth) => {
             w.counts.reauths += 1;
             w.counts.reauth_publishes += 1;
+            s.again = Some(Again::ReauthPublish);
             let d = Duration::from_millis(rand::thread_rng().gen_range(0..1000));
             s.signing_in = Some(Instant::now());
             retry_sign_in(i, d, w);
@@ -823,6 +933,7 @@ fn on_publish(s: &mut Sim, i: usize, at_us: u64, frames: &[Vec<u8>], w: &mut Wor
         Err(SessionError::UnknownPublishKey { .. }) => {
             w.counts.reauths += 1;
             w.counts.unknown_key += 1;
+            s.again = Some(Again::UnknownKey);
             sign_in(s, i, w);
         }
         Err(SessionError::Replay { .. }) => w.counts.replays += 1,
@@ -1122,6 +1233,9 @@ fn tick(s: &mut Sim, i: usize, w: &mut World) {
                 let jitter = rand::thread_rng().gen_range(0..5000);
                 s.retry_after = (s.retry_after * 2 + Duration::from_millis(jitter))
                     .min(Duration::from_secs(60));
+                if let Some(g) = w.sign_ins.get_mut(s.group) {
+                    g.resent += 1;
+                }
                 sign_in(s, i, w);
             }
         }
@@ -1130,6 +1244,7 @@ fn tick(s: &mut Sim, i: usize, w: &mut World) {
                 // The master stopped answering: sign in again.
                 w.counts.reauths += 1;
                 w.counts.silent_master += 1;
+                s.again = Some(Again::SilentMaster);
                 sign_in(s, i, w);
                 return;
             }

@@ -519,3 +519,56 @@ async fn returns_of_minions_that_never_come_back_go_up_after_the_roster_wait() {
     assert_eq!(ids(&body), names(&["deleted"]));
     rig.stop().await;
 }
+
+#[test]
+fn the_batching_rule_sends_at_once_when_nothing_is_on_its_way() {
+    let ms = Duration::from_millis;
+    let every = ms(100);
+    // Nothing waiting: nothing to send, whatever else holds.
+    assert!(!batch_due(0, 10, 0, ms(500), every));
+    // A quiet fleet: one return, nothing on its way, no time passed.
+    assert!(batch_due(1, 10, 0, ms(0), every));
+    // Under load: a partial batch waits behind one on its way...
+    assert!(!batch_due(3, 10, 1, ms(5), every));
+    assert!(!batch_due(9, 10, EAGER_IN_FLIGHT, ms(99), every));
+    // ...until the batch is full,
+    assert!(batch_due(10, 10, 1, ms(0), every));
+    assert!(batch_due(25, 10, 5, ms(0), every));
+    // or the interval since the last batch passed (the bound on waiting).
+    assert!(batch_due(3, 10, 1, ms(100), every));
+    assert!(
+        batch_due(1, 1, 3, ms(0), every),
+        "a batch of one is always full"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_return_goes_up_at_once_and_others_gather_behind_a_batch_on_its_way() {
+    let mut rig = Rig::start(4, 10);
+    rig.roster_acked().await;
+    let t0 = Instant::now();
+    rig.below.returns(JID, &["m0"], ForwardUp::Relayed);
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m0"]));
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no batching delay");
+    // While it is on its way, the next returns gather...
+    rig.below.returns(JID, &["m1"], ForwardUp::Relayed);
+    rig.below.returns(JID, &["m2"], ForwardUp::Relayed);
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(rig.rx.try_recv().is_err(), "gathered behind the batch");
+    // ...and leave together with its answer, still without waiting.
+    let _ = ack.send(true);
+    let (body, _unanswered) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m1", "m2"]));
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    // An answer that does not come holds the next return an interval at
+    // most.
+    rig.below.returns(JID, &["m3"], ForwardUp::Relayed);
+    let (body, ack) = rig.next().await;
+    assert_eq!(ids(&body), names(&["m3"]));
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    let _ = ack.send(true);
+    rig.stop().await;
+}
