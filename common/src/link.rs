@@ -305,13 +305,6 @@ const CATCHUP_AFTER: [Duration; 3] = [
 /// Bound of unacknowledged requests kept for resending.
 const MAX_PENDING: usize = 100_000;
 
-/// How long a sign-in whose challenge the master answered waits for the
-/// acceptance (an unanswered first round waits 5 s). The master answers
-/// challenges at once but checks proofs on a few RSA workers in order:
-/// thousands of minions signing in at once wait tens of seconds, and a
-/// proof sent again only queues one more check (both get accepted).
-const SIGN_IN_PROVEN_WAIT: Duration = Duration::from_secs(60);
-
 struct Task {
     cfg: LinkConfig,
     ctx: zmq::Context,
@@ -414,14 +407,8 @@ impl Task {
                                 other => break Some(other),
                             },
                             // First round answered: prove the key (once per attempt).
-                            // The master is up and queues the proof for its
-                            // RSA workers in order: wait for its turn rather
-                            // than queue another proof after 5 s.
                             Ok(ServerMsg::Challenge { nonce, challenge }) => match self.session.answer_challenge(&nonce, challenge) {
-                                Ok(f) => {
-                                    self.send_frame(f);
-                                    deadline.as_mut().reset(tokio::time::Instant::now() + SIGN_IN_PROVEN_WAIT);
-                                }
+                                Ok(f) => self.send_frame(f),
                                 Err(e) => debug!(error = %e, "challenge skipped"),
                             },
                             Ok(ServerMsg::Error(e)) => { warn!(error = %e, "master refused the sign-in"); }
