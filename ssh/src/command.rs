@@ -30,6 +30,9 @@ pub struct Common {
     pub control_persist: u64,
     /// This executable (the askpass helper).
     pub askpass: PathBuf,
+    /// `ssh_identities_only` / `--identities-only`: offer only the key
+    /// given, none of the agent's or ssh's defaults (IdentitiesOnly=yes).
+    pub identities_only: bool,
 }
 
 /// One host's connection settings, defaults applied.
@@ -105,6 +108,8 @@ pub fn args(c: &Common, t: &Target, use_password: bool) -> Vec<String> {
     if let Some(k) = &t.privkey {
         a.push("-i".into());
         a.push(k.display().to_string());
+    }
+    if c.identities_only {
         a.push("-o".into());
         a.push("IdentitiesOnly=yes".into());
     }
@@ -161,6 +166,7 @@ mod tests {
             control_dir: PathBuf::from("/c"),
             control_persist: 60,
             askpass: PathBuf::from("/bin/salt-ssh"),
+            identities_only: keys == HostKeys::Strict,
         }
     }
 
@@ -208,11 +214,13 @@ mod tests {
         assert!(a.contains("-o ConnectTimeout=7"), "{a}");
         assert!(a.contains("-o ControlPath=/c/%C"), "{a}");
         assert!(a.contains("-o Compression=yes"), "{a}");
+        assert!(a.contains("-i /k/id -o IdentitiesOnly=yes"), "{a}");
         assert!(a.ends_with("-p 2222 -l fred -- 10.0.0.1"), "{a}");
         let a = args(&common(HostKeys::Ignore), &target(), true).join(" ");
         assert!(a.contains("-o StrictHostKeyChecking=no"), "{a}");
         assert!(a.contains("-o UserKnownHostsFile=/dev/null"), "{a}");
         assert!(a.contains("-o BatchMode=no"), "{a}");
+        assert!(!a.contains("IdentitiesOnly"), "{a}");
     }
 
     #[test]
