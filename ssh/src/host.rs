@@ -417,6 +417,15 @@ async fn deploy_key(env: &Env, t: &Target) -> Result<(), String> {
     }
 }
 
+/// `script` as the remote command, through `sudo -n sh -c` when `sudo`.
+fn as_root(sudo: bool, script: String) -> String {
+    if sudo {
+        format!("sudo -n sh -c {}", sh_quote(&script))
+    } else {
+        script
+    }
+}
+
 fn auth_failed(code: i32, stderr: &str) -> bool {
     code == 255 && stderr.contains("Permission denied")
 }
@@ -426,14 +435,9 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
     let t = target(env, h);
     let mut pw = t.passwd.is_some() && !env.key_deploy;
     let use_sudo = h.sudo.unwrap_or(env.sudo);
-    let sudo = if use_sudo { "sudo -n " } else { "" };
     match job {
         Job::Raw(cmd) => {
-            let remote = if use_sudo {
-                format!("sudo -n sh -c {}", sh_quote(cmd))
-            } else {
-                cmd.clone()
-            };
+            let remote = as_root(use_sudo, cmd.clone());
             let mut r = exec(env, &t, &remote, &[], pw).await;
             if auth_failed(r.code, &r.stderr) && env.key_deploy && t.passwd.is_some() {
                 if let Err(e) = deploy_key(env, &t).await {
@@ -451,11 +455,14 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
             let dir = thin_dir(env, h, &t.user);
             let bin_dir = format!("{dir}/brine-{}", env.thin.short_hash);
             let bin = format!("{bin_dir}/salt-call");
-            let remote = format!(
-                "T={}; [ -x \"$T\" ] || exit {NO_THIN}; exec {sudo}\"$T\" --ssh-stdio -l {}",
+            // With sudo the whole check runs as root: the thin it uploads
+            // is root's and may be invisible to the login user.
+            let script = format!(
+                "T={}; [ -x \"$T\" ] || exit {NO_THIN}; exec \"$T\" --ssh-stdio -l {}",
                 sh_quote(&bin),
                 sh_quote(&env.log_level)
             );
+            let remote = as_root(use_sudo, script);
             let (opts, config_dir) = runner_opts(h, &dir);
             let spec = RunSpec {
                 fun: fun.clone(),
@@ -481,11 +488,7 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
                             t = sh_quote(&tmp).replace("$$'", "'$$"),
                             b = sh_quote(&bin)
                         );
-                        let remote_up = if use_sudo {
-                            format!("sudo -n sh -c {}", sh_quote(&script))
-                        } else {
-                            script
-                        };
+                        let remote_up = as_root(use_sudo, script);
                         let bytes = match std::fs::read(&env.thin.path) {
                             Ok(b) => b,
                             Err(e) => {
