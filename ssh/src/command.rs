@@ -56,6 +56,23 @@ pub fn control_dir(base: &Path, host_keys: HostKeys, known_hosts: Option<&Path>)
     base.join(&hex::encode(h.finalize())[..12])
 }
 
+/// Longest control directory whose sockets still fit a Unix socket path
+/// (108 bytes on Linux, 104 elsewhere): ssh adds "/" and `%C` (40 hex)
+/// plus a 17-byte temporary suffix while it creates the socket.
+pub const CONTROL_DIR_MAX: usize = 104 - 1 - 40 - 17 - 1;
+
+/// `dir` when its sockets fit a socket path, else a short stand-in under
+/// `/tmp/brine-ssh-<uid>/` named by a hash of `dir` (so distinct long dirs
+/// stay distinct).
+pub fn fit_control_dir(dir: &Path, uid: u32) -> PathBuf {
+    if dir.as_os_str().len() <= CONTROL_DIR_MAX {
+        return dir.to_path_buf();
+    }
+    let mut h = Sha256::new();
+    h.update(dir.as_os_str().as_encoded_bytes());
+    PathBuf::from(format!("/tmp/brine-ssh-{uid}")).join(&hex::encode(h.finalize())[..16])
+}
+
 /// Create `dir` (and parents) private to this user.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -234,6 +251,19 @@ mod tests {
             control_dir(b, HostKeys::Strict, Some(Path::new("/x"))),
             control_dir(b, HostKeys::Strict, None)
         );
+    }
+
+    #[test]
+    fn long_control_dirs_are_replaced_by_short_ones() {
+        let short = Path::new("/tmp/b/0123456789ab");
+        assert_eq!(fit_control_dir(short, 0), short);
+        let long = PathBuf::from(format!("/tmp/{}/0123456789ab", "x".repeat(60)));
+        let other = PathBuf::from(format!("/tmp/{}/0123456789ab", "y".repeat(60)));
+        let a = fit_control_dir(&long, 7);
+        assert!(a.starts_with("/tmp/brine-ssh-7/"), "{a:?}");
+        assert!(a.as_os_str().len() <= CONTROL_DIR_MAX, "{a:?}");
+        assert_ne!(a, fit_control_dir(&other, 7));
+        assert_eq!(a, fit_control_dir(&long, 7));
     }
 
     #[test]

@@ -232,8 +232,17 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
         .known_hosts_file
         .clone()
         .or_else(|| defaults.known_hosts_file.clone());
-    let control_dir = command::control_dir(&base, host_keys, known_hosts.as_deref());
-    if let Err(e) = command::private_dir(&base).and_then(|_| command::private_dir(&control_dir)) {
+    let wanted = command::control_dir(&base, host_keys, known_hosts.as_deref());
+    let control_dir = command::fit_control_dir(&wanted, nix::unistd::getuid().as_raw());
+    if control_dir != wanted {
+        tracing::warn!(
+            wanted = %wanted.display(),
+            using = %control_dir.display(),
+            "control socket directory too long for a socket path"
+        );
+    }
+    let parent = control_dir.parent().unwrap_or(&base).to_path_buf();
+    if let Err(e) = command::private_dir(&parent).and_then(|_| command::private_dir(&control_dir)) {
         eprintln!("salt-ssh: {}: {e}", control_dir.display());
         return exit::CONFIG;
     }
