@@ -1,12 +1,12 @@
 //! `ssh-bench`: Brine's `salt-ssh` against Ansible on the same hosts in the
-//! same run. One sshd listens on N loopback addresses (N "hosts", root
-//! login with a key, host keys checked by both tools against one
-//! known_hosts file); each tool runs a ping and `uptime` on all of them,
+//! same run. sshd listens on N loopback addresses (N "hosts", root login
+//! with a key, host keys checked by both tools against one known_hosts
+//! file; one sshd per 16 addresses, OpenSSH's MAX_LISTEN_SOCKS); each tool runs a ping and `uptime` on all of them,
 //! first contact (Brine: thin dirs wiped; Ansible: fresh ANSIBLE_HOME and
 //! temp dirs; both: no shared connection) and warm (the shared
 //! connections of a previous run still up). Ansible is installed with pip
 //! in a virtualenv under the cache dir (never system-wide); without PyPI
-//! Brine is measured alone. Invariant: sshd is stopped by its PID and
+//! Brine is measured alone. Invariant: each sshd is stopped by its PID and
 //! every shared ssh connection is closed at the end, also on error (one
 //! Drop guard); a run that does not answer for every host is an error,
 //! not a number.
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// sshd and the control-socket directories, cleaned up in Drop.
 struct Rig {
     dir: PathBuf,
-    sshd: Option<Child>,
+    sshd: Vec<Child>,
     hosts: Vec<String>,
     port: u16,
 }
@@ -63,7 +63,7 @@ impl Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         Rig::close_masters(&self.dir.join("c"));
-        if let Some(c) = self.sshd.as_mut() {
+        for c in &mut self.sshd {
             launch::stop(c, launch::Stop::Term(Duration::from_secs(5)));
         }
     }
@@ -99,7 +99,10 @@ fn keygen(path: &Path) -> Result<String> {
         .join(" "))
 }
 
-/// Start one sshd on `n` addresses of a fresh loopback block.
+/// Addresses one sshd can listen on (OpenSSH's MAX_LISTEN_SOCKS).
+const LISTEN_MAX: usize = 16;
+
+/// Start sshd on `n` addresses of a fresh loopback block.
 fn start(dir: &Path, n: u32) -> Result<Rig> {
     let net = Net::fresh()?;
     let hosts: Vec<String> = (1..=n).map(|i| net.host(i)).collect::<Result<_, _>>()?;
@@ -110,45 +113,54 @@ fn start(dir: &Path, n: u32) -> Result<Rig> {
     let client_pub = keygen(&dir.join("id_bench"))?;
     std::fs::write(dir.join("authorized_keys"), format!("{client_pub}\n"))?;
     let mut known = String::new();
-    let mut cfg = format!(
-        "Port {port}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+    let common = format!(
+        "Port {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
          PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
          MaxStartups 200\nMaxSessions 200\n",
         dir.join("ssh_host_key").display(),
-        dir.join("sshd.pid").display(),
         dir.join("authorized_keys").display()
     );
     for h in &hosts {
-        cfg.push_str(&format!("ListenAddress {h}\n"));
         known.push_str(&format!("[{h}]:{port} {host_pub}\n"));
     }
-    std::fs::write(dir.join("sshd_config"), cfg)?;
     std::fs::write(dir.join("known_hosts"), known)?;
     let _ = std::fs::create_dir_all("/run/sshd");
-    let log = dir.join("sshd.log");
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(dir.join("sshd_config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("start /usr/sbin/sshd (package openssh-server)")?;
     let mut rig = Rig {
         dir: dir.to_path_buf(),
-        sshd: Some(child),
-        hosts,
+        sshd: Vec::new(),
+        hosts: hosts.clone(),
         port,
     };
-    let last = rig.hosts[rig.hosts.len() - 1].clone();
-    launch::wait_ready(
-        "sshd",
-        rig.sshd.as_mut(),
-        &log,
-        Duration::from_secs(20),
-        || std::net::TcpStream::connect((last.as_str(), port)).is_ok(),
-    )?;
+    for (i, group) in hosts.chunks(LISTEN_MAX).enumerate() {
+        let mut cfg = format!(
+            "{common}PidFile {}\n",
+            dir.join(format!("sshd{i}.pid")).display()
+        );
+        for h in group {
+            cfg.push_str(&format!("ListenAddress {h}\n"));
+        }
+        let conf = dir.join(format!("sshd{i}_config"));
+        std::fs::write(&conf, cfg)?;
+        let log = dir.join(format!("sshd{i}.log"));
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("start /usr/sbin/sshd (package openssh-server)")?;
+        rig.sshd.push(child);
+        let last = group[group.len() - 1].clone();
+        launch::wait_ready(
+            "sshd",
+            rig.sshd.last_mut(),
+            &log,
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect((last.as_str(), port)).is_ok(),
+        )?;
+    }
     Ok(rig)
 }
 
@@ -443,8 +455,9 @@ fn main() -> Result<()> {
     };
     let thin = std::fs::metadata(bin.join("salt-call"))?.len();
     println!(
-        "{hosts} hosts (one sshd, {hosts} loopback addresses), {runs} runs per row, \
+        "{hosts} hosts ({} sshd, {hosts} loopback addresses), {runs} runs per row, \
          runner {:.1} MB from {}",
+        rig.sshd.len(),
         thin as f64 / 1e6,
         bin.display()
     );
