@@ -30,6 +30,9 @@ pub struct Common {
     pub control_persist: u64,
     /// This executable (the askpass helper).
     pub askpass: PathBuf,
+    /// `ssh_identities_only` / `--identities-only`: offer only the key
+    /// given, none of the agent's or ssh's defaults (IdentitiesOnly=yes).
+    pub identities_only: bool,
 }
 
 /// One host's connection settings, defaults applied.
@@ -51,6 +54,23 @@ pub fn control_dir(base: &Path, host_keys: HostKeys, known_hosts: Option<&Path>)
     let mut h = Sha256::new();
     h.update(format!("{host_keys:?}\0{known_hosts:?}"));
     base.join(&hex::encode(h.finalize())[..12])
+}
+
+/// Longest control directory whose sockets still fit a Unix socket path
+/// (108 bytes on Linux, 104 elsewhere): ssh adds "/" and `%C` (40 hex)
+/// plus a 17-byte temporary suffix while it creates the socket.
+pub const CONTROL_DIR_MAX: usize = 104 - 1 - 40 - 17 - 1;
+
+/// `dir` when its sockets fit a socket path, else a short stand-in under
+/// `/tmp/brine-ssh-<uid>/` named by a hash of `dir` (so distinct long dirs
+/// stay distinct).
+pub fn fit_control_dir(dir: &Path, uid: u32) -> PathBuf {
+    if dir.as_os_str().len() <= CONTROL_DIR_MAX {
+        return dir.to_path_buf();
+    }
+    let mut h = Sha256::new();
+    h.update(dir.as_os_str().as_encoded_bytes());
+    PathBuf::from(format!("/tmp/brine-ssh-{uid}")).join(&hex::encode(h.finalize())[..16])
 }
 
 /// Create `dir` (and parents) private to this user.
@@ -105,6 +125,8 @@ pub fn args(c: &Common, t: &Target, use_password: bool) -> Vec<String> {
     if let Some(k) = &t.privkey {
         a.push("-i".into());
         a.push(k.display().to_string());
+    }
+    if c.identities_only {
         a.push("-o".into());
         a.push("IdentitiesOnly=yes".into());
     }
@@ -161,6 +183,7 @@ mod tests {
             control_dir: PathBuf::from("/c"),
             control_persist: 60,
             askpass: PathBuf::from("/bin/salt-ssh"),
+            identities_only: keys == HostKeys::Strict,
         }
     }
 
@@ -208,11 +231,13 @@ mod tests {
         assert!(a.contains("-o ConnectTimeout=7"), "{a}");
         assert!(a.contains("-o ControlPath=/c/%C"), "{a}");
         assert!(a.contains("-o Compression=yes"), "{a}");
+        assert!(a.contains("-i /k/id -o IdentitiesOnly=yes"), "{a}");
         assert!(a.ends_with("-p 2222 -l fred -- 10.0.0.1"), "{a}");
         let a = args(&common(HostKeys::Ignore), &target(), true).join(" ");
         assert!(a.contains("-o StrictHostKeyChecking=no"), "{a}");
         assert!(a.contains("-o UserKnownHostsFile=/dev/null"), "{a}");
         assert!(a.contains("-o BatchMode=no"), "{a}");
+        assert!(!a.contains("IdentitiesOnly"), "{a}");
     }
 
     #[test]
@@ -226,6 +251,19 @@ mod tests {
             control_dir(b, HostKeys::Strict, Some(Path::new("/x"))),
             control_dir(b, HostKeys::Strict, None)
         );
+    }
+
+    #[test]
+    fn long_control_dirs_are_replaced_by_short_ones() {
+        let short = Path::new("/tmp/b/0123456789ab");
+        assert_eq!(fit_control_dir(short, 0), short);
+        let long = PathBuf::from(format!("/tmp/{}/0123456789ab", "x".repeat(60)));
+        let other = PathBuf::from(format!("/tmp/{}/0123456789ab", "y".repeat(60)));
+        let a = fit_control_dir(&long, 7);
+        assert!(a.starts_with("/tmp/brine-ssh-7/"), "{a:?}");
+        assert!(a.as_os_str().len() <= CONTROL_DIR_MAX, "{a:?}");
+        assert_ne!(a, fit_control_dir(&other, 7));
+        assert_eq!(a, fit_control_dir(&long, 7));
     }
 
     #[test]

@@ -13,9 +13,10 @@ use brine_common::proto::{Refusal, ReplyBody, RequestBody, Role};
 use brine_master::state::Counters;
 use brine_master::{FileServer, FileServerCtx as FsCtx};
 use brine_minion::ssh_run::{read_frame, write_frame, FromRunner, RunSpec, ToRunner, MAX_FRAME};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,16 +35,101 @@ pub struct Thin {
 }
 
 impl Thin {
-    /// Hash the runner at `path`.
+    /// Hash the runner at `path`, without any cache.
     pub fn at(path: PathBuf) -> std::io::Result<Thin> {
-        use sha2::{Digest, Sha256};
-        let bytes = std::fs::read(&path)?;
-        let h = hex::encode(Sha256::digest(&bytes));
-        Ok(Thin {
-            path,
-            short_hash: h[..16].to_string(),
+        let short_hash = hash_file(&path)?;
+        Ok(Thin { path, short_hash })
+    }
+
+    /// The runner at `path`, its hash taken from the cache file in
+    /// `cache_dir` when the file's (path, size, mtime, inode) are those
+    /// recorded there, else computed and recorded. A cache that cannot be
+    /// read or written only costs the hashing.
+    pub fn cached(path: PathBuf, cache_dir: &Path) -> std::io::Result<Thin> {
+        let key = ThinKey::of(&path)?;
+        let file = cache_dir.join("thin-hash.json");
+        let known: Option<ThinRecord> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(r) = known.filter(|r| r.key == key) {
+            tracing::debug!(hash = %r.short_hash, "runner hash from the cache");
+            return Ok(Thin {
+                path,
+                short_hash: r.short_hash,
+            });
+        }
+        let short_hash = hash_file(&path)?;
+        // Hashed while unchanged? Otherwise do not record it.
+        if ThinKey::of(&path).ok().as_ref() == Some(&key) {
+            let rec = ThinRecord {
+                key,
+                short_hash: short_hash.clone(),
+            };
+            if let Err(e) = write_record(cache_dir, &file, &rec) {
+                tracing::debug!(error = %e, file = %file.display(), "runner hash not cached");
+            }
+        }
+        Ok(Thin { path, short_hash })
+    }
+}
+
+/// What identifies one version of the runner file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ThinKey {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    dev: u64,
+    ino: u64,
+}
+
+impl ThinKey {
+    fn of(path: &Path) -> std::io::Result<ThinKey> {
+        use std::os::unix::fs::MetadataExt;
+        let abs = std::fs::canonicalize(path)?;
+        let m = std::fs::metadata(&abs)?;
+        Ok(ThinKey {
+            path: abs,
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
         })
     }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ThinRecord {
+    key: ThinKey,
+    short_hash: String,
+}
+
+fn write_record(dir: &Path, file: &Path, rec: &ThinRecord) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("thin-hash.json.{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(rec).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, file)
+}
+
+/// First 16 hex digits of the sha256 of the file at `path` (streamed).
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    // Bounded by the file's length.
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize())[..16].to_string())
 }
 
 /// What a run does on each host.
@@ -69,6 +155,10 @@ pub struct Env {
     pub privkey: Option<PathBuf>,
     pub passwd: Option<String>,
     pub timeout: u64,
+    /// Port of hosts whose roster entry names none (`ssh_port`).
+    pub port: u16,
+    /// Sudo for hosts whose roster entry does not say (`ssh_sudo`).
+    pub sudo: bool,
     pub thin_dir: Option<String>,
     pub key_deploy: bool,
     pub log_level: String,
@@ -112,7 +202,7 @@ pub fn thin_dir(env: &Env, h: &Host, user: &str) -> String {
 fn target(env: &Env, h: &Host) -> Target {
     Target {
         host: h.host.clone(),
-        port: h.port.unwrap_or(22),
+        port: h.port.unwrap_or(env.port),
         user: h.user.clone().unwrap_or_else(|| env.user.clone()),
         privkey: h.privkey.clone().or_else(|| env.privkey.clone()),
         passwd: h.passwd.clone().or_else(|| env.passwd.clone()),
@@ -327,6 +417,15 @@ async fn deploy_key(env: &Env, t: &Target) -> Result<(), String> {
     }
 }
 
+/// `script` as the remote command, through `sudo -n sh -c` when `sudo`.
+fn as_root(sudo: bool, script: String) -> String {
+    if sudo {
+        format!("sudo -n sh -c {}", sh_quote(&script))
+    } else {
+        script
+    }
+}
+
 fn auth_failed(code: i32, stderr: &str) -> bool {
     code == 255 && stderr.contains("Permission denied")
 }
@@ -335,14 +434,10 @@ fn auth_failed(code: i32, stderr: &str) -> bool {
 pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
     let t = target(env, h);
     let mut pw = t.passwd.is_some() && !env.key_deploy;
-    let sudo = if h.sudo { "sudo -n " } else { "" };
+    let use_sudo = h.sudo.unwrap_or(env.sudo);
     match job {
         Job::Raw(cmd) => {
-            let remote = if h.sudo {
-                format!("sudo -n sh -c {}", sh_quote(cmd))
-            } else {
-                cmd.clone()
-            };
+            let remote = as_root(use_sudo, cmd.clone());
             let mut r = exec(env, &t, &remote, &[], pw).await;
             if auth_failed(r.code, &r.stderr) && env.key_deploy && t.passwd.is_some() {
                 if let Err(e) = deploy_key(env, &t).await {
@@ -360,11 +455,14 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
             let dir = thin_dir(env, h, &t.user);
             let bin_dir = format!("{dir}/brine-{}", env.thin.short_hash);
             let bin = format!("{bin_dir}/salt-call");
-            let remote = format!(
-                "T={}; [ -x \"$T\" ] || exit {NO_THIN}; exec {sudo}\"$T\" --ssh-stdio -l {}",
+            // With sudo the whole check runs as root: the thin it uploads
+            // is root's and may be invisible to the login user.
+            let script = format!(
+                "T={}; [ -x \"$T\" ] || exit {NO_THIN}; exec \"$T\" --ssh-stdio -l {}",
                 sh_quote(&bin),
                 sh_quote(&env.log_level)
             );
+            let remote = as_root(use_sudo, script);
             let (opts, config_dir) = runner_opts(h, &dir);
             let spec = RunSpec {
                 fun: fun.clone(),
@@ -390,11 +488,7 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
                             t = sh_quote(&tmp).replace("$$'", "'$$"),
                             b = sh_quote(&bin)
                         );
-                        let remote_up = if h.sudo {
-                            format!("sudo -n sh -c {}", sh_quote(&script))
-                        } else {
-                            script
-                        };
+                        let remote_up = as_root(use_sudo, script);
                         let bytes = match std::fs::read(&env.thin.path) {
                             Ok(b) => b,
                             Err(e) => {
@@ -453,5 +547,39 @@ mod tests {
             .expect("str")
             .starts_with("/r/var/tmp/.root_brine/running_data/"));
         assert!(cfgdir.starts_with("/r/var/tmp/.root_brine/"));
+    }
+
+    #[test]
+    fn thin_hash_is_cached_until_the_file_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join("salt-call");
+        let cache = dir.path().join("cache/salt-ssh");
+        std::fs::write(&bin, b"version one").expect("write");
+        let a = Thin::cached(bin.clone(), &cache).expect("hash");
+        assert_eq!(a.short_hash, Thin::at(bin.clone()).expect("at").short_hash);
+        assert!(cache.join("thin-hash.json").exists());
+        // A forged record with the same key is believed: proof the cache
+        // is read instead of the file.
+        let mut rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cache.join("thin-hash.json")).expect("read"))
+                .expect("json");
+        rec["short_hash"] = json!("00000000feedface");
+        std::fs::write(cache.join("thin-hash.json"), rec.to_string()).expect("forge");
+        let b = Thin::cached(bin.clone(), &cache).expect("cached");
+        assert_eq!(b.short_hash, "00000000feedface");
+        // Another size (and mtime): hashed again and recorded again.
+        std::fs::write(&bin, b"version two, longer").expect("write");
+        let c = Thin::cached(bin.clone(), &cache).expect("rehash");
+        assert_eq!(c.short_hash, Thin::at(bin.clone()).expect("at").short_hash);
+        assert_ne!(c.short_hash, a.short_hash);
+        // A replaced file (new inode), same size: hashed again.
+        let other = dir.path().join("new");
+        std::fs::write(&other, b"version 3, longer!!").expect("write");
+        std::fs::rename(&other, &bin).expect("rename");
+        let d = Thin::cached(bin.clone(), &cache).expect("rehash");
+        assert_ne!(d.short_hash, c.short_hash);
+        // An unwritable cache only costs the hashing.
+        let e = Thin::cached(bin.clone(), Path::new("/proc/brine-nope")).expect("no cache");
+        assert_eq!(e.short_hash, d.short_hash);
     }
 }

@@ -51,19 +51,26 @@ pub struct SshArgs {
     /// known_hosts file to check host keys against.
     #[arg(long = "known-hosts-file")]
     pub known_hosts_file: Option<PathBuf>,
-    /// Private key for login.
+    /// Private key for login (default: the master config's `ssh_priv`).
     #[arg(long = "priv")]
     pub privkey: Option<PathBuf>,
-    /// Default user for login.
+    /// Default user for login (default: `ssh_user`, else the current user).
     #[arg(long = "user")]
     pub user: Option<String>,
     /// Default password for login (prefer the roster or a key: command
     /// lines are visible to other users).
     #[arg(long = "passwd")]
     pub passwd: Option<String>,
-    /// Hosts run at once.
-    #[arg(long = "max-procs", default_value_t = 25)]
-    pub max_procs: usize,
+    /// Hosts run at once (default: `ssh_max_procs`, else 25).
+    #[arg(long = "max-procs")]
+    pub max_procs: Option<usize>,
+    /// Run the function through `sudo` on hosts whose roster entry does
+    /// not say (default: `ssh_sudo`).
+    #[arg(long = "sudo")]
+    pub sudo: bool,
+    /// Offer only the key of --priv (default: `ssh_identities_only`).
+    #[arg(long = "identities-only")]
+    pub identities_only: bool,
     /// Run the arguments as a shell command.
     #[arg(short = 'r', long = "raw-shell", visible_alias = "raw")]
     pub raw: bool,
@@ -78,9 +85,9 @@ pub struct SshArgs {
     /// Print all returns at the end as one document.
     #[arg(long = "static")]
     pub static_out: bool,
-    /// SSH connect timeout in seconds.
-    #[arg(short = 't', long = "timeout", default_value_t = 60)]
-    pub timeout: u64,
+    /// SSH connect timeout in seconds (default: `ssh_timeout`, else 60).
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<u64>,
     /// The longest one host may take, connection and run, in seconds.
     #[arg(long = "deadline", default_value_t = 600)]
     pub deadline: u64,
@@ -90,8 +97,17 @@ pub struct SshArgs {
     /// The runner to upload (default: salt-call beside salt-ssh).
     #[arg(long = "thin-bin")]
     pub thin_bin: Option<PathBuf>,
-    /// Target, function and its arguments (or the shell command with -r).
-    #[arg(required = true)]
+    /// Target: roster ids (a glob; -E a regular expression, -L a list).
+    pub target: String,
+    /// The function and its arguments (or the shell command with -r).
+    /// Everything after the function is an argument, even words that look
+    /// like flags (`salt-ssh -r '*' uname -a`).
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub words: Vec<String>,
 }
 
@@ -117,13 +133,6 @@ fn current_user() -> String {
         .unwrap_or_else(|| "root".to_string())
 }
 
-/// `roster_file` from the master config file, if it sets one.
-fn roster_from_master(dir: &std::path::Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("master")).ok()?;
-    let v: serde_json::Value = serde_norway::from_str(&text).ok()?;
-    v.get("roster_file")?.as_str().map(PathBuf::from)
-}
-
 fn job_of(args: &SshArgs, rest: &[String]) -> Result<Job, String> {
     if args.raw {
         if rest.is_empty() {
@@ -144,9 +153,13 @@ fn job_of(args: &SshArgs, rest: &[String]) -> Result<Job, String> {
 
 /// The whole command; returns the exit code.
 pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i32 {
-    let Some((tgt, rest)) = args.words.split_first() else {
-        eprintln!("salt-ssh: a target is required");
-        return exit::USAGE;
+    let (tgt, rest) = (&args.target, &args.words[..]);
+    let defaults = match roster::SshOptions::load(&args.client.config_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("salt-ssh: {e}");
+            return exit::CONFIG;
+        }
     };
     let job = match job_of(&args, rest) {
         Ok(j) => j,
@@ -158,7 +171,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
     let roster_path = args
         .roster_file
         .clone()
-        .or_else(|| roster_from_master(&args.client.config_dir))
+        .or_else(|| defaults.roster_file.clone())
         .unwrap_or_else(|| args.client.config_dir.join("roster"));
     let hosts = match roster::load(&roster_path) {
         Ok(h) => h,
@@ -191,7 +204,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             .map(|d| d.join("salt-call"))
             .unwrap_or_default()
     });
-    let thin = match Thin::at(thin_path.clone()) {
+    let thin = match Thin::cached(thin_path.clone(), &master.cachedir.join("salt-ssh")) {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
@@ -216,33 +229,54 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
     let base = std::env::var_os("BRINE_SSH_CONTROL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/brine-ssh-{}", nix::unistd::getuid())));
-    let control_dir = command::control_dir(&base, host_keys, args.known_hosts_file.as_deref());
-    if let Err(e) = command::private_dir(&base).and_then(|_| command::private_dir(&control_dir)) {
+    let known_hosts = args
+        .known_hosts_file
+        .clone()
+        .or_else(|| defaults.known_hosts_file.clone());
+    let wanted = command::control_dir(&base, host_keys, known_hosts.as_deref());
+    let control_dir = command::fit_control_dir(&wanted, nix::unistd::getuid().as_raw());
+    if control_dir != wanted {
+        tracing::warn!(
+            wanted = %wanted.display(),
+            using = %control_dir.display(),
+            "control socket directory too long for a socket path"
+        );
+    }
+    let parent = control_dir.parent().unwrap_or(&base).to_path_buf();
+    if let Err(e) = command::private_dir(&parent).and_then(|_| command::private_dir(&control_dir)) {
         eprintln!("salt-ssh: {}: {e}", control_dir.display());
         return exit::CONFIG;
     }
     let env = Arc::new(Env {
         common: Common {
             host_keys,
-            known_hosts: args.known_hosts_file.clone(),
+            known_hosts,
             control_dir,
             control_persist: 60,
             askpass: exe,
+            identities_only: args.identities_only || defaults.identities_only.unwrap_or(false),
         },
         thin,
         master: Arc::new(master),
         files: Arc::new(files),
         counters: Default::default(),
-        user: args.user.clone().unwrap_or_else(current_user),
-        privkey: args.privkey.clone(),
-        passwd: args.passwd.clone(),
-        timeout: args.timeout,
+        user: args
+            .user
+            .clone()
+            .or_else(|| defaults.user.clone())
+            .unwrap_or_else(current_user),
+        privkey: args.privkey.clone().or_else(|| defaults.privkey.clone()),
+        passwd: args.passwd.clone().or_else(|| defaults.passwd.clone()),
+        timeout: args.timeout.or(defaults.timeout).unwrap_or(60),
+        port: defaults.port.unwrap_or(22),
+        sudo: args.sudo || defaults.sudo.unwrap_or(false),
         thin_dir: args.thin_dir.clone(),
         key_deploy: args.key_deploy,
         log_level: args.client.log_level.clone(),
     });
     let job = Arc::new(job);
-    let sem = Arc::new(tokio::sync::Semaphore::new(args.max_procs.max(1)));
+    let max_procs = args.max_procs.or(defaults.max_procs).unwrap_or(25);
+    let sem = Arc::new(tokio::sync::Semaphore::new(max_procs.max(1)));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HostResult>();
     let deadline = Duration::from_secs(args.deadline.max(1));
     let total = selected.len();
@@ -300,6 +334,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn salt_flags_parse() {
@@ -323,13 +358,48 @@ mod tests {
         ])
         .expect("parse");
         assert!(a.ignore_host_keys && a.pcre && a.static_out);
-        assert_eq!(a.max_procs, 5);
-        assert_eq!(a.timeout, 3);
-        assert_eq!(a.words, ["web.*", "test.ping"]);
+        assert_eq!(a.max_procs, Some(5));
+        assert_eq!(a.timeout, Some(3));
+        assert_eq!(a.target, "web.*");
+        assert_eq!(a.words, ["test.ping"]);
         let a = SshArgs::try_parse_from(["salt-ssh", "-r", "*", "uname -a"]).expect("raw");
-        match job_of(&a, &a.words[1..]).expect("job") {
+        match job_of(&a, &a.words).expect("job") {
             Job::Raw(c) => assert_eq!(c, "uname -a"),
             j => panic!("{j:?}"),
         }
+    }
+
+    #[test]
+    fn flags_stop_at_the_function() {
+        // The command's own flags are arguments, not salt-ssh's.
+        let a = SshArgs::try_parse_from(["salt-ssh", "-r", "*", "uname", "-a"]).expect("parse");
+        assert!(a.raw);
+        assert_eq!(a.target, "*");
+        match job_of(&a, &a.words).expect("job") {
+            Job::Raw(c) => assert_eq!(c, "uname -a"),
+            j => panic!("{j:?}"),
+        }
+        // Even ones salt-ssh also has (-t, -i, --out), after the function.
+        let a = SshArgs::try_parse_from([
+            "salt-ssh", "-i", "web*", "--out", "json", "cmd.run", "ls", "-t", "-i", "--out",
+        ])
+        .expect("parse");
+        assert!(a.ignore_host_keys);
+        assert_eq!(a.timeout, None);
+        assert_eq!(a.words, ["cmd.run", "ls", "-t", "-i", "--out"]);
+        match job_of(&a, &a.words).expect("job") {
+            Job::Fun { fun, args, .. } => {
+                assert_eq!(fun, "cmd.run");
+                assert_eq!(
+                    args,
+                    [json!("ls"), json!("-t"), json!("-i"), json!("--out")]
+                );
+            }
+            j => panic!("{j:?}"),
+        }
+        // Salt's quoted form still works.
+        let a = SshArgs::try_parse_from(["salt-ssh", "*", "cmd.run", "ls -l"]).expect("parse");
+        assert_eq!(a.words, ["cmd.run", "ls -l"]);
+        assert!(SshArgs::try_parse_from(["salt-ssh", "*"]).is_err());
     }
 }

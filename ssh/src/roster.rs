@@ -1,7 +1,10 @@
 //! Salt's flat roster file: one entry per target id, each a host name (or
-//! address) alone or a mapping of connection options. Invariant: a parsed
-//! [`Host`] is complete (every option has its value or a default) and
-//! every parse error names the id and the key at fault.
+//! address) alone or a mapping of connection options, and the master
+//! config's `ssh_*` options that are the defaults of every entry. A roster
+//! entry wins over a command-line flag, which wins over the master config.
+//! Invariant: a parsed [`Host`] is complete (every option has its value or
+//! a default) and every parse error names the id (or file) and the key at
+//! fault.
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -45,7 +48,8 @@ pub struct Host {
     pub user: Option<String>,
     pub passwd: Option<String>,
     pub privkey: Option<PathBuf>,
-    pub sudo: bool,
+    /// `None`: the master config's `ssh_sudo` decides.
+    pub sudo: Option<bool>,
     pub timeout: Option<u64>,
     pub minion_opts: Map<String, Value>,
     pub thin_dir: Option<String>,
@@ -121,7 +125,7 @@ fn entry(id: &str, v: &Value) -> Result<Host, RosterError> {
             "user" => h.user = Some(as_string(id, key, val)?),
             "passwd" => h.passwd = Some(as_string(id, key, val)?),
             "priv" => h.privkey = Some(PathBuf::from(as_string(id, key, val)?)),
-            "sudo" => h.sudo = as_bool(id, key, val)?,
+            "sudo" => h.sudo = Some(as_bool(id, key, val)?),
             "timeout" => h.timeout = Some(as_u64(id, key, val)?),
             "minion_opts" => match val {
                 Value::Object(o) => h.minion_opts = o.clone(),
@@ -182,6 +186,100 @@ pub fn load(path: &Path) -> Result<Vec<Host>, RosterError> {
         msg: e.to_string(),
     })?;
     parse(&text, &file)
+}
+
+/// The master config options salt-ssh reads (Salt's names), as the
+/// defaults under the command-line flags. `None`: not set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SshOptions {
+    pub roster_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub privkey: Option<PathBuf>,
+    pub passwd: Option<String>,
+    pub port: Option<u16>,
+    pub sudo: Option<bool>,
+    pub timeout: Option<u64>,
+    pub max_procs: Option<usize>,
+    pub identities_only: Option<bool>,
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+impl SshOptions {
+    /// Read `DIR/master` then `DIR/master.d/*.conf` (in name order, later
+    /// files win, as the master reads them). Missing files are empty; a
+    /// bad value is an error naming the file and the key.
+    pub fn load(dir: &Path) -> Result<SshOptions, RosterError> {
+        let mut files = vec![dir.join("master")];
+        let mut extra: Vec<PathBuf> = std::fs::read_dir(dir.join("master.d"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        extra.sort();
+        files.extend(extra);
+        let mut o = SshOptions::default();
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            o.merge_text(&text, &f.display().to_string())?;
+        }
+        Ok(o)
+    }
+
+    /// Apply the `ssh_*` keys of one config file's text.
+    pub fn merge_text(&mut self, text: &str, file: &str) -> Result<(), RosterError> {
+        let v: Value = serde_norway::from_str(text).map_err(|e| RosterError::File {
+            file: file.to_string(),
+            msg: e.to_string(),
+        })?;
+        let Value::Object(m) = v else {
+            return Ok(());
+        };
+        let at = format!("master config {file}");
+        for (key, val) in &m {
+            if val.is_null() {
+                continue;
+            }
+            match key.as_str() {
+                "roster_file" => self.roster_file = Some(as_string(&at, key, val)?.into()),
+                "ssh_user" => self.user = Some(as_string(&at, key, val)?),
+                "ssh_priv" => self.privkey = Some(as_string(&at, key, val)?.into()),
+                "ssh_passwd" => {
+                    let p = as_string(&at, key, val)?;
+                    self.passwd = (!p.is_empty()).then_some(p);
+                }
+                "ssh_port" => {
+                    let p = as_u64(&at, key, val)?;
+                    self.port = Some(
+                        u16::try_from(p)
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| entry_err(&at, key, "expected a port 1-65535"))?,
+                    );
+                }
+                "ssh_sudo" => self.sudo = Some(as_bool(&at, key, val)?),
+                "ssh_timeout" => self.timeout = Some(as_u64(&at, key, val)?),
+                "ssh_max_procs" => {
+                    let n = as_u64(&at, key, val)?;
+                    self.max_procs = Some(
+                        usize::try_from(n)
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| entry_err(&at, key, "expected a number above 0"))?,
+                    );
+                }
+                "ssh_identities_only" => self.identities_only = Some(as_bool(&at, key, val)?),
+                "known_hosts_file" => {
+                    self.known_hosts_file = Some(as_string(&at, key, val)?.into())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How the target names roster ids.
@@ -259,7 +357,8 @@ db1:
         assert_eq!(w.port, Some(2222));
         assert_eq!(w.user.as_deref(), Some("fred"));
         assert_eq!(w.passwd.as_deref(), Some("s3cret"));
-        assert!(w.sudo);
+        assert_eq!(w.sudo, Some(true));
+        assert_eq!(hs[0].sudo, None);
         assert_eq!(w.timeout, Some(5));
         assert_eq!(w.minion_opts.get("log_level"), Some(&json!("debug")));
         assert_eq!(w.ssh_options, ["Compression=yes"]);
@@ -281,6 +380,49 @@ db1:
         assert!(e.to_string().contains("sudo"), "{e}");
         assert!(parse("- a\n- b\n", "r").is_err());
         assert!(parse(": : :\n", "r").is_err());
+    }
+
+    #[test]
+    fn master_config_ssh_options() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("master"),
+            "ssh_user: fred\nssh_priv: /k/id\nssh_passwd: pw\nssh_port: 2222\n\
+             ssh_sudo: True\nssh_timeout: 9\nssh_max_procs: 7\n\
+             ssh_identities_only: true\nknown_hosts_file: /k/kh\nroster_file: /r\n\
+             interface: 0.0.0.0\n",
+        )
+        .expect("write");
+        std::fs::create_dir(dir.path().join("master.d")).expect("mkdir");
+        std::fs::write(dir.path().join("master.d/b.conf"), "ssh_port: 2200\n").expect("w");
+        std::fs::write(dir.path().join("master.d/a.conf"), "ssh_port: 1\n").expect("w");
+        std::fs::write(dir.path().join("master.d/c.txt"), "ssh_port: 3\n").expect("w");
+        let o = SshOptions::load(dir.path()).expect("load");
+        assert_eq!(
+            o,
+            SshOptions {
+                roster_file: Some("/r".into()),
+                user: Some("fred".into()),
+                privkey: Some("/k/id".into()),
+                passwd: Some("pw".into()),
+                port: Some(2200),
+                sudo: Some(true),
+                timeout: Some(9),
+                max_procs: Some(7),
+                identities_only: Some(true),
+                known_hosts_file: Some("/k/kh".into()),
+            }
+        );
+        let e = SshOptions::default()
+            .merge_text("ssh_port: 70000\n", "m")
+            .expect_err("bad port");
+        assert!(e.to_string().contains("ssh_port"), "{e}");
+        let e = SshOptions::default()
+            .merge_text("ssh_sudo: perhaps\n", "m")
+            .expect_err("bad bool");
+        assert!(e.to_string().contains("ssh_sudo"), "{e}");
+        let missing = SshOptions::load(&dir.path().join("nope")).expect("none");
+        assert_eq!(missing, SshOptions::default());
     }
 
     #[test]
