@@ -833,6 +833,7 @@ fn setup(opts: Options, daemons: Vec<Daemon>) -> Result<Ctx, SetupError> {
         control_dir,
         control_persist: 60,
         askpass: std::env::current_exe().unwrap_or_default(),
+        identities_only: false,
     };
     Ok(Ctx {
         opts,

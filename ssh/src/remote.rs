@@ -103,7 +103,7 @@ impl Remote {
                 connect_timeout: timeout,
                 ssh_options: h.ssh_options.clone(),
             },
-            sudo: h.sudo,
+            sudo: h.sudo.unwrap_or(false),
         }
     }
 
@@ -272,6 +272,7 @@ mod tests {
                 control_dir: dir.path().to_path_buf(),
                 control_persist: 1,
                 askpass: PathBuf::from("/bin/false"),
+                identities_only: false,
             },
             target: Target {
                 host: "127.0.0.1".into(),
