@@ -1,7 +1,8 @@
 //! A real OpenSSH server for end-to-end tests: one `sshd` started on
 //! loopback, listening on several addresses of one port (several "hosts"
-//! on one machine), key login only, with its host key and authorized keys
-//! in the test's directory. Invariant: dropping the [`Sshd`] first closes
+//! on one machine), root's key login (or the authentication the caller's
+//! config lines set), with its host key and authorized keys in the test's
+//! directory. Invariant: dropping the [`Sshd`] first closes
 //! every shared `ssh` connection whose control socket lies under its
 //! control directory, then stops sshd by PID; nothing outlives the test.
 
@@ -21,26 +22,31 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         // Close the shared connections first (their ssh masters would
         // otherwise linger for ControlPersist), then sshd itself.
-        for sub in std::fs::read_dir(&self.control)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for sock in std::fs::read_dir(sub.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
+        close_shared(&self.control);
+        launch::stop(&mut self.child, launch::Stop::Term(Duration::from_secs(5)));
+    }
+}
+
+/// Ask every shared `ssh` connection whose control socket lies under
+/// `dir` (three directory levels at most) to exit.
+pub fn close_shared(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let mut todo = vec![(dir.to_path_buf(), 0u32)];
+    while let Some((d, depth)) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_socket() {
                 let _ = Command::new("ssh")
                     .arg("-o")
-                    .arg(format!("ControlPath={}", sock.path().display()))
+                    .arg(format!("ControlPath={}", e.path().display()))
                     .args(["-O", "exit", "x"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status();
+            } else if ft.is_dir() && depth < 3 {
+                todo.push((e.path(), depth + 1));
             }
         }
-        launch::stop(&mut self.child, launch::Stop::Term(Duration::from_secs(5)));
     }
 }
 
@@ -77,36 +83,64 @@ pub fn free_port(host: &str) -> Result<u16, String> {
         .map_err(|e| format!("local_addr: {e}"))
 }
 
+/// Addresses one sshd listens on at most (OpenSSH's `MAX_LISTEN_SOCKS`).
+pub const LISTEN_MAX: usize = 16;
+
 impl Sshd {
     /// Starts `/usr/sbin/sshd -D` with `dir/host_key` as host key and
-    /// `dir/authorized_keys` (both made by the caller), listening on
-    /// `port` of every address of `listen`; waits (at most 20 s) until the
-    /// last address takes connections. Its config, pid file and log
-    /// (`sshd.log`) go into `dir`.
+    /// `dir/authorized_keys` (both made by the caller) for root's key
+    /// login, listening on `port` of every address of `listen`; waits (at
+    /// most 20 s) until the last address takes connections. Its config,
+    /// pid file and log (`sshd.log`) go into `dir`.
     pub fn start(
         dir: &Path,
         port: u16,
         listen: &[String],
         control: PathBuf,
     ) -> Result<Sshd, String> {
+        let auth = format!(
+            "HostKey {}\nPermitRootLogin yes\nAuthorizedKeysFile {}\nPasswordAuthentication no\n",
+            dir.join("host_key").display(),
+            dir.join("authorized_keys").display(),
+        );
+        Sshd::start_named(dir, "sshd", port, listen, control, &auth)
+    }
+
+    /// As [`Sshd::start`], with the config's host key and authentication
+    /// lines given (`auth`: `HostKey`, `AuthorizedKeysFile`,
+    /// `PermitRootLogin`, `PasswordAuthentication`, `AllowUsers` ...) and
+    /// its files named `dir/<name>_config`, `<name>.pid`, `<name>.log`, so
+    /// several can run from one directory. At most [`LISTEN_MAX`]
+    /// addresses.
+    pub fn start_named(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        listen: &[String],
+        control: PathBuf,
+        auth: &str,
+    ) -> Result<Sshd, String> {
         if !Path::new("/usr/sbin/sshd").exists() {
             return Err("/usr/sbin/sshd missing: run .ci/deps (installs openssh-server)".into());
         }
+        if listen.is_empty() || listen.len() > LISTEN_MAX {
+            return Err(format!(
+                "one sshd listens on 1 to {LISTEN_MAX} addresses, not {}",
+                listen.len()
+            ));
+        }
         let _ = std::fs::create_dir_all("/run/sshd");
         let mut cfg = format!(
-            "Port {port}\nHostKey {}\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
-             AuthorizedKeysFile {}\nPidFile {}\nPasswordAuthentication no\n\
-             MaxSessions 100\nMaxStartups 200\n",
-            dir.join("host_key").display(),
-            dir.join("authorized_keys").display(),
-            dir.join("sshd.pid").display()
+            "Port {port}\n{auth}UsePAM no\nStrictModes no\nKbdInteractiveAuthentication no\n\
+             PidFile {}\nMaxSessions 100\nMaxStartups 200\n",
+            dir.join(format!("{name}.pid")).display()
         );
         for a in listen {
             cfg.push_str(&format!("ListenAddress {a}\n"));
         }
-        let conf = dir.join("sshd_config");
+        let conf = dir.join(format!("{name}_config"));
         std::fs::write(&conf, cfg).map_err(|e| format!("{}: {e}", conf.display()))?;
-        let log_path = dir.join("sshd.log");
+        let log_path = dir.join(format!("{name}.log"));
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let child = Command::new("/usr/sbin/sshd")

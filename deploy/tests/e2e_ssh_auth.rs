@@ -14,37 +14,26 @@
 //! (deploy/src/sshd.rs) lands.
 
 use brine_deploy::launch::{self, Net};
+use brine_deploy::sshd::Sshd;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Everything this test puts on the system, undone in Drop.
 struct Cleanup {
     user: String,
     sudoers: PathBuf,
-    sshd: Option<Child>,
-    /// Base of the control socket directories of every run.
-    control_base: PathBuf,
+    /// Closes the shared connections under its control directory, then
+    /// stops by PID.
+    sshd: Option<Sshd>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let mut sockets = Vec::new();
-        collect_sockets(&self.control_base, 0, &mut sockets);
-        for s in sockets {
-            let _ = Command::new("ssh")
-                .args(["-O", "exit", "-o"])
-                .arg(format!("ControlPath={}", s.display()))
-                .arg("brine-test")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(c) = self.sshd.as_mut() {
-            launch::stop(c, launch::Stop::Term(Duration::from_secs(5)));
-        }
+        // sshd and the test user's sessions first, then the user.
+        drop(self.sshd.take());
         let _ = std::fs::remove_file(&self.sudoers);
         // The home is in the tempdir, removed with it.
         let _ = Command::new("userdel")
@@ -52,21 +41,6 @@ impl Drop for Cleanup {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-    }
-}
-
-/// Sockets under `dir`, two levels at most.
-fn collect_sockets(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        match e.file_type() {
-            Ok(t) if t.is_socket() => out.push(e.path()),
-            Ok(t) if t.is_dir() && depth < 2 => collect_sockets(&e.path(), depth + 1, out),
-            _ => {}
-        }
     }
 }
 
@@ -174,7 +148,6 @@ fn salt_ssh_password_key_deploy_sudo_and_silent_host() {
         user: user.clone(),
         sudoers: PathBuf::from(format!("/etc/sudoers.d/{user}")),
         sshd: None,
-        control_base: dir.join("ctl"),
     };
     run_ok(
         Command::new("useradd")
@@ -220,40 +193,24 @@ fn salt_ssh_password_key_deploy_sudo_and_silent_host() {
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(dir.join("id_user")),
     );
-    let sshd_config = [
-        format!("ListenAddress {addr}:{port}"),
+    let auth = [
         format!("HostKey {}", dir.join("hostkey").display()),
-        format!("PidFile {}", dir.join("sshd.pid").display()),
         format!("AllowUsers {user}"),
         "AuthorizedKeysFile .ssh/authorized_keys".to_string(),
         "PasswordAuthentication yes".to_string(),
-        "KbdInteractiveAuthentication no".to_string(),
-        "UsePAM no".to_string(),
-        "StrictModes no".to_string(),
-        "MaxStartups 50".to_string(),
     ]
     .join("\n");
-    std::fs::write(dir.join("sshd_config"), sshd_config + "\n").expect("sshd_config");
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let log = dir.join("sshd.log");
     guard.sshd = Some(
-        Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("sshd"),
+        Sshd::start_named(
+            &dir,
+            "sshd",
+            port,
+            std::slice::from_ref(&addr),
+            dir.join("ctl"),
+            &(auth + "\n"),
+        )
+        .expect("sshd up"),
     );
-    launch::wait_ready(
-        "sshd",
-        guard.sshd.as_mut(),
-        &log,
-        Duration::from_secs(20),
-        || std::net::TcpStream::connect((addr.as_str(), port)).is_ok(),
-    )
-    .expect("sshd up");
     // A "host" that accepts connections (the kernel does, into the
     // backlog) and never says a word.
     let silent = std::net::TcpListener::bind((silent_addr.as_str(), 0)).expect("silent");

@@ -19,14 +19,16 @@ brine_common::global_allocator!();
 
 use anyhow::{bail, Context, Result};
 use brine_deploy::launch::{self, Net};
+use brine_deploy::sshd::{self, Sshd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// sshd and the control-socket directories, cleaned up in Drop.
+/// The sshds (each closes the shared connections under `dir/c` and
+/// stops by PID when dropped).
 struct Rig {
     dir: PathBuf,
-    sshd: Vec<Child>,
+    sshd: Vec<Sshd>,
     hosts: Vec<String>,
     port: u16,
 }
@@ -34,38 +36,6 @@ struct Rig {
 impl Rig {
     fn ctl(&self, name: &str) -> PathBuf {
         self.dir.join("c").join(name)
-    }
-
-    /// Close every shared ssh connection whose socket is under `dir`.
-    fn close_masters(dir: &Path) {
-        use std::os::unix::fs::FileTypeExt;
-        let mut todo = vec![(dir.to_path_buf(), 0u32)];
-        // Bounded: three directory levels.
-        while let Some((d, depth)) = todo.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let Ok(ft) = e.file_type() else { continue };
-                if ft.is_socket() {
-                    let _ = Command::new("ssh")
-                        .arg("-o")
-                        .arg(format!("ControlPath={}", e.path().display()))
-                        .args(["-O", "exit", "bench"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                } else if ft.is_dir() && depth < 3 {
-                    todo.push((e.path(), depth + 1));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        Rig::close_masters(&self.dir.join("c"));
-        for c in &mut self.sshd {
-            launch::stop(c, launch::Stop::Term(Duration::from_secs(5)));
-        }
     }
 }
 
@@ -85,22 +55,9 @@ fn must(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 fn keygen(path: &Path) -> Result<String> {
-    must(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(path),
-        "ssh-keygen",
-    )?;
-    let text = std::fs::read_to_string(path.with_extension("pub"))?;
-    Ok(text
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" "))
+    let line = sshd::keygen(path).map_err(anyhow::Error::msg)?;
+    Ok(sshd::key_of(&line))
 }
-
-/// Addresses one sshd can listen on (OpenSSH's MAX_LISTEN_SOCKS).
-const LISTEN_MAX: usize = 16;
 
 /// Start sshd on `n` addresses of a fresh loopback block.
 fn start(dir: &Path, n: u32) -> Result<Rig> {
@@ -113,11 +70,9 @@ fn start(dir: &Path, n: u32) -> Result<Rig> {
     let client_pub = keygen(&dir.join("id_bench"))?;
     std::fs::write(dir.join("authorized_keys"), format!("{client_pub}\n"))?;
     let mut known = String::new();
-    let common = format!(
-        "Port {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
-         PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-         MaxStartups 200\nMaxSessions 200\n",
+    let auth = format!(
+        "HostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\n",
         dir.join("ssh_host_key").display(),
         dir.join("authorized_keys").display()
     );
@@ -125,41 +80,17 @@ fn start(dir: &Path, n: u32) -> Result<Rig> {
         known.push_str(&format!("[{h}]:{port} {host_pub}\n"));
     }
     std::fs::write(dir.join("known_hosts"), known)?;
-    let _ = std::fs::create_dir_all("/run/sshd");
     let mut rig = Rig {
         dir: dir.to_path_buf(),
         sshd: Vec::new(),
         hosts: hosts.clone(),
         port,
     };
-    for (i, group) in hosts.chunks(LISTEN_MAX).enumerate() {
-        let mut cfg = format!(
-            "{common}PidFile {}\n",
-            dir.join(format!("sshd{i}.pid")).display()
-        );
-        for h in group {
-            cfg.push_str(&format!("ListenAddress {h}\n"));
-        }
-        let conf = dir.join(format!("sshd{i}_config"));
-        std::fs::write(&conf, cfg)?;
-        let log = dir.join(format!("sshd{i}.log"));
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
+    for (i, group) in hosts.chunks(sshd::LISTEN_MAX).enumerate() {
+        let s = Sshd::start_named(dir, &format!("sshd{i}"), port, group, dir.join("c"), &auth)
+            .map_err(anyhow::Error::msg)
             .context("start /usr/sbin/sshd (package openssh-server)")?;
-        rig.sshd.push(child);
-        let last = group[group.len() - 1].clone();
-        launch::wait_ready(
-            "sshd",
-            rig.sshd.last_mut(),
-            &log,
-            Duration::from_secs(20),
-            || std::net::TcpStream::connect((last.as_str(), port)).is_ok(),
-        )?;
+        rig.sshd.push(s);
     }
     Ok(rig)
 }
@@ -278,7 +209,7 @@ impl Brine {
                 let _ = std::fs::remove_dir_all(rig.dir.join("hosts"));
                 let ctl = rig.ctl(&format!("b{}{i}", u8::from(uptime)));
                 let t = self.run(rig, &ctl, uptime);
-                Rig::close_masters(&ctl);
+                sshd::close_shared(&ctl);
                 times.push(t?);
             } else {
                 times.push(self.run(rig, &warm, uptime)?);
@@ -410,7 +341,7 @@ impl Ansible {
             if first {
                 let state = rig.ctl(&format!("{tag}{}{i}", u8::from(uptime)));
                 let t = self.run(rig, &state, uptime);
-                Rig::close_masters(&state);
+                sshd::close_shared(&state);
                 times.push(t?);
             } else {
                 times.push(self.run(rig, &warm, uptime)?);
