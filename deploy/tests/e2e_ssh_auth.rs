@@ -83,7 +83,9 @@ fn argv_scan(needle: &str) -> (Vec<u32>, usize) {
             continue;
         };
         let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if line.starts_with("ssh ") {
+        // `comm` too: a shared connection's ssh rewrites its argv.
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if line.starts_with("ssh ") || comm.trim_end() == "ssh" {
             ssh += 1;
         }
         if line.contains(needle) && pid != std::process::id() {

@@ -7,6 +7,7 @@
 //! around [`run`] bounds the host completely.
 
 use crate::command::{self, sh_quote, Common, Target};
+use crate::remote::Output;
 use crate::roster::Host;
 use brine_common::config::MasterConfig;
 use brine_common::proto::{Refusal, ReplyBody, RequestBody, Role};
@@ -18,13 +19,10 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Exit code of the remote script when the thin is missing (then it is
 /// uploaded and the run tried once more).
 pub const NO_THIN: i32 = 120;
-/// Most stderr kept per host.
-const STDERR_MAX: usize = 64 * 1024;
 
 /// The runner binary this build uploads.
 #[derive(Debug, Clone)]
@@ -231,71 +229,9 @@ pub fn runner_opts(h: &Host, thin_dir: &str) -> (Map<String, Value>, String) {
     (o, format!("{data}/etc/salt"))
 }
 
-/// What one `ssh` invocation gave.
-struct Exec {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-async fn read_stderr(mut e: tokio::process::ChildStderr) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    // Bounded by the stream: ends at its end or on an error.
-    loop {
-        match e.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if buf.len() < STDERR_MAX {
-                    buf.extend_from_slice(&chunk[..n.min(STDERR_MAX - buf.len())]);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// Run `remote` with `input` on stdin and collect everything.
-async fn exec(env: &Env, t: &Target, remote: &str, input: &[u8], pw: bool) -> Exec {
-    let mut child = match command::command(&env.common, t, remote, pw).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Exec {
-                code: 255,
-                stdout: Vec::new(),
-                stderr: format!("cannot run ssh: {e}"),
-            }
-        }
-    };
-    let (Some(mut si), Some(mut so), Some(se)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Exec {
-            code: 255,
-            stdout: Vec::new(),
-            stderr: "ssh: no pipes".into(),
-        };
-    };
-    let err = tokio::spawn(read_stderr(se));
-    let data = input.to_vec();
-    let writer = tokio::spawn(async move {
-        let _ = si.write_all(&data).await;
-        drop(si);
-    });
-    let mut stdout = Vec::new();
-    let _ = so.read_to_end(&mut stdout).await;
-    let _ = writer.await;
-    let code = child
-        .wait()
-        .await
-        .ok()
-        .and_then(|s| s.code())
-        .unwrap_or(255);
-    Exec {
-        code,
-        stdout,
-        stderr: err.await.unwrap_or_default(),
-    }
+async fn exec(env: &Env, t: &Target, remote: &str, input: &[u8], pw: bool) -> Output {
+    crate::remote::exec(&env.common, t, remote, input, pw).await
 }
 
 /// Answer one question of the runner on host `id`.
@@ -346,7 +282,7 @@ async fn run_thin(
     else {
         return Err((255, "ssh: no pipes".into()));
     };
-    let err = tokio::spawn(read_stderr(se));
+    let err = tokio::spawn(crate::remote::read_stderr(se));
     let _ = write_frame(&mut si, &ToRunner::Run(spec.clone())).await;
     let mut grains = json!({});
     let mut done = None;

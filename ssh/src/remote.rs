@@ -15,6 +15,66 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The most stderr kept from one run.
 const STDERR_MAX: usize = 64 * 1024;
 
+/// A child's stderr, read to its end, at most 64 KiB of it kept.
+pub async fn read_stderr(mut se: tokio::process::ChildStderr) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Bounded by the stream: ends at its end or on an error.
+    while let Ok(n) = se.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = STDERR_MAX.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Runs `remote` (a command line for the host's shell) over `ssh` with
+/// `input` on its stdin, and collects its exit code, stdout and (at most
+/// 64 KiB of) stderr; `pw`: log in with the target's password (askpass).
+/// Writing and both reads go on at once, borrowing `input` (a binary of
+/// many MB is not copied per host). Never fails: an ssh that cannot start
+/// is code 255 with the reason as stderr.
+pub async fn exec(
+    common: &Common,
+    target: &Target,
+    remote: &str,
+    input: &[u8],
+    pw: bool,
+) -> Output {
+    let mut child = match command::command(common, target, remote, pw).spawn() {
+        Ok(c) => c,
+        Err(e) => return Output::failed(format!("cannot run ssh: {e}")),
+    };
+    let (Some(mut si), Some(mut so), Some(se)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Output::failed("ssh: no pipes".into());
+    };
+    let write = async move {
+        let _ = si.write_all(input).await;
+        drop(si);
+    };
+    let read_out = async move {
+        let mut stdout = Vec::new();
+        let _ = so.read_to_end(&mut stdout).await;
+        stdout
+    };
+    let ((), stdout, stderr) = tokio::join!(write, read_out, read_stderr(se));
+    let code = child
+        .wait()
+        .await
+        .ok()
+        .and_then(|s| s.code())
+        .unwrap_or(255);
+    Output {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
 /// What one remote run gave back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -114,50 +174,7 @@ impl Remote {
             remote = format!("sudo -n {remote}");
         }
         let pw = self.target.passwd.is_some() && self.target.privkey.is_none();
-        let mut child = match command::command(&self.common, &self.target, &remote, pw).spawn() {
-            Ok(c) => c,
-            Err(e) => return Output::failed(format!("cannot run ssh: {e}")),
-        };
-        let (Some(mut si), Some(mut so), Some(mut se)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Output::failed("ssh: no pipes".into());
-        };
-        // Write, read stdout and read stderr at once, borrowing `input`
-        // (a binary of many MB is not copied per host).
-        let write = async move {
-            let _ = si.write_all(input).await;
-            drop(si);
-        };
-        let read_out = async move {
-            let mut stdout = Vec::new();
-            let _ = so.read_to_end(&mut stdout).await;
-            stdout
-        };
-        let read_err = async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = se.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                let room = STDERR_MAX.saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..n.min(room)]);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        };
-        let ((), stdout, stderr) = tokio::join!(write, read_out, read_err);
-        let code = child
-            .wait()
-            .await
-            .ok()
-            .and_then(|s| s.code())
-            .unwrap_or(255);
-        Output {
-            code,
-            stdout,
-            stderr,
-        }
+        exec(&self.common, &self.target, &remote, input, pw).await
     }
 
     /// Writes `bytes` to `path` on the host with `mode` (octal, e.g.
