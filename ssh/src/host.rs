@@ -30,13 +30,20 @@ pub struct Thin {
     pub path: PathBuf,
     /// First 16 hex digits of its sha256.
     pub short_hash: String,
+    /// What is uploaded: `path`, or its copy without debug sections
+    /// ([`Thin::strip_debug`]).
+    pub upload: PathBuf,
 }
 
 impl Thin {
     /// Hash the runner at `path`, without any cache.
     pub fn at(path: PathBuf) -> std::io::Result<Thin> {
         let short_hash = hash_file(&path)?;
-        Ok(Thin { path, short_hash })
+        Ok(Thin {
+            upload: path.clone(),
+            path,
+            short_hash,
+        })
     }
 
     /// The runner at `path`, its hash taken from the cache file in
@@ -52,6 +59,7 @@ impl Thin {
         if let Some(r) = known.filter(|r| r.key == key) {
             tracing::debug!(hash = %r.short_hash, "runner hash from the cache");
             return Ok(Thin {
+                upload: path.clone(),
                 path,
                 short_hash: r.short_hash,
             });
@@ -67,7 +75,47 @@ impl Thin {
                 tracing::debug!(error = %e, file = %file.display(), "runner hash not cached");
             }
         }
-        Ok(Thin { path, short_hash })
+        Ok(Thin {
+            upload: path.clone(),
+            path,
+            short_hash,
+        })
+    }
+
+    /// Upload a copy without debug sections (a release build keeps line
+    /// tables: ~4x the size to send to every host on first contact), made
+    /// once per runner version with `objcopy --strip-debug` under
+    /// `cache_dir/thin/<short hash>/` (older versions' copies removed).
+    /// Without `objcopy` (binutils) or when it fails, the runner is sent
+    /// as it is. The name on the host stays the hash of the runner itself.
+    pub fn strip_debug(&mut self, cache_dir: &Path) {
+        let root = cache_dir.join("thin");
+        let dir = root.join(&self.short_hash);
+        let copy = dir.join("salt-call");
+        if copy.is_file() {
+            self.upload = copy;
+            return;
+        }
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+        let tmp = dir.join(format!("salt-call.{}", std::process::id()));
+        let made = std::fs::create_dir_all(&dir).is_ok()
+            && std::process::Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(&self.path)
+                .arg(&tmp)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|st| st.success())
+            && std::fs::rename(&tmp, &copy).is_ok();
+        if made {
+            self.upload = copy;
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(runner = %self.path.display(), "runner uploaded with its debug sections (objcopy unavailable)");
+        }
     }
 }
 
@@ -425,13 +473,13 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
                             b = sh_quote(&bin)
                         );
                         let remote_up = as_root(use_sudo, script);
-                        let bytes = match std::fs::read(&env.thin.path) {
+                        let bytes = match std::fs::read(&env.thin.upload) {
                             Ok(b) => b,
                             Err(e) => {
                                 return HostResult::failed(
                                     &h.id,
                                     1,
-                                    &format!("{}: {e}", env.thin.path.display()),
+                                    &format!("{}: {e}", env.thin.upload.display()),
                                     &stderr,
                                 )
                             }
@@ -517,5 +565,43 @@ mod tests {
         // An unwritable cache only costs the hashing.
         let e = Thin::cached(bin.clone(), Path::new("/proc/brine-nope")).expect("no cache");
         assert_eq!(e.short_hash, d.short_hash);
+    }
+
+    #[test]
+    fn the_uploaded_runner_is_stripped_once_per_version() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = dir.path().join("cache");
+        // A real ELF file with debug sections: this test binary.
+        let exe = std::env::current_exe().expect("exe");
+        let bin = dir.path().join("salt-call");
+        std::fs::copy(&exe, &bin).expect("copy");
+        let mut t = Thin::cached(bin.clone(), &cache).expect("hash");
+        assert_eq!(t.upload, bin);
+        t.strip_debug(&cache);
+        if std::process::Command::new("objcopy")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert_eq!(t.upload, bin, "no objcopy: sent as it is");
+            return;
+        }
+        let copy = cache.join("thin").join(&t.short_hash).join("salt-call");
+        assert_eq!(t.upload, copy);
+        let (full, small) = (
+            std::fs::metadata(&bin).expect("bin").len(),
+            std::fs::metadata(&copy).expect("copy").len(),
+        );
+        assert!(small < full, "stripped {small} < {full}");
+        // A second run takes the copy as it is; another version replaces it.
+        let mut again = Thin::cached(bin.clone(), &cache).expect("hash");
+        again.strip_debug(&cache);
+        assert_eq!(again.upload, copy);
+        let stale = cache.join("thin").join("0000000000000000");
+        std::fs::create_dir_all(&stale).expect("stale");
+        std::fs::remove_file(&copy).expect("rm");
+        again.strip_debug(&cache);
+        assert!(!stale.exists(), "older versions' copies removed");
+        assert_eq!(again.upload, copy);
     }
 }

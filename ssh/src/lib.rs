@@ -204,7 +204,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             .map(|d| d.join("salt-call"))
             .unwrap_or_default()
     });
-    let thin = match Thin::cached(thin_path.clone(), &master.cachedir.join("salt-ssh")) {
+    let mut thin = match Thin::cached(thin_path.clone(), &master.cachedir.join("salt-ssh")) {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
@@ -214,6 +214,7 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             return exit::CONFIG;
         }
     };
+    thin.strip_debug(&master.cachedir.join("salt-ssh"));
     let files = match brine_master::FileServer::new(&master) {
         Ok(f) => f,
         Err(e) => {
