@@ -484,7 +484,10 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
     }
     let grid = match &p.from {
         Some(path) => match read_plan(path) {
-            Ok(r) => Ok(crate::plan::summarise(q.p99_ms, r.cells)),
+            Ok(r) => Ok(crate::plan::summarise(
+                q.p99_ms,
+                crate::plan::retarget(q.p99_ms, r.cells),
+            )),
             Err(c) => return c,
         },
         None => run_plan(

@@ -343,6 +343,20 @@ impl Check {
     }
 }
 
+/// The cells judged again against `p99_target_ms` (a plan read back
+/// with another target).
+pub fn retarget(p99_target_ms: f64, cells: Vec<PlanCell>) -> Vec<PlanCell> {
+    cells
+        .into_iter()
+        .map(|mut c| {
+            c.meets_target = c.error.is_none()
+                && c.lost_returns == 0
+                && c.completion_ms.is_some_and(|p| p.p99 <= p99_target_ms);
+            c
+        })
+        .collect()
+}
+
 /// Picks, per minion count, the fewest syndics that met the target.
 pub fn summarise(p99_target_ms: f64, cells: Vec<PlanCell>) -> PlanReport {
     let mut minion_counts: Vec<u32> = cells.iter().map(|c| c.minions).collect();
@@ -428,10 +442,10 @@ impl PlanReport {
         let _ = match self.minions_per_syndic {
             Some(n) => writeln!(
                 s,
-                "recommended: at most {n} minions per syndic (p99 within {} ms)",
+                "sampled: at most {n} minions per syndic met p99 within {} ms (largest cell run; the model below predicts)",
                 self.p99_target_ms
             ),
-            None => writeln!(s, "recommended: no tested size met the target"),
+            None => writeln!(s, "sampled: no tested size met the target"),
         };
         if let Some(p) = &self.prediction {
             s.push_str(&p.lines(&self.cells));
@@ -591,5 +605,68 @@ mod tests {
         // 1000/1 and 5000/2 met the target: 2500 per syndic is supported.
         assert_eq!(r.minions_per_syndic, Some(2500));
         assert!(t.contains("at most 2500 minions per syndic"));
+    }
+
+    #[test]
+    fn failed_and_lossy_cells_are_not_fitted_and_retarget_rejudges() {
+        let mut cells = vec![
+            cell(200, 1, 10.0, 500.0),
+            cell(500, 1, 20.0, 500.0),
+            cell(1000, 1, 40.0, 500.0),
+        ];
+        cells[1].lost_returns = 3;
+        cells.push(PlanCell {
+            error: Some("boom".into()),
+            completion_ms: None,
+            ..cell(2000, 1, 0.0, 500.0)
+        });
+        let pts = latency_points(&cells);
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[1].minions, 1000.0);
+        let r = retarget(15.0, cells);
+        let met: Vec<bool> = r.iter().map(|c| c.meets_target).collect();
+        assert_eq!(met, vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn cpu_points_are_per_job_and_check_error_is_relative() {
+        let mut c = cell(1000, 2, 40.0, 500.0);
+        let d = |cpu_secs: f64| crate::cpu::DaemonCost {
+            cpu_secs,
+            returns: 5000,
+            per_1000_returns: cpu_secs / 5.0,
+        };
+        c.cpu = Some(crate::cpu::CpuCost {
+            secs: 2.0,
+            jobs: 10,
+            top: Some(d(0.5)),
+            syndics: [("s1".to_string(), d(0.2)), ("s2".to_string(), d(0.4))]
+                .into_iter()
+                .collect(),
+        });
+        let (top, syn) = cpu_points(std::slice::from_ref(&c));
+        assert!((top[0].y - 0.05).abs() < 1e-12);
+        assert!((syn[0].y - 0.03).abs() < 1e-12);
+        assert!(cpu_col(&c, true).starts_with("0.100"));
+        assert!(cpu_col(&c, false).starts_with("0.060"));
+        let k = check_of(1000, 2, 0.0, 44.0, c);
+        assert!((k.error_pct.unwrap() - 10.0).abs() < 1e-9);
+        assert!(k
+            .line()
+            .contains("predicted p99 44.00 ms, measured p99 40.00 ms"));
+        assert!(k.line().contains("error +10.0%"));
+        let failed = check_of(
+            1000,
+            2,
+            0.0,
+            44.0,
+            PlanCell {
+                error: Some("x".into()),
+                completion_ms: None,
+                ..cell(1000, 2, 0.0, 1.0)
+            },
+        );
+        assert_eq!(failed.error_pct, None);
+        assert!(failed.line().contains("run failed: x"));
     }
 }
