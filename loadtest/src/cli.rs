@@ -209,6 +209,10 @@ pub struct PlanArgs {
     /// Syndics of the `--check` run instead of the model's answer.
     #[arg(long, value_name = "S", requires = "check")]
     pub check_syndics: Option<u32>,
+    /// Runs per cell (and of `--check`); the cell keeps the run with the
+    /// median p99.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub repeat: u32,
     /// Fit the cells of an earlier `plan --json` file instead of running
     /// the grid (`--minions`/`--syndics` are then ignored).
     #[arg(long, value_name = "FILE")]
@@ -496,6 +500,7 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
             &p.syndics,
             p.p99_target_ms,
             mode,
+            p.repeat,
             &interrupted,
         ),
     };
@@ -518,7 +523,7 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
             );
             return exit::USAGE;
         };
-        match crate::plan::run_check(&base, pred, n, sy, mode, &interrupted) {
+        match crate::plan::run_check(&base, pred, n, sy, mode, p.repeat, &interrupted) {
             Ok(c) => {
                 println!("{}", c.line());
                 r.check = Some(c);

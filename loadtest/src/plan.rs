@@ -30,6 +30,10 @@ pub struct PlanCell {
     /// CPU-seconds per 1000 returns of the top and syndics (Brine run).
     #[serde(default)]
     pub cpu: Option<crate::cpu::CpuCost>,
+    /// With `--repeat K`: the p99 of every run that completed; the cell's
+    /// figures are those of the run with the median p99.
+    #[serde(default)]
+    pub p99_runs_ms: Vec<f64>,
 }
 
 /// The grid and its recommendation.
@@ -86,8 +90,12 @@ pub struct Check {
     pub jobs_per_sec: f64,
     pub predicted_p99_ms: f64,
     pub cell: PlanCell,
-    /// (predicted − measured) / measured, % (`None` if the run failed).
+    /// (predicted − measured) / measured, % (`None` if the run failed);
+    /// of the median run with `--repeat`.
     pub error_pct: Option<f64>,
+    /// The same for every completed run (`--repeat`).
+    #[serde(default)]
+    pub errors_pct: Vec<f64>,
 }
 
 /// Which topology a plan sweeps.
@@ -122,6 +130,7 @@ pub fn run_plan(
     syndics: &[u32],
     p99_target_ms: f64,
     mode: Mode,
+    repeat: u32,
     interrupted: &AtomicBool,
 ) -> Result<PlanReport, HarnessError> {
     if minions.is_empty() || syndics.is_empty() {
@@ -132,10 +141,71 @@ pub fn run_plan(
     let mut cells = Vec::new();
     for &m in minions {
         for &s in syndics {
-            cells.push(measure(base, m, s, p99_target_ms, mode, interrupted)?);
+            cells.push(measure_median(
+                base,
+                m,
+                s,
+                p99_target_ms,
+                mode,
+                repeat,
+                interrupted,
+            )?);
         }
     }
     Ok(summarise(p99_target_ms, cells))
+}
+
+/// Runs a cell `repeat` times (at least once) and keeps the run with the
+/// median p99 (a shared machine's tail is noisy; one unlucky run should
+/// not bend the fit), recording every run's p99.
+pub fn measure_median(
+    base: &RunConfig,
+    minions: u32,
+    syndics: u32,
+    p99_target_ms: f64,
+    mode: Mode,
+    repeat: u32,
+    interrupted: &AtomicBool,
+) -> Result<PlanCell, HarnessError> {
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(measure(
+            base,
+            minions,
+            syndics,
+            p99_target_ms,
+            mode,
+            interrupted,
+        )?);
+    }
+    Ok(median_cell(runs))
+}
+
+/// The run with the median p99 among those that completed (the lower
+/// middle for an even count), carrying every completed run's p99; the
+/// last run when none completed.
+pub fn median_cell(runs: Vec<PlanCell>) -> PlanCell {
+    let p99 = |c: &PlanCell| c.completion_ms.filter(|_| c.error.is_none()).map(|p| p.p99);
+    let mut ok: Vec<PlanCell> = runs.iter().filter(|c| p99(c).is_some()).cloned().collect();
+    ok.sort_by(|a, b| p99(a).unwrap_or(0.0).total_cmp(&p99(b).unwrap_or(0.0)));
+    let all: Vec<f64> = ok.iter().filter_map(p99).collect();
+    let n = ok.len();
+    let mut cell = if n == 0 {
+        runs.into_iter().last().unwrap_or(PlanCell {
+            minions: 0,
+            syndics: 0,
+            completion_ms: None,
+            lost_returns: 0,
+            error: Some("no run".into()),
+            meets_target: false,
+            cpu: None,
+            p99_runs_ms: Vec::new(),
+        })
+    } else {
+        ok.swap_remove((n - 1) / 2)
+    };
+    cell.p99_runs_ms = all;
+    cell
 }
 
 /// Runs one cell of `minions` behind `syndics` (an error only for Ctrl-C:
@@ -166,6 +236,7 @@ pub fn measure(
                 error: None,
                 meets_target: ok,
                 cpu: meta.cpu,
+                p99_runs_ms: Vec::new(),
             }
         }
         Err(HarnessError::Worker(crate::workers::WorkerError::Interrupted)) => {
@@ -179,6 +250,7 @@ pub fn measure(
             error: Some(e.to_string()),
             meets_target: false,
             cpu: None,
+            p99_runs_ms: Vec::new(),
         },
     })
 }
@@ -282,13 +354,22 @@ pub fn run_check(
     minions: u32,
     syndics: u32,
     mode: Mode,
+    repeat: u32,
     interrupted: &AtomicBool,
 ) -> Result<Check, HarnessError> {
     let jobs_per_sec = p.question.jobs_per_sec;
     let predicted_p99_ms = p.planner.p99_ms(minions, syndics, jobs_per_sec);
     let mut cfg = base.clone();
     cfg.rate = jobs_per_sec;
-    let cell = measure(&cfg, minions, syndics, p.question.p99_ms, mode, interrupted)?;
+    let cell = measure_median(
+        &cfg,
+        minions,
+        syndics,
+        p.question.p99_ms,
+        mode,
+        repeat,
+        interrupted,
+    )?;
     Ok(check_of(
         minions,
         syndics,
@@ -306,6 +387,11 @@ pub fn check_of(
     predicted_p99_ms: f64,
     cell: PlanCell,
 ) -> Check {
+    let errors_pct = cell
+        .p99_runs_ms
+        .iter()
+        .map(|m| 100.0 * crate::model::rel_error(predicted_p99_ms, *m))
+        .collect();
     let error_pct = match &cell.completion_ms {
         Some(c) if cell.error.is_none() && c.p99 > 0.0 => {
             Some(100.0 * crate::model::rel_error(predicted_p99_ms, c.p99))
@@ -319,6 +405,7 @@ pub fn check_of(
         predicted_p99_ms,
         cell,
         error_pct,
+        errors_pct,
     }
 }
 
@@ -329,9 +416,19 @@ impl Check {
             (Some(c), None) => format!("measured p99 {:.2} ms (p50 {:.2})", c.p99, c.p50),
             (_, e) => format!("run failed: {}", e.as_deref().unwrap_or("unknown")),
         };
-        let err = self
+        let mut err = self
             .error_pct
             .map_or(String::new(), |e| format!(", error {e:+.1}%"));
+        if self.cell.p99_runs_ms.len() > 1 {
+            let runs: Vec<String> = self
+                .cell
+                .p99_runs_ms
+                .iter()
+                .zip(&self.errors_pct)
+                .map(|(m, e)| format!("{m:.2} ms ({e:+.1}%)"))
+                .collect();
+            err.push_str(&format!("; runs: {}", runs.join(", ")));
+        }
         format!(
             "check {} minions / {} syndic(s) at {} jobs/s: predicted p99 {:.2} ms, {measured}{err}, lost {}",
             self.minions,
@@ -581,6 +678,7 @@ mod tests {
             error: None,
             meets_target: p99 <= target,
             cpu: None,
+            p99_runs_ms: Vec::new(),
         }
     }
 
@@ -668,5 +766,39 @@ mod tests {
         );
         assert_eq!(failed.error_pct, None);
         assert!(failed.line().contains("run failed: x"));
+    }
+
+    #[test]
+    fn median_of_repeats() {
+        let runs = vec![
+            cell(500, 1, 90.0, 500.0),
+            PlanCell {
+                error: Some("x".into()),
+                completion_ms: None,
+                ..cell(500, 1, 0.0, 500.0)
+            },
+            cell(500, 1, 300.0, 500.0),
+            cell(500, 1, 100.0, 500.0),
+        ];
+        let m = median_cell(runs);
+        assert_eq!(m.completion_ms.unwrap().p99, 100.0);
+        assert_eq!(m.p99_runs_ms, vec![90.0, 100.0, 300.0]);
+        let two = median_cell(vec![cell(1, 1, 5.0, 9.0), cell(1, 1, 3.0, 9.0)]);
+        assert_eq!(two.completion_ms.unwrap().p99, 3.0);
+        let none = median_cell(vec![PlanCell {
+            error: Some("down".into()),
+            completion_ms: None,
+            ..cell(7, 1, 0.0, 1.0)
+        }]);
+        assert_eq!(none.error.as_deref(), Some("down"));
+        assert!(none.p99_runs_ms.is_empty());
+        let k = check_of(500, 1, 0.0, 110.0, m);
+        assert_eq!(k.errors_pct.len(), 3);
+        assert!(
+            k.line()
+                .contains("runs: 90.00 ms (+22.2%), 100.00 ms (+10.0%), 300.00 ms (-63.3%)"),
+            "{}",
+            k.line()
+        );
     }
 }
