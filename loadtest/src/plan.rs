@@ -138,20 +138,24 @@ pub fn run_plan(
             "plan needs minion and syndic counts".into(),
         ));
     }
-    let mut cells = Vec::new();
-    for &m in minions {
-        for &s in syndics {
-            cells.push(measure_median(
-                base,
-                m,
-                s,
-                p99_target_ms,
-                mode,
-                repeat,
-                interrupted,
-            )?);
+    // Rounds over the whole grid rather than K runs of a cell in a row:
+    // a busy spell on the shared machine then hits every size a little
+    // instead of one size a lot, and the per-cell median drops it.
+    let mut runs: Vec<Vec<PlanCell>> = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let mut i = 0;
+        for &m in minions {
+            for &s in syndics {
+                let c = measure(base, m, s, p99_target_ms, mode, interrupted)?;
+                match runs.get_mut(i) {
+                    Some(v) => v.push(c),
+                    None => runs.push(vec![c]),
+                }
+                i += 1;
+            }
         }
     }
+    let cells = runs.into_iter().map(median_cell).collect();
     Ok(summarise(p99_target_ms, cells))
 }
 
