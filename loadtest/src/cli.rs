@@ -193,8 +193,30 @@ pub struct PlanArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub syndics: Vec<u32>,
     /// Highest acceptable p99 job completion.
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, visible_alias = "p99-ms", default_value_t = 500.0)]
     pub p99_target_ms: f64,
+    /// Jobs per second the answers are for (0 = one job at a time, as the
+    /// grid runs); also the rate of the `--check` run.
+    #[arg(long, default_value_t = 0.0)]
+    pub jobs_per_sec: f64,
+    /// Also answer: how many syndics does a fleet of N minions need.
+    #[arg(long, value_name = "N")]
+    pub for_minions: Option<u32>,
+    /// After fitting, run N minions behind the syndics the model
+    /// recommends and print predicted vs measured p99.
+    #[arg(long, value_name = "N")]
+    pub check: Option<u32>,
+    /// Syndics of the `--check` run instead of the model's answer.
+    #[arg(long, value_name = "S", requires = "check")]
+    pub check_syndics: Option<u32>,
+    /// Runs per cell (and of `--check`); the cell keeps the run with the
+    /// median p99.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub repeat: u32,
+    /// Fit the cells of an earlier `plan --json` file instead of running
+    /// the grid (`--minions`/`--syndics` are then ignored).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     /// Everything else, as for a run (`--minions`/`--syndics` are ignored).
     #[command(flatten)]
     pub run: PlanRunArgs,
@@ -451,36 +473,93 @@ fn plan(p: &PlanArgs, exe: PathBuf) -> i32 {
     } else {
         crate::plan::Mode::Brine
     };
-    match run_plan(
-        &base,
-        &p.minions,
-        &p.syndics,
-        p.p99_target_ms,
-        mode,
-        &interrupted,
-    ) {
-        Ok(r) => {
-            print!("{}", r.table());
-            if let Some(path) = &p.run.json {
-                match serde_json::to_string_pretty(&r) {
-                    Ok(j) => {
-                        if let Err(c) = write_file(path, &j) {
-                            return c;
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("loadtest: cannot encode plan: {e}");
-                        return exit::SOFTWARE;
-                    }
-                }
-            }
-            exit::OK
-        }
+    let q = crate::plan::Question {
+        p99_ms: p.p99_target_ms,
+        jobs_per_sec: p.jobs_per_sec,
+        for_minions: p.for_minions,
+    };
+    if !q.p99_ms.is_finite() || q.p99_ms <= 0.0 {
+        eprintln!("loadtest: --p99-target-ms must be a positive number");
+        return exit::USAGE;
+    }
+    if !q.jobs_per_sec.is_finite() || q.jobs_per_sec < 0.0 {
+        eprintln!("loadtest: --jobs-per-sec must be 0 or more");
+        return exit::USAGE;
+    }
+    let grid = match &p.from {
+        Some(path) => match read_plan(path) {
+            Ok(r) => Ok(crate::plan::summarise(
+                q.p99_ms,
+                crate::plan::retarget(q.p99_ms, r.cells),
+            )),
+            Err(c) => return c,
+        },
+        None => run_plan(
+            &base,
+            &p.minions,
+            &p.syndics,
+            p.p99_target_ms,
+            mode,
+            p.repeat,
+            &interrupted,
+        ),
+    };
+    let mut r = match grid {
+        Ok(r) => crate::plan::with_prediction(r, q),
         Err(e) => {
             eprintln!("loadtest: {e}");
-            error_code(&e)
+            return error_code(&e);
+        }
+    };
+    print!("{}", r.table());
+    if let Some(n) = p.check {
+        let Some(pred) = &r.prediction else {
+            eprintln!("loadtest: --check needs a fitted model");
+            return exit::SOFTWARE;
+        };
+        let Some(sy) = p.check_syndics.or_else(|| crate::plan::check_size(pred, n)) else {
+            eprintln!(
+                "loadtest: no syndic count keeps {n} minions within the target; give --check-syndics"
+            );
+            return exit::USAGE;
+        };
+        match crate::plan::run_check(&base, pred, n, sy, mode, p.repeat, &interrupted) {
+            Ok(c) => {
+                println!("{}", c.line());
+                r.check = Some(c);
+            }
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                return error_code(&e);
+            }
         }
     }
+    if let Some(path) = &p.run.json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(j) => {
+                if let Err(c) = write_file(path, &j) {
+                    return c;
+                }
+            }
+            Err(e) => {
+                eprintln!("loadtest: cannot encode plan: {e}");
+                return exit::SOFTWARE;
+            }
+        }
+    }
+    exit::OK
+}
+
+/// An earlier `plan --json` file.
+fn read_plan(path: &PathBuf) -> Result<crate::plan::PlanReport, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("loadtest: cannot read {}: {e}", path.display());
+        exit::USAGE
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        eprintln!("loadtest: {} is not a plan report: {e}", path.display());
+        exit::DATA
+    })
 }
 
 /// `--add-syndic`: the ring's balance with S and S+1 syndics and the

@@ -13,7 +13,9 @@
 //! - `baseline`: the coordinator of a baseline run.
 //! - `brine`: the Brine run: topology, simulated minions (with `salt://`
 //!   fetches, `brine::fetch`), traced jobs.
-//! - `plan`: capacity planning over a grid of minion and syndic counts.
+//! - `cpu`: CPU-seconds per 1000 returns of the top and each syndic.
+//! - `plan`: capacity planning over a grid of minion and syndic counts,
+//!   with `model`: the fitted latency/CPU model it predicts from.
 
 // Tests may unwrap (house rules); library code may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -21,6 +23,8 @@
 pub(crate) mod baseline;
 pub(crate) mod brine;
 pub mod cli;
+pub(crate) mod cpu;
+pub mod model;
 pub(crate) mod plan;
 pub(crate) mod raw;
 pub(crate) mod report;

@@ -95,6 +95,10 @@ pub struct RunMeta {
     /// The event-bus benchmark's figures (`--events-per-sec`).
     #[serde(default)]
     pub events: Option<crate::brine::events::EventBench>,
+    /// CPU-seconds per 1000 returns of the top and each syndic over the
+    /// measured jobs (Brine run; `None` for the baseline or no jobs).
+    #[serde(default)]
+    pub cpu: Option<crate::cpu::CpuCost>,
 }
 
 /// The simulated minions' side of state jobs (Brine run with `--fun
@@ -404,6 +408,11 @@ impl Report {
                     r.ms.max,
                     r.count
                 );
+            }
+        }
+        if let Some(c) = &m.cpu {
+            for line in c.lines() {
+                let _ = writeln!(s, "{line}");
             }
         }
         let _ = writeln!(

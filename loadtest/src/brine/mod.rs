@@ -436,6 +436,11 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         .iter()
         .filter_map(|m| Some((m.id.clone(), m.pid()?)))
         .collect();
+    let cpu_pids = crate::cpu::Pids {
+        top: top_pid,
+        syndics: syndic_pids.clone(),
+    };
+    let mut cpu_marks = (crate::cpu::Mark::default(), None);
     let leaf_ids: HashSet<&str> = leaves.iter().map(|(id, _)| id.as_str()).collect();
     let leaf_clients: Vec<_> = topo
         .syndic_clients()
@@ -507,6 +512,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             let warm = j < cfg.warmup;
             if !warm && measured_from.is_none() {
                 measured_from = Some(Instant::now());
+                cpu_marks.0 = cpu_pids.mark();
             }
             let fut = async move { (warm, one_job(&sd, &cd, req, &ae, &tid, job_timeout).await) };
             if cfg.rate > 0.0 {
@@ -530,10 +536,22 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
             tally.add(r, &bar)?;
         }
         jobs_span = Some(jobs_from.elapsed());
+        cpu_marks.1 = Some((cpu_pids.mark(), Instant::now()));
         served_after = file_bytes_served(&counted).await;
         Ok::<(), HarnessError>(())
     })?;
     bar.finish_and_clear();
+    let cpu = match (measured_from, &cpu_marks.1) {
+        (Some(t), Some((end, at))) => Some(crate::cpu::cost(
+            &cpu_marks.0,
+            end,
+            at.duration_since(t).as_secs_f64(),
+            cfg.jobs,
+            tally.totals.received,
+            &balance,
+        )),
+        _ => None,
+    };
     let measured_secs =
         measured_from.map(|t| (topo.sampling_secs(t), topo.sampling_secs(Instant::now())));
 
@@ -646,6 +664,7 @@ pub fn run_brine(cfg: &RunConfig, interrupted: &AtomicBool) -> Result<BrineRun, 
         file,
         state_job,
         events,
+        cpu,
         ..cfg.meta("brine")
     };
     let meta = if meta.events.is_some() {
