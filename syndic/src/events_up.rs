@@ -2,7 +2,8 @@
 //! `syndic_forward_events` globs and sends what it gets to the master
 //! above in [`RequestBody::SyndicEvents`] batches (up to [`BATCH`] events;
 //! by the forwarder's adaptive rule [`batch_due`]: at once while none is
-//! on its way, else on an answer, a full batch, or after [`EVERY`]), each event with its syndic path: the path it came
+//! on its way and [`EAGER_GAP`] has passed since the last one, else on an
+//! answer after that gap, a full batch, or after [`EVERY`]), each event with its syndic path: the path it came
 //! by from below (if it did) with this syndic appended, so a tier above
 //! that is itself a syndic forwards it further with its own id.
 //!
@@ -38,6 +39,14 @@ pub const EVERY: Duration = Duration::from_millis(50);
 
 /// Batches on their way up and not yet answered, at most.
 const IN_FLIGHT: usize = 4;
+
+/// A partial batch leaves at once (nothing on its way) only this long
+/// after the previous one: a quiet syndic's event goes up at once, but
+/// under a steady stream events gather for this long, so the master above
+/// opens one batch of many events instead of one per event (measured at
+/// 5000 minions x 1 event/s through 4 syndics: without it the top spent
+/// 4.5 CPU-s on 50 000 events, batches of ~1-2).
+pub const EAGER_GAP: Duration = Duration::from_millis(10);
 
 /// How long the master above has to answer a batch.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,6 +86,17 @@ impl HasBus for brine_master::state::MasterState {
     }
 }
 
+/// The batches [`batch_due`] is told are on their way: within
+/// [`EAGER_GAP`] of the last batch, at least the eager limit, so a partial
+/// batch waits for the gap (or an answer, a full batch, [`EVERY`]).
+fn on_way(in_flight: usize, since_last: Duration) -> usize {
+    if since_last >= EAGER_GAP {
+        in_flight
+    } else {
+        in_flight.max(crate::forward::EAGER_IN_FLIGHT)
+    }
+}
+
 /// Forward the events of `sub` upward as syndic `me` until `shutdown`,
 /// counting on `owner`'s bus.
 pub async fn run<U: Uplink>(
@@ -89,7 +109,9 @@ pub async fn run<U: Uplink>(
     let bus = owner.bus();
     let mut queue: VecDeque<ForwardedEvent> = VecDeque::new();
     let mut window: VecDeque<(usize, Answer)> = VecDeque::new();
-    let mut last_flush = Instant::now();
+    let mut last_flush = Instant::now()
+        .checked_sub(EAGER_GAP)
+        .unwrap_or_else(Instant::now);
     loop {
         let signed_in = up.session().is_some();
         while signed_in
@@ -97,7 +119,7 @@ pub async fn run<U: Uplink>(
             && batch_due(
                 queue.len(),
                 BATCH,
-                window.len(),
+                on_way(window.len(), last_flush.elapsed()),
                 last_flush.elapsed(),
                 EVERY,
             )
@@ -112,6 +134,8 @@ pub async fn run<U: Uplink>(
             LINK_POLL
         } else if queue.is_empty() {
             Duration::from_secs(1)
+        } else if window.is_empty() && last_flush.elapsed() < EAGER_GAP {
+            EAGER_GAP.saturating_sub(last_flush.elapsed())
         } else {
             EVERY.saturating_sub(last_flush.elapsed())
         };
@@ -316,6 +340,43 @@ mod tests {
         assert_eq!(got.len(), QUEUE);
         assert_eq!(got[0].data["i"], 50, "the oldest were dropped");
         assert_eq!(bus.0.forwarded.load(Ordering::Relaxed), QUEUE as u64);
+        sd.cancel();
+    }
+
+    #[test]
+    fn eager_only_after_the_gap() {
+        use crate::forward::EAGER_IN_FLIGHT;
+        assert_eq!(on_way(0, EAGER_GAP), 0, "quiet: at once");
+        assert_eq!(
+            on_way(0, EAGER_GAP / 2),
+            EAGER_IN_FLIGHT,
+            "within the gap: wait"
+        );
+        assert_eq!(on_way(3, Duration::ZERO), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_event_goes_at_once_and_a_stream_goes_in_few_batches() {
+        let (bus, up, sd) = start(&["*"]);
+        tokio::task::yield_now().await;
+        bus.0.fire("lone", json!({}));
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(up.sent.lock().expect("lock").len(), 1, "no wait when quiet");
+        tokio::time::sleep(EAGER_GAP * 2).await;
+        // 100 events, one per ms: gathered per gap, not one batch each.
+        for i in 0..100 {
+            bus.0.fire("stream", json!({ "i": i }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        settle().await;
+        let batches = up.sent.lock().expect("lock").len() - 1;
+        assert_eq!(sent(&up).len(), 101);
+        assert!(
+            (2..=13).contains(&batches),
+            "100 events over 100 ms in {batches} batches"
+        );
         sd.cancel();
     }
 }
