@@ -567,6 +567,22 @@ impl Roots {
     }
 }
 
+/// The files of one environment of some roots as Jinja templates, for
+/// includes and imports (pillar SLS files, reactor files).
+pub(crate) struct EnvSource {
+    pub(crate) roots: Roots,
+    pub(crate) env: String,
+}
+
+impl brine_common::render::TemplateSource for EnvSource {
+    fn load(&self, name: &str) -> Result<Option<String>, String> {
+        self.roots
+            .read_to_string(&self.env, name)
+            .map(|found| found.map(|(text, _)| text))
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

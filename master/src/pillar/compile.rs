@@ -37,7 +37,7 @@
 //! here the file and line reach the operator (the pillar goes only to the
 //! minion it is for).
 
-use crate::fileserver::roots::Roots;
+use crate::fileserver::roots::{EnvSource, Roots};
 use brine_common::config::MasterConfig;
 use brine_common::proto::ListKind;
 use brine_common::render::top::{self, Top};
@@ -124,21 +124,6 @@ struct Compiler<'a> {
     top: Top,
     /// Available SLS names per env (listed when a glob needs them).
     avail: HashMap<String, Vec<String>>,
-}
-
-/// Templates of one pillar environment, for includes and imports.
-struct EnvSource {
-    roots: Roots,
-    env: String,
-}
-
-impl TemplateSource for EnvSource {
-    fn load(&self, name: &str) -> Result<Option<String>, String> {
-        self.roots
-            .read_to_string(&self.env, name)
-            .map(|found| found.map(|(text, _)| text))
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl Compiler<'_> {

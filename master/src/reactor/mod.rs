@@ -22,7 +22,7 @@
 mod parse;
 
 use crate::events::{Event, SUBSCRIBER_QUEUE};
-use crate::fileserver::roots::Roots;
+use crate::fileserver::roots::{EnvSource, Roots};
 use crate::keys::KeyState;
 use crate::state::{bump, MasterState};
 use brine_common::proto::client::PublishRequest;
@@ -321,21 +321,6 @@ fn expand(pattern: &str) -> Vec<Result<String, String>> {
         return vec![Err("no file matches this reactor path".into())];
     }
     files
-}
-
-/// Templates of one `file_roots` environment, for includes and imports.
-struct EnvSource {
-    roots: Roots,
-    env: String,
-}
-
-impl TemplateSource for EnvSource {
-    fn load(&self, name: &str) -> Result<Option<String>, String> {
-        self.roots
-            .read_to_string(&self.env, name)
-            .map(|found| found.map(|(text, _)| text))
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// `salt://path?saltenv=env` → (env, path); `base` by default.
