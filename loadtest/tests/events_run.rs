@@ -1,7 +1,7 @@
 //! End-to-end event benchmark through the built `loadtest` binary: a real
 //! top `salt-master`, 100 simulated minions straight on it (`--syndics
-//! 0`: until syndics forward events up, events from minions behind a
-//! syndic stop at the syndic's bus), 1 event per second each for 3 s.
+//! 0`; events through syndics are checked end to end in
+//! deploy/tests/e2e_syndic_events.rs), 1 event per second each for 3 s.
 //! Every sent event reaches the top's subscriber exactly once, none is
 //! refused, and the report carries the latency and the top's CPU time.
 //! Bounded by the benchmark's own grace period and `timeout` on the child.

@@ -204,7 +204,19 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             .map(|d| d.join("salt-call"))
             .unwrap_or_default()
     });
-    let mut thin = match Thin::cached(thin_path.clone(), &master.cachedir.join("salt-ssh")) {
+    // Hashing (when not cached) and stripping read the whole runner: off
+    // the runtime's threads.
+    let cache = master.cachedir.join("salt-ssh");
+    let (p2, c2) = (thin_path.clone(), cache.clone());
+    let thin = tokio::task::spawn_blocking(move || {
+        Thin::cached(p2, &c2).map(|mut t| {
+            t.strip_debug(&c2);
+            t
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let thin = match thin {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
@@ -214,7 +226,6 @@ pub async fn run(args: SshArgs, master: brine_common::config::MasterConfig) -> i
             return exit::CONFIG;
         }
     };
-    thin.strip_debug(&master.cachedir.join("salt-ssh"));
     let files = match brine_master::FileServer::new(&master) {
         Ok(f) => f,
         Err(e) => {

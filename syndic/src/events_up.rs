@@ -86,17 +86,6 @@ impl HasBus for brine_master::state::MasterState {
     }
 }
 
-/// The batches [`batch_due`] is told are on their way: within
-/// [`EAGER_GAP`] of the last batch, at least the eager limit, so a partial
-/// batch waits for the gap (or an answer, a full batch, [`EVERY`]).
-fn on_way(in_flight: usize, since_last: Duration) -> usize {
-    if since_last >= EAGER_GAP {
-        in_flight
-    } else {
-        in_flight.max(crate::forward::EAGER_IN_FLIGHT)
-    }
-}
-
 /// Forward the events of `sub` upward as syndic `me` until `shutdown`,
 /// counting on `owner`'s bus.
 pub async fn run<U: Uplink>(
@@ -119,8 +108,9 @@ pub async fn run<U: Uplink>(
             && batch_due(
                 queue.len(),
                 BATCH,
-                on_way(window.len(), last_flush.elapsed()),
+                window.len(),
                 last_flush.elapsed(),
+                EAGER_GAP,
                 EVERY,
             )
         {
@@ -341,18 +331,6 @@ mod tests {
         assert_eq!(got[0].data["i"], 50, "the oldest were dropped");
         assert_eq!(bus.0.forwarded.load(Ordering::Relaxed), QUEUE as u64);
         sd.cancel();
-    }
-
-    #[test]
-    fn eager_only_after_the_gap() {
-        use crate::forward::EAGER_IN_FLIGHT;
-        assert_eq!(on_way(0, EAGER_GAP), 0, "quiet: at once");
-        assert_eq!(
-            on_way(0, EAGER_GAP / 2),
-            EAGER_IN_FLIGHT,
-            "within the gap: wait"
-        );
-        assert_eq!(on_way(3, Duration::ZERO), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -80,23 +80,30 @@ const JOBS_UP_MAX: usize = 100_000;
 /// leave together when its answer comes (or the batch fills).
 pub const EAGER_IN_FLIGHT: usize = 1;
 
-/// Whether a batch leaves now, given `waiting` returns not yet on their
+/// Whether a batch leaves now, given `waiting` items not yet on their
 /// way, the batch size `full`, `on_way` batches sent and not answered,
-/// the time `since_last` batch left and the pacing `interval`.
+/// the time `since_last` batch left, the `min_gap` an eager batch keeps
+/// from the previous one and the pacing `interval`.
 ///
 /// A full batch always leaves (the window permitting). A partial one
 /// leaves at once while fewer than [`EAGER_IN_FLIGHT`] batches are on
-/// their way, so nothing waits when nothing is in flight; otherwise it
-/// waits for an answer or the batch to fill, but never longer than
-/// `interval` after the last batch (the bound the fixed pacing gave).
+/// their way and `min_gap` has passed, so nothing waits when nothing is in
+/// flight on a quiet link; otherwise it waits for an answer (and the gap)
+/// or the batch to fill, but never longer than `interval` after the last
+/// batch (the bound the fixed pacing gave). Returns use no gap; events use
+/// one so a steady stream goes in batches of many.
 pub fn batch_due(
     waiting: usize,
     full: usize,
     on_way: usize,
     since_last: Duration,
+    min_gap: Duration,
     interval: Duration,
 ) -> bool {
-    waiting > 0 && (waiting >= full || on_way < EAGER_IN_FLIGHT || since_last >= interval)
+    waiting > 0
+        && (waiting >= full
+            || (on_way < EAGER_IN_FLIGHT && since_last >= min_gap)
+            || since_last >= interval)
 }
 
 /// The side below the forwarder: the outbox and the roster of the subtree.
@@ -389,6 +396,7 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
                 self.pace.batch,
                 self.batches_on_way(),
                 self.last_batch.elapsed(),
+                Duration::ZERO,
                 self.pace.interval,
             );
             if !due {

@@ -525,20 +525,34 @@ fn the_batching_rule_sends_at_once_when_nothing_is_on_its_way() {
     let ms = Duration::from_millis;
     let every = ms(100);
     // Nothing waiting: nothing to send, whatever else holds.
-    assert!(!batch_due(0, 10, 0, ms(500), every));
+    assert!(!batch_due(0, 10, 0, ms(500), Duration::ZERO, every));
     // A quiet fleet: one return, nothing on its way, no time passed.
-    assert!(batch_due(1, 10, 0, ms(0), every));
+    assert!(batch_due(1, 10, 0, ms(0), Duration::ZERO, every));
     // Under load: a partial batch waits behind one on its way...
-    assert!(!batch_due(3, 10, 1, ms(5), every));
-    assert!(!batch_due(9, 10, EAGER_IN_FLIGHT, ms(99), every));
+    assert!(!batch_due(3, 10, 1, ms(5), Duration::ZERO, every));
+    assert!(!batch_due(
+        9,
+        10,
+        EAGER_IN_FLIGHT,
+        ms(99),
+        Duration::ZERO,
+        every
+    ));
     // ...until the batch is full,
-    assert!(batch_due(10, 10, 1, ms(0), every));
-    assert!(batch_due(25, 10, 5, ms(0), every));
+    assert!(batch_due(10, 10, 1, ms(0), Duration::ZERO, every));
+    assert!(batch_due(25, 10, 5, ms(0), Duration::ZERO, every));
     // or the interval since the last batch passed (the bound on waiting).
-    assert!(batch_due(3, 10, 1, ms(100), every));
+    assert!(batch_due(3, 10, 1, ms(100), Duration::ZERO, every));
     assert!(
-        batch_due(1, 1, 3, ms(0), every),
+        batch_due(1, 1, 3, ms(0), Duration::ZERO, every),
         "a batch of one is always full"
+    );
+    // With a gap (events): eager only once the gap passed since the last.
+    assert!(!batch_due(1, 10, 0, ms(5), ms(10), every));
+    assert!(batch_due(1, 10, 0, ms(10), ms(10), every));
+    assert!(
+        !batch_due(1, 10, 1, ms(50), ms(10), every),
+        "still one on its way"
     );
 }
 
