@@ -27,12 +27,17 @@ impl Drop for EventWatch {
 
 impl EventWatch {
     /// Start it on master `on` and return once that master counts one more
-    /// event subscriber (or fail after `wait`, which also bounds
+    /// subscription opened (not live subscribers: one hanging up meanwhile
+    /// would hide it) (or fail after `wait`, which also bounds
     /// [`EventWatch::first`]).
     pub fn start(topo: &Topology, on: &str, wait: Duration) -> Result<EventWatch> {
         let node = topo.node(on).context("no such master")?;
-        let subscribers = || topo.stats_on(on)["event_subscribers"].as_u64().unwrap_or(0);
-        let before = subscribers();
+        let subscriptions = || {
+            topo.stats_on(on)["events_subscriptions"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = subscriptions();
         let mut child = Command::new(topo.bin.join("salt-run"))
             .arg("-c")
             .arg(&node.config_dir)
@@ -60,7 +65,7 @@ impl EventWatch {
             events,
             wait,
         };
-        topo.eventually(wait, "the watcher subscribed", || subscribers() > before)?;
+        topo.eventually(wait, "the watcher subscribed", || subscriptions() > before)?;
         Ok(w)
     }
 

@@ -36,9 +36,9 @@ impl Drop for Watch {
 
 impl Watch {
     /// Start `salt-run state.event ARGS` on the top master and wait until
-    /// the master counts one more event subscriber.
+    /// the master counts one more subscription opened.
     fn start(topo: &Topology, args: &[&str]) -> Watch {
-        let before = subscribers(topo);
+        let before = subscriptions(topo);
         let mut child = Command::new(topo.bin.join("salt-run"))
             .arg("-c")
             .arg(&topo.top.config_dir)
@@ -61,7 +61,7 @@ impl Watch {
         });
         let w = Watch { child, lines };
         topo.eventually(WAIT, "the watcher subscribed", || {
-            subscribers(topo) > before
+            subscriptions(topo) > before
         })
         .expect("subscribed");
         w
@@ -106,8 +106,10 @@ impl Watch {
     }
 }
 
-fn subscribers(topo: &Topology) -> u64 {
-    topo.stat("event_subscribers")
+fn subscriptions(topo: &Topology) -> u64 {
+    // Opened since start, not live: a watcher killed just before would
+    // still count as live until the master sees it hang up.
+    topo.stat("events_subscriptions")
 }
 
 fn is_stamp(v: &Value) -> bool {

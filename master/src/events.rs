@@ -67,6 +67,9 @@ pub struct EventBus {
     pub published: AtomicU64,
     /// Events a subscriber lost because its queue was full.
     pub dropped: AtomicU64,
+    /// Subscriptions opened since the master started (a watcher knows it
+    /// is in place when this grows, whoever hangs up meanwhile).
+    pub subscribed: AtomicU64,
     /// Events from minions refused (namespace, size, shape).
     pub refused: AtomicU64,
     /// Events this syndic sent to the master above (acknowledged).
@@ -140,6 +143,7 @@ impl EventBus {
             skip,
             tx,
         });
+        self.subscribed.fetch_add(1, Ordering::Relaxed);
         Ok(Subscription { rx })
     }
 

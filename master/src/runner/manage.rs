@@ -192,6 +192,7 @@ pub(crate) fn stats_of(state: &MasterState) -> Value {
         for (k, c) in [
             ("events_published", &bus.published),
             ("events_dropped", &bus.dropped),
+            ("events_subscriptions", &bus.subscribed),
             ("events_refused", &bus.refused),
             ("events_forwarded", &bus.forwarded),
             ("events_forward_dropped", &bus.forward_dropped),
