@@ -13,12 +13,13 @@
 //!   bounded retry: a `ReAuth` is acted on at most once per
 //!   [`REAUTH_HINT_GAP`] ([`ClientSession::reauth_hint`]);
 //! - requests carry a strictly increasing `seq` (the master refuses replays);
-//! - publishes must be signed by the pinned key, newer than every publish
+//! - publishes must be signed by the publish signing key that the pinned
+//!   key vouched for in its sign-in answer, newer than every publish
 //!   seen before (replays and stale publishes are refused) and sealed under
 //!   the current publish key.
 
 use crate::codec::{self, ProtoError};
-use crate::crypto::{self, AesKey, CryptoError, KeyPair, PublicKey};
+use crate::crypto::{self, AesKey, CryptoError, KeyPair, PubVerifier, PublicKey};
 use crate::proto::*;
 use rand::RngCore;
 use std::sync::Arc;
@@ -32,10 +33,10 @@ use std::time::{Duration, Instant};
 /// every publish itself ([`ClientSession::open_publish`]).
 #[derive(Debug, Default)]
 pub struct SignatureMemo {
-    recent: std::collections::VecDeque<(Vec<u8>, Vec<u8>, String)>,
+    recent: std::collections::VecDeque<(Vec<u8>, Vec<u8>, [u8; 32])>,
     /// Checks answered from the memo.
     pub hits: u64,
-    /// Checks done with RSA.
+    /// Checks done with the key (Ed25519).
     pub checks: u64,
 }
 
@@ -43,11 +44,11 @@ pub struct SignatureMemo {
 const SIGNATURE_MEMO: usize = 32;
 
 impl SignatureMemo {
-    fn verify(&mut self, key: &PublicKey, body: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
+    fn verify(&mut self, key: &PubVerifier, body: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
         let known = self
             .recent
             .iter()
-            .any(|(s, b, k)| s == sig && b == body && k == key.pem());
+            .any(|(s, b, k)| s == sig && b == body && k == key.as_bytes());
         if known {
             self.hits += 1;
             return Ok(());
@@ -58,7 +59,7 @@ impl SignatureMemo {
             self.recent.pop_back();
         }
         self.recent
-            .push_front((sig.to_vec(), body.to_vec(), key.pem().to_string()));
+            .push_front((sig.to_vec(), body.to_vec(), *key.as_bytes()));
         Ok(())
     }
 }
@@ -270,6 +271,10 @@ pub struct ClientSession {
     role: Role,
     keys: Arc<KeyPair>,
     master_pub: Option<PublicKey>,
+    /// The master's publish signing key, from its last RSA-signed
+    /// sign-in answer (kept across sessions: a restarted master's
+    /// `Reauth` is signed with the same key).
+    pub_verifier: Option<PubVerifier>,
     master_finger: Option<String>,
     nonce: Vec<u8>,
     est: Option<Established>,
@@ -300,6 +305,7 @@ impl ClientSession {
             role,
             keys,
             master_pub: pinned,
+            pub_verifier: None,
             master_finger: master_finger.map(|f| f.trim().to_ascii_lowercase()),
             nonce: Vec::new(),
             est: None,
@@ -416,11 +422,13 @@ impl ClientSession {
         if accept.nonce.is_empty() || accept.nonce != self.nonce {
             return Err(SessionError::NonceMismatch);
         }
+        let pub_verifier = PubVerifier::from_bytes(&accept.pub_sign_key)?;
         let publish_key = AesKey::from_slice(&self.keys.decrypt(&accept.publish_key)?)?;
         let session_key = AesKey::from_slice(&self.keys.decrypt(&accept.session_key)?)?;
         if pin.is_some() {
             self.master_pub = Some(offered);
         }
+        self.pub_verifier = Some(pub_verifier);
         let same_key = self.est.as_ref().map(|e| e.key_id) == Some(accept.key_id);
         if !same_key {
             // A new publish key cannot open old publishes, so the replay
@@ -506,12 +514,16 @@ impl ClientSession {
             return Err(ProtoError::Version(signed.v).into());
         }
         let body: PubBody = codec::decode(&signed.body, self.max_frame)?;
-        // Jobs and re-auth requests must carry the master's RSA signature.
-        // A key update is sealed under our own session key, which only the
-        // master shares with us: that authenticates it without a 2 ms RSA
+        // Jobs and re-auth requests must carry the master's publish
+        // signature (Ed25519, its key vouched for by the RSA-signed sign-in
+        // answer). A key update is sealed under our own session key, which
+        // only the master shares with us: that authenticates it without a
         // signature per minion at every rotation.
         if !matches!(body.kind, PubKind::KeyUpdate { .. }) {
-            let master = self.master_pub.as_ref().ok_or(SessionError::NotSignedIn)?;
+            let master = self
+                .pub_verifier
+                .as_ref()
+                .ok_or(SessionError::NotSignedIn)?;
             match memo {
                 Some(m) => m.verify(master, &signed.body, &signed.sig)?,
                 None => master.verify(&signed.body, &signed.sig)?,
@@ -721,6 +733,91 @@ mod tests {
             .is_err());
     }
 
+    /// A master's accepted sign-in answer to `s`'s latest attempt, with
+    /// `pub_sign_key` as its publish verifying key.
+    fn accept_reply(s: &mut ClientSession, master: &KeyPair, pub_sign_key: Vec<u8>) -> AuthReply {
+        let first = s.auth_frame().expect("frame");
+        let Wire::Auth(req) = codec::decode_wire(&first, 1 << 20).expect("decode") else {
+            panic!("not an auth frame")
+        };
+        let peer = PublicKey::from_pem(&req.pub_pem).expect("peer key");
+        let accept = codec::encode(&AuthAccept {
+            master_pub_pem: master.public().pem().to_string(),
+            master_id: "top".into(),
+            publish_port: 4505,
+            key_id: 1,
+            publish_key: peer.encrypt(AesKey::random().as_bytes()).expect("enc"),
+            session_key: peer.encrypt(AesKey::random().as_bytes()).expect("enc"),
+            nonce: req.nonce,
+            heartbeat_interval: 5,
+            pub_seq: 0,
+            pub_sign_key,
+        })
+        .expect("encode");
+        let sig = master.sign(&accept).expect("sign");
+        AuthReply {
+            status: AuthStatus::Accepted,
+            accept,
+            sig,
+        }
+    }
+
+    #[test]
+    fn publishes_verify_only_with_the_key_the_sign_in_answer_vouched_for() {
+        let master = KeyPair::generate().expect("key");
+        let signer = master.pub_signer().expect("signer");
+        let keys = Arc::new(KeyPair::generate().expect("key"));
+        let mut s = ClientSession::new("m1", Role::Minion, keys, None, None, 1 << 20);
+
+        // No (or a malformed) publish key in the answer: no session.
+        for bad in [vec![], vec![1u8; 31], vec![0u8; 32]] {
+            let reply = accept_reply(&mut s, &master, bad);
+            assert!(s.handle_auth_reply(&reply).is_err());
+            assert!(!s.is_signed_in());
+        }
+        let reply = accept_reply(&mut s, &master, signer.verifier().as_bytes().to_vec());
+        assert!(matches!(
+            s.handle_auth_reply(&reply),
+            Ok(SignInOutcome::Accepted { .. })
+        ));
+
+        let body = codec::encode(&PubBody {
+            seq: 1,
+            master_id: "top".into(),
+            kind: PubKind::Reauth { key_id: 2 },
+        })
+        .expect("body");
+        let publish = |sig: Vec<u8>| {
+            codec::encode(&SignedPub {
+                v: PROTO_VERSION,
+                body: body.clone(),
+                sig,
+            })
+            .expect("publish")
+        };
+        let other = KeyPair::generate()
+            .expect("key")
+            .pub_signer()
+            .expect("signer");
+        for (what, sig) in [
+            ("the master's RSA key", master.sign(&body).expect("sign")),
+            ("another master's publish key", other.sign(&body)),
+            ("no signature", vec![]),
+        ] {
+            assert!(
+                matches!(
+                    s.open_publish(&publish(sig)),
+                    Err(SessionError::Crypto(CryptoError::BadSignature))
+                ),
+                "signed with {what}"
+            );
+        }
+        assert!(matches!(
+            s.open_publish(&publish(signer.sign(&body))),
+            Ok(PubEvent::Reauth)
+        ));
+    }
+
     #[test]
     fn the_replay_window_takes_each_publish_once_in_any_order() {
         let mut w = SeqWindow::default();
@@ -755,23 +852,30 @@ mod tests {
 
     #[test]
     fn signature_memo_remembers_only_valid_exact_triples() {
-        let a = KeyPair::generate().expect("key");
-        let b = KeyPair::generate().expect("key");
+        let a = KeyPair::generate()
+            .expect("key")
+            .pub_signer()
+            .expect("signer");
+        let b = KeyPair::generate()
+            .expect("key")
+            .pub_signer()
+            .expect("signer");
+        let (a_pub, b_pub) = (a.verifier(), b.verifier());
         let body = b"job body".to_vec();
-        let sig = a.sign(&body).expect("sign");
+        let sig = a.sign(&body);
         let mut memo = SignatureMemo::default();
-        memo.verify(a.public(), &body, &sig).expect("valid");
-        memo.verify(a.public(), &body, &sig).expect("valid again");
+        memo.verify(&a_pub, &body, &sig).expect("valid");
+        memo.verify(&a_pub, &body, &sig).expect("valid again");
         assert_eq!((memo.checks, memo.hits), (1, 1));
         // Same signature, other body or other key: checked, and refused.
-        assert!(memo.verify(a.public(), b"job bodx", &sig).is_err());
-        assert!(memo.verify(b.public(), &body, &sig).is_err());
+        assert!(memo.verify(&a_pub, b"job bodx", &sig).is_err());
+        assert!(memo.verify(&b_pub, &body, &sig).is_err());
         let mut bad = sig.clone();
         bad[0] ^= 1;
-        assert!(memo.verify(a.public(), &body, &bad).is_err());
+        assert!(memo.verify(&a_pub, &body, &bad).is_err());
         assert_eq!((memo.checks, memo.hits), (4, 1));
         // Refusals are never remembered.
-        assert!(memo.verify(b.public(), &body, &sig).is_err());
+        assert!(memo.verify(&b_pub, &body, &sig).is_err());
         assert_eq!(memo.checks, 5);
     }
 }

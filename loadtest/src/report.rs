@@ -79,7 +79,7 @@ pub struct RunMeta {
     /// sign in to, with the cause of every sign-in after a minion's first.
     #[serde(default)]
     pub sign_ins_by_tier: BTreeMap<String, crate::brine::sim::SignIns>,
-    /// Publish signatures the simulated minions checked with RSA, and
+    /// Publish signatures the simulated minions checked (Ed25519), and
     /// checks they shared within a worker (0 with `--verify-each`).
     #[serde(default)]
     pub signature_checks: u64,
@@ -466,7 +466,7 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "publish signatures checked with RSA {}, answered from the worker's memo {}{}",
+                "publish signatures checked (Ed25519) {}, answered from the worker's memo {}{}",
                 m.signature_checks,
                 m.signature_shared,
                 if m.signature_shared > 0 {

@@ -1,7 +1,8 @@
 //! The publisher: owns the PUB socket on `interface:publish_port` (4505).
 //!
 //! Jobs are sealed once under the current publish key and signed once with
-//! the master key (RSA-PSS, ~2 ms), then sent to one topic per destination:
+//! the master's publish signing key (Ed25519, ~20 µs; derived from its RSA
+//! key, `crypto::KeyPair::pub_signer`), then sent to one topic per destination:
 //! the broadcast topic for direct minions and each selected syndic's own
 //! topic. Every publish carries a strictly increasing sequence number
 //! (microseconds, never going backwards) so subscribers drop replays. Key
@@ -20,7 +21,7 @@
 //! anything is allocated. See docs/SECURITY.md for the measured bounds.
 
 use brine_common::codec;
-use brine_common::crypto::{self, AesKey, KeyPair};
+use brine_common::crypto::{self, AesKey, KeyPair, PubSigner, PubVerifier};
 use brine_common::proto::*;
 use brine_common::sync::lock;
 use brine_common::transport::{self, ConnGuard, Guarded, IoThread, Verdict};
@@ -161,7 +162,8 @@ impl ConnGuard for SubscriptionGuard {
 
 pub struct Publisher {
     io: IoThread,
-    key: Arc<KeyPair>,
+    /// Signs publishes (Ed25519, derived from the master's RSA key).
+    signer: PubSigner,
     master_id: String,
     seq: AtomicU64,
     pub port: u16,
@@ -229,11 +231,12 @@ impl Publisher {
             index: 0,
             guard: Box::new(SubscriptionGuard::new(subscriptions.clone())),
         };
+        let signer = key.pub_signer()?;
         let (io, _rx) =
             IoThread::spawn_guarded(ctx, "publisher", vec![sock], &[0], 1, Some(guard))?;
         Ok(Self {
             io,
-            key,
+            signer,
             master_id: master_id.to_string(),
             seq: AtomicU64::new(0),
             port,
@@ -244,6 +247,11 @@ impl Publisher {
                 bytes: 0,
             }),
         })
+    }
+
+    /// The public half of the publish signing key (sent in `AuthAccept`).
+    pub fn verifier(&self) -> PubVerifier {
+        self.signer.verifier()
     }
 
     /// The sequence number of the newest publish (0 before the first).
@@ -273,7 +281,11 @@ impl Publisher {
             master_id: self.master_id.clone(),
             kind,
         })?;
-        let sig = if sign { self.key.sign(&body)? } else { vec![] };
+        let sig = if sign {
+            self.signer.sign(&body)
+        } else {
+            vec![]
+        };
         Ok((
             seq,
             codec::encode(&SignedPub {

@@ -425,6 +425,7 @@ impl RequestServer {
                 nonce: req.nonce.clone(),
                 heartbeat_interval: cfg.heartbeat_interval,
                 pub_seq: st.publisher().last_seq(),
+                pub_sign_key: st.publisher().verifier().as_bytes().to_vec(),
             };
             let accept =
                 codec::encode(&accept).map_err(|e| crypto::CryptoError::Rsa(e.to_string()))?;

@@ -308,6 +308,10 @@ pub struct AuthAccept {
     /// restarted cannot be replayed to it).
     #[serde(default)]
     pub pub_seq: u64,
+    /// The master's Ed25519 publish verifying key (32 bytes): publishes are
+    /// signed with it, and this answer's RSA signature vouches for it.
+    #[serde(with = "serde_bytes", default)]
+    pub pub_sign_key: Vec<u8>,
 }
 
 /// Answer to an [`AuthRequest`].
@@ -631,7 +635,8 @@ pub struct PubBody {
     pub kind: PubKind,
 }
 
-/// A publish frame: the body's msgpack bytes and the master's RSA signature.
+/// A publish frame: the body's msgpack bytes and the master's Ed25519
+/// publish signature (`AuthAccept::pub_sign_key` checks it).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SignedPub {
     pub v: u8,

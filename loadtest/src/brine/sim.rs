@@ -139,7 +139,7 @@ pub struct SimResult {
     pub send_errors: u64,
     pub recv_errors: u64,
     pub timed_out: bool,
-    /// Publish signatures checked with RSA, and checks answered by the
+    /// Publish signatures checked (Ed25519), and checks answered by the
     /// worker's memo of valid signatures (see `SimSpec::verify_each`).
     #[serde(default)]
     pub signature_checks: u64,
