@@ -18,7 +18,10 @@
 use crate::config::{LinkTimings, MinionConfig, SyndicConfig};
 use crate::crypto::{KeyPair, PublicKey};
 use crate::proto::*;
-use crate::session::{ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked};
+use crate::session::{
+    ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, Unacked, SIGN_IN_ANSWER_WAIT,
+    SIGN_IN_PROVEN_WAIT,
+};
 use crate::transport::{self, IoThread};
 use rand::Rng;
 use std::path::PathBuf;
@@ -391,7 +394,7 @@ impl Task {
                 debug!(stale, "dropped answers to earlier sign-in attempts");
             }
             self.send_frame(frame);
-            let deadline = tokio::time::sleep(Duration::from_secs(5));
+            let deadline = tokio::time::sleep(SIGN_IN_ANSWER_WAIT);
             tokio::pin!(deadline);
             let outcome = loop {
                 tokio::select! {
@@ -406,9 +409,15 @@ impl Task {
                                 Err(SessionError::NonceMismatch) => debug!("answer to an earlier sign-in attempt skipped"),
                                 other => break Some(other),
                             },
-                            // First round answered: prove the key (once per attempt).
+                            // First round answered: prove the key (once per
+                            // attempt), then wait for the master's RSA
+                            // workers to reach the proof instead of queueing
+                            // another one behind it.
                             Ok(ServerMsg::Challenge { nonce, challenge }) => match self.session.answer_challenge(&nonce, challenge) {
-                                Ok(f) => self.send_frame(f),
+                                Ok(f) => {
+                                    self.send_frame(f);
+                                    deadline.as_mut().reset(tokio::time::Instant::now() + SIGN_IN_PROVEN_WAIT);
+                                }
                                 Err(e) => debug!(error = %e, "challenge skipped"),
                             },
                             Ok(ServerMsg::Error(e)) => { warn!(error = %e, "master refused the sign-in"); }

@@ -64,6 +64,21 @@ impl SignatureMemo {
     }
 }
 
+/// How long a peer waits for the master's first answer (the challenge)
+/// to a sign-in before it tries again on a new connection.
+pub const SIGN_IN_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a sign-in whose challenge the master answered waits for the
+/// acceptance before it is sent again. The master answers challenges at
+/// once but queues the proofs for its few RSA workers, in order: 5000
+/// peers signing in at once (a master restart) wait up to ~40 s on a
+/// 2-core box. Sending again after a few seconds only queued one more RSA
+/// check per peer (the master accepted both, the second replacing the
+/// first's session): in the load test ~1900 of 5000 were resent and the
+/// backlog grew by a third. As long as the master's challenge stays valid
+/// (60 s), waiting for the answer is the fastest way in.
+pub const SIGN_IN_PROVEN_WAIT: Duration = Duration::from_secs(60);
+
 /// How long a client waits for the acknowledgement of a reliable request
 /// before sending it again, after `attempt` earlier sends (1 = the first).
 /// Doubling from 10 s to at most 160 s: an overloaded master that answers

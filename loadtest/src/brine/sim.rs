@@ -35,6 +35,7 @@ use brine_common::jid::Jid;
 use brine_common::proto::*;
 use brine_common::session::{
     ClientSession, PubEvent, ServerMsg, SessionError, SignInOutcome, SignatureMemo, Unacked,
+    SIGN_IN_PROVEN_WAIT,
 };
 use brine_common::target::{self, Target};
 use brine_common::transport::tcp_endpoint;
@@ -54,15 +55,6 @@ use std::time::{Duration, Instant};
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// A sign-in not answered after this long is sent again.
 const SIGN_IN_RETRY: Duration = Duration::from_secs(10);
-/// How long a sign-in whose challenge the master answered waits for the
-/// acceptance before it is sent again. The master answers challenges at
-/// once but queues the proof for its few RSA workers, in order: 5000
-/// minions signing in at once wait up to ~40 s on this machine. Sending
-/// again after [`SIGN_IN_RETRY`] then only queued one more RSA check per
-/// minion (the master accepted both, the second replacing the first's
-/// session): ~1900 of 5000 were resent, the "second sign-ins" the
-/// master counted, and the backlog grew by a third.
-const SIGN_IN_PROVEN_WAIT: Duration = Duration::from_secs(60);
 /// Most unacknowledged returns one minion keeps.
 const MAX_PENDING: usize = 10_000;
 /// Most `salt://` fetches one minion runs at once (more fail at once).
