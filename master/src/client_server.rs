@@ -13,7 +13,7 @@
 //! at most [`crate::state::WATCH_BYTES`] of queued returns: the rest wait
 //! in the job cache and are sent from there once it has read the queue.
 
-use crate::state::{JobError, JobEvent, JobReturns, MasterState};
+use crate::state::{JobError, JobEvent, JobReturns, MasterState, WatchQueue};
 use brine_common::jid::Jid;
 use brine_common::proto::client::{
     frame, read_frame, write_frame, ClientErrorKind, ClientMsg, ClientReq, FrameError, SOCKET_NAME,
@@ -244,6 +244,24 @@ async fn stream_events(
     }
 }
 
+/// Frames of returns written to a `salt` client in one write, at most
+/// (plus one frame).
+const STREAM_WRITE_BYTES: usize = 256 * 1024;
+
+/// Append the frame of one job event to `out`.
+fn push_event(out: &mut Vec<u8>, ev: JobEvent, queue: &WatchQueue) -> Result<(), FrameError> {
+    match ev {
+        JobEvent::Return { ret, bytes } => {
+            out.extend_from_slice(&frame(&ClientMsg::Return(ret))?);
+            queue.sent(bytes);
+        }
+        JobEvent::CacheFailing(why) => {
+            out.extend_from_slice(&frame(&ClientMsg::JobCacheFailing(why))?);
+        }
+    }
+    Ok(())
+}
+
 /// Stream a job's returns to the client until it hangs up: the live ones
 /// from the watcher's queue, then, whenever that queue is empty, those
 /// left in the job cache while the client was not reading (one at a time,
@@ -260,28 +278,33 @@ async fn stream_returns(
     // Deferred returns are looked for at least this often (a return may be
     // deferred just as the queue empties).
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut out: Vec<u8> = Vec::new();
     loop {
-        let msg = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = rd.read(&mut probe) => {
                 if matches!(r, Ok(0) | Err(_)) { return Ok(()); }
                 continue;
             }
-            ev = rx.rx.recv() => match ev {
-                None => return Ok(()),
-                Some(JobEvent::Return { ret, bytes }) => {
-                    let out = frame(&ClientMsg::Return(ret));
-                    rx.queue.sent(bytes);
-                    Some(out?)
+            ev = rx.rx.recv() => {
+                let Some(ev) = ev else { return Ok(()) };
+                push_event(&mut out, ev, &rx.queue)?;
+                // Whatever else is queued goes in the same write (one
+                // write per return was 6.5% of the top's CPU at 1000
+                // minions).
+                while out.len() < STREAM_WRITE_BYTES {
+                    let Ok(ev) = rx.rx.try_recv() else { break };
+                    push_event(&mut out, ev, &rx.queue)?;
                 }
-                Some(JobEvent::CacheFailing(why)) => Some(frame(&ClientMsg::JobCacheFailing(why))?),
-            },
-            _ = tick.tick() => None,
-        };
-        if let Some(out) = msg {
+            }
+            _ = tick.tick() => {}
+        }
+        if !out.is_empty() {
             if wr.write_all(&out).await.is_err() {
                 return Ok(());
             }
+            out.clear();
+            out.shrink_to(STREAM_WRITE_BYTES);
         }
         if !rx.rx.is_empty() {
             continue;
