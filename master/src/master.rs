@@ -257,3 +257,22 @@ async fn housekeeping(state: Arc<MasterState>, shutdown: CancellationToken) {
         }
     }
 }
+
+/// A master config for tests: loopback, any free ports, every path under
+/// `d`.
+#[cfg(test)]
+pub(crate) fn test_config(d: &std::path::Path) -> brine_common::config::MasterConfig {
+    brine_common::config::MasterConfig {
+        interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        publish_port: 0,
+        ret_port: 0,
+        pki_dir: d.join("pki"),
+        cachedir: d.join("cache"),
+        sock_dir: d.join("sock"),
+        root_dir: d.to_path_buf(),
+        log_file: d.join("master.log"),
+        file_roots: [("base".to_string(), vec![d.join("srv")])].into(),
+        pillar_roots: [("base".to_string(), vec![d.join("pillar")])].into(),
+        ..brine_common::config::MasterConfig::default()
+    }
+}

@@ -239,18 +239,8 @@ mod tests {
     /// `port`.
     fn test_config(d: &std::path::Path, port: u16) -> brine_common::config::MasterConfig {
         brine_common::config::MasterConfig {
-            interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            publish_port: 0,
-            ret_port: 0,
-            pki_dir: d.join("pki"),
-            cachedir: d.join("cache"),
-            sock_dir: d.join("sock"),
-            root_dir: d.to_path_buf(),
-            log_file: d.join("master.log"),
-            file_roots: [("base".to_string(), vec![d.join("srv")])].into(),
-            pillar_roots: [("base".to_string(), vec![d.join("pillar")])].into(),
             metrics_bind: Some(format!("127.0.0.1:{port}")),
-            ..brine_common::config::MasterConfig::default()
+            ..crate::master::test_config(d)
         }
     }
 

@@ -462,18 +462,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_watcher_of_a_job_gets_each_stored_return_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
         let cfg = brine_common::config::MasterConfig {
             id: "watchers_test_master".into(),
-            interface: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            publish_port: 0,
-            ret_port: 0,
-            pki_dir: d.join("pki"),
-            cachedir: d.join("cache"),
-            sock_dir: d.join("sock"),
-            root_dir: d.to_path_buf(),
-            log_file: d.join("master.log"),
-            ..brine_common::config::MasterConfig::default()
+            ..crate::master::test_config(dir.path())
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         let master = crate::master::Master::start(cfg, shutdown.clone())
