@@ -16,8 +16,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use brine_deploy::launch::{self, Net, Stop};
 use brine_deploy::sshd::{self, Sshd};
+use common::QUICK_OPTS;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -469,11 +471,7 @@ master: {{id: top, host: {top}}}
 defaults:
   ssh_port: {port}
   root_dir: '{root}/{{id}}'
-  master_opts: {{log_level: info, heartbeat_interval: 1, syndic_forward_interval_ms: 20,
-                 syndic_acceptance_wait_time: 1, syndic_recon_default: 200}}
-  minion_opts: {{log_level: info, acceptance_wait_time: 1, recon_default: 200,
-                 recon_max: 2000, random_reauth_delay: 1}}
-datacenters:
+{QUICK_OPTS}datacenters:
   dc1:
     syndics: [{{id: ds-syn, host: {syn}, publish_port: {pubp}, ret_port: {retp}}}]
     hosts: [{{id: ds-m1, host: {a1}}}, {{id: ds-m2, host: {a2}}}]

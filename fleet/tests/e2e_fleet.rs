@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use brine_deploy::launch::{self, Net, Stop};
+use common::QUICK_OPTS;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -61,11 +63,7 @@ fn rendered_fleet_runs_and_answers_through_its_syndic() {
 master: {{id: top, host: {top}}}
 defaults:
   root_dir: '{root}/{{id}}'
-  master_opts: {{log_level: info, heartbeat_interval: 1, syndic_forward_interval_ms: 20,
-                 syndic_acceptance_wait_time: 1, syndic_recon_default: 200}}
-  minion_opts: {{log_level: info, acceptance_wait_time: 1, recon_default: 200,
-                 recon_max: 2000, random_reauth_delay: 1}}
-datacenters:
+{QUICK_OPTS}datacenters:
   dc1:
     syndics: [{{id: syn1, host: {top}, publish_port: {pubp}, ret_port: {retp}}}]
     hosts: [{{id: fleet-m1, host: {m1}}}, {{id: fleet-m2, host: {m2}}}]

@@ -371,12 +371,7 @@ async fn run_thin(
         }
     }
     drop(si);
-    let code = child
-        .wait()
-        .await
-        .ok()
-        .and_then(|s| s.code())
-        .unwrap_or(255);
+    let code = crate::remote::exit_code(&mut child).await;
     let stderr = err.await.unwrap_or_default();
     match done {
         Some(d) => Ok(d),

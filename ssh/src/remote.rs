@@ -62,17 +62,23 @@ pub async fn exec(
         stdout
     };
     let ((), stdout, stderr) = tokio::join!(write, read_out, read_stderr(se));
-    let code = child
-        .wait()
-        .await
-        .ok()
-        .and_then(|s| s.code())
-        .unwrap_or(255);
+    let code = exit_code(&mut child).await;
     Output {
         code,
         stdout,
         stderr,
     }
+}
+
+/// The exit code of an `ssh` run once it ended: 255 (ssh's own failure
+/// code) when it was killed by a signal or could not be waited for.
+pub(crate) async fn exit_code(child: &mut tokio::process::Child) -> i32 {
+    child
+        .wait()
+        .await
+        .ok()
+        .and_then(|s| s.code())
+        .unwrap_or(255)
 }
 
 /// What one remote run gave back.

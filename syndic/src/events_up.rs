@@ -15,7 +15,7 @@
 //! when it accepts the forwarded return (see
 //! [`brine_master::events::never_forwarded`]).
 
-use crate::forward::{batch_due, Uplink};
+use crate::forward::{batch_due, batch_wait, Uplink};
 use brine_common::proto::{ForwardedEvent, RequestBody};
 use brine_master::events::{self, EventBus, Subscription};
 use std::collections::VecDeque;
@@ -124,10 +124,8 @@ pub async fn run<U: Uplink>(
             LINK_POLL
         } else if queue.is_empty() {
             Duration::from_secs(1)
-        } else if window.is_empty() && last_flush.elapsed() < EAGER_GAP {
-            EAGER_GAP.saturating_sub(last_flush.elapsed())
         } else {
-            EVERY.saturating_sub(last_flush.elapsed())
+            batch_wait(window.len(), last_flush.elapsed(), EAGER_GAP, EVERY)
         };
         let answer = async {
             match window.front_mut() {

@@ -106,6 +106,24 @@ pub fn batch_due(
             || since_last >= interval)
 }
 
+/// How long until a partial batch becomes due by [`batch_due`]'s clock
+/// alone, `since_last` the previous batch left (an answer or more items
+/// may make it due sooner): the gap while fewer than [`EAGER_IN_FLIGHT`]
+/// batches are on their way, else the interval.
+pub fn batch_wait(
+    on_way: usize,
+    since_last: Duration,
+    min_gap: Duration,
+    interval: Duration,
+) -> Duration {
+    let due_after = if on_way < EAGER_IN_FLIGHT {
+        min_gap.min(interval)
+    } else {
+        interval
+    };
+    due_after.saturating_sub(since_last)
+}
+
 /// The side below the forwarder: the outbox and the roster of the subtree.
 pub trait Below: Send + Sync + 'static {
     /// Up to `limit` outbox entries after `cursor`, oldest first (empty on
@@ -561,11 +579,13 @@ impl<B: Below, U: Uplink> Forwarder<B, U> {
         let roster = self.pace.roster_every();
         match fill {
             Fill::Waiting => roster,
-            Fill::Idle if self.waiting() > 0 => self
-                .pace
-                .interval
-                .saturating_sub(self.last_batch.elapsed())
-                .min(roster),
+            Fill::Idle if self.waiting() > 0 => batch_wait(
+                self.batches_on_way(),
+                self.last_batch.elapsed(),
+                Duration::ZERO,
+                self.pace.interval,
+            )
+            .min(roster),
             Fill::Idle => roster,
         }
     }

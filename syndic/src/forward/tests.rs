@@ -556,6 +556,35 @@ fn the_batching_rule_sends_at_once_when_nothing_is_on_its_way() {
     );
 }
 
+#[test]
+fn the_batching_clock_wakes_when_a_partial_batch_falls_due() {
+    let ms = Duration::from_millis;
+    let every = ms(100);
+    for (on_way, since, gap) in [(0, 3, 10), (0, 12, 10), (1, 30, 10), (2, 150, 0), (0, 0, 0)] {
+        let wait = batch_wait(on_way, ms(since), ms(gap), every);
+        // Not due before the wait is over (unless due already), due after.
+        assert!(batch_due(1, 10, on_way, ms(since) + wait, ms(gap), every));
+        if !wait.is_zero() {
+            assert!(!batch_due(1, 10, on_way, ms(since), ms(gap), every));
+            assert!(!batch_due(
+                1,
+                10,
+                on_way,
+                ms(since) + wait - ms(1),
+                ms(gap),
+                every
+            ));
+        }
+    }
+    assert_eq!(batch_wait(0, ms(3), ms(10), every), ms(7), "the gap");
+    assert_eq!(batch_wait(1, ms(30), ms(10), every), ms(70), "the interval");
+    assert_eq!(
+        batch_wait(0, ms(0), ms(500), every),
+        every,
+        "never past the interval"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lone_return_goes_up_at_once_and_others_gather_behind_a_batch_on_its_way() {
     let mut rig = Rig::start(4, 10);
