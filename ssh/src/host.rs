@@ -33,14 +33,32 @@ pub struct Thin {
     /// What is uploaded: `path`, or its copy without debug sections
     /// ([`Thin::strip_debug`]).
     pub upload: PathBuf,
+    /// `upload`'s bytes, read at the first upload and shared by every host
+    /// (tens of MB: not read again per host, not on a runtime thread).
+    loaded: Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>,
 }
 
 impl Thin {
+    /// The bytes to upload ([`Thin::upload`]), read once.
+    pub async fn upload_bytes(&self) -> std::io::Result<Arc<Vec<u8>>> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let path = self.upload.clone();
+                tokio::task::spawn_blocking(move || std::fs::read(path))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
     /// Hash the runner at `path`, without any cache.
     pub fn at(path: PathBuf) -> std::io::Result<Thin> {
         let short_hash = hash_file(&path)?;
         Ok(Thin {
             upload: path.clone(),
+            loaded: Default::default(),
             path,
             short_hash,
         })
@@ -60,6 +78,7 @@ impl Thin {
             tracing::debug!(hash = %r.short_hash, "runner hash from the cache");
             return Ok(Thin {
                 upload: path.clone(),
+                loaded: Default::default(),
                 path,
                 short_hash: r.short_hash,
             });
@@ -77,6 +96,7 @@ impl Thin {
         }
         Ok(Thin {
             upload: path.clone(),
+            loaded: Default::default(),
             path,
             short_hash,
         })
@@ -89,6 +109,8 @@ impl Thin {
     /// Without `objcopy` (binutils) or when it fails, the runner is sent
     /// as it is. The name on the host stays the hash of the runner itself.
     pub fn strip_debug(&mut self, cache_dir: &Path) {
+        // What was read (if anything) was the other file.
+        self.loaded = Default::default();
         let root = cache_dir.join("thin");
         let dir = root.join(&self.short_hash);
         let copy = dir.join("salt-call");
@@ -468,7 +490,7 @@ pub async fn run(env: &Env, h: &Host, job: &Job) -> HostResult {
                             b = sh_quote(&bin)
                         );
                         let remote_up = as_root(use_sudo, script);
-                        let bytes = match std::fs::read(&env.thin.upload) {
+                        let bytes = match env.thin.upload_bytes().await {
                             Ok(b) => b,
                             Err(e) => {
                                 return HostResult::failed(
